@@ -1,0 +1,95 @@
+//! Fetches the embedded ClickHouse engine (chDB's `libchdb.so`) at build time.
+//!
+//! The library ships in the npm package `@chdb/lib-linux-x64-gnu`. We ask the
+//! npm client for it by name and exact version (`npm pack`, which checks the
+//! registry's integrity hash), unpack it once into a cache shared by every
+//! checkout, and bake the path into the binary as `BILTEN_CHDB_DEFAULT_LIB`.
+//! Nothing is linked: the server loads the library at run time, only when the
+//! embedded backend is used, so a server-mode binary runs without it.
+//!
+//! Environment:
+//! - `BILTEN_CHDB_LIB`: use this library instead; nothing is fetched.
+//! - `BILTEN_CHDB_CACHE`: cache directory (default `~/.cache/bilten-analytics`).
+//! - `BILTEN_SKIP_CHDB_FETCH=1`: fetch nothing (for builds that only use a
+//!   ClickHouse server); the embedded backend then reports a clear error.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const PACKAGE: &str = "@chdb/lib-linux-x64-gnu";
+const VERSION: &str = "26.7.3-stable.1";
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    for var in ["BILTEN_CHDB_LIB", "BILTEN_CHDB_CACHE", "BILTEN_SKIP_CHDB_FETCH"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rustc-env=BILTEN_CHDB_VERSION={VERSION}");
+
+    if let Ok(lib) = std::env::var("BILTEN_CHDB_LIB") {
+        println!("cargo:rustc-env=BILTEN_CHDB_DEFAULT_LIB={lib}");
+        return;
+    }
+    let cache = cache_dir().join(format!("chdb-{VERSION}"));
+    let lib = cache.join("libchdb.so");
+    println!("cargo:rustc-env=BILTEN_CHDB_DEFAULT_LIB={}", lib.display());
+    println!("cargo:rerun-if-changed={}", lib.display());
+    if lib.exists() || std::env::var_os("BILTEN_SKIP_CHDB_FETCH").is_some() {
+        return;
+    }
+    if let Err(e) = fetch(&cache, &lib) {
+        panic!(
+            "could not fetch the embedded ClickHouse engine ({PACKAGE}@{VERSION}) with npm: {e}\n\
+             Install Node.js/npm, or set BILTEN_CHDB_LIB to an existing libchdb.so, \
+             or BILTEN_SKIP_CHDB_FETCH=1 to build for a ClickHouse server only."
+        );
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BILTEN_CHDB_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("bilten-analytics");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("bilten-analytics"),
+        None => PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("chdb-cache"),
+    }
+}
+
+/// Downloads into a private temporary directory and renames into place, so
+/// two builds racing (cargo build and clippy, say) never see a partial file.
+fn fetch(cache: &Path, lib: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
+    let tmp = cache.join(format!(".fetch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
+    let result = (|| {
+        let out = Command::new("npm")
+            .args(["pack", &format!("{PACKAGE}@{VERSION}"), "--silent"])
+            .current_dir(&tmp)
+            .output()
+            .map_err(|e| format!("running npm: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("npm pack failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let tgz = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").to_string();
+        let file = std::fs::File::open(tmp.join(&tgz)).map_err(|e| format!("open {tgz}: {e}"))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        for entry in archive.entries().map_err(|e| e.to_string())? {
+            let mut entry = entry.map_err(|e| e.to_string())?;
+            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
+            if path.file_name().is_some_and(|n| n == "libchdb.so") {
+                let staged = tmp.join("libchdb.so");
+                entry.unpack(&staged).map_err(|e| e.to_string())?;
+                std::fs::rename(&staged, lib).map_err(|e| e.to_string())?;
+                return Ok(());
+            }
+        }
+        Err(format!("{tgz} holds no libchdb.so"))
+    })();
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}

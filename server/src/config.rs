@@ -1,0 +1,298 @@
+//! One configuration struct: defaults in `Default` impls, a TOML file on top,
+//! environment variables on top of that, validated once at start.
+//!
+//! Every setting has an environment name: `BILTEN_` plus its path with `__`
+//! between levels (`BILTEN_BATCH__MAX_ROWS=500`). A few common ones also have
+//! short names: `BILTEN_ADMIN_TOKEN`, `BILTEN_INGEST_KEYS` (comma-separated),
+//! `BILTEN_LISTEN`, `BILTEN_STORAGE`, `BILTEN_DATA_DIR`, `BILTEN_CHDB_LIB`,
+//! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the HTTP API listens. Loopback by default: exposing it needs keys.
+    pub listen: SocketAddr,
+    /// Bearer token for `/admin`. Without one the admin routes are refused.
+    pub admin_token: Option<String>,
+    /// When non-empty, ingest routes need one of these keys.
+    #[serde(deserialize_with = "comma_list")]
+    pub ingest_keys: Vec<String>,
+    /// Apply pending `sql/` migrations when the server starts.
+    pub migrate_on_start: bool,
+    pub storage: StorageConfig,
+    pub batch: BatchConfig,
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// The ClickHouse engine in-process (chDB): nothing else to run.
+    Embedded,
+    /// A ClickHouse server or cluster over HTTP.
+    Clickhouse,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    pub embedded: EmbeddedConfig,
+    pub clickhouse: ClickHouseConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Engine data, its generated config and logs live here.
+    pub data_dir: PathBuf,
+    /// `libchdb.so` to load; defaults to the one the build fetched.
+    pub library: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    pub url: String,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A table's buffer is flushed when it holds this many rows…
+    pub max_rows: usize,
+    /// …or when its oldest row is this old.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Backoff between retries of a failed insert doubles from this…
+    #[serde(with = "humantime_serde")]
+    pub retry_initial_backoff: Duration,
+    /// …up to this.
+    #[serde(with = "humantime_serde")]
+    pub retry_max_backoff: Duration,
+    /// Attempts before a batch with transient errors is given up (logged and counted).
+    pub max_attempts: u32,
+    /// Inserts that may run at once.
+    pub flush_workers: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest request body, after gzip decompression.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_token: None,
+            ingest_keys: Vec::new(),
+            migrate_on_start: true,
+            storage: StorageConfig::default(),
+            batch: BatchConfig::default(),
+            ingest: IngestConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Embedded,
+            embedded: EmbeddedConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+        }
+    }
+}
+
+impl Default for EmbeddedConfig {
+    fn default() -> Self {
+        EmbeddedConfig { data_dir: PathBuf::from("./data"), library: None }
+    }
+}
+
+impl EmbeddedConfig {
+    pub fn library_path(&self) -> PathBuf {
+        self.library.clone().unwrap_or_else(|| PathBuf::from(env!("BILTEN_CHDB_DEFAULT_LIB")))
+    }
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            user: "default".into(),
+            password: None,
+            database: crate::DATABASE.into(),
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_rows: 1000,
+            max_age: Duration::from_secs(5),
+            retry_initial_backoff: Duration::from_millis(200),
+            retry_max_backoff: Duration::from_secs(30),
+            max_attempts: 20,
+            flush_workers: 2,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig { max_body_bytes: 10 * 1024 * 1024, max_events_per_request: 10_000 }
+    }
+}
+
+/// Short environment names for the settings people change most.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("storage", "storage.backend"),
+    ("data_dir", "storage.embedded.data_dir"),
+    ("chdb_lib", "storage.embedded.library"),
+    ("clickhouse_url", "storage.clickhouse.url"),
+    ("clickhouse_user", "storage.clickhouse.user"),
+    ("clickhouse_password", "storage.clickhouse.password"),
+    ("clickhouse_database", "storage.clickhouse.database"),
+];
+
+/// `BILTEN_*` variables that belong to the build, not to the server.
+const ENV_IGNORED: &[&str] = &["chdb_cache", "skip_chdb_fetch"];
+
+impl Config {
+    /// Defaults, then the TOML file if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let env = Env::prefixed("BILTEN_")
+            .filter(|k| !ENV_IGNORED.contains(&k.as_str().to_ascii_lowercase().as_str()))
+            .map(|k| {
+                let key = k.as_str().to_ascii_lowercase();
+                match ENV_ALIASES.iter().find(|(alias, _)| *alias == key) {
+                    Some((_, path)) => (*path).into(),
+                    None => key.replace("__", ".").into(),
+                }
+            })
+            .lowercase(false);
+        let config: Config = figment.merge(env).extract().map_err(|e| {
+            e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rules no single field can check on its own.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.batch.max_rows == 0 {
+            return Err("batch.max_rows must be at least 1".into());
+        }
+        if self.batch.max_age.is_zero() {
+            return Err("batch.max_age must be more than 0".into());
+        }
+        if self.batch.max_attempts == 0 || self.batch.flush_workers == 0 {
+            return Err("batch.max_attempts and batch.flush_workers must be at least 1".into());
+        }
+        if self.ingest.max_events_per_request == 0 || self.ingest.max_body_bytes < 1024 {
+            return Err("ingest.max_events_per_request must be ≥ 1 and ingest.max_body_bytes ≥ 1024".into());
+        }
+        if self.admin_token.as_deref().is_some_and(str::is_empty) {
+            return Err("admin_token is set but empty".into());
+        }
+        if !self.listen.ip().is_loopback() && (self.admin_token.is_none() || self.ingest_keys.is_empty()) {
+            return Err(format!(
+                "refusing to listen on {}, which is not a loopback address, without an admin token \
+                 and ingest keys: set BILTEN_ADMIN_TOKEN and BILTEN_INGEST_KEYS",
+                self.listen
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Accepts a TOML list or one comma-separated string (as from the environment).
+fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        One(String),
+    }
+    let items = match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::One(s) => s.split(',').map(str::to_string).collect(),
+    };
+    Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_no_file() {
+        figment::Jail::expect_with(|_| {
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+            assert_eq!(c.batch.max_rows, 1000);
+            assert_eq!(c.batch.max_age, Duration::from_secs(5));
+            assert_eq!(c.storage.backend, Backend::Embedded);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("b.toml", "[batch]\nmax_rows = 10\nmax_age = \"2s\"\n[storage]\nbackend = \"clickhouse\"\n")?;
+            jail.set_env("BILTEN_BATCH__MAX_ROWS", "20");
+            jail.set_env("BILTEN_INGEST_KEYS", "k1, k2");
+            jail.set_env("BILTEN_DATA_DIR", "/tmp/x");
+            jail.set_env("BILTEN_SKIP_CHDB_FETCH", "1");
+            let c = Config::load(Some(Path::new("b.toml"))).unwrap();
+            assert_eq!(c.batch.max_rows, 20);
+            assert_eq!(c.batch.max_age, Duration::from_secs(2));
+            assert_eq!(c.ingest_keys, vec!["k1", "k2"]);
+            assert_eq!(c.storage.embedded.data_dir, PathBuf::from("/tmp/x"));
+            assert_eq!(c.storage.backend, Backend::Clickhouse);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn rejects_bad_settings_with_clear_messages() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "[batch]\nmax_rowz = 10\n")?;
+            let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(err.contains("max_rowz"), "{err}");
+            jail.set_env("BILTEN_LISTEN", "0.0.0.0:8080");
+            let err = Config::load(None).unwrap_err();
+            assert!(err.contains("not a loopback address"), "{err}");
+            jail.set_env("BILTEN_ADMIN_TOKEN", "secret-token");
+            jail.set_env("BILTEN_INGEST_KEYS", "k1");
+            assert!(Config::load(None).is_ok());
+            Ok(())
+        });
+    }
+}

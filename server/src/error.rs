@@ -1,0 +1,67 @@
+//! The API's error type and its single `IntoResponse`: the one place that
+//! chooses HTTP statuses. 5xx bodies say nothing of internals; the detail
+//! goes to the log.
+
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::ingest::DecodeError;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("unsupported content type {0:?}: send application/json or application/x-ndjson")]
+    UnsupportedMediaType(String),
+    #[error("the request body is larger than the limit of {0} bytes")]
+    PayloadTooLarge(usize),
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    #[error("a valid API key is required (Authorization: Bearer <key> or X-API-Key)")]
+    Unauthorized,
+    #[error("a valid admin token is required (Authorization: Bearer <token>)")]
+    AdminUnauthorized,
+    #[error("the admin API is disabled: no admin token is configured (set BILTEN_ADMIN_TOKEN)")]
+    AdminDisabled,
+    #[error("{0}")]
+    BadQuery(String),
+    #[error("storage is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Transient(detail) => ApiError::Unavailable(detail),
+            StorageError::Rejected(message) => ApiError::BadQuery(message),
+            e @ StorageError::NotReadOnly(_) => ApiError::BadQuery(e.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Decode(DecodeError::TooManyEvents { .. }) | ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Decode(_) | ApiError::BadBody(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        match &self {
+            ApiError::Unavailable(detail) | ApiError::Internal(detail) => tracing::error!(%detail, "{self}"),
+            _ => {}
+        }
+        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        response
+    }
+}

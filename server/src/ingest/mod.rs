@@ -1,0 +1,77 @@
+//! Decoding and validation of ingest requests. No HTTP types here: the route
+//! hands over the body and its content type, and gets back the rows to
+//! buffer and the rejections to report.
+
+mod decode;
+mod validate;
+
+use serde::Serialize;
+
+pub use decode::{BodyFormat, DecodeError};
+
+/// The three kinds of rows clients send, each with its route and table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    Events,
+    PageViews,
+    TicketSales,
+}
+
+impl Table {
+    pub const ALL: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::PageViews => "page_views",
+            Table::TicketSales => "ticket_sales",
+        }
+    }
+}
+
+/// Why one event of a request was refused: its index in the request, the
+/// field at fault (when one is), and what is wrong with it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Rejection {
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+/// What a request yields: JSONEachRow lines of the accepted events, and the rejections.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub rows: Vec<u8>,
+    pub accepted: usize,
+    pub rejections: Vec<Rejection>,
+}
+
+/// Decodes a body and validates each event on its own.
+pub fn process(
+    table: Table,
+    body: &[u8],
+    format: BodyFormat,
+    max_events: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Outcome, DecodeError> {
+    let items = decode::decode(body, format)?;
+    if items.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if items.len() > max_events {
+        return Err(DecodeError::TooManyEvents { got: items.len(), max: max_events });
+    }
+    let mut out = Outcome { rows: Vec::with_capacity(body.len()), ..Outcome::default() };
+    for (index, item) in items.into_iter().enumerate() {
+        let result = item
+            .map_err(|reason| Rejection { index, field: None, reason })
+            .and_then(|value| validate::validate(table, value, now, &mut out.rows).map_err(|(field, reason)| Rejection { index, field, reason }));
+        match result {
+            Ok(()) => out.accepted += 1,
+            Err(rejection) => out.rejections.push(rejection),
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,319 @@
+//! `bilten-analytics loadgen`: realistic traffic, reproducible with `--seed`.
+//!
+//! A few organizers sell tickets for a few events each. Simulated users walk
+//! the funnel page_view → view_event → add_to_cart → checkout → purchase,
+//! dropping out along the way; each page view also goes to `/v1/page-views`
+//! and each purchase to `/v1/ticket-sales` with a price and currency.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::ingest::Table;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Base URL of the server.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub target: String,
+    /// Events per second.
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// How long to send at --rate (e.g. 60s, 5m).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Send exactly this many events as fast as the server takes them (ignores --rate and --duration).
+    #[arg(long)]
+    pub total: Option<u64>,
+    /// Seed of the random traffic: the same seed sends the same events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Events per request (default: 1 at a --rate, 200 with --total).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Ingest key, if the server needs one.
+    #[arg(long, env = "BILTEN_INGEST_KEY")]
+    pub api_key: Option<String>,
+    /// No progress lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    pub sent: u64,
+    pub accepted: u64,
+    pub rejected: u64,
+    pub requests: u64,
+    pub failed_requests: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub latency_ms_p50: f64,
+    pub latency_ms_p90: f64,
+    pub latency_ms_p99: f64,
+    pub latency_ms_max: f64,
+}
+
+/// The traffic model: deterministic for a seed.
+pub struct Generator {
+    rng: SmallRng,
+    organizers: Vec<(String, Vec<(String, u32, &'static str)>)>,
+    queue: VecDeque<(Table, Value)>,
+    next_user: u64,
+}
+
+const FUNNEL: [(&str, &str, f64); 4] = [
+    ("view_event", "Event Details Page", 0.7),
+    ("add_to_cart", "Add To Cart", 0.45),
+    ("checkout", "Checkout", 0.7),
+    ("purchase", "Purchase Complete", 0.8),
+];
+const BROWSERS: [&str; 4] = ["Chrome", "Safari", "Firefox", "Edge"];
+const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
+const CURRENCIES: [&str; 3] = ["USD", "EUR", "GBP"];
+const REFERRERS: [&str; 4] = ["", "https://www.google.com/", "https://instagram.com/", "https://newsletter.example/"];
+
+impl Generator {
+    pub fn new(seed: u64) -> Generator {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let organizers = (1..=4)
+            .map(|o| {
+                let events = (1..=rng.random_range(2..=4))
+                    .map(|e| (format!("evt-{o}{e:02}"), rng.random_range(15..=150) * 100, CURRENCIES[rng.random_range(0..3)]))
+                    .collect();
+                (format!("org-{o}"), events)
+            })
+            .collect();
+        Generator { rng, organizers, queue: VecDeque::new(), next_user: 1 }
+    }
+
+    /// The next event to send and the table it goes to.
+    pub fn next_event(&mut self) -> (Table, Value) {
+        if self.queue.is_empty() {
+            self.journey();
+        }
+        self.queue.pop_front().expect("a journey has at least one event")
+    }
+
+    /// One user's visit: a page view, then funnel steps until they drop out.
+    fn journey(&mut self) {
+        let rng = &mut self.rng;
+        let (org, events) = &self.organizers[rng.random_range(0..self.organizers.len())];
+        let (event_id, price_cents, currency) = events[rng.random_range(0..events.len())].clone();
+        let user = format!("user-{}", self.next_user);
+        self.next_user += 1;
+        let session = format!("sess-{:08x}", rng.random::<u32>());
+        let browser = BROWSERS[rng.random_range(0..BROWSERS.len())];
+        let device = DEVICES[rng.random_range(0..DEVICES.len())];
+        let url = format!("https://bilten.example/events/{event_id}");
+        let event = |event_type: &str, name: &str| {
+            json!({
+                "event_type": event_type, "event_name": name, "organizer_id": org, "user_id": user,
+                "session_id": session,
+                "properties": { "event_id": event_id, "browser": browser, "device_type": device },
+            })
+        };
+        self.queue.push_back((Table::Events, event("page_view", "Event Page")));
+        self.queue.push_back((
+            Table::PageViews,
+            json!({
+                "organizer_id": org, "user_id": user, "session_id": session, "event_id": event_id, "url": url,
+                "referrer": REFERRERS[rng.random_range(0..REFERRERS.len())],
+                "duration_ms": rng.random_range(2_000..180_000),
+            }),
+        ));
+        for (step, name, p) in FUNNEL {
+            if !rng.random_bool(p) {
+                return;
+            }
+            self.queue.push_back((Table::Events, event(step, name)));
+        }
+        let quantity = rng.random_range(1..=4);
+        self.queue.push_back((
+            Table::TicketSales,
+            json!({
+                "event_id": event_id, "organizer_id": org, "user_id": user, "quantity": quantity,
+                "price": format!("{}.{:02}", price_cents / 100, price_cents % 100), "currency": currency,
+            }),
+        ));
+    }
+}
+
+fn route(table: Table) -> &'static str {
+    match table {
+        Table::Events => "/v1/events",
+        Table::PageViews => "/v1/page-views",
+        Table::TicketSales => "/v1/ticket-sales",
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    sent: AtomicU64,
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    requests: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// Sends the traffic and returns the summary (also printed to stdout).
+pub async fn run(args: Args) -> anyhow::Result<Summary> {
+    let client = reqwest::Client::new();
+    let batch = args.batch.unwrap_or(if args.total.is_some() { 200 } else { 1 }).max(1);
+    let counters = Arc::new(Counters::default());
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
+    let mut generator = Generator::new(args.seed);
+    let started = Instant::now();
+    let mut last_progress = Instant::now();
+    let mut generated: u64 = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let want = match args.total {
+            Some(total) => (total - generated).min(batch as u64),
+            None if started.elapsed() >= args.duration => 0,
+            None => batch as u64,
+        };
+        if want == 0 {
+            break;
+        }
+        if args.total.is_none() {
+            // Pace: the k-th event is due at k / rate seconds.
+            let due = Duration::from_secs_f64(generated as f64 / args.rate.max(0.001));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let mut groups: Vec<(Table, Vec<Value>)> = Vec::new();
+        for _ in 0..want {
+            let (table, event) = generator.next_event();
+            match groups.iter_mut().find(|(t, _)| *t == table) {
+                Some((_, list)) => list.push(event),
+                None => groups.push((table, vec![event])),
+            }
+        }
+        generated += want;
+        for (table, events) in groups {
+            let permit = permits.clone().acquire_owned().await?;
+            let (client, counters, latencies) = (client.clone(), counters.clone(), latencies.clone());
+            let url = format!("{}{}", args.target.trim_end_matches('/'), route(table));
+            let key = args.api_key.clone();
+            tasks.spawn(async move {
+                let _permit = permit;
+                send(&client, &url, key.as_deref(), events, &counters, &latencies).await;
+            });
+        }
+        while tasks.try_join_next().is_some() {}
+        if !args.quiet && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprintln!(
+                "[{:>6.1}s] sent {} accepted {} rejected {} failed requests {}",
+                started.elapsed().as_secs_f64(),
+                counters.sent.load(Ordering::Relaxed),
+                counters.accepted.load(Ordering::Relaxed),
+                counters.rejected.load(Ordering::Relaxed),
+                counters.failed.load(Ordering::Relaxed),
+            );
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    let seconds = started.elapsed().as_secs_f64();
+    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    lat.sort();
+    let summary = Summary {
+        sent: counters.sent.load(Ordering::Relaxed),
+        accepted: counters.accepted.load(Ordering::Relaxed),
+        rejected: counters.rejected.load(Ordering::Relaxed),
+        requests: counters.requests.load(Ordering::Relaxed),
+        failed_requests: counters.failed.load(Ordering::Relaxed),
+        seconds,
+        events_per_second: counters.sent.load(Ordering::Relaxed) as f64 / seconds.max(1e-9),
+        latency_ms_p50: percentile(&lat, 0.50),
+        latency_ms_p90: percentile(&lat, 0.90),
+        latency_ms_p99: percentile(&lat, 0.99),
+        latency_ms_max: lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(summary)
+}
+
+async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, events: Vec<Value>, c: &Counters, lat: &Mutex<Vec<Duration>>) {
+    let n = events.len() as u64;
+    let mut req = client.post(url).json(&events);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    let t = Instant::now();
+    let result = req.send().await;
+    let elapsed = t.elapsed();
+    c.sent.fetch_add(n, Ordering::Relaxed);
+    c.requests.fetch_add(1, Ordering::Relaxed);
+    lat.lock().await.push(elapsed);
+    let body: Option<Value> = match result {
+        Ok(resp) if resp.status().is_success() || resp.status() == reqwest::StatusCode::BAD_REQUEST => resp.json().await.ok(),
+        Ok(resp) => {
+            tracing::warn!(status = %resp.status(), url, "request failed");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, url, "request failed");
+            None
+        }
+    };
+    match body {
+        Some(b) => {
+            c.accepted.fetch_add(b["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            c.rejected.fetch_add(b["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+        }
+        None => {
+            c.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Nearest-rank percentile of sorted latencies, in milliseconds. A sorted
+/// vector is exact and small enough here that a histogram crate buys nothing.
+fn percentile(sorted: &[Duration], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_traffic() {
+        let take = |seed| {
+            let mut g = Generator::new(seed);
+            (0..200).map(|_| g.next_event()).map(|(t, v)| (t, v.to_string())).collect::<Vec<_>>()
+        };
+        assert_eq!(take(7), take(7));
+        assert_ne!(take(7), take(8));
+        let events = take(7);
+        assert!(events.iter().any(|(t, _)| *t == Table::TicketSales));
+        assert!(events.iter().any(|(t, _)| *t == Table::PageViews));
+        assert!(events.iter().any(|(_, v)| v.contains("\"purchase\"")));
+    }
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let lat: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&lat, 0.5), 50.0);
+        assert_eq!(percentile(&lat, 0.99), 99.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+}

@@ -1,0 +1,128 @@
+//! The `bilten-analytics` binary: parses the CLI and config, sets up logging,
+//! and calls into the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use bilten_analytics::config::Config;
+use bilten_analytics::{loadgen, ops, storage};
+
+#[derive(Parser)]
+#[command(name = "bilten-analytics", version, about = "Event analytics ingestion on ClickHouse")]
+struct Cli {
+    /// TOML configuration file; every setting can also come from BILTEN_* variables.
+    #[arg(long, global = true, env = "BILTEN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the ingestion server.
+    Serve {
+        /// Listen address (overrides `listen`).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Apply, or show, the schema migrations from sql/.
+    Migrate {
+        /// Print the SQL that would run, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// List applied and pending migrations.
+        #[arg(long)]
+        status: bool,
+    },
+    /// Send realistic traffic to a running server.
+    Loadgen(loadgen::Args),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    if let Command::Loadgen(args) = cli.command {
+        let summary = loadgen::run(args).await?;
+        return Ok(if summary.failed_requests == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
+    }
+    let mut config = Config::load(cli.config.as_deref()).map_err(anyhow::Error::msg).context("invalid configuration")?;
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.listen = listen;
+                config.validate().map_err(anyhow::Error::msg)?;
+            }
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.listen))?;
+            bilten_analytics::serve(config, listener, shutdown_signal()).await?;
+        }
+        Command::Migrate { dry_run, status } => {
+            let storage = storage::open(&config.storage).await?;
+            let result = migrate(&*storage, dry_run, status).await;
+            storage.close().await;
+            result?;
+        }
+        Command::Loadgen(_) => unreachable!(),
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+async fn migrate(storage: &dyn storage::Storage, dry_run: bool, status: bool) -> anyhow::Result<()> {
+    let state = ops::migrations::status(storage).await?;
+    if status || dry_run {
+        for m in &state.migrations {
+            println!("{:>4}  {:<8} {}", m.version, m.status, m.name);
+        }
+    }
+    if dry_run {
+        for m in state.migrations.iter().filter(|m| m.status == "pending") {
+            let migration = ops::migrations::MIGRATIONS.iter().find(|x| x.version == m.version).unwrap();
+            println!("\n-- {}", migration.name);
+            for stmt in migration.statements() {
+                println!("{stmt};\n");
+            }
+        }
+        return Ok(());
+    }
+    if !status {
+        let applied = ops::migrations::apply(storage).await?;
+        println!("{} migration(s) applied", applied.len());
+    }
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: draining buffers");
+}

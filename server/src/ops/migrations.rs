@@ -1,0 +1,202 @@
+//! Versioned, forward-only schema migrations from `sql/`, compiled into the
+//! binary. Each applied file is recorded with its SHA-256 in
+//! `bilten_analytics.schema_migrations`; a file that changed after it was
+//! applied stops the run instead of drifting silently. Statements use
+//! `IF NOT EXISTS`, so a migration interrupted halfway can run again.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::DATABASE;
+use crate::storage::{Storage, StorageError, query_text};
+
+/// One file of `sql/`: `NNNN_name.sql`.
+pub struct Migration {
+    pub version: u32,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($($version:literal $file:literal),* $(,)?) => {
+        &[$(Migration {
+            version: $version,
+            name: $file,
+            sql: include_str!(concat!("../../../sql/", $file)),
+        }),*]
+    };
+}
+
+/// Every file in `sql/`, in order. A unit test checks this list against the directory.
+pub const MIGRATIONS: &[Migration] = migrations![
+    1 "0001_events.sql",
+    2 "0002_page_views.sql",
+    3 "0003_ticket_sales.sql",
+    4 "0004_metrics_daily.sql",
+    5 "0005_events_hourly.sql",
+    6 "0006_event_performance.sql",
+    7 "0007_user_funnel.sql",
+    8 "0008_realtime_dashboard.sql",
+];
+
+impl Migration {
+    pub fn checksum(&self) -> String {
+        let digest = Sha256::digest(self.sql.as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// The file's statements. A statement ends with `;` at the end of a line;
+    /// `--` comment lines are dropped (they may hold semicolons).
+    pub fn statements(&self) -> Vec<String> {
+        split_statements(self.sql)
+    }
+}
+
+pub fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        if line.trim_start().starts_with("--") {
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+        if line.trim_end().ends_with(';') {
+            let stmt = current.trim().trim_end_matches(';').trim().to_string();
+            if !stmt.is_empty() {
+                out.push(stmt);
+            }
+            current.clear();
+        }
+    }
+    let rest = current.trim();
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct MigrationState {
+    pub version: u32,
+    pub name: String,
+    pub checksum: String,
+    /// "applied", "pending" or "changed" (applied, but the file differs now).
+    pub status: &'static str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub migrations: Vec<MigrationState>,
+    pub pending: usize,
+    pub changed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("migration {0} was changed after it was applied; add a new migration instead")]
+    Changed(String),
+    #[error("migration {name} failed: {source}")]
+    Failed { name: String, source: StorageError },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
+    storage.execute(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}")).await?;
+    storage
+        .execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations \
+             (version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
+             ENGINE = ReplacingMergeTree ORDER BY version"
+        ))
+        .await
+}
+
+/// Applied and pending migrations, and files changed since they were applied.
+pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
+    ensure_bookkeeping(storage).await?;
+    let text = query_text(
+        storage,
+        &format!("SELECT version, argMax(checksum, applied_at) FROM {DATABASE}.schema_migrations GROUP BY version"),
+    )
+    .await?;
+    let applied: std::collections::HashMap<u32, String> = text
+        .lines()
+        .filter_map(|l| {
+            let (v, c) = l.split_once('\t')?;
+            Some((v.parse().ok()?, c.to_string()))
+        })
+        .collect();
+    let migrations: Vec<MigrationState> = MIGRATIONS
+        .iter()
+        .map(|m| {
+            let checksum = m.checksum();
+            let status = match applied.get(&m.version) {
+                None => "pending",
+                Some(c) if *c == checksum => "applied",
+                Some(_) => "changed",
+            };
+            MigrationState { version: m.version, name: m.name.to_string(), checksum, status }
+        })
+        .collect();
+    let pending = migrations.iter().filter(|m| m.status == "pending").count();
+    let changed = migrations.iter().filter(|m| m.status == "changed").count();
+    Ok(Status { migrations, pending, changed })
+}
+
+/// Applies every pending migration in order; returns the names applied.
+pub async fn apply(storage: &dyn Storage) -> Result<Vec<String>, MigrationError> {
+    let status = status(storage).await?;
+    if let Some(changed) = status.migrations.iter().find(|m| m.status == "changed") {
+        return Err(MigrationError::Changed(changed.name.clone()));
+    }
+    let mut applied = Vec::new();
+    for state in status.migrations.iter().filter(|m| m.status == "pending") {
+        let migration = MIGRATIONS.iter().find(|m| m.version == state.version).expect("listed");
+        for stmt in migration.statements() {
+            storage
+                .execute(&stmt)
+                .await
+                .map_err(|source| MigrationError::Failed { name: migration.name.to_string(), source })?;
+        }
+        storage
+            .execute(&format!(
+                "INSERT INTO {DATABASE}.schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
+                migration.version, migration.name, state.checksum
+            ))
+            .await?;
+        tracing::info!(migration = migration.name, "applied migration");
+        applied.push(migration.name.to_string());
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_list_matches_the_sql_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<&str> = MIGRATIONS.iter().map(|m| m.name).collect();
+        assert_eq!(files, listed);
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version as usize, i + 1);
+            assert!(m.name.starts_with(&format!("{:04}_", m.version)));
+        }
+    }
+
+    #[test]
+    fn splits_statements_and_drops_comment_lines() {
+        let stmts = split_statements("-- a; comment\nCREATE TABLE a (x UInt8);\n\nCREATE VIEW v AS\nSELECT 1;\n");
+        assert_eq!(stmts, vec!["CREATE TABLE a (x UInt8)", "CREATE VIEW v AS\nSELECT 1"]);
+        assert_eq!(MIGRATIONS[3].statements().len(), 5);
+    }
+}

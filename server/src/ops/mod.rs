@@ -1,0 +1,3 @@
+//! Operations: schema migrations (retention, monitoring and backups join here).
+
+pub mod migrations;

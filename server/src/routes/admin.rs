@@ -1,0 +1,72 @@
+//! `/admin` routes. The admin token layer is applied where they are mounted.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::ops::migrations;
+
+/// Writes every buffered row now; answers once it is stored.
+pub async fn flush(State(app): State<AppState>) -> Json<Value> {
+    app.batcher.flush_all().await;
+    let stats = &app.batcher.stats;
+    Json(json!({
+        "flushed": true,
+        "rows_stored": stats.rows_stored.load(Ordering::Relaxed),
+        "rows_failed": stats.rows_failed.load(Ordering::Relaxed),
+    }))
+}
+
+/// Runs one read-only statement; answers in ClickHouse's JSON format.
+pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response, ApiError> {
+    if sql.trim().is_empty() {
+        return Err(ApiError::BadQuery("send the SQL statement as the request body".into()));
+    }
+    let out: Bytes = app.storage.query_readonly(&sql, "JSON").await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+/// A deep check: storage, schema, buffers. 503 when storage is down.
+pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
+    let started = Instant::now();
+    let storage = match app.storage.ping().await {
+        Ok(()) => json!({ "status": "ok", "backend": app.storage.kind(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0 }),
+        Err(e) => json!({ "status": "down", "backend": app.storage.kind(), "error": e.to_string() }),
+    };
+    let schema = match migrations::status(&*app.storage).await {
+        Ok(s) => json!({
+            "status": if s.pending == 0 && s.changed == 0 { "ok" } else { "degraded" },
+            "pending": s.pending, "changed": s.changed,
+        }),
+        Err(e) => json!({ "status": "down", "error": e.to_string() }),
+    };
+    let (depth, oldest) = app.batcher.depth();
+    let stats = &app.batcher.stats;
+    let failed = stats.rows_failed.load(Ordering::Relaxed);
+    let buffers = json!({
+        "status": if failed == 0 { "ok" } else { "degraded" },
+        "rows_buffered": depth,
+        "oldest_buffered_row_age_ms": oldest.map(|d| d.as_millis() as u64),
+        "rows_stored": stats.rows_stored.load(Ordering::Relaxed),
+        "rows_failed": failed,
+        "insert_retries": stats.insert_retries.load(Ordering::Relaxed),
+    });
+    let parts = [&storage, &schema, &buffers];
+    let overall = if parts.iter().any(|p| p["status"] == "down") {
+        "down"
+    } else if parts.iter().any(|p| p["status"] == "degraded") {
+        "degraded"
+    } else {
+        "ok"
+    };
+    let code = if overall == "down" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
+    (code, Json(json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers })))
+}

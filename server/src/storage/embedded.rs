@@ -1,0 +1,375 @@
+//! The embedded backend: the real ClickHouse engine in this process (chDB).
+//!
+//! Engine calls block, so every call runs on tokio's blocking pool, and a
+//! semaphore bounds how many run at once. There is one engine per process.
+//!
+//! chDB does not create `system.query_log` (clickhouse-local never starts the
+//! system log threads), yet operators read it for slow queries. So this
+//! backend keeps a query log of its own: every statement it runs is timed by
+//! the engine and recorded in `bilten_system.query_log`, with the server's
+//! column names, and `system.query_log` is a view of it.
+
+use std::ffi::{CStr, CString, c_char};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
+use super::{Storage, StorageError};
+use crate::config::EmbeddedConfig;
+use crate::DATABASE;
+
+/// How often buffered query-log entries are written, and the most we buffer.
+const QUERY_LOG_FLUSH: Duration = Duration::from_secs(2);
+const QUERY_LOG_CAP: usize = 10_000;
+/// Query text longer than this is cut in the log.
+const QUERY_LOG_TEXT: usize = 4096;
+
+pub struct EmbeddedStorage {
+    inner: Arc<Inner>,
+    /// Bounds concurrent engine calls so a burst cannot take every blocking thread.
+    permits: Arc<Semaphore>,
+    flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+struct Inner {
+    api: &'static Api,
+    /// `None` once closed. Queries hold the read lock, so closing waits for them.
+    conn: RwLock<Option<ConnPtr>>,
+    log: Mutex<Vec<QueryLogEntry>>,
+}
+
+/// The engine's connection handle. chDB serves concurrent queries on one
+/// connection (checked with four threads), so sharing it across threads is sound.
+struct ConnPtr(*mut Connection);
+unsafe impl Send for ConnPtr {}
+unsafe impl Sync for ConnPtr {}
+
+#[derive(Serialize)]
+struct QueryLogEntry {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event_date: String,
+    event_time: String,
+    event_time_microseconds: String,
+    query_start_time: String,
+    query_duration_ms: u64,
+    read_rows: u64,
+    read_bytes: u64,
+    written_rows: u64,
+    result_bytes: u64,
+    query: String,
+    query_kind: String,
+    exception: String,
+    exception_code: i32,
+}
+
+impl EmbeddedStorage {
+    pub async fn open(cfg: EmbeddedConfig) -> anyhow::Result<Self> {
+        let inner = tokio::task::spawn_blocking(move || Inner::open(&cfg)).await??;
+        let inner = Arc::new(inner);
+        let storage = EmbeddedStorage {
+            inner: inner.clone(),
+            permits: Arc::new(Semaphore::new(4)),
+            flusher: Mutex::new(None),
+        };
+        for sql in [
+            "CREATE DATABASE IF NOT EXISTS bilten_system",
+            include_str!("query_log.sql"),
+            // `system` is an in-memory database here: the view is made anew each start.
+            "CREATE VIEW IF NOT EXISTS system.query_log AS SELECT * FROM bilten_system.query_log",
+        ] {
+            storage.execute(sql).await?;
+        }
+        let flusher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(QUERY_LOG_FLUSH);
+            loop {
+                tick.tick().await;
+                let inner = inner.clone();
+                let _ = tokio::task::spawn_blocking(move || inner.flush_query_log()).await;
+            }
+        });
+        *storage.flusher.lock().unwrap() = Some(flusher);
+        Ok(storage)
+    }
+
+    async fn run(&self, sql: Vec<u8>, format: &'static str, log_text: Option<String>) -> Result<Vec<u8>, StorageError> {
+        let _permit = self.permits.acquire().await.map_err(|_| StorageError::Transient("engine closed".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.run(&sql, format, log_text))
+            .await
+            .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
+    }
+}
+
+impl Inner {
+    fn open(cfg: &EmbeddedConfig) -> anyhow::Result<Inner> {
+        let api = ffi::load(&cfg.library_path()).map_err(anyhow::Error::msg)?;
+        let engine_dir = cfg.data_dir.join("engine");
+        std::fs::create_dir_all(&engine_dir)?;
+        let config_file = cfg.data_dir.join("engine-config.xml");
+        std::fs::write(&config_file, engine_config(cfg))?;
+        let args = [
+            "clickhouse".to_string(),
+            format!("--path={}", engine_dir.display()),
+            format!("--config-file={}", config_file.display()),
+            // We batch ourselves; the engine's own async-insert buffer (on by
+            // default in chDB) would acknowledge rows before they are in parts.
+            "--async_insert=0".to_string(),
+        ];
+        let cargs: Vec<CString> = args.iter().map(|a| CString::new(a.as_str()).unwrap()).collect();
+        let mut argv: Vec<*mut c_char> = cargs.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+        // The server handles SIGINT/SIGTERM itself (graceful drain); chDB's
+        // handlers would otherwise take them.
+        unsafe { (api.set_signal_handlers_enabled)(0) };
+        let conn = unsafe { (api.connect)(argv.len() as i32, argv.as_mut_ptr()) };
+        if conn.is_null() {
+            anyhow::bail!(
+                "the embedded ClickHouse engine did not start at {} (is another engine open in \
+                 this process, or another process using that directory?)",
+                engine_dir.display()
+            );
+        }
+        Ok(Inner { api, conn: RwLock::new(Some(ConnPtr(conn))), log: Mutex::new(Vec::new()) })
+    }
+
+    fn run(&self, sql: &[u8], format: &str, log_text: Option<String>) -> Result<Vec<u8>, StorageError> {
+        let guard = self.conn.read().unwrap();
+        let conn = guard.as_ref().ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        let start = Utc::now();
+        let api = self.api;
+        let result = unsafe {
+            (api.query_n)(*conn.0, sql.as_ptr() as *const c_char, sql.len(), format.as_ptr() as *const c_char, format.len())
+        };
+        if result.is_null() {
+            return Err(StorageError::Transient("the embedded engine returned no result".into()));
+        }
+        let err = unsafe { (api.result_error)(result) };
+        let outcome = if err.is_null() {
+            let len = unsafe { (api.result_length)(result) };
+            let buf = unsafe { (api.result_buffer)(result) };
+            let data = if len == 0 || buf.is_null() {
+                Vec::new()
+            } else {
+                unsafe { std::slice::from_raw_parts(buf as *const u8, len) }.to_vec()
+            };
+            Ok(data)
+        } else {
+            let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
+            Err(StorageError::from_exception(text))
+        };
+        if let Some(text) = log_text {
+            let entry = unsafe { log_entry(api, result, start, text, &outcome) };
+            let mut log = self.log.lock().unwrap();
+            if log.len() < QUERY_LOG_CAP {
+                log.push(entry);
+            }
+        }
+        unsafe { (api.destroy_result)(result) };
+        outcome
+    }
+
+    fn classify(&self, sql: &str) -> Result<QueryAnalysis, StorageError> {
+        let guard = self.conn.read().unwrap();
+        let conn = guard.as_ref().ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        let mut analysis = QueryAnalysis { struct_size: std::mem::size_of::<QueryAnalysis>() as u32, ..Default::default() };
+        let db = DATABASE;
+        let rc = unsafe {
+            (self.api.classify_query_n)(
+                *conn.0,
+                sql.as_ptr() as *const c_char,
+                sql.len(),
+                db.as_ptr() as *const c_char,
+                db.len(),
+                &mut analysis,
+            )
+        };
+        if rc != 0 {
+            return Err(StorageError::Transient("the embedded engine could not classify the statement".into()));
+        }
+        Ok(analysis)
+    }
+
+    fn flush_query_log(&self) {
+        let entries = std::mem::take(&mut *self.log.lock().unwrap());
+        if entries.is_empty() {
+            return;
+        }
+        let mut sql = b"INSERT INTO bilten_system.query_log FORMAT JSONEachRow\n".to_vec();
+        for e in &entries {
+            serde_json::to_writer(&mut sql, e).expect("log entry serializes");
+            sql.push(b'\n');
+        }
+        if let Err(e) = self.run(&sql, "TabSeparated", None) {
+            tracing::warn!(error = %e, entries = entries.len(), "could not write the query log");
+        }
+    }
+
+    fn close(&self) {
+        self.flush_query_log();
+        if let Some(conn) = self.conn.write().unwrap().take() {
+            unsafe {
+                (self.api.close_conn)(conn.0);
+                (self.api.shutdown)();
+            }
+        }
+    }
+}
+
+unsafe fn log_entry(
+    api: &Api,
+    result: ffi::ResultPtr,
+    start: DateTime<Utc>,
+    mut query: String,
+    outcome: &Result<Vec<u8>, StorageError>,
+) -> QueryLogEntry {
+    let elapsed = unsafe { (api.result_elapsed)(result) };
+    let end = Utc::now();
+    if query.len() > QUERY_LOG_TEXT {
+        let mut cut = QUERY_LOG_TEXT;
+        while !query.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        query.truncate(cut);
+    }
+    let (kind, exception, code) = match outcome {
+        Ok(_) => ("QueryFinish", String::new(), 0),
+        Err(e) => {
+            let text = e.to_string();
+            let code = text
+                .split("Code: ")
+                .nth(1)
+                .and_then(|r| r.split('.').next())
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            ("ExceptionWhileProcessing", text, code)
+        }
+    };
+    QueryLogEntry {
+        kind,
+        event_date: end.format("%Y-%m-%d").to_string(),
+        event_time: end.format("%Y-%m-%d %H:%M:%S").to_string(),
+        event_time_microseconds: end.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        query_start_time: start.format("%Y-%m-%d %H:%M:%S").to_string(),
+        query_duration_ms: (elapsed * 1000.0).round().max(0.0) as u64,
+        read_rows: unsafe { (api.result_rows_read)(result) },
+        read_bytes: unsafe { (api.result_bytes_read)(result) },
+        written_rows: unsafe { (api.result_rows_written)(result) },
+        result_bytes: outcome.as_ref().map(|d| d.len() as u64).unwrap_or(0),
+        query_kind: query.split_whitespace().next().unwrap_or("").to_ascii_uppercase(),
+        query,
+        exception,
+        exception_code: code,
+    }
+}
+
+/// The engine's configuration file. Kept small: the storage policy for the
+/// retention tiers joins it when retention lands.
+fn engine_config(_cfg: &EmbeddedConfig) -> String {
+    "<clickhouse>\n  <logger><level>warning</level><console>0</console></logger>\n</clickhouse>\n".to_string()
+}
+
+#[async_trait]
+impl Storage for EmbeddedStorage {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        self.run(b"SELECT 1".to_vec(), "TabSeparated", None).await.map(|_| ())
+    }
+
+    async fn execute(&self, sql: &str) -> Result<(), StorageError> {
+        self.run(sql.as_bytes().to_vec(), "TabSeparated", Some(sql.to_string())).await.map(|_| ())
+    }
+
+    async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
+        let format = static_format(format)?;
+        self.run(sql.as_bytes().to_vec(), format, Some(sql.to_string())).await.map(Bytes::from)
+    }
+
+    async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
+        let inner = self.inner.clone();
+        let text = sql.to_string();
+        let analysis = tokio::task::spawn_blocking(move || inner.classify(&text))
+            .await
+            .map_err(|e| StorageError::Transient(e.to_string()))??;
+        if analysis.statement_count == 0 {
+            // It did not parse. EXPLAIN SYNTAX executes nothing and returns the
+            // parser's message; its position is shifted back to the user's text.
+            const PREFIX: &str = "EXPLAIN SYNTAX ";
+            return match self.query(&format!("{PREFIX}{sql}"), "TabSeparated").await {
+                Err(StorageError::Rejected(m)) => Err(StorageError::Rejected(shift_position(&m, PREFIX.len()))),
+                Err(e) => Err(e),
+                Ok(_) => Err(StorageError::NotReadOnly("the statement could not be classified".into())),
+            };
+        }
+        if analysis.statement_count > 1 {
+            return Err(StorageError::NotReadOnly("send one statement at a time".into()));
+        }
+        if analysis.query_class != QUERY_CLASS_READ_ONLY {
+            return Err(StorageError::NotReadOnly(
+                "the statement would change data, schema or settings".into(),
+            ));
+        }
+        self.query(sql, format).await
+    }
+
+    async fn insert(&self, table: &str, rows: Bytes) -> Result<(), StorageError> {
+        let header = format!("INSERT INTO {DATABASE}.{table} FORMAT JSONEachRow");
+        let mut sql = Vec::with_capacity(header.len() + 1 + rows.len());
+        sql.extend_from_slice(header.as_bytes());
+        sql.push(b'\n');
+        sql.extend_from_slice(&rows);
+        self.run(sql, "TabSeparated", Some(header)).await.map(|_| ())
+    }
+
+    async fn close(&self) {
+        if let Some(flusher) = self.flusher.lock().unwrap().take() {
+            flusher.abort();
+        }
+        // Wait for in-flight calls: closing takes every permit.
+        let _all = self.permits.acquire_many(4).await;
+        let inner = self.inner.clone();
+        let _ = tokio::task::spawn_blocking(move || inner.close()).await;
+        self.permits.close();
+    }
+}
+
+/// Rewrites "failed at position N" to N - `by`.
+fn shift_position(message: &str, by: usize) -> String {
+    const AT: &str = "failed at position ";
+    let Some(i) = message.find(AT) else { return message.to_string() };
+    let rest = &message[i + AT.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    match digits.parse::<usize>() {
+        Ok(n) if n > by => format!("{}{AT}{}{}", &message[..i], n - by, &rest[digits.len()..]),
+        _ => message.to_string(),
+    }
+}
+
+/// The formats callers may ask for; the engine wants a pointer that lives for
+/// the call, and a static string needs no allocation.
+fn static_format(format: &str) -> Result<&'static str, StorageError> {
+    const FORMATS: &[&str] = &["JSON", "JSONEachRow", "JSONCompact", "TabSeparated", "TabSeparatedWithNames", "CSV", "CSVWithNames", "Pretty"];
+    FORMATS
+        .iter()
+        .find(|f| f.eq_ignore_ascii_case(format))
+        .copied()
+        .ok_or_else(|| StorageError::Rejected(format!("unsupported output format {format}")))
+}
+
+impl Drop for EmbeddedStorage {
+    fn drop(&mut self) {
+        // A process that exits with the connection open crashes in chDB's
+        // teardown; close here if `close` was never awaited.
+        if Arc::strong_count(&self.inner) == 1 {
+            self.inner.close();
+        }
+    }
+}

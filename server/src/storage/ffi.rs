@@ -1,0 +1,89 @@
+//! The few chDB C functions we call, loaded from `libchdb.so` at run time.
+//!
+//! We bind them by hand with `libloading` rather than use a chDB crate: the
+//! ones on crates.io download the library from elsewhere in their build
+//! scripts, and we only need nine functions. Signatures follow `chdb.h` of
+//! chDB 26.7.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// `chdb_connection` is a pointer to an opaque struct.
+pub type Connection = *mut c_void;
+/// `chdb_result *`.
+pub type ResultPtr = *mut c_void;
+
+#[repr(C)]
+#[derive(Default)]
+pub struct QueryAnalysis {
+    pub struct_size: u32,
+    pub statement_count: u32,
+    pub flags: u32,
+    pub query_class: u32,
+}
+
+/// `CHDB_QUERY_READ_ONLY` in `chdb_query_class`.
+pub const QUERY_CLASS_READ_ONLY: u32 = 0;
+
+pub struct Api {
+    pub connect: unsafe extern "C" fn(c_int, *mut *mut c_char) -> *mut Connection,
+    pub close_conn: unsafe extern "C" fn(*mut Connection),
+    pub query_n: unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize) -> ResultPtr,
+    pub result_buffer: unsafe extern "C" fn(ResultPtr) -> *mut c_char,
+    pub result_length: unsafe extern "C" fn(ResultPtr) -> usize,
+    pub result_error: unsafe extern "C" fn(ResultPtr) -> *const c_char,
+    pub result_elapsed: unsafe extern "C" fn(ResultPtr) -> f64,
+    pub result_rows_read: unsafe extern "C" fn(ResultPtr) -> u64,
+    pub result_bytes_read: unsafe extern "C" fn(ResultPtr) -> u64,
+    pub result_rows_written: unsafe extern "C" fn(ResultPtr) -> u64,
+    pub destroy_result: unsafe extern "C" fn(ResultPtr),
+    pub classify_query_n:
+        unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize, *mut QueryAnalysis) -> c_int,
+    pub set_signal_handlers_enabled: unsafe extern "C" fn(c_int),
+    pub shutdown: unsafe extern "C" fn() -> c_int,
+}
+
+static API: OnceLock<Result<Api, String>> = OnceLock::new();
+
+/// Loads the library once per process. It is never unloaded: unloading a
+/// C++ engine whose threads may still run is a crash waiting to happen.
+pub fn load(path: &Path) -> Result<&'static Api, String> {
+    API.get_or_init(|| unsafe { load_uncached(path) }).as_ref().map_err(Clone::clone)
+}
+
+unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
+    if !path.exists() {
+        return Err(format!(
+            "the embedded ClickHouse engine is not at {} (it is fetched by the build; \
+             rebuild, or set BILTEN_CHDB_LIB / storage.embedded.library)",
+            path.display()
+        ));
+    }
+    let lib = unsafe { libloading::Library::new(path) }
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let lib: &'static libloading::Library = Box::leak(Box::new(lib));
+    macro_rules! sym {
+        ($name:literal) => {
+            *unsafe { lib.get($name) }.map_err(|e| {
+                format!("{} lacks {}: {e}", path.display(), String::from_utf8_lossy($name))
+            })?
+        };
+    }
+    Ok(Api {
+        connect: sym!(b"chdb_connect"),
+        close_conn: sym!(b"chdb_close_conn"),
+        query_n: sym!(b"chdb_query_n"),
+        result_buffer: sym!(b"chdb_result_buffer"),
+        result_length: sym!(b"chdb_result_length"),
+        result_error: sym!(b"chdb_result_error"),
+        result_elapsed: sym!(b"chdb_result_elapsed"),
+        result_rows_read: sym!(b"chdb_result_rows_read"),
+        result_bytes_read: sym!(b"chdb_result_bytes_read"),
+        result_rows_written: sym!(b"chdb_result_rows_written"),
+        destroy_result: sym!(b"chdb_destroy_query_result"),
+        classify_query_n: sym!(b"chdb_classify_query_n"),
+        set_signal_handlers_enabled: sym!(b"chdb_set_signal_handlers_enabled"),
+        shutdown: sym!(b"chdb_shutdown"),
+    })
+}
