@@ -173,8 +173,10 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("clickhouse_database", "storage.clickhouse.database"),
 ];
 
-/// `BILTEN_*` variables that belong to the build, not to the server.
-const ENV_IGNORED: &[&str] = &["chdb_cache", "skip_chdb_fetch"];
+/// Top-level settings. Other `BILTEN_*` variables (the build's
+/// `BILTEN_CHDB_CACHE`, the CLI's `BILTEN_CONFIG`, loadgen's
+/// `BILTEN_INGEST_KEY`) are not the server's and are left alone.
+const TOP_LEVEL: &[&str] = &["listen", "admin_token", "ingest_keys", "migrate_on_start", "storage", "batch", "ingest"];
 
 impl Config {
     /// Defaults, then the TOML file if given, then the environment.
@@ -187,7 +189,11 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         let env = Env::prefixed("BILTEN_")
-            .filter(|k| !ENV_IGNORED.contains(&k.as_str().to_ascii_lowercase().as_str()))
+            .filter(|k| {
+                let key = k.as_str().to_ascii_lowercase();
+                let top = key.split("__").next().unwrap_or("");
+                TOP_LEVEL.contains(&top) || ENV_ALIASES.iter().any(|(alias, _)| *alias == key)
+            })
             .map(|k| {
                 let key = k.as_str().to_ascii_lowercase();
                 match ENV_ALIASES.iter().find(|(alias, _)| *alias == key) {

@@ -213,10 +213,10 @@ impl Inner {
     fn close(&self) {
         self.flush_query_log();
         if let Some(conn) = self.conn.write().unwrap().take() {
-            unsafe {
-                (self.api.close_conn)(conn.0);
-                (self.api.shutdown)();
-            }
+            // Only the connection is closed, not the engine (`chdb_shutdown`
+            // would refuse every later connect in this process, and a test
+            // that restarts the server in-process needs one).
+            unsafe { (self.api.close_conn)(conn.0) };
         }
     }
 }

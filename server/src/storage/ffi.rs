@@ -2,7 +2,7 @@
 //!
 //! We bind them by hand with `libloading` rather than use a chDB crate: the
 //! ones on crates.io download the library from elsewhere in their build
-//! scripts, and we only need nine functions. Signatures follow `chdb.h` of
+//! scripts, and we only need a dozen functions. Signatures follow `chdb.h` of
 //! chDB 26.7.
 
 use std::ffi::{c_char, c_int, c_void};
@@ -41,7 +41,6 @@ pub struct Api {
     pub classify_query_n:
         unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize, *mut QueryAnalysis) -> c_int,
     pub set_signal_handlers_enabled: unsafe extern "C" fn(c_int),
-    pub shutdown: unsafe extern "C" fn() -> c_int,
 }
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
@@ -84,6 +83,5 @@ unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
         destroy_result: sym!(b"chdb_destroy_query_result"),
         classify_query_n: sym!(b"chdb_classify_query_n"),
         set_signal_handlers_enabled: sym!(b"chdb_set_signal_handlers_enabled"),
-        shutdown: sym!(b"chdb_shutdown"),
     })
 }

@@ -1,0 +1,131 @@
+//! Starts the real server, on the real embedded engine, on port 0.
+//! One engine per process: run these tests with `cargo nextest`, which gives
+//! every test its own process.
+#![allow(dead_code)]
+
+pub mod views;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bilten_analytics::config::Config;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const ADMIN: &str = "test-admin-token";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub fn config(data_dir: &std::path::Path) -> Config {
+    let mut cfg = Config::default();
+    cfg.storage.embedded.data_dir = data_dir.to_path_buf();
+    cfg.admin_token = Some(ADMIN.to_string());
+    cfg
+}
+
+impl TestServer {
+    /// A server on a fresh data directory, with `tweak` applied to its config.
+    pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path());
+        tweak(&mut cfg);
+        let mut server = TestServer::start_with(cfg).await;
+        server._dir = Some(dir);
+        server
+    }
+
+    pub async fn start_with(cfg: Config) -> TestServer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let data_dir = cfg.storage.embedded.data_dir.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(bilten_analytics::serve(cfg, listener, async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if let Ok(r) = client.get(format!("{base}/health")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if handle.is_finished() {
+                panic!("server exited: {:?}", handle.await);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        TestServer { base, client, data_dir, shutdown: Some(tx), handle: Some(handle), _dir: None }
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.post(path, "application/json", body.to_string().into_bytes()).await
+    }
+
+    pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn flush(&self) -> Value {
+        let r = self.client.post(format!("{}/admin/flush", self.base)).bearer_auth(ADMIN).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// Runs SQL through `/admin/query` and returns ClickHouse's JSON `data` rows.
+    pub async fn query(&self, sql: &str) -> Vec<Value> {
+        let (status, body) = self.admin_query(sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        body["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub async fn admin_query(&self, sql: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}/admin/query", self.base))
+            .bearer_auth(ADMIN)
+            .body(sql.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// `SELECT count()` of a table, as a number.
+    pub async fn count(&self, table: &str) -> u64 {
+        let rows = self.query(&format!("SELECT count() AS n FROM bilten_analytics.{table}")).await;
+        as_u64(&rows[0]["n"])
+    }
+
+    /// Graceful shutdown; returns what `serve` returned.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.take().unwrap().send(()).ok();
+        self.handle.take().unwrap().await.unwrap()
+    }
+}
+
+/// ClickHouse's JSON output quotes 64-bit integers.
+pub fn as_u64(v: &Value) -> u64 {
+    match v {
+        Value::String(s) => s.parse().unwrap(),
+        other => other.as_u64().unwrap(),
+    }
+}
