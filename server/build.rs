@@ -21,7 +21,11 @@ const VERSION: &str = "26.7.3-stable.1";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["BILTEN_CHDB_LIB", "BILTEN_CHDB_CACHE", "BILTEN_SKIP_CHDB_FETCH"] {
+    for var in [
+        "BILTEN_CHDB_LIB",
+        "BILTEN_CHDB_CACHE",
+        "BILTEN_SKIP_CHDB_FETCH",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     println!("cargo:rustc-env=BILTEN_CHDB_VERSION={VERSION}");
@@ -73,9 +77,17 @@ fn fetch(cache: &Path, lib: &Path) -> Result<(), String> {
             .output()
             .map_err(|e| format!("running npm: {e}"))?;
         if !out.status.success() {
-            return Err(format!("npm pack failed: {}", String::from_utf8_lossy(&out.stderr)));
+            return Err(format!(
+                "npm pack failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
-        let tgz = String::from_utf8_lossy(&out.stdout).trim().lines().last().unwrap_or("").to_string();
+        let tgz = String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap_or("")
+            .to_string();
         let file = std::fs::File::open(tmp.join(&tgz)).map_err(|e| format!("open {tgz}: {e}"))?;
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
         for entry in archive.entries().map_err(|e| e.to_string())? {

@@ -1,1 +1,154 @@
-fn main(){}
+//! End-to-end ingest throughput against the raw engine's insert speed for the
+//! same rows, in the same process and run (machines here are noisy, so the
+//! ratio is the figure to compare).
+//!
+//! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3`).
+//!
+//! - raw: the JSONEachRow rows the server would produce, inserted straight
+//!   into the embedded engine, 1000 rows per insert (the batch size).
+//! - e2e: the same events as JSON over HTTP (1000 per request, 4 in flight),
+//!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
+//! - validate: decoding and validation alone, on one core.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bilten_analytics::batch::Batcher;
+use bilten_analytics::config::Config;
+use bilten_analytics::ingest::{self, BodyFormat, Table};
+use bilten_analytics::loadgen::Generator;
+use bilten_analytics::{AppState, ops, router, storage};
+use bytes::Bytes;
+use serde_json::Value;
+
+const PER_REQUEST: usize = 1000;
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let rows = arg("--rows", 200_000);
+    let rounds = arg("--rounds", 3);
+    let dir = tempfile::tempdir()?;
+    let mut cfg = Config::default();
+    cfg.storage.embedded.data_dir = dir.path().to_path_buf();
+    cfg.admin_token = Some("bench".into());
+    let storage = storage::open(&cfg.storage).await?;
+    ops::migrations::apply(&*storage).await?;
+
+    // The same events for every run: `events` rows from the traffic model.
+    let mut generator = Generator::new(1);
+    let mut events = Vec::with_capacity(rows);
+    while events.len() < rows {
+        let (table, v) = generator.next_event();
+        if table == Table::Events {
+            events.push(v);
+        }
+    }
+    let bodies: Vec<Bytes> = events
+        .chunks(PER_REQUEST)
+        .map(|c| Bytes::from(serde_json::to_vec(&Value::Array(c.to_vec())).unwrap()))
+        .collect();
+    let now = chrono::Utc::now();
+    let t = Instant::now();
+    let prepared: Vec<Bytes> = bodies
+        .iter()
+        .map(|b| {
+            Bytes::from(
+                ingest::process(Table::Events, b, BodyFormat::Json, PER_REQUEST, now)
+                    .unwrap()
+                    .rows,
+            )
+        })
+        .collect();
+    let validate_secs = t.elapsed().as_secs_f64();
+
+    let batcher = Batcher::new(cfg.batch.clone(), storage.clone());
+    let _timer = batcher.start_timer();
+    let app = router(AppState {
+        config: Arc::new(cfg),
+        storage: storage.clone(),
+        batcher,
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let client = reqwest::Client::new();
+
+    let count = || async {
+        let t = storage::query_text(&*storage, "SELECT count() FROM bilten_analytics.events")
+            .await
+            .unwrap();
+        t.trim().parse::<usize>().unwrap()
+    };
+    let mut raw = Vec::new();
+    let mut e2e = Vec::new();
+    for round in 0..rounds {
+        let before = count().await;
+        let t = Instant::now();
+        for batch in &prepared {
+            storage.insert("events", batch.clone()).await?;
+        }
+        raw.push(rows as f64 / t.elapsed().as_secs_f64());
+        assert_eq!(count().await, before + rows);
+
+        let before = count().await;
+        let t = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(4));
+        let mut tasks = tokio::task::JoinSet::new();
+        for body in &bodies {
+            let permit = sem.clone().acquire_owned().await?;
+            let (client, url, body) = (client.clone(), format!("{base}/v1/events"), body.clone());
+            tasks.spawn(async move {
+                let r = client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 202);
+                drop(permit);
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        let r = client
+            .post(format!("{base}/admin/flush"))
+            .bearer_auth("bench")
+            .send()
+            .await?;
+        assert!(r.status().is_success());
+        e2e.push(rows as f64 / t.elapsed().as_secs_f64());
+        assert_eq!(count().await, before + rows, "every event stored");
+        eprintln!(
+            "round {}: raw {:.0} rows/s, e2e {:.0} rows/s",
+            round + 1,
+            raw[round],
+            e2e[round]
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (raw_m, e2e_m) = (median(&mut raw), median(&mut e2e));
+    println!("rows per run: {rows}, rounds: {rounds}, {PER_REQUEST} events per request / insert");
+    println!("| measure | rows/s (median) |");
+    println!("|---|---|");
+    println!("| raw engine insert (JSONEachRow, 1000 rows/insert) | {raw_m:.0} |");
+    println!("| end to end over HTTP (validate, buffer, flush) | {e2e_m:.0} |");
+    println!(
+        "| decode + validate only, one core | {:.0} |",
+        rows as f64 / validate_secs
+    );
+    println!("| ratio end to end / raw | {:.2} |", e2e_m / raw_m);
+    storage.close().await;
+    Ok(())
+}

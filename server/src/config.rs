@@ -122,13 +122,18 @@ impl Default for StorageConfig {
 
 impl Default for EmbeddedConfig {
     fn default() -> Self {
-        EmbeddedConfig { data_dir: PathBuf::from("./data"), library: None }
+        EmbeddedConfig {
+            data_dir: PathBuf::from("./data"),
+            library: None,
+        }
     }
 }
 
 impl EmbeddedConfig {
     pub fn library_path(&self) -> PathBuf {
-        self.library.clone().unwrap_or_else(|| PathBuf::from(env!("BILTEN_CHDB_DEFAULT_LIB")))
+        self.library
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(env!("BILTEN_CHDB_DEFAULT_LIB")))
     }
 }
 
@@ -158,7 +163,10 @@ impl Default for BatchConfig {
 
 impl Default for IngestConfig {
     fn default() -> Self {
-        IngestConfig { max_body_bytes: 10 * 1024 * 1024, max_events_per_request: 10_000 }
+        IngestConfig {
+            max_body_bytes: 10 * 1024 * 1024,
+            max_events_per_request: 10_000,
+        }
     }
 }
 
@@ -176,7 +184,15 @@ const ENV_ALIASES: &[(&str, &str)] = &[
 /// Top-level settings. Other `BILTEN_*` variables (the build's
 /// `BILTEN_CHDB_CACHE`, the CLI's `BILTEN_CONFIG`, loadgen's
 /// `BILTEN_INGEST_KEY`) are not the server's and are left alone.
-const TOP_LEVEL: &[&str] = &["listen", "admin_token", "ingest_keys", "migrate_on_start", "storage", "batch", "ingest"];
+const TOP_LEVEL: &[&str] = &[
+    "listen",
+    "admin_token",
+    "ingest_keys",
+    "migrate_on_start",
+    "storage",
+    "batch",
+    "ingest",
+];
 
 impl Config {
     /// Defaults, then the TOML file if given, then the environment.
@@ -203,7 +219,10 @@ impl Config {
             })
             .lowercase(false);
         let config: Config = figment.merge(env).extract().map_err(|e| {
-            e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+            e.into_iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
         })?;
         config.validate()?;
         Ok(config)
@@ -221,12 +240,16 @@ impl Config {
             return Err("batch.max_attempts and batch.flush_workers must be at least 1".into());
         }
         if self.ingest.max_events_per_request == 0 || self.ingest.max_body_bytes < 1024 {
-            return Err("ingest.max_events_per_request must be ≥ 1 and ingest.max_body_bytes ≥ 1024".into());
+            return Err(
+                "ingest.max_events_per_request must be ≥ 1 and ingest.max_body_bytes ≥ 1024".into(),
+            );
         }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("admin_token is set but empty".into());
         }
-        if !self.listen.ip().is_loopback() && (self.admin_token.is_none() || self.ingest_keys.is_empty()) {
+        if !self.listen.ip().is_loopback()
+            && (self.admin_token.is_none() || self.ingest_keys.is_empty())
+        {
             return Err(format!(
                 "refusing to listen on {}, which is not a loopback address, without an admin token \
                  and ingest keys: set BILTEN_ADMIN_TOKEN and BILTEN_INGEST_KEYS",
@@ -249,10 +272,16 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
         Either::List(list) => list,
         Either::One(s) => s.split(',').map(str::to_string).collect(),
     };
-    Ok(items.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+    Ok(items
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 #[cfg(test)]
+// figment's `Jail` closures return its large error type; not ours to shrink.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -271,7 +300,10 @@ mod tests {
     #[test]
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("b.toml", "[batch]\nmax_rows = 10\nmax_age = \"2s\"\n[storage]\nbackend = \"clickhouse\"\n")?;
+            jail.create_file(
+                "b.toml",
+                "[batch]\nmax_rows = 10\nmax_age = \"2s\"\n[storage]\nbackend = \"clickhouse\"\n",
+            )?;
             jail.set_env("BILTEN_BATCH__MAX_ROWS", "20");
             jail.set_env("BILTEN_INGEST_KEYS", "k1, k2");
             jail.set_env("BILTEN_DATA_DIR", "/tmp/x");

@@ -46,8 +46,12 @@ impl From<StorageError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
-            ApiError::Decode(DecodeError::TooManyEvents { .. }) | ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Decode(_) | ApiError::BadBody(_) | ApiError::BadQuery(_) => StatusCode::BAD_REQUEST,
+            ApiError::Decode(DecodeError::TooManyEvents { .. }) | ApiError::PayloadTooLarge(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::Decode(_) | ApiError::BadBody(_) | ApiError::BadQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
@@ -55,12 +59,17 @@ impl IntoResponse for ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match &self {
-            ApiError::Unavailable(detail) | ApiError::Internal(detail) => tracing::error!(%detail, "{self}"),
+            ApiError::Unavailable(detail) | ApiError::Internal(detail) => {
+                tracing::error!(%detail, "{self}")
+            }
             _ => {}
         }
-        let mut response = (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
+        let mut response =
+            (status, axum::Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
         }
         response
     }

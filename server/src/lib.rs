@@ -18,7 +18,7 @@
 //! - [`batch`]: per-table buffers, sealing, the flush workers.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
 //!   and `clickhouse` (the official crate over HTTP).
-//! - [`ops`]: migrations.
+//! - [`ops`]: schema migrations.
 //! - [`routes`]: thin axum handlers; [`error`]: the one `IntoResponse`.
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
 //!
@@ -65,12 +65,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(routes::ingest::events))
         .route("/v1/page-views", post(routes::ingest::page_views))
         .route("/v1/ticket-sales", post(routes::ingest::ticket_sales))
-        .route_layer(from_fn_with_state(state.clone(), routes::auth::require_ingest_key));
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            routes::auth::require_ingest_key,
+        ));
     let admin = Router::new()
         .route("/flush", post(routes::admin::flush))
         .route("/query", post(routes::admin::query))
         .route("/health", get(routes::admin::health))
-        .route_layer(from_fn_with_state(state.clone(), routes::auth::require_admin));
+        .route_layer(from_fn_with_state(
+            state.clone(),
+            routes::auth::require_admin,
+        ));
     let max_body = state.config.ingest.max_body_bytes;
     Router::new()
         .merge(ingest)
@@ -81,13 +87,21 @@ pub fn router(state: AppState) -> Router {
         // Outermost first: trace every request; inflate gzip bodies; the body
         // limit applies to the inflated bytes, so a small gzip bomb is a 413.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(RequestDecompressionLayer::new().gzip(true).pass_through_unaccepted(false))
+        .layer(
+            RequestDecompressionLayer::new()
+                .gzip(true)
+                .pass_through_unaccepted(false),
+        )
         .layer(TraceLayer::new_for_http())
 }
 
 /// Opens storage, migrates, serves until `shutdown` resolves, then drains
 /// the buffers and closes storage.
-pub async fn serve(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let storage = storage::open(&config.storage).await?;
     let result = run(config, listener, shutdown, storage.clone()).await;
     storage.close().await;
@@ -108,9 +122,15 @@ async fn run(
     }
     let batcher = Batcher::new(config.batch.clone(), storage.clone());
     let timer = batcher.start_timer();
-    let state = AppState { config: Arc::new(config), storage, batcher: batcher.clone() };
+    let state = AppState {
+        config: Arc::new(config),
+        storage,
+        batcher: batcher.clone(),
+    };
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     timer.abort();
     // Whatever was accepted is written before storage closes.
     batcher.flush_all().await;

@@ -67,9 +67,21 @@ pub struct Summary {
 /// The traffic model: deterministic for a seed.
 pub struct Generator {
     rng: SmallRng,
-    organizers: Vec<(String, Vec<(String, u32, &'static str)>)>,
+    organizers: Vec<Organizer>,
     queue: VecDeque<(Table, Value)>,
     next_user: u64,
+}
+
+struct Organizer {
+    id: String,
+    events: Vec<TicketedEvent>,
+}
+
+#[derive(Clone)]
+struct TicketedEvent {
+    id: String,
+    price_cents: u32,
+    currency: &'static str,
 }
 
 const FUNNEL: [(&str, &str, f64); 4] = [
@@ -81,7 +93,12 @@ const FUNNEL: [(&str, &str, f64); 4] = [
 const BROWSERS: [&str; 4] = ["Chrome", "Safari", "Firefox", "Edge"];
 const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
 const CURRENCIES: [&str; 3] = ["USD", "EUR", "GBP"];
-const REFERRERS: [&str; 4] = ["", "https://www.google.com/", "https://instagram.com/", "https://newsletter.example/"];
+const REFERRERS: [&str; 4] = [
+    "",
+    "https://www.google.com/",
+    "https://instagram.com/",
+    "https://newsletter.example/",
+];
 
 impl Generator {
     pub fn new(seed: u64) -> Generator {
@@ -89,12 +106,24 @@ impl Generator {
         let organizers = (1..=4)
             .map(|o| {
                 let events = (1..=rng.random_range(2..=4))
-                    .map(|e| (format!("evt-{o}{e:02}"), rng.random_range(15..=150) * 100, CURRENCIES[rng.random_range(0..3)]))
+                    .map(|e| TicketedEvent {
+                        id: format!("evt-{o}{e:02}"),
+                        price_cents: rng.random_range(15..=150) * 100,
+                        currency: CURRENCIES[rng.random_range(0..3)],
+                    })
                     .collect();
-                (format!("org-{o}"), events)
+                Organizer {
+                    id: format!("org-{o}"),
+                    events,
+                }
             })
             .collect();
-        Generator { rng, organizers, queue: VecDeque::new(), next_user: 1 }
+        Generator {
+            rng,
+            organizers,
+            queue: VecDeque::new(),
+            next_user: 1,
+        }
     }
 
     /// The next event to send and the table it goes to.
@@ -102,14 +131,21 @@ impl Generator {
         if self.queue.is_empty() {
             self.journey();
         }
-        self.queue.pop_front().expect("a journey has at least one event")
+        self.queue
+            .pop_front()
+            .expect("a journey has at least one event")
     }
 
     /// One user's visit: a page view, then funnel steps until they drop out.
     fn journey(&mut self) {
         let rng = &mut self.rng;
-        let (org, events) = &self.organizers[rng.random_range(0..self.organizers.len())];
-        let (event_id, price_cents, currency) = events[rng.random_range(0..events.len())].clone();
+        let organizer = &self.organizers[rng.random_range(0..self.organizers.len())];
+        let org = &organizer.id;
+        let TicketedEvent {
+            id: event_id,
+            price_cents,
+            currency,
+        } = organizer.events[rng.random_range(0..organizer.events.len())].clone();
         let user = format!("user-{}", self.next_user);
         self.next_user += 1;
         let session = format!("sess-{:08x}", rng.random::<u32>());
@@ -123,7 +159,8 @@ impl Generator {
                 "properties": { "event_id": event_id, "browser": browser, "device_type": device },
             })
         };
-        self.queue.push_back((Table::Events, event("page_view", "Event Page")));
+        self.queue
+            .push_back((Table::Events, event("page_view", "Event Page")));
         self.queue.push_back((
             Table::PageViews,
             json!({
@@ -169,7 +206,10 @@ struct Counters {
 /// Sends the traffic and returns the summary (also printed to stdout).
 pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let client = reqwest::Client::new();
-    let batch = args.batch.unwrap_or(if args.total.is_some() { 200 } else { 1 }).max(1);
+    let batch = args
+        .batch
+        .unwrap_or(if args.total.is_some() { 200 } else { 1 })
+        .max(1);
     let counters = Arc::new(Counters::default());
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
@@ -205,7 +245,8 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         generated += want;
         for (table, events) in groups {
             let permit = permits.clone().acquire_owned().await?;
-            let (client, counters, latencies) = (client.clone(), counters.clone(), latencies.clone());
+            let (client, counters, latencies) =
+                (client.clone(), counters.clone(), latencies.clone());
             let url = format!("{}{}", args.target.trim_end_matches('/'), route(table));
             let key = args.api_key.clone();
             tasks.spawn(async move {
@@ -247,7 +288,14 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, events: Vec<Value>, c: &Counters, lat: &Mutex<Vec<Duration>>) {
+async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    events: Vec<Value>,
+    c: &Counters,
+    lat: &Mutex<Vec<Duration>>,
+) {
     let n = events.len() as u64;
     let mut req = client.post(url).json(&events);
     if let Some(key) = key {
@@ -260,7 +308,11 @@ async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, events: Ve
     c.requests.fetch_add(1, Ordering::Relaxed);
     lat.lock().await.push(elapsed);
     let body: Option<Value> = match result {
-        Ok(resp) if resp.status().is_success() || resp.status() == reqwest::StatusCode::BAD_REQUEST => resp.json().await.ok(),
+        Ok(resp)
+            if resp.status().is_success() || resp.status() == reqwest::StatusCode::BAD_REQUEST =>
+        {
+            resp.json().await.ok()
+        }
         Ok(resp) => {
             tracing::warn!(status = %resp.status(), url, "request failed");
             None
@@ -272,8 +324,10 @@ async fn send(client: &reqwest::Client, url: &str, key: Option<&str>, events: Ve
     };
     match body {
         Some(b) => {
-            c.accepted.fetch_add(b["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
-            c.rejected.fetch_add(b["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            c.accepted
+                .fetch_add(b["accepted"].as_u64().unwrap_or(0), Ordering::Relaxed);
+            c.rejected
+                .fetch_add(b["rejected"].as_u64().unwrap_or(0), Ordering::Relaxed);
         }
         None => {
             c.failed.fetch_add(1, Ordering::Relaxed);
@@ -299,7 +353,10 @@ mod tests {
     fn the_same_seed_gives_the_same_traffic() {
         let take = |seed| {
             let mut g = Generator::new(seed);
-            (0..200).map(|_| g.next_event()).map(|(t, v)| (t, v.to_string())).collect::<Vec<_>>()
+            (0..200)
+                .map(|_| g.next_event())
+                .map(|(t, v)| (t, v.to_string()))
+                .collect::<Vec<_>>()
         };
         assert_eq!(take(7), take(7));
         assert_ne!(take(7), take(8));

@@ -10,7 +10,11 @@ use bilten_analytics::config::Config;
 use bilten_analytics::{loadgen, ops, storage};
 
 #[derive(Parser)]
-#[command(name = "bilten-analytics", version, about = "Event analytics ingestion on ClickHouse")]
+#[command(
+    name = "bilten-analytics",
+    version,
+    about = "Event analytics ingestion on ClickHouse"
+)]
 struct Cli {
     /// TOML configuration file; every setting can also come from BILTEN_* variables.
     #[arg(long, global = true, env = "BILTEN_CONFIG")]
@@ -44,7 +48,8 @@ enum Command {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
         )
         .with_writer(std::io::stderr)
         // Colour codes only for a person at a terminal, never in log files.
@@ -63,9 +68,15 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Command::Loadgen(args) = cli.command {
         let summary = loadgen::run(args).await?;
-        return Ok(if summary.failed_requests == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE });
+        return Ok(if summary.failed_requests == 0 {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        });
     }
-    let mut config = Config::load(cli.config.as_deref()).map_err(anyhow::Error::msg).context("invalid configuration")?;
+    let mut config = Config::load(cli.config.as_deref())
+        .map_err(anyhow::Error::msg)
+        .context("invalid configuration")?;
     match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
@@ -88,7 +99,11 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-async fn migrate(storage: &dyn storage::Storage, dry_run: bool, status: bool) -> anyhow::Result<()> {
+async fn migrate(
+    storage: &dyn storage::Storage,
+    dry_run: bool,
+    status: bool,
+) -> anyhow::Result<()> {
     let state = ops::migrations::status(storage).await?;
     if status || dry_run {
         for m in &state.migrations {
@@ -97,7 +112,10 @@ async fn migrate(storage: &dyn storage::Storage, dry_run: bool, status: bool) ->
     }
     if dry_run {
         for m in state.migrations.iter().filter(|m| m.status == "pending") {
-            let migration = ops::migrations::MIGRATIONS.iter().find(|x| x.version == m.version).unwrap();
+            let migration = ops::migrations::MIGRATIONS
+                .iter()
+                .find(|x| x.version == m.version)
+                .unwrap();
             println!("\n-- {}", migration.name);
             for stmt in migration.statements() {
                 println!("{stmt};\n");

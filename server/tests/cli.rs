@@ -9,36 +9,59 @@ const BIN: &str = env!("CARGO_BIN_EXE_bilten-analytics");
 
 fn cmd(data: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
-    c.env("BILTEN_DATA_DIR", data).env("BILTEN_ADMIN_TOKEN", "cli-token").env("RUST_LOG", "info");
+    c.env("BILTEN_DATA_DIR", data)
+        .env("BILTEN_ADMIN_TOKEN", "cli-token")
+        .env("RUST_LOG", "info");
     c
 }
 
 fn run(c: &mut Command) -> (bool, String) {
     let out = c.output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 /// Starts `serve` on port 0 and returns the child and its address, read from the log.
 fn serve(data: &std::path::Path, extra: &[(&str, &str)]) -> (Child, String) {
     let mut c = cmd(data);
-    c.args(["serve", "--listen", "127.0.0.1:0"]).envs(extra.iter().copied()).stderr(Stdio::piped()).stdout(Stdio::null());
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(extra.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
     let mut child = c.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..].chars().take_while(|c| !c.is_whitespace()).collect();
-                let _ = tx.send(addr.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':').to_string());
+                let addr: String = line[i + 5..]
+                    .chars()
+                    .take_while(|c| !c.is_whitespace())
+                    .collect();
+                let _ = tx.send(
+                    addr.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':')
+                        .to_string(),
+                );
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).expect("server did not log its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("server did not log its address");
     (child, format!("http://{addr}"))
 }
 
 fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     for _ in 0..300 {
         if let Some(status) = child.try_wait().unwrap() {
             return status;
@@ -55,7 +78,10 @@ fn migrate_dry_run_status_and_apply() {
     let (ok, out) = run(cmd(dir.path()).args(["migrate", "--dry-run"]));
     assert!(ok, "{out}");
     assert!(out.contains("pending  0001_events.sql"), "{out}");
-    assert!(out.contains("CREATE TABLE IF NOT EXISTS bilten_analytics.events"), "{out}");
+    assert!(
+        out.contains("CREATE TABLE IF NOT EXISTS bilten_analytics.events"),
+        "{out}"
+    );
 
     let (ok, out) = run(cmd(dir.path()).args(["migrate"]));
     assert!(ok, "{out}");
@@ -85,7 +111,13 @@ fn a_bad_config_exits_with_a_clear_message() {
 async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
     let dir = tempfile::tempdir().unwrap();
     // Rows stay buffered (an hour's max_age) until SIGTERM drains them.
-    let (mut child, base) = serve(dir.path(), &[("BILTEN_BATCH__MAX_AGE", "1h"), ("BILTEN_BATCH__MAX_ROWS", "100000")]);
+    let (mut child, base) = serve(
+        dir.path(),
+        &[
+            ("BILTEN_BATCH__MAX_AGE", "1h"),
+            ("BILTEN_BATCH__MAX_ROWS", "100000"),
+        ],
+    );
     let summary = bilten_analytics::loadgen::run(bilten_analytics::loadgen::Args {
         target: base.clone(),
         rate: 10.0,
@@ -99,7 +131,15 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
     })
     .await
     .unwrap();
-    assert_eq!((summary.sent, summary.accepted, summary.rejected, summary.failed_requests), (700, 700, 0, 0));
+    assert_eq!(
+        (
+            summary.sent,
+            summary.accepted,
+            summary.rejected,
+            summary.failed_requests
+        ),
+        (700, 700, 0, 0)
+    );
     assert!(summary.latency_ms_p50 > 0.0 && summary.latency_ms_p99 >= summary.latency_ms_p50);
     let status = terminate(&mut child);
     assert!(status.success(), "exit status after SIGTERM: {status}");

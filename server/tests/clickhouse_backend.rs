@@ -7,7 +7,11 @@ use clickhouse::Client;
 use clickhouse::test::{Mock, handlers, status};
 
 fn storage(mock: &Mock) -> ClickHouseStorage {
-    ClickHouseStorage::from_client(Client::default().with_mock(mock).with_compression(clickhouse::Compression::None))
+    ClickHouseStorage::from_client(
+        Client::default()
+            .with_mock(mock)
+            .with_compression(clickhouse::Compression::None),
+    )
 }
 
 #[tokio::test]
@@ -23,7 +27,8 @@ async fn an_insert_sends_the_rows_as_jsoneachrow() {
 async fn ddl_goes_as_the_request_body() {
     let mock = Mock::new();
     let recording = mock.add(handlers::record_ddl());
-    let sql = "CREATE TABLE IF NOT EXISTS bilten_analytics.t (x UInt8) ENGINE = MergeTree ORDER BY x";
+    let sql =
+        "CREATE TABLE IF NOT EXISTS bilten_analytics.t (x UInt8) ENGINE = MergeTree ORDER BY x";
     storage(&mock).execute(sql).await.unwrap();
     assert_eq!(recording.query().await, sql);
 }
@@ -32,7 +37,10 @@ async fn ddl_goes_as_the_request_body() {
 async fn server_errors_are_transient_and_exceptions_are_classified_by_code() {
     let mock = Mock::new();
     mock.add(handlers::failure(status::SERVICE_UNAVAILABLE));
-    let err = storage(&mock).insert("events", Bytes::from_static(b"{}\n")).await.unwrap_err();
+    let err = storage(&mock)
+        .insert("events", Bytes::from_static(b"{}\n"))
+        .await
+        .unwrap_err();
     assert!(err.is_transient(), "{err}");
 
     mock.add(handlers::exception(27));

@@ -14,13 +14,26 @@ fn sale(price: Value) -> Value {
 #[tokio::test]
 async fn valid_events_are_stored_even_when_others_in_the_request_are_not() {
     let s = TestServer::start(|_| {}).await;
-    let (status, body) = s.post_json("/v1/ticket-sales", &json!([sale(json!(50.00)), sale(json!(-5)), sale(json!("12.5"))])).await;
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([sale(json!(50.00)), sale(json!(-5)), sale(json!("12.5"))]),
+        )
+        .await;
     assert_eq!(status, 202);
     assert_eq!(body["accepted"], 2);
     assert_eq!(body["rejected"], 1);
-    assert_eq!(body["errors"], json!([{"index":1,"field":"price","reason":"price: must be 0 or more, got -5"}]));
+    assert_eq!(
+        body["errors"],
+        json!([{"index":1,"field":"price","reason":"price: must be 0 or more, got -5"}])
+    );
 
-    let (status, body) = s.post_json("/v1/ticket-sales", &json!([sale(json!(1.001)), {"event_id": 5}])).await;
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([sale(json!(1.001)), {"event_id": 5}]),
+        )
+        .await;
     assert_eq!(status, 400, "none accepted is a 400");
     assert_eq!(body["accepted"], 0);
     assert_eq!(body["errors"][0]["field"], "price");
@@ -29,7 +42,13 @@ async fn valid_events_are_stored_even_when_others_in_the_request_are_not() {
 
     s.flush().await;
     let rows = s.query("SELECT toString(price) AS p, quantity, currency FROM bilten_analytics.ticket_sales ORDER BY price").await;
-    assert_eq!(rows, vec![json!({"p":"12.5","quantity":2,"currency":"USD"}), json!({"p":"50","quantity":2,"currency":"USD"})]);
+    assert_eq!(
+        rows,
+        vec![
+            json!({"p":"12.5","quantity":2,"currency":"USD"}),
+            json!({"p":"50","quantity":2,"currency":"USD"})
+        ]
+    );
     s.stop().await.unwrap();
 }
 
@@ -37,11 +56,23 @@ async fn valid_events_are_stored_even_when_others_in_the_request_are_not() {
 async fn ndjson_and_gzip_bodies() {
     let s = TestServer::start(|_| {}).await;
     let ndjson = "{\"event_type\":\"click\",\"organizer_id\":\"org-1\"}\n{not json\n\n{\"event_type\":\"click\",\"organizer_id\":\"org-2\"}\n";
-    let (status, body) = s.post("/v1/events", "application/x-ndjson", ndjson.as_bytes().to_vec()).await;
+    let (status, body) = s
+        .post(
+            "/v1/events",
+            "application/x-ndjson",
+            ndjson.as_bytes().to_vec(),
+        )
+        .await;
     assert_eq!(status, 202);
     assert_eq!(body["accepted"], 2);
     assert_eq!(body["errors"][0]["index"], 1);
-    assert!(body["errors"][0]["reason"].as_str().unwrap().starts_with("malformed JSON at line 2, column 2"), "{body}");
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed JSON at line 2, column 2"),
+        "{body}"
+    );
 
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     gz.write_all(json!([{"url":"/e/1","organizer_id":"org-1","duration_ms":1200},{"url":"/e/2","organizer_id":"org-1"}]).to_string().as_bytes()).unwrap();
@@ -60,7 +91,9 @@ async fn ndjson_and_gzip_bodies() {
     s.flush().await;
     assert_eq!(s.count("events").await, 2);
     assert_eq!(s.count("page_views").await, 2);
-    let rows = s.query("SELECT sum(duration_ms) AS d FROM bilten_analytics.page_views").await;
+    let rows = s
+        .query("SELECT sum(duration_ms) AS d FROM bilten_analytics.page_views")
+        .await;
     assert_eq!(common::as_u64(&rows[0]["d"]), 1200);
     s.stop().await.unwrap();
 }
@@ -72,18 +105,33 @@ async fn malformed_wrong_type_and_oversized_bodies_are_clear_4xx() {
         c.ingest.max_events_per_request = 3;
     })
     .await;
-    let (status, body) = s.post("/v1/events", "application/json", b"[{\"event_type\": \"x\",\n \"organizer_id\" \"o\"}]".to_vec()).await;
+    let (status, body) = s
+        .post(
+            "/v1/events",
+            "application/json",
+            b"[{\"event_type\": \"x\",\n \"organizer_id\" \"o\"}]".to_vec(),
+        )
+        .await;
     assert_eq!(status, 400);
-    assert_eq!(body["error"], "malformed JSON at line 2, column 17: expected `:`");
+    assert_eq!(
+        body["error"],
+        "malformed JSON at line 2, column 17: expected `:`"
+    );
 
     let (status, body) = s.post("/v1/events", "text/plain", b"{}".to_vec()).await;
     assert_eq!(status, 415);
-    assert!(body["error"].as_str().unwrap().contains("application/json"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
 
     let big = json!([{"event_type":"x","organizer_id":"o","properties":{"pad":"x".repeat(5000)}}]);
     let (status, body) = s.post_json("/v1/events", &big).await;
     assert_eq!(status, 413);
-    assert_eq!(body["error"], "the request body is larger than the limit of 4096 bytes");
+    assert_eq!(
+        body["error"],
+        "the request body is larger than the limit of 4096 bytes"
+    );
 
     // A small gzip body that inflates past the limit is refused the same way.
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
@@ -102,14 +150,19 @@ async fn malformed_wrong_type_and_oversized_bodies_are_clear_4xx() {
     let four = json!([{"event_type":"x","organizer_id":"o"},{"event_type":"x","organizer_id":"o"},{"event_type":"x","organizer_id":"o"},{"event_type":"x","organizer_id":"o"}]);
     let (status, body) = s.post_json("/v1/events", &four).await;
     assert_eq!(status, 413);
-    assert_eq!(body["error"], "too many events in one request: 4, the limit is 3");
+    assert_eq!(
+        body["error"],
+        "too many events in one request: 4, the limit is 3"
+    );
 
     let (status, body) = s.post_json("/v1/events", &json!([])).await;
     assert_eq!(status, 400);
     assert_eq!(body["error"], "the body holds no events");
 
     // None of that reached storage, and the server still serves.
-    let (status, _) = s.post_json("/v1/events", &json!({"event_type":"ok","organizer_id":"o"})).await;
+    let (status, _) = s
+        .post_json("/v1/events", &json!({"event_type":"ok","organizer_id":"o"}))
+        .await;
     assert_eq!(status, 202);
     s.flush().await;
     assert_eq!(s.count("events").await, 1);
@@ -121,7 +174,11 @@ async fn ingest_keys_and_admin_token_are_enforced() {
     let s = TestServer::start(|c| c.ingest_keys = vec!["key-a".into(), "key-b".into()]).await;
     let event = json!({"event_type":"x","organizer_id":"o"}).to_string();
     let post = |auth: Option<(&'static str, String)>| {
-        let mut req = s.client.post(format!("{}/v1/events", s.base)).header("content-type", "application/json").body(event.clone());
+        let mut req = s
+            .client
+            .post(format!("{}/v1/events", s.base))
+            .header("content-type", "application/json")
+            .body(event.clone());
         if let Some((name, value)) = auth {
             req = req.header(name, value);
         }
@@ -130,15 +187,50 @@ async fn ingest_keys_and_admin_token_are_enforced() {
     let r = post(None).await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("API key"));
-    assert_eq!(post(Some(("authorization", "Bearer wrong".into()))).await.unwrap().status(), 401);
-    assert_eq!(post(Some(("authorization", "Bearer key-b".into()))).await.unwrap().status(), 202);
-    assert_eq!(post(Some(("x-api-key", "key-a".into()))).await.unwrap().status(), 202);
+    assert_eq!(
+        post(Some(("authorization", "Bearer wrong".into())))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        post(Some(("authorization", "Bearer key-b".into())))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    assert_eq!(
+        post(Some(("x-api-key", "key-a".into())))
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
 
-    let r = s.client.post(format!("{}/admin/flush", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .post(format!("{}/admin/flush", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
-    let r = s.client.post(format!("{}/admin/flush", s.base)).bearer_auth("key-a").send().await.unwrap();
+    let r = s
+        .client
+        .post(format!("{}/admin/flush", s.base))
+        .bearer_auth("key-a")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "an ingest key is not an admin token");
-    let r = s.client.post(format!("{}/admin/flush", s.base)).bearer_auth(ADMIN).send().await.unwrap();
+    let r = s
+        .client
+        .post(format!("{}/admin/flush", s.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(s.count("events").await, 2);
     s.stop().await.unwrap();
@@ -147,7 +239,13 @@ async fn ingest_keys_and_admin_token_are_enforced() {
 #[tokio::test]
 async fn admin_routes_are_off_without_a_token() {
     let s = TestServer::start(|c| c.admin_token = None).await;
-    let r = s.client.post(format!("{}/admin/flush", s.base)).bearer_auth("anything").send().await.unwrap();
+    let r = s
+        .client
+        .post(format!("{}/admin/flush", s.base))
+        .bearer_auth("anything")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("BILTEN_ADMIN_TOKEN"));
     s.stop().await.unwrap();
@@ -158,14 +256,30 @@ async fn admin_query_runs_only_read_only_statements() {
     let s = TestServer::start(|_| {}).await;
     let (status, body) = s.admin_query("DROP TABLE bilten_analytics.events").await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("only read-only statements"), "{body}");
-    let (status, _) = s.admin_query("INSERT INTO bilten_analytics.events (event_type) VALUES ('x')").await;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("only read-only statements"),
+        "{body}"
+    );
+    let (status, _) = s
+        .admin_query("INSERT INTO bilten_analytics.events (event_type) VALUES ('x')")
+        .await;
     assert_eq!(status, 400);
-    let (status, _) = s.admin_query("SELECT 1; DROP TABLE bilten_analytics.events").await;
+    let (status, _) = s
+        .admin_query("SELECT 1; DROP TABLE bilten_analytics.events")
+        .await;
     assert_eq!(status, 400);
     let (status, body) = s.admin_query("SELEC 1").await;
     assert_eq!(status, 400);
-    assert!(body["error"].as_str().unwrap().contains("failed at position 7"), "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed at position 7"),
+        "{body}"
+    );
     // The table is still there, and a read works.
     assert_eq!(s.count("events").await, 0);
     s.stop().await.unwrap();
@@ -174,7 +288,9 @@ async fn admin_query_runs_only_read_only_statements() {
 #[tokio::test]
 async fn rows_flush_on_their_own_after_max_age() {
     let s = TestServer::start(|c| c.batch.max_age = std::time::Duration::from_millis(300)).await;
-    let (status, _) = s.post_json("/v1/events", &json!({"event_type":"x","organizer_id":"o"})).await;
+    let (status, _) = s
+        .post_json("/v1/events", &json!({"event_type":"x","organizer_id":"o"}))
+        .await;
     assert_eq!(status, 202);
     let mut stored = 0;
     for _ in 0..100 {
@@ -194,16 +310,25 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
     let mut cfg = common::config(dir.path());
     cfg.batch.max_age = std::time::Duration::from_secs(3600);
     let s = TestServer::start_with(cfg.clone()).await;
-    let events: Vec<Value> = (0..25).map(|i| json!({"event_type":"x","organizer_id":"o","user_id":format!("u{i}")})).collect();
+    let events: Vec<Value> = (0..25)
+        .map(|i| json!({"event_type":"x","organizer_id":"o","user_id":format!("u{i}")}))
+        .collect();
     let (status, _) = s.post_json("/v1/events", &Value::Array(events)).await;
     assert_eq!(status, 202);
     s.stop().await.unwrap();
 
     let s = TestServer::start_with(cfg).await;
     assert_eq!(s.count("events").await, 25);
-    let r = s.client.get(format!("{}/ready", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/ready", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let rows = s.query("SELECT count() AS n FROM bilten_analytics.schema_migrations").await;
+    let rows = s
+        .query("SELECT count() AS n FROM bilten_analytics.schema_migrations")
+        .await;
     assert_eq!(common::as_u64(&rows[0]["n"]), 8, "migrations ran once");
     s.stop().await.unwrap();
 }
@@ -211,19 +336,40 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
 #[tokio::test]
 async fn liveness_readiness_and_deep_health() {
     let s = TestServer::start(|_| {}).await;
-    let r = s.client.get(format!("{}/health", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = s.client.get(format!("{}/ready", s.base)).send().await.unwrap();
+    let r = s
+        .client
+        .get(format!("{}/ready", s.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
-    s.post_json("/v1/events", &json!({"event_type":"x","organizer_id":"o"})).await;
-    let r = s.client.get(format!("{}/admin/health", s.base)).bearer_auth(ADMIN).send().await.unwrap();
+    s.post_json("/v1/events", &json!({"event_type":"x","organizer_id":"o"}))
+        .await;
+    let r = s
+        .client
+        .get(format!("{}/admin/health", s.base))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let h: Value = r.json().await.unwrap();
     assert_eq!(h["status"], "ok");
     assert_eq!(h["storage"]["backend"], "embedded");
     assert_eq!(h["migrations"]["pending"], 0);
     assert_eq!(h["buffers"]["rows_buffered"], 1);
-    assert!(h["buffers"]["oldest_buffered_row_age_ms"].as_u64().is_some());
+    assert!(
+        h["buffers"]["oldest_buffered_row_age_ms"]
+            .as_u64()
+            .is_some()
+    );
     s.stop().await.unwrap();
 }

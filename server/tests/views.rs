@@ -19,7 +19,11 @@ fn dataset(n: usize) -> Vec<(Table, Value)> {
     (0..n)
         .map(|i| {
             let (table, mut v) = g.next_event();
-            let age = if i % 5 == 0 { Duration::seconds((i % 3000) as i64) } else { Duration::minutes((i * 37 % (10 * 24 * 60)) as i64) };
+            let age = if i % 5 == 0 {
+                Duration::seconds((i % 3000) as i64)
+            } else {
+                Duration::minutes((i * 37 % (10 * 24 * 60)) as i64)
+            };
             v["timestamp"] = json!((now - age).to_rfc3339());
             (table, v)
         })
@@ -107,13 +111,23 @@ async fn a_generated_dataset_end_to_end() {
     let mut sent = [0u64; 3];
     for chunk in data.chunks(25) {
         for table in Table::ALL {
-            let events: Vec<Value> = chunk.iter().filter(|(t, _)| *t == table).map(|(_, v)| v.clone()).collect();
+            let events: Vec<Value> = chunk
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, v)| v.clone())
+                .collect();
             if events.is_empty() {
                 continue;
             }
-            let (status, body) = s.post_json(route(table), &Value::Array(events.clone())).await;
+            let (status, body) = s
+                .post_json(route(table), &Value::Array(events.clone()))
+                .await;
             assert_eq!(status, 202, "{body}");
-            assert_eq!(body["accepted"].as_u64().unwrap(), events.len() as u64, "{body}");
+            assert_eq!(
+                body["accepted"].as_u64().unwrap(),
+                events.len() as u64,
+                "{body}"
+            );
             sent[table as usize] += events.len() as u64;
         }
     }
@@ -139,20 +153,45 @@ async fn a_generated_dataset_end_to_end() {
         }
         out
     };
-    assert_eq!(sum(&results[0], "events") as u64, sent[0], "daily counts cover every event");
+    assert_eq!(
+        sum(&results[0], "events") as u64,
+        sent[0],
+        "daily counts cover every event"
+    );
     let in_week = as_u64(&s.query("SELECT count() AS n FROM bilten_analytics.events WHERE timestamp >= today() - INTERVAL 7 DAY").await[0]["n"]);
     assert_eq!(sum(&results[1], "events") as u64, in_week);
     // The seed's conversion rate divides by every page view, not only this week's.
-    let page_view_row = results[1].iter().find(|r| r["event_type"] == "page_view").unwrap();
-    let all_page_views = as_u64(&s.query("SELECT count() AS n FROM bilten_analytics.events WHERE event_type = 'page_view'").await[0]["n"]);
+    let page_view_row = results[1]
+        .iter()
+        .find(|r| r["event_type"] == "page_view")
+        .unwrap();
+    let all_page_views = as_u64(
+        &s.query("SELECT count() AS n FROM bilten_analytics.events WHERE event_type = 'page_view'")
+            .await[0]["n"],
+    );
     let want = as_u64(&page_view_row["events"]) as f64 / all_page_views as f64 * 100.0;
-    assert!((page_view_row["conversion_rate"].as_f64().unwrap() - want).abs() < 1e-9, "{page_view_row}");
-    let revenue = s.query("SELECT sum(price * quantity) AS r FROM bilten_analytics.ticket_sales").await;
+    assert!(
+        (page_view_row["conversion_rate"].as_f64().unwrap() - want).abs() < 1e-9,
+        "{page_view_row}"
+    );
+    let revenue = s
+        .query("SELECT sum(price * quantity) AS r FROM bilten_analytics.ticket_sales")
+        .await;
     assert!((sum(&results[2], "revenue") - sum(&revenue, "r")).abs() < 0.005);
     assert_eq!(sum(&results[2], "transactions") as u64, sent[2]);
-    assert!(!results[3].is_empty() && results[3].len() <= 8 * 4, "a week of days for four organizers");
-    assert!(!results[4].is_empty(), "events in the last hour show in the realtime view");
-    let storage_rows: u64 = results[6].iter().filter(|r| r["table"] == "events").map(|r| as_u64(&r["total_rows"])).sum();
+    assert!(
+        !results[3].is_empty() && results[3].len() <= 8 * 4,
+        "a week of days for four organizers"
+    );
+    assert!(
+        !results[4].is_empty(),
+        "events in the last hour show in the realtime view"
+    );
+    let storage_rows: u64 = results[6]
+        .iter()
+        .filter(|r| r["table"] == "events")
+        .map(|r| as_u64(&r["total_rows"]))
+        .sum();
     assert_eq!(storage_rows, sent[0]);
 
     // The query log is the engine's own timing of every statement we ran.
@@ -179,7 +218,11 @@ async fn views_are_final_before_any_merge() {
     let mut inserts = 0;
     for chunk in data.chunks(30) {
         for table in Table::ALL {
-            let events: Vec<Value> = chunk.iter().filter(|(t, _)| *t == table).map(|(_, v)| v.clone()).collect();
+            let events: Vec<Value> = chunk
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, v)| v.clone())
+                .collect();
             if events.is_empty() {
                 continue;
             }
@@ -192,11 +235,19 @@ async fn views_are_final_before_any_merge() {
     }
     let parts = storage::query_text(&*storage, "SELECT count() FROM system.parts WHERE database = 'bilten_analytics' AND table = 'metrics_daily' AND active").await.unwrap();
     let parts: u64 = parts.trim().parse().unwrap();
-    assert!(parts >= 40, "expected one part per insert, got {parts} for {inserts} inserts");
+    assert!(
+        parts >= 40,
+        "expected one part per insert, got {parts} for {inserts} inserts"
+    );
     for (view, view_sql, raw_sql) in common::views::pairs() {
         let a = storage.query(&view_sql, "JSONEachRow").await.unwrap();
         let b = storage.query(&raw_sql, "JSONEachRow").await.unwrap();
-        let lines = |b: &[u8]| String::from_utf8_lossy(b).lines().map(str::to_string).collect::<Vec<_>>();
+        let lines = |b: &[u8]| {
+            String::from_utf8_lossy(b)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
         common::views::assert_same(view, &lines(&a), &lines(&b));
     }
     storage.close().await;

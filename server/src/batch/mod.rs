@@ -77,7 +77,10 @@ impl Batcher {
     /// Seals buffers that reached `max_age`, until the returned task is aborted.
     pub fn start_timer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        let period = (self.cfg.max_age / 5).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(250));
+        let period = (self.cfg.max_age / 5).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(250),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
@@ -86,7 +89,10 @@ impl Batcher {
                 let due: Vec<Table> = this
                     .buffers
                     .iter()
-                    .filter(|b| b.oldest.is_some_and(|t| now.duration_since(t) >= this.cfg.max_age))
+                    .filter(|b| {
+                        b.oldest
+                            .is_some_and(|t| now.duration_since(t) >= this.cfg.max_age)
+                    })
                     .map(|b| *b.key())
                     .collect();
                 for table in due {
@@ -101,7 +107,9 @@ impl Batcher {
         if count == 0 {
             return;
         }
-        self.stats.rows_buffered.fetch_add(count as u64, Ordering::Relaxed);
+        self.stats
+            .rows_buffered
+            .fetch_add(count as u64, Ordering::Relaxed);
         let sealed = {
             let mut buf = self.buffers.entry(table).or_default();
             buf.rows.extend_from_slice(rows);
@@ -122,11 +130,19 @@ impl Batcher {
         let rows = Bytes::from(std::mem::take(&mut buf.rows));
         let count = std::mem::take(&mut buf.count);
         buf.oldest = None;
-        Sealed { seq, table, rows, count }
+        Sealed {
+            seq,
+            table,
+            rows,
+            count,
+        }
     }
 
     fn seal(self: &Arc<Self>, table: Table) {
-        let sealed = self.buffers.get_mut(&table).and_then(|mut buf| (buf.count > 0).then(|| self.take(table, &mut buf)));
+        let sealed = self
+            .buffers
+            .get_mut(&table)
+            .and_then(|mut buf| (buf.count > 0).then(|| self.take(table, &mut buf)));
         if let Some(batch) = sealed {
             self.dispatch(batch);
         }
@@ -137,7 +153,9 @@ impl Batcher {
         tokio::spawn(async move {
             let _permit = this.workers.clone().acquire_owned().await;
             this.store(&batch).await;
-            this.stats.rows_buffered.fetch_sub(batch.count as u64, Ordering::Relaxed);
+            this.stats
+                .rows_buffered
+                .fetch_sub(batch.count as u64, Ordering::Relaxed);
             this.in_flight.lock().unwrap().remove(&batch.seq);
             this.settled.notify_waiters();
         });
@@ -162,7 +180,12 @@ impl Batcher {
 
     /// Rows buffered or in flight, and the age of the oldest buffered row.
     pub fn depth(&self) -> (u64, Option<std::time::Duration>) {
-        let oldest = self.buffers.iter().filter_map(|b| b.oldest).min().map(|t| t.elapsed());
+        let oldest = self
+            .buffers
+            .iter()
+            .filter_map(|b| b.oldest)
+            .min()
+            .map(|t| t.elapsed());
         (self.stats.rows_buffered.load(Ordering::Relaxed), oldest)
     }
 
@@ -179,7 +202,9 @@ impl Batcher {
             loop {
                 match self.storage.insert(table, rows.clone()).await {
                     Ok(()) => {
-                        self.stats.rows_stored.fetch_add(count as u64, Ordering::Relaxed);
+                        self.stats
+                            .rows_stored
+                            .fetch_add(count as u64, Ordering::Relaxed);
                         self.stats.batches_stored.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -198,7 +223,9 @@ impl Batcher {
                     }
                     Err(e) => {
                         tracing::error!(table, rows = count, attempts = attempt, error = %e, "rows could not be stored");
-                        self.stats.rows_failed.fetch_add(count as u64, Ordering::Relaxed);
+                        self.stats
+                            .rows_failed
+                            .fetch_add(count as u64, Ordering::Relaxed);
                         break;
                     }
                 }
@@ -262,7 +289,10 @@ mod tests {
             if text.contains("bad") {
                 return Err(StorageError::Rejected("Code: 27. cannot parse".into()));
             }
-            self.inserts.lock().unwrap().push((table.to_string(), text.lines().count()));
+            self.inserts
+                .lock()
+                .unwrap()
+                .push((table.to_string(), text.lines().count()));
             Ok(())
         }
         async fn close(&self) {}
@@ -280,7 +310,10 @@ mod tests {
     }
 
     fn lines(n: usize) -> Vec<u8> {
-        (0..n).map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>().into_bytes()
+        (0..n)
+            .map(|i| format!("{{\"n\":{i}}}\n"))
+            .collect::<String>()
+            .into_bytes()
     }
 
     #[tokio::test(start_paused = true)]
@@ -294,7 +327,10 @@ mod tests {
         while b.depth().0 > 10 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(*storage.inserts.lock().unwrap(), vec![("events".to_string(), 1000)]);
+        assert_eq!(
+            *storage.inserts.lock().unwrap(),
+            vec![("events".to_string(), 1000)]
+        );
         assert_eq!(b.depth().0, 10);
     }
 
@@ -305,19 +341,31 @@ mod tests {
         let timer = b.start_timer();
         b.push(Table::PageViews, &lines(3), 3);
         tokio::time::sleep(Duration::from_millis(4500)).await;
-        assert!(storage.inserts.lock().unwrap().is_empty(), "flushed before max_age");
+        assert!(
+            storage.inserts.lock().unwrap().is_empty(),
+            "flushed before max_age"
+        );
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(*storage.inserts.lock().unwrap(), vec![("page_views".to_string(), 3)]);
+        assert_eq!(
+            *storage.inserts.lock().unwrap(),
+            vec![("page_views".to_string(), 3)]
+        );
         timer.abort();
     }
 
     #[tokio::test(start_paused = true)]
     async fn retries_transient_errors_then_stores() {
-        let storage = Arc::new(Recorder { fail_first: AtomicU64::new(3), ..Default::default() });
+        let storage = Arc::new(Recorder {
+            fail_first: AtomicU64::new(3),
+            ..Default::default()
+        });
         let b = Batcher::new(cfg(1000), storage.clone());
         b.push(Table::Events, &lines(5), 5);
         b.flush_all().await;
-        assert_eq!(*storage.inserts.lock().unwrap(), vec![("events".to_string(), 5)]);
+        assert_eq!(
+            *storage.inserts.lock().unwrap(),
+            vec![("events".to_string(), 5)]
+        );
         assert_eq!(b.stats.insert_retries.load(Ordering::Relaxed), 3);
         assert_eq!(b.stats.rows_stored.load(Ordering::Relaxed), 5);
         assert_eq!(b.stats.rows_failed.load(Ordering::Relaxed), 0);
@@ -325,7 +373,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn gives_up_after_max_attempts_and_counts_the_rows() {
-        let storage = Arc::new(Recorder { fail_first: AtomicU64::new(100), ..Default::default() });
+        let storage = Arc::new(Recorder {
+            fail_first: AtomicU64::new(100),
+            ..Default::default()
+        });
         let b = Batcher::new(cfg(1000), storage.clone());
         b.push(Table::Events, &lines(7), 7);
         b.flush_all().await;

@@ -61,13 +61,31 @@ pub fn process(
         return Err(DecodeError::Empty);
     }
     if items.len() > max_events {
-        return Err(DecodeError::TooManyEvents { got: items.len(), max: max_events });
+        return Err(DecodeError::TooManyEvents {
+            got: items.len(),
+            max: max_events,
+        });
     }
-    let mut out = Outcome { rows: Vec::with_capacity(body.len()), ..Outcome::default() };
+    let mut out = Outcome {
+        rows: Vec::with_capacity(body.len()),
+        ..Outcome::default()
+    };
     for (index, item) in items.into_iter().enumerate() {
         let result = item
-            .map_err(|reason| Rejection { index, field: None, reason })
-            .and_then(|value| validate::validate(table, value, now, &mut out.rows).map_err(|(field, reason)| Rejection { index, field, reason }));
+            .map_err(|reason| Rejection {
+                index,
+                field: None,
+                reason,
+            })
+            .and_then(|value| {
+                validate::validate(table, value, now, &mut out.rows).map_err(|(field, reason)| {
+                    Rejection {
+                        index,
+                        field,
+                        reason,
+                    }
+                })
+            });
         match result {
             Ok(()) => out.accepted += 1,
             Err(rejection) => out.rejections.push(rejection),

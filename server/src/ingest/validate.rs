@@ -70,10 +70,20 @@ struct TicketSaleRow {
 }
 
 /// Validates one event and appends its JSONEachRow line to `out`.
-pub fn validate(table: Table, value: Value, now: DateTime<Utc>, out: &mut Vec<u8>) -> Result<(), Invalid> {
+pub fn validate(
+    table: Table,
+    value: Value,
+    now: DateTime<Utc>,
+    out: &mut Vec<u8>,
+) -> Result<(), Invalid> {
     let map = match value {
         Value::Object(map) => map,
-        other => return Err((None, format!("each event must be a JSON object, got {}", kind(&other)))),
+        other => {
+            return Err((
+                None,
+                format!("each event must be a JSON object, got {}", kind(&other)),
+            ));
+        }
     };
     let mut f = Fields(map);
     let id = f.id()?;
@@ -94,7 +104,9 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>, out: &mut Vec<u8
                 user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
                 session_id: f.string("session_id", false, MAX_ID)?.unwrap_or_default(),
                 event_id,
-                properties: properties.map(|p| Value::Object(p).to_string()).unwrap_or_else(|| "{}".into()),
+                properties: properties
+                    .map(|p| Value::Object(p).to_string())
+                    .unwrap_or_else(|| "{}".into()),
                 user_agent: f.string("user_agent", false, MAX_TEXT)?.unwrap_or_default(),
                 ip: f.string("ip", false, 64)?.unwrap_or_default(),
             };
@@ -111,7 +123,9 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>, out: &mut Vec<u8
                 event_id: f.string("event_id", false, MAX_ID)?.unwrap_or_default(),
                 url: f.required("url", MAX_URL)?,
                 referrer: f.string("referrer", false, MAX_URL)?.unwrap_or_default(),
-                duration_ms: f.uint("duration_ms", false, 0, MAX_DURATION_MS)?.unwrap_or(0),
+                duration_ms: f
+                    .uint("duration_ms", false, 0, MAX_DURATION_MS)?
+                    .unwrap_or(0),
                 user_agent: f.string("user_agent", false, MAX_TEXT)?.unwrap_or_default(),
                 ip: f.string("ip", false, 64)?.unwrap_or_default(),
             };
@@ -126,7 +140,9 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>, out: &mut Vec<u8
                 organizer_id: f.required("organizer_id", MAX_ID)?,
                 user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
                 order_id: f.string("order_id", false, MAX_ID)?.unwrap_or_default(),
-                quantity: f.uint("quantity", true, 1, MAX_QUANTITY)?.expect("required"),
+                quantity: f
+                    .uint("quantity", true, 1, MAX_QUANTITY)?
+                    .expect("required"),
                 price: f.price()?,
                 currency: f.currency()?,
             };
@@ -140,7 +156,10 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>, out: &mut Vec<u8
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
-    (Some(field.to_string()), format!("{field}: {}", reason.into()))
+    (
+        Some(field.to_string()),
+        format!("{field}: {}", reason.into()),
+    )
 }
 
 /// The event's fields, taken out one by one so that what is left is unknown.
@@ -151,7 +170,12 @@ impl Fields {
         self.0.remove(name).filter(|v| !v.is_null())
     }
 
-    fn string(&mut self, name: &str, required: bool, max: usize) -> Result<Option<String>, Invalid> {
+    fn string(
+        &mut self,
+        name: &str,
+        required: bool,
+        max: usize,
+    ) -> Result<Option<String>, Invalid> {
         match self.take(name) {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
@@ -164,7 +188,10 @@ impl Fields {
                     Ok(Some(s))
                 }
             }
-            Some(other) => Err(invalid(name, format!("must be a string, got {}", kind(&other)))),
+            Some(other) => Err(invalid(
+                name,
+                format!("must be a string, got {}", kind(&other)),
+            )),
         }
     }
 
@@ -172,15 +199,27 @@ impl Fields {
         Ok(self.string(name, true, max)?.expect("required"))
     }
 
-    fn uint(&mut self, name: &str, required: bool, min: u64, max: u64) -> Result<Option<u64>, Invalid> {
+    fn uint(
+        &mut self,
+        name: &str,
+        required: bool,
+        min: u64,
+        max: u64,
+    ) -> Result<Option<u64>, Invalid> {
         match self.take(name) {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
                 Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-                _ => Err(invalid(name, format!("must be a whole number from {min} to {max}, got {n}"))),
+                _ => Err(invalid(
+                    name,
+                    format!("must be a whole number from {min} to {max}, got {n}"),
+                )),
             },
-            Some(other) => Err(invalid(name, format!("must be a number, got {}", kind(&other)))),
+            Some(other) => Err(invalid(
+                name,
+                format!("must be a number, got {}", kind(&other)),
+            )),
         }
     }
 
@@ -188,7 +227,9 @@ impl Fields {
         match self.string("id", false, 64)? {
             // Time-ordered ids keep inserts of one batch close together on disk.
             None => Ok(Uuid::now_v7()),
-            Some(s) => Uuid::parse_str(&s).map_err(|_| invalid("id", format!("must be a UUID, got {s:?}"))),
+            Some(s) => {
+                Uuid::parse_str(&s).map_err(|_| invalid("id", format!("must be a UUID, got {s:?}")))
+            }
         }
     }
 
@@ -196,27 +237,53 @@ impl Fields {
         let ts = match self.take("timestamp") {
             None => now,
             Some(Value::String(s)) => parse_time(&s).ok_or_else(|| {
-                invalid("timestamp", format!("must be RFC 3339 (2026-11-28T12:00:00Z) or epoch milliseconds, got {s:?}"))
+                invalid(
+                    "timestamp",
+                    format!(
+                        "must be RFC 3339 (2026-11-28T12:00:00Z) or epoch milliseconds, got {s:?}"
+                    ),
+                )
             })?,
             Some(Value::Number(n)) => n
                 .as_i64()
                 .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-                .ok_or_else(|| invalid("timestamp", format!("{n} is not a time in epoch milliseconds")))?,
-            Some(other) => return Err(invalid("timestamp", format!("must be a string or a number, got {}", kind(&other)))),
+                .ok_or_else(|| {
+                    invalid(
+                        "timestamp",
+                        format!("{n} is not a time in epoch milliseconds"),
+                    )
+                })?,
+            Some(other) => {
+                return Err(invalid(
+                    "timestamp",
+                    format!("must be a string or a number, got {}", kind(&other)),
+                ));
+            }
         };
         let year = ts.format("%Y").to_string().parse::<i32>().unwrap_or(0);
         if !(2000..2100).contains(&year) {
-            return Err(invalid("timestamp", format!("must be between the years 2000 and 2099, got {}", ts.to_rfc3339())));
+            return Err(invalid(
+                "timestamp",
+                format!(
+                    "must be between the years 2000 and 2099, got {}",
+                    ts.to_rfc3339()
+                ),
+            ));
         }
         Ok(ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
     }
 
     fn event_type(&mut self) -> Result<String, Invalid> {
         let s = self.required("event_type", 64)?;
-        if s.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) {
+        if s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+        {
             Ok(s)
         } else {
-            Err(invalid("event_type", format!("may hold only letters, digits and _ - . : (got {s:?})")))
+            Err(invalid(
+                "event_type",
+                format!("may hold only letters, digits and _ - . : (got {s:?})"),
+            ))
         }
     }
 
@@ -226,12 +293,18 @@ impl Fields {
             Some(Value::Object(map)) => {
                 let size = Value::Object(map.clone()).to_string().len();
                 if size > MAX_PROPERTIES {
-                    Err(invalid("properties", format!("is {size} bytes as JSON, more than {MAX_PROPERTIES}")))
+                    Err(invalid(
+                        "properties",
+                        format!("is {size} bytes as JSON, more than {MAX_PROPERTIES}"),
+                    ))
                 } else {
                     Ok(Some(map))
                 }
             }
-            Some(other) => Err(invalid("properties", format!("must be an object, got {}", kind(&other)))),
+            Some(other) => Err(invalid(
+                "properties",
+                format!("must be an object, got {}", kind(&other)),
+            )),
         }
     }
 
@@ -240,7 +313,12 @@ impl Fields {
             None => return Err(invalid("price", "is required")),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::String(s)) => s,
-            Some(other) => return Err(invalid("price", format!("must be a number, got {}", kind(&other)))),
+            Some(other) => {
+                return Err(invalid(
+                    "price",
+                    format!("must be a number, got {}", kind(&other)),
+                ));
+            }
         };
         let cents = parse_cents(&text).map_err(|reason| invalid("price", reason))?;
         Ok(format!("{}.{:02}", cents / 100, cents % 100))
@@ -251,7 +329,10 @@ impl Fields {
         if s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic()) {
             Ok(s.to_ascii_uppercase())
         } else {
-            Err(invalid("currency", format!("must be a three-letter ISO 4217 code such as USD, got {s:?}")))
+            Err(invalid(
+                "currency",
+                format!("must be a three-letter ISO 4217 code such as USD, got {s:?}"),
+            ))
         }
     }
 
@@ -268,8 +349,14 @@ fn properties_event_id(properties: Option<&Map<String, Value>>) -> Result<String
     match properties.and_then(|p| p.get("event_id")) {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) if s.chars().count() <= MAX_ID => Ok(s.clone()),
-        Some(Value::String(_)) => Err(invalid("properties.event_id", format!("is longer than {MAX_ID} characters"))),
-        Some(other) => Err(invalid("properties.event_id", format!("must be a string, got {}", kind(other)))),
+        Some(Value::String(_)) => Err(invalid(
+            "properties.event_id",
+            format!("is longer than {MAX_ID} characters"),
+        )),
+        Some(other) => Err(invalid(
+            "properties.event_id",
+            format!("must be a string, got {}", kind(other)),
+        )),
     }
 }
 
@@ -278,7 +365,9 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
         return Some(t.with_timezone(&Utc));
     }
     // ClickHouse's own text form, taken as UTC.
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok().map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|t| t.and_utc())
 }
 
 /// "12", "12.5", "12.50" → cents. More than two decimals, a sign or an
@@ -290,7 +379,9 @@ fn parse_cents(text: &str) -> Result<u64, String> {
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-        return Err(format!("must be a decimal number such as 49.99, got {text}"));
+        return Err(format!(
+            "must be a decimal number such as 49.99, got {text}"
+        ));
     }
     let frac = frac.trim_end_matches('0');
     if frac.len() > 2 {
@@ -358,42 +449,118 @@ mod tests {
     #[test]
     fn each_rule_names_its_field() {
         let sale = |patch: Value| {
-            let mut base = json!({"event_id":"e","organizer_id":"o","quantity":1,"price":10,"currency":"USD"});
+            let mut base =
+                json!({"event_id":"e","organizer_id":"o","quantity":1,"price":10,"currency":"USD"});
             for (k, v) in patch.as_object().unwrap() {
-                if v.is_null() { base.as_object_mut().unwrap().remove(k); } else { base[k] = v.clone(); }
+                if v.is_null() {
+                    base.as_object_mut().unwrap().remove(k);
+                } else {
+                    base[k] = v.clone();
+                }
             }
             reason(Table::TicketSales, base)
         };
-        assert_eq!(sale(json!({"price": -1})), ("price".into(), "price: must be 0 or more, got -1".into()));
-        assert_eq!(sale(json!({"price": 1.005})).1, "price: may have at most 2 decimal places, got 1.005");
-        assert_eq!(sale(json!({"price": "ten"})).1, "price: must be a decimal number such as 49.99, got ten");
-        assert_eq!(sale(json!({"quantity": 0})).1, "quantity: must be a whole number from 1 to 10000, got 0");
-        assert_eq!(sale(json!({"quantity": "2"})).1, "quantity: must be a number, got a string");
+        assert_eq!(
+            sale(json!({"price": -1})),
+            ("price".into(), "price: must be 0 or more, got -1".into())
+        );
+        assert_eq!(
+            sale(json!({"price": 1.005})).1,
+            "price: may have at most 2 decimal places, got 1.005"
+        );
+        assert_eq!(
+            sale(json!({"price": "ten"})).1,
+            "price: must be a decimal number such as 49.99, got ten"
+        );
+        assert_eq!(
+            sale(json!({"quantity": 0})).1,
+            "quantity: must be a whole number from 1 to 10000, got 0"
+        );
+        assert_eq!(
+            sale(json!({"quantity": "2"})).1,
+            "quantity: must be a number, got a string"
+        );
         assert_eq!(sale(json!({"currency": "US"})).0, "currency");
         assert_eq!(sale(json!({"event_id": null})).1, "event_id: is required");
-        assert_eq!(sale(json!({"organizer_id": ""})).1, "organizer_id: must not be empty");
-        assert_eq!(sale(json!({"colour": "red"})).1, "colour: is not a known field");
-        assert_eq!(sale(json!({"id": "nope"})).1, "id: must be a UUID, got \"nope\"");
+        assert_eq!(
+            sale(json!({"organizer_id": ""})).1,
+            "organizer_id: must not be empty"
+        );
+        assert_eq!(
+            sale(json!({"colour": "red"})).1,
+            "colour: is not a known field"
+        );
+        assert_eq!(
+            sale(json!({"id": "nope"})).1,
+            "id: must be a UUID, got \"nope\""
+        );
         assert_eq!(sale(json!({"timestamp": "yesterday"})).0, "timestamp");
-        assert_eq!(sale(json!({"timestamp": "1999-12-31T23:59:59Z"})).0, "timestamp");
+        assert_eq!(
+            sale(json!({"timestamp": "1999-12-31T23:59:59Z"})).0,
+            "timestamp"
+        );
 
-        assert_eq!(reason(Table::Events, json!({"organizer_id":"o"})).1, "event_type: is required");
-        assert_eq!(reason(Table::Events, json!({"event_type":"a b","organizer_id":"o"})).0, "event_type");
-        assert_eq!(reason(Table::Events, json!({"event_type":"x","organizer_id":"o","properties":[1]})).1, "properties: must be an object, got an array");
-        assert_eq!(reason(Table::Events, json!({"event_type":"x","organizer_id":"o","properties":{"event_id":5}})).0, "properties.event_id");
-        assert_eq!(reason(Table::PageViews, json!({"organizer_id":"o"})).1, "url: is required");
-        assert_eq!(reason(Table::PageViews, json!({"organizer_id":"o","url":"/","duration_ms":-5})).0, "duration_ms");
-        assert_eq!(reason(Table::Events, json!("x")).1, "each event must be a JSON object, got a string");
+        assert_eq!(
+            reason(Table::Events, json!({"organizer_id":"o"})).1,
+            "event_type: is required"
+        );
+        assert_eq!(
+            reason(
+                Table::Events,
+                json!({"event_type":"a b","organizer_id":"o"})
+            )
+            .0,
+            "event_type"
+        );
+        assert_eq!(
+            reason(
+                Table::Events,
+                json!({"event_type":"x","organizer_id":"o","properties":[1]})
+            )
+            .1,
+            "properties: must be an object, got an array"
+        );
+        assert_eq!(
+            reason(
+                Table::Events,
+                json!({"event_type":"x","organizer_id":"o","properties":{"event_id":5}})
+            )
+            .0,
+            "properties.event_id"
+        );
+        assert_eq!(
+            reason(Table::PageViews, json!({"organizer_id":"o"})).1,
+            "url: is required"
+        );
+        assert_eq!(
+            reason(
+                Table::PageViews,
+                json!({"organizer_id":"o","url":"/","duration_ms":-5})
+            )
+            .0,
+            "duration_ms"
+        );
+        assert_eq!(
+            reason(Table::Events, json!("x")).1,
+            "each event must be a JSON object, got a string"
+        );
     }
 
     #[test]
     fn timestamps_in_three_forms() {
         for (input, want) in [
-            (json!("2026-11-01T10:00:00.5+01:00"), "2026-11-01 09:00:00.500"),
+            (
+                json!("2026-11-01T10:00:00.5+01:00"),
+                "2026-11-01 09:00:00.500",
+            ),
             (json!("2026-11-01 10:00:00"), "2026-11-01 10:00:00.000"),
             (json!(1_790_000_000_000i64), "2026-09-21 14:13:20.000"),
         ] {
-            let r = row(Table::Events, json!({"event_type":"x","organizer_id":"o","timestamp":input})).unwrap();
+            let r = row(
+                Table::Events,
+                json!({"event_type":"x","organizer_id":"o","timestamp":input}),
+            )
+            .unwrap();
             assert_eq!(r["timestamp"], want);
         }
     }

@@ -103,7 +103,9 @@ pub enum MigrationError {
 }
 
 async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
-    storage.execute(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}")).await?;
+    storage
+        .execute(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"))
+        .await?;
     storage
         .execute(&format!(
             "CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations \
@@ -137,12 +139,21 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
                 Some(c) if *c == checksum => "applied",
                 Some(_) => "changed",
             };
-            MigrationState { version: m.version, name: m.name.to_string(), checksum, status }
+            MigrationState {
+                version: m.version,
+                name: m.name.to_string(),
+                checksum,
+                status,
+            }
         })
         .collect();
     let pending = migrations.iter().filter(|m| m.status == "pending").count();
     let changed = migrations.iter().filter(|m| m.status == "changed").count();
-    Ok(Status { migrations, pending, changed })
+    Ok(Status {
+        migrations,
+        pending,
+        changed,
+    })
 }
 
 /// Applies every pending migration in order; returns the names applied.
@@ -153,12 +164,18 @@ pub async fn apply(storage: &dyn Storage) -> Result<Vec<String>, MigrationError>
     }
     let mut applied = Vec::new();
     for state in status.migrations.iter().filter(|m| m.status == "pending") {
-        let migration = MIGRATIONS.iter().find(|m| m.version == state.version).expect("listed");
+        let migration = MIGRATIONS
+            .iter()
+            .find(|m| m.version == state.version)
+            .expect("listed");
         for stmt in migration.statements() {
             storage
                 .execute(&stmt)
                 .await
-                .map_err(|source| MigrationError::Failed { name: migration.name.to_string(), source })?;
+                .map_err(|source| MigrationError::Failed {
+                    name: migration.name.to_string(),
+                    source,
+                })?;
         }
         storage
             .execute(&format!(
@@ -195,8 +212,13 @@ mod tests {
 
     #[test]
     fn splits_statements_and_drops_comment_lines() {
-        let stmts = split_statements("-- a; comment\nCREATE TABLE a (x UInt8);\n\nCREATE VIEW v AS\nSELECT 1;\n");
-        assert_eq!(stmts, vec!["CREATE TABLE a (x UInt8)", "CREATE VIEW v AS\nSELECT 1"]);
+        let stmts = split_statements(
+            "-- a; comment\nCREATE TABLE a (x UInt8);\n\nCREATE VIEW v AS\nSELECT 1;\n",
+        );
+        assert_eq!(
+            stmts,
+            vec!["CREATE TABLE a (x UInt8)", "CREATE VIEW v AS\nSELECT 1"]
+        );
         assert_eq!(MIGRATIONS[3].statements().len(), 5);
     }
 }

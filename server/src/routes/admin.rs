@@ -28,7 +28,9 @@ pub async fn flush(State(app): State<AppState>) -> Json<Value> {
 /// Runs one read-only statement; answers in ClickHouse's JSON format.
 pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response, ApiError> {
     if sql.trim().is_empty() {
-        return Err(ApiError::BadQuery("send the SQL statement as the request body".into()));
+        return Err(ApiError::BadQuery(
+            "send the SQL statement as the request body".into(),
+        ));
     }
     let out: Bytes = app.storage.query_readonly(&sql, "JSON").await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
@@ -38,8 +40,12 @@ pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response,
 pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     let started = Instant::now();
     let storage = match app.storage.ping().await {
-        Ok(()) => json!({ "status": "ok", "backend": app.storage.kind(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0 }),
-        Err(e) => json!({ "status": "down", "backend": app.storage.kind(), "error": e.to_string() }),
+        Ok(()) => {
+            json!({ "status": "ok", "backend": app.storage.kind(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0 })
+        }
+        Err(e) => {
+            json!({ "status": "down", "backend": app.storage.kind(), "error": e.to_string() })
+        }
     };
     let schema = match migrations::status(&*app.storage).await {
         Ok(s) => json!({
@@ -67,6 +73,15 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     } else {
         "ok"
     };
-    let code = if overall == "down" { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
-    (code, Json(json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers })))
+    let code = if overall == "down" {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (
+        code,
+        Json(
+            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers }),
+        ),
+    )
 }

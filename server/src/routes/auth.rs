@@ -10,7 +10,12 @@ use crate::AppState;
 use crate::error::ApiError;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers.get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
 }
 
 fn matches(given: &str, expected: &str) -> bool {
@@ -18,11 +23,16 @@ fn matches(given: &str, expected: &str) -> bool {
 }
 
 /// When ingest keys are configured, ingest routes need one.
-pub async fn require_ingest_key(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_ingest_key(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let keys = &app.config.ingest_keys;
     if !keys.is_empty() {
         let headers = request.headers();
-        let given = bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
+        let given =
+            bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
         // Compare against every key so the time taken does not reveal which matched.
         let ok = given.is_some_and(|g| keys.iter().fold(false, |acc, k| acc | matches(g, k)));
         if !ok {
@@ -33,7 +43,11 @@ pub async fn require_ingest_key(State(app): State<AppState>, request: Request, n
 }
 
 /// Admin routes need the admin token; without one configured they are off.
-pub async fn require_admin(State(app): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_admin(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let Some(token) = app.config.admin_token.as_deref() else {
         return Err(ApiError::AdminDisabled);
     };

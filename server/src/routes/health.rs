@@ -16,14 +16,24 @@ pub async fn live() -> Json<Value> {
 /// Storage answers and the schema is fully migrated.
 pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     if let Err(e) = app.storage.ping().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reason": format!("storage: {e}") })));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reason": format!("storage: {e}") })),
+        );
     }
     match migrations::status(&*app.storage).await {
-        Ok(s) if s.pending == 0 && s.changed == 0 => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(s) if s.pending == 0 && s.changed == 0 => {
+            (StatusCode::OK, Json(json!({ "status": "ready" })))
+        }
         Ok(s) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "not ready", "reason": format!("{} migrations pending, {} changed", s.pending, s.changed) })),
+            Json(
+                json!({ "status": "not ready", "reason": format!("{} migrations pending, {} changed", s.pending, s.changed) }),
+            ),
         ),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "not ready", "reason": format!("migrations: {e}") }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "not ready", "reason": format!("migrations: {e}") })),
+        ),
     }
 }

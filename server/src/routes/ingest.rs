@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 
@@ -19,15 +19,27 @@ pub struct IngestResponse {
     pub errors: Vec<Rejection>,
 }
 
-pub async fn events(state: State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+pub async fn events(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     ingest(Table::Events, state, headers, body).await
 }
 
-pub async fn page_views(state: State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+pub async fn page_views(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     ingest(Table::PageViews, state, headers, body).await
 }
 
-pub async fn ticket_sales(state: State<AppState>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
+pub async fn ticket_sales(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
     ingest(Table::TicketSales, state, headers, body).await
 }
 
@@ -38,17 +50,37 @@ async fn ingest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let format = BodyFormat::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType(content_type.to_string()))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = BodyFormat::from_content_type(content_type)
+        .ok_or_else(|| ApiError::UnsupportedMediaType(content_type.to_string()))?;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(app.config.ingest.max_body_bytes),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(app.config.ingest.max_body_bytes)
+        }
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let outcome = ingest::process(table, &body, format, app.config.ingest.max_events_per_request, chrono::Utc::now())?;
+    let outcome = ingest::process(
+        table,
+        &body,
+        format,
+        app.config.ingest.max_events_per_request,
+        chrono::Utc::now(),
+    )?;
     app.batcher.push(table, &outcome.rows, outcome.accepted);
-    let status = if outcome.accepted > 0 { StatusCode::ACCEPTED } else { StatusCode::BAD_REQUEST };
+    let status = if outcome.accepted > 0 {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::BAD_REQUEST
+    };
     Ok((
         status,
-        Json(IngestResponse { accepted: outcome.accepted, rejected: outcome.rejections.len(), errors: outcome.rejections }),
+        Json(IngestResponse {
+            accepted: outcome.accepted,
+            rejected: outcome.rejections.len(),
+            errors: outcome.rejections,
+        }),
     ))
 }

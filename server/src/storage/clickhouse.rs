@@ -16,7 +16,10 @@ pub struct ClickHouseStorage {
 
 impl ClickHouseStorage {
     pub fn new(cfg: &ClickHouseConfig) -> Self {
-        let mut client = Client::default().with_url(&cfg.url).with_user(&cfg.user).with_database(&cfg.database);
+        let mut client = Client::default()
+            .with_url(&cfg.url)
+            .with_user(&cfg.user)
+            .with_database(&cfg.database);
         if let Some(password) = &cfg.password {
             client = client.with_password(password);
         }
@@ -36,7 +39,11 @@ fn classify(e: clickhouse::error::Error) -> StorageError {
         Error::BadResponse(text) => {
             // The crate folds HTTP 5xx without an exception code into this text.
             let classified = StorageError::from_exception(text.clone());
-            if !text.contains("Code: ") { StorageError::Transient(text) } else { classified }
+            if !text.contains("Code: ") {
+                StorageError::Transient(text)
+            } else {
+                classified
+            }
         }
         other => StorageError::Rejected(other.to_string()),
     }
@@ -49,7 +56,11 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        self.client.query("SELECT 1").execute().await.map_err(classify)
+        self.client
+            .query("SELECT 1")
+            .execute()
+            .await
+            .map_err(classify)
     }
 
     async fn execute(&self, sql: &str) -> Result<(), StorageError> {
@@ -57,7 +68,11 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
-        let mut cursor = self.client.query(sql).fetch_bytes(format).map_err(classify)?;
+        let mut cursor = self
+            .client
+            .query(sql)
+            .fetch_bytes(format)
+            .map_err(classify)?;
         let mut out = Vec::new();
         while let Some(chunk) = cursor.next().await.map_err(classify)? {
             out.extend_from_slice(&chunk);

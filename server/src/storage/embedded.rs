@@ -21,8 +21,8 @@ use tokio::sync::Semaphore;
 
 use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
 use super::{Storage, StorageError};
-use crate::config::EmbeddedConfig;
 use crate::DATABASE;
+use crate::config::EmbeddedConfig;
 
 /// How often buffered query-log entries are written, and the most we buffer.
 const QUERY_LOG_FLUSH: Duration = Duration::from_secs(2);
@@ -98,8 +98,17 @@ impl EmbeddedStorage {
         Ok(storage)
     }
 
-    async fn run(&self, sql: Vec<u8>, format: &'static str, log_text: Option<String>) -> Result<Vec<u8>, StorageError> {
-        let _permit = self.permits.acquire().await.map_err(|_| StorageError::Transient("engine closed".into()))?;
+    async fn run(
+        &self,
+        sql: Vec<u8>,
+        format: &'static str,
+        log_text: Option<String>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Transient("engine closed".into()))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.run(&sql, format, log_text))
             .await
@@ -122,7 +131,10 @@ impl Inner {
             // default in chDB) would acknowledge rows before they are in parts.
             "--async_insert=0".to_string(),
         ];
-        let cargs: Vec<CString> = args.iter().map(|a| CString::new(a.as_str()).unwrap()).collect();
+        let cargs: Vec<CString> = args
+            .iter()
+            .map(|a| CString::new(a.as_str()).unwrap())
+            .collect();
         let mut argv: Vec<*mut c_char> = cargs.iter().map(|a| a.as_ptr() as *mut c_char).collect();
         // The server handles SIGINT/SIGTERM itself (graceful drain); chDB's
         // handlers would otherwise take them.
@@ -135,19 +147,38 @@ impl Inner {
                 engine_dir.display()
             );
         }
-        Ok(Inner { api, conn: RwLock::new(Some(ConnPtr(conn))), log: Mutex::new(Vec::new()) })
+        Ok(Inner {
+            api,
+            conn: RwLock::new(Some(ConnPtr(conn))),
+            log: Mutex::new(Vec::new()),
+        })
     }
 
-    fn run(&self, sql: &[u8], format: &str, log_text: Option<String>) -> Result<Vec<u8>, StorageError> {
+    fn run(
+        &self,
+        sql: &[u8],
+        format: &str,
+        log_text: Option<String>,
+    ) -> Result<Vec<u8>, StorageError> {
         let guard = self.conn.read().unwrap();
-        let conn = guard.as_ref().ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
         let start = Utc::now();
         let api = self.api;
         let result = unsafe {
-            (api.query_n)(*conn.0, sql.as_ptr() as *const c_char, sql.len(), format.as_ptr() as *const c_char, format.len())
+            (api.query_n)(
+                *conn.0,
+                sql.as_ptr() as *const c_char,
+                sql.len(),
+                format.as_ptr() as *const c_char,
+                format.len(),
+            )
         };
         if result.is_null() {
-            return Err(StorageError::Transient("the embedded engine returned no result".into()));
+            return Err(StorageError::Transient(
+                "the embedded engine returned no result".into(),
+            ));
         }
         let err = unsafe { (api.result_error)(result) };
         let outcome = if err.is_null() {
@@ -160,7 +191,10 @@ impl Inner {
             };
             Ok(data)
         } else {
-            let text = unsafe { CStr::from_ptr(err) }.to_string_lossy().trim().to_string();
+            let text = unsafe { CStr::from_ptr(err) }
+                .to_string_lossy()
+                .trim()
+                .to_string();
             Err(StorageError::from_exception(text))
         };
         if let Some(text) = log_text {
@@ -176,8 +210,13 @@ impl Inner {
 
     fn classify(&self, sql: &str) -> Result<QueryAnalysis, StorageError> {
         let guard = self.conn.read().unwrap();
-        let conn = guard.as_ref().ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
-        let mut analysis = QueryAnalysis { struct_size: std::mem::size_of::<QueryAnalysis>() as u32, ..Default::default() };
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        let mut analysis = QueryAnalysis {
+            struct_size: std::mem::size_of::<QueryAnalysis>() as u32,
+            ..Default::default()
+        };
         let db = DATABASE;
         let rc = unsafe {
             (self.api.classify_query_n)(
@@ -190,7 +229,9 @@ impl Inner {
             )
         };
         if rc != 0 {
-            return Err(StorageError::Transient("the embedded engine could not classify the statement".into()));
+            return Err(StorageError::Transient(
+                "the embedded engine could not classify the statement".into(),
+            ));
         }
         Ok(analysis)
     }
@@ -261,7 +302,11 @@ unsafe fn log_entry(
         read_bytes: unsafe { (api.result_bytes_read)(result) },
         written_rows: unsafe { (api.result_rows_written)(result) },
         result_bytes: outcome.as_ref().map(|d| d.len() as u64).unwrap_or(0),
-        query_kind: query.split_whitespace().next().unwrap_or("").to_ascii_uppercase(),
+        query_kind: query
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_ascii_uppercase(),
         query,
         exception,
         exception_code: code,
@@ -271,7 +316,8 @@ unsafe fn log_entry(
 /// The engine's configuration file. Kept small: the storage policy for the
 /// retention tiers joins it when retention lands.
 fn engine_config(_cfg: &EmbeddedConfig) -> String {
-    "<clickhouse>\n  <logger><level>warning</level><console>0</console></logger>\n</clickhouse>\n".to_string()
+    "<clickhouse>\n  <logger><level>warning</level><console>0</console></logger>\n</clickhouse>\n"
+        .to_string()
 }
 
 #[async_trait]
@@ -281,16 +327,26 @@ impl Storage for EmbeddedStorage {
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        self.run(b"SELECT 1".to_vec(), "TabSeparated", None).await.map(|_| ())
+        self.run(b"SELECT 1".to_vec(), "TabSeparated", None)
+            .await
+            .map(|_| ())
     }
 
     async fn execute(&self, sql: &str) -> Result<(), StorageError> {
-        self.run(sql.as_bytes().to_vec(), "TabSeparated", Some(sql.to_string())).await.map(|_| ())
+        self.run(
+            sql.as_bytes().to_vec(),
+            "TabSeparated",
+            Some(sql.to_string()),
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
         let format = static_format(format)?;
-        self.run(sql.as_bytes().to_vec(), format, Some(sql.to_string())).await.map(Bytes::from)
+        self.run(sql.as_bytes().to_vec(), format, Some(sql.to_string()))
+            .await
+            .map(Bytes::from)
     }
 
     async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
@@ -304,13 +360,19 @@ impl Storage for EmbeddedStorage {
             // parser's message; its position is shifted back to the user's text.
             const PREFIX: &str = "EXPLAIN SYNTAX ";
             return match self.query(&format!("{PREFIX}{sql}"), "TabSeparated").await {
-                Err(StorageError::Rejected(m)) => Err(StorageError::Rejected(shift_position(&m, PREFIX.len()))),
+                Err(StorageError::Rejected(m)) => {
+                    Err(StorageError::Rejected(shift_position(&m, PREFIX.len())))
+                }
                 Err(e) => Err(e),
-                Ok(_) => Err(StorageError::NotReadOnly("the statement could not be classified".into())),
+                Ok(_) => Err(StorageError::NotReadOnly(
+                    "the statement could not be classified".into(),
+                )),
             };
         }
         if analysis.statement_count > 1 {
-            return Err(StorageError::NotReadOnly("send one statement at a time".into()));
+            return Err(StorageError::NotReadOnly(
+                "send one statement at a time".into(),
+            ));
         }
         if analysis.query_class != QUERY_CLASS_READ_ONLY {
             return Err(StorageError::NotReadOnly(
@@ -326,7 +388,9 @@ impl Storage for EmbeddedStorage {
         sql.extend_from_slice(header.as_bytes());
         sql.push(b'\n');
         sql.extend_from_slice(&rows);
-        self.run(sql, "TabSeparated", Some(header)).await.map(|_| ())
+        self.run(sql, "TabSeparated", Some(header))
+            .await
+            .map(|_| ())
     }
 
     async fn close(&self) {
@@ -344,7 +408,9 @@ impl Storage for EmbeddedStorage {
 /// Rewrites "failed at position N" to N - `by`.
 fn shift_position(message: &str, by: usize) -> String {
     const AT: &str = "failed at position ";
-    let Some(i) = message.find(AT) else { return message.to_string() };
+    let Some(i) = message.find(AT) else {
+        return message.to_string();
+    };
     let rest = &message[i + AT.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     match digits.parse::<usize>() {
@@ -356,7 +422,16 @@ fn shift_position(message: &str, by: usize) -> String {
 /// The formats callers may ask for; the engine wants a pointer that lives for
 /// the call, and a static string needs no allocation.
 fn static_format(format: &str) -> Result<&'static str, StorageError> {
-    const FORMATS: &[&str] = &["JSON", "JSONEachRow", "JSONCompact", "TabSeparated", "TabSeparatedWithNames", "CSV", "CSVWithNames", "Pretty"];
+    const FORMATS: &[&str] = &[
+        "JSON",
+        "JSONEachRow",
+        "JSONCompact",
+        "TabSeparated",
+        "TabSeparatedWithNames",
+        "CSV",
+        "CSVWithNames",
+        "Pretty",
+    ];
     FORMATS
         .iter()
         .find(|f| f.eq_ignore_ascii_case(format))

@@ -29,7 +29,8 @@ pub const QUERY_CLASS_READ_ONLY: u32 = 0;
 pub struct Api {
     pub connect: unsafe extern "C" fn(c_int, *mut *mut c_char) -> *mut Connection,
     pub close_conn: unsafe extern "C" fn(*mut Connection),
-    pub query_n: unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize) -> ResultPtr,
+    pub query_n:
+        unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize) -> ResultPtr,
     pub result_buffer: unsafe extern "C" fn(ResultPtr) -> *mut c_char,
     pub result_length: unsafe extern "C" fn(ResultPtr) -> usize,
     pub result_error: unsafe extern "C" fn(ResultPtr) -> *const c_char,
@@ -38,8 +39,14 @@ pub struct Api {
     pub result_bytes_read: unsafe extern "C" fn(ResultPtr) -> u64,
     pub result_rows_written: unsafe extern "C" fn(ResultPtr) -> u64,
     pub destroy_result: unsafe extern "C" fn(ResultPtr),
-    pub classify_query_n:
-        unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize, *mut QueryAnalysis) -> c_int,
+    pub classify_query_n: unsafe extern "C" fn(
+        Connection,
+        *const c_char,
+        usize,
+        *const c_char,
+        usize,
+        *mut QueryAnalysis,
+    ) -> c_int,
     pub set_signal_handlers_enabled: unsafe extern "C" fn(c_int),
 }
 
@@ -48,7 +55,9 @@ static API: OnceLock<Result<Api, String>> = OnceLock::new();
 /// Loads the library once per process. It is never unloaded: unloading a
 /// C++ engine whose threads may still run is a crash waiting to happen.
 pub fn load(path: &Path) -> Result<&'static Api, String> {
-    API.get_or_init(|| unsafe { load_uncached(path) }).as_ref().map_err(Clone::clone)
+    API.get_or_init(|| unsafe { load_uncached(path) })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
@@ -65,7 +74,11 @@ unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
     macro_rules! sym {
         ($name:literal) => {
             *unsafe { lib.get($name) }.map_err(|e| {
-                format!("{} lacks {}: {e}", path.display(), String::from_utf8_lossy($name))
+                format!(
+                    "{} lacks {}: {e}",
+                    path.display(),
+                    String::from_utf8_lossy($name)
+                )
             })?
         };
     }

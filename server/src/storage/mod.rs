@@ -107,9 +107,14 @@ mod tests {
 
     #[test]
     fn classifies_exceptions_by_code() {
-        let e = StorageError::from_exception("Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)".into());
+        let e = StorageError::from_exception(
+            "Code: 252. DB::Exception: Too many parts (TOO_MANY_PARTS)".into(),
+        );
         assert!(e.is_transient());
-        let e = StorageError::from_exception("Code: 27. DB::Exception: Cannot parse input (CANNOT_PARSE_INPUT_ASSERTION_FAILED)".into());
+        let e = StorageError::from_exception(
+            "Code: 27. DB::Exception: Cannot parse input (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"
+                .into(),
+        );
         assert!(!e.is_transient());
         let e = StorageError::from_exception("no code at all".into());
         assert!(matches!(e, StorageError::Rejected(_)));

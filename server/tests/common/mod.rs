@@ -51,21 +51,29 @@ impl TestServer {
         }));
         let client = reqwest::Client::new();
         for _ in 0..200 {
-            if let Ok(r) = client.get(format!("{base}/health")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
+            if let Ok(r) = client.get(format!("{base}/health")).send().await
+                && r.status().is_success()
+            {
+                break;
             }
             if handle.is_finished() {
                 panic!("server exited: {:?}", handle.await);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        TestServer { base, client, data_dir, shutdown: Some(tx), handle: Some(handle), _dir: None }
+        TestServer {
+            base,
+            client,
+            data_dir,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            _dir: None,
+        }
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
-        self.post(path, "application/json", body.to_string().into_bytes()).await
+        self.post(path, "application/json", body.to_string().into_bytes())
+            .await
     }
 
     pub async fn post(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
@@ -79,11 +87,20 @@ impl TestServer {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn flush(&self) -> Value {
-        let r = self.client.post(format!("{}/admin/flush", self.base)).bearer_auth(ADMIN).send().await.unwrap();
+        let r = self
+            .client
+            .post(format!("{}/admin/flush", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
@@ -106,12 +123,19 @@ impl TestServer {
             .unwrap();
         let status = r.status().as_u16();
         let text = r.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     /// `SELECT count()` of a table, as a number.
     pub async fn count(&self, table: &str) -> u64 {
-        let rows = self.query(&format!("SELECT count() AS n FROM bilten_analytics.{table}")).await;
+        let rows = self
+            .query(&format!(
+                "SELECT count() AS n FROM bilten_analytics.{table}"
+            ))
+            .await;
         as_u64(&rows[0]["n"])
     }
 

@@ -67,7 +67,9 @@ pub fn pairs() -> Vec<(&'static str, String, String)> {
 /// rather than printing thousands of rows.
 pub fn assert_same<T: PartialEq + std::fmt::Debug>(view: &str, from_view: &[T], from_raw: &[T]) {
     assert!(!from_view.is_empty(), "{view} is empty");
-    if let Some(i) = (0..from_view.len().max(from_raw.len())).find(|&i| from_view.get(i) != from_raw.get(i)) {
+    if let Some(i) =
+        (0..from_view.len().max(from_raw.len())).find(|&i| from_view.get(i) != from_raw.get(i))
+    {
         panic!(
             "{view} differs from the raw aggregation at row {i} of {}/{}: view {:?}, raw {:?}",
             from_view.len(),
