@@ -2,11 +2,12 @@
 //! same rows, in the same process and run (machines here are noisy, so the
 //! ratio is the figure to compare).
 //!
-//! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3`).
+//! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3 --batch 1000`).
 //!
 //! - raw: the JSONEachRow rows the server would produce, inserted straight
-//!   into the embedded engine, 1000 rows per insert (the batch size).
-//! - e2e: the same events as JSON over HTTP (1000 per request, 4 in flight),
+//!   into the embedded engine, `--batch` rows per insert, as many inserts at
+//!   once as the server's flush workers (2).
+//! - e2e: the same events as JSON over HTTP (`--batch` per request, 4 in flight),
 //!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
 //! - validate: decoding and validation alone, on one core.
 
@@ -21,8 +22,6 @@ use bilten_analytics::{AppState, ops, router, storage};
 use bytes::Bytes;
 use serde_json::Value;
 
-const PER_REQUEST: usize = 1000;
-
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
@@ -36,10 +35,12 @@ fn arg(name: &str, default: usize) -> usize {
 async fn main() -> anyhow::Result<()> {
     let rows = arg("--rows", 200_000);
     let rounds = arg("--rounds", 3);
+    let per_request = arg("--batch", 1000);
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
     cfg.admin_token = Some("bench".into());
+    cfg.batch.max_rows = per_request;
     let storage = storage::open(&cfg.storage).await?;
     ops::migrations::apply(&*storage).await?;
 
@@ -53,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let bodies: Vec<Bytes> = events
-        .chunks(PER_REQUEST)
+        .chunks(per_request)
         .map(|c| Bytes::from(serde_json::to_vec(&Value::Array(c.to_vec())).unwrap()))
         .collect();
     let now = chrono::Utc::now();
@@ -62,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|b| {
             Bytes::from(
-                ingest::process(Table::Events, b, BodyFormat::Json, PER_REQUEST, now)
+                ingest::process(Table::Events, b, BodyFormat::Json, per_request, now)
                     .unwrap()
                     .rows,
             )
@@ -93,9 +94,17 @@ async fn main() -> anyhow::Result<()> {
     for round in 0..rounds {
         let before = count().await;
         let t = Instant::now();
+        let workers = Arc::new(tokio::sync::Semaphore::new(2));
+        let mut inserts = tokio::task::JoinSet::new();
         for batch in &prepared {
-            storage.insert("events", batch.clone()).await?;
+            let permit = workers.clone().acquire_owned().await?;
+            let (storage, batch) = (storage.clone(), batch.clone());
+            inserts.spawn(async move {
+                storage.insert("events", batch).await.unwrap();
+                drop(permit);
+            });
         }
+        while inserts.join_next().await.is_some() {}
         raw.push(rows as f64 / t.elapsed().as_secs_f64());
         assert_eq!(count().await, before + rows);
 
@@ -139,10 +148,10 @@ async fn main() -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     let (raw_m, e2e_m) = (median(&mut raw), median(&mut e2e));
-    println!("rows per run: {rows}, rounds: {rounds}, {PER_REQUEST} events per request / insert");
+    println!("rows per run: {rows}, rounds: {rounds}, {per_request} events per request and per insert");
     println!("| measure | rows/s (median) |");
     println!("|---|---|");
-    println!("| raw engine insert (JSONEachRow, 1000 rows/insert) | {raw_m:.0} |");
+    println!("| raw engine insert (JSONEachRow, 2 inserts at once) | {raw_m:.0} |");
     println!("| end to end over HTTP (validate, buffer, flush) | {e2e_m:.0} |");
     println!(
         "| decode + validate only, one core | {:.0} |",
