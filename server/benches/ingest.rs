@@ -148,7 +148,9 @@ async fn main() -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     let (raw_m, e2e_m) = (median(&mut raw), median(&mut e2e));
-    println!("rows per run: {rows}, rounds: {rounds}, {per_request} events per request and per insert");
+    println!(
+        "rows per run: {rows}, rounds: {rounds}, {per_request} events per request and per insert"
+    );
     println!("| measure | rows/s (median) |");
     println!("|---|---|");
     println!("| raw engine insert (JSONEachRow, 2 inserts at once) | {raw_m:.0} |");

@@ -7,6 +7,21 @@ use std::io::Write;
 use common::{ADMIN, TestServer};
 use serde_json::{Value, json};
 
+async fn post_gzip(s: &TestServer, path: &str, body: &Value) -> (u16, Value) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(body.to_string().as_bytes()).unwrap();
+    let r = s
+        .client
+        .post(format!("{}{path}", s.base))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz.finish().unwrap())
+        .send()
+        .await
+        .unwrap();
+    common::status_and_body(r).await
+}
+
 fn sale(price: Value) -> Value {
     json!({"event_id":"evt-789","organizer_id":"org-123","user_id":"user-456","quantity":2,"price":price,"currency":"USD"})
 }
@@ -74,19 +89,10 @@ async fn ndjson_and_gzip_bodies() {
         "{body}"
     );
 
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(json!([{"url":"/e/1","organizer_id":"org-1","duration_ms":1200},{"url":"/e/2","organizer_id":"org-1"}]).to_string().as_bytes()).unwrap();
-    let r = s
-        .client
-        .post(format!("{}/v1/page-views", s.base))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gz.finish().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    assert_eq!(r.json::<Value>().await.unwrap()["accepted"], 2);
+    let views = json!([{"url":"/e/1","organizer_id":"org-1","duration_ms":1200},{"url":"/e/2","organizer_id":"org-1"}]);
+    let (status, body) = post_gzip(&s, "/v1/page-views", &views).await;
+    assert_eq!(status, 202);
+    assert_eq!(body["accepted"], 2);
 
     s.flush().await;
     assert_eq!(s.count("events").await, 2);
@@ -134,18 +140,8 @@ async fn malformed_wrong_type_and_oversized_bodies_are_clear_4xx() {
     );
 
     // A small gzip body that inflates past the limit is refused the same way.
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    gz.write_all(big.to_string().as_bytes()).unwrap();
-    let r = s
-        .client
-        .post(format!("{}/v1/events", s.base))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gz.finish().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 413);
+    let (status, _) = post_gzip(&s, "/v1/events", &big).await;
+    assert_eq!(status, 413);
 
     let four = json!([{"event_type":"x","organizer_id":"o"},{"event_type":"x","organizer_id":"o"},{"event_type":"x","organizer_id":"o"},{"event_type":"x","organizer_id":"o"}]);
     let (status, body) = s.post_json("/v1/events", &four).await;
@@ -187,27 +183,17 @@ async fn ingest_keys_and_admin_token_are_enforced() {
     let r = post(None).await.unwrap();
     assert_eq!(r.status(), 401);
     assert!(r.text().await.unwrap().contains("API key"));
-    assert_eq!(
-        post(Some(("authorization", "Bearer wrong".into())))
+    for (header, value, want) in [
+        ("authorization", "Bearer wrong", 401),
+        ("authorization", "Bearer key-b", 202),
+        ("x-api-key", "key-a", 202),
+    ] {
+        let status = post(Some((header, value.to_string())))
             .await
             .unwrap()
-            .status(),
-        401
-    );
-    assert_eq!(
-        post(Some(("authorization", "Bearer key-b".into())))
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
-    assert_eq!(
-        post(Some(("x-api-key", "key-a".into())))
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
+            .status();
+        assert_eq!(status, want, "{header}: {value}");
+    }
 
     let r = s
         .client

@@ -30,6 +30,24 @@ fn dataset(n: usize) -> Vec<(Table, Value)> {
         .collect()
 }
 
+/// A slice of the dataset as one request per table, skipping empty ones.
+fn by_table(chunk: &[(Table, Value)]) -> Vec<(Table, Vec<Value>)> {
+    Table::ALL
+        .into_iter()
+        .map(|table| {
+            (
+                table,
+                chunk
+                    .iter()
+                    .filter(|(t, _)| *t == table)
+                    .map(|(_, v)| v.clone())
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .filter(|(_, events)| !events.is_empty())
+        .collect()
+}
+
 fn route(t: Table) -> &'static str {
     match t {
         Table::Events => "/v1/events",
@@ -110,15 +128,7 @@ async fn a_generated_dataset_end_to_end() {
     let data = dataset(3000);
     let mut sent = [0u64; 3];
     for chunk in data.chunks(25) {
-        for table in Table::ALL {
-            let events: Vec<Value> = chunk
-                .iter()
-                .filter(|(t, _)| *t == table)
-                .map(|(_, v)| v.clone())
-                .collect();
-            if events.is_empty() {
-                continue;
-            }
+        for (table, events) in by_table(chunk) {
             let (status, body) = s
                 .post_json(route(table), &Value::Array(events.clone()))
                 .await;
@@ -217,15 +227,7 @@ async fn views_are_final_before_any_merge() {
     let now = Utc::now();
     let mut inserts = 0;
     for chunk in data.chunks(30) {
-        for table in Table::ALL {
-            let events: Vec<Value> = chunk
-                .iter()
-                .filter(|(t, _)| *t == table)
-                .map(|(_, v)| v.clone())
-                .collect();
-            if events.is_empty() {
-                continue;
-            }
+        for (table, events) in by_table(chunk) {
             let body = serde_json::to_vec(&events).unwrap();
             let out = ingest::process(table, &body, BodyFormat::Json, 10_000, now).unwrap();
             assert!(out.rejections.is_empty(), "{:?}", out.rejections);

@@ -85,12 +85,7 @@ impl TestServer {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        status_and_body(r).await
     }
 
     pub async fn flush(&self) -> Value {
@@ -121,12 +116,7 @@ impl TestServer {
             .send()
             .await
             .unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
+        status_and_body(r).await
     }
 
     /// `SELECT count()` of a table, as a number.
@@ -144,6 +134,16 @@ impl TestServer {
         self.shutdown.take().unwrap().send(()).ok();
         self.handle.take().unwrap().await.unwrap()
     }
+}
+
+/// The status, and the body as JSON (or as a JSON string when it is not JSON).
+pub async fn status_and_body(r: reqwest::Response) -> (u16, Value) {
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 /// ClickHouse's JSON output quotes 64-bit integers.
