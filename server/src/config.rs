@@ -30,6 +30,26 @@ pub struct Config {
     pub storage: StorageConfig,
     pub batch: BatchConfig,
     pub ingest: IngestConfig,
+    pub wal: WalSettings,
+    /// On SIGTERM, how long to keep flushing before exiting; what is left
+    /// stays in the write-ahead log for the next start.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalSettings {
+    /// Acknowledge only rows that are fsynced to the log. Off: a crash loses
+    /// what is buffered (for benchmarks and throwaway setups).
+    pub enabled: bool,
+    /// Defaults to `<storage.embedded.data_dir>/wal`.
+    pub dir: Option<PathBuf>,
+    /// A segment file is closed at this size.
+    pub segment_bytes: u64,
+    /// When the unconfirmed log reaches this, ingest answers 503 with
+    /// Retry-After: memory and disk stay bounded while storage is down.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +101,6 @@ pub struct BatchConfig {
     /// …up to this.
     #[serde(with = "humantime_serde")]
     pub retry_max_backoff: Duration,
-    /// Attempts before a batch with transient errors is given up (logged and counted).
-    pub max_attempts: u32,
     /// Inserts that may run at once.
     pub flush_workers: usize,
 }
@@ -94,6 +112,13 @@ pub struct IngestConfig {
     pub max_body_bytes: usize,
     /// Most events in one request.
     pub max_events_per_request: usize,
+    /// Ingest requests served at once; more get 503 at once (load shedding).
+    pub max_in_flight: usize,
+    /// An event id seen again within this window is dropped as a duplicate.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Most event ids remembered for that.
+    pub dedup_capacity: u64,
 }
 
 impl Default for Config {
@@ -106,7 +131,15 @@ impl Default for Config {
             storage: StorageConfig::default(),
             batch: BatchConfig::default(),
             ingest: IngestConfig::default(),
+            wal: WalSettings::default(),
+            shutdown_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+impl Default for WalSettings {
+    fn default() -> Self {
+        WalSettings { enabled: true, dir: None, segment_bytes: 64 << 20, max_bytes: 1 << 30 }
     }
 }
 
@@ -155,7 +188,6 @@ impl Default for BatchConfig {
             max_age: Duration::from_secs(5),
             retry_initial_backoff: Duration::from_millis(200),
             retry_max_backoff: Duration::from_secs(30),
-            max_attempts: 20,
             flush_workers: 2,
         }
     }
@@ -166,6 +198,9 @@ impl Default for IngestConfig {
         IngestConfig {
             max_body_bytes: 10 * 1024 * 1024,
             max_events_per_request: 10_000,
+            max_in_flight: 256,
+            dedup_window: Duration::from_secs(600),
+            dedup_capacity: 1_000_000,
         }
     }
 }
@@ -195,6 +230,11 @@ const TOP_LEVEL: &[&str] = &[
 ];
 
 impl Config {
+    /// Where the write-ahead log lives.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.wal.dir.clone().unwrap_or_else(|| self.storage.embedded.data_dir.join("wal"))
+    }
+
     /// Defaults, then the TOML file if given, then the environment.
     pub fn load(file: Option<&Path>) -> Result<Config, String> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
@@ -236,8 +276,11 @@ impl Config {
         if self.batch.max_age.is_zero() {
             return Err("batch.max_age must be more than 0".into());
         }
-        if self.batch.max_attempts == 0 || self.batch.flush_workers == 0 {
-            return Err("batch.max_attempts and batch.flush_workers must be at least 1".into());
+        if self.batch.flush_workers == 0 || self.ingest.max_in_flight == 0 {
+            return Err("batch.flush_workers and ingest.max_in_flight must be at least 1".into());
+        }
+        if self.wal.max_bytes < self.ingest.max_body_bytes as u64 {
+            return Err("wal.max_bytes must be at least ingest.max_body_bytes".into());
         }
         if self.ingest.max_events_per_request == 0 || self.ingest.max_body_bytes < 1024 {
             return Err(

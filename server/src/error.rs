@@ -27,6 +27,9 @@ pub enum ApiError {
     AdminDisabled,
     #[error("{0}")]
     BadQuery(String),
+    /// Over capacity right now (full log, too many requests): retry later.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("storage is unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -55,7 +58,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         match &self {

@@ -3,19 +3,23 @@
 //! # The path of an event
 //! ```text
 //! POST /v1/events | /v1/page-views | /v1/ticket-sales        routes::ingest
-//!   ──► gzip, body limit (tower-http, axum)                    router()
+//!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
+//!   ──► drop ids seen in the last 10 min (resends)             AppState::recent_ids
+//!   ──► append to the write-ahead log, group-commit fsync      wal
 //!   ──► 202 with accepted / rejected (index, field, reason)
 //!   ──► per-table buffer in a DashMap (1000 rows or 5 s)       batch
-//!   ──► one JSONEachRow insert per table, retried w/ backoff   batch::Batcher::store
+//!   ──► seal in the log; insert with its dedup token; retry    batch::Batcher::store
 //!   ──► storage: embedded chDB or ClickHouse server            storage
+//!   ──► `Done` in the log; segments freed                      wal
 //!   ──► tables ──► materialized views ──► dashboard views      sql/
 //! ```
 //!
 //! # Modules
 //! - [`config`]: one `Config`, TOML + environment, validated at start.
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
-//! - [`batch`]: per-table buffers, sealing, the flush workers.
+//! - [`wal`]: the write-ahead log: durability, replay, batch identity.
+//! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
 //!   and `clickhouse` (the official crate over HTTP).
 //! - [`ops`]: schema migrations.
@@ -32,21 +36,26 @@ pub mod loadgen;
 pub mod ops;
 pub mod routes;
 pub mod storage;
+pub mod wal;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::{BoxError, Router};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
+use tower::ServiceBuilder;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::batch::Batcher;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::storage::Storage;
+use crate::wal::{Wal, WalConfig};
 
 /// The ClickHouse database every table and view lives in.
 pub const DATABASE: &str = "bilten_analytics";
@@ -57,6 +66,20 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub storage: Arc<dyn Storage>,
     pub batcher: Arc<Batcher>,
+    /// `None` when `wal.enabled = false`.
+    pub wal: Option<Arc<Wal>>,
+    /// Event ids accepted within `ingest.dedup_window`, to drop resends.
+    pub recent_ids: moka::sync::Cache<uuid::Uuid, ()>,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, batcher: Arc<Batcher>, wal: Option<Arc<Wal>>) -> AppState {
+        let recent_ids = moka::sync::Cache::builder()
+            .max_capacity(config.ingest.dedup_capacity)
+            .time_to_live(config.ingest.dedup_window)
+            .build();
+        AppState { config, storage, batcher, wal, recent_ids }
+    }
 }
 
 /// Builds the whole HTTP API from its dependencies.
@@ -68,7 +91,16 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_ingest_key,
-        ));
+        ))
+        // Past `max_in_flight` requests, answer 503 at once rather than queue.
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    ApiError::Overloaded("too many ingest requests in flight; retry later".into())
+                }))
+                .load_shed()
+                .concurrency_limit(state.config.ingest.max_in_flight),
+        );
     let admin = Router::new()
         .route("/flush", post(routes::admin::flush))
         .route("/query", post(routes::admin::query))
@@ -120,20 +152,34 @@ async fn run(
             tracing::info!(count = applied.len(), "migrations applied");
         }
     }
-    let batcher = Batcher::new(config.batch.clone(), storage.clone());
-    let timer = batcher.start_timer();
-    let state = AppState {
-        config: Arc::new(config),
-        storage,
-        batcher: batcher.clone(),
+    let (wal, recovered) = if config.wal.enabled {
+        let wal_cfg = WalConfig { dir: config.wal_dir(), segment_bytes: config.wal.segment_bytes, max_bytes: config.wal.max_bytes };
+        let (wal, recovered) = Wal::open(&wal_cfg).map_err(|e| anyhow::anyhow!("write-ahead log at {}: {e}", wal_cfg.dir.display()))?;
+        (Some(Arc::new(wal)), Some(recovered))
+    } else {
+        tracing::warn!("the write-ahead log is off: a crash loses buffered rows");
+        (None, None)
     };
+    let batcher = Batcher::new(config.batch.clone(), storage.clone(), wal.clone());
+    if let Some(recovered) = recovered {
+        batcher.recover(recovered);
+    }
+    let timer = batcher.start_timer();
+    let shutdown_timeout = config.shutdown_timeout;
+    let state = AppState::new(Arc::new(config), storage, batcher.clone(), wal.clone());
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     timer.abort();
-    // Whatever was accepted is written before storage closes.
-    batcher.flush_all().await;
-    tracing::info!("buffers drained");
+    // Drain what we can within the deadline; the log keeps the rest.
+    match tokio::time::timeout(shutdown_timeout, batcher.flush_all()).await {
+        Ok(()) => tracing::info!("buffers drained"),
+        Err(_) => tracing::warn!(
+            rows = batcher.depth().0,
+            "shutdown deadline passed; unflushed rows stay in the write-ahead log for the next start"
+        ),
+    }
+    if let Some(wal) = wal {
+        wal.close();
+    }
     served.map_err(Into::into)
 }

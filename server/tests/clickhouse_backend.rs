@@ -19,7 +19,7 @@ async fn an_insert_sends_the_rows_as_jsoneachrow() {
     let mock = Mock::new();
     let recording = mock.add(handlers::record_ddl());
     let rows = Bytes::from_static(b"{\"event_type\":\"x\",\"organizer_id\":\"o\"}\n{\"event_type\":\"y\",\"organizer_id\":\"o\"}\n");
-    storage(&mock).insert("events", rows.clone()).await.unwrap();
+    storage(&mock).insert("events", rows.clone(), "tok-1").await.unwrap();
     assert_eq!(recording.query().await.as_bytes(), &rows[..]);
 }
 
@@ -38,7 +38,7 @@ async fn server_errors_are_transient_and_exceptions_are_classified_by_code() {
     let mock = Mock::new();
     mock.add(handlers::failure(status::SERVICE_UNAVAILABLE));
     let err = storage(&mock)
-        .insert("events", Bytes::from_static(b"{}\n"))
+        .insert("events", Bytes::from_static(b"{}\n"), "tok-2")
         .await
         .unwrap_err();
     assert!(err.is_transient(), "{err}");

@@ -1,10 +1,13 @@
 //! Per-table buffers in a concurrent map, sealed into batches when a table
 //! reaches `max_rows` or its oldest row `max_age`, and inserted with retries.
 //!
-//! A sealed batch is the unit a durable log will acknowledge: it has a
-//! sequence number and its rows as JSONEachRow bytes, and it leaves the
-//! in-flight set only once storage has confirmed it (or it was given up,
-//! logged and counted).
+//! With the write-ahead log on, a batch's rows are already durable; sealing
+//! logs which records form the batch, and its identity (the seal's LSN) is
+//! the insert's deduplication token. Transient storage errors are retried
+//! forever with capped backoff (the log holds the data, and backpressure
+//! stops intake when it is full). Rows that storage refuses as invalid are
+//! isolated by halving the batch and written to `dead_letter` with the
+//! reason. Only then is the batch confirmed (`Done`) and its log released.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,18 +16,23 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use dashmap::DashMap;
 use serde::Serialize;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::config::BatchConfig;
 use crate::ingest::Table;
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageError};
+use crate::wal::{Lsn, Record, Recovered, Wal};
 
 pub struct Batcher {
     cfg: BatchConfig,
     storage: Arc<dyn Storage>,
+    wal: Option<Arc<Wal>>,
+    /// Start of every deduplication token: the log's epoch, or a fresh id
+    /// per process when there is no log.
+    token_prefix: String,
     buffers: DashMap<Table, Buffer>,
-    /// Sequence numbers of sealed batches not yet stored or given up.
+    /// Sequence numbers of sealed batches not yet stored or dead-lettered.
     in_flight: Mutex<BTreeSet<u64>>,
     /// Woken whenever a batch leaves `in_flight`.
     settled: Notify,
@@ -39,6 +47,10 @@ struct Buffer {
     rows: Vec<u8>,
     count: usize,
     oldest: Option<Instant>,
+    /// The log records these rows came from.
+    lsns: Vec<Lsn>,
+    /// Requests waiting for these rows to be stored (`?wait=true`).
+    waiters: Vec<oneshot::Sender<()>>,
 }
 
 struct Sealed {
@@ -46,6 +58,10 @@ struct Sealed {
     table: Table,
     rows: Bytes,
     count: usize,
+    lsns: Vec<Lsn>,
+    /// Already sealed in the log (a batch found on replay).
+    seal: Option<Lsn>,
+    waiters: Vec<oneshot::Sender<()>>,
 }
 
 /// Counters for health and metrics.
@@ -53,18 +69,24 @@ struct Sealed {
 pub struct Stats {
     pub rows_buffered: AtomicU64,
     pub rows_stored: AtomicU64,
-    /// Rows given up after retries or refused by storage: logged, never silent.
-    pub rows_failed: AtomicU64,
+    /// Rows storage refused as invalid, kept in `dead_letter` with the reason.
+    pub rows_dead_lettered: AtomicU64,
     pub batches_stored: AtomicU64,
     pub insert_retries: AtomicU64,
 }
 
 impl Batcher {
-    pub fn new(cfg: BatchConfig, storage: Arc<dyn Storage>) -> Arc<Batcher> {
+    pub fn new(cfg: BatchConfig, storage: Arc<dyn Storage>, wal: Option<Arc<Wal>>) -> Arc<Batcher> {
         let workers = Arc::new(Semaphore::new(cfg.flush_workers));
+        let token_prefix = match &wal {
+            Some(w) => w.epoch.clone(),
+            None => uuid::Uuid::new_v4().simple().to_string(),
+        };
         Arc::new(Batcher {
             cfg,
             storage,
+            wal,
+            token_prefix,
             buffers: DashMap::new(),
             in_flight: Mutex::new(BTreeSet::new()),
             settled: Notify::new(),
@@ -74,13 +96,32 @@ impl Batcher {
         })
     }
 
+    /// Finishes what the log held at start: sealed batches are inserted again
+    /// under their old tokens, unsealed rows go back into the buffers.
+    pub fn recover(self: &Arc<Self>, recovered: Recovered) {
+        for b in recovered.sealed {
+            let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
+            self.in_flight.lock().unwrap().insert(seq);
+            self.stats.rows_buffered.fetch_add(b.count as u64, Ordering::Relaxed);
+            self.dispatch(Sealed {
+                seq,
+                table: b.table,
+                rows: b.rows,
+                count: b.count,
+                lsns: b.lsns,
+                seal: Some(b.seal),
+                waiters: Vec::new(),
+            });
+        }
+        for (lsn, table, count, rows) in recovered.unsealed {
+            self.push(table, &rows, count as usize, Some(lsn), None);
+        }
+    }
+
     /// Seals buffers that reached `max_age`, until the returned task is aborted.
     pub fn start_timer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        let period = (self.cfg.max_age / 5).clamp(
-            std::time::Duration::from_millis(10),
-            std::time::Duration::from_millis(250),
-        );
+        let period = (self.cfg.max_age / 5).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(250));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
@@ -89,10 +130,7 @@ impl Batcher {
                 let due: Vec<Table> = this
                     .buffers
                     .iter()
-                    .filter(|b| {
-                        b.oldest
-                            .is_some_and(|t| now.duration_since(t) >= this.cfg.max_age)
-                    })
+                    .filter(|b| b.oldest.is_some_and(|t| now.duration_since(t) >= this.cfg.max_age))
                     .map(|b| *b.key())
                     .collect();
                 for table in due {
@@ -102,18 +140,19 @@ impl Batcher {
         })
     }
 
-    /// Adds validated rows (JSONEachRow lines) to a table's buffer.
-    pub fn push(self: &Arc<Self>, table: Table, rows: &[u8], count: usize) {
+    /// Adds validated rows (JSONEachRow lines, from log record `lsn`) to a
+    /// table's buffer. `waiter` hears when they are stored.
+    pub fn push(self: &Arc<Self>, table: Table, rows: &[u8], count: usize, lsn: Option<Lsn>, waiter: Option<oneshot::Sender<()>>) {
         if count == 0 {
             return;
         }
-        self.stats
-            .rows_buffered
-            .fetch_add(count as u64, Ordering::Relaxed);
+        self.stats.rows_buffered.fetch_add(count as u64, Ordering::Relaxed);
         let sealed = {
             let mut buf = self.buffers.entry(table).or_default();
             buf.rows.extend_from_slice(rows);
             buf.count += count;
+            buf.lsns.extend(lsn);
+            buf.waiters.extend(waiter);
             buf.oldest.get_or_insert_with(Instant::now);
             (buf.count >= self.cfg.max_rows).then(|| self.take(table, &mut buf))
         };
@@ -127,22 +166,21 @@ impl Batcher {
     fn take(&self, table: Table, buf: &mut Buffer) -> Sealed {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         self.in_flight.lock().unwrap().insert(seq);
-        let rows = Bytes::from(std::mem::take(&mut buf.rows));
-        let count = std::mem::take(&mut buf.count);
         buf.oldest = None;
         Sealed {
             seq,
             table,
-            rows,
-            count,
+            rows: Bytes::from(std::mem::take(&mut buf.rows)),
+            count: std::mem::take(&mut buf.count),
+            lsns: std::mem::take(&mut buf.lsns),
+            seal: None,
+            waiters: std::mem::take(&mut buf.waiters),
         }
     }
 
-    fn seal(self: &Arc<Self>, table: Table) {
-        let sealed = self
-            .buffers
-            .get_mut(&table)
-            .and_then(|mut buf| (buf.count > 0).then(|| self.take(table, &mut buf)));
+    /// Sends a table's buffered rows on their way now.
+    pub fn seal(self: &Arc<Self>, table: Table) {
+        let sealed = self.buffers.get_mut(&table).and_then(|mut buf| (buf.count > 0).then(|| self.take(table, &mut buf)));
         if let Some(batch) = sealed {
             self.dispatch(batch);
         }
@@ -152,17 +190,49 @@ impl Batcher {
         let this = self.clone();
         tokio::spawn(async move {
             let _permit = this.workers.clone().acquire_owned().await;
-            this.store(&batch).await;
-            this.stats
-                .rows_buffered
-                .fetch_sub(batch.count as u64, Ordering::Relaxed);
+            let seal = this.seal_in_log(&batch).await;
+            let token = format!("{}-{seal}", this.token_prefix);
+            this.store(&batch, &token).await;
+            if let Some(wal) = &this.wal
+                && let Err(e) = wal.append(Record::Done { seal }).await
+            {
+                // The batch is stored; a replay would resend it under the
+                // same token and storage would drop the copy.
+                tracing::warn!(error = %e, seal, "could not log a confirmed batch");
+            }
+            this.stats.rows_buffered.fetch_sub(batch.count as u64, Ordering::Relaxed);
+            for waiter in batch.waiters {
+                let _ = waiter.send(());
+            }
             this.in_flight.lock().unwrap().remove(&batch.seq);
             this.settled.notify_waiters();
         });
     }
 
+    /// The batch's identity: its `Seal` record's LSN, logged (and fsynced)
+    /// before the first insert attempt so a replay re-forms the same batch.
+    async fn seal_in_log(&self, batch: &Sealed) -> u64 {
+        if let Some(seal) = batch.seal {
+            return seal;
+        }
+        let Some(wal) = &self.wal else {
+            return batch.seq;
+        };
+        let mut backoff = self.cfg.retry_initial_backoff;
+        loop {
+            match wal.append(Record::Seal { table: batch.table, lsns: batch.lsns.clone() }).await {
+                Ok(lsn) => return lsn,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not seal a batch in the write-ahead log; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.cfg.retry_max_backoff);
+                }
+            }
+        }
+    }
+
     /// Writes every buffered row now and returns once all of it, and every
-    /// batch sealed before, is stored or given up.
+    /// batch sealed before, is stored or dead-lettered.
     pub async fn flush_all(self: &Arc<Self>) {
         for table in Table::ALL {
             self.seal(table);
@@ -180,55 +250,73 @@ impl Batcher {
 
     /// Rows buffered or in flight, and the age of the oldest buffered row.
     pub fn depth(&self) -> (u64, Option<std::time::Duration>) {
-        let oldest = self
-            .buffers
-            .iter()
-            .filter_map(|b| b.oldest)
-            .min()
-            .map(|t| t.elapsed());
+        let oldest = self.buffers.iter().filter_map(|b| b.oldest).min().map(|t| t.elapsed());
         (self.stats.rows_buffered.load(Ordering::Relaxed), oldest)
     }
 
-    /// Inserts one batch, retrying transient errors with capped exponential
-    /// backoff. When storage refuses the rows as invalid, the batch is split
-    /// in halves until the bad rows are isolated, so one bad row cannot take
-    /// its neighbours down with it.
-    async fn store(&self, batch: &Sealed) {
+    /// Inserts one batch. Transient errors are retried until storage takes
+    /// it; a refused batch is halved (each half with its own derived token)
+    /// until the bad rows are alone, and those go to `dead_letter`.
+    async fn store(&self, batch: &Sealed, token: &str) {
         let table = batch.table.name();
-        let mut work = vec![(batch.rows.clone(), batch.count)];
-        while let Some((rows, count)) = work.pop() {
-            let mut backoff = self.cfg.retry_initial_backoff;
-            let mut attempt = 1;
-            loop {
-                match self.storage.insert(table, rows.clone()).await {
-                    Ok(()) => {
-                        self.stats
-                            .rows_stored
-                            .fetch_add(count as u64, Ordering::Relaxed);
-                        self.stats.batches_stored.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Err(e) if e.is_transient() && attempt < self.cfg.max_attempts => {
-                        tracing::warn!(table, rows = count, attempt, error = %e, "insert failed; retrying");
-                        self.stats.insert_retries.fetch_add(1, Ordering::Relaxed);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(self.cfg.retry_max_backoff);
-                        attempt += 1;
-                    }
-                    Err(e) if !e.is_transient() && count > 1 => {
-                        let (left, right) = split_rows(&rows, count);
-                        work.push(right);
-                        work.push(left);
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::error!(table, rows = count, attempts = attempt, error = %e, "rows could not be stored");
-                        self.stats
-                            .rows_failed
-                            .fetch_add(count as u64, Ordering::Relaxed);
-                        break;
-                    }
+        let mut work = vec![(batch.rows.clone(), batch.count, token.to_string())];
+        while let Some((rows, count, token)) = work.pop() {
+            match self.insert_until_stored(table, &rows, &token).await {
+                Ok(()) => {
+                    self.stats.rows_stored.fetch_add(count as u64, Ordering::Relaxed);
+                    self.stats.batches_stored.fetch_add(1, Ordering::Relaxed);
                 }
+                Err(_) if count > 1 => {
+                    let ((left, nl), (right, nr)) = split_rows(&rows, count);
+                    work.push((right, nr, format!("{token}b")));
+                    work.push((left, nl, format!("{token}a")));
+                }
+                Err(reason) => {
+                    tracing::error!(table, %reason, "storage refused a row; it goes to dead_letter");
+                    let line = serde_json::json!({
+                        "source_table": table,
+                        "reason": reason.to_string(),
+                        "row": String::from_utf8_lossy(&rows).trim_end(),
+                    });
+                    let mut dead = serde_json::to_vec(&line).expect("serializes");
+                    dead.push(b'\n');
+                    if let Err(e) = self.insert_until_stored("dead_letter", &Bytes::from(dead), &format!("{token}d")).await {
+                        tracing::error!(table, error = %e, row = %String::from_utf8_lossy(&rows), "dead_letter refused the row too; it is only in this log line");
+                    }
+                    self.stats.rows_dead_lettered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// One insert, retried with capped exponential backoff for as long as
+    /// the errors are transient. Returns the first non-transient error.
+    async fn insert_until_stored(&self, table: &str, rows: &Bytes, token: &str) -> Result<(), StorageError> {
+        let mut backoff = self.cfg.retry_initial_backoff;
+        let mut attempt: u64 = 1;
+        loop {
+            let result = match fail::eval("storage::insert", |_| ()) {
+                Some(()) => Err(StorageError::Transient("injected storage outage".into())),
+                None => self.storage.insert(table, rows.clone(), token).await,
+            };
+            let result = match (result, fail::eval("storage::lost_ack", |_| ())) {
+                (Ok(()), Some(())) => Err(StorageError::Transient("injected: timed out after the insert succeeded".into())),
+                (result, _) => result,
+            };
+            if result.is_ok() {
+                fail::eval("batch::crash_before_checkpoint", |_| std::process::abort());
+            }
+            match result {
+                Err(e) if e.is_transient() => {
+                    if attempt == 1 || attempt.is_power_of_two() {
+                        tracing::warn!(table, attempt, error = %e, "insert failed; retrying");
+                    }
+                    self.stats.insert_retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(self.cfg.retry_max_backoff);
+                    attempt += 1;
+                }
+                other => return other,
             }
         }
     }
@@ -250,16 +338,15 @@ fn split_rows(rows: &Bytes, count: usize) -> ((Bytes, usize), (Bytes, usize)) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::StorageError;
     use async_trait::async_trait;
     use std::time::Duration;
 
-    /// Records inserts; fails transiently `fail_first` times, and refuses any
-    /// batch holding a line with "bad". A unit-test double for the batcher's
-    /// own logic; end-to-end tests use the real engine.
+    /// Records inserts and their tokens; fails transiently `fail_first`
+    /// times, and refuses any batch holding a line with "bad". A unit-test
+    /// double for the batcher's own logic; end-to-end tests use the engine.
     #[derive(Default)]
     struct Recorder {
-        inserts: Mutex<Vec<(String, usize)>>,
+        inserts: Mutex<Vec<(String, usize, String)>>,
         fail_first: AtomicU64,
     }
 
@@ -280,22 +367,25 @@ mod tests {
         async fn query_readonly(&self, _: &str, _: &str) -> Result<Bytes, StorageError> {
             Ok(Bytes::new())
         }
-        async fn insert(&self, table: &str, rows: Bytes) -> Result<(), StorageError> {
+        async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err(StorageError::Transient("down".into()));
             }
             let text = String::from_utf8(rows.to_vec()).unwrap();
-            if text.contains("bad") {
+            if table != "dead_letter" && text.contains("bad") {
                 return Err(StorageError::Rejected("Code: 27. cannot parse".into()));
             }
-            self.inserts
-                .lock()
-                .unwrap()
-                .push((table.to_string(), text.lines().count()));
+            self.inserts.lock().unwrap().push((table.to_string(), text.lines().count(), token.to_string()));
             Ok(())
         }
         async fn close(&self) {}
+    }
+
+    impl Recorder {
+        fn tables(&self) -> Vec<(String, usize)> {
+            self.inserts.lock().unwrap().iter().map(|(t, n, _)| (t.clone(), *n)).collect()
+        }
     }
 
     fn cfg(max_rows: usize) -> BatchConfig {
@@ -304,97 +394,82 @@ mod tests {
             max_age: Duration::from_secs(5),
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(1),
-            max_attempts: 5,
             flush_workers: 2,
         }
     }
 
     fn lines(n: usize) -> Vec<u8> {
-        (0..n)
-            .map(|i| format!("{{\"n\":{i}}}\n"))
-            .collect::<String>()
-            .into_bytes()
+        (0..n).map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>().into_bytes()
     }
 
     #[tokio::test(start_paused = true)]
     async fn flushes_at_max_rows_one_insert_per_table() {
         let storage = Arc::new(Recorder::default());
-        let b = Batcher::new(cfg(1000), storage.clone());
-        b.push(Table::Events, &lines(600), 600);
-        b.push(Table::TicketSales, &lines(10), 10);
-        b.push(Table::Events, &lines(400), 400);
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        let b = Batcher::new(cfg(1000), storage.clone(), None);
+        b.push(Table::Events, &lines(600), 600, None, None);
+        b.push(Table::TicketSales, &lines(10), 10, None, None);
+        b.push(Table::Events, &lines(400), 400, None, None);
         while b.depth().0 > 10 {
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(
-            *storage.inserts.lock().unwrap(),
-            vec![("events".to_string(), 1000)]
-        );
+        assert_eq!(storage.tables(), vec![("events".to_string(), 1000)]);
         assert_eq!(b.depth().0, 10);
     }
 
     #[tokio::test(start_paused = true)]
     async fn flushes_when_the_oldest_row_is_max_age_old() {
         let storage = Arc::new(Recorder::default());
-        let b = Batcher::new(cfg(1000), storage.clone());
+        let b = Batcher::new(cfg(1000), storage.clone(), None);
         let timer = b.start_timer();
-        b.push(Table::PageViews, &lines(3), 3);
+        b.push(Table::PageViews, &lines(3), 3, None, None);
         tokio::time::sleep(Duration::from_millis(4500)).await;
-        assert!(
-            storage.inserts.lock().unwrap().is_empty(),
-            "flushed before max_age"
-        );
+        assert!(storage.tables().is_empty(), "flushed before max_age");
         tokio::time::sleep(Duration::from_millis(800)).await;
-        assert_eq!(
-            *storage.inserts.lock().unwrap(),
-            vec![("page_views".to_string(), 3)]
-        );
+        assert_eq!(storage.tables(), vec![("page_views".to_string(), 3)]);
         timer.abort();
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retries_transient_errors_then_stores() {
-        let storage = Arc::new(Recorder {
-            fail_first: AtomicU64::new(3),
-            ..Default::default()
-        });
-        let b = Batcher::new(cfg(1000), storage.clone());
-        b.push(Table::Events, &lines(5), 5);
+    async fn keeps_retrying_while_storage_is_down_and_keeps_the_token() {
+        let storage = Arc::new(Recorder { fail_first: AtomicU64::new(40), ..Default::default() });
+        let b = Batcher::new(cfg(1000), storage.clone(), None);
+        b.push(Table::Events, &lines(5), 5, None, None);
         b.flush_all().await;
-        assert_eq!(
-            *storage.inserts.lock().unwrap(),
-            vec![("events".to_string(), 5)]
-        );
-        assert_eq!(b.stats.insert_retries.load(Ordering::Relaxed), 3);
+        assert_eq!(storage.tables(), vec![("events".to_string(), 5)]);
+        assert_eq!(b.stats.insert_retries.load(Ordering::Relaxed), 40);
         assert_eq!(b.stats.rows_stored.load(Ordering::Relaxed), 5);
-        assert_eq!(b.stats.rows_failed.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn gives_up_after_max_attempts_and_counts_the_rows() {
-        let storage = Arc::new(Recorder {
-            fail_first: AtomicU64::new(100),
-            ..Default::default()
-        });
-        let b = Batcher::new(cfg(1000), storage.clone());
-        b.push(Table::Events, &lines(7), 7);
-        b.flush_all().await;
-        assert_eq!(b.stats.rows_failed.load(Ordering::Relaxed), 7);
-        assert_eq!(b.stats.insert_retries.load(Ordering::Relaxed), 4);
         assert_eq!(b.depth().0, 0);
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_refused_row_does_not_sink_its_batch() {
+    async fn a_refused_row_goes_to_dead_letter_and_its_neighbours_are_stored() {
         let storage = Arc::new(Recorder::default());
-        let b = Batcher::new(cfg(1000), storage.clone());
+        let b = Batcher::new(cfg(1000), storage.clone(), None);
         let mut rows = lines(9);
         rows.extend_from_slice(b"{\"bad\":1}\n");
-        b.push(Table::Events, &rows, 10);
+        b.push(Table::Events, &rows, 10, None, None);
         b.flush_all().await;
-        let stored: usize = storage.inserts.lock().unwrap().iter().map(|(_, n)| n).sum();
+        let inserts = storage.inserts.lock().unwrap().clone();
+        let stored: usize = inserts.iter().filter(|(t, _, _)| t == "events").map(|(_, n, _)| n).sum();
         assert_eq!(stored, 9);
-        assert_eq!(b.stats.rows_failed.load(Ordering::Relaxed), 1);
+        let dead: Vec<_> = inserts.iter().filter(|(t, _, _)| t == "dead_letter").collect();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(b.stats.rows_dead_lettered.load(Ordering::Relaxed), 1);
+        // Every piece went out under its own token, derived from the batch's.
+        let mut tokens: Vec<&String> = inserts.iter().map(|(_, _, t)| t).collect();
+        tokens.sort();
+        tokens.dedup();
+        assert_eq!(tokens.len(), inserts.len());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_hears_when_its_rows_are_stored() {
+        let storage = Arc::new(Recorder::default());
+        let b = Batcher::new(cfg(1000), storage.clone(), None);
+        let (tx, rx) = oneshot::channel();
+        b.push(Table::Events, &lines(2), 2, None, Some(tx));
+        b.seal(Table::Events);
+        rx.await.unwrap();
+        assert_eq!(storage.tables(), vec![("events".to_string(), 2)]);
     }
 }

@@ -46,6 +46,29 @@ pub struct Outcome {
     pub rows: Vec<u8>,
     pub accepted: usize,
     pub rejections: Vec<Rejection>,
+    /// Each accepted row's event id, and where its line ends in `rows`.
+    pub ids: Vec<uuid::Uuid>,
+    pub ends: Vec<usize>,
+}
+
+impl Outcome {
+    /// Keeps only the rows whose id `keep` accepts; returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&uuid::Uuid) -> bool) -> usize {
+        let mut rows = Vec::with_capacity(self.rows.len());
+        let (mut ids, mut ends) = (Vec::new(), Vec::new());
+        let mut start = 0;
+        for (id, end) in self.ids.iter().zip(&self.ends) {
+            if keep(id) {
+                rows.extend_from_slice(&self.rows[start..*end]);
+                ids.push(*id);
+                ends.push(rows.len());
+            }
+            start = *end;
+        }
+        let dropped = self.ids.len() - ids.len();
+        (self.rows, self.ids, self.ends, self.accepted) = (rows, ids, ends, self.accepted - dropped);
+        dropped
+    }
 }
 
 /// Decodes a body and validates each event on its own.
@@ -87,7 +110,11 @@ pub fn process(
                 })
             });
         match result {
-            Ok(()) => out.accepted += 1,
+            Ok(id) => {
+                out.accepted += 1;
+                out.ids.push(id);
+                out.ends.push(out.rows.len());
+            }
             Err(rejection) => out.rejections.push(rejection),
         }
     }

@@ -69,13 +69,14 @@ struct TicketSaleRow {
     currency: String,
 }
 
-/// Validates one event and appends its JSONEachRow line to `out`.
+/// Validates one event and appends its JSONEachRow line to `out`; returns
+/// the event's id (the client's, or the one assigned here).
 pub fn validate(
     table: Table,
     value: Value,
     now: DateTime<Utc>,
     out: &mut Vec<u8>,
-) -> Result<(), Invalid> {
+) -> Result<Uuid, Invalid> {
     let map = match value {
         Value::Object(map) => map,
         other => {
@@ -152,7 +153,7 @@ pub fn validate(
     };
     result.expect("rows of strings and numbers serialize");
     out.push(b'\n');
-    Ok(())
+    Ok(id)
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Invalid {

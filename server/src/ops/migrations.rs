@@ -37,6 +37,8 @@ pub const MIGRATIONS: &[Migration] = migrations![
     6 "0006_event_performance.sql",
     7 "0007_user_funnel.sql",
     8 "0008_realtime_dashboard.sql",
+    9 "0009_deduplication.sql",
+    10 "0010_dead_letter.sql",
 ];
 
 impl Migration {

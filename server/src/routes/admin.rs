@@ -21,7 +21,7 @@ pub async fn flush(State(app): State<AppState>) -> Json<Value> {
     Json(json!({
         "flushed": true,
         "rows_stored": stats.rows_stored.load(Ordering::Relaxed),
-        "rows_failed": stats.rows_failed.load(Ordering::Relaxed),
+        "rows_dead_lettered": stats.rows_dead_lettered.load(Ordering::Relaxed),
     }))
 }
 
@@ -56,16 +56,25 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     };
     let (depth, oldest) = app.batcher.depth();
     let stats = &app.batcher.stats;
-    let failed = stats.rows_failed.load(Ordering::Relaxed);
+    let dead = stats.rows_dead_lettered.load(Ordering::Relaxed);
     let buffers = json!({
-        "status": if failed == 0 { "ok" } else { "degraded" },
+        "status": if dead == 0 { "ok" } else { "degraded" },
         "rows_buffered": depth,
         "oldest_buffered_row_age_ms": oldest.map(|d| d.as_millis() as u64),
         "rows_stored": stats.rows_stored.load(Ordering::Relaxed),
-        "rows_failed": failed,
+        "rows_dead_lettered": dead,
         "insert_retries": stats.insert_retries.load(Ordering::Relaxed),
     });
-    let parts = [&storage, &schema, &buffers];
+    let log = match &app.wal {
+        Some(wal) => json!({
+            "status": if wal.live_bytes() * 10 >= wal.max_bytes() * 8 { "degraded" } else { "ok" },
+            "enabled": true,
+            "live_bytes": wal.live_bytes(),
+            "max_bytes": wal.max_bytes(),
+        }),
+        None => json!({ "status": "ok", "enabled": false }),
+    };
+    let parts = [&storage, &schema, &buffers, &log];
     let overall = if parts.iter().any(|p| p["status"] == "down") {
         "down"
     } else if parts.iter().any(|p| p["status"] == "degraded") {

@@ -1,85 +1,118 @@
 //! `POST /v1/events`, `/v1/page-views`, `/v1/ticket-sales`.
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::Serialize;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::error::ApiError;
 use crate::ingest::{self, BodyFormat, Rejection, Table};
+use crate::wal::Record;
 
 #[derive(Debug, Serialize)]
 pub struct IngestResponse {
     pub accepted: usize,
     pub rejected: usize,
+    /// Events whose id was seen within the deduplication window: dropped.
+    pub duplicates: usize,
+    /// With `?wait=true`: the accepted rows are in storage, not only in the log.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub stored: bool,
     /// One entry per rejected event: its index in the request and why.
     pub errors: Vec<Rejection>,
 }
 
-pub async fn events(
-    state: State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    ingest(Table::Events, state, headers, body).await
+#[derive(Debug, Default, Deserialize)]
+pub struct Params {
+    /// Answer only once storage has confirmed the rows.
+    #[serde(default)]
+    wait: bool,
 }
 
-pub async fn page_views(
-    state: State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    ingest(Table::PageViews, state, headers, body).await
+type Reply = Result<(StatusCode, Json<IngestResponse>), ApiError>;
+
+pub async fn events(state: State<AppState>, q: Query<Params>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+    ingest(Table::Events, state, q, headers, body).await
 }
 
-pub async fn ticket_sales(
-    state: State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    ingest(Table::TicketSales, state, headers, body).await
+pub async fn page_views(state: State<AppState>, q: Query<Params>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+    ingest(Table::PageViews, state, q, headers, body).await
+}
+
+pub async fn ticket_sales(state: State<AppState>, q: Query<Params>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+    ingest(Table::TicketSales, state, q, headers, body).await
 }
 
 #[tracing::instrument(skip_all, fields(table = table.name()))]
 async fn ingest(
     table: Table,
     State(app): State<AppState>,
+    Query(params): Query<Params>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(StatusCode, Json<IngestResponse>), ApiError> {
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let format = BodyFormat::from_content_type(content_type)
-        .ok_or_else(|| ApiError::UnsupportedMediaType(content_type.to_string()))?;
+) -> Reply {
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let format = BodyFormat::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType(content_type.to_string()))?;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge(app.config.ingest.max_body_bytes)
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(app.config.ingest.max_body_bytes),
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let outcome = ingest::process(
-        table,
-        &body,
-        format,
-        app.config.ingest.max_events_per_request,
-        chrono::Utc::now(),
-    )?;
-    app.batcher.push(table, &outcome.rows, outcome.accepted);
-    let status = if outcome.accepted > 0 {
-        StatusCode::ACCEPTED
-    } else {
-        StatusCode::BAD_REQUEST
+    let mut outcome = ingest::process(table, &body, format, app.config.ingest.max_events_per_request, chrono::Utc::now())?;
+    // An id seen within the window (in this request or an earlier one) is a
+    // resend: drop it. Claimed atomically, so two racing resends keep one.
+    let duplicates = outcome.retain(|id| app.recent_ids.entry(*id).or_insert(()).is_fresh());
+    let forget = |ids: &[uuid::Uuid]| ids.iter().for_each(|id| app.recent_ids.invalidate(id));
+
+    let rows = Bytes::from(std::mem::take(&mut outcome.rows));
+    let mut lsn = None;
+    if let (Some(wal), true) = (&app.wal, outcome.accepted > 0) {
+        if wal.is_full(rows.len() as u64) {
+            forget(&outcome.ids);
+            return Err(ApiError::Overloaded(format!(
+                "the write-ahead log is full ({} of {} bytes): storage is behind, retry later",
+                wal.live_bytes(),
+                wal.max_bytes()
+            )));
+        }
+        let record = Record::Rows { table, count: outcome.accepted as u32, rows: rows.clone() };
+        match wal.append(record).await {
+            Ok(l) => lsn = Some(l),
+            Err(e) => {
+                forget(&outcome.ids);
+                return Err(ApiError::Unavailable(format!("write-ahead log: {e}")));
+            }
+        }
+    }
+    let (waiter, stored) = match params.wait && outcome.accepted > 0 {
+        true => {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        }
+        false => (None, None),
+    };
+    app.batcher.push(table, &rows, outcome.accepted, lsn, waiter);
+    let mut confirmed = false;
+    if let Some(rx) = stored {
+        app.batcher.seal(table);
+        confirmed = rx.await.is_ok();
+    }
+    let status = match (outcome.accepted, confirmed) {
+        (0, _) if outcome.rejections.is_empty() => StatusCode::OK,
+        (0, _) => StatusCode::BAD_REQUEST,
+        (_, true) => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
     };
     Ok((
         status,
         Json(IngestResponse {
             accepted: outcome.accepted,
             rejected: outcome.rejections.len(),
+            duplicates,
+            stored: confirmed,
             errors: outcome.rejections,
         }),
     ))

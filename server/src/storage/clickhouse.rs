@@ -7,7 +7,6 @@ use bytes::Bytes;
 use clickhouse::Client;
 
 use super::{Storage, StorageError};
-use crate::DATABASE;
 use crate::config::ClickHouseConfig;
 
 pub struct ClickHouseStorage {
@@ -99,10 +98,8 @@ impl Storage for ClickHouseStorage {
         Ok(Bytes::from(out))
     }
 
-    async fn insert(&self, table: &str, rows: Bytes) -> Result<(), StorageError> {
-        let mut insert = self
-            .client
-            .insert_formatted_with(format!("INSERT INTO {DATABASE}.{table} FORMAT JSONEachRow"));
+    async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
+        let mut insert = self.client.insert_formatted_with(super::insert_statement(table, token));
         insert.send(rows).await.map_err(classify)?;
         insert.end().await.map_err(classify)
     }

@@ -385,8 +385,8 @@ impl Storage for EmbeddedStorage {
         self.query(sql, format).await
     }
 
-    async fn insert(&self, table: &str, rows: Bytes) -> Result<(), StorageError> {
-        let header = format!("INSERT INTO {DATABASE}.{table} FORMAT JSONEachRow");
+    async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
+        let header = super::insert_statement(table, token);
         let mut sql = Vec::with_capacity(header.len() + 1 + rows.len());
         sql.extend_from_slice(header.as_bytes());
         sql.push(b'\n');

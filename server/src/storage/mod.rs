@@ -14,6 +14,7 @@ use bytes::Bytes;
 pub use self::clickhouse::ClickHouseStorage;
 pub use embedded::EmbeddedStorage;
 
+use crate::DATABASE;
 use crate::config::{Backend, StorageConfig};
 
 /// What a storage call can fail with. The split decides what the batcher does:
@@ -82,7 +83,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Like `query`, but refuses anything that would change data or schema.
     async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError>;
     /// Inserts JSONEachRow rows into `database.table` in one statement.
-    async fn insert(&self, table: &str, rows: Bytes) -> Result<(), StorageError>;
+    /// `token` identifies the batch: the same token again is a retry, and
+    /// storage keeps the rows (and what views derive from them) once.
+    async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError>;
     /// Releases the engine or connection pool. Called once on shutdown.
     async fn close(&self);
 }
@@ -93,6 +96,19 @@ pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
         Backend::Embedded => Arc::new(EmbeddedStorage::open(cfg.embedded.clone()).await?),
         Backend::Clickhouse => Arc::new(ClickHouseStorage::new(&cfg.clickhouse)),
     })
+}
+
+/// The `INSERT` statement both backends send, with the settings that make a
+/// retried batch a no-op in the table and in every dependent view.
+pub fn insert_statement(table: &str, token: &str) -> String {
+    assert!(
+        token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        "deduplication tokens are generated, never user input: {token:?}"
+    );
+    format!(
+        "INSERT INTO {DATABASE}.{table} SETTINGS insert_deduplication_token = '{token}', \
+         deduplicate_blocks_in_dependent_materialized_views = 1 FORMAT JSONEachRow"
+    )
 }
 
 /// Output of a query as text, for callers that parse TabSeparated results.
