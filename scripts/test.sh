@@ -11,4 +11,5 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest…" >&2
     cargo install cargo-nextest --locked
 fi
-exec cargo nextest run --workspace --no-fail-fast "$@"
+# Fault-injection tests need the failpoints compiled in.
+exec cargo nextest run --workspace --no-fail-fast --features bilten-analytics/failpoints "$@"

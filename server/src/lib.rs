@@ -161,12 +161,17 @@ async fn run(
         (None, None)
     };
     let batcher = Batcher::new(config.batch.clone(), storage.clone(), wal.clone());
+    let shutdown_timeout = config.shutdown_timeout;
+    let state = AppState::new(Arc::new(config), storage, batcher.clone(), wal.clone());
     if let Some(recovered) = recovered {
+        // A client whose 202 was lost in the crash will resend: remember
+        // what the log already holds so the resend is dropped as a duplicate.
+        for rows in &recovered.logged {
+            ingest::row_ids(rows).for_each(|id| state.recent_ids.insert(id, ()));
+        }
         batcher.recover(recovered);
     }
     let timer = batcher.start_timer();
-    let shutdown_timeout = config.shutdown_timeout;
-    let state = AppState::new(Arc::new(config), storage, batcher.clone(), wal.clone());
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
     let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
     timer.abort();

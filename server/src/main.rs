@@ -55,6 +55,9 @@ async fn main() -> std::process::ExitCode {
         // Colour codes only for a person at a terminal, never in log files.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Fault-injection builds read FAILPOINTS from the environment.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let cli = Cli::parse();
     match run(cli).await {
         Ok(code) => code,

@@ -1,76 +1,11 @@
 //! The binary as an operator runs it: `migrate`, `serve` stopped by SIGTERM,
 //! and `loadgen` against it.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_bilten-analytics");
-
-fn cmd(data: &std::path::Path) -> Command {
-    let mut c = Command::new(BIN);
-    c.env("BILTEN_DATA_DIR", data)
-        .env("BILTEN_ADMIN_TOKEN", "cli-token")
-        .env("RUST_LOG", "info");
-    c
-}
-
-fn run(c: &mut Command) -> (bool, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Starts `serve` on port 0 and returns the child and its address, read from the log.
-fn serve(data: &std::path::Path, extra: &[(&str, &str)]) -> (Child, String) {
-    let mut c = cmd(data);
-    c.args(["serve", "--listen", "127.0.0.1:0"])
-        .envs(extra.iter().copied())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null());
-    let mut child = c.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..]
-                    .chars()
-                    .take_while(|c| !c.is_whitespace())
-                    .collect();
-                let _ = tx.send(
-                    addr.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '.' && c != ':')
-                        .to_string(),
-                );
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("server did not log its address");
-    (child, format!("http://{addr}"))
-}
-
-fn terminate(child: &mut Child) -> std::process::ExitStatus {
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    for _ in 0..300 {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    panic!("server did not stop within 30 s of SIGTERM");
-}
+use common::process::{cmd, run, serve};
 
 #[test]
 fn migrate_dry_run_status_and_apply() {
@@ -111,7 +46,7 @@ fn a_bad_config_exits_with_a_clear_message() {
 async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
     let dir = tempfile::tempdir().unwrap();
     // Rows stay buffered (an hour's max_age) until SIGTERM drains them.
-    let (mut child, base) = serve(
+    let mut server = serve(
         dir.path(),
         &[
             ("BILTEN_BATCH__MAX_AGE", "1h"),
@@ -119,7 +54,7 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
         ],
     );
     let summary = bilten_analytics::loadgen::run(bilten_analytics::loadgen::Args {
-        target: base.clone(),
+        target: server.base.clone(),
         rate: 10.0,
         duration: Duration::from_secs(1),
         total: Some(700),
@@ -141,21 +76,17 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
         (700, 700, 0, 0)
     );
     assert!(summary.latency_ms_p50 > 0.0 && summary.latency_ms_p99 >= summary.latency_ms_p50);
-    let status = terminate(&mut child);
+    let status = server.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
-    let (mut child, base) = serve(dir.path(), &[]);
-    let client = reqwest::Client::new();
-    let body: serde_json::Value = client
-        .post(format!("{base}/admin/query"))
-        .bearer_auth("cli-token")
-        .body("SELECT (SELECT count() FROM bilten_analytics.events) + (SELECT count() FROM bilten_analytics.page_views) + (SELECT count() FROM bilten_analytics.ticket_sales) AS n")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    assert!(server.logged("buffers drained"), "{:?}", server.log.lock().unwrap());
+
+    // Everything was stored before exit: the restart has nothing to replay.
+    let mut server = serve(dir.path(), &[]);
+    let body = server
+        .query("SELECT (SELECT count() FROM bilten_analytics.events) + (SELECT count() FROM bilten_analytics.page_views) + (SELECT count() FROM bilten_analytics.ticket_sales) AS n")
+        .await;
     assert_eq!(body["data"][0]["n"], 700, "{body}");
-    assert!(terminate(&mut child).success());
+    assert!(!server.logged("write-ahead log replay"));
+    assert!(server.terminate().success());
 }

@@ -71,6 +71,14 @@ impl Outcome {
     }
 }
 
+/// The event ids in JSONEachRow rows this module wrote (each line starts
+/// with its `id`).
+pub fn row_ids(rows: &[u8]) -> impl Iterator<Item = uuid::Uuid> + '_ {
+    rows.split(|b| *b == b'\n')
+        .filter_map(|line| line.strip_prefix(b"{\"id\":\"")?.get(..36))
+        .filter_map(|id| uuid::Uuid::try_parse_ascii(id).ok())
+}
+
 /// Decodes a body and validates each event on its own.
 pub fn process(
     table: Table,

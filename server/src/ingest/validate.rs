@@ -431,6 +431,10 @@ mod tests {
         let props: Value = serde_json::from_str(r["properties"].as_str().unwrap()).unwrap();
         assert_eq!(props["browser"], "Chrome");
         assert!(Uuid::parse_str(r["id"].as_str().unwrap()).is_ok());
+        // The id leads the row: replay finds it there without parsing JSON.
+        let mut out = Vec::new();
+        let id = validate(Table::Events, json!({"event_type":"x","organizer_id":"o"}), now(), &mut out).unwrap();
+        assert_eq!(super::super::row_ids(&out).collect::<Vec<_>>(), vec![id]);
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct Recovered {
     pub sealed: Vec<RecoveredBatch>,
     /// Rows never sealed: back into the buffers.
     pub unsealed: Vec<(Lsn, Table, u32, Bytes)>,
+    /// Every `Rows` record still in the log, confirmed or not: the events a
+    /// client may resend because the crash ate its 202.
+    pub logged: Vec<Bytes>,
 }
 
 #[derive(Debug)]
@@ -326,7 +329,7 @@ impl Writer {
             segments.push_back(Segment { first, path, bytes });
         }
 
-        let mut recovered = Recovered::default();
+        let mut recovered = Recovered { logged: rows.values().map(|(_, _, r)| r.clone()).collect(), ..Recovered::default() };
         let mut pending = BTreeSet::new();
         let mut seal_map = HashMap::new();
         let mut sealed_rows = HashSet::new();
@@ -450,11 +453,10 @@ impl Writer {
         }
         self.file.write_all(&buf)?;
         if durable {
-            fail::fail_point!("wal::fsync", |arg| {
-                let ms = arg.and_then(|a| a.parse().ok()).unwrap_or(100);
+            // Fault injection: a slow disk (`wal::fsync=return(200)` sleeps 200 ms).
+            if let Some(ms) = fail::eval("wal::fsync", |arg| arg.and_then(|a| a.parse().ok()).unwrap_or(100u64)) {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
-                Ok(())
-            });
+            }
             self.file.sync_data()?;
         }
         let seg = self.segments.back_mut().expect("an active segment");

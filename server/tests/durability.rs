@@ -1,0 +1,246 @@
+//! No acknowledged event is lost or doubled: crashes, storage outages, torn
+//! logs, a full log, shutdown with storage down. Faults come from the `fail`
+//! crate's failpoints, compiled in only with `--features failpoints` (the
+//! test script turns it on).
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::process::serve;
+use common::{TestServer, as_u64};
+use serde_json::{Value, json};
+
+/// A request of `n` events, each with its own id, as a client would build it.
+fn request(n: usize, tag: usize) -> (Vec<String>, Value) {
+    let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let events = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| json!({"id": id, "event_type": "purchase", "organizer_id": format!("org-{}", tag % 3), "user_id": format!("u{tag}-{i}")}))
+        .collect();
+    (ids, Value::Array(events))
+}
+
+/// Counts that must agree: rows, distinct ids, and the daily view's sum.
+async fn tallies(query: impl AsyncFn(&str) -> Value) -> (u64, u64, u64) {
+    let v = query(
+        "SELECT (SELECT count() FROM bilten_analytics.events) AS rows, \
+                (SELECT uniqExact(id) FROM bilten_analytics.events) AS ids, \
+                (SELECT sum(events) FROM bilten_analytics.organizer_daily_metrics_mv) AS in_view",
+    )
+    .await;
+    let row = &v["data"][0];
+    (as_u64(&row["rows"]), as_u64(&row["ids"]), as_u64(&row["in_view"]))
+}
+
+/// Sends requests from 4 workers until `stop` is set; records which were
+/// acknowledged (202) and which were not.
+async fn load(base: String, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<Value>, Vec<Value>, usize) {
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let unacked = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (base, stop, acked, unacked) = (base.clone(), stop.clone(), acked.clone(), unacked.clone());
+        workers.push(tokio::spawn(async move {
+            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 2000 {
+                let (_, body) = request(20, w * 10_000 + n);
+                let r = client.post(format!("{base}/v1/events")).json(&body).send().await;
+                match r {
+                    Ok(r) if r.status() == 202 => acked.lock().unwrap().push(body),
+                    _ => unacked.lock().unwrap().push(body),
+                }
+                n += 1;
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let unacked = std::mem::take(&mut *unacked.lock().unwrap());
+    let sent = (acked.len() + unacked.len()) * 20;
+    (acked, unacked, sent)
+}
+
+async fn crash_and_recover(extra: &[(&str, &str)], crash: impl FnOnce(&mut common::process::Server) -> bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = vec![("BILTEN_BATCH__MAX_ROWS", "100")];
+    env.extend_from_slice(extra);
+    let mut server = serve(dir.path(), &env);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loader = tokio::spawn(load(server.base.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let crashed_on_its_own = crash(&mut server);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (acked, unacked, sent) = loader.await.unwrap();
+    assert!(acked.len() > 10, "load too small to mean anything: {} acknowledged", acked.len());
+    if crashed_on_its_own {
+        assert!(server.child.try_wait().unwrap().is_some(), "the failpoint should have aborted the server");
+    }
+    drop(server);
+
+    // The restart replays the log. A client retries what was not
+    // acknowledged, with the same ids, as any at-least-once client does.
+    let server = serve(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    for body in &unacked {
+        let r = client.post(format!("{}/v1/events", server.base)).json(body).send().await.unwrap();
+        assert!(r.status() == 202 || r.status() == 200, "{}", r.status());
+    }
+    server.flush().await;
+    let acked_ids: HashSet<&str> = acked.iter().flat_map(|b| b.as_array().unwrap()).map(|e| e["id"].as_str().unwrap()).collect();
+    let (rows, ids, in_view) = tallies(async |sql| server.query(sql).await).await;
+    assert_eq!(rows, ids, "no event stored twice");
+    assert_eq!(rows as usize, sent, "every event sent is stored: {} acknowledged before the crash", acked_ids.len());
+    assert_eq!(in_view, rows, "the daily view agrees with the table");
+    // Every acknowledged id is among them.
+    let sample: Vec<&&str> = acked_ids.iter().take(200).collect();
+    let list = sample.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
+    let found = server.query(&format!("SELECT count() AS n FROM bilten_analytics.events WHERE id IN ({list})")).await;
+    assert_eq!(as_u64(&found["data"][0]["n"]), sample.len() as u64);
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_and_doubles_nothing() {
+    crash_and_recover(&[], |server| {
+        server.kill9();
+        false
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_crash_between_insert_and_checkpoint_is_not_a_double_insert() {
+    // The fifth successful insert aborts the process before its batch is
+    // confirmed in the log: the replay inserts it again, under the same token.
+    crash_and_recover(&[("FAILPOINTS", "batch::crash_before_checkpoint=4*off->return")], |_| true).await;
+}
+
+#[tokio::test]
+async fn a_storage_outage_delays_but_delivers_exactly_once() {
+    let s = TestServer::start(|c| {
+        c.batch.max_rows = 50;
+        c.batch.retry_initial_backoff = Duration::from_millis(20);
+        c.batch.retry_max_backoff = Duration::from_millis(100);
+    })
+    .await;
+    fail::cfg("storage::insert", "return").unwrap();
+    let mut sent = 0;
+    for n in 0..30 {
+        let (ids, body) = request(10, n);
+        let (status, _) = s.post_json("/v1/events", &body).await;
+        assert_eq!(status, 202, "acknowledged from the log while storage is down");
+        sent += ids.len();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(s.count("events").await, 0, "nothing reached storage during the outage");
+    // Storage comes back, but the first two confirmations are lost in transit:
+    // those batches are retried under the same token and kept once.
+    fail::cfg("storage::lost_ack", "2*return").unwrap();
+    fail::remove("storage::insert");
+    s.flush().await;
+    fail::remove("storage::lost_ack");
+    let (rows, ids, in_view) = tallies(async |sql| {
+        let (status, body) = s.admin_query(sql).await;
+        assert_eq!(status, 200);
+        body
+    })
+    .await;
+    assert_eq!((rows, ids, in_view), (sent as u64, sent as u64, sent as u64));
+    let h: Value = s.client.get(format!("{}/admin/health", s.base)).bearer_auth(common::ADMIN).send().await.unwrap().json().await.unwrap();
+    assert!(as_u64(&h["buffers"]["insert_retries"]) >= 2, "{h}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_torn_log_tail_is_cut_and_everything_before_it_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &[("BILTEN_BATCH__MAX_AGE", "1h")]);
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        let (_, body) = request(10, n);
+        let r = client.post(format!("{}/v1/events", server.base)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    server.kill9();
+    // Power loss mid-write: the last record is cut short.
+    let segment = std::fs::read_dir(dir.path().join("wal"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 7).unwrap();
+
+    let server = serve(dir.path(), &[]);
+    server.flush().await;
+    let v = server.query("SELECT count() AS n FROM bilten_analytics.events").await;
+    assert_eq!(as_u64(&v["data"][0]["n"]), 20, "the two whole requests are kept");
+    assert!(server.logged("torn or corrupt record"), "{:?}", server.log.lock().unwrap());
+}
+
+#[tokio::test]
+async fn a_full_log_answers_503_and_recovers() {
+    let s = TestServer::start(|c| {
+        c.ingest.max_body_bytes = 8 * 1024;
+        c.wal.max_bytes = 16 * 1024;
+        c.wal.segment_bytes = 2 * 1024;
+        c.batch.max_rows = 10;
+        c.batch.retry_initial_backoff = Duration::from_millis(20);
+        c.batch.retry_max_backoff = Duration::from_millis(50);
+    })
+    .await;
+    fail::cfg("storage::insert", "return").unwrap();
+    let mut accepted = 0;
+    let mut refused = None;
+    for n in 0..200 {
+        let (ids, body) = request(10, n);
+        let r = s.client.post(format!("{}/v1/events", s.base)).json(&body).send().await.unwrap();
+        if r.status() == 503 {
+            refused = Some((r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()), r.text().await.unwrap()));
+            break;
+        }
+        assert_eq!(r.status(), 202);
+        accepted += ids.len();
+    }
+    let (retry_after, message) = refused.expect("the log never filled");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert!(message.contains("write-ahead log is full"), "{message}");
+    assert!(accepted > 0);
+
+    fail::remove("storage::insert");
+    s.flush().await;
+    let (ids, body) = request(10, 999);
+    let (status, _) = s.post_json("/v1/events", &body).await;
+    assert_eq!(status, 202, "accepting again once storage drained the log");
+    s.flush().await;
+    assert_eq!(s.count("events").await, (accepted + ids.len()) as u64);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_with_storage_down_leaves_rows_in_the_log_for_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.shutdown_timeout = Duration::from_millis(500);
+    let s = TestServer::start_with(cfg.clone()).await;
+    fail::cfg("storage::insert", "return").unwrap();
+    let (ids, body) = request(12, 0);
+    assert_eq!(s.post_json("/v1/events", &body).await.0, 202);
+    let started = std::time::Instant::now();
+    s.stop().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "the shutdown deadline holds");
+    fail::remove("storage::insert");
+
+    let s = TestServer::start_with(cfg).await;
+    s.flush().await;
+    assert_eq!(s.count("events").await, ids.len() as u64);
+    s.stop().await.unwrap();
+}
