@@ -97,7 +97,10 @@ async fn main() -> anyhow::Result<()> {
             let permit = workers.clone().acquire_owned().await?;
             let (storage, batch) = (storage.clone(), batch.clone());
             inserts.spawn(async move {
-                storage.insert("events", batch, &uuid::Uuid::new_v4().simple().to_string()).await.unwrap();
+                storage
+                    .insert("events", batch, &uuid::Uuid::new_v4().simple().to_string())
+                    .await
+                    .unwrap();
                 drop(permit);
             });
         }

@@ -139,7 +139,12 @@ impl Default for Config {
 
 impl Default for WalSettings {
     fn default() -> Self {
-        WalSettings { enabled: true, dir: None, segment_bytes: 64 << 20, max_bytes: 1 << 30 }
+        WalSettings {
+            enabled: true,
+            dir: None,
+            segment_bytes: 64 << 20,
+            max_bytes: 1 << 30,
+        }
     }
 }
 
@@ -232,7 +237,10 @@ const TOP_LEVEL: &[&str] = &[
 impl Config {
     /// Where the write-ahead log lives.
     pub fn wal_dir(&self) -> PathBuf {
-        self.wal.dir.clone().unwrap_or_else(|| self.storage.embedded.data_dir.join("wal"))
+        self.wal
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.storage.embedded.data_dir.join("wal"))
     }
 
     /// Defaults, then the TOML file if given, then the environment.

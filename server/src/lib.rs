@@ -42,10 +42,10 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::{BoxError, Router};
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use axum::{BoxError, Router};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::decompression::RequestDecompressionLayer;
@@ -73,12 +73,23 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, storage: Arc<dyn Storage>, batcher: Arc<Batcher>, wal: Option<Arc<Wal>>) -> AppState {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Arc<dyn Storage>,
+        batcher: Arc<Batcher>,
+        wal: Option<Arc<Wal>>,
+    ) -> AppState {
         let recent_ids = moka::sync::Cache::builder()
             .max_capacity(config.ingest.dedup_capacity)
             .time_to_live(config.ingest.dedup_window)
             .build();
-        AppState { config, storage, batcher, wal, recent_ids }
+        AppState {
+            config,
+            storage,
+            batcher,
+            wal,
+            recent_ids,
+        }
     }
 }
 
@@ -153,8 +164,13 @@ async fn run(
         }
     }
     let (wal, recovered) = if config.wal.enabled {
-        let wal_cfg = WalConfig { dir: config.wal_dir(), segment_bytes: config.wal.segment_bytes, max_bytes: config.wal.max_bytes };
-        let (wal, recovered) = Wal::open(&wal_cfg).map_err(|e| anyhow::anyhow!("write-ahead log at {}: {e}", wal_cfg.dir.display()))?;
+        let wal_cfg = WalConfig {
+            dir: config.wal_dir(),
+            segment_bytes: config.wal.segment_bytes,
+            max_bytes: config.wal.max_bytes,
+        };
+        let (wal, recovered) = Wal::open(&wal_cfg)
+            .map_err(|e| anyhow::anyhow!("write-ahead log at {}: {e}", wal_cfg.dir.display()))?;
         (Some(Arc::new(wal)), Some(recovered))
     } else {
         tracing::warn!("the write-ahead log is off: a crash loses buffered rows");
@@ -173,7 +189,9 @@ async fn run(
     }
     let timer = batcher.start_timer();
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
-    let served = axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
     timer.abort();
     // Drain what we can within the deadline; the log keeps the rest.
     match tokio::time::timeout(shutdown_timeout, batcher.flush_all()).await {

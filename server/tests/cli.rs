@@ -79,7 +79,11 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
     let status = server.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
-    assert!(server.logged("buffers drained"), "{:?}", server.log.lock().unwrap());
+    assert!(
+        server.logged("buffers drained"),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
 
     // Everything was stored before exit: the restart has nothing to replay.
     let mut server = serve(dir.path(), &[]);

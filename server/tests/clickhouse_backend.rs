@@ -19,7 +19,10 @@ async fn an_insert_sends_the_rows_as_jsoneachrow() {
     let mock = Mock::new();
     let recording = mock.add(handlers::record_ddl());
     let rows = Bytes::from_static(b"{\"event_type\":\"x\",\"organizer_id\":\"o\"}\n{\"event_type\":\"y\",\"organizer_id\":\"o\"}\n");
-    storage(&mock).insert("events", rows.clone(), "tok-1").await.unwrap();
+    storage(&mock)
+        .insert("events", rows.clone(), "tok-1")
+        .await
+        .unwrap();
     assert_eq!(recording.query().await.as_bytes(), &rows[..]);
 }
 

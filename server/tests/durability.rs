@@ -34,23 +34,38 @@ async fn tallies(query: impl AsyncFn(&str) -> Value) -> (u64, u64, u64) {
     )
     .await;
     let row = &v["data"][0];
-    (as_u64(&row["rows"]), as_u64(&row["ids"]), as_u64(&row["in_view"]))
+    (
+        as_u64(&row["rows"]),
+        as_u64(&row["ids"]),
+        as_u64(&row["in_view"]),
+    )
 }
 
 /// Sends requests from 4 workers until `stop` is set; records which were
 /// acknowledged (202) and which were not.
-async fn load(base: String, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<Value>, Vec<Value>, usize) {
+async fn load(
+    base: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (Vec<Value>, Vec<Value>, usize) {
     let acked = Arc::new(Mutex::new(Vec::new()));
     let unacked = Arc::new(Mutex::new(Vec::new()));
     let mut workers = Vec::new();
     for w in 0..4 {
-        let (base, stop, acked, unacked) = (base.clone(), stop.clone(), acked.clone(), unacked.clone());
+        let (base, stop, acked, unacked) =
+            (base.clone(), stop.clone(), acked.clone(), unacked.clone());
         workers.push(tokio::spawn(async move {
-            let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap();
             let mut n = 0;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) && n < 2000 {
                 let (_, body) = request(20, w * 10_000 + n);
-                let r = client.post(format!("{base}/v1/events")).json(&body).send().await;
+                let r = client
+                    .post(format!("{base}/v1/events"))
+                    .json(&body)
+                    .send()
+                    .await;
                 match r {
                     Ok(r) if r.status() == 202 => acked.lock().unwrap().push(body),
                     _ => unacked.lock().unwrap().push(body),
@@ -68,7 +83,10 @@ async fn load(base: String, stop: Arc<std::sync::atomic::AtomicBool>) -> (Vec<Va
     (acked, unacked, sent)
 }
 
-async fn crash_and_recover(extra: &[(&str, &str)], crash: impl FnOnce(&mut common::process::Server) -> bool) {
+async fn crash_and_recover(
+    extra: &[(&str, &str)],
+    crash: impl FnOnce(&mut common::process::Server) -> bool,
+) {
     let dir = tempfile::tempdir().unwrap();
     let mut env = vec![("BILTEN_BATCH__MAX_ROWS", "100")];
     env.extend_from_slice(extra);
@@ -79,9 +97,16 @@ async fn crash_and_recover(extra: &[(&str, &str)], crash: impl FnOnce(&mut commo
     let crashed_on_its_own = crash(&mut server);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, unacked, sent) = loader.await.unwrap();
-    assert!(acked.len() > 10, "load too small to mean anything: {} acknowledged", acked.len());
+    assert!(
+        acked.len() > 10,
+        "load too small to mean anything: {} acknowledged",
+        acked.len()
+    );
     if crashed_on_its_own {
-        assert!(server.child.try_wait().unwrap().is_some(), "the failpoint should have aborted the server");
+        assert!(
+            server.child.try_wait().unwrap().is_some(),
+            "the failpoint should have aborted the server"
+        );
     }
     drop(server);
 
@@ -90,19 +115,41 @@ async fn crash_and_recover(extra: &[(&str, &str)], crash: impl FnOnce(&mut commo
     let server = serve(dir.path(), &[]);
     let client = reqwest::Client::new();
     for body in &unacked {
-        let r = client.post(format!("{}/v1/events", server.base)).json(body).send().await.unwrap();
+        let r = client
+            .post(format!("{}/v1/events", server.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
         assert!(r.status() == 202 || r.status() == 200, "{}", r.status());
     }
     server.flush().await;
-    let acked_ids: HashSet<&str> = acked.iter().flat_map(|b| b.as_array().unwrap()).map(|e| e["id"].as_str().unwrap()).collect();
+    let acked_ids: HashSet<&str> = acked
+        .iter()
+        .flat_map(|b| b.as_array().unwrap())
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     let (rows, ids, in_view) = tallies(async |sql| server.query(sql).await).await;
     assert_eq!(rows, ids, "no event stored twice");
-    assert_eq!(rows as usize, sent, "every event sent is stored: {} acknowledged before the crash", acked_ids.len());
+    assert_eq!(
+        rows as usize,
+        sent,
+        "every event sent is stored: {} acknowledged before the crash",
+        acked_ids.len()
+    );
     assert_eq!(in_view, rows, "the daily view agrees with the table");
     // Every acknowledged id is among them.
     let sample: Vec<&&str> = acked_ids.iter().take(200).collect();
-    let list = sample.iter().map(|id| format!("'{id}'")).collect::<Vec<_>>().join(",");
-    let found = server.query(&format!("SELECT count() AS n FROM bilten_analytics.events WHERE id IN ({list})")).await;
+    let list = sample
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let found = server
+        .query(&format!(
+            "SELECT count() AS n FROM bilten_analytics.events WHERE id IN ({list})"
+        ))
+        .await;
     assert_eq!(as_u64(&found["data"][0]["n"]), sample.len() as u64);
 }
 
@@ -119,7 +166,11 @@ async fn kill_9_under_load_loses_and_doubles_nothing() {
 async fn a_crash_between_insert_and_checkpoint_is_not_a_double_insert() {
     // The fifth successful insert aborts the process before its batch is
     // confirmed in the log: the replay inserts it again, under the same token.
-    crash_and_recover(&[("FAILPOINTS", "batch::crash_before_checkpoint=4*off->return")], |_| true).await;
+    crash_and_recover(
+        &[("FAILPOINTS", "batch::crash_before_checkpoint=4*off->return")],
+        |_| true,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -135,11 +186,18 @@ async fn a_storage_outage_delays_but_delivers_exactly_once() {
     for n in 0..30 {
         let (ids, body) = request(10, n);
         let (status, _) = s.post_json("/v1/events", &body).await;
-        assert_eq!(status, 202, "acknowledged from the log while storage is down");
+        assert_eq!(
+            status, 202,
+            "acknowledged from the log while storage is down"
+        );
         sent += ids.len();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(s.count("events").await, 0, "nothing reached storage during the outage");
+    assert_eq!(
+        s.count("events").await,
+        0,
+        "nothing reached storage during the outage"
+    );
     // Storage comes back, but the first two confirmations are lost in transit:
     // those batches are retried under the same token and kept once.
     fail::cfg("storage::lost_ack", "2*return").unwrap();
@@ -152,8 +210,20 @@ async fn a_storage_outage_delays_but_delivers_exactly_once() {
         body
     })
     .await;
-    assert_eq!((rows, ids, in_view), (sent as u64, sent as u64, sent as u64));
-    let h: Value = s.client.get(format!("{}/admin/health", s.base)).bearer_auth(common::ADMIN).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (rows, ids, in_view),
+        (sent as u64, sent as u64, sent as u64)
+    );
+    let h: Value = s
+        .client
+        .get(format!("{}/admin/health", s.base))
+        .bearer_auth(common::ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(as_u64(&h["buffers"]["insert_retries"]) >= 2, "{h}");
     s.stop().await.unwrap();
 }
@@ -165,7 +235,12 @@ async fn a_torn_log_tail_is_cut_and_everything_before_it_is_kept() {
     let client = reqwest::Client::new();
     for n in 0..3 {
         let (_, body) = request(10, n);
-        let r = client.post(format!("{}/v1/events", server.base)).json(&body).send().await.unwrap();
+        let r = client
+            .post(format!("{}/v1/events", server.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
     }
     server.kill9();
@@ -177,13 +252,28 @@ async fn a_torn_log_tail_is_cut_and_everything_before_it_is_kept() {
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
     let len = std::fs::metadata(&segment).unwrap().len();
-    std::fs::OpenOptions::new().write(true).open(&segment).unwrap().set_len(len - 7).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
 
     let server = serve(dir.path(), &[]);
     server.flush().await;
-    let v = server.query("SELECT count() AS n FROM bilten_analytics.events").await;
-    assert_eq!(as_u64(&v["data"][0]["n"]), 20, "the two whole requests are kept");
-    assert!(server.logged("torn or corrupt record"), "{:?}", server.log.lock().unwrap());
+    let v = server
+        .query("SELECT count() AS n FROM bilten_analytics.events")
+        .await;
+    assert_eq!(
+        as_u64(&v["data"][0]["n"]),
+        20,
+        "the two whole requests are kept"
+    );
+    assert!(
+        server.logged("torn or corrupt record"),
+        "{:?}",
+        server.log.lock().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -202,9 +292,20 @@ async fn a_full_log_answers_503_and_recovers() {
     let mut refused = None;
     for n in 0..200 {
         let (ids, body) = request(10, n);
-        let r = s.client.post(format!("{}/v1/events", s.base)).json(&body).send().await.unwrap();
+        let r = s
+            .client
+            .post(format!("{}/v1/events", s.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         if r.status() == 503 {
-            refused = Some((r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string()), r.text().await.unwrap()));
+            refused = Some((
+                r.headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string()),
+                r.text().await.unwrap(),
+            ));
             break;
         }
         assert_eq!(r.status(), 202);
@@ -236,7 +337,10 @@ async fn shutdown_with_storage_down_leaves_rows_in_the_log_for_the_next_start() 
     assert_eq!(s.post_json("/v1/events", &body).await.0, 202);
     let started = std::time::Instant::now();
     s.stop().await.unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "the shutdown deadline holds");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the shutdown deadline holds"
+    );
     fail::remove("storage::insert");
 
     let s = TestServer::start_with(cfg).await;

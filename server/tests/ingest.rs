@@ -363,8 +363,12 @@ async fn liveness_readiness_and_deep_health() {
 #[tokio::test]
 async fn wait_true_answers_once_storage_has_the_rows() {
     let s = TestServer::start(|c| c.batch.max_age = std::time::Duration::from_secs(3600)).await;
-    let events: Vec<Value> = (0..7).map(|i| json!({"event_type":"x","organizer_id":"o","user_id":format!("u{i}")})).collect();
-    let (status, body) = s.post_json("/v1/events?wait=true", &Value::Array(events)).await;
+    let events: Vec<Value> = (0..7)
+        .map(|i| json!({"event_type":"x","organizer_id":"o","user_id":format!("u{i}")}))
+        .collect();
+    let (status, body) = s
+        .post_json("/v1/events?wait=true", &Value::Array(events))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["stored"], true);
     // No flush: the rows are already in the table.
@@ -377,10 +381,16 @@ async fn a_resent_event_id_is_dropped_as_a_duplicate() {
     let s = TestServer::start(|_| {}).await;
     let event = json!({"id":"0191e2a4-5b6c-7d8e-9f00-112233445566","event_type":"purchase","organizer_id":"o"});
     let (status, body) = s.post_json("/v1/events", &event).await;
-    assert_eq!((status, body["accepted"].clone(), body["duplicates"].clone()), (202, json!(1), json!(0)));
+    assert_eq!(
+        (status, body["accepted"].clone(), body["duplicates"].clone()),
+        (202, json!(1), json!(0))
+    );
     let (status, body) = s.post_json("/v1/events", &json!([event, event])).await;
     assert_eq!(status, 200, "only duplicates: nothing new, nothing wrong");
-    assert_eq!((body["accepted"].clone(), body["duplicates"].clone()), (json!(0), json!(2)));
+    assert_eq!(
+        (body["accepted"].clone(), body["duplicates"].clone()),
+        (json!(0), json!(2))
+    );
     s.flush().await;
     assert_eq!(s.count("events").await, 1);
     s.stop().await.unwrap();

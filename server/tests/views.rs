@@ -231,7 +231,14 @@ async fn views_are_final_before_any_merge() {
             let body = serde_json::to_vec(&events).unwrap();
             let out = ingest::process(table, &body, BodyFormat::Json, 10_000, now).unwrap();
             assert!(out.rejections.is_empty(), "{:?}", out.rejections);
-            storage.insert(table.name(), out.rows.into(), &format!("views-test-{inserts}")).await.unwrap();
+            storage
+                .insert(
+                    table.name(),
+                    out.rows.into(),
+                    &format!("views-test-{inserts}"),
+                )
+                .await
+                .unwrap();
             inserts += 1;
         }
     }

@@ -102,7 +102,9 @@ impl Batcher {
         for b in recovered.sealed {
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
             self.in_flight.lock().unwrap().insert(seq);
-            self.stats.rows_buffered.fetch_add(b.count as u64, Ordering::Relaxed);
+            self.stats
+                .rows_buffered
+                .fetch_add(b.count as u64, Ordering::Relaxed);
             self.dispatch(Sealed {
                 seq,
                 table: b.table,
@@ -121,7 +123,10 @@ impl Batcher {
     /// Seals buffers that reached `max_age`, until the returned task is aborted.
     pub fn start_timer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        let period = (self.cfg.max_age / 5).clamp(std::time::Duration::from_millis(10), std::time::Duration::from_millis(250));
+        let period = (self.cfg.max_age / 5).clamp(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(250),
+        );
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
             loop {
@@ -130,7 +135,10 @@ impl Batcher {
                 let due: Vec<Table> = this
                     .buffers
                     .iter()
-                    .filter(|b| b.oldest.is_some_and(|t| now.duration_since(t) >= this.cfg.max_age))
+                    .filter(|b| {
+                        b.oldest
+                            .is_some_and(|t| now.duration_since(t) >= this.cfg.max_age)
+                    })
                     .map(|b| *b.key())
                     .collect();
                 for table in due {
@@ -142,11 +150,20 @@ impl Batcher {
 
     /// Adds validated rows (JSONEachRow lines, from log record `lsn`) to a
     /// table's buffer. `waiter` hears when they are stored.
-    pub fn push(self: &Arc<Self>, table: Table, rows: &[u8], count: usize, lsn: Option<Lsn>, waiter: Option<oneshot::Sender<()>>) {
+    pub fn push(
+        self: &Arc<Self>,
+        table: Table,
+        rows: &[u8],
+        count: usize,
+        lsn: Option<Lsn>,
+        waiter: Option<oneshot::Sender<()>>,
+    ) {
         if count == 0 {
             return;
         }
-        self.stats.rows_buffered.fetch_add(count as u64, Ordering::Relaxed);
+        self.stats
+            .rows_buffered
+            .fetch_add(count as u64, Ordering::Relaxed);
         let sealed = {
             let mut buf = self.buffers.entry(table).or_default();
             buf.rows.extend_from_slice(rows);
@@ -180,7 +197,10 @@ impl Batcher {
 
     /// Sends a table's buffered rows on their way now.
     pub fn seal(self: &Arc<Self>, table: Table) {
-        let sealed = self.buffers.get_mut(&table).and_then(|mut buf| (buf.count > 0).then(|| self.take(table, &mut buf)));
+        let sealed = self
+            .buffers
+            .get_mut(&table)
+            .and_then(|mut buf| (buf.count > 0).then(|| self.take(table, &mut buf)));
         if let Some(batch) = sealed {
             self.dispatch(batch);
         }
@@ -200,7 +220,9 @@ impl Batcher {
                 // same token and storage would drop the copy.
                 tracing::warn!(error = %e, seal, "could not log a confirmed batch");
             }
-            this.stats.rows_buffered.fetch_sub(batch.count as u64, Ordering::Relaxed);
+            this.stats
+                .rows_buffered
+                .fetch_sub(batch.count as u64, Ordering::Relaxed);
             for waiter in batch.waiters {
                 let _ = waiter.send(());
             }
@@ -220,7 +242,13 @@ impl Batcher {
         };
         let mut backoff = self.cfg.retry_initial_backoff;
         loop {
-            match wal.append(Record::Seal { table: batch.table, lsns: batch.lsns.clone() }).await {
+            match wal
+                .append(Record::Seal {
+                    table: batch.table,
+                    lsns: batch.lsns.clone(),
+                })
+                .await
+            {
                 Ok(lsn) => return lsn,
                 Err(e) => {
                     tracing::error!(error = %e, "could not seal a batch in the write-ahead log; retrying");
@@ -250,7 +278,12 @@ impl Batcher {
 
     /// Rows buffered or in flight, and the age of the oldest buffered row.
     pub fn depth(&self) -> (u64, Option<std::time::Duration>) {
-        let oldest = self.buffers.iter().filter_map(|b| b.oldest).min().map(|t| t.elapsed());
+        let oldest = self
+            .buffers
+            .iter()
+            .filter_map(|b| b.oldest)
+            .min()
+            .map(|t| t.elapsed());
         (self.stats.rows_buffered.load(Ordering::Relaxed), oldest)
     }
 
@@ -263,7 +296,9 @@ impl Batcher {
         while let Some((rows, count, token)) = work.pop() {
             match self.insert_until_stored(table, &rows, &token).await {
                 Ok(()) => {
-                    self.stats.rows_stored.fetch_add(count as u64, Ordering::Relaxed);
+                    self.stats
+                        .rows_stored
+                        .fetch_add(count as u64, Ordering::Relaxed);
                     self.stats.batches_stored.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(_) if count > 1 => {
@@ -280,10 +315,19 @@ impl Batcher {
                     });
                     let mut dead = serde_json::to_vec(&line).expect("serializes");
                     dead.push(b'\n');
-                    if let Err(e) = self.insert_until_stored("dead_letter", &Bytes::from(dead), &format!("{token}d")).await {
+                    if let Err(e) = self
+                        .insert_until_stored(
+                            "dead_letter",
+                            &Bytes::from(dead),
+                            &format!("{token}d"),
+                        )
+                        .await
+                    {
                         tracing::error!(table, error = %e, row = %String::from_utf8_lossy(&rows), "dead_letter refused the row too; it is only in this log line");
                     }
-                    self.stats.rows_dead_lettered.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .rows_dead_lettered
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
@@ -291,7 +335,12 @@ impl Batcher {
 
     /// One insert, retried with capped exponential backoff for as long as
     /// the errors are transient. Returns the first non-transient error.
-    async fn insert_until_stored(&self, table: &str, rows: &Bytes, token: &str) -> Result<(), StorageError> {
+    async fn insert_until_stored(
+        &self,
+        table: &str,
+        rows: &Bytes,
+        token: &str,
+    ) -> Result<(), StorageError> {
         let mut backoff = self.cfg.retry_initial_backoff;
         let mut attempt: u64 = 1;
         loop {
@@ -300,7 +349,9 @@ impl Batcher {
                 None => self.storage.insert(table, rows.clone(), token).await,
             };
             let result = match (result, fail::eval("storage::lost_ack", |_| ())) {
-                (Ok(()), Some(())) => Err(StorageError::Transient("injected: timed out after the insert succeeded".into())),
+                (Ok(()), Some(())) => Err(StorageError::Transient(
+                    "injected: timed out after the insert succeeded".into(),
+                )),
                 (result, _) => result,
             };
             if result.is_ok() {
@@ -376,7 +427,11 @@ mod tests {
             if table != "dead_letter" && text.contains("bad") {
                 return Err(StorageError::Rejected("Code: 27. cannot parse".into()));
             }
-            self.inserts.lock().unwrap().push((table.to_string(), text.lines().count(), token.to_string()));
+            self.inserts.lock().unwrap().push((
+                table.to_string(),
+                text.lines().count(),
+                token.to_string(),
+            ));
             Ok(())
         }
         async fn close(&self) {}
@@ -384,7 +439,12 @@ mod tests {
 
     impl Recorder {
         fn tables(&self) -> Vec<(String, usize)> {
-            self.inserts.lock().unwrap().iter().map(|(t, n, _)| (t.clone(), *n)).collect()
+            self.inserts
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(t, n, _)| (t.clone(), *n))
+                .collect()
         }
     }
 
@@ -399,7 +459,10 @@ mod tests {
     }
 
     fn lines(n: usize) -> Vec<u8> {
-        (0..n).map(|i| format!("{{\"n\":{i}}}\n")).collect::<String>().into_bytes()
+        (0..n)
+            .map(|i| format!("{{\"n\":{i}}}\n"))
+            .collect::<String>()
+            .into_bytes()
     }
 
     #[tokio::test(start_paused = true)]
@@ -431,7 +494,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn keeps_retrying_while_storage_is_down_and_keeps_the_token() {
-        let storage = Arc::new(Recorder { fail_first: AtomicU64::new(40), ..Default::default() });
+        let storage = Arc::new(Recorder {
+            fail_first: AtomicU64::new(40),
+            ..Default::default()
+        });
         let b = Batcher::new(cfg(1000), storage.clone(), None);
         b.push(Table::Events, &lines(5), 5, None, None);
         b.flush_all().await;
@@ -450,9 +516,16 @@ mod tests {
         b.push(Table::Events, &rows, 10, None, None);
         b.flush_all().await;
         let inserts = storage.inserts.lock().unwrap().clone();
-        let stored: usize = inserts.iter().filter(|(t, _, _)| t == "events").map(|(_, n, _)| n).sum();
+        let stored: usize = inserts
+            .iter()
+            .filter(|(t, _, _)| t == "events")
+            .map(|(_, n, _)| n)
+            .sum();
         assert_eq!(stored, 9);
-        let dead: Vec<_> = inserts.iter().filter(|(t, _, _)| t == "dead_letter").collect();
+        let dead: Vec<_> = inserts
+            .iter()
+            .filter(|(t, _, _)| t == "dead_letter")
+            .collect();
         assert_eq!(dead.len(), 1);
         assert_eq!(b.stats.rows_dead_lettered.load(Ordering::Relaxed), 1);
         // Every piece went out under its own token, derived from the batch's.

@@ -66,7 +66,8 @@ impl Outcome {
             start = *end;
         }
         let dropped = self.ids.len() - ids.len();
-        (self.rows, self.ids, self.ends, self.accepted) = (rows, ids, ends, self.accepted - dropped);
+        (self.rows, self.ids, self.ends, self.accepted) =
+            (rows, ids, ends, self.accepted - dropped);
         dropped
     }
 }

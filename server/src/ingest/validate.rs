@@ -433,7 +433,13 @@ mod tests {
         assert!(Uuid::parse_str(r["id"].as_str().unwrap()).is_ok());
         // The id leads the row: replay finds it there without parsing JSON.
         let mut out = Vec::new();
-        let id = validate(Table::Events, json!({"event_type":"x","organizer_id":"o"}), now(), &mut out).unwrap();
+        let id = validate(
+            Table::Events,
+            json!({"event_type":"x","organizer_id":"o"}),
+            now(),
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(super::super::row_ids(&out).collect::<Vec<_>>(), vec![id]);
     }
 

@@ -1,8 +1,8 @@
 //! `POST /v1/events`, `/v1/page-views`, `/v1/ticket-sales`.
 
 use axum::Json;
-use axum::extract::{Query, State};
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -35,15 +35,30 @@ pub struct Params {
 
 type Reply = Result<(StatusCode, Json<IngestResponse>), ApiError>;
 
-pub async fn events(state: State<AppState>, q: Query<Params>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+pub async fn events(
+    state: State<AppState>,
+    q: Query<Params>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
     ingest(Table::Events, state, q, headers, body).await
 }
 
-pub async fn page_views(state: State<AppState>, q: Query<Params>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+pub async fn page_views(
+    state: State<AppState>,
+    q: Query<Params>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
     ingest(Table::PageViews, state, q, headers, body).await
 }
 
-pub async fn ticket_sales(state: State<AppState>, q: Query<Params>, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Reply {
+pub async fn ticket_sales(
+    state: State<AppState>,
+    q: Query<Params>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
     ingest(Table::TicketSales, state, q, headers, body).await
 }
 
@@ -55,13 +70,25 @@ async fn ingest(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let format = BodyFormat::from_content_type(content_type).ok_or_else(|| ApiError::UnsupportedMediaType(content_type.to_string()))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let format = BodyFormat::from_content_type(content_type)
+        .ok_or_else(|| ApiError::UnsupportedMediaType(content_type.to_string()))?;
     let body = body.map_err(|e| match e.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(app.config.ingest.max_body_bytes),
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge(app.config.ingest.max_body_bytes)
+        }
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let mut outcome = ingest::process(table, &body, format, app.config.ingest.max_events_per_request, chrono::Utc::now())?;
+    let mut outcome = ingest::process(
+        table,
+        &body,
+        format,
+        app.config.ingest.max_events_per_request,
+        chrono::Utc::now(),
+    )?;
     // An id seen within the window (in this request or an earlier one) is a
     // resend: drop it. Claimed atomically, so two racing resends keep one.
     let duplicates = outcome.retain(|id| app.recent_ids.entry(*id).or_insert(()).is_fresh());
@@ -78,7 +105,11 @@ async fn ingest(
                 wal.max_bytes()
             )));
         }
-        let record = Record::Rows { table, count: outcome.accepted as u32, rows: rows.clone() };
+        let record = Record::Rows {
+            table,
+            count: outcome.accepted as u32,
+            rows: rows.clone(),
+        };
         match wal.append(record).await {
             Ok(l) => lsn = Some(l),
             Err(e) => {
@@ -94,7 +125,8 @@ async fn ingest(
         }
         false => (None, None),
     };
-    app.batcher.push(table, &rows, outcome.accepted, lsn, waiter);
+    app.batcher
+        .push(table, &rows, outcome.accepted, lsn, waiter);
     let mut confirmed = false;
     if let Some(rx) = stored {
         app.batcher.seal(table);

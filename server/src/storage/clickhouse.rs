@@ -99,7 +99,9 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
-        let mut insert = self.client.insert_formatted_with(super::insert_statement(table, token));
+        let mut insert = self
+            .client
+            .insert_formatted_with(super::insert_statement(table, token));
         insert.send(rows).await.map_err(classify)?;
         insert.end().await.map_err(classify)
     }

@@ -102,7 +102,9 @@ pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
 /// retried batch a no-op in the table and in every dependent view.
 pub fn insert_statement(table: &str, token: &str) -> String {
     assert!(
-        token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
         "deduplication tokens are generated, never user input: {token:?}"
     );
     format!(

@@ -40,9 +40,18 @@ const GROUP_BYTES: usize = 8 << 20;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
-    Rows { table: Table, count: u32, rows: Bytes },
-    Seal { table: Table, lsns: Vec<Lsn> },
-    Done { seal: Lsn },
+    Rows {
+        table: Table,
+        count: u32,
+        rows: Bytes,
+    },
+    Seal {
+        table: Table,
+        lsns: Vec<Lsn>,
+    },
+    Done {
+        seal: Lsn,
+    },
 }
 
 impl Record {
@@ -86,7 +95,10 @@ impl Record {
     fn decode(payload: &[u8]) -> Option<(Lsn, Record)> {
         let lsn = u64::from_le_bytes(payload.get(..8)?.try_into().ok()?);
         let body = payload.get(9..)?;
-        let u32_at = |b: &[u8], i: usize| b.get(i..i + 4).map(|s| u32::from_le_bytes(s.try_into().unwrap()));
+        let u32_at = |b: &[u8], i: usize| {
+            b.get(i..i + 4)
+                .map(|s| u32::from_le_bytes(s.try_into().unwrap()))
+        };
         let record = match payload.get(8)? {
             1 => Record::Rows {
                 table: table_from(*body.first()?)?,
@@ -95,10 +107,19 @@ impl Record {
             },
             2 => {
                 let n = u32_at(body, 1)? as usize;
-                let lsns = body.get(5..5 + n * 8)?.chunks(8).map(|c| u64::from_le_bytes(c.try_into().unwrap())).collect();
-                Record::Seal { table: table_from(*body.first()?)?, lsns }
+                let lsns = body
+                    .get(5..5 + n * 8)?
+                    .chunks(8)
+                    .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                Record::Seal {
+                    table: table_from(*body.first()?)?,
+                    lsns,
+                }
             }
-            3 => Record::Done { seal: u64::from_le_bytes(body.get(..8)?.try_into().ok()?) },
+            3 => Record::Done {
+                seal: u64::from_le_bytes(body.get(..8)?.try_into().ok()?),
+            },
             _ => return None,
         };
         Some((lsn, record))
@@ -176,7 +197,9 @@ impl Wal {
         let (writer, recovered) = Writer::recover(cfg)?;
         let live_bytes = writer.live_bytes.clone();
         let (tx, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new().name("wal-writer".into()).spawn(move || writer.run(rx))?;
+        let thread = std::thread::Builder::new()
+            .name("wal-writer".into())
+            .spawn(move || writer.run(rx))?;
         let wal = Wal {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
@@ -197,7 +220,8 @@ impl Wal {
         if !sent {
             return Err(io::Error::other("the write-ahead log is closed"));
         }
-        rx.await.map_err(|_| io::Error::other("the write-ahead log writer stopped"))?
+        rx.await
+            .map_err(|_| io::Error::other("the write-ahead log writer stopped"))?
     }
 
     /// Bytes of log on disk: everything not yet confirmed by storage.
@@ -299,7 +323,11 @@ impl Writer {
                         last_lsn = lsn;
                         offset = next;
                         match record {
-                            Record::Rows { table, count, rows: r } => {
+                            Record::Rows {
+                                table,
+                                count,
+                                rows: r,
+                            } => {
                                 rows.insert(lsn, (table, count, r));
                             }
                             Record::Seal { table, lsns } => {
@@ -325,11 +353,18 @@ impl Writer {
                     }
                 }
             }
-            let bytes = if cut { offset as u64 } else { data.len() as u64 };
+            let bytes = if cut {
+                offset as u64
+            } else {
+                data.len() as u64
+            };
             segments.push_back(Segment { first, path, bytes });
         }
 
-        let mut recovered = Recovered { logged: rows.values().map(|(_, _, r)| r.clone()).collect(), ..Recovered::default() };
+        let mut recovered = Recovered {
+            logged: rows.values().map(|(_, _, r)| r.clone()).collect(),
+            ..Recovered::default()
+        };
         let mut pending = BTreeSet::new();
         let mut seal_map = HashMap::new();
         let mut sealed_rows = HashSet::new();
@@ -347,13 +382,23 @@ impl Writer {
                         batch_rows.extend_from_slice(r);
                         count += *c as usize;
                     }
-                    None => tracing::error!(seal, lsn = l, "sealed batch refers to a record the log no longer has"),
+                    None => tracing::error!(
+                        seal,
+                        lsn = l,
+                        "sealed batch refers to a record the log no longer has"
+                    ),
                 }
             }
             pending.insert(*seal);
             pending.extend(lsns.iter().copied());
             seal_map.insert(*seal, lsns.clone());
-            recovered.sealed.push(RecoveredBatch { seal: *seal, table: *table, lsns: lsns.clone(), count, rows: batch_rows.into() });
+            recovered.sealed.push(RecoveredBatch {
+                seal: *seal,
+                table: *table,
+                lsns: lsns.clone(),
+                count,
+                rows: batch_rows.into(),
+            });
         }
         for (lsn, (table, count, r)) in rows {
             if !sealed_rows.contains(&lsn) {
@@ -368,7 +413,11 @@ impl Writer {
         let path = cfg.dir.join(segment_name(next_lsn));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(&cfg.dir)?;
-        segments.push_back(Segment { first: next_lsn, path, bytes: 0 });
+        segments.push_back(Segment {
+            first: next_lsn,
+            path,
+            bytes: 0,
+        });
         let live = segments.iter().map(|s| s.bytes).sum();
         let mut writer = Writer {
             dir: cfg.dir.clone(),
@@ -414,7 +463,9 @@ impl Writer {
             // replay. So the log stops taking writes (ingest answers 503)
             // until an operator looks and restarts.
             let result = if self.failed {
-                Err(io::Error::other("the write-ahead log failed earlier and takes no more writes"))
+                Err(io::Error::other(
+                    "the write-ahead log failed earlier and takes no more writes",
+                ))
             } else {
                 self.write_group(&group)
             };
@@ -454,14 +505,17 @@ impl Writer {
         self.file.write_all(&buf)?;
         if durable {
             // Fault injection: a slow disk (`wal::fsync=return(200)` sleeps 200 ms).
-            if let Some(ms) = fail::eval("wal::fsync", |arg| arg.and_then(|a| a.parse().ok()).unwrap_or(100u64)) {
+            if let Some(ms) = fail::eval("wal::fsync", |arg| {
+                arg.and_then(|a| a.parse().ok()).unwrap_or(100u64)
+            }) {
                 std::thread::sleep(std::time::Duration::from_millis(ms));
             }
             self.file.sync_data()?;
         }
         let seg = self.segments.back_mut().expect("an active segment");
         seg.bytes += buf.len() as u64;
-        self.live_bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.live_bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
 
         let mut resolved = false;
         for (Op::Append(record, _), lsn) in group.iter().zip(&lsns) {
@@ -496,7 +550,11 @@ impl Writer {
         let path = self.dir.join(segment_name(self.next_lsn));
         self.file = OpenOptions::new().create(true).append(true).open(&path)?;
         sync_dir(&self.dir)?;
-        self.segments.push_back(Segment { first: self.next_lsn, path, bytes: 0 });
+        self.segments.push_back(Segment {
+            first: self.next_lsn,
+            path,
+            bytes: 0,
+        });
         Ok(())
     }
 
@@ -541,11 +599,19 @@ mod tests {
     use super::*;
 
     fn cfg(dir: &Path) -> WalConfig {
-        WalConfig { dir: dir.to_path_buf(), segment_bytes: 300, max_bytes: 1 << 20 }
+        WalConfig {
+            dir: dir.to_path_buf(),
+            segment_bytes: 300,
+            max_bytes: 1 << 20,
+        }
     }
 
     fn rows(n: u32) -> Record {
-        Record::Rows { table: Table::Events, count: n, rows: Bytes::from(format!("{{\"n\":{n}}}\n")) }
+        Record::Rows {
+            table: Table::Events,
+            count: n,
+            rows: Bytes::from(format!("{{\"n\":{n}}}\n")),
+        }
     }
 
     #[tokio::test]
@@ -557,8 +623,20 @@ mod tests {
             let a = wal.append(rows(1)).await.unwrap();
             let b = wal.append(rows(2)).await.unwrap();
             let c = wal.append(rows(3)).await.unwrap();
-            let s1 = wal.append(Record::Seal { table: Table::Events, lsns: vec![a] }).await.unwrap();
-            let s2 = wal.append(Record::Seal { table: Table::Events, lsns: vec![b] }).await.unwrap();
+            let s1 = wal
+                .append(Record::Seal {
+                    table: Table::Events,
+                    lsns: vec![a],
+                })
+                .await
+                .unwrap();
+            let s2 = wal
+                .append(Record::Seal {
+                    table: Table::Events,
+                    lsns: vec![b],
+                })
+                .await
+                .unwrap();
             wal.append(Record::Done { seal: s1 }).await.unwrap();
             assert_eq!((a, b, c, s2), (1, 2, 3, 5));
             wal.close();
@@ -587,14 +665,24 @@ mod tests {
         let seg = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0)
-            .next()
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0
+            })
             .unwrap();
         let len = std::fs::metadata(&seg).unwrap().len();
-        OpenOptions::new().write(true).open(&seg).unwrap().set_len(len - 3).unwrap();
+        OpenOptions::new()
+            .write(true)
+            .open(&seg)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
         let (_, rec) = Wal::open(&cfg(dir.path())).unwrap();
         let kept: Vec<u32> = rec.unsealed.iter().map(|r| r.2).collect();
-        assert_eq!(kept, vec![1, 2], "the two whole records survive, the torn one is dropped");
+        assert_eq!(
+            kept,
+            vec![1, 2],
+            "the two whole records survive, the torn one is dropped"
+        );
         // A flipped byte is caught by the checksum the same way.
         let mut data = std::fs::read(&seg).unwrap();
         data[HEADER + 10] ^= 0xff;
@@ -612,11 +700,32 @@ mod tests {
             lsns.push(wal.append(rows(n)).await.unwrap());
         }
         let before = wal.live_bytes();
-        let segments = || std::fs::read_dir(dir.path()).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "wal")).count();
+        let segments = || {
+            std::fs::read_dir(dir.path())
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .path()
+                        .extension()
+                        .is_some_and(|x| x == "wal")
+                })
+                .count()
+        };
         assert!(segments() > 3, "small segments rotate");
-        let seal = wal.append(Record::Seal { table: Table::Events, lsns: lsns.clone() }).await.unwrap();
+        let seal = wal
+            .append(Record::Seal {
+                table: Table::Events,
+                lsns: lsns.clone(),
+            })
+            .await
+            .unwrap();
         wal.append(Record::Done { seal }).await.unwrap();
-        assert!(wal.live_bytes() < before / 2, "{} vs {before}", wal.live_bytes());
+        assert!(
+            wal.live_bytes() < before / 2,
+            "{} vs {before}",
+            wal.live_bytes()
+        );
         assert!(segments() <= 2);
         drop(wal);
         let (_, rec) = Wal::open(&cfg(dir.path())).unwrap();

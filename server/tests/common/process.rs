@@ -12,14 +12,23 @@ pub const TOKEN: &str = "cli-token";
 
 pub fn cmd(data: &std::path::Path) -> Command {
     let mut c = Command::new(BIN);
-    c.env("BILTEN_DATA_DIR", data).env("BILTEN_ADMIN_TOKEN", TOKEN).env("RUST_LOG", "info");
+    c.env("BILTEN_DATA_DIR", data)
+        .env("BILTEN_ADMIN_TOKEN", TOKEN)
+        .env("RUST_LOG", "info");
     c
 }
 
 /// Runs to the end; success and everything it printed.
 pub fn run(c: &mut Command) -> (bool, String) {
     let out = c.output().unwrap();
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
 }
 
 pub struct Server {
@@ -32,7 +41,10 @@ pub struct Server {
 /// Starts `serve` on port 0; the address comes from its log.
 pub fn serve(data: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     let mut c = cmd(data);
-    c.args(["serve", "--listen", "127.0.0.1:0"]).envs(extra.iter().copied()).stderr(Stdio::piped()).stdout(Stdio::null());
+    c.args(["serve", "--listen", "127.0.0.1:0"])
+        .envs(extra.iter().copied())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
     let mut child = c.spawn().unwrap();
     let stderr = child.stderr.take().unwrap();
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -41,20 +53,32 @@ pub fn serve(data: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..].chars().take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':').collect();
+                let addr: String = line[i + 5..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                    .collect();
                 let _ = tx.send(addr);
             }
             lines.lock().unwrap().push(line);
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
-    Server { child, base: format!("http://{addr}"), log }
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("server did not start: {:?}", log.lock().unwrap()));
+    Server {
+        child,
+        base: format!("http://{addr}"),
+        log,
+    }
 }
 
 impl Server {
     /// SIGTERM, then waits up to 30 s for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         for _ in 0..300 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
@@ -76,13 +100,24 @@ impl Server {
     }
 
     pub async fn query(&self, sql: &str) -> serde_json::Value {
-        let r = reqwest::Client::new().post(format!("{}/admin/query", self.base)).bearer_auth(TOKEN).body(sql.to_string()).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{}/admin/query", self.base))
+            .bearer_auth(TOKEN)
+            .body(sql.to_string())
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         r.json().await.unwrap()
     }
 
     pub async fn flush(&self) {
-        let r = reqwest::Client::new().post(format!("{}/admin/flush", self.base)).bearer_auth(TOKEN).send().await.unwrap();
+        let r = reqwest::Client::new()
+            .post(format!("{}/admin/flush", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
     }
 }
