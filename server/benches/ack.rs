@@ -10,6 +10,8 @@
 //!
 //! With the log on, a 202 means fsynced; concurrent requests share an fsync.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,15 +22,6 @@ use bilten_analytics::storage::{self, Storage};
 use bilten_analytics::wal::{Record, Wal, WalConfig};
 use bilten_analytics::{AppState, ops, router};
 use serde_json::{Value, json};
-
-fn arg(name: &str, default: f64) -> f64 {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn body(size: usize, seq: &mut u64) -> String {
     let events: Vec<Value> = (0..size)
@@ -154,8 +147,8 @@ async fn throughput(url: &str, size: usize, seconds: f64) -> f64 {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let seconds = arg("--seconds", 5.0);
-    let rate = arg("--rate", 10_000.0);
+    let seconds = common::arg("--seconds", 5.0);
+    let rate = common::arg("--rate", 10_000.0);
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
@@ -184,7 +177,7 @@ async fn main() -> anyhow::Result<()> {
         "| log | events/request | ack p50 ms | ack p99 ms | acknowledged events/s | shed (503) | max throughput events/s |"
     );
     println!("|---|---|---|---|---|---|---|");
-    let only = arg("--size", 0.0) as usize;
+    let only = common::arg("--size", 0.0) as usize;
     for size in [1usize, 10, 100]
         .into_iter()
         .filter(|s| only == 0 || *s == only)

@@ -11,6 +11,8 @@
 //!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
 //! - validate: decoding and validation alone, on one core.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -22,20 +24,11 @@ use bilten_analytics::{AppState, ops, router, storage};
 use bytes::Bytes;
 use serde_json::Value;
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rows = arg("--rows", 200_000);
-    let rounds = arg("--rounds", 3);
-    let per_request = arg("--batch", 1000);
+    let rows = common::arg("--rows", 200_000);
+    let rounds = common::arg("--rounds", 3);
+    let per_request = common::arg("--batch", 1000);
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();

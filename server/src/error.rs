@@ -27,6 +27,8 @@ pub enum ApiError {
     AdminDisabled,
     #[error("{0}")]
     BadQuery(String),
+    #[error("no such route: events go to /v1/events, /v1/page-views or /v1/ticket-sales")]
+    NotFound,
     /// Over capacity right now (full log, too many requests): retry later.
     #[error("{0}")]
     Overloaded(String),
@@ -58,6 +60,7 @@ impl IntoResponse for ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };

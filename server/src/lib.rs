@@ -96,9 +96,7 @@ impl AppState {
 /// Builds the whole HTTP API from its dependencies.
 pub fn router(state: AppState) -> Router {
     let ingest = Router::new()
-        .route("/v1/events", post(routes::ingest::events))
-        .route("/v1/page-views", post(routes::ingest::page_views))
-        .route("/v1/ticket-sales", post(routes::ingest::ticket_sales))
+        .route("/v1/{kind}", post(routes::ingest::ingest))
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_ingest_key,

@@ -186,14 +186,6 @@ impl Generator {
     }
 }
 
-fn route(table: Table) -> &'static str {
-    match table {
-        Table::Events => "/v1/events",
-        Table::PageViews => "/v1/page-views",
-        Table::TicketSales => "/v1/ticket-sales",
-    }
-}
-
 #[derive(Default)]
 struct Counters {
     sent: AtomicU64,
@@ -247,7 +239,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             let permit = permits.clone().acquire_owned().await?;
             let (client, counters, latencies) =
                 (client.clone(), counters.clone(), latencies.clone());
-            let url = format!("{}{}", args.target.trim_end_matches('/'), route(table));
+            let url = format!("{}/v1/{}", args.target.trim_end_matches('/'), table.route());
             let key = args.api_key.clone();
             tasks.spawn(async move {
                 let _permit = permit;

@@ -48,14 +48,6 @@ fn by_table(chunk: &[(Table, Value)]) -> Vec<(Table, Vec<Value>)> {
         .collect()
 }
 
-fn route(t: Table) -> &'static str {
-    match t {
-        Table::Events => "/v1/events",
-        Table::PageViews => "/v1/page-views",
-        Table::TicketSales => "/v1/ticket-sales",
-    }
-}
-
 /// The seed document's SQL, character for character.
 const SEED_QUERIES: &[&str] = &[
     "-- Daily event counts by organizer
@@ -130,7 +122,10 @@ async fn a_generated_dataset_end_to_end() {
     for chunk in data.chunks(25) {
         for (table, events) in by_table(chunk) {
             let (status, body) = s
-                .post_json(route(table), &Value::Array(events.clone()))
+                .post_json(
+                    &format!("/v1/{}", table.route()),
+                    &Value::Array(events.clone()),
+                )
                 .await;
             assert_eq!(status, 202, "{body}");
             assert_eq!(

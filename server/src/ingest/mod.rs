@@ -21,6 +21,19 @@ pub enum Table {
 impl Table {
     pub const ALL: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
 
+    /// The last part of its ingest route, `/v1/<route>`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Table::Events => "events",
+            Table::PageViews => "page-views",
+            Table::TicketSales => "ticket-sales",
+        }
+    }
+
+    pub fn from_route(route: &str) -> Option<Table> {
+        Table::ALL.into_iter().find(|t| t.route() == route)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Table::Events => "events",

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -35,41 +35,16 @@ pub struct Params {
 
 type Reply = Result<(StatusCode, Json<IngestResponse>), ApiError>;
 
-pub async fn events(
-    state: State<AppState>,
-    q: Query<Params>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    ingest(Table::Events, state, q, headers, body).await
-}
-
-pub async fn page_views(
-    state: State<AppState>,
-    q: Query<Params>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    ingest(Table::PageViews, state, q, headers, body).await
-}
-
-pub async fn ticket_sales(
-    state: State<AppState>,
-    q: Query<Params>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Reply {
-    ingest(Table::TicketSales, state, q, headers, body).await
-}
-
-#[tracing::instrument(skip_all, fields(table = table.name()))]
-async fn ingest(
-    table: Table,
+/// `POST /v1/{kind}`: `events`, `page-views` or `ticket-sales`.
+#[tracing::instrument(skip_all, fields(kind = %kind))]
+pub async fn ingest(
+    Path(kind): Path<String>,
     State(app): State<AppState>,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
+    let table = Table::from_route(&kind).ok_or(ApiError::NotFound)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
