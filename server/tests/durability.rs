@@ -348,3 +348,47 @@ async fn shutdown_with_storage_down_leaves_rows_in_the_log_for_the_next_start() 
     assert_eq!(s.count("events").await, ids.len() as u64);
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_disk_sheds_load_instead_of_queueing_without_bound() {
+    let s = TestServer::start(|c| c.ingest.max_in_flight = 4).await;
+    // Every fsync takes 300 ms.
+    fail::cfg("wal::fsync", "return(300)").unwrap();
+    let mut requests = Vec::new();
+    for n in 0..16 {
+        let (ids, body) = request(5, n);
+        let (client, url) = (s.client.clone(), format!("{}/v1/events", s.base));
+        requests.push(tokio::spawn(async move {
+            (
+                ids.len(),
+                client
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            )
+        }));
+    }
+    let mut acked = 0;
+    let mut shed = 0;
+    for r in requests {
+        match r.await.unwrap() {
+            (n, 202) => acked += n,
+            (_, 503) => shed += 1,
+            (_, other) => panic!("unexpected status {other}"),
+        }
+    }
+    fail::remove("wal::fsync");
+    assert!(shed > 0, "past max_in_flight requests are shed at once");
+    assert!(acked > 0, "requests within the limit are served, slowly");
+    s.flush().await;
+    assert_eq!(
+        s.count("events").await,
+        acked as u64,
+        "exactly the acknowledged events are stored"
+    );
+    s.stop().await.unwrap();
+}

@@ -126,7 +126,10 @@ async fn malformed_wrong_type_and_oversized_bodies_are_clear_4xx() {
 
     let (status, body) = s.post_json("/v1/clicks", &json!({})).await;
     assert_eq!(status, 404);
-    assert!(body["error"].as_str().unwrap().contains("/v1/page-views"), "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("/v1/page-views"),
+        "{body}"
+    );
 
     let (status, body) = s.post("/v1/events", "text/plain", b"{}".to_vec()).await;
     assert_eq!(status, 415);
