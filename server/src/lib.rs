@@ -24,6 +24,7 @@
 //!   and `clickhouse` (the official crate over HTTP).
 //! - [`ops`]: schema migrations.
 //! - [`routes`]: thin axum handlers; [`error`]: the one `IntoResponse`.
+//! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
 //!
 //! [`serve`] is what `main` and the end-to-end tests both call.
@@ -36,6 +37,7 @@ pub mod loadgen;
 pub mod ops;
 pub mod routes;
 pub mod storage;
+pub mod telemetry;
 pub mod wal;
 
 use std::future::Future;
@@ -124,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/admin", admin)
         .route("/health", get(routes::health::live))
         .route("/ready", get(routes::health::ready))
+        .route("/metrics", get(routes::health::metrics))
         .with_state(state)
         // Outermost first: trace every request; inflate gzip bodies; the body
         // limit applies to the inflated bytes, so a small gzip bomb is a 413.
@@ -176,6 +179,7 @@ async fn run(
     };
     let batcher = Batcher::new(config.batch.clone(), storage.clone(), wal.clone());
     let shutdown_timeout = config.shutdown_timeout;
+    telemetry::handle();
     let state = AppState::new(Arc::new(config), storage, batcher.clone(), wal.clone());
     if let Some(recovered) = recovered {
         // A client whose 202 was lost in the crash will resend: remember

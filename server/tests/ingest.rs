@@ -402,3 +402,38 @@ async fn a_resent_event_id_is_dropped_as_a_duplicate() {
     assert_eq!(s.count("events").await, 1);
     s.stop().await.unwrap();
 }
+
+/// The value of the sample of `name` whose labels include all of `labels`.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .find(|l| labels.iter().all(|want| l.contains(want)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test]
+async fn prometheus_metrics_count_requests_events_rejections_and_flushes() {
+    let s = TestServer::start(|_| {}).await;
+    let events = json!([
+        {"event_type":"x","organizer_id":"o"},
+        {"event_type":"x","organizer_id":"o"},
+        {"event_type":"x","organizer_id":"o"},
+        {"event_type":"x"}
+    ]);
+    assert_eq!(s.post_json("/v1/events", &events).await.0, 202);
+    assert_eq!(s.post("/v1/events", "text/plain", b"{}".to_vec()).await.0, 415);
+    s.flush().await;
+    let text = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+    let get = |name, labels: &[&str]| sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
+    assert_eq!(get("bilten_ingest_events_total", &["table=\"events\"", "outcome=\"accepted\""]), 3.0);
+    assert_eq!(get("bilten_ingest_events_total", &["table=\"events\"", "outcome=\"rejected\""]), 1.0);
+    assert_eq!(get("bilten_ingest_rejections_total", &["field=\"organizer_id\""]), 1.0);
+    assert_eq!(get("bilten_ingest_requests_total", &["status=\"202\""]), 1.0);
+    assert_eq!(get("bilten_ingest_requests_total", &["status=\"415\""]), 1.0);
+    assert_eq!(get("bilten_rows_stored_total", &["table=\"events\""]), 3.0);
+    assert_eq!(get("bilten_flush_rows_count", &["table=\"events\""]), 1.0);
+    assert_eq!(get("bilten_buffer_rows", &[]), 0.0);
+    assert!(get("bilten_wal_max_bytes", &[]) > 0.0);
+    assert!(text.contains("# HELP bilten_ingest_events_total"), "described");
+    s.stop().await.unwrap();
+}

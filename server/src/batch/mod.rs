@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::config::BatchConfig;
 use crate::ingest::Table;
 use crate::storage::{Storage, StorageError};
+use crate::telemetry;
 use crate::wal::{Lsn, Record, Recovered, Wal};
 
 pub struct Batcher {
@@ -210,6 +211,7 @@ impl Batcher {
         let this = self.clone();
         tokio::spawn(async move {
             let _permit = this.workers.clone().acquire_owned().await;
+            let started = std::time::Instant::now();
             let seal = this.seal_in_log(&batch).await;
             let token = format!("{}-{seal}", this.token_prefix);
             this.store(&batch, &token).await;
@@ -223,6 +225,10 @@ impl Batcher {
             this.stats
                 .rows_buffered
                 .fetch_sub(batch.count as u64, Ordering::Relaxed);
+            let table = batch.table.name();
+            metrics::histogram!(telemetry::FLUSH_DURATION, "table" => table)
+                .record(started.elapsed().as_secs_f64());
+            metrics::histogram!(telemetry::FLUSH_ROWS, "table" => table).record(batch.count as f64);
             for waiter in batch.waiters {
                 let _ = waiter.send(());
             }
@@ -296,6 +302,8 @@ impl Batcher {
         while let Some((rows, count, token)) = work.pop() {
             match self.insert_until_stored(table, &rows, &token).await {
                 Ok(()) => {
+                    metrics::counter!(telemetry::ROWS_STORED, "table" => table)
+                        .increment(count as u64);
                     self.stats
                         .rows_stored
                         .fetch_add(count as u64, Ordering::Relaxed);
@@ -328,6 +336,7 @@ impl Batcher {
                     self.stats
                         .rows_dead_lettered
                         .fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(telemetry::ROWS_DEAD_LETTERED, "table" => table).increment(1);
                 }
             }
         }
@@ -356,6 +365,14 @@ impl Batcher {
             };
             if result.is_ok() {
                 fail::eval("batch::crash_before_checkpoint", |_| std::process::abort());
+            }
+            if let Err(e) = &result {
+                let kind = if e.is_transient() {
+                    "transient"
+                } else {
+                    "rejected"
+                };
+                metrics::counter!(telemetry::STORAGE_ERRORS, "kind" => kind).increment(1);
             }
             match result {
                 Err(e) if e.is_transient() => {

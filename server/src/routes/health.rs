@@ -37,3 +37,23 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         ),
     }
 }
+
+/// `GET /metrics`, in Prometheus' text format.
+pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
+    let handle = crate::telemetry::handle();
+    let (rows, oldest) = app.batcher.depth();
+    metrics::gauge!(crate::telemetry::BUFFER_ROWS).set(rows as f64);
+    metrics::gauge!(crate::telemetry::BUFFER_OLDEST_AGE)
+        .set(oldest.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+    if let Some(wal) = &app.wal {
+        metrics::gauge!(crate::telemetry::WAL_BYTES).set(wal.live_bytes() as f64);
+        metrics::gauge!(crate::telemetry::WAL_MAX_BYTES).set(wal.max_bytes() as f64);
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        handle.render(),
+    )
+}

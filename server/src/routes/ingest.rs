@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::ingest::{self, BodyFormat, Rejection, Table};
+use crate::telemetry;
 use crate::wal::Record;
 
 #[derive(Debug, Serialize)]
@@ -39,12 +40,54 @@ type Reply = Result<(StatusCode, Json<IngestResponse>), ApiError>;
 #[tracing::instrument(skip_all, fields(kind = %kind))]
 pub async fn ingest(
     Path(kind): Path<String>,
+    state: State<AppState>,
+    query: Query<Params>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Reply {
+    let table = Table::from_route(&kind).ok_or(ApiError::NotFound)?;
+    let reply = accept(table, state, query, headers, body).await;
+    let status = match &reply {
+        Ok((status, Json(r))) => {
+            record_outcome(table, r);
+            *status
+        }
+        Err(e) => e.status(),
+    };
+    metrics::counter!(telemetry::INGEST_REQUESTS, "table" => table.name(), "status" => status.as_str().to_string()).increment(1);
+    reply
+}
+
+/// Counts per request, from the response: never per event.
+fn record_outcome(table: Table, r: &IngestResponse) {
+    let events = |outcome: &'static str, n: usize| {
+        metrics::counter!(telemetry::INGEST_EVENTS, "table" => table.name(), "outcome" => outcome)
+            .increment(n as u64)
+    };
+    events("accepted", r.accepted);
+    events("rejected", r.rejected);
+    events("duplicate", r.duplicates);
+    let mut by_field: Vec<(&'static str, u64)> = Vec::new();
+    for e in &r.errors {
+        let field = telemetry::field_label(e.field.as_deref());
+        match by_field.iter_mut().find(|(f, _)| *f == field) {
+            Some((_, n)) => *n += 1,
+            None => by_field.push((field, 1)),
+        }
+    }
+    for (field, n) in by_field {
+        metrics::counter!(telemetry::INGEST_REJECTIONS, "table" => table.name(), "field" => field)
+            .increment(n);
+    }
+}
+
+async fn accept(
+    table: Table,
     State(app): State<AppState>,
     Query(params): Query<Params>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
-    let table = Table::from_route(&kind).ok_or(ApiError::NotFound)?;
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

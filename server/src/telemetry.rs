@@ -1,0 +1,125 @@
+//! Prometheus metrics: names in one place, `<namespace>_<name>_<unit>`, labels
+//! of low cardinality (table, outcome, field of a known schema, error kind).
+//! Recorded per request or per batch, never per event.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+pub const INGEST_REQUESTS: &str = "bilten_ingest_requests_total";
+pub const INGEST_EVENTS: &str = "bilten_ingest_events_total";
+pub const INGEST_REJECTIONS: &str = "bilten_ingest_rejections_total";
+pub const BUFFER_ROWS: &str = "bilten_buffer_rows";
+pub const BUFFER_OLDEST_AGE: &str = "bilten_buffer_oldest_row_age_seconds";
+pub const WAL_BYTES: &str = "bilten_wal_bytes";
+pub const WAL_MAX_BYTES: &str = "bilten_wal_max_bytes";
+pub const FLUSH_DURATION: &str = "bilten_flush_duration_seconds";
+pub const FLUSH_ROWS: &str = "bilten_flush_rows";
+pub const ROWS_STORED: &str = "bilten_rows_stored_total";
+pub const ROWS_DEAD_LETTERED: &str = "bilten_rows_dead_lettered_total";
+pub const STORAGE_ERRORS: &str = "bilten_storage_errors_total";
+
+/// The process-wide recorder, installed on first use. One per process, like
+/// the engine; a server restarted in the same process keeps counting.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                metrics_exporter_prometheus::Matcher::Full(FLUSH_DURATION.into()),
+                &[
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(FLUSH_ROWS.into()),
+                    &[1.0, 10.0, 100.0, 500.0, 1000.0, 5000.0, 10000.0, 50000.0],
+                )
+            })
+            .expect("static buckets are valid")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (a host application):
+        // then our figures still render, they just are not global.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(INGEST_REQUESTS, "Ingest requests by table and HTTP status.");
+    describe_counter!(
+        INGEST_EVENTS,
+        "Events by table and outcome: accepted, rejected, duplicate."
+    );
+    describe_counter!(
+        INGEST_REJECTIONS,
+        "Rejected events by table and the field at fault."
+    );
+    describe_gauge!(
+        BUFFER_ROWS,
+        "Rows accepted and not yet confirmed by storage."
+    );
+    describe_gauge!(
+        BUFFER_OLDEST_AGE,
+        Unit::Seconds,
+        "Age of the oldest buffered row."
+    );
+    describe_gauge!(
+        WAL_BYTES,
+        Unit::Bytes,
+        "Write-ahead log on disk, not yet released."
+    );
+    describe_gauge!(
+        WAL_MAX_BYTES,
+        Unit::Bytes,
+        "Log size at which ingest answers 503."
+    );
+    describe_histogram!(
+        FLUSH_DURATION,
+        Unit::Seconds,
+        "Time to store one batch, retries included."
+    );
+    describe_histogram!(FLUSH_ROWS, "Rows per stored batch.");
+    describe_counter!(ROWS_STORED, "Rows confirmed by storage, by table.");
+    describe_counter!(
+        ROWS_DEAD_LETTERED,
+        "Rows refused by storage and kept in dead_letter, by table."
+    );
+    describe_counter!(
+        STORAGE_ERRORS,
+        "Failed storage inserts by kind: transient (retried) or rejected."
+    );
+}
+
+/// Known field names keep the label bounded; anything else is "other".
+pub fn field_label(field: Option<&str>) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "id",
+        "timestamp",
+        "event_type",
+        "event_name",
+        "organizer_id",
+        "user_id",
+        "session_id",
+        "event_id",
+        "properties",
+        "properties.event_id",
+        "user_agent",
+        "ip",
+        "url",
+        "referrer",
+        "duration_ms",
+        "order_id",
+        "quantity",
+        "price",
+        "currency",
+    ];
+    match field {
+        None => "body",
+        Some(f) => KNOWN.iter().find(|k| **k == f).copied().unwrap_or("other"),
+    }
+}
