@@ -31,6 +31,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub ingest: IngestConfig,
     pub wal: WalSettings,
+    pub retention: crate::ops::retention::RetentionConfig,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
     /// stays in the write-ahead log for the next start.
     #[serde(with = "humantime_serde")]
@@ -76,6 +77,11 @@ pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     /// `libchdb.so` to load; defaults to the one the build fetched.
     pub library: Option<PathBuf>,
+    /// The cold and archive volumes (the hot one is `data_dir` itself);
+    /// default `<data_dir>/cold` and `<data_dir>/archive`. Point them at
+    /// other disks: that is what they are for.
+    pub cold_dir: Option<PathBuf>,
+    pub archive_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -132,6 +138,7 @@ impl Default for Config {
             batch: BatchConfig::default(),
             ingest: IngestConfig::default(),
             wal: WalSettings::default(),
+            retention: Default::default(),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -163,11 +170,29 @@ impl Default for EmbeddedConfig {
         EmbeddedConfig {
             data_dir: PathBuf::from("./data"),
             library: None,
+            cold_dir: None,
+            archive_dir: None,
         }
     }
 }
 
 impl EmbeddedConfig {
+    pub fn cold_dir(&self) -> PathBuf {
+        self.cold_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("cold"))
+    }
+
+    pub fn archive_dir(&self) -> PathBuf {
+        self.archive_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("archive"))
+    }
+
+    pub fn backups_dir(&self) -> PathBuf {
+        self.data_dir.join("backups")
+    }
+
     pub fn library_path(&self) -> PathBuf {
         self.library
             .clone()
@@ -232,6 +257,9 @@ const TOP_LEVEL: &[&str] = &[
     "storage",
     "batch",
     "ingest",
+    "wal",
+    "retention",
+    "shutdown_timeout",
 ];
 
 impl Config {
@@ -295,6 +323,7 @@ impl Config {
                 "ingest.max_events_per_request must be ≥ 1 and ingest.max_body_bytes ≥ 1024".into(),
             );
         }
+        self.retention.validate()?;
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("admin_token is set but empty".into());
         }
@@ -359,12 +388,21 @@ mod tests {
             jail.set_env("BILTEN_INGEST_KEYS", "k1, k2");
             jail.set_env("BILTEN_DATA_DIR", "/tmp/x");
             jail.set_env("BILTEN_SKIP_CHDB_FETCH", "1");
+            jail.set_env("BILTEN_WAL__ENABLED", "false");
+            jail.set_env("BILTEN_SHUTDOWN_TIMEOUT", "3s");
+            jail.set_env("BILTEN_RETENTION__DEFAULT__DELETE_AFTER", "1000days");
             let c = Config::load(Some(Path::new("b.toml"))).unwrap();
             assert_eq!(c.batch.max_rows, 20);
             assert_eq!(c.batch.max_age, Duration::from_secs(2));
             assert_eq!(c.ingest_keys, vec!["k1", "k2"]);
             assert_eq!(c.storage.embedded.data_dir, PathBuf::from("/tmp/x"));
             assert_eq!(c.storage.backend, Backend::Clickhouse);
+            assert!(!c.wal.enabled);
+            assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
+            assert_eq!(
+                c.retention.default.delete_after,
+                Some(Duration::from_secs(1000 * 86_400))
+            );
             Ok(())
         });
     }

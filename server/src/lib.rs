@@ -72,6 +72,8 @@ pub struct AppState {
     pub wal: Option<Arc<Wal>>,
     /// Event ids accepted within `ingest.dedup_window`, to drop resends.
     pub recent_ids: moka::sync::Cache<uuid::Uuid, ()>,
+    /// The retention policy in force (the file's, or the last `PUT`).
+    pub retention: Arc<tokio::sync::RwLock<ops::retention::RetentionConfig>>,
 }
 
 impl AppState {
@@ -85,12 +87,14 @@ impl AppState {
             .max_capacity(config.ingest.dedup_capacity)
             .time_to_live(config.ingest.dedup_window)
             .build();
+        let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
         AppState {
             config,
             storage,
             batcher,
             wal,
             recent_ids,
+            retention,
         }
     }
 }
@@ -116,6 +120,11 @@ pub fn router(state: AppState) -> Router {
         .route("/flush", post(routes::admin::flush))
         .route("/query", post(routes::admin::query))
         .route("/health", get(routes::admin::health))
+        .route(
+            "/retention",
+            get(routes::admin::retention).put(routes::admin::set_retention),
+        )
+        .route("/retention/apply", post(routes::admin::apply_retention))
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_admin,
@@ -164,6 +173,16 @@ async fn run(
             tracing::info!(count = applied.len(), "migrations applied");
         }
     }
+    // A policy set through the API outlives restarts and wins over the file.
+    let retention = match ops::retention::load_stored(&*storage).await {
+        Ok(Some(stored)) => stored,
+        Ok(None) => config.retention.clone(),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the stored retention policy; using the configured one");
+            config.retention.clone()
+        }
+    };
+    ops::retention::apply_policy(&*storage, &retention).await?;
     let (wal, recovered) = if config.wal.enabled {
         let wal_cfg = WalConfig {
             dir: config.wal_dir(),
@@ -181,6 +200,7 @@ async fn run(
     let shutdown_timeout = config.shutdown_timeout;
     telemetry::handle();
     let state = AppState::new(Arc::new(config), storage, batcher.clone(), wal.clone());
+    *state.retention.write().await = retention;
     if let Some(recovered) = recovered {
         // A client whose 202 was lost in the crash will resend: remember
         // what the log already holds so the resend is dropped as a duplicate.

@@ -322,7 +322,7 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
     let rows = s
         .query("SELECT count() AS n FROM bilten_analytics.schema_migrations")
         .await;
-    assert_eq!(common::as_u64(&rows[0]["n"]), 10, "migrations ran once");
+    assert_eq!(common::as_u64(&rows[0]["n"]), 11, "migrations ran once");
     s.stop().await.unwrap();
 }
 
@@ -421,19 +421,59 @@ async fn prometheus_metrics_count_requests_events_rejections_and_flushes() {
         {"event_type":"x"}
     ]);
     assert_eq!(s.post_json("/v1/events", &events).await.0, 202);
-    assert_eq!(s.post("/v1/events", "text/plain", b"{}".to_vec()).await.0, 415);
+    assert_eq!(
+        s.post("/v1/events", "text/plain", b"{}".to_vec()).await.0,
+        415
+    );
     s.flush().await;
-    let text = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
-    let get = |name, labels: &[&str]| sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"));
-    assert_eq!(get("bilten_ingest_events_total", &["table=\"events\"", "outcome=\"accepted\""]), 3.0);
-    assert_eq!(get("bilten_ingest_events_total", &["table=\"events\"", "outcome=\"rejected\""]), 1.0);
-    assert_eq!(get("bilten_ingest_rejections_total", &["field=\"organizer_id\""]), 1.0);
-    assert_eq!(get("bilten_ingest_requests_total", &["status=\"202\""]), 1.0);
-    assert_eq!(get("bilten_ingest_requests_total", &["status=\"415\""]), 1.0);
+    let text = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let get = |name, labels: &[&str]| {
+        sample(&text, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{text}"))
+    };
+    assert_eq!(
+        get(
+            "bilten_ingest_events_total",
+            &["table=\"events\"", "outcome=\"accepted\""]
+        ),
+        3.0
+    );
+    assert_eq!(
+        get(
+            "bilten_ingest_events_total",
+            &["table=\"events\"", "outcome=\"rejected\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get(
+            "bilten_ingest_rejections_total",
+            &["field=\"organizer_id\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        get("bilten_ingest_requests_total", &["status=\"202\""]),
+        1.0
+    );
+    assert_eq!(
+        get("bilten_ingest_requests_total", &["status=\"415\""]),
+        1.0
+    );
     assert_eq!(get("bilten_rows_stored_total", &["table=\"events\""]), 3.0);
     assert_eq!(get("bilten_flush_rows_count", &["table=\"events\""]), 1.0);
     assert_eq!(get("bilten_buffer_rows", &[]), 0.0);
     assert!(get("bilten_wal_max_bytes", &[]) > 0.0);
-    assert!(text.contains("# HELP bilten_ingest_events_total"), "described");
+    assert!(
+        text.contains("# HELP bilten_ingest_events_total"),
+        "described"
+    );
     s.stop().await.unwrap();
 }

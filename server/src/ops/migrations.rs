@@ -39,6 +39,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     8 "0008_realtime_dashboard.sql",
     9 "0009_deduplication.sql",
     10 "0010_dead_letter.sql",
+    11 "0011_settings.sql",
 ];
 
 impl Migration {

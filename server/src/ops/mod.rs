@@ -1,3 +1,4 @@
-//! Operations: schema migrations (retention, monitoring and backups join here).
+//! Operations: schema migrations, retention tiers.
 
 pub mod migrations;
+pub mod retention;

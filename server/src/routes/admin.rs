@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ops::migrations;
+use crate::ops::{migrations, retention};
 
 /// Writes every buffered row now; answers once it is stored.
 pub async fn flush(State(app): State<AppState>) -> Json<Value> {
@@ -93,4 +93,33 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
             json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers }),
         ),
     )
+}
+
+/// The retention policy and where each table's data is now, per tier.
+pub async fn retention(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let policy = app.retention.read().await.clone();
+    Ok(Json(retention::report(&*app.storage, &policy).await?))
+}
+
+/// Replaces the policy (`ALTER … MODIFY TTL`); it is kept across restarts.
+pub async fn set_retention(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let policy: retention::RetentionConfig = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::BadQuery(format!("retention policy: {e}")))?;
+    policy.validate().map_err(ApiError::BadQuery)?;
+    let mut current = app.retention.write().await;
+    retention::apply_policy(&*app.storage, &policy).await?;
+    retention::store(&*app.storage, &policy).await?;
+    *current = policy.clone();
+    drop(current);
+    Ok(Json(retention::report(&*app.storage, &policy).await?))
+}
+
+/// Moves and deletes existing parts by the policy now (`MATERIALIZE TTL`).
+pub async fn apply_retention(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    retention::materialize(&*app.storage).await?;
+    let policy = app.retention.read().await.clone();
+    Ok(Json(retention::report(&*app.storage, &policy).await?))
 }

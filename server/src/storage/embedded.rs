@@ -316,11 +316,44 @@ unsafe fn log_entry(
     }
 }
 
-/// The engine's configuration file. Kept small: the storage policy for the
-/// retention tiers joins it when retention lands.
-fn engine_config(_cfg: &EmbeddedConfig) -> String {
-    "<clickhouse>\n  <logger><level>warning</level><console>0</console></logger>\n</clickhouse>\n"
-        .to_string()
+/// The engine's configuration: quiet logs, the `tiered` storage policy
+/// (hot = the default volume and disk, then cold and archive directories;
+/// the first volume must keep the name `default` so existing tables can
+/// switch to it), and where
+/// backups may be written.
+fn engine_config(cfg: &EmbeddedConfig) -> String {
+    let dir = |p: std::path::PathBuf| {
+        let p = std::path::absolute(&p).unwrap_or(p);
+        let _ = std::fs::create_dir_all(&p);
+        format!("{}/", p.display().to_string().trim_end_matches('/'))
+    };
+    let (cold, archive, backups) = (
+        dir(cfg.cold_dir()),
+        dir(cfg.archive_dir()),
+        dir(cfg.backups_dir()),
+    );
+    format!(
+        r#"<clickhouse>
+  <logger><level>warning</level><console>0</console></logger>
+  <storage_configuration>
+    <disks>
+      <cold><path>{cold}</path></cold>
+      <archive><path>{archive}</path></archive>
+    </disks>
+    <policies>
+      <tiered>
+        <volumes>
+          <default><disk>default</disk></default>
+          <cold><disk>cold</disk></cold>
+          <archive><disk>archive</disk></archive>
+        </volumes>
+      </tiered>
+    </policies>
+  </storage_configuration>
+  <backups><allowed_path>{backups}</allowed_path></backups>
+</clickhouse>
+"#
+    )
 }
 
 #[async_trait]

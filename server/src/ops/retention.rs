@@ -1,0 +1,373 @@
+//! Retention tiers, as the seed document promises: hot for 30 days, cold
+//! until 90, archive (recompressed with a stronger codec) until 2 years, then
+//! deletion; `ticket_sales` longer for compliance, realtime data shorter.
+//!
+//! Implemented with ClickHouse itself: a storage policy `tiered` whose
+//! volumes are `hot` (the default disk), `cold` and `archive`, and per-table
+//! TTL rules (`TO VOLUME`, `RECOMPRESS`, `DELETE`). In embedded mode the three
+//! volumes are three directories. Changing the policy rewrites only table
+//! metadata; `apply` moves and deletes existing parts now.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::DATABASE;
+use crate::storage::{Storage, StorageError, query_text};
+
+pub const POLICY: &str = "tiered";
+
+/// When a table's rows move and go, by age. `None`: never.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierPolicy {
+    #[serde(default, with = "age")]
+    pub cold_after: Option<Duration>,
+    #[serde(default, with = "age")]
+    pub archive_after: Option<Duration>,
+    #[serde(default, with = "age")]
+    pub delete_after: Option<Duration>,
+}
+
+/// Ages read as humantime ("30d", "2years") and written in whole days when
+/// they are whole days ("730days"), which is how people think of retention.
+mod age {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(age: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match age {
+            None => s.serialize_none(),
+            Some(d) if d.as_secs() % 86_400 == 0 => {
+                s.serialize_str(&format!("{}days", d.as_secs() / 86_400))
+            }
+            Some(d) => s.serialize_str(&humantime::format_duration(*d).to_string()),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => humantime::parse_duration(&text)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// For every table without an entry of its own.
+    pub default: TierPolicy,
+    /// Whole policies for single tables (a missing field there means never).
+    pub tables: BTreeMap<String, TierPolicy>,
+}
+
+const DAY: u64 = 86_400;
+
+fn days(n: u64) -> Option<Duration> {
+    Some(Duration::from_secs(n * DAY))
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        let mut tables = BTreeMap::new();
+        // Financial records: seven years.
+        tables.insert(
+            "ticket_sales".to_string(),
+            TierPolicy {
+                cold_after: days(30),
+                archive_after: days(365),
+                delete_after: days(7 * 365),
+            },
+        );
+        // Realtime figures are for "now": a week, on the fast disk.
+        tables.insert(
+            "realtime_dashboard".to_string(),
+            TierPolicy {
+                cold_after: None,
+                archive_after: None,
+                delete_after: days(7),
+            },
+        );
+        RetentionConfig {
+            default: TierPolicy {
+                cold_after: days(30),
+                archive_after: days(90),
+                delete_after: days(730),
+            },
+            tables,
+        }
+    }
+}
+
+/// The tables under retention, and the time each one's rows are aged by.
+pub const TABLES: &[(&str, &str)] = &[
+    ("events", "toDateTime(timestamp)"),
+    ("page_views", "toDateTime(timestamp)"),
+    ("ticket_sales", "toDateTime(timestamp)"),
+    ("metrics_daily", "toDateTime(date)"),
+    ("events_hourly", "hour"),
+    ("event_performance", "toDateTime(date)"),
+    ("user_funnel", "toDateTime(date)"),
+    ("realtime_dashboard", "interval_start"),
+];
+
+impl RetentionConfig {
+    pub fn for_table(&self, table: &str) -> &TierPolicy {
+        self.tables.get(table).unwrap_or(&self.default)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        for name in self.tables.keys() {
+            if !TABLES.iter().any(|(t, _)| t == name) {
+                let known: Vec<&str> = TABLES.iter().map(|(t, _)| *t).collect();
+                return Err(format!(
+                    "retention: unknown table {name:?}; tables are {}",
+                    known.join(", ")
+                ));
+            }
+        }
+        for (name, p) in std::iter::once(("default", &self.default))
+            .chain(self.tables.iter().map(|(k, v)| (k.as_str(), v)))
+        {
+            let ages: Vec<Duration> = [p.cold_after, p.archive_after, p.delete_after]
+                .into_iter()
+                .flatten()
+                .collect();
+            if ages.windows(2).any(|w| w[0] >= w[1]) {
+                return Err(format!(
+                    "retention for {name}: cold_after < archive_after < delete_after is required"
+                ));
+            }
+            if ages.iter().any(|a| a.as_secs() < 3600) {
+                return Err(format!(
+                    "retention for {name}: ages under one hour are surely a mistake"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The TTL clause for a table, or `None` for no rules at all.
+pub fn ttl_clause(column: &str, p: &TierPolicy, moves: bool) -> Option<String> {
+    let at = |d: Duration| format!("{column} + INTERVAL {} SECOND", d.as_secs());
+    let mut rules = Vec::new();
+    if moves {
+        if let Some(d) = p.cold_after {
+            rules.push(format!("{} TO VOLUME 'cold'", at(d)));
+        }
+        if let Some(d) = p.archive_after {
+            rules.push(format!("{} TO VOLUME 'archive'", at(d)));
+        }
+    }
+    if let Some(d) = p.archive_after {
+        // Archived parts are rewritten with a stronger codec when they merge.
+        rules.push(format!("{} RECOMPRESS CODEC(ZSTD(12))", at(d)));
+    }
+    if let Some(d) = p.delete_after {
+        rules.push(format!("{} DELETE", at(d)));
+    }
+    (!rules.is_empty()).then(|| rules.join(", "))
+}
+
+/// Whether storage has the `tiered` policy (the embedded engine always does;
+/// a server needs it in its configuration).
+async fn has_policy(storage: &dyn Storage) -> Result<bool, StorageError> {
+    let n = query_text(
+        storage,
+        &format!("SELECT count() FROM system.storage_policies WHERE policy_name = '{POLICY}'"),
+    )
+    .await?;
+    Ok(n.trim() != "0")
+}
+
+/// Puts every table on the tiered policy and sets its TTL. Metadata only:
+/// existing parts move at the next merge, or now with [`materialize`].
+pub async fn apply_policy(
+    storage: &dyn Storage,
+    cfg: &RetentionConfig,
+) -> Result<(), StorageError> {
+    cfg.validate().map_err(StorageError::Rejected)?;
+    let moves = has_policy(storage).await?;
+    if !moves {
+        tracing::warn!(
+            "storage has no '{POLICY}' storage policy: only deletion and recompression apply, no tier moves"
+        );
+    }
+    for (table, column) in TABLES {
+        if moves {
+            storage
+                .execute(&format!(
+                    "ALTER TABLE {DATABASE}.{table} MODIFY SETTING storage_policy = '{POLICY}'"
+                ))
+                .await?;
+        }
+        let sql = match ttl_clause(column, cfg.for_table(table), moves) {
+            Some(ttl) => format!(
+                "ALTER TABLE {DATABASE}.{table} MODIFY TTL {ttl} SETTINGS materialize_ttl_after_modify = 0"
+            ),
+            None => format!("ALTER TABLE {DATABASE}.{table} REMOVE TTL"),
+        };
+        match storage.execute(&sql).await {
+            // REMOVE TTL on a table without one is not an error worth stopping for.
+            Err(StorageError::Rejected(m))
+                if sql.ends_with("REMOVE TTL") && m.contains("BAD_ARGUMENTS") => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// Moves and deletes existing parts by the rules now.
+pub async fn materialize(storage: &dyn Storage) -> Result<(), StorageError> {
+    for (table, _) in TABLES {
+        storage
+            .execute(&format!(
+                "ALTER TABLE {DATABASE}.{table} MATERIALIZE TTL SETTINGS mutations_sync = 2"
+            ))
+            .await?;
+    }
+    Ok(())
+}
+
+/// The policy, and where the data is now: per table and tier, rows, bytes,
+/// parts, oldest and newest row.
+pub async fn report(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<Value, StorageError> {
+    let names: Vec<String> = TABLES.iter().map(|(t, _)| format!("'{t}'")).collect();
+    let out = storage
+        .query(
+            &format!(
+                "SELECT table, disk_name AS tier, count() AS parts, sum(rows) AS total_rows, sum(bytes_on_disk) AS bytes, \
+                 toString(minIf(if(min_time > 0, min_time, toDateTime(min_date)), rows > 0)) AS oldest, \
+                 toString(maxIf(if(max_time > 0, max_time, toDateTime(max_date)), rows > 0)) AS newest \
+                 FROM system.parts WHERE database = '{DATABASE}' AND active AND table IN ({}) \
+                 GROUP BY table, tier ORDER BY table, tier",
+                names.join(",")
+            ),
+            "JSONEachRow",
+        )
+        .await?;
+    let mut tables: BTreeMap<String, Value> = TABLES
+        .iter()
+        .map(|(t, _)| {
+            (
+                t.to_string(),
+                json!({ "policy": cfg.for_table(t), "tiers": {} }),
+            )
+        })
+        .collect();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let row: Value =
+            serde_json::from_str(line).map_err(|e| StorageError::Rejected(e.to_string()))?;
+        let tier = match row["tier"].as_str() {
+            Some("default") => "hot",
+            Some(other) => other,
+            None => continue,
+        }
+        .to_string();
+        if let Some(t) = tables.get_mut(row["table"].as_str().unwrap_or("")) {
+            let num = |v: &Value| {
+                v.as_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .or_else(|| v.as_u64())
+                    .unwrap_or(0)
+            };
+            t["tiers"][tier] = json!({
+                "rows": num(&row["total_rows"]), "bytes": num(&row["bytes"]), "parts": num(&row["parts"]),
+                "oldest": row["oldest"], "newest": row["newest"],
+            });
+        }
+    }
+    Ok(json!({ "default": cfg.default, "tables": tables }))
+}
+
+/// A policy changed through the API outlives restarts: it is kept in
+/// `bilten_analytics.settings` and wins over the configuration file.
+pub async fn load_stored(storage: &dyn Storage) -> Result<Option<RetentionConfig>, StorageError> {
+    let out = storage
+        .query(&format!("SELECT argMax(value, updated_at) AS v FROM {DATABASE}.settings WHERE key = 'retention'"), "JSONEachRow")
+        .await?;
+    let row: Value =
+        serde_json::from_slice(&out).map_err(|e| StorageError::Rejected(e.to_string()))?;
+    match row["v"].as_str() {
+        None | Some("") => Ok(None),
+        Some(json) => serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| StorageError::Rejected(format!("stored retention policy: {e}"))),
+    }
+}
+
+pub async fn store(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<(), StorageError> {
+    let json = serde_json::to_string(cfg).expect("serializes");
+    let rows =
+        serde_json::to_vec(&json!({ "key": "retention", "value": json })).expect("serializes");
+    storage
+        .insert(
+            "settings",
+            [rows, b"\n".to_vec()].concat().into(),
+            &format!("retention-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_policy_matches_the_seed() {
+        let c = RetentionConfig::default();
+        assert_eq!(c.default.cold_after, days(30));
+        assert_eq!(c.default.archive_after, days(90));
+        assert_eq!(c.default.delete_after, days(730));
+        assert!(c.for_table("ticket_sales").delete_after > c.default.delete_after);
+        assert!(c.for_table("realtime_dashboard").delete_after < c.default.delete_after);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn ttl_clauses() {
+        let c = RetentionConfig::default();
+        assert_eq!(
+            ttl_clause("hour", &c.default, true).unwrap(),
+            "hour + INTERVAL 2592000 SECOND TO VOLUME 'cold', hour + INTERVAL 7776000 SECOND TO VOLUME 'archive', \
+             hour + INTERVAL 7776000 SECOND RECOMPRESS CODEC(ZSTD(12)), hour + INTERVAL 63072000 SECOND DELETE"
+        );
+        assert_eq!(
+            ttl_clause("t", c.for_table("realtime_dashboard"), true).unwrap(),
+            "t + INTERVAL 604800 SECOND DELETE"
+        );
+        assert!(
+            ttl_clause(
+                "t",
+                &TierPolicy {
+                    cold_after: None,
+                    archive_after: None,
+                    delete_after: None
+                },
+                true
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn rejects_disordered_or_unknown() {
+        let mut c = RetentionConfig::default();
+        c.default.archive_after = days(10);
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .contains("cold_after < archive_after")
+        );
+        let mut c = RetentionConfig::default();
+        c.tables.insert("nope".into(), c.default.clone());
+        assert!(c.validate().unwrap_err().contains("unknown table"));
+    }
+}
