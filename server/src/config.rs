@@ -32,6 +32,7 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub wal: WalSettings,
     pub retention: crate::ops::retention::RetentionConfig,
+    pub backups: BackupSettings,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
     /// stays in the write-ahead log for the next start.
     #[serde(with = "humantime_serde")]
@@ -51,6 +52,39 @@ pub struct WalSettings {
     /// When the unconfirmed log reaches this, ingest answers 503 with
     /// Retry-After: memory and disk stay bounded while storage is down.
     pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Backups kept; older ones are deleted after each new one (never the
+    /// full backup a kept incremental one builds on).
+    pub keep: usize,
+    /// With a ClickHouse server: the disk of its configuration to write to.
+    /// Embedded backups go to `<data_dir>/backups`.
+    pub disk: String,
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            keep: 7,
+            disk: "backups".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Where backups are written, for this backend.
+    pub fn backup_location(&self) -> crate::ops::backups::Location {
+        match self.storage.backend {
+            Backend::Embedded => {
+                let dir = self.storage.embedded.backups_dir();
+                crate::ops::backups::Location::Dir(std::path::absolute(&dir).unwrap_or(dir))
+            }
+            Backend::Clickhouse => crate::ops::backups::Location::Disk(self.backups.disk.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +173,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             wal: WalSettings::default(),
             retention: Default::default(),
+            backups: BackupSettings::default(),
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -259,6 +294,7 @@ const TOP_LEVEL: &[&str] = &[
     "ingest",
     "wal",
     "retention",
+    "backups",
     "shutdown_timeout",
 ];
 

@@ -29,6 +29,8 @@ pub enum ApiError {
     BadQuery(String),
     #[error("no such route: events go to /v1/events, /v1/page-views or /v1/ticket-sales")]
     NotFound,
+    #[error("{0}")]
+    NoSuch(String),
     /// Over capacity right now (full log, too many requests): retry later.
     #[error("{0}")]
     Overloaded(String),
@@ -48,6 +50,17 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::ops::backups::BackupError> for ApiError {
+    fn from(e: crate::ops::backups::BackupError) -> Self {
+        use crate::ops::backups::BackupError;
+        match e {
+            BackupError::NotFound(_) => ApiError::NoSuch(e.to_string()),
+            BackupError::Invalid(m) => ApiError::BadQuery(m),
+            BackupError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -60,7 +73,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             ApiError::AdminDisabled => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

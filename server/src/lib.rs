@@ -125,6 +125,12 @@ pub fn router(state: AppState) -> Router {
             get(routes::admin::retention).put(routes::admin::set_retention),
         )
         .route("/retention/apply", post(routes::admin::apply_retention))
+        .route(
+            "/backups",
+            get(routes::admin::backups).post(routes::admin::create_backup),
+        )
+        .route("/backups/{id}/restore", post(routes::admin::restore_backup))
+        .route("/backups/{id}/verify", post(routes::admin::verify_backup))
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_admin,

@@ -265,6 +265,16 @@ impl Batcher {
         }
     }
 
+    /// Holds every insert until the returned permit is dropped (after the
+    /// inserts already running finish). Ingest goes on into the log.
+    pub async fn pause(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.workers
+            .clone()
+            .acquire_many_owned(self.cfg.flush_workers as u32)
+            .await
+            .expect("never closed")
+    }
+
     /// Writes every buffered row now and returns once all of it, and every
     /// batch sealed before, is stored or dead-lettered.
     pub async fn flush_all(self: &Arc<Self>) {

@@ -1,4 +1,5 @@
-//! Operations: schema migrations, retention tiers.
+//! Operations: schema migrations, retention tiers, backups.
 
+pub mod backups;
 pub mod migrations;
 pub mod retention;

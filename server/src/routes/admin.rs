@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ops::{migrations, retention};
+use crate::ops::{backups, migrations, retention};
 
 /// Writes every buffered row now; answers once it is stored.
 pub async fn flush(State(app): State<AppState>) -> Json<Value> {
@@ -122,4 +122,74 @@ pub async fn apply_retention(State(app): State<AppState>) -> Result<Json<Value>,
     retention::materialize(&*app.storage).await?;
     let policy = app.retention.read().await.clone();
     Ok(Json(retention::report(&*app.storage, &policy).await?))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackupRequest {
+    incremental: bool,
+}
+
+/// Backups, newest first.
+pub async fn backups(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        json!({ "backups": backups::list(&*app.storage).await? }),
+    ))
+}
+
+/// Takes a backup of everything stored so far (buffers are flushed first).
+pub async fn create_backup(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: BackupRequest = if body.is_empty() {
+        BackupRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadQuery(format!("backup request: {e}")))?
+    };
+    app.batcher.flush_all().await;
+    let paused = app.batcher.pause().await;
+    let location = app.config.backup_location();
+    let created = backups::create(&*app.storage, &location, req.incremental).await;
+    drop(paused);
+    let created = created?;
+    let pruned = backups::prune(&*app.storage, &location, app.config.backups.keep).await?;
+    Ok(Json(json!({ "backup": created, "pruned": pruned })))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RestoreRequest {
+    database: Option<String>,
+}
+
+/// Restores into the live database (kept aside, renamed) or a new one.
+pub async fn restore_backup(
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let req: RestoreRequest = if body.is_empty() {
+        RestoreRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadQuery(format!("restore request: {e}")))?
+    };
+    let database = req.database.unwrap_or_else(|| crate::DATABASE.to_string());
+    let paused = app.batcher.pause().await;
+    let result =
+        backups::restore(&*app.storage, &app.config.backup_location(), &id, &database).await;
+    drop(paused);
+    Ok(Json(result?))
+}
+
+/// Restores into a scratch database and compares counts and checksums.
+pub async fn verify_backup(
+    State(app): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        backups::verify(&*app.storage, &app.config.backup_location(), &id).await?,
+    ))
 }
