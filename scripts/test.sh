@@ -7,6 +7,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v npm >/dev/null || { echo "npm is required: the build fetches the embedded ClickHouse engine with it" >&2; exit 1; }
+# The HTML report is checked in headless Chromium (Debian's package).
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "installing chromium for the report test…" >&2
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+            || echo "could not install chromium; the report's browser check will be skipped" >&2
+    else
+        echo "no chromium (apt-get install chromium): the report's browser check will be skipped" >&2
+    fi
+fi
 if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest…" >&2
     cargo install cargo-nextest --locked

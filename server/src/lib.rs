@@ -26,9 +26,11 @@
 //! - [`routes`]: thin axum handlers; [`error`]: the one `IntoResponse`.
 //! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
+//! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
 //!
 //! [`serve`] is what `main` and the end-to-end tests both call.
 
+pub mod admin_client;
 pub mod batch;
 pub mod config;
 pub mod error;
@@ -131,6 +133,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/backups/{id}/restore", post(routes::admin::restore_backup))
         .route("/backups/{id}/verify", post(routes::admin::verify_backup))
+        .route("/monitor", get(routes::admin::monitor))
+        .route("/report", get(routes::admin::report))
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_admin,

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use bilten_analytics::config::Config;
-use bilten_analytics::{loadgen, ops, storage};
+use bilten_analytics::{admin_client, loadgen, ops, storage};
 
 #[derive(Parser)]
 #[command(
@@ -42,6 +42,25 @@ enum Command {
     },
     /// Send realistic traffic to a running server.
     Loadgen(loadgen::Args),
+    /// Deep health check of a running server; exit 0 ok, 1 degraded, 2 down.
+    Health(admin_client::Target),
+    /// Slow queries, errors, storage, parts, merges, rates; exit 1 on warnings.
+    Monitor(admin_client::Target),
+    /// The monitoring report, as JSON or a self-contained HTML page.
+    Report {
+        #[command(flatten)]
+        target: admin_client::Target,
+        /// Write the HTML report to this file.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
+    /// Backups: create, list, restore, verify.
+    Backup {
+        #[command(flatten)]
+        target: admin_client::Target,
+        #[command(subcommand)]
+        action: admin_client::BackupCommand,
+    },
 }
 
 #[tokio::main]
@@ -69,6 +88,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let code = match &cli.command {
+        Command::Health(t) => Some(admin_client::health(t).await?),
+        Command::Monitor(t) => Some(admin_client::monitor(t).await?),
+        Command::Report { target, html } => Some(admin_client::report(target, html.clone()).await?),
+        Command::Backup { target, action } => {
+            Some(admin_client::backup(target, action.clone()).await?)
+        }
+        _ => None,
+    };
+    if let Some(code) = code {
+        return Ok(std::process::ExitCode::from(code));
+    }
     if let Command::Loadgen(args) = cli.command {
         let summary = loadgen::run(args).await?;
         return Ok(if summary.failed_requests == 0 {
@@ -97,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             storage.close().await;
             result?;
         }
-        Command::Loadgen(_) => unreachable!(),
+        _ => unreachable!("handled above"),
     }
     Ok(std::process::ExitCode::SUCCESS)
 }

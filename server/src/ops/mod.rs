@@ -1,5 +1,6 @@
-//! Operations: schema migrations, retention tiers, backups.
+//! Operations: schema migrations, retention tiers, backups, monitoring.
 
 pub mod backups;
 pub mod migrations;
+pub mod monitor;
 pub mod retention;

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ops::{backups, migrations, retention};
+use crate::ops::{backups, migrations, monitor, retention};
 
 /// Writes every buffered row now; answers once it is stored.
 pub async fn flush(State(app): State<AppState>) -> Json<Value> {
@@ -74,7 +74,31 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         }),
         None => json!({ "status": "ok", "enabled": false }),
     };
-    let parts = [&storage, &schema, &buffers, &log];
+    let disks = match crate::storage::query_text(
+        &*app.storage,
+        "SELECT name, free_space, total_space FROM system.disks",
+    )
+    .await
+    {
+        Ok(text) => {
+            let volumes: Vec<Value> = text
+                .lines()
+                .filter_map(|l| {
+                    let mut f = l.split('\t');
+                    let (name, free, total) = (f.next()?, f.next()?.parse::<u64>().ok()?, f.next()?.parse::<u64>().ok()?);
+                    Some(json!({ "disk": if name == "default" { "hot" } else { name }, "free_bytes": free, "total_bytes": total }))
+                })
+                .collect();
+            // Under 10 % free on any disk is worth a look before it is an outage.
+            let low = volumes.iter().any(|v| {
+                v["free_bytes"].as_f64().unwrap_or(0.0)
+                    < v["total_bytes"].as_f64().unwrap_or(0.0) * 0.1
+            });
+            json!({ "status": if low { "degraded" } else { "ok" }, "volumes": volumes })
+        }
+        Err(e) => json!({ "status": "degraded", "error": e.to_string() }),
+    };
+    let parts = [&storage, &schema, &buffers, &log, &disks];
     let overall = if parts.iter().any(|p| p["status"] == "down") {
         "down"
     } else if parts.iter().any(|p| p["status"] == "degraded") {
@@ -90,7 +114,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     (
         code,
         Json(
-            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers }),
+            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers, "wal": log, "disks": disks }),
         ),
     )
 }
@@ -192,4 +216,44 @@ pub async fn verify_backup(
     Ok(Json(
         backups::verify(&*app.storage, &app.config.backup_location(), &id).await?,
     ))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub struct MonitorParams {
+    /// Queries slower than this are "slow".
+    #[serde(default = "default_slow_ms")]
+    slow_ms: u64,
+    /// `html` for the report as a page.
+    #[serde(default)]
+    format: Option<String>,
+}
+
+fn default_slow_ms() -> u64 {
+    1000
+}
+
+/// Slow queries, errors, storage and growth, parts, merges, ingestion rate,
+/// memory and CPU, replication.
+pub async fn monitor(
+    State(app): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<MonitorParams>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(monitor::monitor(&*app.storage, p.slow_ms).await?))
+}
+
+/// The report, as JSON or (`?format=html`) a self-contained page with charts.
+pub async fn report(
+    State(app): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<MonitorParams>,
+) -> Result<Response, ApiError> {
+    let policy = app.retention.read().await.clone();
+    let report = monitor::report(&*app.storage, &policy, p.slow_ms).await?;
+    Ok(match p.format.as_deref() {
+        Some("html") => (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            monitor::report_html(&report),
+        )
+            .into_response(),
+        _ => Json(report).into_response(),
+    })
 }
