@@ -250,11 +250,12 @@ fn bar_chart(id: &str, title: &str, bars: &[(String, f64)], unit: &str) -> Strin
     ));
     for (i, (label, value)) in bars.iter().enumerate() {
         let bh = (value / max) * (h - 2.0 * pad);
-        let x = pad + i as f64 * step + step * 0.1;
+        // Bars stay narrow when there are few of them.
+        let bw = (step * 0.8).clamp(1.0, 36.0);
+        let x = pad + i as f64 * step + (step - bw) / 2.0;
         svg.push_str(&format!(
-            r##"<rect class="bar" x="{x:.1}" y="{:.1}" width="{:.1}" height="{bh:.1}" fill="#3b6ea5"><title>{}: {value} {unit}</title></rect>"##,
+            r##"<rect class="bar" x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{bh:.1}" fill="#3b6ea5"><title>{}: {value} {unit}</title></rect>"##,
             h - pad - bh,
-            (step * 0.8).max(1.0),
             esc(label)
         ));
     }
@@ -276,6 +277,44 @@ fn bar_chart(id: &str, title: &str, bars: &[(String, f64)], unit: &str) -> Strin
         pad - 10.0
     ));
     svg
+}
+
+/// Horizontal bars with a label each: for categories (table and tier).
+fn hbar_chart(id: &str, title: &str, bars: &[(String, f64)], unit: &str) -> String {
+    let (w, row, label_w) = (760.0, 22.0, 260.0);
+    let h = (bars.len() as f64 * row + 10.0).max(40.0);
+    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
+    let mut svg = format!(
+        r#"<figure><figcaption>{}</figcaption><svg id="{id}" class="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
+        esc(title),
+        esc(title)
+    );
+    for (i, (label, value)) in bars.iter().enumerate() {
+        let y = 5.0 + i as f64 * row;
+        let bw = (value / max) * (w - label_w - 110.0);
+        svg.push_str(&format!(
+            r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text><rect class="bar" x="{label_w}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#3b6ea5"><title>{}: {value} {unit}</title></rect><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
+            label_w - 8.0,
+            y + row * 0.65,
+            esc(label),
+            row * 0.75,
+            esc(label),
+            label_w + bw + 6.0,
+            y + row * 0.65,
+            human_bytes(*value),
+        ));
+    }
+    svg.push_str("</svg></figure>");
+    svg
+}
+
+fn human_bytes(b: f64) -> String {
+    match b {
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
+        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
+        b => format!("{b} B"),
+    }
 }
 
 /// The report as one HTML page.
@@ -354,7 +393,12 @@ document.body.dataset.barsRendered = [...document.querySelectorAll('svg.chart re
             &ingestion,
             "rows"
         ),
-        storage = bar_chart("storage", "Storage by table and tier", &storage, "bytes"),
+        storage = hbar_chart(
+            "storage",
+            "Storage by table and tier (bytes on disk)",
+            &storage,
+            "bytes"
+        ),
         slow_chart = bar_chart("slow", "Slow queries (duration)", &slow_ms, "ms"),
     )
 }
