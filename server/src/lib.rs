@@ -134,6 +134,8 @@ pub fn router(state: AppState) -> Router {
         .route("/backups/{id}/restore", post(routes::admin::restore_backup))
         .route("/backups/{id}/verify", post(routes::admin::verify_backup))
         .route("/monitor", get(routes::admin::monitor))
+        .route("/migrations", get(routes::admin::migrations))
+        .route("/migrations/apply", post(routes::admin::apply_migrations))
         .route("/report", get(routes::admin::report))
         .route_layer(from_fn_with_state(
             state.clone(),
@@ -192,7 +194,13 @@ async fn run(
             config.retention.clone()
         }
     };
-    ops::retention::apply_policy(&*storage, &retention).await?;
+    if ops::migrations::status(&*storage).await?.pending == 0 {
+        ops::retention::apply_policy(&*storage, &retention).await?;
+    } else {
+        tracing::warn!(
+            "the schema is not fully migrated; run `migrate` (the retention policy applies then)"
+        );
+    }
     let (wal, recovered) = if config.wal.enabled {
         let wal_cfg = WalConfig {
             dir: config.wal_dir(),

@@ -159,8 +159,62 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
     })
 }
 
+/// How long a claim to run the migrations holds before another instance may
+/// take over (the claimant died mid-way).
+const CLAIM_SECONDS: u32 = 300;
+
 /// Applies every pending migration in order; returns the names applied.
+///
+/// When several servers start at once against one ClickHouse, each inserts a
+/// claim and the earliest claim of the last five minutes wins; the others
+/// wait until nothing is pending, then apply nothing. (ClickHouse has no
+/// locks; this needs only the order in which one server saw the claims.)
 pub async fn apply(storage: &dyn Storage) -> Result<Vec<String>, MigrationError> {
+    let first = status(storage).await?;
+    if first.pending == 0 && first.changed == 0 {
+        return Ok(Vec::new());
+    }
+    storage
+        .execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {DATABASE}.migration_lock (holder String, claimed_at DateTime64(6, 'UTC') DEFAULT now64(6)) \
+             ENGINE = MergeTree ORDER BY claimed_at TTL toDateTime(claimed_at) + INTERVAL 1 DAY"
+        ))
+        .await?;
+    let me = uuid::Uuid::new_v4().simple().to_string();
+    storage
+        .execute(&format!(
+            "INSERT INTO {DATABASE}.migration_lock (holder) VALUES ('{me}')"
+        ))
+        .await?;
+    loop {
+        let winner = query_text(
+            storage,
+            &format!(
+                "SELECT argMin(holder, (claimed_at, holder)) FROM {DATABASE}.migration_lock \
+                 WHERE claimed_at > now64(6) - INTERVAL {CLAIM_SECONDS} SECOND AND NOT startsWith(holder, 'done:')"
+            ),
+        )
+        .await?;
+        if winner.trim() == me {
+            let result = apply_unlocked(storage).await;
+            // Release: later claims no longer wait for this one.
+            storage
+                .execute(&format!("ALTER TABLE {DATABASE}.migration_lock UPDATE holder = 'done:{me}' WHERE holder = '{me}' SETTINGS mutations_sync = 2"))
+                .await?;
+            return result;
+        }
+        if status(storage).await?.pending == 0 {
+            tracing::info!("another instance applied the migrations");
+            storage
+                .execute(&format!("ALTER TABLE {DATABASE}.migration_lock UPDATE holder = 'done:{me}' WHERE holder = '{me}' SETTINGS mutations_sync = 2"))
+                .await?;
+            return Ok(Vec::new());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+async fn apply_unlocked(storage: &dyn Storage) -> Result<Vec<String>, MigrationError> {
     let status = status(storage).await?;
     if let Some(changed) = status.migrations.iter().find(|m| m.status == "changed") {
         return Err(MigrationError::Changed(changed.name.clone()));

@@ -257,3 +257,50 @@ pub async fn report(
         _ => Json(report).into_response(),
     })
 }
+
+/// Applied and pending migrations, and files changed since they were applied.
+pub async fn migrations(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(
+        serde_json::to_value(migrations::status(&*app.storage).await?).expect("serializes"),
+    ))
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct ApplyParams {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Applies pending migrations; with `?dry_run=true`, shows their SQL instead.
+pub async fn apply_migrations(
+    State(app): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<ApplyParams>,
+) -> Result<Json<Value>, ApiError> {
+    let status = migrations::status(&*app.storage).await?;
+    if p.dry_run {
+        let pending: Vec<Value> = status
+            .migrations
+            .iter()
+            .filter(|m| m.status == "pending")
+            .filter_map(|m| {
+                migrations::MIGRATIONS
+                    .iter()
+                    .find(|x| x.version == m.version)
+            })
+            .map(|m| json!({ "version": m.version, "name": m.name, "statements": m.statements() }))
+            .collect();
+        return Ok(Json(
+            json!({ "dry_run": true, "pending": pending, "changed": status.changed }),
+        ));
+    }
+    match migrations::apply(&*app.storage).await {
+        Ok(applied) => {
+            // New tables get the retention policy in force.
+            let policy = app.retention.read().await.clone();
+            retention::apply_policy(&*app.storage, &policy).await?;
+            Ok(Json(json!({ "applied": applied })))
+        }
+        Err(migrations::MigrationError::Storage(e)) => Err(e.into()),
+        Err(e) => Err(ApiError::BadQuery(e.to_string())),
+    }
+}

@@ -1,0 +1,142 @@
+//! Migrations: concurrent runs apply each file once, a half-migrated
+//! database is finished, a changed file stops the run, and the admin routes.
+
+mod common;
+
+use bilten_analytics::config::Config;
+use bilten_analytics::ops::migrations::{self, MIGRATIONS};
+use bilten_analytics::storage::{self, query_text};
+use common::{ADMIN, TestServer};
+use serde_json::Value;
+
+async fn open() -> (tempfile::TempDir, std::sync::Arc<dyn storage::Storage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.storage.embedded.data_dir = dir.path().to_path_buf();
+    (dir, storage::open(&cfg.storage).await.unwrap())
+}
+
+#[tokio::test]
+async fn two_instances_starting_at_once_apply_each_migration_once() {
+    let (_dir, storage) = open().await;
+    let (a, b) = tokio::join!(migrations::apply(&*storage), migrations::apply(&*storage));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        a.len() + b.len(),
+        MIGRATIONS.len(),
+        "one ran them all, the other none: {a:?} / {b:?}"
+    );
+    assert!(a.is_empty() || b.is_empty());
+    let rows = query_text(
+        &*storage,
+        "SELECT count(), uniqExact(version) FROM bilten_analytics.schema_migrations",
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows.trim(), format!("{0}\t{0}", MIGRATIONS.len()));
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn a_half_migrated_database_is_finished_and_a_changed_file_refused() {
+    let (_dir, storage) = open().await;
+    // A run that died inside migration 4: the first two statements ran, nothing recorded past 3.
+    storage
+        .execute("CREATE DATABASE IF NOT EXISTS bilten_analytics")
+        .await
+        .unwrap();
+    for m in &MIGRATIONS[..3] {
+        for stmt in m.statements() {
+            storage.execute(&stmt).await.unwrap();
+        }
+    }
+    for stmt in &MIGRATIONS[3].statements()[..2] {
+        storage.execute(stmt).await.unwrap();
+    }
+    let applied = migrations::apply(&*storage).await.unwrap();
+    assert_eq!(
+        applied.len(),
+        MIGRATIONS.len(),
+        "every file is recorded, the finished ones too"
+    );
+    let status = migrations::status(&*storage).await.unwrap();
+    assert_eq!((status.pending, status.changed), (0, 0));
+    let views = query_text(&*storage, "SELECT count() FROM system.tables WHERE database = 'bilten_analytics' AND name LIKE '%\\_mv'").await.unwrap();
+    assert_eq!(views.trim(), "5");
+
+    // Someone edits an applied file: the checksum no longer matches.
+    storage.execute("INSERT INTO bilten_analytics.schema_migrations (version, name, checksum) VALUES (2, '0002_page_views.sql', 'edited')").await.unwrap();
+    let status = migrations::status(&*storage).await.unwrap();
+    assert_eq!(status.changed, 1);
+    let err = migrations::apply(&*storage).await.unwrap_err().to_string();
+    assert!(
+        err.contains("0002_page_views.sql was changed after it was applied"),
+        "{err}"
+    );
+    storage.close().await;
+}
+
+#[tokio::test]
+async fn admin_routes_list_and_dry_run() {
+    let s = TestServer::start(|c| c.migrate_on_start = false).await;
+    let get = |path: &str| {
+        s.client
+            .get(format!("{}/admin{path}", s.base))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let status: Value = get("/migrations").await.unwrap().json().await.unwrap();
+    assert_eq!(status["pending"], MIGRATIONS.len());
+    let r = s
+        .client
+        .get(format!("{}/ready", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "not ready before migrating");
+
+    let post = |path: &str| {
+        s.client
+            .post(format!("{}/admin{path}", s.base))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+    let dry: Value = post("/migrations/apply?dry_run=true")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(dry["pending"].as_array().unwrap().len(), MIGRATIONS.len());
+    assert!(
+        dry["pending"][0]["statements"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("CREATE TABLE IF NOT EXISTS bilten_analytics.events")
+    );
+    let still: Value = get("/migrations").await.unwrap().json().await.unwrap();
+    assert_eq!(
+        still["pending"],
+        MIGRATIONS.len(),
+        "a dry run changes nothing"
+    );
+
+    let applied: Value = post("/migrations/apply")
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        applied["applied"].as_array().unwrap().len(),
+        MIGRATIONS.len()
+    );
+    let r = s
+        .client
+        .get(format!("{}/ready", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await.unwrap();
+}
