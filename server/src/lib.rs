@@ -140,7 +140,9 @@ pub fn router(state: AppState) -> Router {
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_admin,
-        ));
+        ))
+        // Outside the token check, so refused attempts are recorded too.
+        .route_layer(from_fn_with_state(state.clone(), routes::auth::audit));
     let max_body = state.config.ingest.max_body_bytes;
     Router::new()
         .merge(ingest)
@@ -229,7 +231,8 @@ async fn run(
     }
     let timer = batcher.start_timer();
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
-    let served = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     timer.abort();

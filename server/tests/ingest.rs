@@ -322,7 +322,7 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
     let rows = s
         .query("SELECT count() AS n FROM bilten_analytics.schema_migrations")
         .await;
-    assert_eq!(common::as_u64(&rows[0]["n"]), 11, "migrations ran once");
+    assert_eq!(common::as_u64(&rows[0]["n"]), 12, "migrations ran once");
     s.stop().await.unwrap();
 }
 
@@ -474,6 +474,54 @@ async fn prometheus_metrics_count_requests_events_rejections_and_flushes() {
     assert!(
         text.contains("# HELP bilten_ingest_events_total"),
         "described"
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_admin_action_is_audited_refused_ones_too() {
+    let s = TestServer::start(|_| {}).await;
+    s.query("SELECT 42 AS answer").await;
+    let r = s
+        .client
+        .post(format!("{}/admin/flush", s.base))
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let rows = s
+        .query("SELECT actor, remote, method, path, status, detail FROM bilten_analytics.audit_log WHERE path != '/admin/query' OR detail LIKE '%answer%' ORDER BY at")
+        .await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows[0]["actor"].as_str().unwrap().starts_with("token:"),
+        "a fingerprint, not the token: {}",
+        rows[0]
+    );
+    assert!(!rows[0]["actor"].as_str().unwrap().contains(ADMIN));
+    assert_eq!(
+        (
+            rows[0]["path"].as_str().unwrap(),
+            rows[0]["status"].as_u64().unwrap()
+        ),
+        ("/admin/query", 200)
+    );
+    assert_eq!(rows[0]["detail"], "SELECT 42 AS answer");
+    assert!(
+        rows[0]["remote"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:")
+    );
+    assert_eq!(
+        (
+            rows[1]["actor"].as_str().unwrap(),
+            rows[1]["path"].as_str().unwrap(),
+            rows[1]["status"].as_u64().unwrap()
+        ),
+        ("invalid token", "/admin/flush", 401)
     );
     s.stop().await.unwrap();
 }

@@ -40,6 +40,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     9 "0009_deduplication.sql",
     10 "0010_dead_letter.sql",
     11 "0011_settings.sql",
+    12 "0012_audit_log.sql",
 ];
 
 impl Migration {
