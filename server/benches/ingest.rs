@@ -56,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|b| {
             Bytes::from(
-                ingest::process(Table::Events, b, BodyFormat::Json, per_request, now)
+                ingest::process(Table::Events, b, BodyFormat::Json, per_request, now, None)
                     .unwrap()
                     .rows,
             )

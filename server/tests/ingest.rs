@@ -525,3 +525,62 @@ async fn every_admin_action_is_audited_refused_ones_too() {
     );
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_ingest_key_scoped_to_an_organizer_cannot_write_for_another() {
+    let s = TestServer::start(|c| {
+        c.ingest_keys = vec!["k123@org-123".into(), "k123@org-124".into(), "kall".into()]
+    })
+    .await;
+    let post = |key: &'static str, body: Value| {
+        s.client
+            .post(format!("{}/v1/events", s.base))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+    };
+    let body = json!([
+        {"event_type":"x","organizer_id":"org-123"},
+        {"event_type":"x","organizer_id":"org-456"},
+        {"event_type":"x","organizer_id":"org-124"}
+    ]);
+    let r: Value = post("k123", body.clone())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["accepted"], 2, "{r}");
+    assert_eq!(r["errors"][0]["index"], 1);
+    assert_eq!(r["errors"][0]["field"], "organizer_id");
+    assert_eq!(
+        r["errors"][0]["reason"],
+        "organizer_id: this API key may not write events for organizer \"org-456\""
+    );
+    let r = post("k123", json!({"event_type":"x","organizer_id":"org-456"}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "nothing of another organizer's gets in");
+    let r: Value = post("kall", body).await.unwrap().json().await.unwrap();
+    assert_eq!(r["accepted"], 3, "an unscoped key writes for anyone");
+    s.flush().await;
+    let rows = s.query("SELECT organizer_id, count() AS n FROM bilten_analytics.events GROUP BY organizer_id ORDER BY organizer_id").await;
+    let counts: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["organizer_id"].as_str().unwrap().to_string(),
+                common::as_u64(&r["n"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("org-123".into(), 2),
+            ("org-124".into(), 2),
+            ("org-456".into(), 1)
+        ]
+    );
+    s.stop().await.unwrap();
+}

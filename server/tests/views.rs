@@ -224,7 +224,7 @@ async fn views_are_final_before_any_merge() {
     for chunk in data.chunks(30) {
         for (table, events) in by_table(chunk) {
             let body = serde_json::to_vec(&events).unwrap();
-            let out = ingest::process(table, &body, BodyFormat::Json, 10_000, now).unwrap();
+            let out = ingest::process(table, &body, BodyFormat::Json, 10_000, now, None).unwrap();
             assert!(out.rejections.is_empty(), "{:?}", out.rejections);
             storage
                 .insert(

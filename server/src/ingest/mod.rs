@@ -85,6 +85,21 @@ impl Outcome {
     }
 }
 
+/// An event's organizer must be one the key may write for.
+fn in_scope(value: &serde_json::Value, scope: Option<&[String]>) -> Result<(), String> {
+    let (Some(scope), Some(org)) = (scope, value.get("organizer_id").and_then(|o| o.as_str()))
+    else {
+        return Ok(());
+    };
+    if scope.iter().any(|s| s == org) {
+        Ok(())
+    } else {
+        Err(format!(
+            "organizer_id: this API key may not write events for organizer {org:?}"
+        ))
+    }
+}
+
 /// The event ids in JSONEachRow rows this module wrote (each line starts
 /// with its `id`).
 pub fn row_ids(rows: &[u8]) -> impl Iterator<Item = uuid::Uuid> + '_ {
@@ -93,13 +108,16 @@ pub fn row_ids(rows: &[u8]) -> impl Iterator<Item = uuid::Uuid> + '_ {
         .filter_map(|id| uuid::Uuid::try_parse_ascii(id).ok())
 }
 
-/// Decodes a body and validates each event on its own.
+/// Decodes a body and validates each event on its own. With a `scope` (the
+/// organizers an ingest key may write for), events of other organizers are
+/// rejected.
 pub fn process(
     table: Table,
     body: &[u8],
     format: BodyFormat,
     max_events: usize,
     now: chrono::DateTime<chrono::Utc>,
+    scope: Option<&[String]>,
 ) -> Result<Outcome, DecodeError> {
     let items = decode::decode(body, format)?;
     if items.is_empty() {
@@ -121,6 +139,15 @@ pub fn process(
                 index,
                 field: None,
                 reason,
+            })
+            .and_then(|value| {
+                in_scope(&value, scope)
+                    .map(|()| value)
+                    .map_err(|reason| Rejection {
+                        index,
+                        field: Some("organizer_id".into()),
+                        reason,
+                    })
             })
             .and_then(|value| {
                 validate::validate(table, value, now, &mut out.rows).map_err(|(field, reason)| {

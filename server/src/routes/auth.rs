@@ -22,22 +22,46 @@ fn matches(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
-/// When ingest keys are configured, ingest routes need one.
+/// The organizers a request's ingest key may write for; `None`: any.
+#[derive(Debug, Clone)]
+pub struct IngestScope(pub Option<Vec<String>>);
+
+/// When ingest keys are configured, ingest routes need one. An entry
+/// `KEY@org-123` limits that key to organizer org-123 (repeat the key for
+/// more organizers); a bare `KEY` may write for any organizer.
 pub async fn require_ingest_key(
     State(app): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let keys = &app.config.ingest_keys;
     if !keys.is_empty() {
         let headers = request.headers();
-        let given =
-            bearer(headers).or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()));
-        // Compare against every key so the time taken does not reveal which matched.
-        let ok = given.is_some_and(|g| keys.iter().fold(false, |acc, k| acc | matches(g, k)));
-        if !ok {
+        let given = bearer(headers)
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .unwrap_or("");
+        // Compare against every entry so the time taken does not reveal which matched.
+        let mut matched = false;
+        let mut unrestricted = false;
+        let mut organizers = Vec::new();
+        for entry in keys {
+            let (key, organizer) = match entry.split_once('@') {
+                Some((k, o)) => (k, Some(o)),
+                None => (entry.as_str(), None),
+            };
+            if matches(given, key) {
+                matched = true;
+                match organizer {
+                    Some(o) => organizers.push(o.to_string()),
+                    None => unrestricted = true,
+                }
+            }
+        }
+        if !matched {
             return Err(ApiError::Unauthorized);
         }
+        let scope = if unrestricted { None } else { Some(organizers) };
+        request.extensions_mut().insert(IngestScope(scope));
     }
     Ok(next.run(request).await)
 }

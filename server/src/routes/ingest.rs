@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::ingest::{self, BodyFormat, Rejection, Table};
+use crate::routes::auth::IngestScope;
 use crate::telemetry;
 use crate::wal::Record;
 
@@ -42,11 +43,13 @@ pub async fn ingest(
     Path(kind): Path<String>,
     state: State<AppState>,
     query: Query<Params>,
+    scope: Option<axum::Extension<IngestScope>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
     let table = Table::from_route(&kind).ok_or(ApiError::NotFound)?;
-    let reply = accept(table, state, query, headers, body).await;
+    let scope = scope.and_then(|s| s.0.0);
+    let reply = accept(table, state, query, scope.as_deref(), headers, body).await;
     let status = match &reply {
         Ok((status, Json(r))) => {
             record_outcome(table, r);
@@ -85,6 +88,7 @@ async fn accept(
     table: Table,
     State(app): State<AppState>,
     Query(params): Query<Params>,
+    scope: Option<&[String]>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Reply {
@@ -106,6 +110,7 @@ async fn accept(
         format,
         app.config.ingest.max_events_per_request,
         chrono::Utc::now(),
+        scope,
     )?;
     // An id seen within the window (in this request or an earlier one) is a
     // resend: drop it. Claimed atomically, so two racing resends keep one.
