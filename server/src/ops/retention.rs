@@ -224,14 +224,63 @@ pub async fn apply_policy(
     Ok(())
 }
 
-/// Moves and deletes existing parts by the rules now.
-pub async fn materialize(storage: &dyn Storage) -> Result<(), StorageError> {
+/// Deletes expired rows and moves existing parts by the rules now.
+///
+/// `MATERIALIZE TTL` deletes synchronously, but TTL moves run later on the
+/// engine's background pool. So parts due for a colder volume are moved
+/// here explicitly (`MOVE PART`), judged by their newest row: `apply`
+/// answers with the data where the policy says it belongs.
+pub async fn materialize(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<(), StorageError> {
+    let moves = has_policy(storage).await?;
     for (table, _) in TABLES {
         storage
             .execute(&format!(
                 "ALTER TABLE {DATABASE}.{table} MATERIALIZE TTL SETTINGS mutations_sync = 2"
             ))
             .await?;
+        if !moves {
+            continue;
+        }
+        let policy = cfg.for_table(table);
+        let parts = query_text(
+            storage,
+            &format!(
+                "SELECT name, disk_name, toUnixTimestamp(now()) - toUnixTimestamp(if(max_time > 0, max_time, toDateTime(max_date))) \
+                 FROM system.parts WHERE database = '{DATABASE}' AND table = '{table}' AND active AND rows > 0"
+            ),
+        )
+        .await?;
+        for line in parts.lines() {
+            let mut f = line.split('\t');
+            let (Some(name), Some(disk), Some(age)) = (
+                f.next(),
+                f.next(),
+                f.next().and_then(|a| a.parse::<i64>().ok()),
+            ) else {
+                continue;
+            };
+            let due = |after: Option<Duration>| after.is_some_and(|d| age >= d.as_secs() as i64);
+            let target = if due(policy.archive_after) {
+                "archive"
+            } else if due(policy.cold_after) {
+                "cold"
+            } else {
+                continue;
+            };
+            // Only ever colder: hot → cold → archive.
+            if disk == target || (disk == "archive" && target == "cold") {
+                continue;
+            }
+            let sql =
+                format!("ALTER TABLE {DATABASE}.{table} MOVE PART '{name}' TO VOLUME '{target}'");
+            match storage.execute(&sql).await {
+                Ok(()) => {}
+                // A merge or a background move got there first.
+                Err(StorageError::Rejected(m))
+                    if m.contains("NO_SUCH_DATA_PART") || m.contains("already") => {}
+                Err(e) => return Err(e),
+            }
+        }
     }
     Ok(())
 }

@@ -143,8 +143,8 @@ pub async fn set_retention(
 
 /// Moves and deletes existing parts by the policy now (`MATERIALIZE TTL`).
 pub async fn apply_retention(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
-    retention::materialize(&*app.storage).await?;
     let policy = app.retention.read().await.clone();
+    retention::materialize(&*app.storage, &policy).await?;
     Ok(Json(retention::report(&*app.storage, &policy).await?))
 }
 
