@@ -33,6 +33,8 @@ pub struct Config {
     pub wal: WalSettings,
     pub retention: crate::ops::retention::RetentionConfig,
     pub backups: BackupSettings,
+    /// Serve HTTPS (rustls) with this certificate chain and key, PEM files.
+    pub tls: Option<TlsSettings>,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
     /// stays in the write-ahead log for the next start.
     #[serde(with = "humantime_serde")]
@@ -52,6 +54,13 @@ pub struct WalSettings {
     /// When the unconfirmed log reaches this, ingest answers 503 with
     /// Retry-After: memory and disk stay bounded while storage is down.
     pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +183,7 @@ impl Default for Config {
             wal: WalSettings::default(),
             retention: Default::default(),
             backups: BackupSettings::default(),
+            tls: None,
             shutdown_timeout: Duration::from_secs(30),
         }
     }
@@ -295,6 +305,7 @@ const TOP_LEVEL: &[&str] = &[
     "wal",
     "retention",
     "backups",
+    "tls",
     "shutdown_timeout",
 ];
 
@@ -360,6 +371,13 @@ impl Config {
             );
         }
         self.retention.validate()?;
+        if let Some(tls) = &self.tls {
+            for (what, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
+                if !path.is_file() {
+                    return Err(format!("{what}: no file at {}", path.display()));
+                }
+            }
+        }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err("admin_token is set but empty".into());
         }

@@ -231,10 +231,36 @@ async fn run(
     }
     let timer = batcher.start_timer();
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
+    let tls = state.config.tls.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served: std::io::Result<()> = match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "TLS certificate {} / key {}: {e}",
+                        tls.cert.display(),
+                        tls.key.display()
+                    )
+                })?;
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(None);
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
+                .handle(handle)
+                .serve(app)
+                .await
+        }
+    };
     timer.abort();
     // Drain what we can within the deadline; the log keeps the rest.
     match tokio::time::timeout(shutdown_timeout, batcher.flush_all()).await {
