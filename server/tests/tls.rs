@@ -65,11 +65,13 @@ async fn serves_https_with_the_configured_certificate() {
 
 #[test]
 fn a_missing_certificate_is_a_clear_config_error() {
-    let mut cfg = bilten_analytics::config::Config::default();
-    cfg.tls = Some(bilten_analytics::config::TlsSettings {
-        cert: "/nonexistent/cert.pem".into(),
-        key: "/nonexistent/key.pem".into(),
-    });
+    let cfg = bilten_analytics::config::Config {
+        tls: Some(bilten_analytics::config::TlsSettings {
+            cert: "/nonexistent/cert.pem".into(),
+            key: "/nonexistent/key.pem".into(),
+        }),
+        ..Default::default()
+    };
     assert_eq!(
         cfg.validate().unwrap_err(),
         "tls.cert: no file at /nonexistent/cert.pem"
