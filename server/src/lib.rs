@@ -3,6 +3,7 @@
 //! # The path of an event
 //! ```text
 //! POST /v1/events | /v1/page-views | /v1/ticket-sales        routes::ingest
+//!   ──► ingest key (optionally scoped to organizers)           routes::auth
 //!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
 //!   ──► drop ids seen in the last 10 min (resends)             AppState::recent_ids
@@ -22,13 +23,17 @@
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
 //!   and `clickhouse` (the official crate over HTTP).
-//! - [`ops`]: schema migrations.
-//! - [`routes`]: thin axum handlers; [`error`]: the one `IntoResponse`.
+//! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
+//!   the report; none of it knows HTTP.
+//! - [`routes`]: thin axum handlers (ingest, admin, health, auth and audit);
+//!   [`error`]: the one `IntoResponse`.
 //! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
 //! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
 //!
-//! [`serve`] is what `main` and the end-to-end tests both call.
+//! `/admin` routes pass the audit layer (every request recorded), then the
+//! token check. [`serve`] is what `main` and the end-to-end tests both call;
+//! it serves plain HTTP, or HTTPS when a certificate is configured.
 
 pub mod admin_client;
 pub mod batch;
