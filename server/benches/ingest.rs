@@ -8,6 +8,7 @@
 //!   into the embedded engine, `--batch` rows per insert, as many inserts at
 //!   once as the server's flush workers (2).
 //! - e2e: the same events as JSON over HTTP (`--batch` per request, 4 in flight),
+//!   once without the write-ahead log and once with it (fsync before each 202),
 //!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
 //! - validate: decoding and validation alone, on one core.
 
@@ -20,9 +21,41 @@ use bilten_analytics::batch::Batcher;
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::{self, BodyFormat, Table};
 use bilten_analytics::loadgen::Generator;
+use bilten_analytics::wal::{Wal, WalConfig};
 use bilten_analytics::{AppState, ops, router, storage};
 use bytes::Bytes;
 use serde_json::Value;
+
+/// Sends every body over HTTP (4 in flight), then `/admin/flush`; rows/s.
+async fn end_to_end(client: &reqwest::Client, base: &str, bodies: &[Bytes], rows: usize) -> f64 {
+    let t = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut tasks = tokio::task::JoinSet::new();
+    for body in bodies {
+        let permit = sem.clone().acquire_owned().await.unwrap();
+        let (client, url, body) = (client.clone(), format!("{base}/v1/events"), body.clone());
+        tasks.spawn(async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 202);
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let r = client
+        .post(format!("{base}/admin/flush"))
+        .bearer_auth("bench")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    rows as f64 / t.elapsed().as_secs_f64()
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -64,13 +97,31 @@ async fn main() -> anyhow::Result<()> {
         .collect();
     let validate_secs = t.elapsed().as_secs_f64();
 
-    // Throughput against the engine; what the log costs is in the `ack` bench.
-    let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), None);
-    let _timer = batcher.start_timer();
-    let app = router(AppState::new(Arc::new(cfg), storage.clone(), batcher, None));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    // Two servers on the one engine: without the write-ahead log and with it.
+    let mut bases = Vec::new();
+    for with_log in [false, true] {
+        let wal = if with_log {
+            let wal_cfg = WalConfig {
+                dir: dir.path().join("wal"),
+                segment_bytes: 64 << 20,
+                max_bytes: 1 << 30,
+            };
+            Some(Arc::new(Wal::open(&wal_cfg)?.0))
+        } else {
+            None
+        };
+        let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), wal.clone());
+        batcher.start_timer();
+        let app = router(AppState::new(
+            Arc::new(cfg.clone()),
+            storage.clone(),
+            batcher,
+            wal,
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        bases.push(format!("http://{}", listener.local_addr()?));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+    }
     let client = reqwest::Client::new();
 
     let count = || async {
@@ -81,6 +132,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut raw = Vec::new();
     let mut e2e = Vec::new();
+    let mut e2e_log = Vec::new();
     for round in 0..rounds {
         let before = count().await;
         let t = Instant::now();
@@ -101,46 +153,24 @@ async fn main() -> anyhow::Result<()> {
         raw.push(rows as f64 / t.elapsed().as_secs_f64());
         assert_eq!(count().await, before + rows);
 
-        let before = count().await;
-        let t = Instant::now();
-        let sem = Arc::new(tokio::sync::Semaphore::new(4));
-        let mut tasks = tokio::task::JoinSet::new();
-        for body in &bodies {
-            let permit = sem.clone().acquire_owned().await?;
-            let (client, url, body) = (client.clone(), format!("{base}/v1/events"), body.clone());
-            tasks.spawn(async move {
-                let r = client
-                    .post(url)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 202);
-                drop(permit);
-            });
+        for (base, results) in bases.iter().zip([&mut e2e, &mut e2e_log]) {
+            let before = count().await;
+            results.push(end_to_end(&client, base, &bodies, rows).await);
+            assert_eq!(count().await, before + rows, "every event stored");
         }
-        while tasks.join_next().await.is_some() {}
-        let r = client
-            .post(format!("{base}/admin/flush"))
-            .bearer_auth("bench")
-            .send()
-            .await?;
-        assert!(r.status().is_success());
-        e2e.push(rows as f64 / t.elapsed().as_secs_f64());
-        assert_eq!(count().await, before + rows, "every event stored");
         eprintln!(
-            "round {}: raw {:.0} rows/s, e2e {:.0} rows/s",
+            "round {}: raw {:.0} rows/s, e2e {:.0} rows/s, e2e with the log {:.0} rows/s",
             round + 1,
             raw[round],
-            e2e[round]
+            e2e[round],
+            e2e_log[round]
         );
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (raw_m, e2e_m) = (median(&mut raw), median(&mut e2e));
+    let (raw_m, e2e_m, log_m) = (median(&mut raw), median(&mut e2e), median(&mut e2e_log));
     println!(
         "rows per run: {rows}, rounds: {rounds}, {per_request} events per request and per insert"
     );
@@ -148,11 +178,16 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|");
     println!("| raw engine insert (JSONEachRow, 2 inserts at once) | {raw_m:.0} |");
     println!("| end to end over HTTP (validate, buffer, flush) | {e2e_m:.0} |");
+    println!("| end to end, write-ahead log on (fsync before 202) | {log_m:.0} |");
     println!(
         "| decode + validate only, one core | {:.0} |",
         rows as f64 / validate_secs
     );
     println!("| ratio end to end / raw | {:.2} |", e2e_m / raw_m);
+    println!(
+        "| ratio end to end with the log / raw | {:.2} |",
+        log_m / raw_m
+    );
     storage.close().await;
     Ok(())
 }
