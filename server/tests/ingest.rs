@@ -202,28 +202,11 @@ async fn ingest_keys_and_admin_token_are_enforced() {
         assert_eq!(status, want, "{header}: {value}");
     }
 
-    let r = s
-        .client
-        .post(format!("{}/admin/flush", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("/admin/flush", None).await;
     assert_eq!(r.status(), 401);
-    let r = s
-        .client
-        .post(format!("{}/admin/flush", s.base))
-        .bearer_auth("key-a")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("/admin/flush", Some("key-a")).await;
     assert_eq!(r.status(), 401, "an ingest key is not an admin token");
-    let r = s
-        .client
-        .post(format!("{}/admin/flush", s.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("/admin/flush", Some(ADMIN)).await;
     assert_eq!(r.status(), 200);
     assert_eq!(s.count("events").await, 2);
     s.stop().await.unwrap();
@@ -232,13 +215,7 @@ async fn ingest_keys_and_admin_token_are_enforced() {
 #[tokio::test]
 async fn admin_routes_are_off_without_a_token() {
     let s = TestServer::start(|c| c.admin_token = None).await;
-    let r = s
-        .client
-        .post(format!("{}/admin/flush", s.base))
-        .bearer_auth("anything")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("/admin/flush", Some("anything")).await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("BILTEN_ADMIN_TOKEN"));
     s.stop().await.unwrap();
@@ -312,12 +289,7 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
 
     let s = TestServer::start_with(cfg).await;
     assert_eq!(s.count("events").await, 25);
-    let r = s
-        .client
-        .get(format!("{}/ready", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_raw("/ready").await;
     assert_eq!(r.status(), 200);
     let rows = s
         .query("SELECT count() AS n FROM bilten_analytics.schema_migrations")
@@ -329,19 +301,9 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
 #[tokio::test]
 async fn liveness_readiness_and_deep_health() {
     let s = TestServer::start(|_| {}).await;
-    let r = s
-        .client
-        .get(format!("{}/health", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_raw("/health").await;
     assert_eq!(r.status(), 200);
-    let r = s
-        .client
-        .get(format!("{}/ready", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_raw("/ready").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap()["status"], "ready");
     s.post_json("/v1/events", &json!({"event_type":"x","organizer_id":"o"}))
@@ -482,13 +444,7 @@ async fn prometheus_metrics_count_requests_events_rejections_and_flushes() {
 async fn every_admin_action_is_audited_refused_ones_too() {
     let s = TestServer::start(|_| {}).await;
     s.query("SELECT 42 AS answer").await;
-    let r = s
-        .client
-        .post(format!("{}/admin/flush", s.base))
-        .bearer_auth("wrong")
-        .send()
-        .await
-        .unwrap();
+    let r = s.post_raw("/admin/flush", Some("wrong")).await;
     assert_eq!(r.status(), 401);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let rows = s

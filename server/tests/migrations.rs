@@ -87,12 +87,7 @@ async fn admin_routes_list_and_dry_run() {
     };
     let status: Value = get("/migrations").await.unwrap().json().await.unwrap();
     assert_eq!(status["pending"], MIGRATIONS.len());
-    let r = s
-        .client
-        .get(format!("{}/ready", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_raw("/ready").await;
     assert_eq!(r.status(), 503, "not ready before migrating");
 
     let post = |path: &str| {
@@ -131,12 +126,7 @@ async fn admin_routes_list_and_dry_run() {
         applied["applied"].as_array().unwrap().len(),
         MIGRATIONS.len()
     );
-    let r = s
-        .client
-        .get(format!("{}/ready", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = s.get_raw("/ready").await;
     assert_eq!(r.status(), 200);
     s.stop().await.unwrap();
 }

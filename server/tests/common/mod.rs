@@ -72,6 +72,24 @@ impl TestServer {
         }
     }
 
+    /// GET a path of this server.
+    pub async fn get_raw(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST with no body, with a bearer token if given.
+    pub async fn post_raw(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send().await.unwrap()
+    }
+
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         self.post(path, "application/json", body.to_string().into_bytes())
             .await
