@@ -8,6 +8,9 @@ RUN cargo build --release -p bilten-analytics
 
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/bilten-analytics /usr/local/bin/bilten-analytics
+# The write-ahead log lives here (mount a volume: it is what makes a 202 durable).
+RUN mkdir -p /var/lib/bilten && chown 65534 /var/lib/bilten
+ENV BILTEN_DATA_DIR=/var/lib/bilten
 USER 65534
 EXPOSE 8080
 ENTRYPOINT ["bilten-analytics"]
