@@ -161,17 +161,23 @@ pub async fn backups(State(app): State<AppState>) -> Result<Json<Value>, ApiErro
     ))
 }
 
+/// A JSON body that may be left out: empty means all defaults.
+fn optional_json<T: Default + serde::de::DeserializeOwned>(
+    body: &[u8],
+    what: &str,
+) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::BadQuery(format!("{what}: {e}")))
+}
+
 /// Takes a backup of everything stored so far (buffers are flushed first).
 pub async fn create_backup(
     State(app): State<AppState>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: BackupRequest = if body.is_empty() {
-        BackupRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadQuery(format!("backup request: {e}")))?
-    };
+    let req: BackupRequest = optional_json(&body, "backup request")?;
     app.batcher.flush_all().await;
     let paused = app.batcher.pause().await;
     let location = app.config.backup_location();
@@ -194,12 +200,7 @@ pub async fn restore_backup(
     axum::extract::Path(id): axum::extract::Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let req: RestoreRequest = if body.is_empty() {
-        RestoreRequest::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::BadQuery(format!("restore request: {e}")))?
-    };
+    let req: RestoreRequest = optional_json(&body, "restore request")?;
     let database = req.database.unwrap_or_else(|| crate::DATABASE.to_string());
     let paused = app.batcher.pause().await;
     let result =
