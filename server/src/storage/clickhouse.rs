@@ -37,11 +37,9 @@ fn classify(e: clickhouse::error::Error) -> StorageError {
         Error::Network(_) | Error::TimedOut => StorageError::Transient(e.to_string()),
         Error::BadResponse(text) => {
             // The crate folds HTTP 5xx without an exception code into this text.
-            let classified = StorageError::from_exception(text.clone());
-            if !text.contains("Code: ") {
-                StorageError::Transient(text)
-            } else {
-                classified
+            match super::exception_code(&text) {
+                None => StorageError::Transient(text),
+                Some(_) => StorageError::from_exception(text),
             }
         }
         other => StorageError::Rejected(other.to_string()),

@@ -285,12 +285,7 @@ unsafe fn log_entry(
         Ok(_) => ("QueryFinish", String::new(), 0),
         Err(e) => {
             let text = e.to_string();
-            let code = text
-                .split("Code: ")
-                .nth(1)
-                .and_then(|r| r.split('.').next())
-                .and_then(|c| c.parse().ok())
-                .unwrap_or(0);
+            let code = super::exception_code(&text).map_or(0, |c| c as i32);
             ("ExceptionWhileProcessing", text, code)
         }
     };

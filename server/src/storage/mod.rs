@@ -40,16 +40,19 @@ impl StorageError {
     /// Classifies a ClickHouse exception text ("Code: 252. DB::Exception: …")
     /// by its code. Only codes that mean "try again later" are transient.
     pub fn from_exception(text: String) -> Self {
-        let code = text
-            .split("Code: ")
-            .nth(1)
-            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|digits| digits.parse::<u32>().ok());
-        match code {
+        match exception_code(&text) {
             Some(code) if TRANSIENT_CODES.contains(&code) => StorageError::Transient(text),
             _ => StorageError::Rejected(text),
         }
     }
+}
+
+/// The code of a ClickHouse exception text ("Code: 252. DB::Exception: …").
+pub fn exception_code(text: &str) -> Option<u32> {
+    text.split("Code: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|digits| digits.parse().ok())
 }
 
 /// ClickHouse error codes worth retrying: timeouts, network, memory pressure,
