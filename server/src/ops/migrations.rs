@@ -120,13 +120,24 @@ async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
 }
 
 /// Applied and pending migrations, and files changed since they were applied.
+///
+/// Read-only (readiness probes call it): without a `schema_migrations`
+/// table yet, everything is pending.
 pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
-    ensure_bookkeeping(storage).await?;
-    let text = query_text(
+    let exists = query_text(
         storage,
-        &format!("SELECT version, argMax(checksum, applied_at) FROM {DATABASE}.schema_migrations GROUP BY version"),
+        &format!("SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name = 'schema_migrations'"),
     )
     .await?;
+    let text = if exists.trim() == "0" {
+        String::new()
+    } else {
+        query_text(
+            storage,
+            &format!("SELECT version, argMax(checksum, applied_at) FROM {DATABASE}.schema_migrations GROUP BY version"),
+        )
+        .await?
+    };
     let applied: std::collections::HashMap<u32, String> = text
         .lines()
         .filter_map(|l| {
@@ -171,6 +182,7 @@ const CLAIM_SECONDS: u32 = 300;
 /// wait until nothing is pending, then apply nothing. (ClickHouse has no
 /// locks; this needs only the order in which one server saw the claims.)
 pub async fn apply(storage: &dyn Storage) -> Result<Vec<String>, MigrationError> {
+    ensure_bookkeeping(storage).await?;
     let first = status(storage).await?;
     if first.pending == 0 && first.changed == 0 {
         return Ok(Vec::new());
