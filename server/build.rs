@@ -1,4 +1,5 @@
-//! Fetches the embedded ClickHouse engine (chDB's `libchdb.so`) at build time.
+//! Fetches the embedded ClickHouse engine (chDB's `libchdb.so`) and builds
+//! the built-in Wasm plugins at build time.
 //!
 //! The library ships in the npm package `@chdb/lib-linux-x64-gnu`. We ask the
 //! npm client for it by name and exact version (`npm pack`, which checks the
@@ -21,6 +22,7 @@ const VERSION: &str = "26.7.3-stable.1";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    build_plugins();
     for var in [
         "BILTEN_CHDB_LIB",
         "BILTEN_CHDB_CACHE",
@@ -104,4 +106,85 @@ fn fetch(cache: &Path, lib: &Path) -> Result<(), String> {
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     result
+}
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+fn build_plugins() {
+    println!("cargo:rerun-if-env-changed=BILTEN_SKIP_PLUGIN_BUILD");
+    let server = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = server
+        .parent()
+        .expect("the server is in the workspace")
+        .to_path_buf();
+    let target_dir = root.join("target").join("plugins");
+    let out = target_dir.join(WASM_TARGET).join("release");
+    println!(
+        "cargo:rustc-env=BILTEN_BUILTIN_PLUGIN_DIR={}",
+        out.display()
+    );
+    for watched in ["plugins", "sdk/src", "sdk/wit", "sdk/Cargo.toml"] {
+        println!("cargo:rerun-if-changed={}", root.join(watched).display());
+    }
+    if std::env::var_os("BILTEN_SKIP_PLUGIN_BUILD").is_some() {
+        return;
+    }
+    // `rustup target add` is quick when the target is there already.
+    if let Ok(out) = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .output()
+    {
+        if !out.status.success() {
+            println!(
+                "cargo:warning=rustup target add {WASM_TARGET} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args([
+        "build",
+        "--release",
+        "--target",
+        WASM_TARGET,
+        "--manifest-path",
+    ])
+    .arg(root.join("plugins").join("Cargo.toml"))
+    .arg("--target-dir")
+    .arg(&target_dir);
+    // What cargo tells a build script about *this* build (flags, features,
+    // profile, a clippy wrapper) must not leak into the nested one; how to
+    // reach the registry must.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        let keep = ["CARGO_HOME", "CARGO_MAKEFLAGS"].contains(&key.as_str())
+            || [
+                "CARGO_NET_",
+                "CARGO_HTTP_",
+                "CARGO_REGISTR",
+                "CARGO_SOURCE_",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p));
+        let drop = (key.starts_with("CARGO_") && !keep)
+            || [
+                "RUSTFLAGS",
+                "RUSTC_WORKSPACE_WRAPPER",
+                "RUSTC_WRAPPER",
+                "RUSTDOCFLAGS",
+            ]
+            .contains(&key.as_str());
+        if drop {
+            cmd.env_remove(&key);
+        }
+    }
+    let output = cmd.output().expect("running cargo for the plugins");
+    if !output.status.success() {
+        panic!(
+            "building the built-in plugins for {WASM_TARGET} failed \
+             (BILTEN_SKIP_PLUGIN_BUILD=1 skips it):\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
 }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use bilten_analytics::batch::Batcher;
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::Table;
+use bilten_analytics::plugins::Plugins;
 use bilten_analytics::storage::{self, Storage};
 use bilten_analytics::wal::{Record, Wal, WalConfig};
 use bilten_analytics::{AppState, ops, router};
@@ -41,7 +42,14 @@ async fn start(
 ) -> (String, tokio::task::JoinHandle<()>) {
     let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), wal.clone());
     let timer = batcher.start_timer();
-    let app = router(AppState::new(Arc::new(cfg.clone()), storage, batcher, wal));
+    let plugins = Plugins::start(cfg.plugin_host.clone(), &cfg.plugins, None).unwrap();
+    let app = router(AppState::new(
+        Arc::new(cfg.clone()),
+        storage,
+        batcher,
+        wal,
+        plugins,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1/events", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {
@@ -152,6 +160,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
+    cfg.plugins = Vec::new();
     let storage = storage::open(&cfg.storage).await?;
     ops::migrations::apply(&*storage).await?;
     // `--wal-dir DIR` puts the log elsewhere (another disk, or tmpfs to see

@@ -10,6 +10,8 @@
 //! - e2e: the same events as JSON over HTTP (`--batch` per request, 4 in flight),
 //!   once without the write-ahead log and once with it (fsync before each 202),
 //!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
+//! - e2e with plugins: with the log, and the default chain of four built-in
+//!   Wasm plugins (bots, quality, privacy, ua) on every event.
 //! - validate: decoding and validation alone, on one core.
 
 mod common;
@@ -21,6 +23,7 @@ use bilten_analytics::batch::Batcher;
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::{self, BodyFormat, Table};
 use bilten_analytics::loadgen::Generator;
+use bilten_analytics::plugins::Plugins;
 use bilten_analytics::wal::{Wal, WalConfig};
 use bilten_analytics::{AppState, ops, router, storage};
 use bytes::Bytes;
@@ -65,6 +68,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
+    cfg.plugins = Vec::new();
     cfg.admin_token = Some("bench".into());
     cfg.batch.max_rows = per_request;
     let storage = storage::open(&cfg.storage).await?;
@@ -99,7 +103,11 @@ async fn main() -> anyhow::Result<()> {
 
     // Two servers on the one engine: without the write-ahead log and with it.
     let mut bases = Vec::new();
-    for with_log in [false, true] {
+    for (with_log, chain) in [
+        (false, Vec::new()),
+        (true, Vec::new()),
+        (true, bilten_analytics::plugins::default_chain()),
+    ] {
         let wal = if with_log {
             let wal_cfg = WalConfig {
                 dir: dir.path().join("wal"),
@@ -112,11 +120,13 @@ async fn main() -> anyhow::Result<()> {
         };
         let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), wal.clone());
         batcher.start_timer();
+        let plugins = Plugins::start(cfg.plugin_host.clone(), &chain, None)?;
         let app = router(AppState::new(
             Arc::new(cfg.clone()),
             storage.clone(),
             batcher,
             wal,
+            plugins,
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         bases.push(format!("http://{}", listener.local_addr()?));
@@ -133,6 +143,7 @@ async fn main() -> anyhow::Result<()> {
     let mut raw = Vec::new();
     let mut e2e = Vec::new();
     let mut e2e_log = Vec::new();
+    let mut e2e_chain = Vec::new();
     for round in 0..rounds {
         let before = count().await;
         let t = Instant::now();
@@ -153,17 +164,18 @@ async fn main() -> anyhow::Result<()> {
         raw.push(rows as f64 / t.elapsed().as_secs_f64());
         assert_eq!(count().await, before + rows);
 
-        for (base, results) in bases.iter().zip([&mut e2e, &mut e2e_log]) {
+        for (base, results) in bases.iter().zip([&mut e2e, &mut e2e_log, &mut e2e_chain]) {
             let before = count().await;
             results.push(end_to_end(&client, base, &bodies, rows).await);
             assert_eq!(count().await, before + rows, "every event stored");
         }
         eprintln!(
-            "round {}: raw {:.0} rows/s, e2e {:.0} rows/s, e2e with the log {:.0} rows/s",
+            "round {}: raw {:.0} rows/s, e2e {:.0} rows/s, e2e with the log {:.0} rows/s, and plugins {:.0} rows/s",
             round + 1,
             raw[round],
             e2e[round],
-            e2e_log[round]
+            e2e_log[round],
+            e2e_chain[round]
         );
     }
     let median = |v: &mut Vec<f64>| {
@@ -171,6 +183,7 @@ async fn main() -> anyhow::Result<()> {
         v[v.len() / 2]
     };
     let (raw_m, e2e_m, log_m) = (median(&mut raw), median(&mut e2e), median(&mut e2e_log));
+    let chain_m = median(&mut e2e_chain);
     println!(
         "rows per run: {rows}, rounds: {rounds}, {per_request} events per request and per insert"
     );
@@ -179,6 +192,7 @@ async fn main() -> anyhow::Result<()> {
     println!("| raw engine insert (JSONEachRow, 2 inserts at once) | {raw_m:.0} |");
     println!("| end to end over HTTP (validate, buffer, flush) | {e2e_m:.0} |");
     println!("| end to end, write-ahead log on (fsync before 202) | {log_m:.0} |");
+    println!("| end to end, log on, default plugin chain (4 plugins) | {chain_m:.0} |");
     println!(
         "| decode + validate only, one core | {:.0} |",
         rows as f64 / validate_secs
@@ -187,6 +201,11 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "| ratio end to end with the log / raw | {:.2} |",
         log_m / raw_m
+    );
+    println!(
+        "| ratio with plugins / raw; / without plugins | {:.2}; {:.2} |",
+        chain_m / raw_m,
+        chain_m / log_m
     );
     storage.close().await;
     Ok(())

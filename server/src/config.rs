@@ -39,6 +39,13 @@ pub struct Config {
     /// stays in the write-ahead log for the next start.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// The Wasm plugin chain, in order (`[[plugins]]`). Defaults to the
+    /// four built-ins; `plugins = []` runs none.
+    pub plugins: Vec<crate::plugins::PluginConfig>,
+    pub plugin_host: crate::plugins::HostSettings,
+    /// The file this was loaded from: a plugin reload reads it again.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +192,9 @@ impl Default for Config {
             backups: BackupSettings::default(),
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
+            plugins: crate::plugins::default_chain(),
+            plugin_host: Default::default(),
+            source: None,
         }
     }
 }
@@ -307,6 +317,8 @@ const TOP_LEVEL: &[&str] = &[
     "backups",
     "tls",
     "shutdown_timeout",
+    "plugins",
+    "plugin_host",
 ];
 
 impl Config {
@@ -341,13 +353,14 @@ impl Config {
                 }
             })
             .lowercase(false);
-        let config: Config = figment.merge(env).extract().map_err(|e| {
+        let mut config: Config = figment.merge(env).extract().map_err(|e| {
             e.into_iter()
                 .map(|e| e.to_string())
                 .collect::<Vec<_>>()
                 .join("; ")
         })?;
         config.validate()?;
+        config.source = file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()));
         Ok(config)
     }
 

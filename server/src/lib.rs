@@ -7,6 +7,8 @@
 //!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
 //!   ──► drop ids seen in the last 10 min (resends)             AppState::recent_ids
+//!   ──► Wasm plugin chain, once per batch, on a bounded pool:   plugins
+//!       keep / modify / drop / reject; faults per failure_policy
 //!   ──► append to the write-ahead log, group-commit fsync      wal
 //!   ──► 202 with accepted / rejected (index, field, reason)
 //!   ──► per-table buffer in a DashMap (1000 rows or 5 s)       batch
@@ -19,6 +21,8 @@
 //! # Modules
 //! - [`config`]: one `Config`, TOML + environment, validated at start.
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
+//! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
+//!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
@@ -42,6 +46,7 @@ pub mod error;
 pub mod ingest;
 pub mod loadgen;
 pub mod ops;
+pub mod plugins;
 pub mod routes;
 pub mod storage;
 pub mod telemetry;
@@ -81,6 +86,8 @@ pub struct AppState {
     pub recent_ids: moka::sync::Cache<uuid::Uuid, ()>,
     /// The retention policy in force (the file's, or the last `PUT`).
     pub retention: Arc<tokio::sync::RwLock<ops::retention::RetentionConfig>>,
+    /// The Wasm plugin chain.
+    pub plugins: Arc<plugins::Plugins>,
 }
 
 impl AppState {
@@ -89,6 +96,7 @@ impl AppState {
         storage: Arc<dyn Storage>,
         batcher: Arc<Batcher>,
         wal: Option<Arc<Wal>>,
+        plugins: Arc<plugins::Plugins>,
     ) -> AppState {
         let recent_ids = moka::sync::Cache::builder()
             .max_capacity(config.ingest.dedup_capacity)
@@ -102,6 +110,7 @@ impl AppState {
             wal,
             recent_ids,
             retention,
+            plugins,
         }
     }
 }
@@ -142,6 +151,8 @@ pub fn router(state: AppState) -> Router {
         .route("/migrations", get(routes::admin::migrations))
         .route("/migrations/apply", post(routes::admin::apply_migrations))
         .route("/report", get(routes::admin::report))
+        .route("/plugins", get(routes::admin::plugins))
+        .route("/plugins/reload", post(routes::admin::reload_plugins))
         .route_layer(from_fn_with_state(
             state.clone(),
             routes::auth::require_admin,
@@ -174,8 +185,19 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // Plugins first: a plugin that does not load stops the start before
+    // storage is opened.
+    let plugins = tokio::task::spawn_blocking({
+        let (host, chain, source) = (
+            config.plugin_host.clone(),
+            config.plugins.clone(),
+            config.source.clone(),
+        );
+        move || plugins::Plugins::start(host, &chain, source)
+    })
+    .await??;
     let storage = storage::open(&config.storage).await?;
-    let result = run(config, listener, shutdown, storage.clone()).await;
+    let result = run(config, listener, shutdown, storage.clone(), plugins).await;
     storage.close().await;
     result
 }
@@ -185,6 +207,7 @@ async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
     storage: Arc<dyn Storage>,
+    plugins: Arc<plugins::Plugins>,
 ) -> anyhow::Result<()> {
     if config.migrate_on_start {
         let applied = ops::migrations::apply(&*storage).await?;
@@ -224,7 +247,13 @@ async fn run(
     let batcher = Batcher::new(config.batch.clone(), storage.clone(), wal.clone());
     let shutdown_timeout = config.shutdown_timeout;
     telemetry::handle();
-    let state = AppState::new(Arc::new(config), storage, batcher.clone(), wal.clone());
+    let state = AppState::new(
+        Arc::new(config),
+        storage,
+        batcher.clone(),
+        wal.clone(),
+        plugins,
+    );
     *state.retention.write().await = retention;
     if let Some(recovered) = recovered {
         // A client whose 202 was lost in the crash will resend: remember

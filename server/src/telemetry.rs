@@ -18,6 +18,9 @@ pub const FLUSH_ROWS: &str = "bilten_flush_rows";
 pub const ROWS_STORED: &str = "bilten_rows_stored_total";
 pub const ROWS_DEAD_LETTERED: &str = "bilten_rows_dead_lettered_total";
 pub const STORAGE_ERRORS: &str = "bilten_storage_errors_total";
+pub const PLUGIN_BATCH_SECONDS: &str = "bilten_plugin_batch_duration_seconds";
+pub const PLUGIN_VERDICTS: &str = "bilten_plugin_verdicts_total";
+pub const PLUGIN_FAULTS: &str = "bilten_plugin_faults_total";
 
 /// The process-wide recorder, installed on first use. One per process, like
 /// the engine; a server restarted in the same process keeps counting.
@@ -92,6 +95,19 @@ fn describe() {
     describe_counter!(
         STORAGE_ERRORS,
         "Failed storage inserts by kind: transient (retried) or rejected."
+    );
+    describe_histogram!(
+        PLUGIN_BATCH_SECONDS,
+        Unit::Seconds,
+        "Time one plugin took for one batch, by plugin."
+    );
+    describe_counter!(
+        PLUGIN_VERDICTS,
+        "Plugin verdicts by plugin and verdict: keep, modify, drop, reject."
+    );
+    describe_counter!(
+        PLUGIN_FAULTS,
+        "Plugin faults by plugin and kind: timeout, memory, trap, init, bad_output, disabled."
     );
 }
 

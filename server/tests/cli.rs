@@ -20,11 +20,11 @@ fn migrate_dry_run_status_and_apply() {
 
     let (ok, out) = run(cmd(dir.path()).args(["migrate"]));
     assert!(ok, "{out}");
-    assert!(out.contains("12 migration(s) applied"), "{out}");
+    assert!(out.contains("13 migration(s) applied"), "{out}");
 
     let (ok, out) = run(cmd(dir.path()).args(["migrate", "--status"]));
     assert!(ok, "{out}");
-    assert_eq!(out.matches("applied ").count(), 12, "{out}");
+    assert_eq!(out.matches("applied ").count(), 13, "{out}");
     assert!(!out.contains("pending"), "{out}");
 
     let (ok, out) = run(cmd(dir.path()).args(["migrate"]));

@@ -20,7 +20,7 @@ fn request(n: usize, tag: usize) -> (Vec<String>, Value) {
     let events = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| json!({"id": id, "event_type": "purchase", "organizer_id": format!("org-{}", tag % 3), "user_id": format!("u{tag}-{i}")}))
+        .map(|(i, id)| json!({"id": id, "event_type": "purchase", "event_id": "evt-1", "organizer_id": format!("org-{}", tag % 3), "user_id": format!("u{tag}-{i}")}))
         .collect();
     (ids, Value::Array(events))
 }

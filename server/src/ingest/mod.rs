@@ -8,18 +8,30 @@ mod validate;
 use serde::Serialize;
 
 pub use decode::{BodyFormat, DecodeError};
+pub use validate::{EventRow, PageViewRow, Row, TicketSaleRow};
 
-/// The three kinds of rows clients send, each with its route and table.
+/// The tables rows are buffered for: the three kinds clients send, each with
+/// its route, and the two the plugin chain writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
     Events,
     PageViews,
     TicketSales,
+    RejectedEvents,
+    PluginQuarantine,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
+    pub const ALL: [Table; 5] = [
+        Table::Events,
+        Table::PageViews,
+        Table::TicketSales,
+        Table::RejectedEvents,
+        Table::PluginQuarantine,
+    ];
+    /// The tables clients write to.
+    pub const INGEST: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
 
     /// The last part of its ingest route, `/v1/<route>`.
     pub fn route(self) -> &'static str {
@@ -27,11 +39,13 @@ impl Table {
             Table::Events => "events",
             Table::PageViews => "page-views",
             Table::TicketSales => "ticket-sales",
+            Table::RejectedEvents => "rejected-events",
+            Table::PluginQuarantine => "plugin-quarantine",
         }
     }
 
     pub fn from_route(route: &str) -> Option<Table> {
-        Table::ALL.into_iter().find(|t| t.route() == route)
+        Table::INGEST.into_iter().find(|t| t.route() == route)
     }
 
     pub fn name(self) -> &'static str {
@@ -39,6 +53,8 @@ impl Table {
             Table::Events => "events",
             Table::PageViews => "page_views",
             Table::TicketSales => "ticket_sales",
+            Table::RejectedEvents => "rejected_events",
+            Table::PluginQuarantine => "plugin_quarantine",
         }
     }
 }
@@ -51,6 +67,57 @@ pub struct Rejection {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     pub reason: String,
+    /// A plugin's rejection code, and the plugin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+}
+
+impl Rejection {
+    fn structural(index: usize, field: Option<String>, reason: String) -> Self {
+        Rejection {
+            index,
+            field,
+            reason,
+            code: None,
+            plugin: None,
+        }
+    }
+}
+
+/// A request's events once validated: each row with its index in the
+/// request, and the rejections so far. The plugin chain works on this.
+#[derive(Debug, Clone, Default)]
+pub struct Parsed {
+    pub rows: Vec<(usize, Row)>,
+    pub rejections: Vec<Rejection>,
+}
+
+impl Parsed {
+    /// Keeps only the rows whose id `keep` accepts; returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&uuid::Uuid) -> bool) -> usize {
+        let before = self.rows.len();
+        self.rows.retain(|(_, row)| keep(&row.id()));
+        before - self.rows.len()
+    }
+
+    /// The JSONEachRow lines to store, with their ids.
+    pub fn encode(self) -> Outcome {
+        let mut out = Outcome {
+            rows: Vec::with_capacity(self.rows.len() * 256),
+            rejections: self.rejections,
+            ..Outcome::default()
+        };
+        for (_, row) in &self.rows {
+            row.write(&mut out.rows);
+            out.ids.push(row.id());
+            out.ends.push(out.rows.len());
+        }
+        out.accepted = out.ids.len();
+        out.rejections.sort_by_key(|r| r.index);
+        out
+    }
 }
 
 /// What a request yields: JSONEachRow lines of the accepted events, and the rejections.
@@ -62,27 +129,6 @@ pub struct Outcome {
     /// Each accepted row's event id, and where its line ends in `rows`.
     pub ids: Vec<uuid::Uuid>,
     pub ends: Vec<usize>,
-}
-
-impl Outcome {
-    /// Keeps only the rows whose id `keep` accepts; returns how many went.
-    pub fn retain(&mut self, mut keep: impl FnMut(&uuid::Uuid) -> bool) -> usize {
-        let mut rows = Vec::with_capacity(self.rows.len());
-        let (mut ids, mut ends) = (Vec::new(), Vec::new());
-        let mut start = 0;
-        for (id, end) in self.ids.iter().zip(&self.ends) {
-            if keep(id) {
-                rows.extend_from_slice(&self.rows[start..*end]);
-                ids.push(*id);
-                ends.push(rows.len());
-            }
-            start = *end;
-        }
-        let dropped = self.ids.len() - ids.len();
-        (self.rows, self.ids, self.ends, self.accepted) =
-            (rows, ids, ends, self.accepted - dropped);
-        dropped
-    }
 }
 
 /// An event's organizer must be one the key may write for.
@@ -108,9 +154,16 @@ pub fn row_ids(rows: &[u8]) -> impl Iterator<Item = uuid::Uuid> + '_ {
         .filter_map(|id| uuid::Uuid::try_parse_ascii(id).ok())
 }
 
-/// Decodes a body and validates each event on its own. With a `scope` (the
-/// organizers an ingest key may write for), events of other organizers are
-/// rejected.
+/// Validates one event given as JSON: a plugin's modified event, a sample.
+pub fn revalidate(
+    table: Table,
+    value: serde_json::Value,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<Row, (Option<String>, String)> {
+    validate::validate(table, value, now)
+}
+
+/// Decodes and validates, then encodes the rows: [`parse`] then [`Parsed::encode`].
 pub fn process(
     table: Table,
     body: &[u8],
@@ -119,6 +172,20 @@ pub fn process(
     now: chrono::DateTime<chrono::Utc>,
     scope: Option<&[String]>,
 ) -> Result<Outcome, DecodeError> {
+    Ok(parse(table, body, format, max_events, now, scope)?.encode())
+}
+
+/// Decodes a body and validates each event on its own. With a `scope` (the
+/// organizers an ingest key may write for), events of other organizers are
+/// rejected.
+pub fn parse(
+    table: Table,
+    body: &[u8],
+    format: BodyFormat,
+    max_events: usize,
+    now: chrono::DateTime<chrono::Utc>,
+    scope: Option<&[String]>,
+) -> Result<Parsed, DecodeError> {
     let items = decode::decode(body, format)?;
     if items.is_empty() {
         return Err(DecodeError::Empty);
@@ -129,41 +196,24 @@ pub fn process(
             max: max_events,
         });
     }
-    let mut out = Outcome {
-        rows: Vec::with_capacity(body.len()),
-        ..Outcome::default()
+    let mut out = Parsed {
+        rows: Vec::with_capacity(items.len()),
+        rejections: Vec::new(),
     };
     for (index, item) in items.into_iter().enumerate() {
         let result = item
-            .map_err(|reason| Rejection {
-                index,
-                field: None,
-                reason,
-            })
+            .map_err(|reason| Rejection::structural(index, None, reason))
             .and_then(|value| {
-                in_scope(&value, scope)
-                    .map(|()| value)
-                    .map_err(|reason| Rejection {
-                        index,
-                        field: Some("organizer_id".into()),
-                        reason,
-                    })
-            })
-            .and_then(|value| {
-                validate::validate(table, value, now, &mut out.rows).map_err(|(field, reason)| {
-                    Rejection {
-                        index,
-                        field,
-                        reason,
-                    }
+                in_scope(&value, scope).map(|()| value).map_err(|reason| {
+                    Rejection::structural(index, Some("organizer_id".into()), reason)
                 })
+            })
+            .and_then(|value| {
+                validate::validate(table, value, now)
+                    .map_err(|(field, reason)| Rejection::structural(index, field, reason))
             });
         match result {
-            Ok(id) => {
-                out.accepted += 1;
-                out.ids.push(id);
-                out.ends.push(out.rows.len());
-            }
+            Ok(row) => out.rows.push((index, row)),
             Err(rejection) => out.rejections.push(rejection),
         }
     }

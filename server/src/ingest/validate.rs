@@ -25,58 +25,109 @@ const MAX_PRICE_CENTS: u64 = 10u64.pow(18) - 1;
 /// One day, in milliseconds: a longer time on one page is a broken tracker.
 const MAX_DURATION_MS: u64 = 86_400_000;
 
-#[derive(Serialize)]
-struct EventRow {
-    id: Uuid,
-    timestamp: String,
-    event_type: String,
-    event_name: String,
-    organizer_id: String,
-    user_id: String,
-    session_id: String,
-    event_id: String,
-    properties: String,
-    user_agent: String,
-    ip: String,
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    pub id: Uuid,
+    pub timestamp: String,
+    /// The same instant in epoch milliseconds, for the plugins.
+    #[serde(skip)]
+    pub timestamp_ms: i64,
+    pub event_type: String,
+    pub event_name: String,
+    pub organizer_id: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub event_id: String,
+    pub properties: String,
+    pub user_agent: String,
+    pub ip: String,
+    /// Plugins that failed open on this event: it skipped their checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins_skipped: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct PageViewRow {
-    id: Uuid,
-    timestamp: String,
-    organizer_id: String,
-    user_id: String,
-    session_id: String,
-    event_id: String,
-    url: String,
-    referrer: String,
-    duration_ms: u64,
-    user_agent: String,
-    ip: String,
+#[derive(Debug, Clone, Serialize)]
+pub struct PageViewRow {
+    pub id: Uuid,
+    pub timestamp: String,
+    /// The same instant in epoch milliseconds, for the plugins.
+    #[serde(skip)]
+    pub timestamp_ms: i64,
+    pub organizer_id: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub event_id: String,
+    pub url: String,
+    pub referrer: String,
+    pub duration_ms: u64,
+    pub user_agent: String,
+    pub ip: String,
+    /// Plugins that failed open on this event: it skipped their checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins_skipped: Vec<String>,
 }
 
-#[derive(Serialize)]
-struct TicketSaleRow {
-    id: Uuid,
-    timestamp: String,
-    event_id: String,
-    organizer_id: String,
-    user_id: String,
-    order_id: String,
-    quantity: u64,
+#[derive(Debug, Clone, Serialize)]
+pub struct TicketSaleRow {
+    pub id: Uuid,
+    pub timestamp: String,
+    /// The same instant in epoch milliseconds, for the plugins.
+    #[serde(skip)]
+    pub timestamp_ms: i64,
+    pub event_id: String,
+    pub organizer_id: String,
+    pub user_id: String,
+    pub order_id: String,
+    pub quantity: u64,
     /// Exact decimal text: money never passes through a float.
-    price: String,
-    currency: String,
+    pub price: String,
+    #[serde(skip)]
+    pub price_cents: u64,
+    pub currency: String,
+    /// Plugins that failed open on this event: it skipped their checks.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plugins_skipped: Vec<String>,
 }
 
-/// Validates one event and appends its JSONEachRow line to `out`; returns
-/// the event's id (the client's, or the one assigned here).
-pub fn validate(
-    table: Table,
-    value: Value,
-    now: DateTime<Utc>,
-    out: &mut Vec<u8>,
-) -> Result<Uuid, Invalid> {
+/// One validated event, typed, as it will be stored.
+#[derive(Debug, Clone)]
+pub enum Row {
+    Event(EventRow),
+    PageView(PageViewRow),
+    TicketSale(TicketSaleRow),
+}
+
+impl Row {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Row::Event(r) => r.id,
+            Row::PageView(r) => r.id,
+            Row::TicketSale(r) => r.id,
+        }
+    }
+
+    /// Appends its JSONEachRow line (it starts with the `id`: see `row_ids`).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            Row::Event(r) => serde_json::to_writer(&mut *out, r),
+            Row::PageView(r) => serde_json::to_writer(&mut *out, r),
+            Row::TicketSale(r) => serde_json::to_writer(&mut *out, r),
+        }
+        .expect("rows of strings and numbers serialize");
+        out.push(b'\n');
+    }
+
+    pub fn plugins_skipped(&mut self) -> &mut Vec<String> {
+        match self {
+            Row::Event(r) => &mut r.plugins_skipped,
+            Row::PageView(r) => &mut r.plugins_skipped,
+            Row::TicketSale(r) => &mut r.plugins_skipped,
+        }
+    }
+}
+
+/// Validates one event into its row.
+pub fn validate(table: Table, value: Value, now: DateTime<Utc>) -> Result<Row, Invalid> {
     let map = match value {
         Value::Object(map) => map,
         other => {
@@ -88,17 +139,18 @@ pub fn validate(
     };
     let mut f = Fields(map);
     let id = f.id()?;
-    let timestamp = f.timestamp(now)?;
-    let result = match table {
+    let (timestamp, timestamp_ms) = f.timestamp(now)?;
+    let row = match table {
         Table::Events => {
             let properties = f.properties()?;
             let event_id = match f.string("event_id", false, MAX_ID)? {
                 Some(id) => id,
                 None => properties_event_id(properties.as_ref())?,
             };
-            let row = EventRow {
+            let row = Row::Event(EventRow {
                 id,
                 timestamp,
+                timestamp_ms,
                 event_type: f.event_type()?,
                 event_name: f.string("event_name", false, MAX_TEXT)?.unwrap_or_default(),
                 organizer_id: f.required("organizer_id", MAX_ID)?,
@@ -110,14 +162,16 @@ pub fn validate(
                     .unwrap_or_else(|| "{}".into()),
                 user_agent: f.string("user_agent", false, MAX_TEXT)?.unwrap_or_default(),
                 ip: f.string("ip", false, 64)?.unwrap_or_default(),
-            };
+                plugins_skipped: Vec::new(),
+            });
             f.finish()?;
-            serde_json::to_writer(&mut *out, &row)
+            row
         }
         Table::PageViews => {
-            let row = PageViewRow {
+            let row = Row::PageView(PageViewRow {
                 id,
                 timestamp,
+                timestamp_ms,
                 organizer_id: f.required("organizer_id", MAX_ID)?,
                 user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
                 session_id: f.string("session_id", false, MAX_ID)?.unwrap_or_default(),
@@ -129,14 +183,16 @@ pub fn validate(
                     .unwrap_or(0),
                 user_agent: f.string("user_agent", false, MAX_TEXT)?.unwrap_or_default(),
                 ip: f.string("ip", false, 64)?.unwrap_or_default(),
-            };
+                plugins_skipped: Vec::new(),
+            });
             f.finish()?;
-            serde_json::to_writer(&mut *out, &row)
+            row
         }
         Table::TicketSales => {
-            let row = TicketSaleRow {
+            let mut row = TicketSaleRow {
                 id,
                 timestamp,
+                timestamp_ms,
                 event_id: f.required("event_id", MAX_ID)?,
                 organizer_id: f.required("organizer_id", MAX_ID)?,
                 user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
@@ -144,16 +200,23 @@ pub fn validate(
                 quantity: f
                     .uint("quantity", true, 1, MAX_QUANTITY)?
                     .expect("required"),
-                price: f.price()?,
+                price: String::new(),
+                price_cents: f.price()?,
                 currency: f.currency()?,
+                plugins_skipped: Vec::new(),
             };
+            row.price = format!("{}.{:02}", row.price_cents / 100, row.price_cents % 100);
             f.finish()?;
-            serde_json::to_writer(&mut *out, &row)
+            Row::TicketSale(row)
+        }
+        Table::RejectedEvents | Table::PluginQuarantine => {
+            return Err((
+                None,
+                format!("{} takes no events from clients", table.name()),
+            ));
         }
     };
-    result.expect("rows of strings and numbers serialize");
-    out.push(b'\n');
-    Ok(id)
+    Ok(row)
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
@@ -234,7 +297,8 @@ impl Fields {
         }
     }
 
-    fn timestamp(&mut self, now: DateTime<Utc>) -> Result<String, Invalid> {
+    /// ClickHouse's text form and epoch milliseconds.
+    fn timestamp(&mut self, now: DateTime<Utc>) -> Result<(String, i64), Invalid> {
         let ts = match self.take("timestamp") {
             None => now,
             Some(Value::String(s)) => parse_time(&s).ok_or_else(|| {
@@ -271,7 +335,10 @@ impl Fields {
                 ),
             ));
         }
-        Ok(ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string())
+        Ok((
+            ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            ts.timestamp_millis(),
+        ))
     }
 
     fn event_type(&mut self) -> Result<String, Invalid> {
@@ -309,7 +376,7 @@ impl Fields {
         }
     }
 
-    fn price(&mut self) -> Result<String, Invalid> {
+    fn price(&mut self) -> Result<u64, Invalid> {
         let text = match self.take("price") {
             None => return Err(invalid("price", "is required")),
             Some(Value::Number(n)) => n.to_string(),
@@ -321,8 +388,7 @@ impl Fields {
                 ));
             }
         };
-        let cents = parse_cents(&text).map_err(|reason| invalid("price", reason))?;
-        Ok(format!("{}.{:02}", cents / 100, cents % 100))
+        parse_cents(&text).map_err(|reason| invalid("price", reason))
     }
 
     fn currency(&mut self) -> Result<String, Invalid> {
@@ -408,7 +474,7 @@ mod tests {
 
     fn row(table: Table, v: Value) -> Result<Value, Invalid> {
         let mut out = Vec::new();
-        validate(table, v, now(), &mut out)?;
+        validate(table, v, now())?.write(&mut out);
         Ok(serde_json::from_slice(&out).unwrap())
     }
 
@@ -433,13 +499,14 @@ mod tests {
         assert!(Uuid::parse_str(r["id"].as_str().unwrap()).is_ok());
         // The id leads the row: replay finds it there without parsing JSON.
         let mut out = Vec::new();
-        let id = validate(
+        let row = validate(
             Table::Events,
             json!({"event_type":"x","organizer_id":"o"}),
             now(),
-            &mut out,
         )
         .unwrap();
+        row.write(&mut out);
+        let id = row.id();
         assert_eq!(super::super::row_ids(&out).collect::<Vec<_>>(), vec![id]);
     }
 

@@ -41,6 +41,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     10 "0010_dead_letter.sql",
     11 "0011_settings.sql",
     12 "0012_audit_log.sql",
+    13 "0013_plugins.sql",
 ];
 
 impl Migration {

@@ -98,7 +98,8 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         }
         Err(e) => json!({ "status": "degraded", "error": e.to_string() }),
     };
-    let parts = [&storage, &schema, &buffers, &log, &disks];
+    let plugins = app.plugins.health();
+    let parts = [&storage, &schema, &buffers, &log, &disks, &plugins];
     let overall = if parts.iter().any(|p| p["status"] == "down") {
         "down"
     } else if parts.iter().any(|p| p["status"] == "degraded") {
@@ -114,7 +115,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     (
         code,
         Json(
-            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers, "wal": log, "disks": disks }),
+            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers, "wal": log, "disks": disks, "plugins": plugins }),
         ),
     )
 }
@@ -304,4 +305,26 @@ pub async fn apply_migrations(
         Err(migrations::MigrationError::Storage(e)) => Err(e.into()),
         Err(e) => Err(ApiError::BadQuery(e.to_string())),
     }
+}
+
+/// `GET /admin/plugins`: each plugin's version, checksum, state, calls,
+/// verdicts, faults by kind and time per event.
+pub async fn plugins(State(app): State<AppState>) -> Json<Value> {
+    Json(app.plugins.status())
+}
+
+/// `POST /admin/plugins/reload`: loads what changed, validates it on sample
+/// events, swaps the chain at once. 200 when every plugin loaded; 422 when
+/// one failed (its old version keeps running), with the reason.
+pub async fn reload_plugins(
+    State(app): State<AppState>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let entries = app.plugins.reload().await.map_err(ApiError::BadQuery)?;
+    let failed = entries.iter().any(|e| e.action == "failed");
+    let code = if failed {
+        StatusCode::UNPROCESSABLE_ENTITY
+    } else {
+        StatusCode::OK
+    };
+    Ok((code, Json(json!({ "ok": !failed, "plugins": entries }))))
 }

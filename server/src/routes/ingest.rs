@@ -11,6 +11,7 @@ use tokio::sync::oneshot;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::ingest::{self, BodyFormat, Rejection, Table};
+use crate::plugins::ChainOutput;
 use crate::routes::auth::IngestScope;
 use crate::telemetry;
 use crate::wal::Record;
@@ -21,6 +22,12 @@ pub struct IngestResponse {
     pub rejected: usize,
     /// Events whose id was seen within the deduplication window: dropped.
     pub duplicates: usize,
+    /// Dropped by a plugin's verdict (a bot, say): counted, not stored.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped: usize,
+    /// Held in `plugin_quarantine`: a fail-closed plugin could not judge them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub quarantined: usize,
     /// With `?wait=true`: the accepted rows are in storage, not only in the log.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub stored: bool,
@@ -33,6 +40,10 @@ pub struct Params {
     /// Answer only once storage has confirmed the rows.
     #[serde(default)]
     wait: bool,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 type Reply = Result<(StatusCode, Json<IngestResponse>), ApiError>;
@@ -70,6 +81,8 @@ fn record_outcome(table: Table, r: &IngestResponse) {
     events("accepted", r.accepted);
     events("rejected", r.rejected);
     events("duplicate", r.duplicates);
+    events("dropped", r.dropped);
+    events("quarantined", r.quarantined);
     let mut by_field: Vec<(&'static str, u64)> = Vec::new();
     for e in &r.errors {
         let field = telemetry::field_label(e.field.as_deref());
@@ -104,39 +117,75 @@ async fn accept(
         }
         _ => ApiError::BadBody(e.body_text()),
     })?;
-    let mut outcome = ingest::process(
+    let now = chrono::Utc::now();
+    let mut parsed = ingest::parse(
         table,
         &body,
         format,
         app.config.ingest.max_events_per_request,
-        chrono::Utc::now(),
+        now,
         scope,
     )?;
     // An id seen within the window (in this request or an earlier one) is a
     // resend: drop it. Claimed atomically, so two racing resends keep one.
-    let duplicates = outcome.retain(|id| app.recent_ids.entry(*id).or_insert(()).is_fresh());
-    let forget = |ids: &[uuid::Uuid]| ids.iter().for_each(|id| app.recent_ids.invalidate(id));
-
+    let duplicates = parsed.retain(|id| app.recent_ids.entry(*id).or_insert(()).is_fresh());
+    let forget = |ids: &mut dyn Iterator<Item = uuid::Uuid>| {
+        ids.for_each(|id| app.recent_ids.invalidate(&id))
+    };
+    let chain = if !parsed.rows.is_empty() && app.plugins.applies_to(table) {
+        let chain = app.plugins.run(table, parsed, now).await;
+        // A rejected event may come back corrected under the same id.
+        forget(&mut chain.rejected_ids.iter().copied());
+        chain
+    } else {
+        ChainOutput {
+            parsed,
+            ..ChainOutput::default()
+        }
+    };
+    let (dropped, quarantined) = (chain.dropped, chain.quarantined);
+    let mut outcome = chain.parsed.encode();
     let rows = Bytes::from(std::mem::take(&mut outcome.rows));
-    let mut lsn = None;
-    if let (Some(wal), true) = (&app.wal, outcome.accepted > 0) {
-        if wal.is_full(rows.len() as u64) {
-            forget(&outcome.ids);
+    // What goes to the log and the buffers: the rows, and the plugins'
+    // rejected and quarantined events.
+    let batches: Vec<(Table, Bytes, usize)> = [
+        (table, rows, outcome.accepted),
+        (
+            Table::RejectedEvents,
+            Bytes::from(chain.rejected_rows),
+            chain.rejected,
+        ),
+        (
+            Table::PluginQuarantine,
+            Bytes::from(chain.quarantine_rows),
+            chain.quarantined,
+        ),
+    ]
+    .into_iter()
+    .filter(|(_, _, n)| *n > 0)
+    .collect();
+    let mut lsns = vec![None; batches.len()];
+    if let (Some(wal), false) = (&app.wal, batches.is_empty()) {
+        let bytes: u64 = batches.iter().map(|(_, r, _)| r.len() as u64).sum();
+        if wal.is_full(bytes) {
+            forget(&mut outcome.ids.iter().copied());
             return Err(ApiError::Overloaded(format!(
                 "the write-ahead log is full ({} of {} bytes): storage is behind, retry later",
                 wal.live_bytes(),
                 wal.max_bytes()
             )));
         }
-        let record = Record::Rows {
-            table,
-            count: outcome.accepted as u32,
-            rows: rows.clone(),
-        };
-        match wal.append(record).await {
-            Ok(l) => lsn = Some(l),
+        let appends = batches.iter().map(|(t, rows, n)| {
+            wal.append(Record::Rows {
+                table: *t,
+                count: *n as u32,
+                rows: rows.clone(),
+            })
+        });
+        match futures::future::try_join_all(appends).await {
+            Ok(l) => lsns = l.into_iter().map(Some).collect(),
             Err(e) => {
-                forget(&outcome.ids);
+                forget(&mut outcome.ids.iter().copied());
                 return Err(ApiError::Unavailable(format!("write-ahead log: {e}")));
             }
         }
@@ -148,14 +197,18 @@ async fn accept(
         }
         false => (None, None),
     };
-    app.batcher
-        .push(table, &rows, outcome.accepted, lsn, waiter);
+    let mut waiter = waiter;
+    for ((t, rows, n), lsn) in batches.iter().zip(lsns) {
+        let waiter = if *t == table { waiter.take() } else { None };
+        app.batcher.push(*t, rows, *n, lsn, waiter);
+    }
     let mut confirmed = false;
     if let Some(rx) = stored {
         app.batcher.seal(table);
         confirmed = rx.await.is_ok();
     }
     let status = match (outcome.accepted, confirmed) {
+        (0, _) if quarantined > 0 => StatusCode::ACCEPTED,
         (0, _) if outcome.rejections.is_empty() => StatusCode::OK,
         (0, _) => StatusCode::BAD_REQUEST,
         (_, true) => StatusCode::OK,
@@ -167,6 +220,8 @@ async fn accept(
             accepted: outcome.accepted,
             rejected: outcome.rejections.len(),
             duplicates,
+            dropped,
+            quarantined,
             stored: confirmed,
             errors: outcome.rejections,
         }),

@@ -131,6 +131,8 @@ fn table_code(t: Table) -> u8 {
         Table::Events => 1,
         Table::PageViews => 2,
         Table::TicketSales => 3,
+        Table::RejectedEvents => 4,
+        Table::PluginQuarantine => 5,
     }
 }
 

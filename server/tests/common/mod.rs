@@ -5,6 +5,7 @@
 
 pub mod process;
 pub mod views;
+pub mod wasm;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub fn config(data_dir: &std::path::Path) -> Config {
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = data_dir.to_path_buf();
     cfg.admin_token = Some(ADMIN.to_string());
+    // The plugin chain has its own tests (plugins.rs); here rows go in as sent.
+    cfg.plugins = Vec::new();
     cfg
 }
 
@@ -79,6 +82,18 @@ impl TestServer {
             .send()
             .await
             .unwrap()
+    }
+
+    /// GET an admin path with the admin token.
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        status_and_body(r).await
     }
 
     /// POST with no body, with a bearer token if given.

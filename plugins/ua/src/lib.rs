@@ -1,0 +1,68 @@
+//! User-agent enrichment: adds `browser`, `os` and `device_type` to an
+//! event's properties from its `user_agent`, as the seed's events carry them.
+//! A value the client already sent is kept. Parsing is the `woothee` crate's
+//! (a maintained port of the Woothee project's rules), not ours.
+//!
+//! Config: `overwrite = true` replaces values the client sent.
+
+use bilten_plugin_sdk::{Config, Error, Event, Plugin, Table, Verdict, export_plugin};
+use serde_json::Value;
+
+struct UserAgent {
+    parser: woothee::parser::Parser,
+    overwrite: bool,
+}
+
+/// Woothee's categories, in the seed's words.
+fn device_type(category: &str, os: &str, ua: &str) -> &'static str {
+    match category {
+        _ if os == "iPad" || ua.contains("Tablet") => "tablet",
+        "smartphone" | "mobilephone" => "mobile",
+        "pc" => "desktop",
+        "crawler" => "bot",
+        _ => "other",
+    }
+}
+
+impl Plugin for UserAgent {
+    fn new(config: Config) -> Result<Self, String> {
+        Ok(UserAgent {
+            parser: woothee::parser::Parser::new(),
+            overwrite: config.bool_or("overwrite", false)?,
+        })
+    }
+
+    fn check(&self, mut event: Event) -> Result<Verdict, Error> {
+        // Only `events` store properties.
+        if event.table != Table::Events || event.user_agent.is_empty() {
+            return Ok(Verdict::Keep);
+        }
+        let Some(ua) = self.parser.parse(&event.user_agent) else {
+            return Ok(Verdict::Keep);
+        };
+        let mut properties = event.properties()?;
+        let found = [
+            ("browser", ua.name),
+            ("os", ua.os),
+            (
+                "device_type",
+                device_type(ua.category, ua.os, &event.user_agent),
+            ),
+        ];
+        let mut changed = false;
+        for (key, value) in found {
+            if value == "UNKNOWN" || (!self.overwrite && properties.contains_key(key)) {
+                continue;
+            }
+            properties.insert(key.to_string(), Value::from(value));
+            changed = true;
+        }
+        if !changed {
+            return Ok(Verdict::Keep);
+        }
+        event.set_properties(&properties);
+        Ok(Verdict::Modify(event))
+    }
+}
+
+export_plugin!(UserAgent);

@@ -1,0 +1,474 @@
+//! One batch through the chain: rows become WIT events once, each plugin
+//! sees those of its tables and event types, and its verdicts are applied.
+//! A plugin's fault applies its failure policy to the events it was judging.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::host::{Event, Fault, FaultKind, Verdict, WitTable};
+use super::{Chain, FailurePolicy, Loaded, Plugins};
+use crate::ingest::{self, Parsed, Rejection, Row, Table};
+use crate::telemetry;
+
+/// A batch after the chain.
+#[derive(Debug, Default)]
+pub struct ChainOutput {
+    /// What is left to store (maybe modified), and every rejection.
+    pub parsed: Parsed,
+    /// Dropped by a plugin's verdict (bots, …).
+    pub dropped: usize,
+    /// JSONEachRow lines for `rejected_events`: one per plugin rejection.
+    pub rejected_rows: Vec<u8>,
+    pub rejected: usize,
+    pub rejected_ids: Vec<uuid::Uuid>,
+    /// JSONEachRow lines for `plugin_quarantine`.
+    pub quarantine_rows: Vec<u8>,
+    pub quarantined: usize,
+    /// Events that skipped a failed fail-open plugin (tagged, stored).
+    pub skipped: usize,
+}
+
+/// What one verdict means for the row, once checked.
+enum Decision {
+    Keep,
+    Modify(Box<(Row, Event)>),
+    Drop,
+    Reject(super::host::Rejection),
+}
+
+pub fn run(
+    plugins: &Plugins,
+    chain: &Chain,
+    table: Table,
+    parsed: Parsed,
+    now: DateTime<Utc>,
+) -> ChainOutput {
+    let mut out = ChainOutput {
+        parsed,
+        ..ChainOutput::default()
+    };
+    let received = now.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+    let now_ms = now.timestamp_millis();
+    let mut events: Vec<Event> = out.parsed.rows.iter().map(|(_, r)| to_event(r)).collect();
+    for plugin in chain.plugins.iter().filter(|p| p.applies_to(table)) {
+        let seen: Vec<usize> = (0..events.len())
+            .filter(|&i| plugin.sees_type(&events[i].event_type))
+            .collect();
+        if seen.is_empty() {
+            continue;
+        }
+        let subset: Vec<Event>;
+        let input: &[Event] = if seen.len() == events.len() {
+            &events
+        } else {
+            subset = seen.iter().map(|&i| events[i].clone()).collect();
+            &subset
+        };
+        let name = plugin.config.name.as_str();
+        let started = Instant::now();
+        let result = match plugin.stats.disabled() {
+            Some(why) => Err(Fault::new(FaultKind::Disabled, why)),
+            None => {
+                let (result, output) = plugins.host.call(
+                    &plugin.compiled,
+                    &plugin.config_json,
+                    input,
+                    plugin.limits(&plugins.settings),
+                    now_ms,
+                    false,
+                );
+                plugins.log_output(plugin, &output);
+                result.and_then(|(_, verdicts)| decide(table, input, verdicts, now))
+            }
+        };
+        let stats = &plugin.stats;
+        let elapsed = started.elapsed();
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats
+            .events
+            .fetch_add(input.len() as u64, Ordering::Relaxed);
+        stats
+            .nanos
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        metrics::histogram!(telemetry::PLUGIN_BATCH_SECONDS, "plugin" => name.to_string())
+            .record(elapsed.as_secs_f64());
+        match result {
+            Ok(decisions) => apply(
+                &mut out,
+                &mut events,
+                plugin,
+                table,
+                &seen,
+                decisions,
+                &received,
+            ),
+            Err(fault) => fail(
+                &mut out,
+                &mut events,
+                plugins,
+                plugin,
+                table,
+                &seen,
+                fault,
+                &received,
+            ),
+        }
+        if events.is_empty() {
+            break;
+        }
+    }
+    out
+}
+
+/// Checks every verdict before any is applied, so a contract breach fails
+/// the whole batch under the policy, never half of it.
+fn decide(
+    table: Table,
+    input: &[Event],
+    verdicts: Vec<Verdict>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Decision>, Fault> {
+    verdicts
+        .into_iter()
+        .zip(input)
+        .enumerate()
+        .map(|(i, (verdict, before))| match verdict {
+            Verdict::Keep => Ok(Decision::Keep),
+            Verdict::Drop => Ok(Decision::Drop),
+            Verdict::Reject(r) => Ok(Decision::Reject(r)),
+            Verdict::Modify(after) => {
+                if after.id != before.id {
+                    return Err(Fault::new(
+                        FaultKind::BadOutput,
+                        format!("event {i}: a plugin may not change an event's id"),
+                    ));
+                }
+                let row = ingest::revalidate(table, from_event(table, &after), now).map_err(
+                    |(_, reason)| {
+                        Fault::new(
+                            FaultKind::BadOutput,
+                            format!("event {i}: the modified event is invalid: {reason}"),
+                        )
+                    },
+                )?;
+                Ok(Decision::Modify(Box::new((row, after))))
+            }
+        })
+        .collect()
+}
+
+fn apply(
+    out: &mut ChainOutput,
+    events: &mut Vec<Event>,
+    plugin: &Loaded,
+    table: Table,
+    seen: &[usize],
+    decisions: Vec<Decision>,
+    received: &str,
+) {
+    let name = plugin.config.name.as_str();
+    let stats = &plugin.stats;
+    let mut gone = vec![false; events.len()];
+    let mut counts = [0u64; 4];
+    for (&pos, decision) in seen.iter().zip(decisions) {
+        match decision {
+            Decision::Keep => counts[0] += 1,
+            Decision::Modify(m) => {
+                let (mut row, event) = *m;
+                let slot = &mut out.parsed.rows[pos].1;
+                *row.plugins_skipped() = std::mem::take(slot.plugins_skipped());
+                *slot = row;
+                events[pos] = event;
+                counts[1] += 1;
+            }
+            Decision::Drop => {
+                gone[pos] = true;
+                out.dropped += 1;
+                counts[2] += 1;
+            }
+            Decision::Reject(r) => {
+                gone[pos] = true;
+                let (index, row) = &out.parsed.rows[pos];
+                write_line(
+                    &mut out.rejected_rows,
+                    &RejectedRow {
+                        received_at: received,
+                        source_table: table.name(),
+                        plugin: name,
+                        code: &r.code,
+                        field: r.field.as_deref().unwrap_or(""),
+                        message: &r.message,
+                        event_id: row.id(),
+                        event: line_of(row),
+                    },
+                );
+                out.rejected += 1;
+                out.rejected_ids.push(row.id());
+                out.parsed.rejections.push(Rejection {
+                    index: *index,
+                    field: r.field,
+                    reason: r.message,
+                    code: Some(r.code),
+                    plugin: Some(name.to_string()),
+                });
+                counts[3] += 1;
+            }
+        }
+    }
+    for (verdict, (n, counter)) in
+        ["keep", "modify", "drop", "reject"]
+            .into_iter()
+            .zip(
+                counts
+                    .iter()
+                    .zip([&stats.keep, &stats.modify, &stats.drop, &stats.reject]),
+            )
+    {
+        counter.fetch_add(*n, Ordering::Relaxed);
+        if *n > 0 {
+            metrics::counter!(telemetry::PLUGIN_VERDICTS, "plugin" => name.to_string(), "verdict" => verdict).increment(*n);
+        }
+    }
+    remove(out, events, &gone);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fail(
+    out: &mut ChainOutput,
+    events: &mut Vec<Event>,
+    plugins: &Plugins,
+    plugin: &Loaded,
+    table: Table,
+    seen: &[usize],
+    fault: Fault,
+    received: &str,
+) {
+    let name = plugin.config.name.as_str();
+    let policy = plugin.config.failure_policy;
+    plugin.stats.record_fault(
+        name,
+        fault.kind,
+        &fault.detail,
+        plugins.settings.breaker_faults,
+        plugins.settings.breaker_window,
+    );
+    if fault.kind == FaultKind::Disabled {
+        tracing::debug!(plugin = name, ?policy, "plugin disabled by its breaker");
+    } else {
+        tracing::warn!(plugin = name, kind = fault.kind.name(), detail = %fault.detail, ?policy, events = seen.len(), "plugin fault");
+    }
+    match policy {
+        FailurePolicy::FailOpen => {
+            for &pos in seen {
+                out.parsed.rows[pos]
+                    .1
+                    .plugins_skipped()
+                    .push(name.to_string());
+            }
+            out.skipped += seen.len();
+        }
+        FailurePolicy::FailClosed => {
+            let mut gone = vec![false; events.len()];
+            for &pos in seen {
+                gone[pos] = true;
+                let row = &out.parsed.rows[pos].1;
+                write_line(
+                    &mut out.quarantine_rows,
+                    &QuarantineRow {
+                        received_at: received,
+                        source_table: table.name(),
+                        plugin: name,
+                        fault: fault.kind.name(),
+                        detail: &fault.detail,
+                        event_id: row.id(),
+                        row: line_of(row),
+                    },
+                );
+            }
+            out.quarantined += seen.len();
+            remove(out, events, &gone);
+        }
+    }
+}
+
+fn remove(out: &mut ChainOutput, events: &mut Vec<Event>, gone: &[bool]) {
+    if !gone.iter().any(|g| *g) {
+        return;
+    }
+    let mut i = 0;
+    out.parsed.rows.retain(|_| {
+        i += 1;
+        !gone[i - 1]
+    });
+    let mut i = 0;
+    events.retain(|_| {
+        i += 1;
+        !gone[i - 1]
+    });
+}
+
+/// A `rejected_events` row. It does not start with `id`, so replay's
+/// `row_ids` does not take it for an accepted event.
+#[derive(Serialize)]
+struct RejectedRow<'a> {
+    received_at: &'a str,
+    source_table: &'a str,
+    plugin: &'a str,
+    code: &'a str,
+    field: &'a str,
+    message: &'a str,
+    event_id: uuid::Uuid,
+    event: String,
+}
+
+#[derive(Serialize)]
+struct QuarantineRow<'a> {
+    received_at: &'a str,
+    source_table: &'a str,
+    plugin: &'a str,
+    fault: &'a str,
+    detail: &'a str,
+    event_id: uuid::Uuid,
+    row: String,
+}
+
+fn write_line(out: &mut Vec<u8>, row: &impl Serialize) {
+    serde_json::to_writer(&mut *out, row).expect("strings serialize");
+    out.push(b'\n');
+}
+
+/// A row as it would be stored, one line of JSON without the newline.
+fn line_of(row: &Row) -> String {
+    let mut line = Vec::new();
+    row.write(&mut line);
+    line.pop();
+    String::from_utf8(line).expect("serde_json writes UTF-8")
+}
+
+/// A row as plugins see it: every field typed, the table's missing ones empty.
+pub fn to_event(row: &Row) -> Event {
+    let mut e = Event {
+        id: row.id().to_string(),
+        table: WitTable::Events,
+        timestamp_ms: 0,
+        event_type: String::new(),
+        event_name: String::new(),
+        organizer_id: String::new(),
+        user_id: String::new(),
+        session_id: String::new(),
+        event_id: String::new(),
+        properties: String::from("{}"),
+        user_agent: String::new(),
+        ip: String::new(),
+        url: String::new(),
+        referrer: String::new(),
+        duration_ms: 0,
+        order_id: String::new(),
+        quantity: 0,
+        price_cents: 0,
+        currency: String::new(),
+    };
+    match row {
+        Row::Event(r) => {
+            e.timestamp_ms = r.timestamp_ms;
+            e.event_type.clone_from(&r.event_type);
+            e.event_name.clone_from(&r.event_name);
+            e.organizer_id.clone_from(&r.organizer_id);
+            e.user_id.clone_from(&r.user_id);
+            e.session_id.clone_from(&r.session_id);
+            e.event_id.clone_from(&r.event_id);
+            e.properties.clone_from(&r.properties);
+            e.user_agent.clone_from(&r.user_agent);
+            e.ip.clone_from(&r.ip);
+        }
+        Row::PageView(r) => {
+            e.table = WitTable::PageViews;
+            e.timestamp_ms = r.timestamp_ms;
+            e.event_type = "page_view".into();
+            e.organizer_id.clone_from(&r.organizer_id);
+            e.user_id.clone_from(&r.user_id);
+            e.session_id.clone_from(&r.session_id);
+            e.event_id.clone_from(&r.event_id);
+            e.url.clone_from(&r.url);
+            e.referrer.clone_from(&r.referrer);
+            e.duration_ms = r.duration_ms;
+            e.user_agent.clone_from(&r.user_agent);
+            e.ip.clone_from(&r.ip);
+        }
+        Row::TicketSale(r) => {
+            e.table = WitTable::TicketSales;
+            e.timestamp_ms = r.timestamp_ms;
+            e.event_type = "ticket_sale".into();
+            e.event_id.clone_from(&r.event_id);
+            e.organizer_id.clone_from(&r.organizer_id);
+            e.user_id.clone_from(&r.user_id);
+            e.order_id.clone_from(&r.order_id);
+            e.quantity = r.quantity as u32;
+            e.price_cents = r.price_cents as i64;
+            e.currency.clone_from(&r.currency);
+        }
+    }
+    e
+}
+
+/// A modified event back into the JSON a client would send, so that it
+/// passes the same structural validation as one.
+fn from_event(table: Table, e: &Event) -> Value {
+    let properties: Value =
+        serde_json::from_str(&e.properties).unwrap_or(Value::String(e.properties.clone()));
+    match table {
+        Table::PageViews => json!({
+            "id": e.id, "timestamp": e.timestamp_ms, "organizer_id": e.organizer_id,
+            "user_id": e.user_id, "session_id": e.session_id, "event_id": e.event_id,
+            "url": e.url, "referrer": e.referrer, "duration_ms": e.duration_ms,
+            "user_agent": e.user_agent, "ip": e.ip,
+        }),
+        Table::TicketSales => {
+            let sign = if e.price_cents < 0 { "-" } else { "" };
+            let cents = e.price_cents.unsigned_abs();
+            json!({
+                "id": e.id, "timestamp": e.timestamp_ms, "event_id": e.event_id,
+                "organizer_id": e.organizer_id, "user_id": e.user_id, "order_id": e.order_id,
+                "quantity": e.quantity, "price": format!("{sign}{}.{:02}", cents / 100, cents % 100),
+                "currency": e.currency,
+            })
+        }
+        _ => json!({
+            "id": e.id, "timestamp": e.timestamp_ms, "event_type": e.event_type,
+            "event_name": e.event_name, "organizer_id": e.organizer_id, "user_id": e.user_id,
+            "session_id": e.session_id, "event_id": e.event_id, "properties": properties,
+            "user_agent": e.user_agent, "ip": e.ip,
+        }),
+    }
+}
+
+/// One plausible event per table, for validating a plugin before it serves.
+pub fn samples(now_ms: i64) -> Vec<(Table, Event)> {
+    let body = json!([
+        {"event_type": "page_view", "event_name": "Event Details Page", "organizer_id": "org-sample",
+         "user_id": "user-sample", "session_id": "s-1", "timestamp": now_ms,
+         "properties": {"event_id": "evt-sample", "browser": "Chrome", "device_type": "desktop"},
+         "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+         "ip": "203.0.113.7"},
+    ]);
+    let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
+    let page_view = json!({"organizer_id": "org-sample", "url": "https://bilten.example/e/1",
+        "timestamp": now_ms, "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X)", "ip": "2001:db8::1"});
+    let sale = json!({"event_id": "evt-sample", "organizer_id": "org-sample", "user_id": "user-sample",
+        "timestamp": now_ms, "quantity": 2, "price": "50.00", "currency": "USD"});
+    [
+        (Table::Events, body[0].clone()),
+        (Table::PageViews, page_view),
+        (Table::TicketSales, sale),
+    ]
+    .into_iter()
+    .map(|(t, v)| {
+        let row = ingest::revalidate(t, v, now).expect("the samples are valid events");
+        (t, to_event(&row))
+    })
+    .collect()
+}

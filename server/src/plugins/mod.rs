@@ -1,0 +1,682 @@
+//! The Wasm plugin chain: sandboxed validators and enrichers, run once per
+//! batch, in the configured order, between validation and the log.
+//!
+//! - [`host`]: wasmtime (engine, sandbox, limits, one call).
+//! - [`chain`]: a batch through the plugins: verdicts, failure policies,
+//!   the rows for `rejected_events` and `plugin_quarantine`.
+//! - [`Plugins`]: the loaded chain behind an `ArcSwap` (a reload swaps it
+//!   whole; batches in flight finish on the one they started with), the
+//!   bounded worker pool, per-plugin stats and the crash-loop breaker.
+
+pub mod chain;
+pub mod host;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::ingest::Table;
+use host::{Compiled, FaultKind, Host, Limits};
+
+pub use chain::ChainOutput;
+
+/// The directory the build put the built-in plugins in.
+pub const BUILTIN_DIR: &str = env!("BILTEN_BUILTIN_PLUGIN_DIR");
+
+/// What a plugin's failure does to the batch it was judging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailurePolicy {
+    /// Skip the plugin for that batch; the events are stored, tagged in
+    /// their `plugins_skipped` column, and counted.
+    FailOpen,
+    /// Store the batch in `plugin_quarantine` instead; never drop it.
+    FailClosed,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    pub name: String,
+    /// The `.wasm` component; relative paths are under `plugin_host.dir`.
+    pub path: PathBuf,
+    /// Tables it sees (`events`, `page_views`, `ticket_sales`); all if empty.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Event types it sees; all if empty. Page views have the type
+    /// `page_view`, ticket sales `ticket_sale`.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Handed to the plugin's `init` as a JSON object.
+    #[serde(default)]
+    pub config: serde_json::Map<String, Value>,
+    /// CPU time for one batch: instantiation, `init` and `process`.
+    #[serde(default = "default_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Linear memory cap, MiB.
+    #[serde(default = "default_memory_mb")]
+    pub memory_mb: usize,
+    #[serde(default = "default_policy")]
+    pub failure_policy: FailurePolicy,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_millis(500)
+}
+fn default_memory_mb() -> usize {
+    64
+}
+fn default_policy() -> FailurePolicy {
+    FailurePolicy::FailOpen
+}
+fn yes() -> bool {
+    true
+}
+
+/// `[plugin_host]`: the sandbox's shared settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HostSettings {
+    /// Where relative plugin paths point; defaults to the built-in plugins.
+    pub dir: PathBuf,
+    /// Batches judged at once, each on its own thread, off the async workers.
+    pub workers: usize,
+    /// No plugin may have a larger `memory_mb` (it sizes the memory pool).
+    pub max_memory_mb: usize,
+    /// A plugin that faults this many times…
+    pub breaker_faults: usize,
+    /// …within this window is disabled until the next reload.
+    #[serde(with = "humantime_serde")]
+    pub breaker_window: Duration,
+    /// A plugin's stdout and stderr kept per batch; the rest is dropped.
+    pub output_bytes: usize,
+    /// Lines of plugin output logged per plugin per minute.
+    pub log_lines_per_minute: u64,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            dir: PathBuf::from(BUILTIN_DIR),
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_memory_mb: 256,
+            breaker_faults: 5,
+            breaker_window: Duration::from_secs(60),
+            output_bytes: 16 * 1024,
+            log_lines_per_minute: 60,
+        }
+    }
+}
+
+/// The default chain: the four built-in plugins.
+pub fn default_chain() -> Vec<PluginConfig> {
+    let plugin = |name: &str, tables: &[&str], policy| PluginConfig {
+        name: name.into(),
+        path: PathBuf::from(format!("bilten_plugin_{name}.wasm")),
+        tables: tables.iter().map(|t| t.to_string()).collect(),
+        event_types: Vec::new(),
+        config: Default::default(),
+        timeout: default_timeout(),
+        memory_mb: default_memory_mb(),
+        failure_policy: policy,
+        enabled: true,
+    };
+    vec![
+        // Bots first: no point checking or enriching what is dropped.
+        plugin("bots", &["events", "page_views"], FailurePolicy::FailOpen),
+        plugin("quality", &[], FailurePolicy::FailClosed),
+        // Storing raw addresses because the privacy plugin failed would be
+        // the wrong way to fail.
+        plugin(
+            "privacy",
+            &["events", "page_views"],
+            FailurePolicy::FailClosed,
+        ),
+        plugin("ua", &["events"], FailurePolicy::FailOpen),
+    ]
+}
+
+/// Counters of one plugin, kept across reloads of the same name.
+#[derive(Default)]
+pub struct Stats {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub nanos: AtomicU64,
+    pub keep: AtomicU64,
+    pub modify: AtomicU64,
+    pub drop: AtomicU64,
+    pub reject: AtomicU64,
+    faults: [AtomicU64; 6],
+    pub output_bytes_dropped: AtomicU64,
+    pub log_lines_suppressed: AtomicU64,
+    breaker: std::sync::Mutex<Breaker>,
+    log_window: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+#[derive(Default)]
+struct Breaker {
+    recent: VecDeque<Instant>,
+    /// Why and when it was disabled.
+    open: Option<(String, chrono::DateTime<chrono::Utc>)>,
+}
+
+impl Stats {
+    fn fault(&self, kind: FaultKind) -> &AtomicU64 {
+        &self.faults[FaultKind::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .expect("listed")]
+    }
+
+    pub fn faults(&self, kind: FaultKind) -> u64 {
+        self.fault(kind).load(Ordering::Relaxed)
+    }
+
+    pub fn disabled(&self) -> Option<String> {
+        self.breaker
+            .lock()
+            .expect("breaker lock")
+            .open
+            .as_ref()
+            .map(|(why, _)| why.clone())
+    }
+
+    /// Counts a fault; opens the breaker at `limit` faults within `window`.
+    fn record_fault(
+        &self,
+        name: &str,
+        kind: FaultKind,
+        detail: &str,
+        limit: usize,
+        window: Duration,
+    ) {
+        self.fault(kind).fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::PLUGIN_FAULTS, "plugin" => name.to_string(), "kind" => kind.name()).increment(1);
+        if kind == FaultKind::Disabled {
+            return;
+        }
+        let mut b = self.breaker.lock().expect("breaker lock");
+        let now = Instant::now();
+        b.recent.push_back(now);
+        while b
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            b.recent.pop_front();
+        }
+        if b.open.is_none() && b.recent.len() >= limit {
+            let why = format!(
+                "{} faults within {:?}; the last: {} ({detail})",
+                b.recent.len(),
+                window,
+                kind.name()
+            );
+            tracing::error!(plugin = name, reason = %why, "crash-loop breaker: plugin disabled until the next reload");
+            b.open = Some((why, chrono::Utc::now()));
+        }
+    }
+
+    fn reset_breaker(&self) {
+        *self.breaker.lock().expect("breaker lock") = Breaker::default();
+    }
+
+    /// Whether another line of this plugin's output may go to the log.
+    fn may_log(&self, per_minute: u64) -> bool {
+        let mut w = self.log_window.lock().expect("log window lock");
+        if w.0.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            *w = (Some(Instant::now()), 0);
+        }
+        w.1 += 1;
+        w.1 <= per_minute
+    }
+}
+
+/// A plugin as loaded: compiled, validated, with its settings.
+pub struct Loaded {
+    pub config: PluginConfig,
+    pub config_json: String,
+    pub tables: Vec<Table>,
+    pub path: PathBuf,
+    pub checksum: String,
+    pub version: String,
+    pub loaded_at: chrono::DateTime<chrono::Utc>,
+    pub stats: Arc<Stats>,
+    compiled: Compiled,
+}
+
+impl Loaded {
+    fn limits(&self, settings: &HostSettings) -> Limits {
+        Limits {
+            timeout: self.config.timeout,
+            memory_bytes: self.config.memory_mb << 20,
+            output_bytes: settings.output_bytes,
+        }
+    }
+
+    pub fn applies_to(&self, table: Table) -> bool {
+        self.tables.is_empty() || self.tables.contains(&table)
+    }
+
+    pub fn sees_type(&self, event_type: &str) -> bool {
+        self.config.event_types.is_empty()
+            || self.config.event_types.iter().any(|t| t == event_type)
+    }
+}
+
+/// The chain in force.
+pub struct Chain {
+    pub plugins: Vec<Arc<Loaded>>,
+}
+
+/// What a reload did to one plugin.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReloadEntry {
+    pub name: String,
+    /// `loaded`, `reloaded`, `unchanged`, `removed`, `failed` or `disabled`.
+    pub action: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The plugin system: host, chain, workers.
+pub struct Plugins {
+    host: Host,
+    settings: HostSettings,
+    chain: ArcSwap<Chain>,
+    /// Stats by plugin name, so counters survive reloads.
+    stats: std::sync::Mutex<HashMap<String, Arc<Stats>>>,
+    workers: tokio::sync::Semaphore,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// The config file `[[plugins]]` came from: a reload reads it again.
+    source: Option<PathBuf>,
+}
+
+impl Plugins {
+    /// Builds the host and loads every enabled plugin. Any plugin that does
+    /// not load is an error: a server should not start without the checks
+    /// its operator configured.
+    pub fn start(
+        settings: HostSettings,
+        configs: &[PluginConfig],
+        source: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Plugins>> {
+        let host =
+            Host::new(&settings).map_err(|e| anyhow::anyhow!("starting the plugin host: {e:#}"))?;
+        let plugins = Arc::new(Plugins {
+            host,
+            workers: tokio::sync::Semaphore::new(settings.workers.max(1)),
+            settings,
+            chain: ArcSwap::from_pointee(Chain {
+                plugins: Vec::new(),
+            }),
+            stats: Default::default(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            source,
+        });
+        check_configs(configs, &plugins.settings).map_err(|e| anyhow::anyhow!(e))?;
+        let mut loaded = Vec::new();
+        for cfg in configs.iter().filter(|c| c.enabled) {
+            let plugin = plugins
+                .load(cfg)
+                .map_err(|e| anyhow::anyhow!("plugin {}: {e}", cfg.name))?;
+            tracing::info!(plugin = %cfg.name, version = %plugin.version, path = %plugin.path.display(), "plugin loaded");
+            loaded.push(Arc::new(plugin));
+        }
+        plugins.chain.store(Arc::new(Chain { plugins: loaded }));
+        Ok(plugins)
+    }
+
+    pub fn chain(&self) -> Arc<Chain> {
+        self.chain.load_full()
+    }
+
+    /// Whether any plugin sees this table (if none, skip the pool entirely).
+    pub fn applies_to(&self, table: Table) -> bool {
+        self.chain
+            .load()
+            .plugins
+            .iter()
+            .any(|p| p.applies_to(table))
+    }
+
+    fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.settings.dir.join(path)
+        }
+    }
+
+    /// Reads, compiles and validates one plugin (blocking: compiling takes
+    /// a while).
+    fn load(&self, cfg: &PluginConfig) -> Result<Loaded, String> {
+        let path = self.resolve(&cfg.path);
+        let wasm = std::fs::read(&path).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (the built-in plugins are built by `cargo build`; see plugins/)",
+                path.display()
+            )
+        })?;
+        let checksum = hex(&Sha256::digest(&wasm));
+        let compiled = self.host.compile(&wasm)?;
+        let stats = self
+            .stats
+            .lock()
+            .expect("stats lock")
+            .entry(cfg.name.clone())
+            .or_default()
+            .clone();
+        let tables = cfg
+            .tables
+            .iter()
+            .map(|t| parse_table(t))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut plugin = Loaded {
+            config: cfg.clone(),
+            config_json: Value::Object(cfg.config.clone()).to_string(),
+            tables,
+            path,
+            checksum,
+            version: String::new(),
+            loaded_at: chrono::Utc::now(),
+            stats,
+            compiled,
+        };
+        plugin.version = self.validate(&plugin)?;
+        Ok(plugin)
+    }
+
+    /// Runs a plugin on sample events of each table it sees: it must
+    /// instantiate, accept its config and answer one verdict per event.
+    fn validate(&self, plugin: &Loaded) -> Result<String, String> {
+        let now = chrono::Utc::now().timestamp_millis();
+        let samples: Vec<host::Event> = chain::samples(now)
+            .into_iter()
+            .filter(|(t, _)| plugin.applies_to(*t))
+            .map(|(_, e)| e)
+            .collect();
+        let (result, output) = self.host.call(
+            &plugin.compiled,
+            &plugin.config_json,
+            &samples,
+            plugin.limits(&self.settings),
+            now,
+            true,
+        );
+        self.log_output(plugin, &output);
+        match result {
+            Ok((Some(info), _)) => Ok(format!("{} {}", info.name, info.version)),
+            Ok((None, _)) => Err("it gave no name and version".into()),
+            Err(fault) => Err(format!(
+                "failed on sample events: {}: {}",
+                fault.kind.name(),
+                fault.detail
+            )),
+        }
+    }
+
+    /// Runs a batch through the chain on the worker pool.
+    pub async fn run(
+        self: &Arc<Self>,
+        table: Table,
+        parsed: crate::ingest::Parsed,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ChainOutput {
+        let chain = self.chain();
+        let _permit = self.workers.acquire().await.expect("never closed");
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || chain::run(&this, &chain, table, parsed, now))
+            .await
+            .expect("the plugin chain does not panic")
+    }
+
+    /// Runs a batch through the chain on this thread (the benches use it).
+    pub fn run_blocking(
+        &self,
+        table: Table,
+        parsed: crate::ingest::Parsed,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> ChainOutput {
+        chain::run(self, &self.chain(), table, parsed, now)
+    }
+
+    /// Logs a call's output, tagged, within the plugin's line budget.
+    fn log_output(&self, plugin: &Loaded, output: &host::Output) {
+        let name = plugin.config.name.as_str();
+        if output.dropped > 0 {
+            plugin
+                .stats
+                .output_bytes_dropped
+                .fetch_add(output.dropped as u64, Ordering::Relaxed);
+        }
+        for line in String::from_utf8_lossy(&output.text).lines() {
+            if plugin.stats.may_log(self.settings.log_lines_per_minute) {
+                tracing::info!(plugin = name, "{line}");
+            } else {
+                plugin
+                    .stats
+                    .log_lines_suppressed
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Loads what changed on disk (or in the config file), validates each
+    /// plugin, and swaps the whole chain at once. A plugin that fails keeps
+    /// its old version running.
+    pub async fn reload(self: &Arc<Self>) -> Result<Vec<ReloadEntry>, String> {
+        let _one_at_a_time = self.reload_lock.lock().await;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.reload_blocking())
+            .await
+            .map_err(|e| format!("reload panicked: {e}"))?
+    }
+
+    fn reload_blocking(&self) -> Result<Vec<ReloadEntry>, String> {
+        let configs = match &self.source {
+            Some(file) => crate::config::Config::load(Some(file))?.plugins,
+            None => self
+                .chain()
+                .plugins
+                .iter()
+                .map(|p| p.config.clone())
+                .collect(),
+        };
+        check_configs(&configs, &self.settings)?;
+        let old = self.chain();
+        let mut entries = Vec::new();
+        let mut next = Vec::new();
+        for cfg in &configs {
+            let previous = old.plugins.iter().find(|p| p.config.name == cfg.name);
+            if !cfg.enabled {
+                entries.push(entry(&cfg.name, "disabled", None, None));
+                continue;
+            }
+            let wasm_sum = std::fs::read(self.resolve(&cfg.path))
+                .map(|w| hex(&Sha256::digest(&w)))
+                .ok();
+            let unchanged = previous.is_some_and(|p| {
+                p.config == *cfg
+                    && Some(&p.checksum) == wasm_sum.as_ref()
+                    && p.stats.disabled().is_none()
+            });
+            if unchanged {
+                let p = previous.expect("checked").clone();
+                entries.push(entry(&cfg.name, "unchanged", Some(p.version.clone()), None));
+                next.push(p);
+                continue;
+            }
+            match self.load(cfg) {
+                Ok(plugin) => {
+                    plugin.stats.reset_breaker();
+                    let action = if previous.is_some() {
+                        "reloaded"
+                    } else {
+                        "loaded"
+                    };
+                    tracing::info!(plugin = %cfg.name, version = %plugin.version, action, "plugin reload");
+                    entries.push(entry(&cfg.name, action, Some(plugin.version.clone()), None));
+                    next.push(Arc::new(plugin));
+                }
+                Err(e) => {
+                    tracing::warn!(plugin = %cfg.name, error = %e, "plugin reload failed; the old version keeps running");
+                    entries.push(entry(
+                        &cfg.name,
+                        "failed",
+                        previous.map(|p| p.version.clone()),
+                        Some(e),
+                    ));
+                    if let Some(p) = previous {
+                        next.push(p.clone());
+                    }
+                }
+            }
+        }
+        for p in &old.plugins {
+            if !configs.iter().any(|c| c.name == p.config.name) {
+                entries.push(entry(
+                    &p.config.name,
+                    "removed",
+                    Some(p.version.clone()),
+                    None,
+                ));
+            }
+        }
+        self.chain.store(Arc::new(Chain { plugins: next }));
+        Ok(entries)
+    }
+
+    /// For `GET /admin/plugins`.
+    pub fn status(&self) -> Value {
+        let chain = self.chain();
+        let plugins: Vec<Value> = chain
+            .plugins
+            .iter()
+            .map(|p| {
+                let s = &p.stats;
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                let events = load(&s.events);
+                let faults: serde_json::Map<String, Value> = FaultKind::ALL
+                    .iter()
+                    .map(|k| (k.name().to_string(), json!(s.faults(*k))))
+                    .collect();
+                let disabled = s.disabled();
+                json!({
+                    "name": p.config.name,
+                    "version": p.version,
+                    "path": p.path,
+                    "checksum": format!("sha256:{}", p.checksum),
+                    "loaded_at": p.loaded_at,
+                    "state": if disabled.is_some() { "disabled" } else { "active" },
+                    "disabled_reason": disabled,
+                    "failure_policy": p.config.failure_policy,
+                    "tables": p.tables.iter().map(|t| t.name()).collect::<Vec<_>>(),
+                    "event_types": p.config.event_types,
+                    "limits": { "timeout_ms": p.config.timeout.as_millis() as u64, "memory_mb": p.config.memory_mb },
+                    "calls": load(&s.batches),
+                    "events": events,
+                    "verdicts": { "keep": load(&s.keep), "modify": load(&s.modify), "drop": load(&s.drop), "reject": load(&s.reject) },
+                    "faults": faults,
+                    "ns_per_event": if events == 0 { 0.0 } else { load(&s.nanos) as f64 / events as f64 },
+                    "output_bytes_dropped": load(&s.output_bytes_dropped),
+                    "log_lines_suppressed": load(&s.log_lines_suppressed),
+                })
+            })
+            .collect();
+        json!({ "interface": format!("bilten:plugin@{}", host::INTERFACE_VERSION), "plugins": plugins })
+    }
+
+    /// For `/admin/health`: degraded while any plugin is disabled.
+    pub fn health(&self) -> Value {
+        let chain = self.chain();
+        let disabled: Vec<Value> = chain
+            .plugins
+            .iter()
+            .filter_map(|p| {
+                p.stats
+                    .disabled()
+                    .map(|why| json!({ "name": p.config.name, "reason": why }))
+            })
+            .collect();
+        let faults: u64 = chain
+            .plugins
+            .iter()
+            .map(|p| {
+                FaultKind::ALL
+                    .iter()
+                    .map(|k| p.stats.faults(*k))
+                    .sum::<u64>()
+            })
+            .sum();
+        json!({
+            "status": if disabled.is_empty() { "ok" } else { "degraded" },
+            "loaded": chain.plugins.len(),
+            "disabled": disabled,
+            "faults": faults,
+        })
+    }
+}
+
+fn entry(
+    name: &str,
+    action: &'static str,
+    version: Option<String>,
+    error: Option<String>,
+) -> ReloadEntry {
+    ReloadEntry {
+        name: name.to_string(),
+        action,
+        version,
+        error,
+    }
+}
+
+fn parse_table(name: &str) -> Result<Table, String> {
+    Table::INGEST
+        .into_iter()
+        .find(|t| t.name() == name || t.route() == name)
+        .ok_or_else(|| format!("unknown table {name:?} (events, page_views or ticket_sales)"))
+}
+
+/// Names unique and non-empty, tables known, limits within the host's.
+fn check_configs(configs: &[PluginConfig], settings: &HostSettings) -> Result<(), String> {
+    let mut seen = std::collections::HashSet::new();
+    for c in configs {
+        if c.name.trim().is_empty() {
+            return Err("every [[plugins]] entry needs a name".into());
+        }
+        if !seen.insert(c.name.as_str()) {
+            return Err(format!("two plugins are named {:?}", c.name));
+        }
+        for t in &c.tables {
+            parse_table(t).map_err(|e| format!("plugin {}: {e}", c.name))?;
+        }
+        if c.memory_mb == 0 || c.memory_mb > settings.max_memory_mb {
+            return Err(format!(
+                "plugin {}: memory_mb must be from 1 to plugin_host.max_memory_mb ({}), got {}",
+                c.name, settings.max_memory_mb, c.memory_mb
+            ));
+        }
+        if c.timeout.is_zero() {
+            return Err(format!("plugin {}: timeout must be more than 0", c.name));
+        }
+    }
+    Ok(())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,771 @@
+//! The Wasm plugin chain end to end: built-in plugins through HTTP into the
+//! embedded engine, hostile plugins (built from source here) contained by
+//! their failure policy, the breaker, interface checks, and a hot reload
+//! under load.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bilten_analytics::config::Config;
+use bilten_analytics::plugins::{self, FailurePolicy, PluginConfig, Plugins};
+use common::{ADMIN, TestServer, as_u64, wasm};
+use serde_json::{Value, json};
+
+const CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1";
+const GOOGLEBOT: &str = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)";
+
+fn id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn plugin(name: &str, path: PathBuf, config: Value, policy: FailurePolicy) -> PluginConfig {
+    PluginConfig {
+        name: name.into(),
+        path,
+        tables: Vec::new(),
+        event_types: Vec::new(),
+        config: config.as_object().cloned().unwrap_or_default(),
+        timeout: Duration::from_millis(300),
+        memory_mb: 32,
+        failure_policy: policy,
+        enabled: true,
+    }
+}
+
+/// The hostile plugin, misbehaving as `mode` says on events of type `trigger`.
+fn hostile(name: &str, mode: &str, trigger: &str, policy: FailurePolicy) -> PluginConfig {
+    plugin(
+        name,
+        wasm::test_plugins().join("hostile.wasm"),
+        json!({ "mode": mode, "trigger": trigger }),
+        policy,
+    )
+}
+
+fn event(event_type: &str) -> Value {
+    json!({ "id": id(), "event_type": event_type, "organizer_id": "org-1", "user_agent": CHROME })
+}
+
+async fn row_of(s: &TestServer, table: &str, id: &str) -> Value {
+    let rows = s
+        .query(&format!(
+            "SELECT * FROM bilten_analytics.{table} WHERE id = '{id}'"
+        ))
+        .await;
+    assert_eq!(rows.len(), 1, "row {id} in {table}: {rows:?}");
+    rows[0].clone()
+}
+
+fn properties(row: &Value) -> Value {
+    serde_json::from_str(row["properties"].as_str().unwrap()).unwrap()
+}
+
+async fn plugin_status(s: &TestServer, name: &str) -> Value {
+    let (status, body) = s.admin_get("/admin/plugins").await;
+    assert_eq!(status, 200, "{body}");
+    body["plugins"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no plugin {name} in {body}"))
+        .clone()
+}
+
+#[tokio::test]
+async fn builtin_plugins_validate_enrich_scrub_and_filter() {
+    let s = TestServer::start(|c| c.plugins = plugins::default_chain()).await;
+    let (a, b, bot, d, e) = (id(), id(), id(), id(), id());
+    let future = (chrono::Utc::now() + chrono::Duration::days(2)).to_rfc3339();
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                {"id": a, "event_type": "page_view", "organizer_id": "org-1", "user_id": "u1",
+                 "user_agent": CHROME, "ip": "203.0.113.77",
+                 "properties": {"event_id": "evt-1", "contact": "write to jane.doe@example.com please"}},
+                {"id": b, "event_type": "view_event", "organizer_id": "org-1", "event_id": "evt-1",
+                 "user_agent": IPHONE, "ip": "2001:db8:abcd:12::1", "properties": {"browser": "MyApp"}},
+                {"id": bot, "event_type": "page_view", "organizer_id": "org-1", "user_agent": GOOGLEBOT},
+                {"id": d, "event_type": "purchase", "organizer_id": "org-1", "user_id": "u1"},
+                {"id": e, "event_type": "page_view", "organizer_id": "org-1", "timestamp": future},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["dropped"], 1, "the crawler is dropped: {body}");
+    assert_eq!(body["rejected"], 2, "{body}");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors[0]["index"], 3);
+    assert_eq!(errors[0]["plugin"], "quality");
+    assert_eq!(errors[0]["code"], "missing_field");
+    assert_eq!(errors[0]["field"], "event_id");
+    assert_eq!(
+        errors[0]["reason"],
+        "event_id is required for purchase events"
+    );
+    assert_eq!(errors[1]["index"], 4);
+    assert_eq!(errors[1]["code"], "timestamp_in_future");
+
+    // Page views: e-mail addresses cut out of the URL and referrer.
+    let pv = id();
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"id": pv, "organizer_id": "org-1", "user_agent": CHROME, "ip": "198.51.100.9",
+                     "url": "https://bilten.example/e/1?email=jane%40example.com&x=1",
+                     "referrer": "mailto:bob@example.org"}]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+    // Ticket sales: currency and quantity rules.
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([
+                {"event_id": "evt-1", "organizer_id": "org-1", "quantity": 2, "price": "50.00", "currency": "EUR"},
+                {"event_id": "evt-1", "organizer_id": "org-1", "quantity": 2, "price": "50.00", "currency": "XYZ"},
+                {"event_id": "evt-1", "organizer_id": "org-1", "quantity": 500, "price": "1", "currency": "EUR"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1);
+    let codes: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["unknown_currency", "quantity_out_of_range"]);
+
+    // The rejected purchase, fixed and resent under the same id, is taken.
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"id": d, "event_type": "purchase", "organizer_id": "org-1", "user_id": "u1", "event_id": "evt-1"}]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+
+    s.flush().await;
+    let ra = row_of(&s, "events", &a).await;
+    assert_eq!(ra["ip"], "203.0.113.0", "IPv4 truncated to /24");
+    let pa = properties(&ra);
+    assert_eq!(pa["browser"], "Chrome");
+    assert_eq!(pa["os"], "Windows 10");
+    assert_eq!(pa["device_type"], "desktop");
+    assert_eq!(pa["contact"], "write to [email] please");
+    assert_eq!(pa["event_id"], "evt-1");
+    let rb = row_of(&s, "events", &b).await;
+    assert_eq!(rb["ip"], "2001:db8:abcd::", "IPv6 truncated to /48");
+    let pb = properties(&rb);
+    assert_eq!(pb["browser"], "MyApp", "a value the client sent is kept");
+    assert_eq!(pb["device_type"], "mobile");
+    assert_eq!(pb["os"], "iPhone");
+    let rp = row_of(&s, "page_views", &pv).await;
+    assert_eq!(rp["url"], "https://bilten.example/e/1?email=[email]&x=1");
+    assert_eq!(rp["referrer"], "mailto:[email]");
+    assert_eq!(rp["ip"], "198.51.100.0");
+    assert_eq!(s.count("events").await, 3);
+    assert_eq!(s.count("ticket_sales").await, 1);
+    let rejected = s
+        .query("SELECT plugin, code, field, source_table, event_id FROM bilten_analytics.rejected_events ORDER BY code")
+        .await;
+    let got: Vec<(String, String)> = rejected
+        .iter()
+        .map(|r| {
+            (
+                r["source_table"].as_str().unwrap().into(),
+                r["code"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("events".to_string(), "missing_field".to_string()),
+            ("ticket_sales".into(), "quantity_out_of_range".into()),
+            ("events".into(), "timestamp_in_future".into()),
+            ("ticket_sales".into(), "unknown_currency".into()),
+        ]
+    );
+    assert_eq!(rejected[0]["event_id"], d);
+
+    let quality = plugin_status(&s, "quality").await;
+    assert_eq!(quality["version"], "bilten-plugin-quality 1.0.0");
+    assert_eq!(quality["state"], "active");
+    assert_eq!(quality["verdicts"]["reject"], 4);
+    assert!(quality["checksum"].as_str().unwrap().starts_with("sha256:"));
+    assert!(quality["ns_per_event"].as_f64().unwrap() > 0.0);
+    assert_eq!(plugin_status(&s, "bots").await["verdicts"]["drop"], 1);
+    assert_eq!(plugin_status(&s, "ua").await["verdicts"]["modify"], 2);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn privacy_can_hash_addresses_with_a_salt() {
+    let builtin = PathBuf::from(plugins::BUILTIN_DIR);
+    let s = TestServer::start(|c| {
+        c.plugins = vec![plugin(
+            "privacy",
+            builtin.join("bilten_plugin_privacy.wasm"),
+            json!({"ip": "hash", "salt": "s3cret"}),
+            FailurePolicy::FailClosed,
+        )]
+    })
+    .await;
+    let (x, y, z) = (id(), id(), id());
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                {"id": x, "event_type": "page_view", "organizer_id": "o", "ip": "203.0.113.77"},
+                {"id": y, "event_type": "page_view", "organizer_id": "o", "ip": "203.0.113.77"},
+                {"id": z, "event_type": "page_view", "organizer_id": "o", "ip": "203.0.113.78"},
+            ]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(3)),
+        "{body}"
+    );
+    s.flush().await;
+    let ip = |r: Value| r["ip"].as_str().unwrap().to_string();
+    let (hx, hy, hz) = (
+        ip(row_of(&s, "events", &x).await),
+        ip(row_of(&s, "events", &y).await),
+        ip(row_of(&s, "events", &z).await),
+    );
+    assert_eq!(hx.len(), 16, "{hx}");
+    assert!(hx.chars().all(|c| c.is_ascii_hexdigit()), "{hx}");
+    assert_eq!(hx, hy, "the same address hashes the same");
+    assert_ne!(hx, hz);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_plugins_are_contained_by_their_failure_policy() {
+    use FailurePolicy::{FailClosed, FailOpen};
+    let s = TestServer::start(|c| {
+        c.plugins = vec![
+            hostile("loop", "loop", "t_loop", FailOpen),
+            hostile("memory", "memory", "t_memory", FailClosed),
+            hostile("panic", "panic", "t_panic", FailOpen),
+            hostile("sleep", "sleep", "t_sleep", FailOpen),
+            hostile("chatty", "print", "t_print", FailOpen),
+            hostile("huge", "huge_modify", "t_huge", FailClosed),
+            hostile("thief", "change_id", "t_id", FailClosed),
+            plugin(
+                "short",
+                wasm::test_plugins().join("wrong_count.wasm"),
+                json!({}),
+                FailClosed,
+            ),
+        ]
+    })
+    .await;
+    // (trigger, plugin, fault kind, policy); `fault_details_say_what_went_wrong`
+    // reads the details.
+    let cases = [
+        ("t_loop", "loop", "timeout", FailOpen),
+        ("t_memory", "memory", "memory", FailClosed),
+        ("t_panic", "panic", "trap", FailOpen),
+        ("t_sleep", "sleep", "trap", FailOpen),
+        ("t_huge", "huge", "bad_output", FailClosed),
+        ("t_id", "thief", "bad_output", FailClosed),
+        ("trigger", "short", "bad_output", FailClosed),
+    ];
+    for (trigger, name, kind, policy) in cases {
+        let (bad, good) = (event(trigger), event("page_view"));
+        let (status, body) = s.post_json("/v1/events", &json!([bad, good])).await;
+        assert_eq!(status, 202, "{trigger}: {body}");
+        s.flush().await;
+        let ids = format!(
+            "'{}', '{}'",
+            bad["id"].as_str().unwrap(),
+            good["id"].as_str().unwrap()
+        );
+        match policy {
+            FailOpen => {
+                assert_eq!(body["accepted"], 2, "{trigger}: {body}");
+                let rows = s
+                    .query(&format!(
+                        "SELECT plugins_skipped FROM bilten_analytics.events WHERE id IN ({ids})"
+                    ))
+                    .await;
+                assert_eq!(rows.len(), 2, "{trigger}");
+                for r in rows {
+                    assert_eq!(r["plugins_skipped"], json!([name]), "{trigger}");
+                }
+            }
+            FailClosed => {
+                assert_eq!(body["accepted"], 0, "{trigger}: {body}");
+                assert_eq!(body["quarantined"], 2, "{trigger}: {body}");
+                let rows = s
+                    .query(&format!("SELECT plugin, fault, detail, row FROM bilten_analytics.plugin_quarantine WHERE event_id IN ({ids})"))
+                    .await;
+                assert_eq!(rows.len(), 2, "{trigger}: quarantined, not dropped");
+                for r in &rows {
+                    assert_eq!(r["plugin"], name);
+                    assert_eq!(r["fault"], kind);
+                    let row: Value = serde_json::from_str(r["row"].as_str().unwrap()).unwrap();
+                    assert_eq!(row["organizer_id"], "org-1", "the row is kept whole");
+                }
+            }
+        }
+        let status = plugin_status(&s, name).await;
+        assert_eq!(status["faults"][kind], 1, "{trigger}: {status}");
+        assert_eq!(
+            status["state"], "active",
+            "one fault does not trip the breaker"
+        );
+    }
+    // A chatty plugin is not a faulty one: its output is cut and counted.
+    let (status, body) = s.post_json("/v1/events", &json!([event("t_print")])).await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+    let chatty = plugin_status(&s, "chatty").await;
+    assert!(
+        as_u64(&chatty["output_bytes_dropped"]) > 100_000,
+        "{chatty}"
+    );
+    let faults: u64 = chatty["faults"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(as_u64)
+        .sum();
+    assert_eq!(faults, 0, "{chatty}");
+
+    // The server kept serving, and health and metrics tell what happened.
+    let (status, body) = s
+        .post_json("/v1/events", &json!([event("page_view")]))
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+    let (_, health) = s.admin_get("/admin/health").await;
+    assert_eq!(health["plugins"]["status"], "ok", "{health}");
+    assert_eq!(health["plugins"]["faults"], 7, "{health}");
+    let metrics = s.get_raw("/metrics").await.text().await.unwrap();
+    for (name, kind) in [
+        ("loop", "timeout"),
+        ("memory", "memory"),
+        ("short", "bad_output"),
+    ] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("bilten_plugin_faults_total")
+                    && l.contains(&format!("plugin=\"{name}\""))
+                    && l.contains(&format!("kind=\"{kind}\""))
+                    && l.ends_with(" 1")),
+            "no fault metric for {name}/{kind} in:\n{metrics}"
+        );
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn fault_details_say_what_went_wrong() {
+    // The same faults seen from quarantine: the detail an operator reads.
+    use FailurePolicy::FailClosed;
+    let s = TestServer::start(|c| {
+        c.plugins = vec![
+            hostile("loop", "loop", "t_loop", FailClosed),
+            hostile("memory", "memory", "t_memory", FailClosed),
+            hostile("panic", "panic", "t_panic", FailClosed),
+            hostile("sleep", "sleep", "t_sleep", FailClosed),
+            hostile("huge", "huge_modify", "t_huge", FailClosed),
+            hostile("thief", "change_id", "t_id", FailClosed),
+            plugin(
+                "short",
+                wasm::test_plugins().join("wrong_count.wasm"),
+                json!({}),
+                FailClosed,
+            ),
+        ]
+    })
+    .await;
+    for (trigger, expected) in [
+        ("t_loop", "ran past its time limit of 300ms"),
+        ("t_memory", "memory cap of 32 MiB exceeded"),
+        ("t_panic", "hostile plugin panicked on purpose"),
+        ("t_sleep", "plugins may not sleep or wait"),
+        ("t_huge", "properties: is"),
+        ("t_id", "a plugin may not change an event's id"),
+        ("trigger", "returned 1 verdicts for 2 events"),
+    ] {
+        let (e, other) = (event(trigger), event("page_view"));
+        let (status, body) = s.post_json("/v1/events", &json!([e, other])).await;
+        assert_eq!(
+            (status, body["quarantined"].clone()),
+            (202, json!(2)),
+            "{body}"
+        );
+        s.flush().await;
+        let rows = s
+            .query(&format!(
+                "SELECT detail FROM bilten_analytics.plugin_quarantine WHERE event_id = '{}'",
+                e["id"].as_str().unwrap()
+            ))
+            .await;
+        let detail = rows[0]["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(expected),
+            "{trigger}: {detail:?} lacks {expected:?}"
+        );
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sandbox_grants_no_files_sockets_or_environment() {
+    use FailurePolicy::FailOpen;
+    let s = TestServer::start(|c| {
+        c.plugins = vec![
+            hostile("file", "file", "t_file", FailOpen),
+            hostile("socket", "socket", "t_socket", FailOpen),
+            hostile("env", "env", "t_env", FailOpen),
+            hostile("clock", "clock", "t_clock", FailOpen),
+        ]
+    })
+    .await;
+    let before = chrono::Utc::now().timestamp_millis();
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                event("t_file"),
+                event("t_socket"),
+                event("t_env"),
+                event("t_clock")
+            ]),
+        )
+        .await;
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_eq!(status, 400, "every probe rejects its event: {body}");
+    let reasons: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons.len(), 4, "{body}");
+    assert!(reasons[0].starts_with("file refused:"), "{}", reasons[0]);
+    assert!(reasons[1].starts_with("socket refused:"), "{}", reasons[1]);
+    assert_eq!(reasons[2], "env: 0 variables, HOME=None");
+    // The clock reads when the batch arrived.
+    let now_ms: i64 = reasons[3].strip_prefix("now_ms=").unwrap().parse().unwrap();
+    assert!(
+        (before..=after).contains(&now_ms),
+        "{now_ms} not in {before}..={after}"
+    );
+    for name in ["file", "socket", "env", "clock"] {
+        let p = plugin_status(&s, name).await;
+        let faults: u64 = p["faults"].as_object().unwrap().values().map(as_u64).sum();
+        assert_eq!(
+            faults, 0,
+            "a refused capability is an error, not a fault: {p}"
+        );
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_breaker_disables_a_crash_looping_plugin_until_reload() {
+    let s = TestServer::start(|c| {
+        c.plugin_host.breaker_faults = 3;
+        c.plugins = vec![hostile(
+            "panic",
+            "panic",
+            "t_panic",
+            FailurePolicy::FailOpen,
+        )];
+    })
+    .await;
+    for _ in 0..3 {
+        let (status, body) = s.post_json("/v1/events", &json!([event("t_panic")])).await;
+        assert_eq!(
+            (status, body["accepted"].clone()),
+            (202, json!(1)),
+            "{body}"
+        );
+    }
+    let p = plugin_status(&s, "panic").await;
+    assert_eq!(p["state"], "disabled", "{p}");
+    assert!(
+        p["disabled_reason"].as_str().unwrap().contains("3 faults"),
+        "{p}"
+    );
+    let (status, health) = s.admin_get("/admin/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded", "{health}");
+    assert_eq!(
+        health["plugins"]["disabled"][0]["name"], "panic",
+        "{health}"
+    );
+
+    // Disabled, it is skipped even for harmless events: they are tagged.
+    let ok = event("page_view");
+    let (status, body) = s.post_json("/v1/events", &json!([ok])).await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+    s.flush().await;
+    let row = row_of(&s, "events", ok["id"].as_str().unwrap()).await;
+    assert_eq!(row["plugins_skipped"], json!(["panic"]));
+    assert_eq!(plugin_status(&s, "panic").await["faults"]["disabled"], 1);
+
+    // A reload validates it again and puts it back in service.
+    let r = s.post_raw("/admin/plugins/reload", Some(ADMIN)).await;
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugins"][0]["action"], "reloaded", "{body}");
+    assert_eq!(plugin_status(&s, "panic").await["state"], "active");
+    let ok = event("page_view");
+    s.post_json("/v1/events", &json!([ok])).await;
+    s.flush().await;
+    let row = row_of(&s, "events", ok["id"].as_str().unwrap()).await;
+    assert_eq!(row["plugins_skipped"], json!([]));
+    s.stop().await.unwrap();
+}
+
+/// Loads plugins without a server: what `serve` would refuse to start with.
+fn load_error(cfg: PluginConfig) -> String {
+    match Plugins::start(Config::default().plugin_host, &[cfg], None) {
+        Ok(_) => panic!("the plugin loaded"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+#[test]
+fn plugins_that_cannot_serve_are_refused_at_load_with_the_reason() {
+    let dir = wasm::test_plugins();
+    let p = |name: &str, file: &str, config: Value| {
+        plugin(name, dir.join(file), config, FailurePolicy::FailOpen)
+    };
+    let e = load_error(p("future", "future_abi.wasm", json!({})));
+    assert!(
+        e.contains("implements bilten:plugin/validator@2.0.0")
+            && e.contains("supports only @1.0.0"),
+        "{e}"
+    );
+    let e = load_error(p("spin", "hostile.wasm", json!({"mode": "loop"})));
+    assert!(e.contains("failed on sample events: timeout"), "{e}");
+    let e = load_error(p("bad", "hostile.wasm", json!({"mode": "bad_init"})));
+    assert!(
+        e.contains("init failed: bad_init: refusing to start"),
+        "{e}"
+    );
+    let e = load_error(p("gone", "no-such.wasm", json!({})));
+    assert!(
+        e.contains("cannot read") && e.contains("no-such.wasm"),
+        "{e}"
+    );
+    let junk = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(junk.path(), b"not wasm at all").unwrap();
+    let e = load_error(plugin(
+        "junk",
+        junk.path().into(),
+        json!({}),
+        FailurePolicy::FailOpen,
+    ));
+    assert!(e.contains("not a valid WebAssembly component"), "{e}");
+    let mut big = p("big", "keep_all.wasm", json!({}));
+    big.memory_mb = 100_000;
+    let e = load_error(big);
+    assert!(e.contains("memory_mb must be from 1 to"), "{e}");
+    // And the one that is fine loads.
+    let ok = Plugins::start(
+        Config::default().plugin_host,
+        &[p("keep", "keep_all.wasm", json!({}))],
+        None,
+    )
+    .unwrap();
+    assert_eq!(ok.status()["plugins"][0]["version"], "keep-all 0.1.0");
+}
+
+fn write_config(path: &Path, wasm: &Path) {
+    let toml = format!(
+        "[[plugins]]\nname = \"tagger\"\npath = {:?}\nfailure_policy = \"fail_closed\"\nconfig = {{ mode = \"tag\" }}\n",
+        wasm.display().to_string()
+    );
+    std::fs::write(path, toml).unwrap();
+}
+
+/// Replaces a file the way a deploy should: write aside, rename over.
+fn replace(from: &Path, to: &Path) {
+    let tmp = to.with_extension("new");
+    std::fs::copy(from, &tmp).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
+}
+
+#[tokio::test]
+async fn hot_reload_under_load_loses_no_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = wasm::test_plugins();
+    let live = dir.path().join("tagger.wasm");
+    std::fs::copy(built.join("keep_all.wasm"), &live).unwrap();
+    let file = dir.path().join("bilten.toml");
+    write_config(&file, &live);
+    let mut cfg = common::config(&dir.path().join("data"));
+    cfg.plugins = Config::load(Some(&file)).unwrap().plugins;
+    cfg.source = Some(file.clone());
+    let s = Arc::new(TestServer::start_with(cfg).await);
+
+    // Clients post 20 events at a time until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            let (mut sent, mut accepted) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                let batch: Vec<Value> = (0..20).map(|_| event("page_view")).collect();
+                let (status, body) = s.post_json("/v1/events", &Value::Array(batch)).await;
+                assert_eq!(status, 202, "{body}");
+                sent += 20;
+                accepted += as_u64(&body["accepted"]);
+            }
+            (sent, accepted)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // v2 on disk: the same name, now tagging every event.
+    replace(&built.join("hostile.wasm"), &live);
+    let r = s.post_raw("/admin/plugins/reload", Some(ADMIN)).await;
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugins"][0]["action"], "reloaded", "{body}");
+    assert_eq!(body["plugins"][0]["version"], "hostile 0.1.0", "{body}");
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // v3 is built for another interface: refused, v2 keeps serving.
+    replace(&built.join("future_abi.wasm"), &live);
+    let r = s.post_raw("/admin/plugins/reload", Some(ADMIN)).await;
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["plugins"][0]["action"], "failed");
+    assert!(
+        body["plugins"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("@2.0.0"),
+        "{body}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, accepted) = load.await.unwrap();
+    assert_eq!(accepted, sent);
+    s.flush().await;
+
+    assert_eq!(
+        s.count("events").await,
+        sent,
+        "every accepted event is stored"
+    );
+    assert_eq!(s.count("plugin_quarantine").await, 0);
+    let tagged = s
+        .query("SELECT countIf(JSONExtractString(properties, 'tagged_by') = 'hostile') AS t, countIf(notEmpty(plugins_skipped)) AS skipped FROM bilten_analytics.events")
+        .await;
+    let (tagged, skipped) = (as_u64(&tagged[0]["t"]), as_u64(&tagged[0]["skipped"]));
+    assert_eq!(skipped, 0);
+    assert!(
+        tagged > 0 && tagged < sent,
+        "{tagged} of {sent} tagged: v1 before, v2 after"
+    );
+    let p = plugin_status(&s, "tagger").await;
+    assert_eq!(p["version"], "hostile 0.1.0", "{p}");
+    assert_eq!(as_u64(&p["events"]), sent, "stats outlive the reload: {p}");
+    // Close the engine before the process exits.
+    let s = Arc::try_unwrap(s).ok().expect("the load task is done");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_sdk_readme_goes_from_nothing_to_a_hot_reloaded_validator() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let readme = std::fs::read_to_string(root.join("sdk/README.md")).unwrap();
+    let code = std::fs::read_to_string(root.join("server/tests/plugins/readme-example/src/lib.rs"))
+        .unwrap();
+    assert!(
+        readme.contains(&code),
+        "sdk/README.md must show the example's code"
+    );
+
+    // A server whose config file has only the quality plugin.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bilten.toml");
+    let quality = "[[plugins]]\nname = \"quality\"\npath = \"bilten_plugin_quality.wasm\"\nfailure_policy = \"fail_closed\"\n";
+    std::fs::write(&file, quality).unwrap();
+    let mut cfg = common::config(&dir.path().join("data"));
+    cfg.plugins = Config::load(Some(&file)).unwrap().plugins;
+    cfg.source = Some(file.clone());
+    let s = TestServer::start_with(cfg).await;
+    let test_org = json!({"event_type": "page_view", "organizer_id": "test-acme"});
+    let (_, body) = s.post_json("/v1/events", &json!([test_org])).await;
+    assert_eq!(body["accepted"], 1, "no house rules yet: {body}");
+
+    // Steps 4 and 5 of the README: add it to the file, reload.
+    let wasm = wasm::test_plugins().join("house_rules.wasm");
+    let house = format!(
+        "[[plugins]]\nname = \"house-rules\"\npath = {:?}\ntables = [\"events\", \"ticket_sales\"]\nconfig = {{ test_prefix = \"test-\", max_price = 500 }}\ntimeout = \"200ms\"\nmemory_mb = 32\n",
+        wasm.display().to_string()
+    );
+    std::fs::write(&file, format!("{quality}\n{house}")).unwrap();
+    let r = s.post_raw("/admin/plugins/reload", Some(ADMIN)).await;
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["plugins"][0]["action"], "unchanged", "{body}");
+    assert_eq!(body["plugins"][1]["action"], "loaded", "{body}");
+    assert_eq!(body["plugins"][1]["version"], "house-rules 0.1.0", "{body}");
+
+    let office = id();
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([test_org, {"id": office, "event_type": "page_view", "organizer_id": "acme", "ip": "10.1.2.3"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (body["accepted"].clone(), body["dropped"].clone()),
+        (json!(1), json!(1)),
+        "{body}"
+    );
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"event_id": "e", "organizer_id": "acme", "quantity": 1, "price": "600.00", "currency": "EUR"}]),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["code"], "price_above_cap");
+    assert_eq!(body["errors"][0]["plugin"], "house-rules");
+    s.flush().await;
+    let row = row_of(&s, "events", &office).await;
+    assert_eq!(properties(&row)["internal"], true);
+    s.stop().await.unwrap();
+}
