@@ -133,13 +133,12 @@ fn build_plugins() {
     if let Ok(out) = Command::new("rustup")
         .args(["target", "add", WASM_TARGET])
         .output()
+        && !out.status.success()
     {
-        if !out.status.success() {
-            println!(
-                "cargo:warning=rustup target add {WASM_TARGET} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
+        println!(
+            "cargo:warning=rustup target add {WASM_TARGET} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);

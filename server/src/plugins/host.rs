@@ -105,6 +105,9 @@ pub struct Compiled {
     pre: wit::PluginPre<Sandbox>,
 }
 
+/// A call's answer: the plugin's name and version when asked, and its verdicts.
+pub type Called = (Option<PluginInfo>, Vec<Verdict>);
+
 /// Limits of one call.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -183,7 +186,7 @@ impl Host {
         limits: Limits,
         now_ms: i64,
         info: bool,
-    ) -> (Result<(Option<PluginInfo>, Vec<Verdict>), Fault>, Output) {
+    ) -> (Result<Called, Fault>, Output) {
         let capture = Capture::new(limits.output_bytes);
         let wasi = WasiCtxBuilder::new()
             .stdout(capture.clone())
