@@ -47,6 +47,27 @@ fn hostile(name: &str, mode: &str, trigger: &str, policy: FailurePolicy) -> Plug
     )
 }
 
+/// Every way the test plugins misbehave, each on its own trigger, with the
+/// policy `policy` picks for it by name.
+fn hostile_chain(policy: impl Fn(&str) -> FailurePolicy) -> Vec<PluginConfig> {
+    let mut chain: Vec<PluginConfig> = [
+        ("loop", "loop", "t_loop"),
+        ("memory", "memory", "t_memory"),
+        ("panic", "panic", "t_panic"),
+        ("sleep", "sleep", "t_sleep"),
+        ("chatty", "print", "t_print"),
+        ("huge", "huge_modify", "t_huge"),
+        ("thief", "change_id", "t_id"),
+    ]
+    .into_iter()
+    .map(|(name, mode, trigger)| hostile(name, mode, trigger, policy(name)))
+    .collect();
+    // One verdict short when the batch holds an event of type "trigger".
+    let short = wasm::test_plugins().join("wrong_count.wasm");
+    chain.push(plugin("short", short, json!({}), policy("short")));
+    chain
+}
+
 fn event(event_type: &str) -> Value {
     json!({ "id": id(), "event_type": event_type, "organizer_id": "org-1", "user_agent": CHROME })
 }
@@ -263,21 +284,10 @@ async fn privacy_can_hash_addresses_with_a_salt() {
 async fn hostile_plugins_are_contained_by_their_failure_policy() {
     use FailurePolicy::{FailClosed, FailOpen};
     let s = TestServer::start(|c| {
-        c.plugins = vec![
-            hostile("loop", "loop", "t_loop", FailOpen),
-            hostile("memory", "memory", "t_memory", FailClosed),
-            hostile("panic", "panic", "t_panic", FailOpen),
-            hostile("sleep", "sleep", "t_sleep", FailOpen),
-            hostile("chatty", "print", "t_print", FailOpen),
-            hostile("huge", "huge_modify", "t_huge", FailClosed),
-            hostile("thief", "change_id", "t_id", FailClosed),
-            plugin(
-                "short",
-                wasm::test_plugins().join("wrong_count.wasm"),
-                json!({}),
-                FailClosed,
-            ),
-        ]
+        c.plugins = hostile_chain(|name| match name {
+            "loop" | "panic" | "sleep" | "chatty" => FailOpen,
+            _ => FailClosed,
+        })
     })
     .await;
     // (trigger, plugin, fault kind, policy); `fault_details_say_what_went_wrong`
@@ -390,24 +400,7 @@ async fn hostile_plugins_are_contained_by_their_failure_policy() {
 #[tokio::test]
 async fn fault_details_say_what_went_wrong() {
     // The same faults seen from quarantine: the detail an operator reads.
-    use FailurePolicy::FailClosed;
-    let s = TestServer::start(|c| {
-        c.plugins = vec![
-            hostile("loop", "loop", "t_loop", FailClosed),
-            hostile("memory", "memory", "t_memory", FailClosed),
-            hostile("panic", "panic", "t_panic", FailClosed),
-            hostile("sleep", "sleep", "t_sleep", FailClosed),
-            hostile("huge", "huge_modify", "t_huge", FailClosed),
-            hostile("thief", "change_id", "t_id", FailClosed),
-            plugin(
-                "short",
-                wasm::test_plugins().join("wrong_count.wasm"),
-                json!({}),
-                FailClosed,
-            ),
-        ]
-    })
-    .await;
+    let s = TestServer::start(|c| c.plugins = hostile_chain(|_| FailurePolicy::FailClosed)).await;
     for (trigger, expected) in [
         ("t_loop", "ran past its time limit of 300ms"),
         ("t_memory", "memory cap of 32 MiB exceeded"),
