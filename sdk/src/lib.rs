@@ -3,7 +3,7 @@
 //! component the server loads (`cargo build --target wasm32-wasip2`).
 //!
 //! ```ignore
-//! use bilten_plugin_sdk::{export_plugin, Config, Error, Event, Plugin, Verdict};
+//! use bilten_plugin_sdk::{export_plugin, Config, Error, EventRef, Plugin, Verdict};
 //!
 //! struct NoTestOrganizers;
 //!
@@ -11,7 +11,7 @@
 //!     fn new(_config: Config) -> Result<Self, String> {
 //!         Ok(NoTestOrganizers)
 //!     }
-//!     fn check(&self, event: Event) -> Result<Verdict, Error> {
+//!     fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
 //!         if event.organizer_id.starts_with("test-") {
 //!             return Ok(Verdict::Drop);
 //!         }
@@ -24,6 +24,8 @@
 //!
 //! The map:
 //! - [`Plugin`]: the trait a plugin implements; `check` sees one event.
+//! - [`EventRef`]: an event as `check` reads it (borrowed from the batch);
+//!   [`EventRef::to_event`] makes the owned [`Event`] that `modify` returns.
 //! - [`Config`]: the plugin's table from the server's TOML.
 //! - [`Error`]: what `check` returns to reject one event; it never aborts
 //!   the rest of the batch.
@@ -44,7 +46,9 @@ pub mod bindings {
     });
 }
 
-pub use bindings::bilten::plugin::types::{Event, PluginInfo, Rejection, Table, Verdict};
+pub use bindings::bilten::plugin::types::{
+    Batch, Event, EventView, PluginInfo, Rejection, Span, Table, Verdict,
+};
 
 /// The interface version plugins built with this SDK implement; the server
 /// checks it when it loads a plugin.
@@ -61,7 +65,7 @@ pub trait Plugin: Sized + 'static {
     fn new(config: Config) -> Result<Self, String>;
 
     /// Decides one event. An `Err` rejects this event only.
-    fn check(&self, event: Event) -> Result<Verdict, Error>;
+    fn check(&self, event: &EventRef<'_>) -> Result<Verdict, Error>;
 }
 
 /// Why one event is refused: becomes a `reject` verdict.
@@ -105,15 +109,106 @@ impl Verdict {
     }
 }
 
+/// One event of the batch, as `check` reads it: text borrowed from the
+/// batch, every field typed. Fields a table does not have are empty or zero.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EventRef<'a> {
+    pub id: &'a str,
+    pub table: Table,
+    pub timestamp_ms: i64,
+    pub event_type: &'a str,
+    pub event_name: &'a str,
+    pub organizer_id: &'a str,
+    pub user_id: &'a str,
+    pub session_id: &'a str,
+    pub event_id: &'a str,
+    /// A JSON object as text; [`EventRef::properties`] parses it.
+    pub properties: &'a str,
+    pub user_agent: &'a str,
+    pub ip: &'a str,
+    pub url: &'a str,
+    pub referrer: &'a str,
+    pub duration_ms: u64,
+    pub order_id: &'a str,
+    pub quantity: u32,
+    pub price_cents: i64,
+    pub currency: &'a str,
+}
+
+impl<'a> EventRef<'a> {
+    /// The event `v` of a batch whose text is `text`.
+    pub fn new(text: &'a str, v: &EventView) -> EventRef<'a> {
+        let s = |span: Span| {
+            let start = span.start as usize;
+            text.get(start..start + span.len as usize).unwrap_or("")
+        };
+        EventRef {
+            id: s(v.id),
+            table: v.table,
+            timestamp_ms: v.timestamp_ms,
+            event_type: s(v.event_type),
+            event_name: s(v.event_name),
+            organizer_id: s(v.organizer_id),
+            user_id: s(v.user_id),
+            session_id: s(v.session_id),
+            event_id: s(v.event_id),
+            properties: s(v.properties),
+            user_agent: s(v.user_agent),
+            ip: s(v.ip),
+            url: s(v.url),
+            referrer: s(v.referrer),
+            duration_ms: v.duration_ms,
+            order_id: s(v.order_id),
+            quantity: v.quantity,
+            price_cents: v.price_cents,
+            currency: s(v.currency),
+        }
+    }
+
+    /// The properties as a JSON object.
+    pub fn properties(&self) -> Result<Map<String, Value>, Error> {
+        parse_properties(self.properties)
+    }
+
+    /// An owned copy, to change and return in `Verdict::Modify`.
+    pub fn to_event(&self) -> Event {
+        Event {
+            id: self.id.into(),
+            table: self.table,
+            timestamp_ms: self.timestamp_ms,
+            event_type: self.event_type.into(),
+            event_name: self.event_name.into(),
+            organizer_id: self.organizer_id.into(),
+            user_id: self.user_id.into(),
+            session_id: self.session_id.into(),
+            event_id: self.event_id.into(),
+            properties: self.properties.into(),
+            user_agent: self.user_agent.into(),
+            ip: self.ip.into(),
+            url: self.url.into(),
+            referrer: self.referrer.into(),
+            duration_ms: self.duration_ms,
+            order_id: self.order_id.into(),
+            quantity: self.quantity,
+            price_cents: self.price_cents,
+            currency: self.currency.into(),
+        }
+    }
+}
+
+fn parse_properties(text: &str) -> Result<Map<String, Value>, Error> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) | Err(_) => {
+            Err(Error::new("bad_properties", "properties is not a JSON object").field("properties"))
+        }
+    }
+}
+
 impl Event {
     /// The properties as a JSON object.
     pub fn properties(&self) -> Result<Map<String, Value>, Error> {
-        match serde_json::from_str(&self.properties) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(_) | Err(_) => Err(
-                Error::new("bad_properties", "properties is not a JSON object").field("properties"),
-            ),
-        }
+        parse_properties(&self.properties)
     }
 
     pub fn set_properties(&mut self, properties: &Map<String, Value>) {
@@ -209,16 +304,20 @@ pub mod __rt {
         Ok(())
     }
 
-    pub fn process<P: Plugin>(events: Vec<Event>) -> Vec<Verdict> {
+    pub fn process<P: Plugin>(batch: Batch) -> Vec<Verdict> {
         INSTANCE.with(|i| {
             let slot = i.borrow();
             let Some(plugin) = slot.as_ref().and_then(|p| p.downcast_ref::<P>()) else {
                 let e = Error::new("not_initialized", "the host did not call init");
-                return events.iter().map(|_| e.clone().into()).collect();
+                return batch.events.iter().map(|_| e.clone().into()).collect();
             };
-            events
-                .into_iter()
-                .map(|event| plugin.check(event).unwrap_or_else(Verdict::from))
+            batch
+                .events
+                .iter()
+                .map(|v| {
+                    let event = EventRef::new(&batch.text, v);
+                    plugin.check(&event).unwrap_or_else(Verdict::from)
+                })
                 .collect()
         })
     }
@@ -241,8 +340,8 @@ macro_rules! export_plugin {
             fn init(config: String) -> Result<(), String> {
                 $crate::__rt::init::<$plugin>(config)
             }
-            fn process(events: Vec<$crate::Event>) -> Vec<$crate::Verdict> {
-                $crate::__rt::process::<$plugin>(events)
+            fn process(batch: $crate::Batch) -> Vec<$crate::Verdict> {
+                $crate::__rt::process::<$plugin>(batch)
             }
         }
 
@@ -254,28 +353,42 @@ macro_rules! export_plugin {
 mod tests {
     use super::*;
 
-    fn event(organizer: &str) -> Event {
-        Event {
-            id: "0193f0a0-0000-7000-8000-000000000001".into(),
-            table: Table::Events,
-            timestamp_ms: 1_764_000_000_000,
-            event_type: "page_view".into(),
-            event_name: String::new(),
-            organizer_id: organizer.into(),
-            user_id: String::new(),
-            session_id: String::new(),
-            event_id: String::new(),
-            properties: r#"{"a":1}"#.into(),
-            user_agent: String::new(),
-            ip: String::new(),
-            url: String::new(),
-            referrer: String::new(),
-            duration_ms: 0,
-            order_id: String::new(),
-            quantity: 0,
-            price_cents: 0,
-            currency: String::new(),
-        }
+    /// A batch of one event per organizer, built the way the host builds one.
+    fn batch(organizers: &[&str]) -> Batch {
+        let mut text = String::new();
+        let mut span = |s: &str| {
+            let start = text.len() as u32;
+            text.push_str(s);
+            Span {
+                start,
+                len: s.len() as u32,
+            }
+        };
+        let events = organizers
+            .iter()
+            .map(|org| EventView {
+                id: span("0193f0a0-0000-7000-8000-000000000001"),
+                table: Table::Events,
+                timestamp_ms: 1_764_000_000_000,
+                event_type: span("page_view"),
+                event_name: span(""),
+                organizer_id: span(org),
+                user_id: span(""),
+                session_id: span(""),
+                event_id: span(""),
+                properties: span(r#"{"a":1}"#),
+                user_agent: span(""),
+                ip: span(""),
+                url: span(""),
+                referrer: span(""),
+                duration_ms: 0,
+                order_id: span(""),
+                quantity: 0,
+                price_cents: 0,
+                currency: span(""),
+            })
+            .collect();
+        Batch { text, events }
     }
 
     struct OnlyOrg(String);
@@ -284,7 +397,7 @@ mod tests {
         fn new(config: Config) -> Result<Self, String> {
             Ok(OnlyOrg(config.str_or("org", "org-1")?.to_string()))
         }
-        fn check(&self, event: Event) -> Result<Verdict, Error> {
+        fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
             if event.organizer_id == self.0 {
                 Ok(Verdict::Keep)
             } else {
@@ -296,7 +409,7 @@ mod tests {
     #[test]
     fn an_error_rejects_one_event_and_the_rest_go_on() {
         __rt::init::<OnlyOrg>(r#"{"org":"org-2"}"#.into()).unwrap();
-        let verdicts = __rt::process::<OnlyOrg>(vec![event("org-1"), event("org-2")]);
+        let verdicts = __rt::process::<OnlyOrg>(batch(&["org-1", "org-2"]));
         assert_eq!(verdicts.len(), 2);
         match &verdicts[0] {
             Verdict::Reject(r) => {
@@ -317,13 +430,25 @@ mod tests {
     }
 
     #[test]
-    fn properties_round_trip() {
-        let mut e = event("o");
-        let mut p = e.properties().unwrap();
+    fn views_read_their_spans_and_round_trip_to_owned_events() {
+        let b = batch(&["org-1", "org-22"]);
+        let second = EventRef::new(&b.text, &b.events[1]);
+        assert_eq!(second.organizer_id, "org-22");
+        assert_eq!(second.event_type, "page_view");
+        let mut e = second.to_event();
+        assert_eq!(e.organizer_id, "org-22");
+        let mut p = second.properties().unwrap();
         p.insert("b".into(), Value::from("x"));
         e.set_properties(&p);
         assert_eq!(e.properties, r#"{"a":1,"b":"x"}"#);
         e.properties = "[]".into();
         assert_eq!(e.properties().unwrap_err().code, "bad_properties");
+        // A span past the text reads as empty rather than panicking.
+        let mut bad = b.events[0];
+        bad.user_id = Span {
+            start: 10_000,
+            len: 4,
+        };
+        assert_eq!(EventRef::new(&b.text, &bad).user_id, "");
     }
 }

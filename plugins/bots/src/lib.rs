@@ -5,7 +5,7 @@
 //! substrings); `keep_empty = true` keeps events with no user agent (the
 //! default: server-side events often have none).
 
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Verdict, export_plugin};
 
 struct Bots {
     parser: woothee::parser::Parser,
@@ -42,8 +42,8 @@ impl Plugin for Bots {
         })
     }
 
-    fn check(&self, event: Event) -> Result<Verdict, Error> {
-        let ua = event.user_agent.as_str();
+    fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
+        let ua = event.user_agent;
         if ua.is_empty() {
             return Ok(if self.keep_empty {
                 Verdict::Keep

@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Verdict, export_plugin};
 use regex::Regex;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -41,32 +41,41 @@ impl Plugin for Privacy {
         Ok(Privacy { ip, email })
     }
 
-    fn check(&self, mut event: Event) -> Result<Verdict, Error> {
-        let mut changed = false;
-        if !event.ip.is_empty() {
-            let ip = self.ip(&event.ip);
-            changed |= ip != event.ip;
+    fn check(&self, e: &EventRef) -> Result<Verdict, Error> {
+        // Decide first, copy only what changes: most events pass untouched.
+        let ip = Some(e.ip)
+            .filter(|ip| !ip.is_empty())
+            .map(|ip| self.ip(ip))
+            .filter(|ip| ip != e.ip);
+        let url = self.scrub(e.url);
+        let referrer = self.scrub(e.referrer);
+        let properties = match self.email.is_match(e.properties) {
+            true => {
+                let mut properties = e.properties()?;
+                for value in properties.values_mut() {
+                    self.scrub_value(value);
+                }
+                Some(properties)
+            }
+            false => None,
+        };
+        if ip.is_none() && url.is_none() && referrer.is_none() && properties.is_none() {
+            return Ok(Verdict::Keep);
+        }
+        let mut event = e.to_event();
+        if let Some(ip) = ip {
             event.ip = ip;
         }
-        for text in [&mut event.url, &mut event.referrer] {
-            if let Some(clean) = self.scrub(text) {
-                *text = clean;
-                changed = true;
-            }
+        if let Some(url) = url {
+            event.url = url;
         }
-        if self.email.is_match(&event.properties) {
-            let mut properties = event.properties()?;
-            for value in properties.values_mut() {
-                self.scrub_value(value);
-            }
+        if let Some(referrer) = referrer {
+            event.referrer = referrer;
+        }
+        if let Some(properties) = properties {
             event.set_properties(&properties);
-            changed = true;
         }
-        Ok(if changed {
-            Verdict::Modify(event)
-        } else {
-            Verdict::Keep
-        })
+        Ok(Verdict::Modify(event))
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Table, Verdict, export_plugin, now_ms};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Table, Verdict, export_plugin, now_ms};
 
 struct Quality {
     required: HashMap<String, Vec<String>>,
@@ -77,19 +77,19 @@ impl Plugin for Quality {
         })
     }
 
-    fn check(&self, event: Event) -> Result<Verdict, Error> {
-        self.timestamp(&event)?;
-        self.required(&event)?;
-        self.lengths(&event)?;
+    fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
+        self.timestamp(event)?;
+        self.required(event)?;
+        self.lengths(event)?;
         if event.table == Table::TicketSales {
-            self.sale(&event)?;
+            self.sale(event)?;
         }
         Ok(Verdict::Keep)
     }
 }
 
 impl Quality {
-    fn timestamp(&self, e: &Event) -> Result<(), Error> {
+    fn timestamp(&self, e: &EventRef) -> Result<(), Error> {
         let now = now_ms();
         if e.timestamp_ms > now + self.max_future_ms {
             return Err(Error::new(
@@ -116,8 +116,8 @@ impl Quality {
         Ok(())
     }
 
-    fn required(&self, e: &Event) -> Result<(), Error> {
-        let Some(fields) = self.required.get(&e.event_type) else {
+    fn required(&self, e: &EventRef) -> Result<(), Error> {
+        let Some(fields) = self.required.get(e.event_type) else {
             return Ok(());
         };
         for field in fields {
@@ -148,7 +148,7 @@ impl Quality {
         Ok(())
     }
 
-    fn lengths(&self, e: &Event) -> Result<(), Error> {
+    fn lengths(&self, e: &EventRef) -> Result<(), Error> {
         let text = [
             ("event_name", &e.event_name, self.max_length),
             ("organizer_id", &e.organizer_id, self.max_length),
@@ -173,7 +173,7 @@ impl Quality {
         Ok(())
     }
 
-    fn sale(&self, e: &Event) -> Result<(), Error> {
+    fn sale(&self, e: &EventRef) -> Result<(), Error> {
         if e.price_cents < 0 {
             return Err(Error::new("negative_price", "price must not be negative").field("price"));
         }

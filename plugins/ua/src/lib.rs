@@ -5,7 +5,7 @@
 //!
 //! Config: `overwrite = true` replaces values the client sent.
 
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Table, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Table, Verdict, export_plugin};
 use serde_json::Value;
 
 struct UserAgent {
@@ -32,12 +32,12 @@ impl Plugin for UserAgent {
         })
     }
 
-    fn check(&self, mut event: Event) -> Result<Verdict, Error> {
+    fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
         // Only `events` store properties.
         if event.table != Table::Events || event.user_agent.is_empty() {
             return Ok(Verdict::Keep);
         }
-        let Some(ua) = self.parser.parse(&event.user_agent) else {
+        let Some(ua) = self.parser.parse(event.user_agent) else {
             return Ok(Verdict::Keep);
         };
         let mut properties = event.properties()?;
@@ -46,7 +46,7 @@ impl Plugin for UserAgent {
             ("os", ua.os),
             (
                 "device_type",
-                device_type(ua.category, ua.os, &event.user_agent),
+                device_type(ua.category, ua.os, event.user_agent),
             ),
         ];
         let mut changed = false;
@@ -60,6 +60,7 @@ impl Plugin for UserAgent {
         if !changed {
             return Ok(Verdict::Keep);
         }
+        let mut event = event.to_event();
         event.set_properties(&properties);
         Ok(Verdict::Modify(event))
     }

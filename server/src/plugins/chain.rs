@@ -1,5 +1,6 @@
-//! One batch through the chain: rows become WIT events once, each plugin
-//! sees those of its tables and event types, and its verdicts are applied.
+//! One batch through the chain: each plugin gets the rows of its tables and
+//! event types as one WIT `batch` (their text in one string, fields as typed
+//! spans), and its verdicts are applied to the rows.
 //! A plugin's fault applies its failure policy to the events it was judging.
 
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::host::{Event, Fault, FaultKind, Verdict, WitTable};
+use super::host::{Batch, Event, EventView, Fault, FaultKind, Span, Verdict, WitTable};
 use super::{Chain, FailurePolicy, Loaded, Plugins};
 use crate::ingest::{self, Parsed, Rejection, Row, Table};
 use crate::telemetry;
@@ -35,7 +36,7 @@ pub struct ChainOutput {
 /// What one verdict means for the row, once checked.
 enum Decision {
     Keep,
-    Modify(Box<(Row, Event)>),
+    Modify(Box<Row>),
     Drop,
     Reject(super::host::Rejection),
 }
@@ -53,71 +54,47 @@ pub fn run(
     };
     let received = now.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
     let now_ms = now.timestamp_millis();
-    let mut events: Vec<Event> = out.parsed.rows.iter().map(|(_, r)| to_event(r)).collect();
     for plugin in chain.plugins.iter().filter(|p| p.applies_to(table)) {
-        let seen: Vec<usize> = (0..events.len())
-            .filter(|&i| plugin.sees_type(&events[i].event_type))
+        let rows = &out.parsed.rows;
+        let seen: Vec<usize> = (0..rows.len())
+            .filter(|&i| plugin.sees_type(event_type(&rows[i].1)))
             .collect();
         if seen.is_empty() {
             continue;
         }
-        let subset: Vec<Event>;
-        let input: &[Event] = if seen.len() == events.len() {
-            &events
-        } else {
-            subset = seen.iter().map(|&i| events[i].clone()).collect();
-            &subset
-        };
+        let ids: Vec<uuid::Uuid> = seen.iter().map(|&i| rows[i].1.id()).collect();
         let name = plugin.config.name.as_str();
         let started = Instant::now();
         let result = match plugin.stats.disabled() {
             Some(why) => Err(Fault::new(FaultKind::Disabled, why)),
             None => {
+                let batch = batch_of(seen.iter().map(|&i| &rows[i].1));
                 let (result, output) = plugins.host.call(
                     &plugin.compiled,
                     &plugin.config_json,
-                    input,
+                    &batch,
                     plugin.limits(&plugins.settings),
                     now_ms,
                     false,
                 );
                 plugins.log_output(plugin, &output);
-                result.and_then(|(_, verdicts)| decide(table, input, verdicts, now))
+                result.and_then(|(_, verdicts)| decide(table, &ids, verdicts, now))
             }
         };
         let stats = &plugin.stats;
         let elapsed = started.elapsed();
         stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .events
-            .fetch_add(input.len() as u64, Ordering::Relaxed);
+        stats.events.fetch_add(seen.len() as u64, Ordering::Relaxed);
         stats
             .nanos
             .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
         metrics::histogram!(telemetry::PLUGIN_BATCH_SECONDS, "plugin" => name.to_string())
             .record(elapsed.as_secs_f64());
         match result {
-            Ok(decisions) => apply(
-                &mut out,
-                &mut events,
-                plugin,
-                table,
-                &seen,
-                decisions,
-                &received,
-            ),
-            Err(fault) => fail(
-                &mut out,
-                &mut events,
-                plugins,
-                plugin,
-                table,
-                &seen,
-                fault,
-                &received,
-            ),
+            Ok(decisions) => apply(&mut out, plugin, table, &seen, decisions, &received),
+            Err(fault) => fail(&mut out, plugins, plugin, table, &seen, fault, &received),
         }
-        if events.is_empty() {
+        if out.parsed.rows.is_empty() {
             break;
         }
     }
@@ -128,20 +105,20 @@ pub fn run(
 /// the whole batch under the policy, never half of it.
 fn decide(
     table: Table,
-    input: &[Event],
+    ids: &[uuid::Uuid],
     verdicts: Vec<Verdict>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Decision>, Fault> {
     verdicts
         .into_iter()
-        .zip(input)
+        .zip(ids)
         .enumerate()
-        .map(|(i, (verdict, before))| match verdict {
+        .map(|(i, (verdict, id))| match verdict {
             Verdict::Keep => Ok(Decision::Keep),
             Verdict::Drop => Ok(Decision::Drop),
             Verdict::Reject(r) => Ok(Decision::Reject(r)),
             Verdict::Modify(after) => {
-                if after.id != before.id {
+                if uuid::Uuid::parse_str(&after.id).ok() != Some(*id) {
                     return Err(Fault::new(
                         FaultKind::BadOutput,
                         format!("event {i}: a plugin may not change an event's id"),
@@ -155,7 +132,7 @@ fn decide(
                         )
                     },
                 )?;
-                Ok(Decision::Modify(Box::new((row, after))))
+                Ok(Decision::Modify(Box::new(row)))
             }
         })
         .collect()
@@ -163,7 +140,6 @@ fn decide(
 
 fn apply(
     out: &mut ChainOutput,
-    events: &mut Vec<Event>,
     plugin: &Loaded,
     table: Table,
     seen: &[usize],
@@ -172,17 +148,16 @@ fn apply(
 ) {
     let name = plugin.config.name.as_str();
     let stats = &plugin.stats;
-    let mut gone = vec![false; events.len()];
+    let mut gone = vec![false; out.parsed.rows.len()];
     let mut counts = [0u64; 4];
     for (&pos, decision) in seen.iter().zip(decisions) {
         match decision {
             Decision::Keep => counts[0] += 1,
-            Decision::Modify(m) => {
-                let (mut row, event) = *m;
+            Decision::Modify(row) => {
+                let mut row = *row;
                 let slot = &mut out.parsed.rows[pos].1;
                 *row.plugins_skipped() = std::mem::take(slot.plugins_skipped());
                 *slot = row;
-                events[pos] = event;
                 counts[1] += 1;
             }
             Decision::Drop => {
@@ -233,13 +208,11 @@ fn apply(
             metrics::counter!(telemetry::PLUGIN_VERDICTS, "plugin" => name.to_string(), "verdict" => verdict).increment(*n);
         }
     }
-    remove(out, events, &gone);
+    remove(out, &gone);
 }
 
-#[allow(clippy::too_many_arguments)]
 fn fail(
     out: &mut ChainOutput,
-    events: &mut Vec<Event>,
     plugins: &Plugins,
     plugin: &Loaded,
     table: Table,
@@ -272,7 +245,7 @@ fn fail(
             out.skipped += seen.len();
         }
         FailurePolicy::FailClosed => {
-            let mut gone = vec![false; events.len()];
+            let mut gone = vec![false; out.parsed.rows.len()];
             for &pos in seen {
                 gone[pos] = true;
                 let row = &out.parsed.rows[pos].1;
@@ -290,22 +263,14 @@ fn fail(
                 );
             }
             out.quarantined += seen.len();
-            remove(out, events, &gone);
+            remove(out, &gone);
         }
     }
 }
 
-fn remove(out: &mut ChainOutput, events: &mut Vec<Event>, gone: &[bool]) {
-    if !gone.iter().any(|g| *g) {
-        return;
-    }
+fn remove(out: &mut ChainOutput, gone: &[bool]) {
     let mut i = 0;
     out.parsed.rows.retain(|_| {
-        i += 1;
-        !gone[i - 1]
-    });
-    let mut i = 0;
-    events.retain(|_| {
         i += 1;
         !gone[i - 1]
     });
@@ -349,70 +314,97 @@ fn line_of(row: &Row) -> String {
     String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
-/// A row as plugins see it: every field typed, the table's missing ones empty.
-pub fn to_event(row: &Row) -> Event {
-    let mut e = Event {
-        id: row.id().to_string(),
+/// The type a plugin's `event_types` filter matches.
+fn event_type(row: &Row) -> &str {
+    match row {
+        Row::Event(r) => &r.event_type,
+        Row::PageView(_) => "page_view",
+        Row::TicketSale(_) => "ticket_sale",
+    }
+}
+
+/// Rows as one WIT batch: their text appended to one string, each field a
+/// span of it; a table's missing fields are empty spans or zero.
+pub fn batch_of<'a>(rows: impl Iterator<Item = &'a Row>) -> Batch {
+    let mut text = String::new();
+    let events = rows.map(|row| view(row, &mut text)).collect();
+    Batch { text, events }
+}
+
+fn view(row: &Row, text: &mut String) -> EventView {
+    let mut span = |s: &str| {
+        let start = text.len() as u32;
+        text.push_str(s);
+        Span {
+            start,
+            len: s.len() as u32,
+        }
+    };
+    let none = Span { start: 0, len: 0 };
+    let mut v = EventView {
+        id: span(&row.id().to_string()),
         table: WitTable::Events,
         timestamp_ms: 0,
-        event_type: String::new(),
-        event_name: String::new(),
-        organizer_id: String::new(),
-        user_id: String::new(),
-        session_id: String::new(),
-        event_id: String::new(),
-        properties: String::from("{}"),
-        user_agent: String::new(),
-        ip: String::new(),
-        url: String::new(),
-        referrer: String::new(),
+        event_type: none,
+        event_name: none,
+        organizer_id: none,
+        user_id: none,
+        session_id: none,
+        event_id: none,
+        properties: none,
+        user_agent: none,
+        ip: none,
+        url: none,
+        referrer: none,
         duration_ms: 0,
-        order_id: String::new(),
+        order_id: none,
         quantity: 0,
         price_cents: 0,
-        currency: String::new(),
+        currency: none,
     };
     match row {
         Row::Event(r) => {
-            e.timestamp_ms = r.timestamp_ms;
-            e.event_type.clone_from(&r.event_type);
-            e.event_name.clone_from(&r.event_name);
-            e.organizer_id.clone_from(&r.organizer_id);
-            e.user_id.clone_from(&r.user_id);
-            e.session_id.clone_from(&r.session_id);
-            e.event_id.clone_from(&r.event_id);
-            e.properties.clone_from(&r.properties);
-            e.user_agent.clone_from(&r.user_agent);
-            e.ip.clone_from(&r.ip);
+            v.timestamp_ms = r.timestamp_ms;
+            v.event_type = span(&r.event_type);
+            v.event_name = span(&r.event_name);
+            v.organizer_id = span(&r.organizer_id);
+            v.user_id = span(&r.user_id);
+            v.session_id = span(&r.session_id);
+            v.event_id = span(&r.event_id);
+            v.properties = span(&r.properties);
+            v.user_agent = span(&r.user_agent);
+            v.ip = span(&r.ip);
         }
         Row::PageView(r) => {
-            e.table = WitTable::PageViews;
-            e.timestamp_ms = r.timestamp_ms;
-            e.event_type = "page_view".into();
-            e.organizer_id.clone_from(&r.organizer_id);
-            e.user_id.clone_from(&r.user_id);
-            e.session_id.clone_from(&r.session_id);
-            e.event_id.clone_from(&r.event_id);
-            e.url.clone_from(&r.url);
-            e.referrer.clone_from(&r.referrer);
-            e.duration_ms = r.duration_ms;
-            e.user_agent.clone_from(&r.user_agent);
-            e.ip.clone_from(&r.ip);
+            v.table = WitTable::PageViews;
+            v.timestamp_ms = r.timestamp_ms;
+            v.event_type = span("page_view");
+            v.organizer_id = span(&r.organizer_id);
+            v.user_id = span(&r.user_id);
+            v.session_id = span(&r.session_id);
+            v.event_id = span(&r.event_id);
+            v.properties = span("{}");
+            v.url = span(&r.url);
+            v.referrer = span(&r.referrer);
+            v.duration_ms = r.duration_ms;
+            v.user_agent = span(&r.user_agent);
+            v.ip = span(&r.ip);
         }
         Row::TicketSale(r) => {
-            e.table = WitTable::TicketSales;
-            e.timestamp_ms = r.timestamp_ms;
-            e.event_type = "ticket_sale".into();
-            e.event_id.clone_from(&r.event_id);
-            e.organizer_id.clone_from(&r.organizer_id);
-            e.user_id.clone_from(&r.user_id);
-            e.order_id.clone_from(&r.order_id);
-            e.quantity = r.quantity as u32;
-            e.price_cents = r.price_cents as i64;
-            e.currency.clone_from(&r.currency);
+            v.table = WitTable::TicketSales;
+            v.timestamp_ms = r.timestamp_ms;
+            v.event_type = span("ticket_sale");
+            v.event_id = span(&r.event_id);
+            v.organizer_id = span(&r.organizer_id);
+            v.user_id = span(&r.user_id);
+            v.properties = span("{}");
+            v.order_id = span(&r.order_id);
+            v.quantity = r.quantity as u32;
+            v.price_cents = r.price_cents as i64;
+            v.currency = span(&r.currency);
         }
     }
-    e
+    v
 }
 
 /// A modified event back into the JSON a client would send, so that it
@@ -447,7 +439,7 @@ fn from_event(table: Table, e: &Event) -> Value {
 }
 
 /// One plausible event per table, for validating a plugin before it serves.
-pub fn samples(now_ms: i64) -> Vec<(Table, Event)> {
+pub fn samples(now_ms: i64) -> Vec<(Table, Row)> {
     let body = json!([
         {"event_type": "page_view", "event_name": "Event Details Page", "organizer_id": "org-sample",
          "user_id": "user-sample", "session_id": "s-1", "timestamp": now_ms,
@@ -468,7 +460,7 @@ pub fn samples(now_ms: i64) -> Vec<(Table, Event)> {
     .into_iter()
     .map(|(t, v)| {
         let row = ingest::revalidate(t, v, now).expect("the samples are valid events");
-        (t, to_event(&row))
+        (t, row)
     })
     .collect()
 }

@@ -19,7 +19,9 @@ pub mod wit {
     wasmtime::component::bindgen!({ path: "../sdk/wit", world: "plugin" });
 }
 
-pub use wit::bilten::plugin::types::{Event, PluginInfo, Rejection, Table as WitTable, Verdict};
+pub use wit::bilten::plugin::types::{
+    Batch, Event, EventView, PluginInfo, Rejection, Span, Table as WitTable, Verdict,
+};
 
 /// The interface this server implements: `bilten:plugin/validator@<this>`.
 pub const INTERFACE_VERSION: &str = "1.0.0";
@@ -182,7 +184,7 @@ impl Host {
         &self,
         plugin: &Compiled,
         config_json: &str,
-        events: &[Event],
+        batch: &Batch,
         limits: Limits,
         now_ms: i64,
         info: bool,
@@ -210,10 +212,10 @@ impl Host {
         let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let result = run(&mut store, plugin, config_json, events, info);
+        let result = run(&mut store, plugin, config_json, batch, info);
         let result = result.map_err(|e| classify(e, &store, limits));
         let result = result.and_then(|(info, verdicts)| {
-            if verdicts.len() == events.len() {
+            if verdicts.len() == batch.events.len() {
                 Ok((info, verdicts))
             } else {
                 Err(Fault::new(
@@ -221,7 +223,7 @@ impl Host {
                     format!(
                         "returned {} verdicts for {} events",
                         verdicts.len(),
-                        events.len()
+                        batch.events.len()
                     ),
                 ))
             }
@@ -253,9 +255,9 @@ fn run(
     store: &mut Store<Sandbox>,
     plugin: &Compiled,
     config_json: &str,
-    events: &[Event],
+    batch: &Batch,
     info: bool,
-) -> Result<(Option<PluginInfo>, Vec<Verdict>), CallError> {
+) -> Result<Called, CallError> {
     let bindings = plugin
         .pre
         .instantiate(&mut *store)
@@ -269,7 +271,7 @@ fn run(
         .map_err(CallError::Wasm)?
         .map_err(CallError::Init)?;
     let verdicts = api
-        .call_process(&mut *store, events)
+        .call_process(&mut *store, batch)
         .map_err(CallError::Wasm)?;
     Ok((info, verdicts))
 }

@@ -403,15 +403,17 @@ impl Plugins {
     /// instantiate, accept its config and answer one verdict per event.
     fn validate(&self, plugin: &Loaded) -> Result<String, String> {
         let now = chrono::Utc::now().timestamp_millis();
-        let samples: Vec<host::Event> = chain::samples(now)
-            .into_iter()
-            .filter(|(t, _)| plugin.applies_to(*t))
-            .map(|(_, e)| e)
-            .collect();
+        let samples = chain::samples(now);
+        let batch = chain::batch_of(
+            samples
+                .iter()
+                .filter(|(t, _)| plugin.applies_to(*t))
+                .map(|(_, row)| row),
+        );
         let (result, output) = self.host.call(
             &plugin.compiled,
             &plugin.config_json,
-            &samples,
+            &batch,
             plugin.limits(&self.settings),
             now,
             true,

@@ -3,7 +3,7 @@
 
 wit_bindgen::generate!({ path: "wit", world: "plugin" });
 
-use bilten::plugin::types::{Event, PluginInfo, Verdict};
+use bilten::plugin::types::{Batch, PluginInfo, Verdict};
 use exports::bilten::plugin::validator::Guest;
 
 struct Future;
@@ -18,8 +18,8 @@ impl Guest for Future {
     fn init(_config: String) -> Result<(), String> {
         Ok(())
     }
-    fn process(events: Vec<Event>) -> Vec<Verdict> {
-        events.iter().map(|_| Verdict::Keep).collect()
+    fn process(batch: Batch) -> Vec<Verdict> {
+        batch.events.iter().map(|_| Verdict::Keep).collect()
     }
 }
 

@@ -3,7 +3,7 @@
 //! environment variable), the plugin rejects the event with what it got,
 //! so the test can read it.
 
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Verdict, export_plugin};
 
 struct Hostile {
     mode: String,
@@ -25,7 +25,7 @@ impl Plugin for Hostile {
         Ok(Hostile { mode, trigger })
     }
 
-    fn check(&self, mut event: Event) -> Result<Verdict, Error> {
+    fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
         if self
             .trigger
             .as_ref()
@@ -60,15 +60,18 @@ impl Plugin for Hostile {
                 Ok(Verdict::Keep)
             }
             "huge_modify" => {
+                let mut event = event.to_event();
                 event.properties = format!("{{\"junk\":\"{}\"}}", "x".repeat(1 << 20));
                 Ok(Verdict::Modify(event))
             }
             "change_id" => {
+                let mut event = event.to_event();
                 event.id = "00000000-0000-0000-0000-000000000000".into();
                 Ok(Verdict::Modify(event))
             }
             "tag" => {
                 let mut p = event.properties()?;
+                let mut event = event.to_event();
                 p.insert("tagged_by".into(), "hostile".into());
                 event.set_properties(&p);
                 Ok(Verdict::Modify(event))

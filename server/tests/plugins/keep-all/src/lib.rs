@@ -1,6 +1,6 @@
 //! Keeps every event: the benchmark's baseline for the cost of the host.
 
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Verdict, export_plugin};
 
 struct KeepAll;
 
@@ -8,7 +8,7 @@ impl Plugin for KeepAll {
     fn new(_config: Config) -> Result<Self, String> {
         Ok(KeepAll)
     }
-    fn check(&self, _event: Event) -> Result<Verdict, Error> {
+    fn check(&self, _event: &EventRef) -> Result<Verdict, Error> {
         Ok(Verdict::Keep)
     }
 }

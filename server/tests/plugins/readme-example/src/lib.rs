@@ -1,4 +1,4 @@
-use bilten_plugin_sdk::{Config, Error, Event, Plugin, Table, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Table, Verdict, export_plugin};
 
 /// Drops events from test organizers, refuses ticket sales above a cap, and
 /// marks events from the team's own office network.
@@ -15,8 +15,8 @@ impl Plugin for HouseRules {
         })
     }
 
-    fn check(&self, mut event: Event) -> Result<Verdict, Error> {
-        if event.organizer_id.starts_with(&self.test_prefix) {
+    fn check(&self, event: &EventRef) -> Result<Verdict, Error> {
+        if event.organizer_id.starts_with(self.test_prefix.as_str()) {
             return Ok(Verdict::Drop);
         }
         if event.table == Table::TicketSales && event.price_cents > self.max_cents {
@@ -27,6 +27,8 @@ impl Plugin for HouseRules {
         if event.table == Table::Events && event.ip.starts_with("10.") {
             let mut properties = event.properties()?;
             properties.insert("internal".into(), true.into());
+            // `check` reads a borrowed event; `modify` returns an owned one.
+            let mut event = event.to_event();
             event.set_properties(&properties);
             return Ok(Verdict::Modify(event));
         }

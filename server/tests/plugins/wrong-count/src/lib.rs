@@ -5,7 +5,7 @@
 
 wit_bindgen::generate!({ path: "../../../../sdk/wit", world: "plugin" });
 
-use bilten::plugin::types::{Event, PluginInfo, Verdict};
+use bilten::plugin::types::{Batch, PluginInfo, Span, Verdict};
 use exports::bilten::plugin::validator::Guest;
 
 struct WrongCount;
@@ -20,10 +20,12 @@ impl Guest for WrongCount {
     fn init(_config: String) -> Result<(), String> {
         Ok(())
     }
-    fn process(events: Vec<Event>) -> Vec<Verdict> {
+    fn process(batch: Batch) -> Vec<Verdict> {
         // Short by one when a "trigger" event is in the batch.
-        let short = events.iter().any(|e| e.event_type == "trigger");
-        events
+        let text = |s: Span| &batch.text[s.start as usize..(s.start + s.len) as usize];
+        let short = batch.events.iter().any(|e| text(e.event_type) == "trigger");
+        batch
+            .events
             .iter()
             .skip(short as usize)
             .map(|_| Verdict::Keep)
