@@ -21,5 +21,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest…" >&2
     cargo install cargo-nextest --locked
 fi
+# The built-in plugins' own unit tests, natively (their workspace is apart).
+cargo test --quiet --manifest-path plugins/Cargo.toml --target-dir target/plugins-host
 # Fault-injection tests need the failpoints compiled in.
 exec cargo nextest run --workspace --no-fail-fast --features bilten-analytics/failpoints "$@"
