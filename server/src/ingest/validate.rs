@@ -335,10 +335,7 @@ impl Fields {
                 ),
             ));
         }
-        Ok((
-            ts.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
-            ts.timestamp_millis(),
-        ))
+        Ok((crate::storage::datetime64_text(&ts), ts.timestamp_millis()))
     }
 
     fn event_type(&mut self) -> Result<String, Invalid> {

@@ -198,7 +198,7 @@ pub async fn create(
         id,
         kind: kind.into(),
         base,
-        created_at: now.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+        created_at: crate::storage::datetime64_text(&now),
         status: "created".into(),
         tables,
     };

@@ -24,7 +24,7 @@ pub struct ChainOutput {
     pub dropped: usize,
     /// JSONEachRow lines for `rejected_events`: one per plugin rejection.
     pub rejected_rows: Vec<u8>,
-    pub rejected: usize,
+    /// The ids of the events a plugin rejected.
     pub rejected_ids: Vec<uuid::Uuid>,
     /// JSONEachRow lines for `plugin_quarantine`.
     pub quarantine_rows: Vec<u8>,
@@ -52,7 +52,7 @@ pub fn run(
         parsed,
         ..ChainOutput::default()
     };
-    let received = now.format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+    let received = crate::storage::datetime64_text(&now);
     let now_ms = now.timestamp_millis();
     for plugin in chain.plugins.iter().filter(|p| p.applies_to(table)) {
         let rows = &out.parsed.rows;
@@ -181,7 +181,6 @@ fn apply(
                         event: line_of(row),
                     },
                 );
-                out.rejected += 1;
                 out.rejected_ids.push(row.id());
                 out.parsed.rejections.push(Rejection {
                     index: *index,
@@ -314,7 +313,7 @@ fn line_of(row: &Row) -> String {
     String::from_utf8(line).expect("serde_json writes UTF-8")
 }
 
-/// The type a plugin's `event_types` filter matches.
+/// The type a plugin reads and its `event_types` filter matches.
 fn event_type(row: &Row) -> &str {
     match row {
         Row::Event(r) => &r.event_type,
@@ -345,7 +344,7 @@ fn view(row: &Row, text: &mut String) -> EventView {
         id: span(&row.id().to_string()),
         table: WitTable::Events,
         timestamp_ms: 0,
-        event_type: none,
+        event_type: span(event_type(row)),
         event_name: none,
         organizer_id: none,
         user_id: none,
@@ -365,7 +364,6 @@ fn view(row: &Row, text: &mut String) -> EventView {
     match row {
         Row::Event(r) => {
             v.timestamp_ms = r.timestamp_ms;
-            v.event_type = span(&r.event_type);
             v.event_name = span(&r.event_name);
             v.organizer_id = span(&r.organizer_id);
             v.user_id = span(&r.user_id);
@@ -378,7 +376,6 @@ fn view(row: &Row, text: &mut String) -> EventView {
         Row::PageView(r) => {
             v.table = WitTable::PageViews;
             v.timestamp_ms = r.timestamp_ms;
-            v.event_type = span("page_view");
             v.organizer_id = span(&r.organizer_id);
             v.user_id = span(&r.user_id);
             v.session_id = span(&r.session_id);
@@ -393,7 +390,6 @@ fn view(row: &Row, text: &mut String) -> EventView {
         Row::TicketSale(r) => {
             v.table = WitTable::TicketSales;
             v.timestamp_ms = r.timestamp_ms;
-            v.event_type = span("ticket_sale");
             v.event_id = span(&r.event_id);
             v.organizer_id = span(&r.organizer_id);
             v.user_id = span(&r.user_id);
@@ -440,20 +436,18 @@ fn from_event(table: Table, e: &Event) -> Value {
 
 /// One plausible event per table, for validating a plugin before it serves.
 pub fn samples(now_ms: i64) -> Vec<(Table, Row)> {
-    let body = json!([
-        {"event_type": "page_view", "event_name": "Event Details Page", "organizer_id": "org-sample",
-         "user_id": "user-sample", "session_id": "s-1", "timestamp": now_ms,
-         "properties": {"event_id": "evt-sample", "browser": "Chrome", "device_type": "desktop"},
-         "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
-         "ip": "203.0.113.7"},
-    ]);
+    let event = json!({"event_type": "page_view", "event_name": "Event Details Page",
+        "organizer_id": "org-sample", "user_id": "user-sample", "session_id": "s-1", "timestamp": now_ms,
+        "properties": {"event_id": "evt-sample", "browser": "Chrome", "device_type": "desktop"},
+        "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36",
+        "ip": "203.0.113.7"});
     let now = DateTime::from_timestamp_millis(now_ms).unwrap_or_else(Utc::now);
     let page_view = json!({"organizer_id": "org-sample", "url": "https://bilten.example/e/1",
         "timestamp": now_ms, "user_agent": "Mozilla/5.0 (iPhone; CPU iPhone OS 18_0 like Mac OS X)", "ip": "2001:db8::1"});
     let sale = json!({"event_id": "evt-sample", "organizer_id": "org-sample", "user_id": "user-sample",
         "timestamp": now_ms, "quantity": 2, "price": "50.00", "currency": "USD"});
     [
-        (Table::Events, body[0].clone()),
+        (Table::Events, event),
         (Table::PageViews, page_view),
         (Table::TicketSales, sale),
     ]

@@ -166,8 +166,8 @@ pub struct Stats {
 #[derive(Default)]
 struct Breaker {
     recent: VecDeque<Instant>,
-    /// Why and when it was disabled.
-    open: Option<(String, chrono::DateTime<chrono::Utc>)>,
+    /// Why it was disabled.
+    open: Option<String>,
 }
 
 impl Stats {
@@ -183,12 +183,7 @@ impl Stats {
     }
 
     pub fn disabled(&self) -> Option<String> {
-        self.breaker
-            .lock()
-            .expect("breaker lock")
-            .open
-            .as_ref()
-            .map(|(why, _)| why.clone())
+        self.breaker.lock().expect("breaker lock").open.clone()
     }
 
     /// Counts a fault; opens the breaker at `limit` faults within `window`.
@@ -223,7 +218,7 @@ impl Stats {
                 kind.name()
             );
             tracing::error!(plugin = name, reason = %why, "crash-loop breaker: plugin disabled until the next reload");
-            b.open = Some((why, chrono::Utc::now()));
+            b.open = Some(why);
         }
     }
 

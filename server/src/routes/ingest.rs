@@ -153,7 +153,7 @@ async fn accept(
         (
             Table::RejectedEvents,
             Bytes::from(chain.rejected_rows),
-            chain.rejected,
+            chain.rejected_ids.len(),
         ),
         (
             Table::PluginQuarantine,
