@@ -355,9 +355,8 @@ impl Plugins {
         }
     }
 
-    /// Reads, compiles and validates one plugin (blocking: compiling takes
-    /// a while).
-    fn load(&self, cfg: &PluginConfig) -> Result<Loaded, String> {
+    /// A plugin's file, read once: where it is, its bytes, their SHA-256.
+    fn read(&self, cfg: &PluginConfig) -> Result<(PathBuf, Vec<u8>, String), String> {
         let path = self.resolve(&cfg.path);
         let wasm = std::fs::read(&path).map_err(|e| {
             format!(
@@ -366,6 +365,20 @@ impl Plugins {
             )
         })?;
         let checksum = hex(&Sha256::digest(&wasm));
+        Ok((path, wasm, checksum))
+    }
+
+    /// Reads, compiles and validates one plugin (blocking: compiling takes
+    /// a while).
+    fn load(&self, cfg: &PluginConfig) -> Result<Loaded, String> {
+        self.load_from(cfg, self.read(cfg)?)
+    }
+
+    fn load_from(
+        &self,
+        cfg: &PluginConfig,
+        (path, wasm, checksum): (PathBuf, Vec<u8>, String),
+    ) -> Result<Loaded, String> {
         let compiled = self.host.compile(&wasm)?;
         let stats = self
             .stats
@@ -502,12 +515,10 @@ impl Plugins {
                 entries.push(entry(&cfg.name, "disabled", None, None));
                 continue;
             }
-            let wasm_sum = std::fs::read(self.resolve(&cfg.path))
-                .map(|w| hex(&Sha256::digest(&w)))
-                .ok();
+            let file = self.read(cfg);
             let unchanged = previous.is_some_and(|p| {
                 p.config == *cfg
-                    && Some(&p.checksum) == wasm_sum.as_ref()
+                    && file.as_ref().is_ok_and(|(_, _, sum)| *sum == p.checksum)
                     && p.stats.disabled().is_none()
             });
             if unchanged {
@@ -516,7 +527,7 @@ impl Plugins {
                 next.push(p);
                 continue;
             }
-            match self.load(cfg) {
+            match file.and_then(|file| self.load_from(cfg, file)) {
                 Ok(plugin) => {
                     plugin.stats.reset_breaker();
                     let action = if previous.is_some() {
