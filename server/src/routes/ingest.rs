@@ -129,13 +129,14 @@ async fn accept(
     // An id seen within the window (in this request or an earlier one) is a
     // resend: drop it. Claimed atomically, so two racing resends keep one.
     let duplicates = parsed.retain(|id| app.recent_ids.entry(*id).or_insert(()).is_fresh());
-    let forget = |ids: &mut dyn Iterator<Item = uuid::Uuid>| {
-        ids.for_each(|id| app.recent_ids.invalidate(&id))
-    };
+    let forget = |ids: &[uuid::Uuid]| ids.iter().for_each(|id| app.recent_ids.invalidate(id));
+    // What this request claimed: released if it ends in a 503, so that the
+    // retry is not taken for a resend (quarantined events included).
+    let claimed: Vec<uuid::Uuid> = parsed.rows.iter().map(|(_, row)| row.id()).collect();
     let chain = if !parsed.rows.is_empty() && app.plugins.applies_to(table) {
         let chain = app.plugins.run(table, parsed, now).await;
         // A rejected event may come back corrected under the same id.
-        forget(&mut chain.rejected_ids.iter().copied());
+        forget(&chain.rejected_ids);
         chain
     } else {
         ChainOutput {
@@ -168,7 +169,7 @@ async fn accept(
     if let (Some(wal), false) = (&app.wal, batches.is_empty()) {
         let bytes: u64 = batches.iter().map(|(_, r, _)| r.len() as u64).sum();
         if wal.is_full(bytes) {
-            forget(&mut outcome.ids.iter().copied());
+            forget(&claimed);
             return Err(ApiError::Overloaded(format!(
                 "the write-ahead log is full ({} of {} bytes): storage is behind, retry later",
                 wal.live_bytes(),
@@ -185,19 +186,18 @@ async fn accept(
         match futures::future::try_join_all(appends).await {
             Ok(l) => lsns = l.into_iter().map(Some).collect(),
             Err(e) => {
-                forget(&mut outcome.ids.iter().copied());
+                forget(&claimed);
                 return Err(ApiError::Unavailable(format!("write-ahead log: {e}")));
             }
         }
     }
-    let (waiter, stored) = match params.wait && outcome.accepted > 0 {
+    let (mut waiter, stored) = match params.wait && outcome.accepted > 0 {
         true => {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         }
         false => (None, None),
     };
-    let mut waiter = waiter;
     for ((t, rows, n), lsn) in batches.iter().zip(lsns) {
         let waiter = if *t == table { waiter.take() } else { None };
         app.batcher.push(*t, rows, *n, lsn, waiter);
