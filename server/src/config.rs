@@ -33,6 +33,7 @@ pub struct Config {
     pub wal: WalSettings,
     pub retention: crate::ops::retention::RetentionConfig,
     pub backups: BackupSettings,
+    pub health: HealthSettings,
     /// Serve HTTPS (rustls) with this certificate chain and key, PEM files.
     pub tls: Option<TlsSettings>,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
@@ -79,6 +80,22 @@ pub struct BackupSettings {
     /// With a ClickHouse server: the disk of its configuration to write to.
     /// Embedded backups go to `<data_dir>/backups`.
     pub disk: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HealthSettings {
+    /// `/admin/health` reports the disks degraded when any storage disk has
+    /// less than this share of its space free (0 turns the check off).
+    pub min_free_disk_percent: f64,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            min_free_disk_percent: 10.0,
+        }
+    }
 }
 
 impl Default for BackupSettings {
@@ -190,6 +207,7 @@ impl Default for Config {
             wal: WalSettings::default(),
             retention: Default::default(),
             backups: BackupSettings::default(),
+            health: HealthSettings::default(),
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
             plugins: crate::plugins::default_chain(),
@@ -315,6 +333,7 @@ const TOP_LEVEL: &[&str] = &[
     "wal",
     "retention",
     "backups",
+    "health",
     "tls",
     "shutdown_timeout",
     "plugins",
@@ -384,6 +403,9 @@ impl Config {
             );
         }
         self.retention.validate()?;
+        if !(0.0..=100.0).contains(&self.health.min_free_disk_percent) {
+            return Err("health.min_free_disk_percent must be between 0 and 100".into());
+        }
         if let Some(tls) = &self.tls {
             for (what, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !path.is_file() {

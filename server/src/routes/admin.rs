@@ -36,6 +36,39 @@ pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response,
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
+/// `system.disks` rows (name, free, total; tab-separated) judged against the
+/// share of free space an operator wants kept.
+fn disks_health(text: &str, min_free_percent: f64) -> Value {
+    let volumes: Vec<Value> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let (name, free, total) = (f.next()?, f.next()?.parse::<u64>().ok()?, f.next()?.parse::<u64>().ok()?);
+            Some(json!({ "disk": if name == "default" { "hot" } else { name }, "free_bytes": free, "total_bytes": total }))
+        })
+        .collect();
+    let low: Vec<String> = volumes
+        .iter()
+        .filter(|v| {
+            let (free, total) = (
+                v["free_bytes"].as_f64().unwrap_or(0.0),
+                v["total_bytes"].as_f64().unwrap_or(0.0),
+            );
+            free * 100.0 < total * min_free_percent
+        })
+        .filter_map(|v| v["disk"].as_str().map(str::to_string))
+        .collect();
+    let mut out =
+        json!({ "status": if low.is_empty() { "ok" } else { "degraded" }, "volumes": volumes });
+    if !low.is_empty() {
+        out["reason"] = json!(format!(
+            "under {min_free_percent} % free on: {}",
+            low.join(", ")
+        ));
+    }
+    out
+}
+
 /// A deep check: storage, schema, buffers. 503 when storage is down.
 pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     let started = Instant::now();
@@ -80,22 +113,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     )
     .await
     {
-        Ok(text) => {
-            let volumes: Vec<Value> = text
-                .lines()
-                .filter_map(|l| {
-                    let mut f = l.split('\t');
-                    let (name, free, total) = (f.next()?, f.next()?.parse::<u64>().ok()?, f.next()?.parse::<u64>().ok()?);
-                    Some(json!({ "disk": if name == "default" { "hot" } else { name }, "free_bytes": free, "total_bytes": total }))
-                })
-                .collect();
-            // Under 10 % free on any disk is worth a look before it is an outage.
-            let low = volumes.iter().any(|v| {
-                v["free_bytes"].as_f64().unwrap_or(0.0)
-                    < v["total_bytes"].as_f64().unwrap_or(0.0) * 0.1
-            });
-            json!({ "status": if low { "degraded" } else { "ok" }, "volumes": volumes })
-        }
+        Ok(text) => disks_health(&text, app.config.health.min_free_disk_percent),
         Err(e) => json!({ "status": "degraded", "error": e.to_string() }),
     };
     let plugins = app.plugins.health();
@@ -327,4 +345,27 @@ pub async fn reload_plugins(
         StatusCode::OK
     };
     Ok((code, Json(json!({ "ok": !failed, "plugins": entries }))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::disks_health;
+
+    const DISKS: &str = "default\t50\t1000\ncold\t500\t1000\n";
+
+    #[test]
+    fn a_disk_under_the_free_share_is_degraded_and_named() {
+        let h = disks_health(DISKS, 10.0);
+        assert_eq!(h["status"], "degraded");
+        assert_eq!(h["reason"], "under 10 % free on: hot");
+        assert_eq!(h["volumes"][0]["free_bytes"], 50);
+        assert_eq!(h["volumes"][1]["disk"], "cold");
+    }
+
+    #[test]
+    fn enough_free_space_or_a_zero_share_is_ok() {
+        assert_eq!(disks_health(DISKS, 5.0)["status"], "ok");
+        assert_eq!(disks_health(DISKS, 0.0)["status"], "ok");
+        assert!(disks_health(DISKS, 0.0).get("reason").is_none());
+    }
 }

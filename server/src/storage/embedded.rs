@@ -316,6 +316,11 @@ unsafe fn log_entry(
 /// the first volume must keep the name `default` so existing tables can
 /// switch to it), and where
 /// backups may be written.
+///
+/// ClickHouse also moves parts to the next volume when a volume's disk is
+/// under `move_factor` (10 %) free. When the volumes are directories of one
+/// filesystem that frees nothing and only scatters fresh rows into the cold
+/// tier, so then the policy moves by TTL alone.
 fn engine_config(cfg: &EmbeddedConfig) -> String {
     let dir = |p: std::path::PathBuf| {
         let p = std::path::absolute(&p).unwrap_or(p);
@@ -327,6 +332,17 @@ fn engine_config(cfg: &EmbeddedConfig) -> String {
         dir(cfg.archive_dir()),
         dir(cfg.backups_dir()),
     );
+    let device = |p: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(p).map(|m| m.dev()).ok()
+    };
+    let hot = device(&dir(cfg.data_dir.clone()));
+    let one_filesystem = hot.is_some() && device(&cold) == hot && device(&archive) == hot;
+    let move_factor = if one_filesystem {
+        "\n        <move_factor>0</move_factor>"
+    } else {
+        ""
+    };
     format!(
         r#"<clickhouse>
   <logger><level>warning</level><console>0</console></logger>
@@ -341,7 +357,7 @@ fn engine_config(cfg: &EmbeddedConfig) -> String {
           <default><disk>default</disk></default>
           <cold><disk>cold</disk></cold>
           <archive><disk>archive</disk></archive>
-        </volumes>
+        </volumes>{move_factor}
       </tiered>
     </policies>
   </storage_configuration>
@@ -477,5 +493,25 @@ impl Drop for EmbeddedStorage {
         if Arc::strong_count(&self.inner) == 1 {
             self.inner.close();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volumes_on_one_filesystem_move_by_ttl_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = EmbeddedConfig {
+            data_dir: dir.path().join("data"),
+            ..Default::default()
+        };
+        let xml = engine_config(&cfg);
+        assert!(xml.contains("<move_factor>0</move_factor>"), "{xml}");
+        assert!(
+            xml.contains(&format!("<path>{}/</path>", cfg.cold_dir().display())),
+            "{xml}"
+        );
     }
 }
