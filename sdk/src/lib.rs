@@ -47,7 +47,7 @@ pub mod bindings {
 }
 
 pub use bindings::bilten::plugin::types::{
-    Batch, Event, EventView, PluginInfo, Rejection, Span, Table, Verdict,
+    Batch, Event, PluginInfo, Rejection, Table, TextField, Verdict,
 };
 
 /// The interface version plugins built with this SDK implement; the server
@@ -135,36 +135,107 @@ pub struct EventRef<'a> {
     pub currency: &'a str,
 }
 
-impl<'a> EventRef<'a> {
-    /// The event `v` of a batch whose text is `text`.
-    pub fn new(text: &'a str, v: &EventView) -> EventRef<'a> {
-        let s = |span: Span| {
-            let start = span.start as usize;
-            text.get(start..start + span.len as usize).unwrap_or("")
+/// Text fields per event in [`Batch::offsets`].
+const TEXT_FIELDS: usize = 14;
+
+impl Batch {
+    /// How many events the batch holds.
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+
+    /// Event `i` (`i < len()`). A field the batch does not lay out as the
+    /// contract says reads as empty or zero rather than panicking.
+    pub fn event(&self, i: usize) -> EventRef<'_> {
+        let text = |f: TextField| {
+            let at = TEXT_FIELDS * i + f as usize;
+            match (self.offsets.get(at), self.offsets.get(at + 1)) {
+                (Some(&start), Some(&end)) => self.text.get(start as usize..end as usize),
+                _ => None,
+            }
+            .unwrap_or("")
         };
+        let number = |column: &[i64]| column.get(i).copied().unwrap_or(0);
         EventRef {
-            id: s(v.id),
-            table: v.table,
-            timestamp_ms: v.timestamp_ms,
-            event_type: s(v.event_type),
-            event_name: s(v.event_name),
-            organizer_id: s(v.organizer_id),
-            user_id: s(v.user_id),
-            session_id: s(v.session_id),
-            event_id: s(v.event_id),
-            properties: s(v.properties),
-            user_agent: s(v.user_agent),
-            ip: s(v.ip),
-            url: s(v.url),
-            referrer: s(v.referrer),
-            duration_ms: v.duration_ms,
-            order_id: s(v.order_id),
-            quantity: v.quantity,
-            price_cents: v.price_cents,
-            currency: s(v.currency),
+            id: text(TextField::Id),
+            table: match self.tables.get(i) {
+                Some(1) => Table::PageViews,
+                Some(2) => Table::TicketSales,
+                _ => Table::Events,
+            },
+            timestamp_ms: number(&self.timestamps_ms),
+            event_type: text(TextField::EventType),
+            event_name: text(TextField::EventName),
+            organizer_id: text(TextField::OrganizerId),
+            user_id: text(TextField::UserId),
+            session_id: text(TextField::SessionId),
+            event_id: text(TextField::EventId),
+            properties: text(TextField::Properties),
+            user_agent: text(TextField::UserAgent),
+            ip: text(TextField::Ip),
+            url: text(TextField::Url),
+            referrer: text(TextField::Referrer),
+            duration_ms: self.durations_ms.get(i).copied().unwrap_or(0),
+            order_id: text(TextField::OrderId),
+            quantity: self.quantities.get(i).copied().unwrap_or(0),
+            price_cents: number(&self.prices_cents),
+            currency: text(TextField::Currency),
         }
     }
 
+    /// Every event, in order.
+    pub fn events(&self) -> impl Iterator<Item = EventRef<'_>> {
+        (0..self.len()).map(|i| self.event(i))
+    }
+
+    /// A batch of these events, laid out as the host lays one out (for
+    /// plugins' unit tests).
+    pub fn of(events: &[Event]) -> Batch {
+        let mut b = Batch {
+            text: String::new(),
+            offsets: Vec::with_capacity(events.len() * TEXT_FIELDS + 1),
+            tables: Vec::new(),
+            timestamps_ms: Vec::new(),
+            durations_ms: Vec::new(),
+            quantities: Vec::new(),
+            prices_cents: Vec::new(),
+        };
+        for e in events {
+            for field in [
+                &e.id,
+                &e.event_type,
+                &e.event_name,
+                &e.organizer_id,
+                &e.user_id,
+                &e.session_id,
+                &e.event_id,
+                &e.properties,
+                &e.user_agent,
+                &e.ip,
+                &e.url,
+                &e.referrer,
+                &e.order_id,
+                &e.currency,
+            ] {
+                b.offsets.push(b.text.len() as u32);
+                b.text.push_str(field);
+            }
+            b.tables.push(e.table as u8);
+            b.timestamps_ms.push(e.timestamp_ms);
+            b.durations_ms.push(e.duration_ms);
+            b.quantities.push(e.quantity);
+            b.prices_cents.push(e.price_cents);
+        }
+        b.offsets.push(b.text.len() as u32);
+        b
+    }
+}
+
+impl<'a> EventRef<'a> {
     /// The properties as a JSON object.
     pub fn properties(&self) -> Result<Map<String, Value>, Error> {
         parse_properties(self.properties)
@@ -309,15 +380,11 @@ pub mod __rt {
             let slot = i.borrow();
             let Some(plugin) = slot.as_ref().and_then(|p| p.downcast_ref::<P>()) else {
                 let e = Error::new("not_initialized", "the host did not call init");
-                return batch.events.iter().map(|_| e.clone().into()).collect();
+                return batch.events().map(|_| e.clone().into()).collect();
             };
             batch
-                .events
-                .iter()
-                .map(|v| {
-                    let event = EventRef::new(&batch.text, v);
-                    plugin.check(&event).unwrap_or_else(Verdict::from)
-                })
+                .events()
+                .map(|event| plugin.check(&event).unwrap_or_else(Verdict::from))
                 .collect()
         })
     }
@@ -353,42 +420,33 @@ macro_rules! export_plugin {
 mod tests {
     use super::*;
 
-    /// A batch of one event per organizer, built the way the host builds one.
+    /// A batch of one event per organizer, laid out the way the host lays one out.
     fn batch(organizers: &[&str]) -> Batch {
-        let mut text = String::new();
-        let mut span = |s: &str| {
-            let start = text.len() as u32;
-            text.push_str(s);
-            Span {
-                start,
-                len: s.len() as u32,
-            }
-        };
-        let events = organizers
+        let events: Vec<Event> = organizers
             .iter()
-            .map(|org| EventView {
-                id: span("0193f0a0-0000-7000-8000-000000000001"),
-                table: Table::Events,
+            .map(|org| Event {
+                id: "0193f0a0-0000-7000-8000-000000000001".into(),
+                table: Table::TicketSales,
                 timestamp_ms: 1_764_000_000_000,
-                event_type: span("page_view"),
-                event_name: span(""),
-                organizer_id: span(org),
-                user_id: span(""),
-                session_id: span(""),
-                event_id: span(""),
-                properties: span(r#"{"a":1}"#),
-                user_agent: span(""),
-                ip: span(""),
-                url: span(""),
-                referrer: span(""),
-                duration_ms: 0,
-                order_id: span(""),
-                quantity: 0,
-                price_cents: 0,
-                currency: span(""),
+                event_type: "ticket_sale".into(),
+                event_name: String::new(),
+                organizer_id: org.to_string(),
+                user_id: "u-1".into(),
+                session_id: String::new(),
+                event_id: "evt-9".into(),
+                properties: r#"{"a":1}"#.into(),
+                user_agent: String::new(),
+                ip: String::new(),
+                url: String::new(),
+                referrer: String::new(),
+                duration_ms: 7,
+                order_id: "ord-1".into(),
+                quantity: 2,
+                price_cents: 1250,
+                currency: "EUR".into(),
             })
             .collect();
-        Batch { text, events }
+        Batch::of(&events)
     }
 
     struct OnlyOrg(String);
@@ -430,25 +488,69 @@ mod tests {
     }
 
     #[test]
-    fn views_read_their_spans_and_round_trip_to_owned_events() {
+    fn events_read_back_from_the_columns_and_round_trip_to_owned_events() {
         let b = batch(&["org-1", "org-22"]);
-        let second = EventRef::new(&b.text, &b.events[1]);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.offsets.len(), 2 * 14 + 1);
+        let second = b.event(1);
         assert_eq!(second.organizer_id, "org-22");
-        assert_eq!(second.event_type, "page_view");
+        assert_eq!(second.event_type, "ticket_sale");
+        assert_eq!(second.table, Table::TicketSales);
+        assert_eq!(
+            (
+                second.order_id,
+                second.currency,
+                second.quantity,
+                second.price_cents
+            ),
+            ("ord-1", "EUR", 2, 1250)
+        );
+        assert_eq!((second.duration_ms, second.user_agent), (7, ""));
         let mut e = second.to_event();
         assert_eq!(e.organizer_id, "org-22");
+        assert_eq!(Batch::of(std::slice::from_ref(&e)).event(0), e_ref(&e));
         let mut p = second.properties().unwrap();
         p.insert("b".into(), Value::from("x"));
         e.set_properties(&p);
         assert_eq!(e.properties, r#"{"a":1,"b":"x"}"#);
         e.properties = "[]".into();
         assert_eq!(e.properties().unwrap_err().code, "bad_properties");
-        // A span past the text reads as empty rather than panicking.
-        let mut bad = b.events[0];
-        bad.user_id = Span {
-            start: 10_000,
-            len: 4,
-        };
-        assert_eq!(EventRef::new(&b.text, &bad).user_id, "");
+    }
+
+    fn e_ref(e: &Event) -> EventRef<'_> {
+        EventRef {
+            id: &e.id,
+            table: e.table,
+            timestamp_ms: e.timestamp_ms,
+            event_type: &e.event_type,
+            event_name: &e.event_name,
+            organizer_id: &e.organizer_id,
+            user_id: &e.user_id,
+            session_id: &e.session_id,
+            event_id: &e.event_id,
+            properties: &e.properties,
+            user_agent: &e.user_agent,
+            ip: &e.ip,
+            url: &e.url,
+            referrer: &e.referrer,
+            duration_ms: e.duration_ms,
+            order_id: &e.order_id,
+            quantity: e.quantity,
+            price_cents: e.price_cents,
+            currency: &e.currency,
+        }
+    }
+
+    #[test]
+    fn a_batch_laid_out_wrong_reads_as_empty_not_a_panic() {
+        let mut b = batch(&["org-1"]);
+        b.offsets[4] = 10_000;
+        b.offsets.truncate(12);
+        b.prices_cents.clear();
+        b.tables[0] = 9;
+        let e = b.event(0);
+        assert_eq!((e.organizer_id, e.user_id, e.currency), ("", "", ""));
+        assert_eq!((e.price_cents, e.table), (0, Table::Events));
+        assert_eq!(b.event(5).id, "");
     }
 }

@@ -1,6 +1,7 @@
 //! One batch through the chain: each plugin gets the rows of its tables and
-//! event types as one WIT `batch` (their text in one string, fields as typed
-//! spans), and its verdicts are applied to the rows.
+//! event types as one WIT `batch` (column by column: their text in one
+//! string with offsets, a list per number field), and its verdicts are
+//! applied to the rows.
 //! A plugin's fault applies its failure policy to the events it was judging.
 
 use std::sync::atomic::Ordering;
@@ -10,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::host::{Batch, Event, EventView, Fault, FaultKind, Span, Verdict, WitTable};
+use super::host::{Batch, Event, Fault, FaultKind, Verdict, WitTable};
 use super::{Chain, FailurePolicy, Loaded, Plugins};
 use crate::ingest::{self, Parsed, Rejection, Row, Table};
 use crate::telemetry;
@@ -322,85 +323,117 @@ fn event_type(row: &Row) -> &str {
     }
 }
 
-/// Rows as one WIT batch: their text appended to one string, each field a
-/// span of it; a table's missing fields are empty spans or zero.
+/// Rows as one WIT batch, column by column: every text field appended to
+/// one string in the contract's `text-field` order, with its offset; a
+/// table's missing fields are empty or zero.
 pub fn batch_of<'a>(rows: impl Iterator<Item = &'a Row>) -> Batch {
-    let mut text = String::new();
-    let events = rows.map(|row| view(row, &mut text)).collect();
-    Batch { text, events }
+    let n = rows.size_hint().0;
+    let mut b = Batch {
+        text: String::with_capacity(n * 256),
+        offsets: Vec::with_capacity(n * TEXT_FIELDS + 1),
+        tables: Vec::with_capacity(n),
+        timestamps_ms: Vec::with_capacity(n),
+        durations_ms: Vec::with_capacity(n),
+        quantities: Vec::with_capacity(n),
+        prices_cents: Vec::with_capacity(n),
+    };
+    for row in rows {
+        push(&mut b, row);
+    }
+    b.offsets.push(b.text.len() as u32);
+    b
 }
 
-fn view(row: &Row, text: &mut String) -> EventView {
-    let mut span = |s: &str| {
-        let start = text.len() as u32;
-        text.push_str(s);
-        Span {
-            start,
-            len: s.len() as u32,
-        }
-    };
-    let none = Span { start: 0, len: 0 };
-    let mut v = EventView {
-        id: span(&row.id().to_string()),
-        table: WitTable::Events,
-        timestamp_ms: 0,
-        event_type: span(event_type(row)),
-        event_name: none,
-        organizer_id: none,
-        user_id: none,
-        session_id: none,
-        event_id: none,
-        properties: none,
-        user_agent: none,
-        ip: none,
-        url: none,
-        referrer: none,
-        duration_ms: 0,
-        order_id: none,
-        quantity: 0,
-        price_cents: 0,
-        currency: none,
-    };
-    match row {
-        Row::Event(r) => {
-            v.timestamp_ms = r.timestamp_ms;
-            v.event_name = span(&r.event_name);
-            v.organizer_id = span(&r.organizer_id);
-            v.user_id = span(&r.user_id);
-            v.session_id = span(&r.session_id);
-            v.event_id = span(&r.event_id);
-            v.properties = span(&r.properties);
-            v.user_agent = span(&r.user_agent);
-            v.ip = span(&r.ip);
-        }
-        Row::PageView(r) => {
-            v.table = WitTable::PageViews;
-            v.timestamp_ms = r.timestamp_ms;
-            v.organizer_id = span(&r.organizer_id);
-            v.user_id = span(&r.user_id);
-            v.session_id = span(&r.session_id);
-            v.event_id = span(&r.event_id);
-            v.properties = span("{}");
-            v.url = span(&r.url);
-            v.referrer = span(&r.referrer);
-            v.duration_ms = r.duration_ms;
-            v.user_agent = span(&r.user_agent);
-            v.ip = span(&r.ip);
-        }
-        Row::TicketSale(r) => {
-            v.table = WitTable::TicketSales;
-            v.timestamp_ms = r.timestamp_ms;
-            v.event_id = span(&r.event_id);
-            v.organizer_id = span(&r.organizer_id);
-            v.user_id = span(&r.user_id);
-            v.properties = span("{}");
-            v.order_id = span(&r.order_id);
-            v.quantity = r.quantity as u32;
-            v.price_cents = r.price_cents as i64;
-            v.currency = span(&r.currency);
-        }
+/// Text fields per event: the cases of the WIT's `text-field`.
+const TEXT_FIELDS: usize = 14;
+
+fn push(b: &mut Batch, row: &Row) {
+    let mut id = uuid::Uuid::encode_buffer();
+    let id = &*row.id().hyphenated().encode_lower(&mut id);
+    // In `text-field` order: id, event-type, event-name, organizer-id,
+    // user-id, session-id, event-id, properties, user-agent, ip, url,
+    // referrer, order-id, currency.
+    let (table, fields, ts, duration, quantity, price): (_, [&str; TEXT_FIELDS], _, _, _, _) =
+        match row {
+            Row::Event(r) => (
+                WitTable::Events,
+                [
+                    id,
+                    &r.event_type,
+                    &r.event_name,
+                    &r.organizer_id,
+                    &r.user_id,
+                    &r.session_id,
+                    &r.event_id,
+                    &r.properties,
+                    &r.user_agent,
+                    &r.ip,
+                    "",
+                    "",
+                    "",
+                    "",
+                ],
+                r.timestamp_ms,
+                0,
+                0,
+                0,
+            ),
+            Row::PageView(r) => (
+                WitTable::PageViews,
+                [
+                    id,
+                    "page_view",
+                    "",
+                    &r.organizer_id,
+                    &r.user_id,
+                    &r.session_id,
+                    &r.event_id,
+                    "{}",
+                    &r.user_agent,
+                    &r.ip,
+                    &r.url,
+                    &r.referrer,
+                    "",
+                    "",
+                ],
+                r.timestamp_ms,
+                r.duration_ms,
+                0,
+                0,
+            ),
+            Row::TicketSale(r) => (
+                WitTable::TicketSales,
+                [
+                    id,
+                    "ticket_sale",
+                    "",
+                    &r.organizer_id,
+                    &r.user_id,
+                    "",
+                    &r.event_id,
+                    "{}",
+                    "",
+                    "",
+                    "",
+                    "",
+                    &r.order_id,
+                    &r.currency,
+                ],
+                r.timestamp_ms,
+                0,
+                r.quantity as u32,
+                r.price_cents as i64,
+            ),
+        };
+    for field in fields {
+        b.offsets.push(b.text.len() as u32);
+        b.text.push_str(field);
     }
-    v
+    b.tables.push(table as u8);
+    b.timestamps_ms.push(ts);
+    b.durations_ms.push(duration);
+    b.quantities.push(quantity);
+    b.prices_cents.push(price);
 }
 
 /// A modified event back into the JSON a client would send, so that it

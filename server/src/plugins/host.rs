@@ -20,7 +20,7 @@ pub mod wit {
 }
 
 pub use wit::bilten::plugin::types::{
-    Batch, Event, EventView, PluginInfo, Rejection, Span, Table as WitTable, Verdict,
+    Batch, Event, PluginInfo, Rejection, Table as WitTable, Verdict,
 };
 
 /// The interface this server implements: `bilten:plugin/validator@<this>`.
@@ -215,7 +215,7 @@ impl Host {
         let result = run(&mut store, plugin, config_json, batch, info);
         let result = result.map_err(|e| classify(e, &store, limits));
         let result = result.and_then(|(info, verdicts)| {
-            if verdicts.len() == batch.events.len() {
+            if verdicts.len() == batch.tables.len() {
                 Ok((info, verdicts))
             } else {
                 Err(Fault::new(
@@ -223,7 +223,7 @@ impl Host {
                     format!(
                         "returned {} verdicts for {} events",
                         verdicts.len(),
-                        batch.events.len()
+                        batch.tables.len()
                     ),
                 ))
             }

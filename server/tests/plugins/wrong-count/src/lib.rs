@@ -5,7 +5,7 @@
 
 wit_bindgen::generate!({ path: "../../../../sdk/wit", world: "plugin" });
 
-use bilten::plugin::types::{Batch, PluginInfo, Span, Verdict};
+use bilten::plugin::types::{Batch, PluginInfo, TextField, Verdict};
 use exports::bilten::plugin::validator::Guest;
 
 struct WrongCount;
@@ -21,15 +21,15 @@ impl Guest for WrongCount {
         Ok(())
     }
     fn process(batch: Batch) -> Vec<Verdict> {
-        // Short by one when a "trigger" event is in the batch.
-        let text = |s: Span| &batch.text[s.start as usize..(s.start + s.len) as usize];
-        let short = batch.events.iter().any(|e| text(e.event_type) == "trigger");
-        batch
-            .events
-            .iter()
-            .skip(short as usize)
-            .map(|_| Verdict::Keep)
-            .collect()
+        // Short by one when a "trigger" event is in the batch. Event i's
+        // text field f runs from offsets[14 * i + f] to the next offset.
+        let n = batch.tables.len();
+        let event_type = |i: usize| {
+            let at = 14 * i + TextField::EventType as usize;
+            &batch.text[batch.offsets[at] as usize..batch.offsets[at + 1] as usize]
+        };
+        let short = (0..n).any(|i| event_type(i) == "trigger");
+        (0..n).skip(short as usize).map(|_| Verdict::Keep).collect()
     }
 }
 
