@@ -508,37 +508,13 @@ mod tests {
         assert_eq!((second.duration_ms, second.user_agent), (7, ""));
         let mut e = second.to_event();
         assert_eq!(e.organizer_id, "org-22");
-        assert_eq!(Batch::of(std::slice::from_ref(&e)).event(0), e_ref(&e));
+        assert_eq!(Batch::of(std::slice::from_ref(&e)).event(0), second);
         let mut p = second.properties().unwrap();
         p.insert("b".into(), Value::from("x"));
         e.set_properties(&p);
         assert_eq!(e.properties, r#"{"a":1,"b":"x"}"#);
         e.properties = "[]".into();
         assert_eq!(e.properties().unwrap_err().code, "bad_properties");
-    }
-
-    fn e_ref(e: &Event) -> EventRef<'_> {
-        EventRef {
-            id: &e.id,
-            table: e.table,
-            timestamp_ms: e.timestamp_ms,
-            event_type: &e.event_type,
-            event_name: &e.event_name,
-            organizer_id: &e.organizer_id,
-            user_id: &e.user_id,
-            session_id: &e.session_id,
-            event_id: &e.event_id,
-            properties: &e.properties,
-            user_agent: &e.user_agent,
-            ip: &e.ip,
-            url: &e.url,
-            referrer: &e.referrer,
-            duration_ms: e.duration_ms,
-            order_id: &e.order_id,
-            quantity: e.quantity,
-            price_cents: e.price_cents,
-            currency: &e.currency,
-        }
     }
 
     #[test]

@@ -39,25 +39,23 @@ pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response,
 /// `system.disks` rows (name, free, total; tab-separated) judged against the
 /// share of free space an operator wants kept.
 fn disks_health(text: &str, min_free_percent: f64) -> Value {
-    let volumes: Vec<Value> = text
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split('\t');
-            let (name, free, total) = (f.next()?, f.next()?.parse::<u64>().ok()?, f.next()?.parse::<u64>().ok()?);
-            Some(json!({ "disk": if name == "default" { "hot" } else { name }, "free_bytes": free, "total_bytes": total }))
-        })
-        .collect();
-    let low: Vec<String> = volumes
-        .iter()
-        .filter(|v| {
-            let (free, total) = (
-                v["free_bytes"].as_f64().unwrap_or(0.0),
-                v["total_bytes"].as_f64().unwrap_or(0.0),
-            );
-            free * 100.0 < total * min_free_percent
-        })
-        .filter_map(|v| v["disk"].as_str().map(str::to_string))
-        .collect();
+    let mut volumes = Vec::new();
+    let mut low = Vec::new();
+    for line in text.lines() {
+        let mut f = line.split('\t');
+        let (Some(name), Some(Ok(free)), Some(Ok(total))) = (
+            f.next(),
+            f.next().map(str::parse::<u64>),
+            f.next().map(str::parse::<u64>),
+        ) else {
+            continue;
+        };
+        let disk = if name == "default" { "hot" } else { name };
+        if (free as f64) * 100.0 < total as f64 * min_free_percent {
+            low.push(disk);
+        }
+        volumes.push(json!({ "disk": disk, "free_bytes": free, "total_bytes": total }));
+    }
     let mut out =
         json!({ "status": if low.is_empty() { "ok" } else { "degraded" }, "volumes": volumes });
     if !low.is_empty() {

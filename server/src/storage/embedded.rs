@@ -514,4 +514,30 @@ mod tests {
             "{xml}"
         );
     }
+
+    #[test]
+    fn a_cold_volume_on_another_filesystem_keeps_moving_when_space_runs_low() {
+        // /dev/shm is a tmpfs on Linux: another filesystem than the temp dir's.
+        let (Ok(shm), Ok(dir)) = (tempfile::tempdir_in("/dev/shm"), tempfile::tempdir()) else {
+            panic!("this test needs /dev/shm");
+        };
+        use std::os::unix::fs::MetadataExt;
+        let dev = |p: &std::path::Path| std::fs::metadata(p).unwrap().dev();
+        assert_ne!(
+            dev(shm.path()),
+            dev(dir.path()),
+            "/dev/shm is not a separate filesystem here"
+        );
+        let cfg = EmbeddedConfig {
+            data_dir: dir.path().join("data"),
+            cold_dir: Some(shm.path().join("cold")),
+            ..Default::default()
+        };
+        let xml = engine_config(&cfg);
+        assert!(!xml.contains("move_factor"), "{xml}");
+        assert!(
+            xml.contains(&format!("<path>{}/cold/</path>", shm.path().display())),
+            "{xml}"
+        );
+    }
 }

@@ -101,13 +101,13 @@ pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
     })
 }
 
-/// The `INSERT` statement both backends send, with the settings that make a
-/// retried batch a no-op in the table and in every dependent view.
 /// A time as ClickHouse reads a `DateTime64(3)` in text formats (UTC).
 pub fn datetime64_text(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
 }
 
+/// The `INSERT` statement both backends send, with the settings that make a
+/// retried batch a no-op in the table and in every dependent view.
 pub fn insert_statement(table: &str, token: &str) -> String {
     assert!(
         token
