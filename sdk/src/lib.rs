@@ -419,6 +419,79 @@ macro_rules! export_plugin {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Fuzzing the reader: whatever layout a (buggy or older) host
+        /// sends, reading every event and its properties never panics.
+        #[test]
+        fn any_batch_layout_reads_without_panicking(
+            text in ".{0,200}",
+            offsets in prop::collection::vec(any::<u32>().prop_map(|o| o % 256), 0..64),
+            tables in prop::collection::vec(any::<u8>(), 0..6),
+            numbers in prop::collection::vec(any::<i64>(), 0..6),
+            quantities in prop::collection::vec(any::<u32>(), 0..6),
+            durations in prop::collection::vec(any::<u64>(), 0..6),
+        ) {
+            let b = Batch {
+                text,
+                offsets,
+                tables,
+                timestamps_ms: numbers.clone(),
+                durations_ms: durations,
+                quantities,
+                prices_cents: numbers,
+            };
+            for e in b.events() {
+                let _ = e.properties();
+                let _ = e.to_event();
+            }
+            prop_assert_eq!(b.events().count(), b.len());
+        }
+
+        /// A batch the host builds reads back field for field.
+        #[test]
+        fn batches_round_trip(ids in prop::collection::vec("[a-z0-9-]{0,40}", 1..5), props in "\\{\"k\":\"[a-zA-Z0-9 é€]{0,20}\"\\}") {
+            let events: Vec<Event> = ids.iter().map(|id| {
+                let mut e = empty_event();
+                e.id = id.clone();
+                e.properties = props.clone();
+                e
+            }).collect();
+            let b = Batch::of(&events);
+            for (e, want) in b.events().zip(&events) {
+                prop_assert_eq!(e.id, want.id.as_str());
+                prop_assert_eq!(e.properties, want.properties.as_str());
+                prop_assert!(e.properties().is_ok());
+            }
+        }
+    }
+
+    fn empty_event() -> Event {
+        Event {
+            id: String::new(),
+            table: Table::Events,
+            timestamp_ms: 0,
+            event_type: String::new(),
+            event_name: String::new(),
+            organizer_id: String::new(),
+            user_id: String::new(),
+            session_id: String::new(),
+            event_id: String::new(),
+            properties: String::new(),
+            user_agent: String::new(),
+            ip: String::new(),
+            url: String::new(),
+            referrer: String::new(),
+            duration_ms: 0,
+            order_id: String::new(),
+            quantity: 0,
+            price_cents: 0,
+            currency: String::new(),
+        }
+    }
 
     /// A batch of one event per organizer, laid out the way the host lays one out.
     fn batch(organizers: &[&str]) -> Batch {

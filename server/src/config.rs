@@ -135,6 +135,48 @@ pub struct StorageConfig {
     pub backend: Backend,
     pub embedded: EmbeddedConfig,
     pub clickhouse: ClickHouseConfig,
+    /// Bounds on `/admin/query`, enforced by the engine.
+    pub query_limits: QueryLimits,
+}
+
+/// What one read-only admin query may take. The engine enforces each one
+/// (`max_execution_time`, `max_memory_usage`, `max_result_bytes`); the
+/// concurrency bound is ours, so admin queries cannot take the engine
+/// calls that inserts need.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryLimits {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    pub max_memory_bytes: u64,
+    pub max_result_bytes: u64,
+    /// Admin queries running at once; more wait their turn.
+    pub concurrency: usize,
+}
+
+impl Default for QueryLimits {
+    fn default() -> Self {
+        QueryLimits {
+            timeout: Duration::from_secs(30),
+            max_memory_bytes: 2 << 30,
+            max_result_bytes: 100 << 20,
+            concurrency: 2,
+        }
+    }
+}
+
+impl QueryLimits {
+    /// The limits as ClickHouse settings.
+    pub fn settings(&self) -> [(&'static str, String); 3] {
+        [
+            (
+                "max_execution_time",
+                self.timeout.as_secs_f64().max(0.001).to_string(),
+            ),
+            ("max_memory_usage", self.max_memory_bytes.to_string()),
+            ("max_result_bytes", self.max_result_bytes.to_string()),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +200,10 @@ pub struct ClickHouseConfig {
     pub user: String,
     pub password: Option<String>,
     pub database: String,
+    /// Longest any one call (insert, query, DDL) may take before it counts
+    /// as failed and is retried; a stalled server must not wedge the flushers.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -192,6 +238,10 @@ pub struct IngestConfig {
     pub dedup_window: Duration,
     /// Most event ids remembered for that.
     pub dedup_capacity: u64,
+    /// `?wait=true` waits this long for storage; then it answers 202 with
+    /// `stored` absent (the rows are durable in the log all the same).
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
 }
 
 impl Default for Config {
@@ -234,6 +284,7 @@ impl Default for StorageConfig {
             backend: Backend::Embedded,
             embedded: EmbeddedConfig::default(),
             clickhouse: ClickHouseConfig::default(),
+            query_limits: QueryLimits::default(),
         }
     }
 }
@@ -280,6 +331,7 @@ impl Default for ClickHouseConfig {
             user: "default".into(),
             password: None,
             database: crate::DATABASE.into(),
+            timeout: Duration::from_secs(60),
         }
     }
 }
@@ -304,6 +356,7 @@ impl Default for IngestConfig {
             max_in_flight: 256,
             dedup_window: Duration::from_secs(600),
             dedup_capacity: 1_000_000,
+            wait_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -403,6 +456,27 @@ impl Config {
             );
         }
         self.retention.validate()?;
+        // Until every statement (and `sql/`) takes the name from here, any
+        // other value would be honoured by some statements and not others.
+        if self.storage.clickhouse.database != crate::DATABASE {
+            return Err(format!(
+                "storage.clickhouse.database: only {:?} is supported for now (got {:?}); \
+                 use another ClickHouse user or server to keep environments apart",
+                crate::DATABASE,
+                self.storage.clickhouse.database
+            ));
+        }
+        let q = &self.storage.query_limits;
+        if q.concurrency == 0
+            || q.timeout.is_zero()
+            || q.max_memory_bytes == 0
+            || q.max_result_bytes == 0
+        {
+            return Err(
+                "storage.query_limits: timeout, max_memory_bytes, max_result_bytes and concurrency must be above 0"
+                    .into(),
+            );
+        }
         if !(0.0..=100.0).contains(&self.health.min_free_disk_percent) {
             return Err("health.min_free_disk_percent must be between 0 and 100".into());
         }
@@ -462,6 +536,25 @@ mod tests {
             assert_eq!(c.batch.max_rows, 1000);
             assert_eq!(c.batch.max_age, Duration::from_secs(5));
             assert_eq!(c.storage.backend, Backend::Embedded);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn query_limits_from_the_environment_and_a_database_that_cannot_be_honoured() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BILTEN_STORAGE__QUERY_LIMITS__TIMEOUT", "5s");
+            jail.set_env("BILTEN_STORAGE__QUERY_LIMITS__CONCURRENCY", "1");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.storage.query_limits.timeout, Duration::from_secs(5));
+            assert_eq!(c.storage.query_limits.concurrency, 1);
+            assert_eq!(c.storage.query_limits.max_result_bytes, 100 << 20);
+            jail.set_env("BILTEN_CLICKHOUSE_DATABASE", "staging");
+            let err = Config::load(None).unwrap_err();
+            assert!(
+                err.contains("only \"bilten_analytics\" is supported"),
+                "{err}"
+            );
             Ok(())
         });
     }

@@ -45,7 +45,9 @@ impl From<StorageError> for ApiError {
         match e {
             StorageError::Transient(detail) => ApiError::Unavailable(detail),
             StorageError::Rejected(message) => ApiError::BadQuery(message),
-            e @ StorageError::NotReadOnly(_) => ApiError::BadQuery(e.to_string()),
+            e @ (StorageError::NotReadOnly(_) | StorageError::LimitExceeded(_)) => {
+                ApiError::BadQuery(e.to_string())
+            }
         }
     }
 }

@@ -28,16 +28,19 @@
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
 //!   and `clickhouse` (the official crate over HTTP).
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
-//!   the report; none of it knows HTTP.
+//!   the report, and the audit log's batched writer; none of it knows HTTP.
 //! - [`routes`]: thin axum handlers (ingest, admin, health, auth and audit);
 //!   [`error`]: the one `IntoResponse`.
 //! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
 //! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
 //!
-//! `/admin` routes pass the audit layer (every request recorded), then the
-//! token check. [`serve`] is what `main` and the end-to-end tests both call;
-//! it serves plain HTTP, or HTTPS when a certificate is configured.
+//! `/admin` routes pass one gate (`routes::auth::admin_gate`): the token is
+//! checked before the body is read, the body is capped, and every request,
+//! refused ones included, is audited. `/admin/query` runs on the engine's
+//! read-only connection (`storage`). [`serve`] is what `main` and the
+//! end-to-end tests both call; it serves plain HTTP, or HTTPS when a
+//! certificate is configured.
 
 pub mod admin_client;
 pub mod batch;
@@ -82,12 +85,14 @@ pub struct AppState {
     pub batcher: Arc<Batcher>,
     /// `None` when `wal.enabled = false`.
     pub wal: Option<Arc<Wal>>,
-    /// Event ids accepted within `ingest.dedup_window`, to drop resends.
-    pub recent_ids: moka::sync::Cache<uuid::Uuid, ()>,
+    /// Events accepted within `ingest.dedup_window`, to drop resends.
+    pub recent_ids: moka::sync::Cache<ingest::ResendKey, ()>,
     /// The retention policy in force (the file's, or the last `PUT`).
     pub retention: Arc<tokio::sync::RwLock<ops::retention::RetentionConfig>>,
     /// The Wasm plugin chain.
     pub plugins: Arc<plugins::Plugins>,
+    /// Admin requests, written in batches.
+    pub audit: Arc<ops::audit::AuditLog>,
 }
 
 impl AppState {
@@ -98,12 +103,17 @@ impl AppState {
         wal: Option<Arc<Wal>>,
         plugins: Arc<plugins::Plugins>,
     ) -> AppState {
+        // LRU, not moka's default TinyLFU: TinyLFU refuses new keys once the
+        // cache is full, and under sustained load every resend would pass.
         let recent_ids = moka::sync::Cache::builder()
             .max_capacity(config.ingest.dedup_capacity)
             .time_to_live(config.ingest.dedup_window)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
         let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
+        let audit = ops::audit::AuditLog::start(storage.clone());
         AppState {
+            audit,
             config,
             storage,
             batcher,
@@ -153,12 +163,8 @@ pub fn router(state: AppState) -> Router {
         .route("/report", get(routes::admin::report))
         .route("/plugins", get(routes::admin::plugins))
         .route("/plugins/reload", post(routes::admin::reload_plugins))
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            routes::auth::require_admin,
-        ))
-        // Outside the token check, so refused attempts are recorded too.
-        .route_layer(from_fn_with_state(state.clone(), routes::auth::audit));
+        // Token, then a capped body, then the handler; every request audited.
+        .route_layer(from_fn_with_state(state.clone(), routes::auth::admin_gate));
     let max_body = state.config.ingest.max_body_bytes;
     Router::new()
         .merge(ingest)
@@ -258,8 +264,8 @@ async fn run(
     if let Some(recovered) = recovered {
         // A client whose 202 was lost in the crash will resend: remember
         // what the log already holds so the resend is dropped as a duplicate.
-        for rows in &recovered.logged {
-            ingest::row_ids(rows).for_each(|id| state.recent_ids.insert(id, ()));
+        for (table, rows) in &recovered.logged {
+            ingest::resend_keys(*table, rows).for_each(|k| state.recent_ids.insert(k, ()));
         }
         batcher.recover(recovered);
     }

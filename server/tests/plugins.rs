@@ -58,6 +58,7 @@ fn hostile_chain(policy: impl Fn(&str) -> FailurePolicy) -> Vec<PluginConfig> {
         ("chatty", "print", "t_print"),
         ("huge", "huge_modify", "t_huge"),
         ("thief", "change_id", "t_id"),
+        ("mover", "change_organizer", "t_org"),
     ]
     .into_iter()
     .map(|(name, mode, trigger)| hostile(name, mode, trigger, policy(name)))
@@ -299,6 +300,7 @@ async fn hostile_plugins_are_contained_by_their_failure_policy() {
         ("t_sleep", "sleep", "trap", FailOpen),
         ("t_huge", "huge", "bad_output", FailClosed),
         ("t_id", "thief", "bad_output", FailClosed),
+        ("t_org", "mover", "bad_output", FailClosed),
         ("trigger", "short", "bad_output", FailClosed),
     ];
     for (trigger, name, kind, policy) in cases {
@@ -377,7 +379,7 @@ async fn hostile_plugins_are_contained_by_their_failure_policy() {
     );
     let (_, health) = s.admin_get("/admin/health").await;
     assert_eq!(health["plugins"]["status"], "ok", "{health}");
-    assert_eq!(health["plugins"]["faults"], 7, "{health}");
+    assert_eq!(health["plugins"]["faults"], 8, "one per case: {health}");
     let metrics = s.get_raw("/metrics").await.text().await.unwrap();
     for (name, kind) in [
         ("loop", "timeout"),
@@ -408,6 +410,7 @@ async fn fault_details_say_what_went_wrong() {
         ("t_sleep", "plugins may not sleep or wait"),
         ("t_huge", "properties: is"),
         ("t_id", "a plugin may not change an event's id"),
+        ("t_org", "a plugin may not change an event's organizer_id"),
         ("trigger", "returned 1 verdicts for 2 events"),
     ] {
         let (e, other) = (event(trigger), event("page_view"));

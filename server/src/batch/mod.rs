@@ -3,11 +3,14 @@
 //!
 //! With the write-ahead log on, a batch's rows are already durable; sealing
 //! logs which records form the batch, and its identity (the seal's LSN) is
-//! the insert's deduplication token. Transient storage errors are retried
-//! forever with capped backoff (the log holds the data, and backpressure
-//! stops intake when it is full). Rows that storage refuses as invalid are
-//! isolated by halving the batch and written to `dead_letter` with the
-//! reason. Only then is the batch confirmed (`Done`) and its log released.
+//! the insert's deduplication token. Errors of the environment (unreachable,
+//! disk full, access denied, a missing table, anything unrecognised) are
+//! retried forever with capped, jittered backoff and shown in
+//! `/admin/health` (the log holds the data, and backpressure stops intake
+//! when it is full). Only rows the engine cannot parse or convert (an
+//! allow-list of its codes) are isolated by halving the batch and written to
+//! `dead_letter` with the reason. Only once every row is stored or
+//! dead-lettered is the batch confirmed (`Done`) and its log released.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,8 +43,15 @@ pub struct Batcher {
     next_seq: AtomicU64,
     /// Bounds concurrent inserts.
     workers: Arc<Semaphore>,
+    /// Per table: when a waiter may next seal, and whether a delayed seal is
+    /// already on its way (see [`Batcher::seal_for_waiter`]).
+    waiter_seals: DashMap<Table, (Instant, bool)>,
     pub stats: Stats,
 }
+
+/// Waiting requests (`?wait=true`) seal a table's buffer at most this often:
+/// each seal is a part in every view, so one per request would not do.
+const WAITER_SEAL_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 #[derive(Default)]
 struct Buffer {
@@ -74,6 +84,11 @@ pub struct Stats {
     pub rows_dead_lettered: AtomicU64,
     pub batches_stored: AtomicU64,
     pub insert_retries: AtomicU64,
+    /// Inserts failing right now and being retried.
+    pub inserts_failing: AtomicU64,
+    /// The latest error of an insert being retried, for health.
+    #[serde(skip)]
+    pub last_error: Mutex<Option<String>>,
 }
 
 impl Batcher {
@@ -93,6 +108,7 @@ impl Batcher {
             settled: Notify::new(),
             next_seq: AtomicU64::new(1),
             workers,
+            waiter_seals: DashMap::new(),
             stats: Stats::default(),
         })
     }
@@ -207,6 +223,40 @@ impl Batcher {
         }
     }
 
+    /// Seals a table for a waiting request: now, if no waiter sealed it in
+    /// the last [`WAITER_SEAL_EVERY`]; else once that much time has passed,
+    /// for every request waiting by then.
+    pub fn seal_for_waiter(self: &Arc<Self>, table: Table) {
+        let now = Instant::now();
+        let delay = {
+            let mut entry = self.waiter_seals.entry(table).or_insert((now, false));
+            let (next, pending) = &mut *entry;
+            if *pending {
+                return;
+            }
+            if now >= *next {
+                *next = now + WAITER_SEAL_EVERY;
+                None
+            } else {
+                *pending = true;
+                Some(*next)
+            }
+        };
+        match delay {
+            None => self.seal(table),
+            Some(at) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    if let Some(mut e) = this.waiter_seals.get_mut(&table) {
+                        *e = (Instant::now() + WAITER_SEAL_EVERY, false);
+                    }
+                    this.seal(table);
+                });
+            }
+        }
+    }
+
     fn dispatch(self: &Arc<Self>, batch: Sealed) {
         let this = self.clone();
         tokio::spawn(async move {
@@ -246,7 +296,7 @@ impl Batcher {
         let Some(wal) = &self.wal else {
             return batch.seq;
         };
-        let mut backoff = self.cfg.retry_initial_backoff;
+        let mut backoff = Backoff::new(&self.cfg);
         loop {
             match wal
                 .append(Record::Seal {
@@ -258,8 +308,7 @@ impl Batcher {
                 Ok(lsn) => return lsn,
                 Err(e) => {
                     tracing::error!(error = %e, "could not seal a batch in the write-ahead log; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.cfg.retry_max_backoff);
+                    backoff.wait().await;
                 }
             }
         }
@@ -303,9 +352,10 @@ impl Batcher {
         (self.stats.rows_buffered.load(Ordering::Relaxed), oldest)
     }
 
-    /// Inserts one batch. Transient errors are retried until storage takes
-    /// it; a refused batch is halved (each half with its own derived token)
-    /// until the bad rows are alone, and those go to `dead_letter`.
+    /// Inserts one batch. Environment errors are retried until storage
+    /// takes it; a batch refused for its data is halved (each half with its
+    /// own derived token) until the bad rows are alone, and those go to
+    /// `dead_letter`. Returns only when every row is in one or the other.
     async fn store(&self, batch: &Sealed, token: &str) {
         let table = batch.table.name();
         let mut work = vec![(batch.rows.clone(), batch.count, token.to_string())];
@@ -333,16 +383,8 @@ impl Batcher {
                     });
                     let mut dead = serde_json::to_vec(&line).expect("serializes");
                     dead.push(b'\n');
-                    if let Err(e) = self
-                        .insert_until_stored(
-                            "dead_letter",
-                            &Bytes::from(dead),
-                            &format!("{token}d"),
-                        )
-                        .await
-                    {
-                        tracing::error!(table, error = %e, row = %String::from_utf8_lossy(&rows), "dead_letter refused the row too; it is only in this log line");
-                    }
+                    self.dead_letter(Bytes::from(dead), &format!("{token}d"))
+                        .await;
                     self.stats
                         .rows_dead_lettered
                         .fetch_add(1, Ordering::Relaxed);
@@ -352,19 +394,55 @@ impl Batcher {
         }
     }
 
-    /// One insert, retried with capped exponential backoff for as long as
-    /// the errors are transient. Returns the first non-transient error.
+    /// Writes a dead letter, retrying whatever the error: until it is
+    /// stored, the batch is not confirmed and its rows stay in the log.
+    async fn dead_letter(&self, row: Bytes, token: &str) {
+        let mut backoff = Backoff::new(&self.cfg);
+        loop {
+            match self.insert_until_stored("dead_letter", &row, token).await {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "dead_letter refused a row; retrying (the batch stays in the log)");
+                    self.failing(&e, backoff.attempt);
+                    backoff.wait().await;
+                    self.stats.inserts_failing.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// Marks one insert as failing (for health) until the caller undoes it.
+    fn failing(&self, e: &StorageError, attempt: u64) {
+        self.stats.inserts_failing.fetch_add(1, Ordering::Relaxed);
+        *self.stats.last_error.lock().unwrap() = Some(e.to_string());
+        self.stats.insert_retries.fetch_add(1, Ordering::Relaxed);
+        if attempt == 1 || attempt.is_power_of_two() {
+            tracing::warn!(attempt, error = %e, "insert failed; retrying");
+        }
+    }
+
+    /// One insert, retried with capped, jittered exponential backoff for as
+    /// long as the error is not the data's fault. Returns the data error.
     async fn insert_until_stored(
         &self,
         table: &str,
         rows: &Bytes,
         token: &str,
     ) -> Result<(), StorageError> {
-        let mut backoff = self.cfg.retry_initial_backoff;
-        let mut attempt: u64 = 1;
+        let mut backoff = Backoff::new(&self.cfg);
         loop {
-            let result = match fail::eval("storage::insert", |_| ()) {
-                Some(()) => Err(StorageError::Transient("injected storage outage".into())),
+            let result = match fail::eval("storage::insert", |arg| arg) {
+                Some(arg) => Err(match arg.as_deref() {
+                    // `return(disk_full)`: the engine's own text for it.
+                    Some("disk_full") => StorageError::from_exception(
+                        "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)".into(),
+                    ),
+                    Some("unknown_table") => StorageError::from_exception(format!(
+                        "Code: 60. DB::Exception: Table {}.{table} does not exist. (UNKNOWN_TABLE)",
+                        crate::DATABASE
+                    )),
+                    _ => StorageError::Transient("injected storage outage".into()),
+                }),
                 None => self.storage.insert(table, rows.clone(), token).await,
             };
             let result = match (result, fail::eval("storage::lost_ack", |_| ())) {
@@ -377,26 +455,49 @@ impl Batcher {
                 fail::eval("batch::crash_before_checkpoint", |_| std::process::abort());
             }
             if let Err(e) = &result {
-                let kind = if e.is_transient() {
-                    "transient"
-                } else {
+                let kind = if e.is_data_error() {
                     "rejected"
+                } else {
+                    "transient"
                 };
                 metrics::counter!(telemetry::STORAGE_ERRORS, "kind" => kind).increment(1);
             }
             match result {
-                Err(e) if e.is_transient() => {
-                    if attempt == 1 || attempt.is_power_of_two() {
-                        tracing::warn!(table, attempt, error = %e, "insert failed; retrying");
-                    }
-                    self.stats.insert_retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(self.cfg.retry_max_backoff);
-                    attempt += 1;
+                Err(e) if !e.is_data_error() => {
+                    self.failing(&e, backoff.attempt);
+                    backoff.wait().await;
+                    self.stats.inserts_failing.fetch_sub(1, Ordering::Relaxed);
                 }
                 other => return other,
             }
         }
+    }
+}
+
+/// Capped exponential backoff with jitter: many batches failing together
+/// (storage down) do not retry in lockstep when it comes back.
+struct Backoff {
+    next: std::time::Duration,
+    max: std::time::Duration,
+    attempt: u64,
+}
+
+impl Backoff {
+    fn new(cfg: &BatchConfig) -> Backoff {
+        Backoff {
+            next: cfg.retry_initial_backoff,
+            max: cfg.retry_max_backoff,
+            attempt: 1,
+        }
+    }
+
+    /// Sleeps between half and all of the current step, then doubles it.
+    async fn wait(&mut self) {
+        use rand::Rng;
+        let share = rand::rng().random_range(0.5..=1.0);
+        tokio::time::sleep(self.next.mul_f64(share)).await;
+        self.next = (self.next * 2).min(self.max);
+        self.attempt += 1;
     }
 }
 
@@ -426,6 +527,10 @@ mod tests {
     struct Recorder {
         inserts: Mutex<Vec<(String, usize, String)>>,
         fail_first: AtomicU64,
+        /// This error, this many times, for dead_letter inserts only.
+        dead_letter_fails: AtomicU64,
+        /// Refuse every insert with this engine error this many times.
+        env_error: Mutex<Option<(String, u64)>>,
     }
 
     #[async_trait]
@@ -449,6 +554,18 @@ mod tests {
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err(StorageError::Transient("down".into()));
+            }
+            if let Some((e, n)) = self.env_error.lock().unwrap().as_mut()
+                && *n > 0
+            {
+                *n -= 1;
+                return Err(StorageError::from_exception(e.clone()));
+            }
+            if table == "dead_letter" && self.dead_letter_fails.load(Ordering::SeqCst) > 0 {
+                self.dead_letter_fails.fetch_sub(1, Ordering::SeqCst);
+                return Err(StorageError::from_exception(
+                    "Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)".into(),
+                ));
             }
             let text = String::from_utf8(rows.to_vec()).unwrap();
             if table != "dead_letter" && text.contains("bad") {
@@ -560,6 +677,90 @@ mod tests {
         tokens.sort();
         tokens.dedup();
         assert_eq!(tokens.len(), inserts.len());
+    }
+
+    /// Disk full, access denied, an unknown table, an unknown code: the
+    /// environment's fault. The batch waits and is stored whole; nothing is
+    /// dead-lettered.
+    #[tokio::test(start_paused = true)]
+    async fn environment_errors_are_retried_never_dead_lettered() {
+        for error in [
+            "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)",
+            "Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)",
+            "Code: 516. DB::Exception: Authentication failed (AUTHENTICATION_FAILED)",
+            "Code: 60. DB::Exception: Table bilten_analytics.events does not exist. (UNKNOWN_TABLE)",
+            "Code: 4242. DB::Exception: something this server has never seen",
+        ] {
+            let storage = Arc::new(Recorder::default());
+            *storage.env_error.lock().unwrap() = Some((error.to_string(), 6));
+            let b = Batcher::new(cfg(1000), storage.clone(), None);
+            b.push(Table::Events, &lines(7), 7, None, None);
+            b.seal(Table::Events);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(
+                b.stats.inserts_failing.load(Ordering::Relaxed),
+                1,
+                "{error}"
+            );
+            assert_eq!(
+                b.stats.last_error.lock().unwrap().as_deref(),
+                Some(
+                    StorageError::from_exception(error.into())
+                        .to_string()
+                        .as_str()
+                )
+            );
+            b.flush_all().await;
+            assert_eq!(storage.tables(), vec![("events".to_string(), 7)], "{error}");
+            assert_eq!(b.stats.rows_dead_lettered.load(Ordering::Relaxed), 0);
+            assert_eq!(b.stats.insert_retries.load(Ordering::Relaxed), 6);
+            assert_eq!(b.stats.inserts_failing.load(Ordering::Relaxed), 0);
+        }
+    }
+
+    /// A dead letter that cannot be written holds the batch: it is not
+    /// confirmed (its waiter does not hear) until the dead letter is stored.
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_is_not_done_until_its_dead_letter_is_stored() {
+        let storage = Arc::new(Recorder {
+            dead_letter_fails: AtomicU64::new(5),
+            ..Default::default()
+        });
+        let b = Batcher::new(cfg(1000), storage.clone(), None);
+        let (tx, mut rx) = oneshot::channel();
+        b.push(Table::Events, b"{\"bad\":1}\n", 1, None, Some(tx));
+        b.seal(Table::Events);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(
+            rx.try_recv().is_err(),
+            "confirmed while its dead letter failed"
+        );
+        assert!(storage.tables().is_empty());
+        rx.await.unwrap();
+        assert_eq!(storage.tables(), vec![("dead_letter".to_string(), 1)]);
+        assert_eq!(b.stats.rows_dead_lettered.load(Ordering::Relaxed), 1);
+    }
+
+    /// A hundred waiting requests make a few inserts, not a hundred.
+    #[tokio::test(start_paused = true)]
+    async fn waiting_requests_share_seals() {
+        let storage = Arc::new(Recorder::default());
+        let b = Batcher::new(cfg(100_000), storage.clone(), None);
+        let mut waiters = Vec::new();
+        for _ in 0..100 {
+            let (tx, rx) = oneshot::channel();
+            b.push(Table::Events, &lines(1), 1, None, Some(tx));
+            b.seal_for_waiter(Table::Events);
+            waiters.push(rx);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        for rx in waiters {
+            rx.await.unwrap();
+        }
+        let inserts = storage.tables();
+        assert_eq!(inserts.iter().map(|(_, n)| n).sum::<usize>(), 100);
+        // 500 ms of requests: a seal now and one per 250 ms after.
+        assert!(inserts.len() <= 4, "{} inserts", inserts.len());
     }
 
     #[tokio::test(start_paused = true)]

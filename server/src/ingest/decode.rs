@@ -40,43 +40,146 @@ pub enum DecodeError {
     WrongShape(&'static str),
     #[error("the body holds no events")]
     Empty,
-    #[error("too many events in one request: {got}, the limit is {max}")]
-    TooManyEvents { got: usize, max: usize },
+    #[error("too many events in one request: more than the limit of {max}")]
+    TooManyEvents { max: usize },
 }
 
+/// Counts a JSON array's elements as it reads them and stops past `max`: a
+/// small gzip body of millions of tiny values never becomes millions of
+/// values in memory.
+struct Bounded {
+    max: usize,
+}
+
+/// The message a stopped array carries through serde; decoded back to
+/// `TooManyEvents` by `decode`.
+const STOPPED: &str = "bilten: too many events";
+
+impl<'de> serde::de::DeserializeSeed<'de> for Bounded {
+    type Value = Vec<Value>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Bounded {
+    type Value = Vec<Value>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object or an array of objects")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element::<Value>()? {
+            if items.len() == self.max {
+                return Err(serde::de::Error::custom(STOPPED));
+            }
+            items.push(item);
+        }
+        Ok(items)
+    }
+
+    /// An object; or, with serde_json's `arbitrary_precision`, a bare
+    /// number, which arrives as a map too: `Value` tells them apart.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<Value>, A::Error> {
+        let value: Value =
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        match value {
+            Value::Object(_) => Ok(vec![value]),
+            _ => Err(serde::de::Error::custom(WRONG_SHAPE_NUMBER)),
+        }
+    }
+
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Vec<Value>, E> {
+        Err(E::custom(WRONG_SHAPE_STRING))
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Vec<Value>, E> {
+        Err(E::custom(WRONG_SHAPE_BOOL))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<Value>, E> {
+        Err(E::custom(WRONG_SHAPE_NULL))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Vec<Value>, E> {
+        Err(E::custom(WRONG_SHAPE_NUMBER))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Vec<Value>, E> {
+        Err(E::custom(WRONG_SHAPE_NUMBER))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Vec<Value>, E> {
+        Err(E::custom(WRONG_SHAPE_NUMBER))
+    }
+}
+
+const WRONG_SHAPE_STRING: &str = "bilten: wrong shape: a string";
+const WRONG_SHAPE_BOOL: &str = "bilten: wrong shape: a boolean";
+const WRONG_SHAPE_NULL: &str = "bilten: wrong shape: null";
+const WRONG_SHAPE_NUMBER: &str = "bilten: wrong shape: a number";
+
 /// Each item is an event to validate, or (NDJSON only) why its line did not
-/// parse: one bad line does not sink the others.
-pub fn decode(body: &[u8], format: BodyFormat) -> Result<Vec<Result<Value, String>>, DecodeError> {
+/// parse: one bad line does not sink the others. More than `max` events is
+/// an error found while reading, before the rest is decoded.
+pub fn decode(
+    body: &[u8],
+    format: BodyFormat,
+    max: usize,
+) -> Result<Vec<Result<Value, String>>, DecodeError> {
+    let blank = |line: &&[u8]| line.iter().all(u8::is_ascii_whitespace);
     match format {
         BodyFormat::Json => {
-            let value: Value =
-                serde_json::from_slice(body).map_err(|e| DecodeError::Malformed {
-                    line: e.line(),
-                    column: e.column(),
-                    message: strip_position(&e.to_string()),
+            use serde::de::DeserializeSeed;
+            let mut de = serde_json::Deserializer::from_slice(body);
+            let items = Bounded { max }
+                .deserialize(&mut de)
+                .and_then(|items| de.end().map(|()| items))
+                .map_err(|e| {
+                    let message = strip_position(&e.to_string());
+                    match message.as_str() {
+                        STOPPED => DecodeError::TooManyEvents { max },
+                        WRONG_SHAPE_STRING => DecodeError::WrongShape("a string"),
+                        WRONG_SHAPE_BOOL => DecodeError::WrongShape("a boolean"),
+                        WRONG_SHAPE_NULL => DecodeError::WrongShape("null"),
+                        WRONG_SHAPE_NUMBER => DecodeError::WrongShape("a number"),
+                        _ => DecodeError::Malformed {
+                            line: e.line(),
+                            column: e.column(),
+                            message,
+                        },
+                    }
                 })?;
-            match value {
-                Value::Array(items) => Ok(items.into_iter().map(Ok).collect()),
-                Value::Object(_) => Ok(vec![Ok(value)]),
-                other => Err(DecodeError::WrongShape(kind(&other))),
-            }
+            Ok(items.into_iter().map(Ok).collect())
         }
-        BodyFormat::Ndjson => Ok(body
-            .split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(n, line)| {
-                serde_json::from_slice::<Value>(line).map_err(|e| {
-                    format!(
-                        "malformed JSON at line {}, column {}: {}",
-                        n + 1,
-                        e.column(),
-                        strip_position(&e.to_string())
-                    )
-                })
-            })
-            .collect()),
+        BodyFormat::Ndjson => {
+            // Counted before any line is parsed.
+            if body
+                .split(|b| *b == b'\n')
+                .filter(|l| !blank(l))
+                .nth(max)
+                .is_some()
+            {
+                return Err(DecodeError::TooManyEvents { max });
+            }
+            Ok(ndjson(body))
+        }
     }
+}
+
+fn ndjson(body: &[u8]) -> Vec<Result<Value, String>> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+        .map(|(n, line)| {
+            serde_json::from_slice::<Value>(line).map_err(|e| {
+                format!(
+                    "malformed JSON at line {}, column {}: {}",
+                    n + 1,
+                    e.column(),
+                    strip_position(&e.to_string())
+                )
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {
@@ -104,14 +207,17 @@ mod tests {
 
     #[test]
     fn object_array_and_ndjson() {
-        assert_eq!(decode(br#"{"a":1}"#, BodyFormat::Json).unwrap().len(), 1);
         assert_eq!(
-            decode(br#"[{"a":1},{"a":2}]"#, BodyFormat::Json)
+            decode(br#"{"a":1}"#, BodyFormat::Json, 10).unwrap().len(),
+            1
+        );
+        assert_eq!(
+            decode(br#"[{"a":1},{"a":2}]"#, BodyFormat::Json, 10)
                 .unwrap()
                 .len(),
             2
         );
-        let items = decode(b"{\"a\":1}\n\n{oops\n{\"a\":3}\n", BodyFormat::Ndjson).unwrap();
+        let items = decode(b"{\"a\":1}\n\n{oops\n{\"a\":3}\n", BodyFormat::Ndjson, 10).unwrap();
         assert_eq!(items.len(), 3);
         assert!(items[0].is_ok() && items[2].is_ok());
         let err = items[1].as_ref().unwrap_err();
@@ -123,7 +229,7 @@ mod tests {
 
     #[test]
     fn malformed_json_gives_the_position() {
-        let err = decode(b"[{\"a\":1},\n {\"a\" 2}]", BodyFormat::Json).unwrap_err();
+        let err = decode(b"[{\"a\":1},\n {\"a\" 2}]", BodyFormat::Json, 10).unwrap_err();
         match err {
             DecodeError::Malformed {
                 line,
@@ -136,8 +242,43 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            decode(b"42", BodyFormat::Json).unwrap_err(),
+            decode(b"42", BodyFormat::Json, 10).unwrap_err(),
             DecodeError::WrongShape("a number")
+        );
+        assert_eq!(
+            decode(b"\"x\"", BodyFormat::Json, 10).unwrap_err(),
+            DecodeError::WrongShape("a string")
+        );
+        assert!(matches!(
+            decode(b"[{\"a\":1}] x", BodyFormat::Json, 10).unwrap_err(),
+            DecodeError::Malformed { .. }
+        ));
+    }
+
+    /// Five million tiny values stop at the limit: the decoder holds at most
+    /// `max` of them, and says so before reading the rest.
+    #[test]
+    fn too_many_events_stop_the_decoder_early() {
+        let mut body = b"[".to_vec();
+        body.extend(std::iter::repeat_n(b"1,".as_slice(), 5_000_000).flatten());
+        body.extend_from_slice(b"1]");
+        let started = std::time::Instant::now();
+        assert_eq!(
+            decode(&body, BodyFormat::Json, 10_000).unwrap_err(),
+            DecodeError::TooManyEvents { max: 10_000 }
+        );
+        // Stopping early: far less than parsing ten megabytes takes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        let lines = "{}\n".repeat(10_001);
+        assert_eq!(
+            decode(lines.as_bytes(), BodyFormat::Ndjson, 10_000).unwrap_err(),
+            DecodeError::TooManyEvents { max: 10_000 }
+        );
+        assert_eq!(
+            decode(lines.as_bytes(), BodyFormat::Ndjson, 10_001)
+                .unwrap()
+                .len(),
+            10_001
         );
     }
 

@@ -95,10 +95,10 @@ pub struct Parsed {
 }
 
 impl Parsed {
-    /// Keeps only the rows whose id `keep` accepts; returns how many went.
-    pub fn retain(&mut self, mut keep: impl FnMut(&uuid::Uuid) -> bool) -> usize {
+    /// Keeps only the rows `keep` accepts; returns how many went.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Row) -> bool) -> usize {
         let before = self.rows.len();
-        self.rows.retain(|(_, row)| keep(&row.id()));
+        self.rows.retain(|(_, row)| keep(row));
         before - self.rows.len()
     }
 
@@ -148,6 +148,45 @@ fn in_scope(value: &serde_json::Value, scope: Option<&[String]>) -> Result<(), S
 
 /// The event ids in JSONEachRow rows this module wrote (each line starts
 /// with its `id`).
+/// What identifies a resend: the same event id, for the same organizer and
+/// table. Another organizer's event with that id is not a resend of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResendKey {
+    pub organizer_id: String,
+    pub table: Table,
+    pub id: uuid::Uuid,
+}
+
+impl ResendKey {
+    pub fn of(table: Table, row: &Row) -> ResendKey {
+        ResendKey {
+            organizer_id: row.organizer_id().to_string(),
+            table,
+            id: row.id(),
+        }
+    }
+}
+
+/// The resend keys of stored JSONEachRow lines (read back from the log),
+/// whatever the order of their fields.
+pub fn resend_keys(table: Table, rows: &[u8]) -> impl Iterator<Item = ResendKey> + '_ {
+    #[derive(serde::Deserialize)]
+    struct Key {
+        id: uuid::Uuid,
+        organizer_id: String,
+    }
+    rows.split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .filter_map(move |line| {
+            let k: Key = serde_json::from_slice(line).ok()?;
+            Some(ResendKey {
+                organizer_id: k.organizer_id,
+                table,
+                id: k.id,
+            })
+        })
+}
+
 pub fn row_ids(rows: &[u8]) -> impl Iterator<Item = uuid::Uuid> + '_ {
     rows.split(|b| *b == b'\n')
         .filter_map(|line| line.strip_prefix(b"{\"id\":\"")?.get(..36))
@@ -186,15 +225,9 @@ pub fn parse(
     now: chrono::DateTime<chrono::Utc>,
     scope: Option<&[String]>,
 ) -> Result<Parsed, DecodeError> {
-    let items = decode::decode(body, format)?;
+    let items = decode::decode(body, format, max_events)?;
     if items.is_empty() {
         return Err(DecodeError::Empty);
-    }
-    if items.len() > max_events {
-        return Err(DecodeError::TooManyEvents {
-            got: items.len(),
-            max: max_events,
-        });
     }
     let mut out = Parsed {
         rows: Vec::with_capacity(items.len()),

@@ -106,6 +106,14 @@ impl Row {
         }
     }
 
+    pub fn organizer_id(&self) -> &str {
+        match self {
+            Row::Event(r) => &r.organizer_id,
+            Row::PageView(r) => &r.organizer_id,
+            Row::TicketSale(r) => &r.organizer_id,
+        }
+    }
+
     /// Appends its JSONEachRow line (it starts with the `id`: see `row_ids`).
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
@@ -440,6 +448,12 @@ fn parse_cents(text: &str) -> Result<u64, String> {
     if text.starts_with('-') {
         return Err(format!("must be 0 or more, got {text}"));
     }
+    let numeric = |c: char| c.is_ascii_digit() || "eE+-.".contains(c);
+    if text.contains(['e', 'E']) && text.chars().all(numeric) {
+        return Err(format!(
+            "must be written without an exponent, such as 49.99, got {text}"
+        ));
+    }
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !(frac.is_empty() || digits(frac)) {
@@ -473,6 +487,36 @@ mod tests {
         let mut out = Vec::new();
         validate(table, v, now())?.write(&mut out);
         Ok(serde_json::from_slice(&out).unwrap())
+    }
+
+    /// A JSON number is parsed from its decimal text: 2^53 and beyond (and
+    /// every cent) survive exactly, as a string price does.
+    #[test]
+    fn json_number_prices_are_exact() {
+        for price in [
+            "90071992547409.93",
+            "9999999999999999.99",
+            "0.07",
+            "1234567.1",
+        ] {
+            let body = format!(
+                r#"{{"event_id":"e","organizer_id":"o","quantity":1,"price":{price},"currency":"EUR"}}"#
+            );
+            let v: Value = serde_json::from_str(&body).unwrap();
+            let r = row(Table::TicketSales, v).unwrap();
+            let want = match price.split_once('.') {
+                Some((w, f)) => format!("{w}.{f:0<2}"),
+                None => format!("{price}.00"),
+            };
+            assert_eq!(r["price"], want.as_str(), "{price}");
+        }
+        let v: Value = serde_json::from_str(
+            r#"{"event_id":"e","organizer_id":"o","quantity":1,"price":5e1,"currency":"EUR"}"#,
+        )
+        .unwrap();
+        let (field, reason) = reason(Table::TicketSales, v);
+        assert_eq!(field, "price");
+        assert!(reason.contains("without an exponent"), "{reason}");
     }
 
     fn reason(table: Table, v: Value) -> (String, String) {

@@ -1,5 +1,6 @@
 //! Operations: schema migrations, retention tiers, backups, monitoring.
 
+pub mod audit;
 pub mod backups;
 pub mod migrations;
 pub mod monitor;

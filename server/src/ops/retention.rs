@@ -149,14 +149,36 @@ impl RetentionConfig {
                     "retention for {name}: ages under one hour are surely a mistake"
                 ));
             }
+            // TTLs are ClickHouse `DateTime`s, which end in 2106: an age past
+            // that would wrap around and expire today's rows.
+            let now = chrono::Utc::now().timestamp().max(0) as u64;
+            let longest = DATETIME_MAX.saturating_sub(now);
+            if let Some(a) = ages.iter().find(|a| a.as_secs() > longest) {
+                return Err(format!(
+                    "retention for {name}: {} reaches past 2106-02-07, the last time ClickHouse's \
+                     DateTime can hold; the longest age is {} days (or leave the field out: never)",
+                    humantime::format_duration(*a),
+                    longest / DAY
+                ));
+            }
         }
         Ok(())
     }
 }
 
+/// The last second a ClickHouse `DateTime` holds (2106-02-07 06:28:15 UTC).
+const DATETIME_MAX: u64 = u32::MAX as u64;
+
 /// The TTL clause for a table, or `None` for no rules at all.
 pub fn ttl_clause(column: &str, p: &TierPolicy, moves: bool) -> Option<String> {
-    let at = |d: Duration| format!("{column} + INTERVAL {} SECOND", d.as_secs());
+    // Added in 64 bits and capped at DateTime's end, so a row far in the
+    // future never wraps around to an early date.
+    let at = |d: Duration| {
+        format!(
+            "toDateTime(least(toUInt64(toUnixTimestamp({column})) + {}, {DATETIME_MAX}))",
+            d.as_secs()
+        )
+    };
     let mut rules = Vec::new();
     if moves {
         if let Some(d) = p.cold_after {
@@ -383,14 +405,22 @@ mod tests {
     #[test]
     fn ttl_clauses() {
         let c = RetentionConfig::default();
+        let at = |col: &str, secs: u64| {
+            format!("toDateTime(least(toUInt64(toUnixTimestamp({col})) + {secs}, 4294967295))")
+        };
         assert_eq!(
             ttl_clause("hour", &c.default, true).unwrap(),
-            "hour + INTERVAL 2592000 SECOND TO VOLUME 'cold', hour + INTERVAL 7776000 SECOND TO VOLUME 'archive', \
-             hour + INTERVAL 7776000 SECOND RECOMPRESS CODEC(ZSTD(12)), hour + INTERVAL 63072000 SECOND DELETE"
+            format!(
+                "{} TO VOLUME 'cold', {} TO VOLUME 'archive', {} RECOMPRESS CODEC(ZSTD(12)), {} DELETE",
+                at("hour", 2592000),
+                at("hour", 7776000),
+                at("hour", 7776000),
+                at("hour", 63072000)
+            )
         );
         assert_eq!(
             ttl_clause("t", c.for_table("realtime_dashboard"), true).unwrap(),
-            "t + INTERVAL 604800 SECOND DELETE"
+            format!("{} DELETE", at("t", 604800))
         );
         assert!(
             ttl_clause(
@@ -418,5 +448,15 @@ mod tests {
         let mut c = RetentionConfig::default();
         c.tables.insert("nope".into(), c.default.clone());
         assert!(c.validate().unwrap_err().contains("unknown table"));
+    }
+
+    #[test]
+    fn ages_past_the_end_of_datetime_are_refused() {
+        let mut c = RetentionConfig::default();
+        c.default.delete_after = Some(humantime::parse_duration("100years").unwrap());
+        let err = c.validate().unwrap_err();
+        assert!(err.contains("reaches past 2106-02-07"), "{err}");
+        c.default.delete_after = Some(humantime::parse_duration("70years").unwrap());
+        c.validate().unwrap();
     }
 }

@@ -63,7 +63,10 @@ pub fn run(
         if seen.is_empty() {
             continue;
         }
-        let ids: Vec<uuid::Uuid> = seen.iter().map(|&i| rows[i].1.id()).collect();
+        let ids: Vec<(uuid::Uuid, &str)> = seen
+            .iter()
+            .map(|&i| (rows[i].1.id(), rows[i].1.organizer_id()))
+            .collect();
         let name = plugin.config.name.as_str();
         let started = Instant::now();
         let result = match plugin.stats.disabled() {
@@ -103,10 +106,12 @@ pub fn run(
 }
 
 /// Checks every verdict before any is applied, so a contract breach fails
-/// the whole batch under the policy, never half of it.
+/// the whole batch under the policy, never half of it. A modified event keeps
+/// its id and its organizer: the organizer is the tenant boundary (ingest
+/// keys are scoped by it), and no plugin may move an event across it.
 fn decide(
     table: Table,
-    ids: &[uuid::Uuid],
+    ids: &[(uuid::Uuid, &str)],
     verdicts: Vec<Verdict>,
     now: DateTime<Utc>,
 ) -> Result<Vec<Decision>, Fault> {
@@ -114,7 +119,7 @@ fn decide(
         .into_iter()
         .zip(ids)
         .enumerate()
-        .map(|(i, (verdict, id))| match verdict {
+        .map(|(i, (verdict, (id, organizer)))| match verdict {
             Verdict::Keep => Ok(Decision::Keep),
             Verdict::Drop => Ok(Decision::Drop),
             Verdict::Reject(r) => Ok(Decision::Reject(r)),
@@ -123,6 +128,12 @@ fn decide(
                     return Err(Fault::new(
                         FaultKind::BadOutput,
                         format!("event {i}: a plugin may not change an event's id"),
+                    ));
+                }
+                if after.organizer_id != *organizer {
+                    return Err(Fault::new(
+                        FaultKind::BadOutput,
+                        format!("event {i}: a plugin may not change an event's organizer_id"),
                     ));
                 }
                 let row = ingest::revalidate(table, from_event(table, &after), now).map_err(

@@ -88,14 +88,19 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     let (depth, oldest) = app.batcher.depth();
     let stats = &app.batcher.stats;
     let dead = stats.rows_dead_lettered.load(Ordering::Relaxed);
-    let buffers = json!({
-        "status": if dead == 0 { "ok" } else { "degraded" },
+    let failing = stats.inserts_failing.load(Ordering::Relaxed);
+    let mut buffers = json!({
+        "status": if dead == 0 && failing == 0 { "ok" } else { "degraded" },
         "rows_buffered": depth,
         "oldest_buffered_row_age_ms": oldest.map(|d| d.as_millis() as u64),
         "rows_stored": stats.rows_stored.load(Ordering::Relaxed),
         "rows_dead_lettered": dead,
         "insert_retries": stats.insert_retries.load(Ordering::Relaxed),
+        "inserts_failing": failing,
     });
+    if failing > 0 {
+        buffers["last_insert_error"] = json!(stats.last_error.lock().unwrap().clone());
+    }
     let log = match &app.wal {
         Some(wal) => json!({
             "status": if wal.live_bytes() * 10 >= wal.max_bytes() * 8 { "degraded" } else { "ok" },

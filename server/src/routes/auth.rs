@@ -3,11 +3,12 @@
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::ops::audit::AuditRow;
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -66,78 +67,100 @@ pub async fn require_ingest_key(
     Ok(next.run(request).await)
 }
 
-/// Admin routes need the admin token; without one configured they are off.
-pub async fn require_admin(
-    State(app): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let Some(token) = app.config.admin_token.as_deref() else {
-        return Err(ApiError::AdminDisabled);
-    };
-    match bearer(request.headers()) {
-        Some(given) if matches(given, token) => Ok(next.run(request).await),
-        _ => Err(ApiError::AdminUnauthorized),
-    }
-}
+/// Admin bodies are SQL, a retention policy or a small JSON request.
+pub const ADMIN_BODY_MAX: usize = 1 << 20;
+/// How much of a body the audit row keeps.
+const AUDIT_DETAIL_CHARS: usize = 4096;
 
-/// Writes every admin request to `audit_log`: who (a fingerprint of the
-/// token, never the token), from where, what (method, path, and the start of
-/// the body: the SQL of a query, the policy of a PUT), when, and the status.
-/// Refused attempts are recorded too.
-pub async fn audit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+/// Every `/admin` request passes here, in this order:
+/// 1. the token is checked before a byte of the body is read, and a refused
+///    request is recorded (rate-limited: see [`crate::ops::audit`]);
+/// 2. the body is read, up to [`ADMIN_BODY_MAX`] after decompression; an
+///    oversized, unreadable or aborted body is a 4xx and nothing runs. An
+///    unreadable body never reaches a handler as an empty one, which some
+///    take to mean "all defaults" (a restore over the live database, say);
+/// 3. the handler runs, and the request is recorded with its status: who
+///    (a fingerprint of the token, never the token), from where, what (the
+///    start of the body: the SQL of a query, the policy of a PUT), and when.
+pub async fn admin_gate(State(app): State<AppState>, request: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
+    let at = crate::storage::datetime64_text(&chrono::Utc::now());
     // Present when served by `serve`; a router used on its own has none.
     let remote = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.to_string())
         .unwrap_or_default();
-    let actor = match (bearer(request.headers()), app.config.admin_token.as_deref()) {
-        (Some(given), Some(token)) if matches(given, token) => {
-            use sha2::Digest;
-            let digest = sha2::Sha256::digest(given.as_bytes());
-            format!(
-                "token:{}",
-                digest
-                    .iter()
-                    .take(4)
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
-        }
-        (Some(_), _) => "invalid token".to_string(),
-        (None, _) => "no token".to_string(),
-    };
     // The full path: under `nest("/admin")` the URI is stripped of it.
     let path = match request.extensions().get::<axum::extract::OriginalUri>() {
         Some(original) => original.path().to_string(),
         None => request.uri().path().to_string(),
     };
     let method = request.method().to_string();
+    let row = |actor: String, status: u16, detail: String| AuditRow {
+        at: at.clone(),
+        actor,
+        remote: remote.clone(),
+        method: method.clone(),
+        path: path.clone(),
+        status,
+        duration_ms: started.elapsed().as_millis() as u64,
+        detail,
+    };
+    let given = bearer(request.headers());
+    let actor = match (app.config.admin_token.as_deref(), given) {
+        (Some(token), Some(given)) if matches(given, token) => fingerprint(given),
+        (token, given) => {
+            let error = match token {
+                None => ApiError::AdminDisabled,
+                Some(_) => ApiError::AdminUnauthorized,
+            };
+            let actor = if given.is_some() {
+                "invalid token"
+            } else {
+                "no token"
+            };
+            let response = error.into_response();
+            app.audit
+                .record_refused(row(actor.into(), response.status().as_u16(), String::new()));
+            return response;
+        }
+    };
     let (parts, body) = request.into_parts();
-    // Admin bodies are small (SQL, a policy); past the limit the request is
-    // refused by the body limit anyway.
-    let bytes = axum::body::to_bytes(body, app.config.ingest.max_body_bytes)
-        .await
-        .unwrap_or_default();
-    let detail: String = String::from_utf8_lossy(&bytes).chars().take(4096).collect();
+    let bytes = match axum::body::to_bytes(body, ADMIN_BODY_MAX).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let error = if too_large {
+                ApiError::PayloadTooLarge(ADMIN_BODY_MAX)
+            } else {
+                ApiError::BadBody(e.to_string())
+            };
+            let detail = error.to_string();
+            let response = error.into_response();
+            app.audit
+                .record(row(actor, response.status().as_u16(), detail));
+            return response;
+        }
+    };
+    let detail: String = String::from_utf8_lossy(&bytes)
+        .chars()
+        .take(AUDIT_DETAIL_CHARS)
+        .collect();
     let response = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
-    let row = serde_json::json!({
-        "actor": actor, "remote": remote, "method": method, "path": path,
-        "status": response.status().as_u16(), "duration_ms": started.elapsed().as_millis() as u64, "detail": detail,
-    });
-    let storage = app.storage.clone();
-    tokio::spawn(async move {
-        let sql = format!(
-            "INSERT INTO {}.audit_log (actor, remote, method, path, status, duration_ms, detail) FORMAT JSONEachRow\n{row}",
-            crate::DATABASE
-        );
-        if let Err(e) = storage.execute(&sql).await {
-            tracing::warn!(error = %e, %row, "could not write the audit log");
-        }
-    });
+    app.audit
+        .record(row(actor, response.status().as_u16(), detail));
     response
+}
+
+/// Who made an admin request, without the secret: the first 4 bytes of the
+/// token's SHA-256.
+fn fingerprint(token: &str) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(token.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("token:{hex}")
 }

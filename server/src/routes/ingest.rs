@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::ingest::{self, BodyFormat, Rejection, Table};
+use crate::ingest::{self, BodyFormat, Rejection, ResendKey, Table};
 use crate::plugins::ChainOutput;
 use crate::routes::auth::IngestScope;
 use crate::telemetry;
@@ -128,15 +128,29 @@ async fn accept(
     )?;
     // An id seen within the window (in this request or an earlier one) is a
     // resend: drop it. Claimed atomically, so two racing resends keep one.
-    let duplicates = parsed.retain(|id| app.recent_ids.entry(*id).or_insert(()).is_fresh());
-    let forget = |ids: &[uuid::Uuid]| ids.iter().for_each(|id| app.recent_ids.invalidate(id));
+    let duplicates = parsed.retain(|row| {
+        app.recent_ids
+            .entry(ResendKey::of(table, row))
+            .or_insert(())
+            .is_fresh()
+    });
+    let forget = |keys: &[ResendKey]| keys.iter().for_each(|k| app.recent_ids.invalidate(k));
     // What this request claimed: released if it ends in a 503, so that the
     // retry is not taken for a resend (quarantined events included).
-    let claimed: Vec<uuid::Uuid> = parsed.rows.iter().map(|(_, row)| row.id()).collect();
+    let claimed: Vec<ResendKey> = parsed
+        .rows
+        .iter()
+        .map(|(_, row)| ResendKey::of(table, row))
+        .collect();
     let chain = if !parsed.rows.is_empty() && app.plugins.applies_to(table) {
         let chain = app.plugins.run(table, parsed, now).await;
         // A rejected event may come back corrected under the same id.
-        forget(&chain.rejected_ids);
+        let rejected: Vec<ResendKey> = claimed
+            .iter()
+            .filter(|k| chain.rejected_ids.contains(&k.id))
+            .cloned()
+            .collect();
+        forget(&rejected);
         chain
     } else {
         ChainOutput {
@@ -204,8 +218,13 @@ async fn accept(
     }
     let mut confirmed = false;
     if let Some(rx) = stored {
-        app.batcher.seal(table);
-        confirmed = rx.await.is_ok();
+        app.batcher.seal_for_waiter(table);
+        // Past the timeout the answer is the usual 202: the rows are durable
+        // in the log and will be stored; only the confirmation is not waited for.
+        confirmed = matches!(
+            tokio::time::timeout(app.config.ingest.wait_timeout, rx).await,
+            Ok(Ok(()))
+        );
     }
     let status = match (outcome.accepted, confirmed) {
         (0, _) if quarantined > 0 => StatusCode::ACCEPTED,

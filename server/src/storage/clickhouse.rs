@@ -6,15 +6,20 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use clickhouse::Client;
 
+use std::time::Duration;
+
 use super::{Storage, StorageError};
-use crate::config::ClickHouseConfig;
+use crate::config::{ClickHouseConfig, QueryLimits};
 
 pub struct ClickHouseStorage {
     client: Client,
+    limits: QueryLimits,
+    /// Bounds every call: a stalled server must not hold a flush worker forever.
+    timeout: Duration,
 }
 
 impl ClickHouseStorage {
-    pub fn new(cfg: &ClickHouseConfig) -> Self {
+    pub fn new(cfg: &ClickHouseConfig, limits: QueryLimits) -> Self {
         let mut client = Client::default()
             .with_url(&cfg.url)
             .with_user(&cfg.user)
@@ -22,12 +27,56 @@ impl ClickHouseStorage {
         if let Some(password) = &cfg.password {
             client = client.with_password(password);
         }
-        ClickHouseStorage { client }
+        ClickHouseStorage {
+            client,
+            limits,
+            timeout: cfg.timeout,
+        }
     }
 
     /// For tests: a client pointed at the crate's mock server.
-    pub fn from_client(client: Client) -> Self {
-        ClickHouseStorage { client }
+    pub fn from_client(client: Client, timeout: Duration) -> Self {
+        ClickHouseStorage {
+            client,
+            limits: QueryLimits::default(),
+            timeout,
+        }
+    }
+
+    /// A statement sent verbatim: `query()` would take a `?` in the SQL
+    /// (a string literal, say) for a bind placeholder.
+    fn statement(&self, sql: &str) -> clickhouse::query::Query {
+        self.client.query_raw(sql)
+    }
+
+    async fn timed<T>(
+        &self,
+        call: impl std::future::Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| {
+                Err(StorageError::Transient(format!(
+                    "no answer from ClickHouse within {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
+    async fn fetch(
+        &self,
+        query: clickhouse::query::Query,
+        format: &str,
+    ) -> Result<Bytes, StorageError> {
+        self.timed(async {
+            let mut cursor = query.fetch_bytes(format).map_err(classify)?;
+            let mut out = Vec::new();
+            while let Some(chunk) = cursor.next().await.map_err(classify)? {
+                out.extend_from_slice(&chunk);
+            }
+            Ok(Bytes::from(out))
+        })
+        .await
     }
 }
 
@@ -53,55 +102,42 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
-        self.client
-            .query("SELECT 1")
-            .execute()
-            .await
-            .map_err(classify)
+        self.execute("SELECT 1").await
     }
 
     async fn execute(&self, sql: &str) -> Result<(), StorageError> {
-        self.client.query(sql).execute().await.map_err(classify)
+        self.timed(async { self.statement(sql).execute().await.map_err(classify) })
+            .await
     }
 
     async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
-        let mut cursor = self
-            .client
-            .query(sql)
-            .fetch_bytes(format)
-            .map_err(classify)?;
-        let mut out = Vec::new();
-        while let Some(chunk) = cursor.next().await.map_err(classify)? {
-            out.extend_from_slice(&chunk);
-        }
-        Ok(Bytes::from(out))
+        self.fetch(self.statement(sql), format).await
     }
 
     async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
-        // readonly=2 forbids writes and DDL but still lets the client set the
-        // output settings it sends along with the query.
-        let mut cursor = self
-            .client
-            .query(sql)
-            .with_setting("readonly", "2")
-            .fetch_bytes(format)
-            .map_err(classify)?;
-        let mut out = Vec::new();
-        while let Some(chunk) = cursor.next().await.map_err(|e| match classify(e) {
-            StorageError::Rejected(t) if t.contains("READONLY") => StorageError::NotReadOnly(t),
-            other => other,
-        })? {
-            out.extend_from_slice(&chunk);
+        // readonly=1: the server refuses writes, DDL, settings changes and
+        // table functions (files, URLs, other servers, processes). The HTTP
+        // interface runs one statement per request.
+        let mut query = self.statement(sql).with_setting("readonly", "1");
+        for (name, value) in self.limits.settings() {
+            query = query.with_setting(name, value);
         }
-        Ok(Bytes::from(out))
+        self.fetch(query, format)
+            .await
+            .map_err(StorageError::for_readonly_query)
     }
 
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
-        let mut insert = self
+        let insert = self
             .client
-            .insert_formatted_with(super::insert_statement(table, token));
-        insert.send(rows).await.map_err(classify)?;
-        insert.end().await.map_err(classify)
+            .insert_formatted_with(super::insert_statement(table, token))
+            .with_timeouts(Some(self.timeout), Some(self.timeout));
+        self.timed(async move {
+            let mut insert = insert;
+            insert.send(rows).await.map_err(classify)?;
+            insert.end().await.map_err(classify)
+        })
+        .await
     }
 
     async fn close(&self) {}

@@ -8,6 +8,12 @@
 //! backend keeps a query log of its own: every statement it runs is timed by
 //! the engine and recorded in `bilten_system.query_log`, with the server's
 //! column names, and `system.query_log` is a view of it.
+//!
+//! Read-only SQL (`/admin/query`) runs on a second connection to the same
+//! engine, opened with `readonly=1` and the query limits as its settings:
+//! the engine itself refuses writes, DDL, settings changes, and the table
+//! functions that reach files, the network or processes. Before that, the
+//! engine's parser must find exactly one read statement, or nothing runs.
 
 use std::ffi::{CStr, CString, c_char};
 use std::sync::{Arc, Mutex, RwLock};
@@ -22,7 +28,7 @@ use tokio::sync::Semaphore;
 use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
 use super::{Storage, StorageError};
 use crate::DATABASE;
-use crate::config::EmbeddedConfig;
+use crate::config::{EmbeddedConfig, QueryLimits};
 
 /// How often buffered query-log entries are written, and the most we buffer.
 const QUERY_LOG_FLUSH: Duration = Duration::from_secs(2);
@@ -34,6 +40,10 @@ pub struct EmbeddedStorage {
     inner: Arc<Inner>,
     /// Bounds concurrent engine calls so a burst cannot take every blocking thread.
     permits: Arc<Semaphore>,
+    /// Read-only queries' own bound, apart from `permits`: they cannot
+    /// starve inserts.
+    reader_permits: Arc<Semaphore>,
+    reader_concurrency: u32,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -41,7 +51,16 @@ struct Inner {
     api: &'static Api,
     /// `None` once closed. Queries hold the read lock, so closing waits for them.
     conn: RwLock<Option<ConnPtr>>,
+    /// The `readonly=1` connection, with the query limits as its settings.
+    reader: RwLock<Option<ConnPtr>>,
     log: Mutex<Vec<QueryLogEntry>>,
+}
+
+/// Which connection a call runs on.
+#[derive(Clone, Copy)]
+enum On {
+    Writer,
+    Reader,
 }
 
 /// The engine's connection handle. chDB serves concurrent queries on one
@@ -70,12 +89,15 @@ struct QueryLogEntry {
 }
 
 impl EmbeddedStorage {
-    pub async fn open(cfg: EmbeddedConfig) -> anyhow::Result<Self> {
-        let inner = tokio::task::spawn_blocking(move || Inner::open(&cfg)).await??;
+    pub async fn open(cfg: EmbeddedConfig, limits: QueryLimits) -> anyhow::Result<Self> {
+        let reader_concurrency = limits.concurrency as u32;
+        let inner = tokio::task::spawn_blocking(move || Inner::open(&cfg, &limits)).await??;
         let inner = Arc::new(inner);
         let storage = EmbeddedStorage {
             inner: inner.clone(),
             permits: Arc::new(Semaphore::new(4)),
+            reader_permits: Arc::new(Semaphore::new(reader_concurrency as usize)),
+            reader_concurrency,
             flusher: Mutex::new(None),
         };
         for sql in [
@@ -110,17 +132,34 @@ impl EmbeddedStorage {
             .await
             .map_err(|_| StorageError::Transient("engine closed".into()))?;
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.run(&sql, format, log_text))
+        tokio::task::spawn_blocking(move || inner.run(On::Writer, &sql, format, log_text))
+            .await
+            .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
+    }
+
+    /// Runs on the read-only connection, under its own concurrency bound.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let _permit = self
+            .reader_permits
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Transient("engine closed".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
             .await
             .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
     }
 }
 
 impl Inner {
-    fn open(cfg: &EmbeddedConfig) -> anyhow::Result<Inner> {
+    fn open(cfg: &EmbeddedConfig, limits: &QueryLimits) -> anyhow::Result<Inner> {
         let api = ffi::load(&cfg.library_path()).map_err(anyhow::Error::msg)?;
         let engine_dir = cfg.data_dir.join("engine");
-        std::fs::create_dir_all(&engine_dir)?;
+        private_dir(&cfg.data_dir)?;
+        private_dir(&engine_dir)?;
         let config_file = cfg.data_dir.join("engine-config.xml");
         std::fs::write(&config_file, engine_config(cfg))?;
         let args = [
@@ -134,36 +173,55 @@ impl Inner {
             // their parts in parallel cuts the insert's time by about a fifth.
             "--parallel_view_processing=1".to_string(),
         ];
-        let cargs: Vec<CString> = args
-            .iter()
-            .map(|a| CString::new(a.as_str()).unwrap())
-            .collect();
-        let mut argv: Vec<*mut c_char> = cargs.iter().map(|a| a.as_ptr() as *mut c_char).collect();
         // The server handles SIGINT/SIGTERM itself (graceful drain); chDB's
         // handlers would otherwise take them.
         unsafe { (api.set_signal_handlers_enabled)(0) };
-        let conn = unsafe { (api.connect)(argv.len() as i32, argv.as_mut_ptr()) };
-        if conn.is_null() {
-            anyhow::bail!(
+        let conn = connect(api, &args).ok_or_else(|| {
+            anyhow::anyhow!(
                 "the embedded ClickHouse engine did not start at {} (is another engine open in \
                  this process, or another process using that directory?)",
                 engine_dir.display()
-            );
-        }
+            )
+        })?;
+        // Settings given when connecting hold for that connection only.
+        let mut reader_args = vec![
+            "clickhouse".to_string(),
+            format!("--path={}", engine_dir.display()),
+            "--readonly=1".to_string(),
+        ];
+        reader_args.extend(
+            limits
+                .settings()
+                .iter()
+                .map(|(name, value)| format!("--{name}={value}")),
+        );
+        let Some(reader) = connect(api, &reader_args) else {
+            unsafe { (api.close_conn)(conn) };
+            anyhow::bail!("the embedded engine refused its read-only connection");
+        };
         Ok(Inner {
             api,
             conn: RwLock::new(Some(ConnPtr(conn))),
+            reader: RwLock::new(Some(ConnPtr(reader))),
             log: Mutex::new(Vec::new()),
         })
     }
 
+    fn connection(&self, on: On) -> &RwLock<Option<ConnPtr>> {
+        match on {
+            On::Writer => &self.conn,
+            On::Reader => &self.reader,
+        }
+    }
+
     fn run(
         &self,
+        on: On,
         sql: &[u8],
         format: &str,
         log_text: Option<String>,
     ) -> Result<Vec<u8>, StorageError> {
-        let guard = self.conn.read().unwrap();
+        let guard = self.connection(on).read().unwrap();
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
@@ -178,6 +236,17 @@ impl Inner {
                 format.len(),
             )
         };
+        self.finish(result, start, log_text)
+    }
+
+    /// Reads a result (or its error), logs the statement, frees the result.
+    fn finish(
+        &self,
+        result: ffi::ResultPtr,
+        start: DateTime<Utc>,
+        log_text: Option<String>,
+    ) -> Result<Vec<u8>, StorageError> {
+        let api = self.api;
         if result.is_null() {
             return Err(StorageError::Transient(
                 "the embedded engine returned no result".into(),
@@ -212,7 +281,7 @@ impl Inner {
     }
 
     fn classify(&self, sql: &str) -> Result<QueryAnalysis, StorageError> {
-        let guard = self.conn.read().unwrap();
+        let guard = self.reader.read().unwrap();
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
@@ -239,6 +308,54 @@ impl Inner {
         Ok(analysis)
     }
 
+    /// The parser's message for text that did not parse, with positions in
+    /// the caller's own text. The text is a bound parameter of
+    /// `formatQuery`, so nothing in it can run.
+    fn syntax_error(&self, sql: &str) -> StorageError {
+        let guard = self.reader.read().unwrap();
+        let Some(conn) = guard.as_ref() else {
+            return StorageError::Transient("the embedded engine is closed".into());
+        };
+        const QUERY: &str = "SELECT formatQuery({q:String})";
+        const FORMAT: &str = "TabSeparated";
+        // Parameter values are read as escaped text (TSV field syntax).
+        let value = sql
+            .replace('\\', "\\\\")
+            .replace('\t', "\\t")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        let (name, name_len) = (c"q".as_ptr(), 1usize);
+        let (value_ptr, value_len) = (value.as_ptr() as *const c_char, value.len());
+        let result = unsafe {
+            (self.api.query_with_params_n)(
+                *conn.0,
+                QUERY.as_ptr() as *const c_char,
+                QUERY.len(),
+                FORMAT.as_ptr() as *const c_char,
+                FORMAT.len(),
+                &name,
+                &name_len,
+                &value_ptr,
+                &value_len,
+                1,
+            )
+        };
+        drop(guard);
+        // Logged under the caller's text, so the query log counts the error.
+        match self.finish(result, Utc::now(), Some(sql.to_string())) {
+            Err(StorageError::Rejected(m)) | Err(StorageError::Transient(m)) => {
+                // "…: In scope SELECT formatQuery('…')" repeats the text.
+                let m = m
+                    .split(": In scope SELECT formatQuery(")
+                    .next()
+                    .unwrap_or(&m);
+                StorageError::Rejected(m.trim_end().to_string())
+            }
+            Err(e) => e,
+            Ok(_) => StorageError::NotReadOnly("the statement could not be classified".into()),
+        }
+    }
+
     fn flush_query_log(&self) {
         let entries = std::mem::take(&mut *self.log.lock().unwrap());
         if entries.is_empty() {
@@ -249,13 +366,17 @@ impl Inner {
             serde_json::to_writer(&mut sql, e).expect("log entry serializes");
             sql.push(b'\n');
         }
-        if let Err(e) = self.run(&sql, "TabSeparated", None) {
+        if let Err(e) = self.run(On::Writer, &sql, "TabSeparated", None) {
             tracing::warn!(error = %e, entries = entries.len(), "could not write the query log");
         }
     }
 
     fn close(&self) {
         self.flush_query_log();
+        // The reader first: closing the last connection stops the engine.
+        if let Some(reader) = self.reader.write().unwrap().take() {
+            unsafe { (self.api.close_conn)(reader.0) };
+        }
         if let Some(conn) = self.conn.write().unwrap().take() {
             // Only the connection is closed, not the engine (`chdb_shutdown`
             // would refuse every later connect in this process, and a test
@@ -263,6 +384,27 @@ impl Inner {
             unsafe { (self.api.close_conn)(conn.0) };
         }
     }
+}
+
+/// `chdb_connect` with these arguments; `None` when the engine refuses.
+fn connect(api: &Api, args: &[String]) -> Option<*mut Connection> {
+    let cargs: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_str()).expect("arguments have no NUL"))
+        .collect();
+    let mut argv: Vec<*mut c_char> = cargs.iter().map(|a| a.as_ptr() as *mut c_char).collect();
+    let conn = unsafe { (api.connect)(argv.len() as i32, argv.as_mut_ptr()) };
+    (!conn.is_null()).then_some(conn)
+}
+
+/// Engine data (every event, the backups) is readable by the server's user only.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 unsafe fn log_entry(
@@ -324,7 +466,7 @@ unsafe fn log_entry(
 fn engine_config(cfg: &EmbeddedConfig) -> String {
     let dir = |p: std::path::PathBuf| {
         let p = std::path::absolute(&p).unwrap_or(p);
-        let _ = std::fs::create_dir_all(&p);
+        let _ = private_dir(&p);
         format!("{}/", p.display().to_string().trim_end_matches('/'))
     };
     let (cold, archive, backups) = (
@@ -397,36 +539,35 @@ impl Storage for EmbeddedStorage {
     }
 
     async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
-        let inner = self.inner.clone();
+        let format = static_format(format)?;
         let text = sql.to_string();
-        let analysis = tokio::task::spawn_blocking(move || inner.classify(&text))
-            .await
-            .map_err(|e| StorageError::Transient(e.to_string()))??;
-        if analysis.statement_count == 0 {
-            // It did not parse. EXPLAIN SYNTAX executes nothing and returns the
-            // parser's message; its position is shifted back to the user's text.
-            const PREFIX: &str = "EXPLAIN SYNTAX ";
-            return match self.query(&format!("{PREFIX}{sql}"), "TabSeparated").await {
-                Err(StorageError::Rejected(m)) => {
-                    Err(StorageError::Rejected(shift_position(&m, PREFIX.len())))
+        self.read(move |inner| {
+            // Nothing runs unless the engine's parser finds exactly one
+            // statement, and a read one.
+            let analysis = inner.classify(&text)?;
+            match (analysis.statement_count, analysis.query_class) {
+                (0, _) => return Err(inner.syntax_error(&text)),
+                (1, QUERY_CLASS_READ_ONLY) => {}
+                (1, _) => {
+                    return Err(StorageError::NotReadOnly(
+                        "the statement would change data, schema or settings, or write outside \
+                         the database"
+                            .into(),
+                    ));
                 }
-                Err(e) => Err(e),
-                Ok(_) => Err(StorageError::NotReadOnly(
-                    "the statement could not be classified".into(),
-                )),
-            };
-        }
-        if analysis.statement_count > 1 {
-            return Err(StorageError::NotReadOnly(
-                "send one statement at a time".into(),
-            ));
-        }
-        if analysis.query_class != QUERY_CLASS_READ_ONLY {
-            return Err(StorageError::NotReadOnly(
-                "the statement would change data, schema or settings".into(),
-            ));
-        }
-        self.query(sql, format).await
+                _ => {
+                    return Err(StorageError::NotReadOnly(
+                        "send one statement at a time".into(),
+                    ));
+                }
+            }
+            // The engine enforces readonly and the limits on this connection.
+            inner
+                .run(On::Reader, text.as_bytes(), format, Some(text.clone()))
+                .map_err(StorageError::for_readonly_query)
+        })
+        .await
+        .map(Bytes::from)
     }
 
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
@@ -446,23 +587,14 @@ impl Storage for EmbeddedStorage {
         }
         // Wait for in-flight calls: closing takes every permit.
         let _all = self.permits.acquire_many(4).await;
+        let _readers = self
+            .reader_permits
+            .acquire_many(self.reader_concurrency)
+            .await;
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.close()).await;
         self.permits.close();
-    }
-}
-
-/// Rewrites "failed at position N" to N - `by`.
-fn shift_position(message: &str, by: usize) -> String {
-    const AT: &str = "failed at position ";
-    let Some(i) = message.find(AT) else {
-        return message.to_string();
-    };
-    let rest = &message[i + AT.len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    match digits.parse::<usize>() {
-        Ok(n) if n > by => format!("{}{AT}{}{}", &message[..i], n - by, &rest[digits.len()..]),
-        _ => message.to_string(),
+        self.reader_permits.close();
     }
 }
 

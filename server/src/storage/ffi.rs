@@ -31,6 +31,19 @@ pub struct Api {
     pub close_conn: unsafe extern "C" fn(*mut Connection),
     pub query_n:
         unsafe extern "C" fn(Connection, *const c_char, usize, *const c_char, usize) -> ResultPtr,
+    /// `chdb_query_with_params_n`: values bound to `{name:Type}`, never spliced in.
+    pub query_with_params_n: unsafe extern "C" fn(
+        Connection,
+        *const c_char,
+        usize,
+        *const c_char,
+        usize,
+        *const *const c_char,
+        *const usize,
+        *const *const c_char,
+        *const usize,
+        usize,
+    ) -> ResultPtr,
     pub result_buffer: unsafe extern "C" fn(ResultPtr) -> *mut c_char,
     pub result_length: unsafe extern "C" fn(ResultPtr) -> usize,
     pub result_error: unsafe extern "C" fn(ResultPtr) -> *const c_char,
@@ -86,6 +99,7 @@ unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
         connect: sym!(b"chdb_connect"),
         close_conn: sym!(b"chdb_close_conn"),
         query_n: sym!(b"chdb_query_n"),
+        query_with_params_n: sym!(b"chdb_query_with_params_n"),
         result_buffer: sym!(b"chdb_result_buffer"),
         result_length: sym!(b"chdb_result_length"),
         result_error: sym!(b"chdb_result_error"),

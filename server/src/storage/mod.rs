@@ -17,24 +17,45 @@ pub use embedded::EmbeddedStorage;
 use crate::DATABASE;
 use crate::config::{Backend, StorageConfig};
 
-/// What a storage call can fail with. The split decides what the batcher does:
-/// transient errors are retried, data errors are not.
+/// What a storage call can fail with.
+///
+/// Two questions are asked of it, by different callers:
+/// - the batcher asks [`StorageError::is_data_error`]: only rows the engine
+///   could not parse or convert may go to `dead_letter`; anything else (disk
+///   full, access denied, an unknown table, a timeout, a lost connection, an
+///   error we have never seen) is the environment's fault and is retried;
+/// - the API asks [`StorageError::is_transient`]: 503 and "retry later", or
+///   a 4xx with the engine's message.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The engine or server could not be reached or is busy: retry later.
     #[error("storage unavailable: {0}")]
     Transient(String),
-    /// The statement or its rows were refused as invalid: retrying won't help.
+    /// The engine answered with an error (its text, with its code).
     #[error("{0}")]
     Rejected(String),
     /// `query_readonly` refused a statement that would change something.
     #[error("only read-only statements are allowed here: {0}")]
     NotReadOnly(String),
+    /// A read-only query went past one of `storage.query_limits`.
+    #[error("the query exceeded a limit: {0}")]
+    LimitExceeded(String),
 }
 
 impl StorageError {
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Transient(_))
+    }
+
+    /// Whether the rows themselves are at fault, by an allow-list of the
+    /// engine's parse and conversion errors. Only then is retrying useless.
+    pub fn is_data_error(&self) -> bool {
+        match self {
+            StorageError::Rejected(text) => {
+                exception_code(text).is_some_and(|c| DATA_CODES.contains(&c))
+            }
+            _ => false,
+        }
     }
 
     /// Classifies a ClickHouse exception text ("Code: 252. DB::Exception: …")
@@ -43,6 +64,20 @@ impl StorageError {
         match exception_code(&text) {
             Some(code) if TRANSIENT_CODES.contains(&code) => StorageError::Transient(text),
             _ => StorageError::Rejected(text),
+        }
+    }
+
+    /// For a read-only query: a limit it ran into, or a refusal, is the
+    /// caller's to fix, not an outage.
+    pub fn for_readonly_query(self) -> Self {
+        let text = match &self {
+            StorageError::Transient(t) | StorageError::Rejected(t) => t,
+            _ => return self,
+        };
+        match exception_code(text) {
+            Some(c) if LIMIT_CODES.contains(&c) => StorageError::LimitExceeded(text.clone()),
+            Some(READONLY) => StorageError::NotReadOnly(text.clone()),
+            _ => self,
         }
     }
 }
@@ -64,6 +99,7 @@ const TRANSIENT_CODES: &[u32] = &[
     210, // NETWORK_ERROR
     241, // MEMORY_LIMIT_EXCEEDED
     242, // TABLE_IS_READ_ONLY
+    243, // NOT_ENOUGH_SPACE
     252, // TOO_MANY_PARTS
     285, // TOO_FEW_LIVE_REPLICAS
     319, // UNKNOWN_STATUS_OF_INSERT
@@ -71,6 +107,42 @@ const TRANSIENT_CODES: &[u32] = &[
     425, // SYSTEM_ERROR
     999, // KEEPER_EXCEPTION
 ];
+
+/// The codes by which the engine says "these rows are wrong": a value that
+/// does not parse or does not fit its column. Nothing else is a data error.
+const DATA_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    32,  // ATTEMPT_TO_READ_AFTER_EOF
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    53,  // TYPE_MISMATCH
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    131, // TOO_LARGE_STRING_SIZE
+    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
+    377, // CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING
+    407, // DECIMAL_OVERFLOW
+    441, // CANNOT_PARSE_UUID
+    457, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+    467, // CANNOT_PARSE_BOOL
+    691, // UNKNOWN_ELEMENT_OF_ENUM
+];
+
+/// A read-only query ran into a bound: time, memory, result size.
+const LIMIT_CODES: &[u32] = &[
+    159, // TIMEOUT_EXCEEDED
+    158, // TOO_MANY_ROWS
+    241, // MEMORY_LIMIT_EXCEEDED
+    307, // TOO_MANY_BYTES
+    396, // TOO_MANY_ROWS_OR_BYTES
+];
+/// READONLY: the engine refused a write, a setting or a table function.
+const READONLY: u32 = 164;
 
 /// One insert: a table and its rows as JSONEachRow lines.
 #[async_trait]
@@ -96,8 +168,13 @@ pub trait Storage: Send + Sync + 'static {
 /// Opens the configured backend.
 pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match cfg.backend {
-        Backend::Embedded => Arc::new(EmbeddedStorage::open(cfg.embedded.clone()).await?),
-        Backend::Clickhouse => Arc::new(ClickHouseStorage::new(&cfg.clickhouse)),
+        Backend::Embedded => {
+            Arc::new(EmbeddedStorage::open(cfg.embedded.clone(), cfg.query_limits.clone()).await?)
+        }
+        Backend::Clickhouse => Arc::new(ClickHouseStorage::new(
+            &cfg.clickhouse,
+            cfg.query_limits.clone(),
+        )),
     })
 }
 
@@ -144,5 +221,49 @@ mod tests {
         assert!(!e.is_transient());
         let e = StorageError::from_exception("no code at all".into());
         assert!(matches!(e, StorageError::Rejected(_)));
+    }
+
+    #[test]
+    fn only_parse_and_conversion_errors_are_data_errors() {
+        let data = |t: &str| StorageError::from_exception(t.into()).is_data_error();
+        assert!(data(
+            "Code: 27. DB::Exception: Cannot parse input: expected '\"' (CANNOT_PARSE_INPUT_ASSERTION_FAILED)"
+        ));
+        assert!(data(
+            "Code: 117. DB::Exception: Unknown field found while parsing JSONEachRow format: x (INCORRECT_DATA)"
+        ));
+        // The environment's faults are retried, never dead-lettered.
+        for env in [
+            "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)",
+            "Code: 516. DB::Exception: default: Authentication failed (AUTHENTICATION_FAILED)",
+            "Code: 497. DB::Exception: Not enough privileges. (ACCESS_DENIED)",
+            "Code: 60. DB::Exception: Table bilten_analytics.events does not exist. (UNKNOWN_TABLE)",
+            "Code: 81. DB::Exception: Database bilten_analytics does not exist. (UNKNOWN_DATABASE)",
+            "Code: 159. DB::Exception: Timeout exceeded (TIMEOUT_EXCEEDED)",
+            "Code: 1002. DB::Exception: something new",
+            "connection refused",
+        ] {
+            assert!(!data(env), "{env}");
+        }
+        assert!(!StorageError::Transient("Code: 27. x".into()).is_data_error());
+    }
+
+    #[test]
+    fn a_readonly_query_that_hits_a_limit_or_a_refusal_is_the_callers_error() {
+        let e = StorageError::from_exception(
+            "Code: 159. DB::Exception: Timeout exceeded: elapsed 5000 ms (TIMEOUT_EXCEEDED)".into(),
+        );
+        assert!(matches!(
+            e.for_readonly_query(),
+            StorageError::LimitExceeded(_)
+        ));
+        let e = StorageError::from_exception(
+            "Code: 164. DB::Exception: default: Cannot execute query in readonly mode. (READONLY)"
+                .into(),
+        );
+        assert!(matches!(
+            e.for_readonly_query(),
+            StorageError::NotReadOnly(_)
+        ));
     }
 }

@@ -16,6 +16,12 @@
 //! start the log is read back: sealed batches without `Done` are inserted
 //! again with their tokens, unsealed rows go back into the buffers. A torn
 //! or corrupt tail (power loss mid-write) is cut at the last good record.
+//!
+//! An LSN is never issued twice under one epoch, even when every segment is
+//! gone (all confirmed, deleted by hand, or set aside as corrupt): the file
+//! `lsn_floor` holds a bound above every LSN issued, reserved in blocks so it
+//! costs one extra fsync per [`FLOOR_BLOCK`] records. Reusing an LSN would
+//! reuse a deduplication token, and storage would silently drop the batch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
@@ -37,6 +43,11 @@ const HEADER: usize = 4 + 4;
 const MAX_FRAME: usize = 1 << 30;
 /// How much one group commit gathers at most before it writes.
 const GROUP_BYTES: usize = 8 << 20;
+/// LSNs reserved at a time in `lsn_floor`.
+pub const FLOOR_BLOCK: Lsn = 1 << 16;
+const FLOOR_FILE: &str = "lsn_floor";
+const EPOCH_FILE: &str = "epoch";
+const CORRUPT_DIR: &str = "corrupt";
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
@@ -149,7 +160,7 @@ pub struct Recovered {
     pub unsealed: Vec<(Lsn, Table, u32, Bytes)>,
     /// Every `Rows` record still in the log, confirmed or not: the events a
     /// client may resend because the crash ate its 202.
-    pub logged: Vec<Bytes>,
+    pub logged: Vec<(Table, Bytes)>,
 }
 
 #[derive(Debug)]
@@ -186,17 +197,24 @@ impl Wal {
     /// Opens (or creates) the log, reads back what was pending, and starts
     /// the writer thread.
     pub fn open(cfg: &WalConfig) -> io::Result<(Wal, Recovered)> {
-        std::fs::create_dir_all(&cfg.dir)?;
-        let epoch_file = cfg.dir.join("epoch");
+        create_private_dir(&cfg.dir)?;
+        let floor = read_floor(&cfg.dir)?;
+        let epoch_file = cfg.dir.join(EPOCH_FILE);
         let epoch = match std::fs::read_to_string(&epoch_file) {
-            Ok(e) if !e.trim().is_empty() => e.trim().to_string(),
+            // Without a floor the epoch is kept only for a log written before
+            // floors existed, whose segments still show its highest LSN.
+            // Otherwise nothing bounds the LSNs already issued: a new epoch
+            // gives new tokens.
+            Ok(e) if !e.trim().is_empty() && (floor.is_some() || has_segments(&cfg.dir)?) => {
+                e.trim().to_string()
+            }
             _ => {
                 let e = uuid::Uuid::new_v4().simple().to_string();
                 write_durably(&epoch_file, e.as_bytes())?;
                 e
             }
         };
-        let (writer, recovered) = Writer::recover(cfg)?;
+        let (writer, recovered) = Writer::recover(cfg, floor.unwrap_or(0))?;
         let live_bytes = writer.live_bytes.clone();
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -274,18 +292,95 @@ struct Writer {
     live_bytes: Arc<AtomicU64>,
     /// Set by the first write error; see `run`.
     failed: bool,
+    /// Every LSN issued is below this; it is on disk before any LSN reaches it.
+    floor: Lsn,
 }
 
 fn segment_name(first: Lsn) -> String {
     format!("{first:020}.wal")
 }
 
-/// Writes a small file and fsyncs it and its directory.
+/// Replaces a small file atomically (a temporary file renamed over it) and
+/// fsyncs it and its directory: a crash leaves the old content or the new.
 fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
-    let mut f = File::create(path)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = private_file(&tmp)?;
     f.write_all(data)?;
     f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The log holds every accepted event: readable by the server's user only.
+fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+fn private_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+}
+
+fn open_segment(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// The persisted LSN floor; `None` when the file is absent. An unreadable one
+/// stops the start: guessing could reuse tokens.
+fn read_floor(dir: &Path) -> io::Result<Option<Lsn>> {
+    let path = dir.join(FLOOR_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse().map(Some).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{} does not hold a number ({text:?}); it bounds the log's sequence numbers. \
+                     Move the whole log directory aside to start a new log",
+                    path.display()
+                ),
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Segment files in the log directory or set aside in `corrupt/`.
+fn segment_firsts(dir: &Path) -> io::Result<Vec<Lsn>> {
+    let mut firsts = Vec::new();
+    for d in [dir.to_path_buf(), dir.join(CORRUPT_DIR)] {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        firsts.extend(entries.filter_map(|e| e.ok()).filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_suffix(".wal")?
+                .parse::<Lsn>()
+                .ok()
+        }));
+    }
+    Ok(firsts)
+}
+
+fn has_segments(dir: &Path) -> io::Result<bool> {
+    Ok(!segment_firsts(dir)?.is_empty())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -293,7 +388,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 impl Writer {
-    fn recover(cfg: &WalConfig) -> io::Result<(Writer, Recovered)> {
+    fn recover(cfg: &WalConfig, floor: Lsn) -> io::Result<(Writer, Recovered)> {
+        // Segments set aside earlier count for the high-water mark too.
+        let highest_first = segment_firsts(&cfg.dir)?.into_iter().max().unwrap_or(0);
         let mut firsts: Vec<Lsn> = std::fs::read_dir(&cfg.dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
@@ -310,8 +407,8 @@ impl Writer {
             let path = cfg.dir.join(segment_name(first));
             if cut {
                 // Everything after a cut is suspect: set aside, never deleted.
-                let aside = cfg.dir.join("corrupt");
-                std::fs::create_dir_all(&aside)?;
+                let aside = cfg.dir.join(CORRUPT_DIR);
+                create_private_dir(&aside)?;
                 std::fs::rename(&path, aside.join(segment_name(first)))?;
                 tracing::error!(segment = %path.display(), "write-ahead log segment after a corrupt record set aside in corrupt/");
                 continue;
@@ -364,7 +461,7 @@ impl Writer {
         }
 
         let mut recovered = Recovered {
-            logged: rows.values().map(|(_, _, r)| r.clone()).collect(),
+            logged: rows.values().map(|(t, _, r)| (*t, r.clone())).collect(),
             ..Recovered::default()
         };
         let mut pending = BTreeSet::new();
@@ -409,11 +506,17 @@ impl Writer {
             }
         }
 
-        let next_lsn = last_lsn + 1;
+        // Above every LSN this log may ever have issued: the records read, the
+        // segments' names (an empty or set-aside one), and the floor, which
+        // also covers records cut from a corrupt tail.
+        let next_lsn = (last_lsn + 1).max(highest_first).max(floor).max(1);
+        // Reserve the next block before anything is issued.
+        let floor = next_lsn + FLOOR_BLOCK;
+        write_durably(&cfg.dir.join(FLOOR_FILE), floor.to_string().as_bytes())?;
         // Appends always go to a fresh segment after a restart: the old tail
         // may have been cut, and a new file keeps that reasoning simple.
         let path = cfg.dir.join(segment_name(next_lsn));
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_segment(&path)?;
         sync_dir(&cfg.dir)?;
         segments.push_back(Segment {
             first: next_lsn,
@@ -431,6 +534,7 @@ impl Writer {
             seals: seal_map,
             live_bytes: Arc::new(AtomicU64::new(live)),
             failed: false,
+            floor,
         };
         writer.drop_resolved_segments();
         if !recovered.sealed.is_empty() || !recovered.unsealed.is_empty() {
@@ -497,6 +601,12 @@ impl Writer {
         let mut buf = Vec::new();
         let mut lsns = Vec::with_capacity(group.len());
         let mut durable = false;
+        let last = self.next_lsn + group.len() as Lsn;
+        if last >= self.floor {
+            let floor = last + FLOOR_BLOCK;
+            write_durably(&self.dir.join(FLOOR_FILE), floor.to_string().as_bytes())?;
+            self.floor = floor;
+        }
         for Op::Append(record, _) in group {
             let lsn = self.next_lsn;
             self.next_lsn += 1;
@@ -550,7 +660,7 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         let path = self.dir.join(segment_name(self.next_lsn));
-        self.file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.file = open_segment(&path)?;
         sync_dir(&self.dir)?;
         self.segments.push_back(Segment {
             first: self.next_lsn,
@@ -651,7 +761,146 @@ mod tests {
         assert_eq!(rec.unsealed.len(), 1);
         assert_eq!(rec.unsealed[0].0, 3);
         // LSNs go on after the old ones, never reused.
-        assert_eq!(wal.append(rows(4)).await.unwrap(), 7);
+        assert!(wal.append(rows(4)).await.unwrap() > 6);
+    }
+
+    /// Appends a batch (rows, seal) and confirms it; returns the seal's LSN.
+    async fn stored_batch(wal: &Wal) -> Lsn {
+        let r = wal.append(rows(1)).await.unwrap();
+        let seal = wal
+            .append(Record::Seal {
+                table: Table::Events,
+                lsns: vec![r],
+            })
+            .await
+            .unwrap();
+        wal.append(Record::Done { seal }).await.unwrap();
+        seal
+    }
+
+    fn epoch(dir: &Path) -> String {
+        std::fs::read_to_string(dir.join(EPOCH_FILE)).unwrap()
+    }
+
+    /// The sequence that lost an event: batch A stored and confirmed, a
+    /// restart with no traffic (its segments all deleted), another restart,
+    /// then batch B. B must not get A's identity.
+    #[tokio::test]
+    async fn restarts_with_an_emptied_log_never_reuse_a_batch_identity() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Vec::new();
+        for round in 0..4 {
+            let (wal, rec) = Wal::open(&cfg(dir.path())).unwrap();
+            assert!(rec.sealed.is_empty() && rec.unsealed.is_empty());
+            if round != 1 {
+                seen.push((wal.epoch.clone(), stored_batch(&wal).await));
+            }
+            wal.close();
+        }
+        let mut unique = seen.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), seen.len(), "tokens reused: {seen:?}");
+        assert!(seen.windows(2).all(|w| w[0].0 == w[1].0 && w[0].1 < w[1].1));
+    }
+
+    #[tokio::test]
+    async fn segments_deleted_by_hand_or_set_aside_do_not_lower_the_next_lsn() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(&cfg(dir.path())).unwrap();
+        let mut last = 0;
+        for n in 0..30 {
+            last = wal.append(rows(n)).await.unwrap();
+        }
+        wal.close();
+        drop(wal);
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "wal") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let (wal, _) = Wal::open(&cfg(dir.path())).unwrap();
+        assert!(wal.append(rows(0)).await.unwrap() > last);
+    }
+
+    #[tokio::test]
+    async fn records_cut_after_a_corrupt_one_keep_their_lsns_reserved() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = cfg(dir.path());
+        c.segment_bytes = 1 << 20;
+        let (wal, _) = Wal::open(&c).unwrap();
+        let mut last = 0;
+        for n in 0..10 {
+            last = wal.append(rows(n)).await.unwrap();
+        }
+        wal.close();
+        drop(wal);
+        let seg = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0
+            })
+            .unwrap();
+        // Damage the second record: eight intact ones after it are cut.
+        let mut data = std::fs::read(&seg).unwrap();
+        let first_len = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
+        data[HEADER + first_len + HEADER + 10] ^= 0xff;
+        std::fs::write(&seg, data).unwrap();
+        let (wal, rec) = Wal::open(&c).unwrap();
+        assert_eq!(rec.unsealed.len(), 1);
+        assert!(wal.append(rows(0)).await.unwrap() > last);
+    }
+
+    #[tokio::test]
+    async fn an_emptied_directory_or_a_lost_floor_starts_a_new_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(&cfg(dir.path())).unwrap();
+        stored_batch(&wal).await;
+        let first = wal.epoch.clone();
+        wal.close();
+        drop(wal);
+        // Restart: same epoch.
+        let (wal, _) = Wal::open(&cfg(dir.path())).unwrap();
+        assert_eq!(wal.epoch, first);
+        wal.close();
+        drop(wal);
+        // The floor and the segments deleted, the epoch file kept: nothing
+        // bounds the old LSNs any more, so the tokens change.
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().unwrap() != EPOCH_FILE {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let (wal, _) = Wal::open(&cfg(dir.path())).unwrap();
+        assert_ne!(wal.epoch, first);
+        assert_eq!(epoch(dir.path()), wal.epoch);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_floor_stops_the_start_with_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(Wal::open(&cfg(dir.path())).unwrap());
+        std::fs::write(dir.path().join(FLOOR_FILE), "garbage").unwrap();
+        let err = Wal::open(&cfg(dir.path())).err().unwrap();
+        assert!(err.to_string().contains("lsn_floor"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_log_is_readable_by_its_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let logdir = dir.path().join("wal");
+        let (wal, _) = Wal::open(&cfg(&logdir)).unwrap();
+        wal.append(rows(1)).await.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&logdir), 0o700);
+        for e in std::fs::read_dir(&logdir).unwrap() {
+            let p = e.unwrap().path();
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
     }
 
     #[tokio::test]

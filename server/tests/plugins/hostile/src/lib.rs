@@ -69,6 +69,11 @@ impl Plugin for Hostile {
                 event.id = "00000000-0000-0000-0000-000000000000".into();
                 Ok(Verdict::Modify(event))
             }
+            "change_organizer" => {
+                let mut event = event.to_event();
+                event.organizer_id = "org-someone-else".into();
+                Ok(Verdict::Modify(event))
+            }
             "tag" => {
                 let mut p = event.properties()?;
                 let mut event = event.to_event();
