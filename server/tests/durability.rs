@@ -392,3 +392,69 @@ async fn a_slow_disk_sheds_load_instead_of_queueing_without_bound() {
     );
     s.stop().await.unwrap();
 }
+
+/// Disk full and a missing table are the environment's fault, not the rows':
+/// the batch waits (health says why) and is stored whole when it clears.
+#[tokio::test]
+async fn disk_full_or_a_missing_table_is_retried_never_dead_lettered() {
+    for (fault, code) in [
+        ("disk_full", "NOT_ENOUGH_SPACE"),
+        ("unknown_table", "UNKNOWN_TABLE"),
+    ] {
+        let s = TestServer::start(|c| {
+            c.batch.max_rows = 10;
+            c.batch.retry_initial_backoff = Duration::from_millis(20);
+            c.batch.retry_max_backoff = Duration::from_millis(100);
+        })
+        .await;
+        fail::cfg("storage::insert", &format!("return({fault})")).unwrap();
+        let (ids, body) = request(10, 0);
+        assert_eq!(s.post_json("/v1/events", &body).await.0, 202);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (_, h) = s.admin_get("/admin/health").await;
+        assert_eq!(h["status"], "degraded", "{fault}: {h}");
+        assert_eq!(h["buffers"]["inserts_failing"], 1, "{fault}: {h}");
+        assert!(
+            h["buffers"]["last_insert_error"]
+                .as_str()
+                .unwrap()
+                .contains(code),
+            "{fault}: {h}"
+        );
+        assert_eq!(h["buffers"]["rows_dead_lettered"], 0, "{fault}: {h}");
+        fail::remove("storage::insert");
+        s.flush().await;
+        assert_eq!(s.count("events").await, ids.len() as u64, "{fault}");
+        assert_eq!(s.count("dead_letter").await, 0, "{fault}");
+        let (_, h) = s.admin_get("/admin/health").await;
+        assert_eq!(h["buffers"]["inserts_failing"], 0, "{fault}: {h}");
+        s.stop().await.unwrap();
+    }
+}
+
+/// `?wait=true` with storage down answers within its timeout, with the
+/// usual 202: the rows are in the log and arrive when storage does.
+#[tokio::test]
+async fn wait_true_answers_within_its_timeout_when_storage_is_down() {
+    let s = TestServer::start(|c| {
+        c.ingest.wait_timeout = Duration::from_secs(1);
+        c.batch.retry_initial_backoff = Duration::from_millis(20);
+        c.batch.retry_max_backoff = Duration::from_millis(100);
+    })
+    .await;
+    fail::cfg("storage::insert", "return").unwrap();
+    let (ids, body) = request(5, 0);
+    let started = std::time::Instant::now();
+    let (status, r) = s.post_json("/v1/events?wait=true", &body).await;
+    let took = started.elapsed();
+    assert_eq!((status, r["accepted"].clone()), (202, json!(5)), "{r}");
+    assert!(r.get("stored").is_none(), "{r}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    fail::remove("storage::insert");
+    s.flush().await;
+    assert_eq!(s.count("events").await, ids.len() as u64);
+    s.stop().await.unwrap();
+}

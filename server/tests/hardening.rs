@@ -490,3 +490,79 @@ async fn damaged_bodies_never_get_a_5xx_and_valid_neighbours_are_kept() {
     assert_eq!(s.get_raw("/health").await.status(), 200);
     s.stop().await.unwrap();
 }
+
+/// Every event is in these directories: the server's user alone may read them.
+#[tokio::test]
+async fn data_log_and_backups_are_readable_by_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start(|_| {}).await;
+    assert_eq!(
+        s.post_json("/v1/events", &event(&uuid::Uuid::now_v7().to_string(), "o"))
+            .await
+            .0,
+        202
+    );
+    let r = s.post_raw("/admin/backups", Some(ADMIN)).await;
+    assert_eq!(r.status(), 200);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for dir in ["", "engine", "wal", "cold", "archive", "backups"] {
+        let p = s.data_dir.join(dir);
+        assert_eq!(mode(&p), 0o700, "{}", p.display());
+    }
+    for e in std::fs::read_dir(s.data_dir.join("wal")).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p) & 0o077, 0, "{}", p.display());
+    }
+    s.stop().await.unwrap();
+}
+
+/// Peak resident memory of this process (the server runs in it).
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// 10 KB of gzip that inflates to five million JSON values: refused as too
+/// many events while it is read, without building them all in memory.
+#[tokio::test]
+async fn a_small_gzip_body_of_millions_of_values_costs_no_memory() {
+    let s = TestServer::start(|_| {}).await;
+    let mut json = b"[".to_vec();
+    json.extend(std::iter::repeat_n(b"1,".as_slice(), 5_000_000).flatten());
+    json.extend_from_slice(b"1]");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gz.write_all(&json).unwrap();
+    let gz = gz.finish().unwrap();
+    assert!(gz.len() < 20_000, "{} bytes of gzip", gz.len());
+    drop(json);
+    // Warm up the path (allocator arenas, the first request's buffers).
+    let (status, _) = s
+        .post_json("/v1/events", &event(&uuid::Uuid::now_v7().to_string(), "o"))
+        .await;
+    assert_eq!(status, 202);
+    let before = peak_rss_bytes();
+    let r = s
+        .client
+        .post(format!("{}/v1/events", s.base))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("too many events"),
+        "{body}"
+    );
+    let grew = peak_rss_bytes().saturating_sub(before);
+    // The inflated body itself is 10 MB; a value per element would be 160 MB+.
+    assert!(grew < 64 << 20, "peak memory grew by {} MiB", grew >> 20);
+    s.stop().await.unwrap();
+}

@@ -765,3 +765,52 @@ async fn the_sdk_readme_goes_from_nothing_to_a_hot_reloaded_validator() {
     assert_eq!(properties(&row)["internal"], true);
     s.stop().await.unwrap();
 }
+
+/// A plugin's answer is measured in its own memory: past
+/// `plugin_host.verdict_bytes` it is a fault, and the text is never copied
+/// into the server (nor into responses or tables).
+#[tokio::test]
+async fn text_past_the_verdict_budget_is_a_fault() {
+    let s = TestServer::start(|c| {
+        c.plugin_host.verdict_bytes = 64 << 10;
+        c.plugins = vec![hostile(
+            "loud",
+            "huge_reject",
+            "t_loud",
+            FailurePolicy::FailClosed,
+        )];
+    })
+    .await;
+    let (loud, quiet) = (event("t_loud"), event("page_view"));
+    let (status, body) = s.post_json("/v1/events", &json!([loud, quiet])).await;
+    assert_eq!(
+        (status, body["quarantined"].clone()),
+        (202, json!(2)),
+        "{body}"
+    );
+    assert!(body.to_string().len() < 10_000, "the message came back");
+    s.flush().await;
+    let rows = s
+        .query(&format!(
+            "SELECT detail FROM bilten_analytics.plugin_quarantine WHERE event_id = '{}'",
+            loud["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        rows[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("more than 65536 bytes of text"),
+        "{rows:?}"
+    );
+    // Within the budget the plugin works as before.
+    let (status, body) = s
+        .post_json("/v1/events", &json!([event("page_view")]))
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}

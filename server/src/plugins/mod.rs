@@ -100,6 +100,9 @@ pub struct HostSettings {
     pub breaker_window: Duration,
     /// A plugin's stdout and stderr kept per batch; the rest is dropped.
     pub output_bytes: usize,
+    /// Text a plugin may return from one batch (modified events, rejection
+    /// messages), measured in its memory before the host copies any of it.
+    pub verdict_bytes: usize,
     /// Lines of plugin output logged per plugin per minute.
     pub log_lines_per_minute: u64,
 }
@@ -113,6 +116,7 @@ impl Default for HostSettings {
             breaker_faults: 5,
             breaker_window: Duration::from_secs(60),
             output_bytes: 16 * 1024,
+            verdict_bytes: 16 << 20,
             log_lines_per_minute: 60,
         }
     }
@@ -256,6 +260,7 @@ impl Loaded {
             timeout: self.config.timeout,
             memory_bytes: self.config.memory_mb << 20,
             output_bytes: settings.output_bytes,
+            verdict_bytes: settings.verdict_bytes,
         }
     }
 

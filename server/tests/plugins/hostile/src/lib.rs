@@ -69,6 +69,7 @@ impl Plugin for Hostile {
                 event.id = "00000000-0000-0000-0000-000000000000".into();
                 Ok(Verdict::Modify(event))
             }
+            "huge_reject" => Err(Error::new("huge", "x".repeat(1 << 20))),
             "change_organizer" => {
                 let mut event = event.to_event();
                 event.organizer_id = "org-someone-else".into();
