@@ -15,6 +15,34 @@ fn event(id: &str, org: &str) -> Value {
     json!({"id": id, "event_type": "page_view", "organizer_id": org, "user_id": "u1"})
 }
 
+/// A path in a fresh directory: where an attack would write.
+fn scratch(name: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+/// Posts gzip bytes as a JSON body of events.
+async fn post_gzip(s: &TestServer, gz: Vec<u8>) -> reqwest::Response {
+    s.client
+        .post(format!("{}/v1/events", s.base))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(gz)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Posts one event and writes it to storage.
+async fn store_one(s: &TestServer) {
+    let (status, body) = s
+        .post_json("/v1/events", &event(&uuid::Uuid::now_v7().to_string(), "o"))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+}
+
 async fn ids_stored(s: &TestServer) -> Vec<String> {
     s.query("SELECT toString(id) AS id FROM bilten_analytics.events ORDER BY id")
         .await
@@ -90,8 +118,7 @@ async fn every_event_survives_a_long_sequence_of_restarts() {
 #[tokio::test]
 async fn sql_that_does_not_parse_runs_nothing() {
     let s = TestServer::start(|_| {}).await;
-    let target = tempfile::tempdir().unwrap();
-    let file = target.path().join("x");
+    let (_target, file) = scratch("x");
     let (status, body) = s
         .admin_query(&format!(
             "SELECT 1; INSERT INTO FUNCTION file('{}','LineAsString') SELECT 'x'; )",
@@ -119,8 +146,7 @@ async fn sql_that_does_not_parse_runs_nothing() {
 #[tokio::test]
 async fn admin_sql_cannot_reach_files_the_network_processes_or_settings() {
     let s = TestServer::start(|_| {}).await;
-    let target = tempfile::tempdir().unwrap();
-    let out = target.path().join("out");
+    let (_target, out) = scratch("out");
     for sql in [
         "SELECT * FROM file('/proc/self/environ','RawBLOB')".to_string(),
         "SELECT * FROM url('http://127.0.0.1:9/x','RawBLOB')".to_string(),
@@ -198,22 +224,11 @@ async fn admin_sql_is_bounded_in_time_and_result_size() {
 #[tokio::test]
 async fn a_retention_age_past_2106_is_refused_and_nothing_is_deleted() {
     let s = TestServer::start(|_| {}).await;
-    assert_eq!(
-        s.post_json("/v1/events", &event(&uuid::Uuid::now_v7().to_string(), "o"))
-            .await
-            .0,
-        202
-    );
-    s.flush().await;
-    let r = s
-        .client
-        .put(format!("{}/admin/retention", s.base))
-        .bearer_auth(ADMIN)
-        .json(&json!({"default": {"cold_after": "30d", "archive_after": "90d", "delete_after": "100years"}}))
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = common::status_and_body(r).await;
+    store_one(&s).await;
+    let policy = json!({"default": {"cold_after": "30d", "archive_after": "90d", "delete_after": "100years"}});
+    let (status, body) = s
+        .admin(reqwest::Method::PUT, "/admin/retention", Some(&policy))
+        .await;
     assert_eq!(status, 400, "{body}");
     assert!(body["error"].as_str().unwrap().contains("2106"), "{body}");
     let r = s.post_raw("/admin/retention/apply", Some(ADMIN)).await;
@@ -227,21 +242,8 @@ async fn a_retention_age_past_2106_is_refused_and_nothing_is_deleted() {
 #[tokio::test]
 async fn an_unreadable_restore_body_is_refused_and_the_live_database_stays() {
     let s = TestServer::start(|_| {}).await;
-    assert_eq!(
-        s.post_json("/v1/events", &event(&uuid::Uuid::now_v7().to_string(), "o"))
-            .await
-            .0,
-        202
-    );
-    s.flush().await;
-    let r = s
-        .client
-        .post(format!("{}/admin/backups", s.base))
-        .bearer_auth(ADMIN)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = common::status_and_body(r).await;
+    store_one(&s).await;
+    let (status, body) = s.admin(reqwest::Method::POST, "/admin/backups", None).await;
     assert_eq!(status, 200, "{body}");
     let id = body["backup"]["id"].as_str().unwrap().to_string();
     let r = s
@@ -463,15 +465,7 @@ async fn damaged_bodies_never_get_a_5xx_and_valid_neighbours_are_kept() {
         let mut gz = gz.finish().unwrap();
         let at = rng.random_range(0..gz.len());
         gz[at] ^= rng.random_range(1..=255u8);
-        let r = s
-            .client
-            .post(format!("{}/v1/events", s.base))
-            .header("content-type", "application/json")
-            .header("content-encoding", "gzip")
-            .body(gz)
-            .send()
-            .await
-            .unwrap();
+        let r = post_gzip(&s, gz).await;
         assert!(
             r.status().as_u16() < 500,
             "round {round}: gzip {}",
@@ -546,15 +540,7 @@ async fn a_small_gzip_body_of_millions_of_values_costs_no_memory() {
         .await;
     assert_eq!(status, 202);
     let before = peak_rss_bytes();
-    let r = s
-        .client
-        .post(format!("{}/v1/events", s.base))
-        .header("content-type", "application/json")
-        .header("content-encoding", "gzip")
-        .body(gz)
-        .send()
-        .await
-        .unwrap();
+    let r = post_gzip(&s, gz).await;
     let (status, body) = common::status_and_body(r).await;
     assert_eq!(status, 413, "{body}");
     assert!(
@@ -564,5 +550,28 @@ async fn a_small_gzip_body_of_millions_of_values_costs_no_memory() {
     let grew = peak_rss_bytes().saturating_sub(before);
     // The inflated body itself is 10 MB; a value per element would be 160 MB+.
     assert!(grew < 64 << 20, "peak memory grew by {} MiB", grew >> 20);
+    s.stop().await.unwrap();
+}
+
+/// A request without the token is answered before its body is read: a body
+/// that never comes (or is endless) holds nothing.
+#[tokio::test]
+async fn the_admin_token_is_checked_before_the_body_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = TestServer::start(|_| {}).await;
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    sock.write_all(
+        b"POST /admin/query HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000000\r\n\r\nSELECT 1",
+    )
+    .await
+    .unwrap();
+    let mut reply = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.read(&mut reply))
+        .await
+        .expect("no answer while the body was still coming")
+        .unwrap();
+    let head = String::from_utf8_lossy(&reply[..n]);
+    assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     s.stop().await.unwrap();
 }

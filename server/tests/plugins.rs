@@ -83,6 +83,28 @@ async fn row_of(s: &TestServer, table: &str, id: &str) -> Value {
     rows[0].clone()
 }
 
+async fn a_page_view_is_accepted(s: &TestServer) {
+    let (status, body) = s
+        .post_json("/v1/events", &json!([event("page_view")]))
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(1)),
+        "{body}"
+    );
+}
+
+/// Why the plugin chain quarantined this event.
+async fn quarantine_detail(s: &TestServer, event: &Value) -> String {
+    let rows = s
+        .query(&format!(
+            "SELECT detail FROM bilten_analytics.plugin_quarantine WHERE event_id = '{}'",
+            event["id"].as_str().unwrap()
+        ))
+        .await;
+    rows[0]["detail"].as_str().unwrap().to_string()
+}
+
 fn properties(row: &Value) -> Value {
     serde_json::from_str(row["properties"].as_str().unwrap()).unwrap()
 }
@@ -369,14 +391,7 @@ async fn hostile_plugins_are_contained_by_their_failure_policy() {
     assert_eq!(faults, 0, "{chatty}");
 
     // The server kept serving, and health and metrics tell what happened.
-    let (status, body) = s
-        .post_json("/v1/events", &json!([event("page_view")]))
-        .await;
-    assert_eq!(
-        (status, body["accepted"].clone()),
-        (202, json!(1)),
-        "{body}"
-    );
+    a_page_view_is_accepted(&s).await;
     let (_, health) = s.admin_get("/admin/health").await;
     assert_eq!(health["plugins"]["status"], "ok", "{health}");
     assert_eq!(health["plugins"]["faults"], 8, "one per case: {health}");
@@ -421,13 +436,8 @@ async fn fault_details_say_what_went_wrong() {
             "{body}"
         );
         s.flush().await;
-        let rows = s
-            .query(&format!(
-                "SELECT detail FROM bilten_analytics.plugin_quarantine WHERE event_id = '{}'",
-                e["id"].as_str().unwrap()
-            ))
-            .await;
-        let detail = rows[0]["detail"].as_str().unwrap();
+        let detail = quarantine_detail(&s, &e).await;
+        let detail = detail.as_str();
         assert!(
             detail.contains(expected),
             "{trigger}: {detail:?} lacks {expected:?}"
@@ -790,27 +800,9 @@ async fn text_past_the_verdict_budget_is_a_fault() {
     );
     assert!(body.to_string().len() < 10_000, "the message came back");
     s.flush().await;
-    let rows = s
-        .query(&format!(
-            "SELECT detail FROM bilten_analytics.plugin_quarantine WHERE event_id = '{}'",
-            loud["id"].as_str().unwrap()
-        ))
-        .await;
-    assert!(
-        rows[0]["detail"]
-            .as_str()
-            .unwrap()
-            .contains("more than 65536 bytes of text"),
-        "{rows:?}"
-    );
+    let detail = quarantine_detail(&s, &loud).await;
+    assert!(detail.contains("more than 65536 bytes of text"), "{detail}");
     // Within the budget the plugin works as before.
-    let (status, body) = s
-        .post_json("/v1/events", &json!([event("page_view")]))
-        .await;
-    assert_eq!(
-        (status, body["accepted"].clone()),
-        (202, json!(1)),
-        "{body}"
-    );
+    a_page_view_is_accepted(&s).await;
     s.stop().await.unwrap();
 }

@@ -82,7 +82,9 @@ pub fn run(
                     false,
                 );
                 plugins.log_output(plugin, &output);
-                result.and_then(|(_, verdicts)| decide(table, &ids, verdicts, now))
+                result.and_then(|(_, verdicts)| {
+                    decide(table, &ids, verdicts, now, plugins.settings.verdict_bytes)
+                })
             }
         };
         let stats = &plugin.stats;
@@ -109,12 +111,32 @@ pub fn run(
 /// the whole batch under the policy, never half of it. A modified event keeps
 /// its id and its organizer: the organizer is the tenant boundary (ingest
 /// keys are scoped by it), and no plugin may move an event across it.
+///
+/// The text a plugin returns (modified events, rejection messages) counts
+/// against `budget`; past it the batch is a fault before any of that text
+/// reaches a response, a table or the log.
 fn decide(
     table: Table,
     ids: &[(uuid::Uuid, &str)],
     verdicts: Vec<Verdict>,
     now: DateTime<Utc>,
+    budget: usize,
 ) -> Result<Vec<Decision>, Fault> {
+    let mut text = 0usize;
+    let mut spend = |n: usize| {
+        text += n;
+        match text > budget {
+            true => Err(Fault::new(
+                FaultKind::BadOutput,
+                format!(
+                    "returned more than {budget} bytes of text for {} events \
+                     (plugin_host.verdict_bytes)",
+                    ids.len()
+                ),
+            )),
+            false => Ok(()),
+        }
+    };
     verdicts
         .into_iter()
         .zip(ids)
@@ -122,8 +144,13 @@ fn decide(
         .map(|(i, (verdict, (id, organizer)))| match verdict {
             Verdict::Keep => Ok(Decision::Keep),
             Verdict::Drop => Ok(Decision::Drop),
-            Verdict::Reject(r) => Ok(Decision::Reject(r)),
+            Verdict::Reject(r) => {
+                spend(r.code.len() + r.message.len() + r.field.as_ref().map_or(0, String::len))?;
+                Ok(Decision::Reject(r))
+            }
             Verdict::Modify(after) => {
+                let value = from_event(table, &after);
+                spend(text_len(&value))?;
                 if uuid::Uuid::parse_str(&after.id).ok() != Some(*id) {
                     return Err(Fault::new(
                         FaultKind::BadOutput,
@@ -136,14 +163,12 @@ fn decide(
                         format!("event {i}: a plugin may not change an event's organizer_id"),
                     ));
                 }
-                let row = ingest::revalidate(table, from_event(table, &after), now).map_err(
-                    |(_, reason)| {
-                        Fault::new(
-                            FaultKind::BadOutput,
-                            format!("event {i}: the modified event is invalid: {reason}"),
-                        )
-                    },
-                )?;
+                let row = ingest::revalidate(table, value, now).map_err(|(_, reason)| {
+                    Fault::new(
+                        FaultKind::BadOutput,
+                        format!("event {i}: the modified event is invalid: {reason}"),
+                    )
+                })?;
                 Ok(Decision::Modify(Box::new(row)))
             }
         })
@@ -449,6 +474,16 @@ fn push(b: &mut Batch, row: &Row) {
 
 /// A modified event back into the JSON a client would send, so that it
 /// passes the same structural validation as one.
+/// The bytes of text in a JSON value, whatever its fields.
+fn text_len(v: &Value) -> usize {
+    match v {
+        Value::String(s) => s.len(),
+        Value::Array(items) => items.iter().map(text_len).sum(),
+        Value::Object(m) => m.iter().map(|(k, v)| k.len() + text_len(v)).sum(),
+        _ => 0,
+    }
+}
+
 fn from_event(table: Table, e: &Event) -> Value {
     let properties: Value =
         serde_json::from_str(&e.properties).unwrap_or(Value::String(e.properties.clone()));

@@ -107,50 +107,6 @@ pub struct Compiled {
     pre: wit::PluginPre<Sandbox>,
 }
 
-/// Checks the text a plugin returned against `budget` before any of it goes
-/// further (into responses, tables, logs). The bindings copy the verdicts out
-/// of the plugin's memory as the call returns (the guest frees them right
-/// after), so that one copy is bounded by the plugin's memory cap, not by
-/// this budget.
-fn within_budget(verdicts: &[Verdict], budget: usize) -> Result<(), CallError> {
-    let mut total = 0usize;
-    for v in verdicts {
-        total += match v {
-            Verdict::Modify(e) => [
-                &e.id,
-                &e.event_type,
-                &e.event_name,
-                &e.organizer_id,
-                &e.user_id,
-                &e.session_id,
-                &e.event_id,
-                &e.properties,
-                &e.user_agent,
-                &e.ip,
-                &e.url,
-                &e.referrer,
-                &e.order_id,
-                &e.currency,
-            ]
-            .iter()
-            .map(|s| s.len())
-            .sum(),
-            Verdict::Reject(r) => {
-                r.code.len() + r.message.len() + r.field.as_ref().map_or(0, String::len)
-            }
-            _ => 0,
-        };
-    }
-    if total > budget {
-        return Err(CallError::Budget(format!(
-            "returned {total} bytes of text for {} events, more than {budget} bytes of text \
-             (plugin_host.verdict_bytes)",
-            verdicts.len()
-        )));
-    }
-    Ok(())
-}
-
 /// A call's answer: the plugin's name and version when asked, and its verdicts.
 pub type Called = (Option<PluginInfo>, Vec<Verdict>);
 
@@ -160,7 +116,6 @@ pub struct Limits {
     pub timeout: Duration,
     pub memory_bytes: usize,
     pub output_bytes: usize,
-    pub verdict_bytes: usize,
 }
 
 /// What one call returned besides its verdicts: the plugin's stdout and
@@ -257,14 +212,7 @@ impl Host {
         let ticks = limits.timeout.as_micros().div_ceil(TICK.as_micros()) as u64 + 1;
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
-        let result = run(
-            &mut store,
-            plugin,
-            config_json,
-            batch,
-            info,
-            limits.verdict_bytes,
-        );
+        let result = run(&mut store, plugin, config_json, batch, info);
         let result = result.map_err(|e| classify(e, &store, limits));
         let result = result.and_then(|(info, verdicts)| {
             if verdicts.len() == batch.tables.len() {
@@ -301,8 +249,6 @@ impl Host {
 enum CallError {
     Init(String),
     Wasm(wasmtime::Error),
-    /// Returned more text than `verdict_bytes`.
-    Budget(String),
 }
 
 fn run(
@@ -311,7 +257,6 @@ fn run(
     config_json: &str,
     batch: &Batch,
     info: bool,
-    verdict_bytes: usize,
 ) -> Result<Called, CallError> {
     let bindings = plugin
         .pre
@@ -328,14 +273,12 @@ fn run(
     let verdicts = api
         .call_process(&mut *store, batch)
         .map_err(CallError::Wasm)?;
-    within_budget(&verdicts, verdict_bytes)?;
     Ok((info, verdicts))
 }
 
 fn classify(e: CallError, store: &Store<Sandbox>, limits: Limits) -> Fault {
     let e = match e {
         CallError::Init(msg) => return Fault::new(FaultKind::Init, format!("init failed: {msg}")),
-        CallError::Budget(msg) => return Fault::new(FaultKind::BadOutput, msg),
         CallError::Wasm(e) => e,
     };
     if let Some(wanted) = store.data().limiter.exceeded {

@@ -100,8 +100,9 @@ pub struct HostSettings {
     pub breaker_window: Duration,
     /// A plugin's stdout and stderr kept per batch; the rest is dropped.
     pub output_bytes: usize,
-    /// Text a plugin may return from one batch (modified events, rejection
-    /// messages), measured in its memory before the host copies any of it.
+    /// Text a plugin may return for one batch (modified events, rejection
+    /// messages); more is a fault before any of it goes further. The copy
+    /// out of its memory is bounded by its `memory_mb`.
     pub verdict_bytes: usize,
     /// Lines of plugin output logged per plugin per minute.
     pub log_lines_per_minute: u64,
@@ -260,7 +261,6 @@ impl Loaded {
             timeout: self.config.timeout,
             memory_bytes: self.config.memory_mb << 20,
             output_bytes: settings.output_bytes,
-            verdict_bytes: settings.verdict_bytes,
         }
     }
 

@@ -14,6 +14,9 @@ use crate::config::{ClickHouseConfig, QueryLimits};
 pub struct ClickHouseStorage {
     client: Client,
     limits: QueryLimits,
+    /// Admin queries at once (`limits.concurrency`): they cannot crowd out
+    /// the inserts' connections.
+    readers: tokio::sync::Semaphore,
     /// Bounds every call: a stalled server must not hold a flush worker forever.
     timeout: Duration,
 }
@@ -29,6 +32,7 @@ impl ClickHouseStorage {
         }
         ClickHouseStorage {
             client,
+            readers: tokio::sync::Semaphore::new(limits.concurrency),
             limits,
             timeout: cfg.timeout,
         }
@@ -36,9 +40,11 @@ impl ClickHouseStorage {
 
     /// For tests: a client pointed at the crate's mock server.
     pub fn from_client(client: Client, timeout: Duration) -> Self {
+        let limits = QueryLimits::default();
         ClickHouseStorage {
             client,
-            limits: QueryLimits::default(),
+            readers: tokio::sync::Semaphore::new(limits.concurrency),
+            limits,
             timeout,
         }
     }
@@ -118,6 +124,11 @@ impl Storage for ClickHouseStorage {
         // readonly=1: the server refuses writes, DDL, settings changes and
         // table functions (files, URLs, other servers, processes). The HTTP
         // interface runs one statement per request.
+        let _permit = self
+            .readers
+            .acquire()
+            .await
+            .map_err(|_| StorageError::Transient("closed".into()))?;
         let mut query = self.statement(sql).with_setting("readonly", "1");
         for (name, value) in self.limits.settings() {
             query = query.with_setting(name, value);

@@ -735,20 +735,8 @@ mod tests {
             let a = wal.append(rows(1)).await.unwrap();
             let b = wal.append(rows(2)).await.unwrap();
             let c = wal.append(rows(3)).await.unwrap();
-            let s1 = wal
-                .append(Record::Seal {
-                    table: Table::Events,
-                    lsns: vec![a],
-                })
-                .await
-                .unwrap();
-            let s2 = wal
-                .append(Record::Seal {
-                    table: Table::Events,
-                    lsns: vec![b],
-                })
-                .await
-                .unwrap();
+            let s1 = seal(&wal, vec![a]).await;
+            let s2 = seal(&wal, vec![b]).await;
             wal.append(Record::Done { seal: s1 }).await.unwrap();
             assert_eq!((a, b, c, s2), (1, 2, 3, 5));
             wal.close();
@@ -764,16 +752,30 @@ mod tests {
         assert!(wal.append(rows(4)).await.unwrap() > 6);
     }
 
+    /// The segment that holds the records (not the fresh empty one).
+    fn written_segment(dir: &Path) -> PathBuf {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0
+            })
+            .unwrap()
+    }
+
+    async fn seal(wal: &Wal, lsns: Vec<Lsn>) -> Lsn {
+        wal.append(Record::Seal {
+            table: Table::Events,
+            lsns,
+        })
+        .await
+        .unwrap()
+    }
+
     /// Appends a batch (rows, seal) and confirms it; returns the seal's LSN.
     async fn stored_batch(wal: &Wal) -> Lsn {
         let r = wal.append(rows(1)).await.unwrap();
-        let seal = wal
-            .append(Record::Seal {
-                table: Table::Events,
-                lsns: vec![r],
-            })
-            .await
-            .unwrap();
+        let seal = seal(wal, vec![r]).await;
         wal.append(Record::Done { seal }).await.unwrap();
         seal
     }
@@ -836,13 +838,7 @@ mod tests {
         }
         wal.close();
         drop(wal);
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0
-            })
-            .unwrap();
+        let seg = written_segment(dir.path());
         // Damage the second record: eight intact ones after it are cut.
         let mut data = std::fs::read(&seg).unwrap();
         let first_len = u32::from_le_bytes(data[..4].try_into().unwrap()) as usize;
@@ -913,13 +909,7 @@ mod tests {
             }
             wal.close();
         }
-        let seg = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| {
-                p.extension().is_some_and(|e| e == "wal") && std::fs::metadata(p).unwrap().len() > 0
-            })
-            .unwrap();
+        let seg = written_segment(dir.path());
         let len = std::fs::metadata(&seg).unwrap().len();
         OpenOptions::new()
             .write(true)

@@ -99,6 +99,23 @@ impl TestServer {
         status_and_body(r).await
     }
 
+    /// Any admin route, with the admin token and an optional JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(ADMIN);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        status_and_body(req.send().await.unwrap()).await
+    }
+
     /// POST with no body, with a bearer token if given.
     pub async fn post_raw(&self, path: &str, token: Option<&str>) -> reqwest::Response {
         let mut req = self.client.post(format!("{}{path}", self.base));
