@@ -19,7 +19,9 @@
 //! ```
 //!
 //! # Modules
-//! - [`config`]: one `Config`, TOML + environment, validated at start.
+//! - [`model`]: the tables and the facts about them; imports nothing else.
+//! - [`config`]: one `Config`, TOML + environment, validated at start;
+//!   imports only `model`.
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload.
@@ -29,8 +31,12 @@
 //!   and `clickhouse` (the official crate over HTTP).
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
 //!   the report, and the audit log's batched writer; none of it knows HTTP.
-//! - [`routes`]: thin axum handlers (ingest, admin, health, auth and audit);
-//!   [`error`]: the one `IntoResponse`.
+//! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
+//!   admin, health, auth and audit); [`error`]: the one `IntoResponse`.
+//!
+//! Dependencies point one way: the root wires modules together and names
+//! none of them back; `model` imports nothing; `config` only `model`; no
+//! two modules import each other (`tests/architecture.rs` checks this).
 //! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
 //! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
@@ -48,6 +54,7 @@ pub mod config;
 pub mod error;
 pub mod ingest;
 pub mod loadgen;
+pub mod model;
 pub mod ops;
 pub mod plugins;
 pub mod routes;
@@ -58,131 +65,15 @@ pub mod wal;
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
-use axum::middleware::from_fn_with_state;
-use axum::routing::{get, post};
-use axum::{BoxError, Router};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
-use tower_http::decompression::RequestDecompressionLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::batch::Batcher;
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::storage::Storage;
 use crate::wal::{Wal, WalConfig};
 
-/// The ClickHouse database every table and view lives in.
-pub const DATABASE: &str = "bilten_analytics";
-
-/// What handlers share.
-#[derive(Clone)]
-pub struct AppState {
-    pub config: Arc<Config>,
-    pub storage: Arc<dyn Storage>,
-    pub batcher: Arc<Batcher>,
-    /// `None` when `wal.enabled = false`.
-    pub wal: Option<Arc<Wal>>,
-    /// Events accepted within `ingest.dedup_window`, to drop resends.
-    pub recent_ids: moka::sync::Cache<ingest::ResendKey, ()>,
-    /// The retention policy in force (the file's, or the last `PUT`).
-    pub retention: Arc<tokio::sync::RwLock<ops::retention::RetentionConfig>>,
-    /// The Wasm plugin chain.
-    pub plugins: Arc<plugins::Plugins>,
-    /// Admin requests, written in batches.
-    pub audit: Arc<ops::audit::AuditLog>,
-}
-
-impl AppState {
-    pub fn new(
-        config: Arc<Config>,
-        storage: Arc<dyn Storage>,
-        batcher: Arc<Batcher>,
-        wal: Option<Arc<Wal>>,
-        plugins: Arc<plugins::Plugins>,
-    ) -> AppState {
-        // LRU, not moka's default TinyLFU: TinyLFU refuses new keys once the
-        // cache is full, and under sustained load every resend would pass.
-        let recent_ids = moka::sync::Cache::builder()
-            .max_capacity(config.ingest.dedup_capacity)
-            .time_to_live(config.ingest.dedup_window)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .build();
-        let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
-        let audit = ops::audit::AuditLog::start(storage.clone());
-        AppState {
-            audit,
-            config,
-            storage,
-            batcher,
-            wal,
-            recent_ids,
-            retention,
-            plugins,
-        }
-    }
-}
-
-/// Builds the whole HTTP API from its dependencies.
-pub fn router(state: AppState) -> Router {
-    let ingest = Router::new()
-        .route("/v1/{kind}", post(routes::ingest::ingest))
-        .route_layer(from_fn_with_state(
-            state.clone(),
-            routes::auth::require_ingest_key,
-        ))
-        // Past `max_in_flight` requests, answer 503 at once rather than queue.
-        .route_layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(|_: BoxError| async {
-                    ApiError::Overloaded("too many ingest requests in flight; retry later".into())
-                }))
-                .load_shed()
-                .concurrency_limit(state.config.ingest.max_in_flight),
-        );
-    let admin = Router::new()
-        .route("/flush", post(routes::admin::flush))
-        .route("/query", post(routes::admin::query))
-        .route("/health", get(routes::admin::health))
-        .route(
-            "/retention",
-            get(routes::admin::retention).put(routes::admin::set_retention),
-        )
-        .route("/retention/apply", post(routes::admin::apply_retention))
-        .route(
-            "/backups",
-            get(routes::admin::backups).post(routes::admin::create_backup),
-        )
-        .route("/backups/{id}/restore", post(routes::admin::restore_backup))
-        .route("/backups/{id}/verify", post(routes::admin::verify_backup))
-        .route("/monitor", get(routes::admin::monitor))
-        .route("/migrations", get(routes::admin::migrations))
-        .route("/migrations/apply", post(routes::admin::apply_migrations))
-        .route("/report", get(routes::admin::report))
-        .route("/plugins", get(routes::admin::plugins))
-        .route("/plugins/reload", post(routes::admin::reload_plugins))
-        // Token, then a capped body, then the handler; every request audited.
-        .route_layer(from_fn_with_state(state.clone(), routes::auth::admin_gate));
-    let max_body = state.config.ingest.max_body_bytes;
-    Router::new()
-        .merge(ingest)
-        .nest("/admin", admin)
-        .route("/health", get(routes::health::live))
-        .route("/ready", get(routes::health::ready))
-        .route("/metrics", get(routes::health::metrics))
-        .with_state(state)
-        // Outermost first: trace every request; inflate gzip bodies; the body
-        // limit applies to the inflated bytes, so a small gzip bomb is a 413.
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(
-            RequestDecompressionLayer::new()
-                .gzip(true)
-                .pass_through_unaccepted(false),
-        )
-        .layer(TraceLayer::new_for_http())
-}
+pub use model::DATABASE;
+pub use routes::{AppState, router};
 
 /// Opens storage, migrates, serves until `shutdown` resolves, then drains
 /// the buffers and closes storage.

@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::ingest::Table;
+use crate::model::Table;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {

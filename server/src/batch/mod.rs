@@ -23,7 +23,7 @@ use tokio::sync::{Notify, Semaphore, oneshot};
 use tokio::time::Instant;
 
 use crate::config::BatchConfig;
-use crate::ingest::Table;
+use crate::model::Table;
 use crate::storage::{Storage, StorageError};
 use crate::telemetry;
 use crate::wal::{Lsn, Record, Recovered, Wal};
@@ -439,7 +439,7 @@ impl Batcher {
                     ),
                     Some("unknown_table") => StorageError::from_exception(format!(
                         "Code: 60. DB::Exception: Table {}.{table} does not exist. (UNKNOWN_TABLE)",
-                        crate::DATABASE
+                        crate::model::DATABASE
                     )),
                     _ => StorageError::Transient("injected storage outage".into()),
                 }),

@@ -10,54 +10,7 @@ use serde::Serialize;
 pub use decode::{BodyFormat, DecodeError};
 pub use validate::{EventRow, PageViewRow, Row, TicketSaleRow};
 
-/// The tables rows are buffered for: the three kinds clients send, each with
-/// its route, and the two the plugin chain writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Table {
-    Events,
-    PageViews,
-    TicketSales,
-    RejectedEvents,
-    PluginQuarantine,
-}
-
-impl Table {
-    pub const ALL: [Table; 5] = [
-        Table::Events,
-        Table::PageViews,
-        Table::TicketSales,
-        Table::RejectedEvents,
-        Table::PluginQuarantine,
-    ];
-    /// The tables clients write to.
-    pub const INGEST: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
-
-    /// The last part of its ingest route, `/v1/<route>`.
-    pub fn route(self) -> &'static str {
-        match self {
-            Table::Events => "events",
-            Table::PageViews => "page-views",
-            Table::TicketSales => "ticket-sales",
-            Table::RejectedEvents => "rejected-events",
-            Table::PluginQuarantine => "plugin-quarantine",
-        }
-    }
-
-    pub fn from_route(route: &str) -> Option<Table> {
-        Table::INGEST.into_iter().find(|t| t.route() == route)
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Table::Events => "events",
-            Table::PageViews => "page_views",
-            Table::TicketSales => "ticket_sales",
-            Table::RejectedEvents => "rejected_events",
-            Table::PluginQuarantine => "plugin_quarantine",
-        }
-    }
-}
+pub use crate::model::Table;
 
 /// Why one event of a request was refused: its index in the request, the
 /// field at fault (when one is), and what is wrong with it.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::DATABASE;
+use crate::model::DATABASE;
 use crate::storage::Storage;
 
 /// Refused requests recorded one by one per second; the rest are counted.

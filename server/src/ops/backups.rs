@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::DATABASE;
+use crate::model::DATABASE;
 use crate::storage::{Storage, StorageError, query_text};
 
 /// Where backups are written.
@@ -28,6 +28,18 @@ pub enum Location {
 }
 
 impl Location {
+    /// Where backups are written, for the configured backend.
+    pub fn of(config: &crate::config::Config) -> Location {
+        use crate::config::Backend;
+        match config.storage.backend {
+            Backend::Embedded => {
+                let dir = config.storage.embedded.backups_dir();
+                Location::Dir(std::path::absolute(&dir).unwrap_or(dir))
+            }
+            Backend::Clickhouse => Location::Disk(config.backups.disk.clone()),
+        }
+    }
+
     fn target(&self, name: &str) -> String {
         match self {
             Location::Dir(dir) => format!("File('{}')", dir.join(name).display()),

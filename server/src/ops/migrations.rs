@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::DATABASE;
+use crate::model::DATABASE;
 use crate::storage::{Storage, StorageError, query_text};
 
 /// One file of `sql/`: `NNNN_name.sql`.

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::DATABASE;
+use crate::model::DATABASE;
 use crate::storage::{Storage, StorageError};
 
 /// Parts in one partition past this share of ClickHouse's

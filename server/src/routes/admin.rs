@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use crate::AppState;
+use super::AppState;
 use crate::error::ApiError;
 use crate::ops::{backups, migrations, monitor, retention};
 
@@ -202,7 +202,7 @@ pub async fn create_backup(
     let req: BackupRequest = optional_json(&body, "backup request")?;
     app.batcher.flush_all().await;
     let paused = app.batcher.pause().await;
-    let location = app.config.backup_location();
+    let location = backups::Location::of(&app.config);
     let created = backups::create(&*app.storage, &location, req.incremental).await;
     drop(paused);
     let created = created?;
@@ -223,10 +223,17 @@ pub async fn restore_backup(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let req: RestoreRequest = optional_json(&body, "restore request")?;
-    let database = req.database.unwrap_or_else(|| crate::DATABASE.to_string());
+    let database = req
+        .database
+        .unwrap_or_else(|| crate::model::DATABASE.to_string());
     let paused = app.batcher.pause().await;
-    let result =
-        backups::restore(&*app.storage, &app.config.backup_location(), &id, &database).await;
+    let result = backups::restore(
+        &*app.storage,
+        &backups::Location::of(&app.config),
+        &id,
+        &database,
+    )
+    .await;
     drop(paused);
     Ok(Json(result?))
 }
@@ -237,7 +244,7 @@ pub async fn verify_backup(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
-        backups::verify(&*app.storage, &app.config.backup_location(), &id).await?,
+        backups::verify(&*app.storage, &backups::Location::of(&app.config), &id).await?,
     ))
 }
 

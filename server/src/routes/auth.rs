@@ -6,7 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use crate::AppState;
+use super::AppState;
 use crate::error::ApiError;
 use crate::ops::audit::AuditRow;
 

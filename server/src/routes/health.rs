@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::AppState;
+use super::AppState;
 use crate::ops::migrations;
 
 /// The process is up and serving HTTP.

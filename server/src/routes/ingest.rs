@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use crate::AppState;
+use super::AppState;
 use crate::error::ApiError;
 use crate::ingest::{self, BodyFormat, Rejection, ResendKey, Table};
 use crate::plugins::ChainOutput;

@@ -4,3 +4,123 @@ pub mod admin;
 pub mod auth;
 pub mod health;
 pub mod ingest;
+
+use std::sync::Arc;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::from_fn_with_state;
+use axum::routing::{get, post};
+use axum::{BoxError, Router};
+use tower::ServiceBuilder;
+use tower_http::decompression::RequestDecompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::batch::Batcher;
+use crate::config::Config;
+use crate::error::ApiError;
+use crate::ingest::ResendKey;
+use crate::storage::Storage;
+use crate::wal::Wal;
+use crate::{ops, plugins};
+
+/// What handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub storage: Arc<dyn Storage>,
+    pub batcher: Arc<Batcher>,
+    /// `None` when `wal.enabled = false`.
+    pub wal: Option<Arc<Wal>>,
+    /// Events accepted within `ingest.dedup_window`, to drop resends.
+    pub recent_ids: moka::sync::Cache<ResendKey, ()>,
+    /// The retention policy in force (the file's, or the last `PUT`).
+    pub retention: Arc<tokio::sync::RwLock<ops::retention::RetentionConfig>>,
+    /// The Wasm plugin chain.
+    pub plugins: Arc<plugins::Plugins>,
+    /// Admin requests, written in batches.
+    pub audit: Arc<ops::audit::AuditLog>,
+}
+
+impl AppState {
+    pub fn new(
+        config: Arc<Config>,
+        storage: Arc<dyn Storage>,
+        batcher: Arc<Batcher>,
+        wal: Option<Arc<Wal>>,
+        plugins: Arc<plugins::Plugins>,
+    ) -> AppState {
+        // LRU, not moka's default TinyLFU: TinyLFU refuses new keys once the
+        // cache is full, and under sustained load every resend would pass.
+        let recent_ids = moka::sync::Cache::builder()
+            .max_capacity(config.ingest.dedup_capacity)
+            .time_to_live(config.ingest.dedup_window)
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
+            .build();
+        let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
+        let audit = ops::audit::AuditLog::start(storage.clone());
+        AppState {
+            audit,
+            config,
+            storage,
+            batcher,
+            wal,
+            recent_ids,
+            retention,
+            plugins,
+        }
+    }
+}
+
+/// Builds the whole HTTP API from its dependencies.
+pub fn router(state: AppState) -> Router {
+    let ingest = Router::new()
+        .route("/v1/{kind}", post(ingest::ingest))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_ingest_key))
+        // Past `max_in_flight` requests, answer 503 at once rather than queue.
+        .route_layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(|_: BoxError| async {
+                    ApiError::Overloaded("too many ingest requests in flight; retry later".into())
+                }))
+                .load_shed()
+                .concurrency_limit(state.config.ingest.max_in_flight),
+        );
+    let admin = Router::new()
+        .route("/flush", post(admin::flush))
+        .route("/query", post(admin::query))
+        .route("/health", get(admin::health))
+        .route(
+            "/retention",
+            get(admin::retention).put(admin::set_retention),
+        )
+        .route("/retention/apply", post(admin::apply_retention))
+        .route("/backups", get(admin::backups).post(admin::create_backup))
+        .route("/backups/{id}/restore", post(admin::restore_backup))
+        .route("/backups/{id}/verify", post(admin::verify_backup))
+        .route("/monitor", get(admin::monitor))
+        .route("/migrations", get(admin::migrations))
+        .route("/migrations/apply", post(admin::apply_migrations))
+        .route("/report", get(admin::report))
+        .route("/plugins", get(admin::plugins))
+        .route("/plugins/reload", post(admin::reload_plugins))
+        // Token, then a capped body, then the handler; every request audited.
+        .route_layer(from_fn_with_state(state.clone(), auth::admin_gate));
+    let max_body = state.config.ingest.max_body_bytes;
+    Router::new()
+        .merge(ingest)
+        .nest("/admin", admin)
+        .route("/health", get(health::live))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .with_state(state)
+        // Outermost first: trace every request; inflate gzip bodies; the body
+        // limit applies to the inflated bytes, so a small gzip bomb is a 413.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(
+            RequestDecompressionLayer::new()
+                .gzip(true)
+                .pass_through_unaccepted(false),
+        )
+        .layer(TraceLayer::new_for_http())
+}

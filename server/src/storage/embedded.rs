@@ -27,8 +27,8 @@ use tokio::sync::Semaphore;
 
 use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
 use super::{Storage, StorageError};
-use crate::DATABASE;
 use crate::config::{EmbeddedConfig, QueryLimits};
+use crate::model::DATABASE;
 
 /// How often buffered query-log entries are written, and the most we buffer.
 const QUERY_LOG_FLUSH: Duration = Duration::from_secs(2);

@@ -14,8 +14,8 @@ use bytes::Bytes;
 pub use self::clickhouse::ClickHouseStorage;
 pub use embedded::EmbeddedStorage;
 
-use crate::DATABASE;
 use crate::config::{Backend, StorageConfig};
+use crate::model::DATABASE;
 
 /// What a storage call can fail with.
 ///

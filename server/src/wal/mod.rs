@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
-use crate::ingest::Table;
+use crate::model::Table;
 
 /// Log sequence number: every record's position, never reused.
 pub type Lsn = u64;

@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod plugins;
+pub mod retention;
+
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -31,7 +34,7 @@ pub struct Config {
     pub batch: BatchConfig,
     pub ingest: IngestConfig,
     pub wal: WalSettings,
-    pub retention: crate::ops::retention::RetentionConfig,
+    pub retention: retention::RetentionConfig,
     pub backups: BackupSettings,
     pub health: HealthSettings,
     /// Serve HTTPS (rustls) with this certificate chain and key, PEM files.
@@ -42,8 +45,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The Wasm plugin chain, in order (`[[plugins]]`). Defaults to the
     /// four built-ins; `plugins = []` runs none.
-    pub plugins: Vec<crate::plugins::PluginConfig>,
-    pub plugin_host: crate::plugins::HostSettings,
+    pub plugins: Vec<plugins::PluginConfig>,
+    pub plugin_host: plugins::HostSettings,
     /// The file this was loaded from: a plugin reload reads it again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -103,19 +106,6 @@ impl Default for BackupSettings {
         BackupSettings {
             keep: 7,
             disk: "backups".into(),
-        }
-    }
-}
-
-impl Config {
-    /// Where backups are written, for this backend.
-    pub fn backup_location(&self) -> crate::ops::backups::Location {
-        match self.storage.backend {
-            Backend::Embedded => {
-                let dir = self.storage.embedded.backups_dir();
-                crate::ops::backups::Location::Dir(std::path::absolute(&dir).unwrap_or(dir))
-            }
-            Backend::Clickhouse => crate::ops::backups::Location::Disk(self.backups.disk.clone()),
         }
     }
 }
@@ -260,7 +250,7 @@ impl Default for Config {
             health: HealthSettings::default(),
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
-            plugins: crate::plugins::default_chain(),
+            plugins: plugins::default_chain(),
             plugin_host: Default::default(),
             source: None,
         }
@@ -330,7 +320,7 @@ impl Default for ClickHouseConfig {
             url: "http://127.0.0.1:8123".into(),
             user: "default".into(),
             password: None,
-            database: crate::DATABASE.into(),
+            database: crate::model::DATABASE.into(),
             timeout: Duration::from_secs(60),
         }
     }
@@ -458,11 +448,11 @@ impl Config {
         self.retention.validate()?;
         // Until every statement (and `sql/`) takes the name from here, any
         // other value would be honoured by some statements and not others.
-        if self.storage.clickhouse.database != crate::DATABASE {
+        if self.storage.clickhouse.database != crate::model::DATABASE {
             return Err(format!(
                 "storage.clickhouse.database: only {:?} is supported for now (got {:?}); \
                  use another ClickHouse user or server to keep environments apart",
-                crate::DATABASE,
+                crate::model::DATABASE,
                 self.storage.clickhouse.database
             ));
         }
