@@ -52,6 +52,17 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::intake::IntakeError> for ApiError {
+    fn from(e: crate::intake::IntakeError) -> Self {
+        use crate::intake::IntakeError;
+        match e {
+            IntakeError::Decode(e) => ApiError::Decode(e),
+            IntakeError::Overloaded(m) => ApiError::Overloaded(m),
+            IntakeError::Unavailable(m) => ApiError::Unavailable(m),
+        }
+    }
+}
+
 impl From<crate::ops::backups::BackupError> for ApiError {
     fn from(e: crate::ops::backups::BackupError) -> Self {
         use crate::ops::backups::BackupError;

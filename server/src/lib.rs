@@ -6,7 +6,7 @@
 //!   ──► ingest key (optionally scoped to organizers)           routes::auth
 //!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
-//!   ──► drop ids seen in the last 10 min (resends)             AppState::recent_ids
+//!   ──► drop ids seen in the last 10 min (resends)             intake::Intake
 //!   ──► Wasm plugin chain, once per batch, on a bounded pool:   plugins
 //!       keep / modify / drop / reject; faults per failure_policy
 //!   ──► append to the write-ahead log, group-commit fsync      wal
@@ -23,6 +23,8 @@
 //! - [`config`]: one `Config`, TOML + environment, validated at start;
 //!   imports only `model`.
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
+//! - [`intake`]: `Intake::accept`, a request's events from body to buffer:
+//!   resends, the plugin chain, the log, `?wait`; no HTTP types.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
@@ -53,6 +55,7 @@ pub mod batch;
 pub mod config;
 pub mod error;
 pub mod ingest;
+pub mod intake;
 pub mod loadgen;
 pub mod model;
 pub mod ops;
@@ -155,9 +158,7 @@ async fn run(
     if let Some(recovered) = recovered {
         // A client whose 202 was lost in the crash will resend: remember
         // what the log already holds so the resend is dropped as a duplicate.
-        for (table, rows) in &recovered.logged {
-            ingest::resend_keys(*table, rows).for_each(|k| state.recent_ids.insert(k, ()));
-        }
+        state.intake.remember(&recovered);
         batcher.recover(recovered);
     }
     let timer = batcher.start_timer();

@@ -129,7 +129,8 @@ async fn backdated_rows_move_between_tier_directories_and_expire() {
     });
     let (status, body) = admin(&s, reqwest::Method::PUT, "/retention", Some(policy)).await;
     assert_eq!(status, 200, "{body}");
-    let (_, report) = admin(&s, reqwest::Method::POST, "/retention/apply", None).await;
+    let (status, report) = admin(&s, reqwest::Method::POST, "/retention/apply", None).await;
+    assert_eq!(status, 200, "{report}");
     assert_eq!(
         s.count("events").await,
         2,
@@ -141,7 +142,7 @@ async fn backdated_rows_move_between_tier_directories_and_expire() {
             rows(&report, "events", "archive")
         ),
         (1, 1),
-        "40 days is past archive_after now"
+        "40 days is past archive_after now: {report}"
     );
 
     let (status, body) = admin(

@@ -118,11 +118,12 @@ pub async fn materialize(storage: &dyn Storage, cfg: &RetentionConfig) -> Result
         }
         // A pass moves every due part; a part a merge replaced meanwhile, or
         // one a background move held, is looked at again in the next pass.
-        for _pass in 0..5 {
+        for pass in 1..=10u64 {
             if !move_due_parts(storage, table, cfg.for_table(table)).await? {
                 break;
             }
             settle_moves(storage).await?;
+            tokio::time::sleep(Duration::from_millis(50 * pass)).await;
         }
     }
     Ok(())
@@ -170,13 +171,20 @@ async fn move_due_parts(
         let sql = format!("ALTER TABLE {DATABASE}.{table} MOVE PART '{name}' TO VOLUME '{target}'");
         match storage.execute(&sql).await {
             Ok(()) => {}
-            // A merge or a background move got there first.
-            Err(StorageError::Rejected(m))
-                if m.contains("NO_SUCH_DATA_PART") || m.contains("already") => {}
+            // A merge or a background move has the part: the next pass
+            // looks again, after the engine's moves settle.
+            Err(StorageError::Rejected(m)) if busy_part(&m) => {}
             Err(e) => return Err(e),
         }
     }
     Ok(due_any)
+}
+
+/// The part was merged away (NO_SUCH_DATA_PART), is being merged or moved
+/// (PART_IS_TEMPORARILY_LOCKED), or is already moving.
+fn busy_part(message: &str) -> bool {
+    matches!(crate::storage::exception_code(message), Some(232 | 384))
+        || message.contains("already")
 }
 
 /// Waits (up to a minute) for background moves of our parts to finish: a
@@ -277,6 +285,19 @@ pub async fn store(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<(), S
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_being_merged_or_moved_is_looked_at_again_not_an_error() {
+        assert!(busy_part(
+            "Code: 384. DB::Exception: Cannot move part 'all_1_1_0' because it's participating in background process. (PART_IS_TEMPORARILY_LOCKED)"
+        ));
+        assert!(busy_part(
+            "Code: 232. DB::Exception: No part all_1_1_0 in committed state. (NO_SUCH_DATA_PART)"
+        ));
+        assert!(!busy_part(
+            "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"
+        ));
+    }
 
     #[test]
     fn ttl_clauses() {

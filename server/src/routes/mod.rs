@@ -19,7 +19,7 @@ use tower_http::trace::TraceLayer;
 use crate::batch::Batcher;
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::ingest::ResendKey;
+use crate::intake::Intake;
 use crate::storage::Storage;
 use crate::wal::Wal;
 use crate::{ops, plugins};
@@ -32,8 +32,8 @@ pub struct AppState {
     pub batcher: Arc<Batcher>,
     /// `None` when `wal.enabled = false`.
     pub wal: Option<Arc<Wal>>,
-    /// Events accepted within `ingest.dedup_window`, to drop resends.
-    pub recent_ids: moka::sync::Cache<ResendKey, ()>,
+    /// Takes requests' events the rest of the way (no HTTP in it).
+    pub intake: Arc<Intake>,
     /// The retention policy in force (the file's, or the last `PUT`).
     pub retention: Arc<tokio::sync::RwLock<ops::retention::RetentionConfig>>,
     /// The Wasm plugin chain.
@@ -50,13 +50,12 @@ impl AppState {
         wal: Option<Arc<Wal>>,
         plugins: Arc<plugins::Plugins>,
     ) -> AppState {
-        // LRU, not moka's default TinyLFU: TinyLFU refuses new keys once the
-        // cache is full, and under sustained load every resend would pass.
-        let recent_ids = moka::sync::Cache::builder()
-            .max_capacity(config.ingest.dedup_capacity)
-            .time_to_live(config.ingest.dedup_window)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .build();
+        let intake = Arc::new(Intake::new(
+            &config.ingest,
+            plugins.clone(),
+            wal.clone(),
+            batcher.clone(),
+        ));
         let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
         let audit = ops::audit::AuditLog::start(storage.clone());
         AppState {
@@ -65,7 +64,7 @@ impl AppState {
             storage,
             batcher,
             wal,
-            recent_ids,
+            intake,
             retention,
             plugins,
         }
