@@ -44,6 +44,10 @@ pub struct Args {
     /// Ingest key, if the server needs one.
     #[arg(long, env = "BILTEN_INGEST_KEY")]
     pub api_key: Option<String>,
+    /// With the admin token, the run ends with `POST /admin/flush`, so the
+    /// server's CPU is divided by events stored, not only accepted.
+    #[arg(long, env = "BILTEN_ADMIN_TOKEN")]
+    pub admin_token: Option<String>,
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
@@ -62,6 +66,40 @@ pub struct Summary {
     pub latency_ms_p90: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// The server's own CPU time over the run (and the final flush), from
+    /// its `/metrics`; absent when that could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_seconds: Option<f64>,
+    /// Events the server stored over the run (events, page views, sales).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_events_stored: Option<u64>,
+    /// Server CPU per event: per stored event after a flush (with the admin
+    /// token), else per accepted event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_cpu_us_per_event: Option<f64>,
+}
+
+/// The server's CPU seconds and events stored so far, from its `/metrics`.
+/// A few lines of Prometheus text: the two names we need are read by hand
+/// rather than with a parser crate.
+async fn server_counters(client: &reqwest::Client, target: &str) -> Option<(f64, u64)> {
+    let url = format!("{}/metrics", target.trim_end_matches('/'));
+    let text = client.get(url).send().await.ok()?.text().await.ok()?;
+    let value = |line: &str| line.rsplit(' ').next()?.parse::<f64>().ok();
+    let mut cpu = None;
+    let mut stored = 0.0;
+    for line in text.lines() {
+        if line.starts_with(crate::telemetry::PROCESS_CPU_SECONDS) {
+            cpu = value(line);
+        } else if line.starts_with(crate::telemetry::ROWS_STORED)
+            && Table::INGEST
+                .iter()
+                .any(|t| line.contains(&format!("table=\"{}\"", t.name())))
+        {
+            stored += value(line).unwrap_or(0.0);
+        }
+    }
+    Some((cpu?, stored as u64))
 }
 
 /// The traffic model: deterministic for a seed.
@@ -206,6 +244,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut generator = Generator::new(args.seed);
+    let before = server_counters(&client, &args.target).await;
     let started = Instant::now();
     let mut last_progress = Instant::now();
     let mut generated: u64 = 0;
@@ -261,6 +300,19 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     }
     while tasks.join_next().await.is_some() {}
     let seconds = started.elapsed().as_secs_f64();
+    let flushed = match &args.admin_token {
+        Some(token) => client
+            .post(format!("{}/admin/flush", args.target.trim_end_matches('/')))
+            .bearer_auth(token)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        None => false,
+    };
+    let after = server_counters(&client, &args.target).await;
+    let server = before
+        .zip(after)
+        .map(|((c0, s0), (c1, s1))| (c1 - c0, s1.saturating_sub(s0)));
     let mut lat = std::mem::take(&mut *latencies.lock().await);
     lat.sort();
     let summary = Summary {
@@ -275,6 +327,16 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         latency_ms_p90: percentile(&lat, 0.90),
         latency_ms_p99: percentile(&lat, 0.99),
         latency_ms_max: lat.last().map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0),
+        server_cpu_seconds: server.map(|(cpu, _)| cpu),
+        server_events_stored: server.map(|(_, stored)| stored),
+        server_cpu_us_per_event: server.and_then(|(cpu, stored)| {
+            let events = if flushed {
+                stored
+            } else {
+                counters.accepted.load(Ordering::Relaxed)
+            };
+            (events > 0).then(|| cpu * 1e6 / events as f64)
+        }),
     };
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(summary)

@@ -22,6 +22,20 @@ pub const PLUGIN_BATCH_SECONDS: &str = "bilten_plugin_batch_duration_seconds";
 pub const PLUGIN_VERDICTS: &str = "bilten_plugin_verdicts_total";
 pub const PLUGIN_FAULTS: &str = "bilten_plugin_faults_total";
 
+/// The server process's CPU seconds, resident memory, threads, open files.
+pub const PROCESS_PREFIX: &str = "bilten_";
+pub const PROCESS_CPU_SECONDS: &str = "bilten_process_cpu_seconds_total";
+
+fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(|| metrics_process::Collector::new(PROCESS_PREFIX))
+}
+
+/// Reads the process figures now (each `/metrics` scrape calls it).
+pub fn collect_process() {
+    process().collect();
+}
+
 /// The process-wide recorder, installed on first use. One per process, like
 /// the engine; a server restarted in the same process keeps counting.
 pub fn handle() -> &'static PrometheusHandle {
@@ -47,6 +61,7 @@ pub fn handle() -> &'static PrometheusHandle {
         // then our figures still render, they just are not global.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        process().describe();
         handle
     })
 }

@@ -62,6 +62,7 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
         batch: Some(50),
         concurrency: 2,
         api_key: None,
+        admin_token: None,
         quiet: true,
     })
     .await
@@ -92,5 +93,37 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
         .await;
     assert_eq!(body["data"][0]["n"], 700, "{body}");
     assert!(!server.logged("write-ahead log replay"));
+    assert!(server.terminate().success());
+}
+
+/// With the admin token, loadgen ends with a flush and reports the server's
+/// own CPU per stored event, read from its `/metrics`.
+#[tokio::test]
+async fn loadgen_reports_the_servers_cpu_per_stored_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &[("BILTEN_BATCH__MAX_AGE", "1h")]);
+    let summary = bilten_analytics::loadgen::run(bilten_analytics::loadgen::Args {
+        target: server.base.clone(),
+        rate: 10.0,
+        duration: Duration::from_secs(1),
+        total: Some(1500),
+        seed: 5,
+        batch: Some(100),
+        concurrency: 2,
+        api_key: None,
+        admin_token: Some(common::process::TOKEN.to_string()),
+        quiet: true,
+    })
+    .await
+    .unwrap();
+    assert_eq!(summary.accepted, 1500);
+    assert_eq!(summary.server_events_stored, Some(1500), "{summary:?}");
+    let cpu = summary.server_cpu_seconds.unwrap();
+    assert!(cpu > 0.0, "{summary:?}");
+    let per_event = summary.server_cpu_us_per_event.unwrap();
+    assert!(
+        (per_event - cpu * 1e6 / 1500.0).abs() < 1e-6 && per_event < 1e6,
+        "{summary:?}"
+    );
     assert!(server.terminate().success());
 }

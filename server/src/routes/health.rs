@@ -41,6 +41,7 @@ pub async fn ready(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
 /// `GET /metrics`, in Prometheus' text format.
 pub async fn metrics(State(app): State<AppState>) -> impl axum::response::IntoResponse {
     let handle = crate::telemetry::handle();
+    crate::telemetry::collect_process();
     let (rows, oldest) = app.batcher.depth();
     metrics::gauge!(crate::telemetry::BUFFER_ROWS).set(rows as f64);
     metrics::gauge!(crate::telemetry::BUFFER_OLDEST_AGE)
