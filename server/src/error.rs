@@ -52,6 +52,18 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<crate::plugins::PluginError> for ApiError {
+    fn from(e: crate::plugins::PluginError) -> Self {
+        ApiError::BadQuery(e.to_string())
+    }
+}
+
+impl From<crate::config::ConfigError> for ApiError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        ApiError::BadQuery(e.to_string())
+    }
+}
+
 impl From<crate::intake::IntakeError> for ApiError {
     fn from(e: crate::intake::IntakeError) -> Self {
         use crate::intake::IntakeError;

@@ -94,7 +94,13 @@ impl Intake {
     /// A client whose 202 was lost in a crash will resend: what the log
     /// already holds counts as seen, so the resend is dropped.
     pub fn remember(&self, recovered: &Recovered) {
-        for (table, rows) in &recovered.logged {
+        // Rows of the tables clients write; a quarantined or rejected event
+        // is not "accepted" as sent.
+        for (table, rows) in recovered
+            .logged
+            .iter()
+            .filter(|(t, _)| Table::INGEST.contains(t))
+        {
             ingest::resend_keys(*table, rows).for_each(|k| self.recent.insert(k, ()));
         }
     }

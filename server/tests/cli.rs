@@ -38,7 +38,7 @@ fn a_bad_config_exits_with_a_clear_message() {
     std::fs::write(&file, "[batch]\nmax_rows = 0\n").unwrap();
     let (ok, out) = run(cmd(dir.path()).args(["serve", "--config", file.to_str().unwrap()]));
     assert!(!ok);
-    assert!(out.contains("batch.max_rows must be at least 1"), "{out}");
+    assert!(out.contains("batch.max_rows: must be at least 1"), "{out}");
     assert!(!out.contains("panicked"), "{out}");
 }
 

@@ -604,7 +604,10 @@ fn plugins_that_cannot_serve_are_refused_at_load_with_the_reason() {
     let mut big = p("big", "keep_all.wasm", json!({}));
     big.memory_mb = 100_000;
     let e = load_error(big);
-    assert!(e.contains("memory_mb must be from 1 to"), "{e}");
+    assert!(
+        e.contains("plugin big: memory_mb: must be from 1 to"),
+        "{e}"
+    );
     // And the one that is fine loads.
     let ok = Plugins::start(
         Config::default().plugin_host,

@@ -4,7 +4,7 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{ADMIN, TestServer};
+use common::TestServer;
 use serde_json::{Value, json};
 
 fn ago(days: i64) -> String {
@@ -40,22 +40,6 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
-async fn admin(
-    s: &TestServer,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = s
-        .client
-        .request(method, format!("{}/admin{path}", s.base))
-        .bearer_auth(ADMIN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    common::status_and_body(req.send().await.unwrap()).await
-}
-
 #[tokio::test]
 async fn backdated_rows_move_between_tier_directories_and_expire() {
     let dir = tempfile::tempdir().unwrap();
@@ -81,7 +65,9 @@ async fn backdated_rows_move_between_tier_directories_and_expire() {
     );
     s.flush().await;
 
-    let (status, report) = admin(&s, reqwest::Method::POST, "/retention/apply", None).await;
+    let (status, report) = s
+        .admin(reqwest::Method::POST, "/admin/retention/apply", None)
+        .await;
     assert_eq!(status, 200, "{report}");
     // events: 0 days hot, 40 cold, 100 archive, 800 deleted (after 2 years).
     assert_eq!(
@@ -127,9 +113,13 @@ async fn backdated_rows_move_between_tier_directories_and_expire() {
         "default": {"cold_after": "10days", "archive_after": "20days", "delete_after": "50days"},
         "tables": {"ticket_sales": tables["ticket_sales"]["policy"].clone()},
     });
-    let (status, body) = admin(&s, reqwest::Method::PUT, "/retention", Some(policy)).await;
+    let (status, body) = s
+        .admin(reqwest::Method::PUT, "/admin/retention", Some(&policy))
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (status, report) = admin(&s, reqwest::Method::POST, "/retention/apply", None).await;
+    let (status, report) = s
+        .admin(reqwest::Method::POST, "/admin/retention/apply", None)
+        .await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(
         s.count("events").await,
@@ -145,13 +135,13 @@ async fn backdated_rows_move_between_tier_directories_and_expire() {
         "40 days is past archive_after now: {report}"
     );
 
-    let (status, body) = admin(
-        &s,
-        reqwest::Method::PUT,
-        "/retention",
-        Some(json!({"default": {"cold_after": "90days", "archive_after": "30days"}})),
-    )
-    .await;
+    let (status, body) = s
+        .admin(
+            reqwest::Method::PUT,
+            "/admin/retention",
+            Some(&json!({"default": {"cold_after": "90days", "archive_after": "30days"}})),
+        )
+        .await;
     assert_eq!(status, 400);
     assert!(
         body["error"]
@@ -164,7 +154,9 @@ async fn backdated_rows_move_between_tier_directories_and_expire() {
 
     // The policy set through the API outlives a restart.
     let s = TestServer::start_with(cfg).await;
-    let (_, report) = admin(&s, reqwest::Method::GET, "/retention", None).await;
+    let (_, report) = s
+        .admin(reqwest::Method::GET, "/admin/retention", None)
+        .await;
     assert_eq!(report["default"]["delete_after"], "50days", "{report}");
     s.stop().await.unwrap();
 }

@@ -73,7 +73,7 @@ fn a_missing_certificate_is_a_clear_config_error() {
         ..Default::default()
     };
     assert_eq!(
-        cfg.validate().unwrap_err(),
+        cfg.validate().unwrap_err().to_string(),
         "tls.cert: no file at /nonexistent/cert.pem"
     );
 }

@@ -18,6 +18,28 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {0} does not exist")]
+    MissingFile(PathBuf),
+    /// The file or the environment does not fit the settings' types
+    /// (figment's messages, which name the key and the source).
+    #[error("{0}")]
+    Parse(String),
+    /// A value is refused: the setting, and why.
+    #[error("{setting}: {reason}")]
+    Invalid { setting: String, reason: String },
+}
+
+/// A refused setting.
+pub fn invalid(setting: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.into(),
+        reason: reason.into(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -393,11 +415,11 @@ impl Config {
     }
 
     /// Defaults, then the TOML file if given, then the environment.
-    pub fn load(file: Option<&Path>) -> Result<Config, String> {
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));
         if let Some(path) = file {
             if !path.exists() {
-                return Err(format!("config file {} does not exist", path.display()));
+                return Err(ConfigError::MissingFile(path.to_path_buf()));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -416,10 +438,12 @@ impl Config {
             })
             .lowercase(false);
         let mut config: Config = figment.merge(env).extract().map_err(|e| {
-            e.into_iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
+            ConfigError::Parse(
+                e.into_iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
         })?;
         config.validate()?;
         config.source = file.map(|f| std::path::absolute(f).unwrap_or_else(|_| f.to_path_buf()));
@@ -427,66 +451,88 @@ impl Config {
     }
 
     /// Rules no single field can check on its own.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         if self.batch.max_rows == 0 {
-            return Err("batch.max_rows must be at least 1".into());
+            return Err(invalid("batch.max_rows", "must be at least 1"));
         }
         if self.batch.max_age.is_zero() {
-            return Err("batch.max_age must be more than 0".into());
+            return Err(invalid("batch.max_age", "must be more than 0"));
         }
-        if self.batch.flush_workers == 0 || self.ingest.max_in_flight == 0 {
-            return Err("batch.flush_workers and ingest.max_in_flight must be at least 1".into());
+        if self.batch.flush_workers == 0 {
+            return Err(invalid("batch.flush_workers", "must be at least 1"));
+        }
+        if self.ingest.max_in_flight == 0 {
+            return Err(invalid("ingest.max_in_flight", "must be at least 1"));
         }
         if self.wal.max_bytes < self.ingest.max_body_bytes as u64 {
-            return Err("wal.max_bytes must be at least ingest.max_body_bytes".into());
+            return Err(invalid(
+                "wal.max_bytes",
+                "must be at least ingest.max_body_bytes",
+            ));
         }
-        if self.ingest.max_events_per_request == 0 || self.ingest.max_body_bytes < 1024 {
-            return Err(
-                "ingest.max_events_per_request must be ≥ 1 and ingest.max_body_bytes ≥ 1024".into(),
-            );
+        if self.ingest.max_events_per_request == 0 {
+            return Err(invalid(
+                "ingest.max_events_per_request",
+                "must be at least 1",
+            ));
+        }
+        if self.ingest.max_body_bytes < 1024 {
+            return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }
         self.retention.validate()?;
         // Until every statement (and `sql/`) takes the name from here, any
         // other value would be honoured by some statements and not others.
         if self.storage.clickhouse.database != crate::model::DATABASE {
-            return Err(format!(
-                "storage.clickhouse.database: only {:?} is supported for now (got {:?}); \
-                 use another ClickHouse user or server to keep environments apart",
-                crate::model::DATABASE,
-                self.storage.clickhouse.database
+            return Err(invalid(
+                "storage.clickhouse.database",
+                format!(
+                    "only {:?} is supported for now (got {:?}); use another ClickHouse user or \
+                     server to keep environments apart",
+                    crate::model::DATABASE,
+                    self.storage.clickhouse.database
+                ),
             ));
         }
         let q = &self.storage.query_limits;
-        if q.concurrency == 0
-            || q.timeout.is_zero()
-            || q.max_memory_bytes == 0
-            || q.max_result_bytes == 0
-        {
-            return Err(
-                "storage.query_limits: timeout, max_memory_bytes, max_result_bytes and concurrency must be above 0"
-                    .into(),
-            );
+        for (name, zero) in [
+            ("timeout", q.timeout.is_zero()),
+            ("max_memory_bytes", q.max_memory_bytes == 0),
+            ("max_result_bytes", q.max_result_bytes == 0),
+            ("concurrency", q.concurrency == 0),
+        ] {
+            if zero {
+                return Err(invalid(
+                    format!("storage.query_limits.{name}"),
+                    "must be above 0",
+                ));
+            }
         }
         if !(0.0..=100.0).contains(&self.health.min_free_disk_percent) {
-            return Err("health.min_free_disk_percent must be between 0 and 100".into());
+            return Err(invalid(
+                "health.min_free_disk_percent",
+                "must be between 0 and 100",
+            ));
         }
         if let Some(tls) = &self.tls {
             for (what, path) in [("tls.cert", &tls.cert), ("tls.key", &tls.key)] {
                 if !path.is_file() {
-                    return Err(format!("{what}: no file at {}", path.display()));
+                    return Err(invalid(what, format!("no file at {}", path.display())));
                 }
             }
         }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
-            return Err("admin_token is set but empty".into());
+            return Err(invalid("admin_token", "is set but empty"));
         }
         if !self.listen.ip().is_loopback()
             && (self.admin_token.is_none() || self.ingest_keys.is_empty())
         {
-            return Err(format!(
-                "refusing to listen on {}, which is not a loopback address, without an admin token \
-                 and ingest keys: set BILTEN_ADMIN_TOKEN and BILTEN_INGEST_KEYS",
-                self.listen
+            return Err(invalid(
+                "listen",
+                format!(
+                    "refusing to listen on {}, which is not a loopback address, without an admin \
+                     token and ingest keys: set BILTEN_ADMIN_TOKEN and BILTEN_INGEST_KEYS",
+                    self.listen
+                ),
             ));
         }
         Ok(())
@@ -540,11 +586,16 @@ mod tests {
             assert_eq!(c.storage.query_limits.concurrency, 1);
             assert_eq!(c.storage.query_limits.max_result_bytes, 100 << 20);
             jail.set_env("BILTEN_CLICKHOUSE_DATABASE", "staging");
-            let err = Config::load(None).unwrap_err();
-            assert!(
-                err.contains("only \"bilten_analytics\" is supported"),
-                "{err}"
-            );
+            match Config::load(None).unwrap_err() {
+                ConfigError::Invalid { setting, reason } => {
+                    assert_eq!(setting, "storage.clickhouse.database");
+                    assert!(
+                        reason.contains("only \"bilten_analytics\" is supported"),
+                        "{reason}"
+                    );
+                }
+                other => panic!("{other}"),
+            }
             Ok(())
         });
     }
@@ -584,10 +635,21 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "[batch]\nmax_rowz = 10\n")?;
             let err = Config::load(Some(Path::new("bad.toml"))).unwrap_err();
-            assert!(err.contains("max_rowz"), "{err}");
+            assert!(
+                matches!(&err, ConfigError::Parse(m) if m.contains("max_rowz")),
+                "{err}"
+            );
+            assert!(matches!(
+                Config::load(Some(Path::new("missing.toml"))),
+                Err(ConfigError::MissingFile(_))
+            ));
             jail.set_env("BILTEN_LISTEN", "0.0.0.0:8080");
             let err = Config::load(None).unwrap_err();
-            assert!(err.contains("not a loopback address"), "{err}");
+            assert!(
+                matches!(&err, ConfigError::Invalid { setting, reason }
+                    if setting == "listen" && reason.contains("not a loopback address")),
+                "{err}"
+            );
             jail.set_env("BILTEN_ADMIN_TOKEN", "secret-token");
             jail.set_env("BILTEN_INGEST_KEYS", "k1");
             assert!(Config::load(None).is_ok());

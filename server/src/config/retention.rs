@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::{ConfigError, invalid};
 use crate::model::AGED_TABLES as TABLES;
 
 /// When a table's rows move and go, by age. `None`: never.
@@ -99,13 +100,13 @@ impl RetentionConfig {
         self.tables.get(table).unwrap_or(&self.default)
     }
 
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
         for name in self.tables.keys() {
             if !TABLES.iter().any(|(t, _)| t == name) {
                 let known: Vec<&str> = TABLES.iter().map(|(t, _)| *t).collect();
-                return Err(format!(
-                    "retention: unknown table {name:?}; tables are {}",
-                    known.join(", ")
+                return Err(invalid(
+                    "retention.tables",
+                    format!("unknown table {name:?}; tables are {}", known.join(", ")),
                 ));
             }
         }
@@ -117,13 +118,15 @@ impl RetentionConfig {
                 .flatten()
                 .collect();
             if ages.windows(2).any(|w| w[0] >= w[1]) {
-                return Err(format!(
-                    "retention for {name}: cold_after < archive_after < delete_after is required"
+                return Err(invalid(
+                    format!("retention for {name}"),
+                    "cold_after < archive_after < delete_after is required",
                 ));
             }
             if ages.iter().any(|a| a.as_secs() < 3600) {
-                return Err(format!(
-                    "retention for {name}: ages under one hour are surely a mistake"
+                return Err(invalid(
+                    format!("retention for {name}"),
+                    "ages under one hour are surely a mistake",
                 ));
             }
             // TTLs are ClickHouse `DateTime`s, which end in 2106: an age past
@@ -131,11 +134,14 @@ impl RetentionConfig {
             let now = chrono::Utc::now().timestamp().max(0) as u64;
             let longest = DATETIME_MAX.saturating_sub(now);
             if let Some(a) = ages.iter().find(|a| a.as_secs() > longest) {
-                return Err(format!(
-                    "retention for {name}: {} reaches past 2106-02-07, the last time ClickHouse's \
-                     DateTime can hold; the longest age is {} days (or leave the field out: never)",
-                    humantime::format_duration(*a),
-                    longest / DAY
+                return Err(invalid(
+                    format!("retention for {name}"),
+                    format!(
+                        "{} reaches past 2106-02-07, the last time ClickHouse's DateTime can \
+                         hold; the longest age is {} days (or leave the field out: never)",
+                        humantime::format_duration(*a),
+                        longest / DAY
+                    ),
                 ));
             }
         }
@@ -168,18 +174,24 @@ mod tests {
         assert!(
             c.validate()
                 .unwrap_err()
+                .to_string()
                 .contains("cold_after < archive_after")
         );
         let mut c = RetentionConfig::default();
         c.tables.insert("nope".into(), c.default.clone());
-        assert!(c.validate().unwrap_err().contains("unknown table"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("unknown table")
+        );
     }
 
     #[test]
     fn ages_past_the_end_of_datetime_are_refused() {
         let mut c = RetentionConfig::default();
         c.default.delete_after = Some(humantime::parse_duration("100years").unwrap());
-        let err = c.validate().unwrap_err();
+        let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("reaches past 2106-02-07"), "{err}");
         c.default.delete_after = Some(humantime::parse_duration("70years").unwrap());
         c.validate().unwrap();

@@ -140,12 +140,6 @@ pub fn resend_keys(table: Table, rows: &[u8]) -> impl Iterator<Item = ResendKey>
         })
 }
 
-pub fn row_ids(rows: &[u8]) -> impl Iterator<Item = uuid::Uuid> + '_ {
-    rows.split(|b| *b == b'\n')
-        .filter_map(|line| line.strip_prefix(b"{\"id\":\"")?.get(..36))
-        .filter_map(|id| uuid::Uuid::try_parse_ascii(id).ok())
-}
-
 /// Validates one event given as JSON: a plugin's modified event, a sample.
 pub fn revalidate(
     table: Table,

@@ -114,7 +114,7 @@ impl Row {
         }
     }
 
-    /// Appends its JSONEachRow line (it starts with the `id`: see `row_ids`).
+    /// Appends its JSONEachRow line.
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
             Row::Event(r) => serde_json::to_writer(&mut *out, r),
@@ -538,7 +538,7 @@ mod tests {
         let props: Value = serde_json::from_str(r["properties"].as_str().unwrap()).unwrap();
         assert_eq!(props["browser"], "Chrome");
         assert!(Uuid::parse_str(r["id"].as_str().unwrap()).is_ok());
-        // The id leads the row: replay finds it there without parsing JSON.
+        // Replay reads the resend key back whatever the order of the fields.
         let mut out = Vec::new();
         let row = validate(
             Table::Events,
@@ -547,8 +547,11 @@ mod tests {
         )
         .unwrap();
         row.write(&mut out);
-        let id = row.id();
-        assert_eq!(super::super::row_ids(&out).collect::<Vec<_>>(), vec![id]);
+        let keys: Vec<_> = super::super::resend_keys(Table::Events, &out).collect();
+        assert_eq!(keys, vec![super::super::ResendKey::of(Table::Events, &row)]);
+        let reordered = format!(r#"{{"organizer_id":"o","x":1,"id":"{}"}}"#, row.id());
+        let keys: Vec<_> = super::super::resend_keys(Table::Events, reordered.as_bytes()).collect();
+        assert_eq!(keys, vec![super::super::ResendKey::of(Table::Events, &row)]);
     }
 
     #[test]

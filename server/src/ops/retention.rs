@@ -68,7 +68,8 @@ pub async fn apply_policy(
     storage: &dyn Storage,
     cfg: &RetentionConfig,
 ) -> Result<(), StorageError> {
-    cfg.validate().map_err(StorageError::Rejected)?;
+    cfg.validate()
+        .map_err(|e| StorageError::Rejected(e.to_string()))?;
     let moves = has_policy(storage).await?;
     if !moves {
         tracing::warn!(

@@ -312,8 +312,7 @@ fn remove(out: &mut ChainOutput, gone: &[bool]) {
     });
 }
 
-/// A `rejected_events` row. It does not start with `id`, so replay's
-/// `row_ids` does not take it for an accepted event.
+/// A `rejected_events` row.
 #[derive(Serialize)]
 struct RejectedRow<'a> {
     received_at: &'a str,

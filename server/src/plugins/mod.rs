@@ -30,6 +30,30 @@ pub use chain::ChainOutput;
 pub use crate::config::plugins::{
     BUILTIN_DIR, FailurePolicy, HostSettings, PluginConfig, default_chain,
 };
+use crate::config::{ConfigError, invalid};
+
+/// Why a plugin, or the chain, could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error(
+        "cannot read {path}: {reason} (the built-in plugins are built by `cargo build`; see plugins/)"
+    )]
+    Read { path: PathBuf, reason: String },
+    /// Not a component, the wrong interface version, or imports the sandbox
+    /// does not provide.
+    #[error("{0}")]
+    Compile(String),
+    /// A `[[plugins]]` entry, or the config file holding them, is refused.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// It could not serve the sample events it was tried on.
+    #[error("failed on sample events: {kind}: {detail}")]
+    Samples { kind: &'static str, detail: String },
+    #[error("it gave no name and version")]
+    NoInfo,
+    #[error("reload stopped: {0}")]
+    Reload(String),
+}
 
 /// Counters of one plugin, kept across reloads of the same name.
 #[derive(Default)]
@@ -241,13 +265,11 @@ impl Plugins {
     }
 
     /// A plugin's file, read once: where it is, its bytes, their SHA-256.
-    fn read(&self, cfg: &PluginConfig) -> Result<(PathBuf, Vec<u8>, String), String> {
+    fn read(&self, cfg: &PluginConfig) -> Result<(PathBuf, Vec<u8>, String), PluginError> {
         let path = self.resolve(&cfg.path);
-        let wasm = std::fs::read(&path).map_err(|e| {
-            format!(
-                "cannot read {}: {e} (the built-in plugins are built by `cargo build`; see plugins/)",
-                path.display()
-            )
+        let wasm = std::fs::read(&path).map_err(|e| PluginError::Read {
+            path: path.clone(),
+            reason: e.to_string(),
         })?;
         let checksum = hex(&Sha256::digest(&wasm));
         Ok((path, wasm, checksum))
@@ -255,7 +277,7 @@ impl Plugins {
 
     /// Reads, compiles and validates one plugin (blocking: compiling takes
     /// a while).
-    fn load(&self, cfg: &PluginConfig) -> Result<Loaded, String> {
+    fn load(&self, cfg: &PluginConfig) -> Result<Loaded, PluginError> {
         self.load_from(cfg, self.read(cfg)?)
     }
 
@@ -263,8 +285,8 @@ impl Plugins {
         &self,
         cfg: &PluginConfig,
         (path, wasm, checksum): (PathBuf, Vec<u8>, String),
-    ) -> Result<Loaded, String> {
-        let compiled = self.host.compile(&wasm)?;
+    ) -> Result<Loaded, PluginError> {
+        let compiled = self.host.compile(&wasm).map_err(PluginError::Compile)?;
         let stats = self
             .stats
             .lock()
@@ -275,7 +297,7 @@ impl Plugins {
         let tables = cfg
             .tables
             .iter()
-            .map(|t| parse_table(t))
+            .map(|t| parse_table(&cfg.name, t))
             .collect::<Result<Vec<_>, _>>()?;
         let mut plugin = Loaded {
             config: cfg.clone(),
@@ -294,7 +316,7 @@ impl Plugins {
 
     /// Runs a plugin on sample events of each table it sees: it must
     /// instantiate, accept its config and answer one verdict per event.
-    fn validate(&self, plugin: &Loaded) -> Result<String, String> {
+    fn validate(&self, plugin: &Loaded) -> Result<String, PluginError> {
         let now = chrono::Utc::now().timestamp_millis();
         let samples = chain::samples(now);
         let batch = chain::batch_of(
@@ -314,12 +336,11 @@ impl Plugins {
         self.log_output(plugin, &output);
         match result {
             Ok((Some(info), _)) => Ok(format!("{} {}", info.name, info.version)),
-            Ok((None, _)) => Err("it gave no name and version".into()),
-            Err(fault) => Err(format!(
-                "failed on sample events: {}: {}",
-                fault.kind.name(),
-                fault.detail
-            )),
+            Ok((None, _)) => Err(PluginError::NoInfo),
+            Err(fault) => Err(PluginError::Samples {
+                kind: fault.kind.name(),
+                detail: fault.detail,
+            }),
         }
     }
 
@@ -372,15 +393,15 @@ impl Plugins {
     /// Loads what changed on disk (or in the config file), validates each
     /// plugin, and swaps the whole chain at once. A plugin that fails keeps
     /// its old version running.
-    pub async fn reload(self: &Arc<Self>) -> Result<Vec<ReloadEntry>, String> {
+    pub async fn reload(self: &Arc<Self>) -> Result<Vec<ReloadEntry>, PluginError> {
         let _one_at_a_time = self.reload_lock.lock().await;
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.reload_blocking())
             .await
-            .map_err(|e| format!("reload panicked: {e}"))?
+            .map_err(|e| PluginError::Reload(e.to_string()))?
     }
 
-    fn reload_blocking(&self) -> Result<Vec<ReloadEntry>, String> {
+    fn reload_blocking(&self) -> Result<Vec<ReloadEntry>, PluginError> {
         let configs = match &self.source {
             Some(file) => crate::config::Config::load(Some(file))?.plugins,
             None => self
@@ -430,7 +451,7 @@ impl Plugins {
                         &cfg.name,
                         "failed",
                         previous.map(|p| p.version.clone()),
-                        Some(e),
+                        Some(e.to_string()),
                     ));
                     if let Some(p) = previous {
                         next.push(p.clone());
@@ -537,34 +558,48 @@ fn entry(
     }
 }
 
-fn parse_table(name: &str) -> Result<Table, String> {
+fn parse_table(plugin: &str, name: &str) -> Result<Table, ConfigError> {
     Table::INGEST
         .into_iter()
         .find(|t| t.name() == name || t.route() == name)
-        .ok_or_else(|| format!("unknown table {name:?} (events, page_views or ticket_sales)"))
+        .ok_or_else(|| {
+            invalid(
+                format!("plugin {plugin}: tables"),
+                format!("unknown table {name:?} (events, page_views or ticket_sales)"),
+            )
+        })
 }
 
 /// Names unique and non-empty, tables known, limits within the host's.
-fn check_configs(configs: &[PluginConfig], settings: &HostSettings) -> Result<(), String> {
+fn check_configs(configs: &[PluginConfig], settings: &HostSettings) -> Result<(), ConfigError> {
     let mut seen = std::collections::HashSet::new();
     for c in configs {
         if c.name.trim().is_empty() {
-            return Err("every [[plugins]] entry needs a name".into());
+            return Err(invalid("plugins", "every [[plugins]] entry needs a name"));
         }
         if !seen.insert(c.name.as_str()) {
-            return Err(format!("two plugins are named {:?}", c.name));
+            return Err(invalid(
+                "plugins",
+                format!("two plugins are named {:?}", c.name),
+            ));
         }
         for t in &c.tables {
-            parse_table(t).map_err(|e| format!("plugin {}: {e}", c.name))?;
+            parse_table(&c.name, t)?;
         }
         if c.memory_mb == 0 || c.memory_mb > settings.max_memory_mb {
-            return Err(format!(
-                "plugin {}: memory_mb must be from 1 to plugin_host.max_memory_mb ({}), got {}",
-                c.name, settings.max_memory_mb, c.memory_mb
+            return Err(invalid(
+                format!("plugin {}: memory_mb", c.name),
+                format!(
+                    "must be from 1 to plugin_host.max_memory_mb ({}), got {}",
+                    settings.max_memory_mb, c.memory_mb
+                ),
             ));
         }
         if c.timeout.is_zero() {
-            return Err(format!("plugin {}: timeout must be more than 0", c.name));
+            return Err(invalid(
+                format!("plugin {}: timeout", c.name),
+                "must be more than 0",
+            ));
         }
     }
     Ok(())

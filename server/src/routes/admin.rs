@@ -154,7 +154,7 @@ pub async fn set_retention(
 ) -> Result<Json<Value>, ApiError> {
     let policy: retention::RetentionConfig = serde_json::from_slice(&body)
         .map_err(|e| ApiError::BadQuery(format!("retention policy: {e}")))?;
-    policy.validate().map_err(ApiError::BadQuery)?;
+    policy.validate()?;
     let mut current = app.retention.write().await;
     retention::apply_policy(&*app.storage, &policy).await?;
     retention::store(&*app.storage, &policy).await?;
@@ -347,7 +347,7 @@ pub async fn plugins(State(app): State<AppState>) -> Json<Value> {
 pub async fn reload_plugins(
     State(app): State<AppState>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let entries = app.plugins.reload().await.map_err(ApiError::BadQuery)?;
+    let entries = app.plugins.reload().await?;
     let failed = entries.iter().any(|e| e.action == "failed");
     let code = if failed {
         StatusCode::UNPROCESSABLE_ENTITY
