@@ -264,6 +264,31 @@ async fn apply_unlocked(storage: &dyn Storage) -> Result<Vec<String>, MigrationE
 mod tests {
     use super::*;
 
+    /// Every table the server names (in `model`) is one the migrations
+    /// create, so a renamed table cannot drift from its code.
+    #[test]
+    fn every_table_the_model_names_is_created_by_a_migration() {
+        let created: Vec<String> = MIGRATIONS
+            .iter()
+            .flat_map(|m| m.statements())
+            .filter_map(|st| {
+                let rest = st.split("CREATE TABLE IF NOT EXISTS ").nth(1)?;
+                let name = rest.split_whitespace().next()?;
+                Some(name.trim_start_matches(&format!("{DATABASE}.")).to_string())
+            })
+            .collect();
+        let named = crate::model::Table::ALL
+            .iter()
+            .map(|t| t.name())
+            .chain(crate::model::AGED_TABLES.iter().map(|(t, _)| *t));
+        for table in named {
+            assert!(
+                created.iter().any(|c| c == table),
+                "{table} is named in model but no migration creates it: {created:?}"
+            );
+        }
+    }
+
     #[test]
     fn the_list_matches_the_sql_directory() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
