@@ -20,6 +20,7 @@
 //!
 //! # Modules
 //! - [`model`]: the tables and the facts about them; imports nothing else.
+//! - [`files`]: owner-only files and directories (the log, the engine's data).
 //! - [`config`]: one `Config`, TOML + environment, validated at start;
 //!   imports only `model`.
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
@@ -54,6 +55,7 @@ pub mod admin_client;
 pub mod batch;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod ingest;
 pub mod intake;
 pub mod loadgen;

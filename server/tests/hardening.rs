@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::{ADMIN, TestServer, as_u64};
+use common::{ADMIN, TestServer};
 use serde_json::{Value, json};
 
 fn event(id: &str, org: &str) -> Value {
@@ -179,9 +179,9 @@ async fn admin_sql_cannot_reach_files_the_network_processes_or_settings() {
     assert_eq!(s.count("events").await, 0);
     // Reading is what it is for.
     let rows = s
-        .query("SELECT count() AS n FROM bilten_analytics.audit_log")
+        .query("SELECT name FROM system.tables WHERE database = 'bilten_analytics' AND name = 'events'")
         .await;
-    assert!(as_u64(&rows[0]["n"]) < 1_000_000);
+    assert_eq!(rows, vec![json!({"name": "events"})]);
     let rows = s.query("SELECT number FROM numbers(3)").await;
     assert_eq!(rows.len(), 3);
     s.stop().await.unwrap();

@@ -403,22 +403,23 @@ impl Batcher {
                 Ok(()) => return,
                 Err(e) => {
                     tracing::error!(error = %e, "dead_letter refused a row; retrying (the batch stays in the log)");
-                    self.failing(&e, backoff.attempt);
-                    backoff.wait().await;
-                    self.stats.inserts_failing.fetch_sub(1, Ordering::Relaxed);
+                    self.retry_after("dead_letter", &e, &mut backoff).await;
                 }
             }
         }
     }
 
-    /// Marks one insert as failing (for health) until the caller undoes it.
-    fn failing(&self, e: &StorageError, attempt: u64) {
+    /// Counts a failed insert, shows it in health as failing while it waits
+    /// out the backoff, then lets the caller try again.
+    async fn retry_after(&self, table: &str, e: &StorageError, backoff: &mut Backoff) {
         self.stats.inserts_failing.fetch_add(1, Ordering::Relaxed);
         *self.stats.last_error.lock().unwrap() = Some(e.to_string());
         self.stats.insert_retries.fetch_add(1, Ordering::Relaxed);
-        if attempt == 1 || attempt.is_power_of_two() {
-            tracing::warn!(attempt, error = %e, "insert failed; retrying");
+        if backoff.attempt == 1 || backoff.attempt.is_power_of_two() {
+            tracing::warn!(table, attempt = backoff.attempt, error = %e, "insert failed; retrying");
         }
+        backoff.wait().await;
+        self.stats.inserts_failing.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// One insert, retried with capped, jittered exponential backoff for as
@@ -463,11 +464,7 @@ impl Batcher {
                 metrics::counter!(telemetry::STORAGE_ERRORS, "kind" => kind).increment(1);
             }
             match result {
-                Err(e) if !e.is_data_error() => {
-                    self.failing(&e, backoff.attempt);
-                    backoff.wait().await;
-                    self.stats.inserts_failing.fetch_sub(1, Ordering::Relaxed);
-                }
+                Err(e) if !e.is_data_error() => self.retry_after(table, &e, &mut backoff).await,
                 other => return other,
             }
         }

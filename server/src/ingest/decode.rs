@@ -44,22 +44,22 @@ pub enum DecodeError {
     TooManyEvents { max: usize },
 }
 
-/// Counts a JSON array's elements as it reads them and stops past `max`: a
-/// small gzip body of millions of tiny values never becomes millions of
-/// values in memory.
+/// A JSON array's elements, counted as they are read: past `max` reading
+/// stops, so a small gzip body of millions of tiny values never becomes
+/// millions of values in memory.
 struct Bounded {
     max: usize,
 }
 
-/// The message a stopped array carries through serde; decoded back to
-/// `TooManyEvents` by `decode`.
+/// The message a stopped array carries through serde; `decode` turns it
+/// back into `TooManyEvents`.
 const STOPPED: &str = "bilten: too many events";
 
 impl<'de> serde::de::DeserializeSeed<'de> for Bounded {
     type Value = Vec<Value>;
 
     fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
-        d.deserialize_any(self)
+        d.deserialize_seq(self)
     }
 }
 
@@ -67,7 +67,7 @@ impl<'de> serde::de::Visitor<'de> for Bounded {
     type Value = Vec<Value>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON object or an array of objects")
+        f.write_str("an array of objects")
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
@@ -80,42 +80,7 @@ impl<'de> serde::de::Visitor<'de> for Bounded {
         }
         Ok(items)
     }
-
-    /// An object; or, with serde_json's `arbitrary_precision`, a bare
-    /// number, which arrives as a map too: `Value` tells them apart.
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Vec<Value>, A::Error> {
-        let value: Value =
-            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
-        match value {
-            Value::Object(_) => Ok(vec![value]),
-            _ => Err(serde::de::Error::custom(WRONG_SHAPE_NUMBER)),
-        }
-    }
-
-    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Vec<Value>, E> {
-        Err(E::custom(WRONG_SHAPE_STRING))
-    }
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Vec<Value>, E> {
-        Err(E::custom(WRONG_SHAPE_BOOL))
-    }
-    fn visit_unit<E: serde::de::Error>(self) -> Result<Vec<Value>, E> {
-        Err(E::custom(WRONG_SHAPE_NULL))
-    }
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Vec<Value>, E> {
-        Err(E::custom(WRONG_SHAPE_NUMBER))
-    }
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Vec<Value>, E> {
-        Err(E::custom(WRONG_SHAPE_NUMBER))
-    }
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Vec<Value>, E> {
-        Err(E::custom(WRONG_SHAPE_NUMBER))
-    }
 }
-
-const WRONG_SHAPE_STRING: &str = "bilten: wrong shape: a string";
-const WRONG_SHAPE_BOOL: &str = "bilten: wrong shape: a boolean";
-const WRONG_SHAPE_NULL: &str = "bilten: wrong shape: null";
-const WRONG_SHAPE_NUMBER: &str = "bilten: wrong shape: a number";
 
 /// Each item is an event to validate, or (NDJSON only) why its line did not
 /// parse: one bad line does not sink the others. More than `max` events is
@@ -125,61 +90,56 @@ pub fn decode(
     format: BodyFormat,
     max: usize,
 ) -> Result<Vec<Result<Value, String>>, DecodeError> {
-    let blank = |line: &&[u8]| line.iter().all(u8::is_ascii_whitespace);
+    let malformed = |e: serde_json::Error| DecodeError::Malformed {
+        line: e.line(),
+        column: e.column(),
+        message: strip_position(&e.to_string()),
+    };
     match format {
-        BodyFormat::Json => {
+        // Only an array can hold more than one event: it alone is counted
+        // while it is read. Anything else is one value, judged by its kind.
+        BodyFormat::Json if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') => {
             use serde::de::DeserializeSeed;
             let mut de = serde_json::Deserializer::from_slice(body);
             let items = Bounded { max }
                 .deserialize(&mut de)
                 .and_then(|items| de.end().map(|()| items))
-                .map_err(|e| {
-                    let message = strip_position(&e.to_string());
-                    match message.as_str() {
-                        STOPPED => DecodeError::TooManyEvents { max },
-                        WRONG_SHAPE_STRING => DecodeError::WrongShape("a string"),
-                        WRONG_SHAPE_BOOL => DecodeError::WrongShape("a boolean"),
-                        WRONG_SHAPE_NULL => DecodeError::WrongShape("null"),
-                        WRONG_SHAPE_NUMBER => DecodeError::WrongShape("a number"),
-                        _ => DecodeError::Malformed {
-                            line: e.line(),
-                            column: e.column(),
-                            message,
-                        },
-                    }
+                .map_err(|e| match strip_position(&e.to_string()) == STOPPED {
+                    true => DecodeError::TooManyEvents { max },
+                    false => malformed(e),
                 })?;
             Ok(items.into_iter().map(Ok).collect())
         }
+        BodyFormat::Json => match serde_json::from_slice(body).map_err(malformed)? {
+            value @ Value::Object(_) => Ok(vec![Ok(value)]),
+            other => Err(DecodeError::WrongShape(kind(&other))),
+        },
         BodyFormat::Ndjson => {
             // Counted before any line is parsed.
-            if body
-                .split(|b| *b == b'\n')
-                .filter(|l| !blank(l))
-                .nth(max)
-                .is_some()
-            {
+            if lines(body).nth(max).is_some() {
                 return Err(DecodeError::TooManyEvents { max });
             }
-            Ok(ndjson(body))
+            Ok(lines(body)
+                .map(|(n, line)| {
+                    serde_json::from_slice::<Value>(line).map_err(|e| {
+                        format!(
+                            "malformed JSON at line {}, column {}: {}",
+                            n + 1,
+                            e.column(),
+                            strip_position(&e.to_string())
+                        )
+                    })
+                })
+                .collect())
         }
     }
 }
 
-fn ndjson(body: &[u8]) -> Vec<Result<Value, String>> {
+/// NDJSON's lines with their index, blank ones skipped.
+fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     body.split(|b| *b == b'\n')
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-        .map(|(n, line)| {
-            serde_json::from_slice::<Value>(line).map_err(|e| {
-                format!(
-                    "malformed JSON at line {}, column {}: {}",
-                    n + 1,
-                    e.column(),
-                    strip_position(&e.to_string())
-                )
-            })
-        })
-        .collect()
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {

@@ -3,10 +3,10 @@
 //! embedded engine takes, so both backends share the batcher and the log.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use bytes::Bytes;
 use clickhouse::Client;
-
-use std::time::Duration;
 
 use super::{Storage, StorageError};
 use crate::config::{ClickHouseConfig, QueryLimits};
@@ -30,17 +30,15 @@ impl ClickHouseStorage {
         if let Some(password) = &cfg.password {
             client = client.with_password(password);
         }
-        ClickHouseStorage {
-            client,
-            readers: tokio::sync::Semaphore::new(limits.concurrency),
-            limits,
-            timeout: cfg.timeout,
-        }
+        Self::with(client, limits, cfg.timeout)
     }
 
     /// For tests: a client pointed at the crate's mock server.
     pub fn from_client(client: Client, timeout: Duration) -> Self {
-        let limits = QueryLimits::default();
+        Self::with(client, QueryLimits::default(), timeout)
+    }
+
+    fn with(client: Client, limits: QueryLimits, timeout: Duration) -> Self {
         ClickHouseStorage {
             client,
             readers: tokio::sync::Semaphore::new(limits.concurrency),

@@ -28,6 +28,7 @@ use tokio::sync::Semaphore;
 use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
 use super::{Storage, StorageError};
 use crate::config::{EmbeddedConfig, QueryLimits};
+use crate::files::private_dir;
 use crate::model::DATABASE;
 
 /// How often buffered query-log entries are written, and the most we buffer.
@@ -126,15 +127,10 @@ impl EmbeddedStorage {
         format: &'static str,
         log_text: Option<String>,
     ) -> Result<Vec<u8>, StorageError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StorageError::Transient("engine closed".into()))?;
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || inner.run(On::Writer, &sql, format, log_text))
-            .await
-            .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
+        self.call(&self.permits, move |inner| {
+            inner.run(On::Writer, &sql, format, log_text)
+        })
+        .await
     }
 
     /// Runs on the read-only connection, under its own concurrency bound.
@@ -142,8 +138,16 @@ impl EmbeddedStorage {
         &self,
         f: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
     ) -> Result<T, StorageError> {
-        let _permit = self
-            .reader_permits
+        self.call(&self.reader_permits, f).await
+    }
+
+    /// An engine call on tokio's blocking pool, holding one of `permits`.
+    async fn call<T: Send + 'static>(
+        &self,
+        permits: &Semaphore,
+        f: impl FnOnce(&Inner) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let _permit = permits
             .acquire()
             .await
             .map_err(|_| StorageError::Transient("engine closed".into()))?;
@@ -395,16 +399,6 @@ fn connect(api: &Api, args: &[String]) -> Option<*mut Connection> {
     let mut argv: Vec<*mut c_char> = cargs.iter().map(|a| a.as_ptr() as *mut c_char).collect();
     let conn = unsafe { (api.connect)(argv.len() as i32, argv.as_mut_ptr()) };
     (!conn.is_null()).then_some(conn)
-}
-
-/// Engine data (every event, the backups) is readable by the server's user only.
-fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 unsafe fn log_entry(

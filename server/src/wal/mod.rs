@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
+use crate::files::{private_append, private_dir, private_file};
 use crate::model::Table;
 
 /// Log sequence number: every record's position, never reused.
@@ -197,7 +198,7 @@ impl Wal {
     /// Opens (or creates) the log, reads back what was pending, and starts
     /// the writer thread.
     pub fn open(cfg: &WalConfig) -> io::Result<(Wal, Recovered)> {
-        create_private_dir(&cfg.dir)?;
+        private_dir(&cfg.dir)?;
         let floor = read_floor(&cfg.dir)?;
         let epoch_file = cfg.dir.join(EPOCH_FILE);
         let epoch = match std::fs::read_to_string(&epoch_file) {
@@ -205,7 +206,13 @@ impl Wal {
             // floors existed, whose segments still show its highest LSN.
             // Otherwise nothing bounds the LSNs already issued: a new epoch
             // gives new tokens.
-            Ok(e) if !e.trim().is_empty() && (floor.is_some() || has_segments(&cfg.dir)?) => {
+            Ok(e)
+                if !e.trim().is_empty()
+                    && (floor.is_some() || {
+                        let (live, aside) = all_segments(&cfg.dir)?;
+                        !live.is_empty() || !aside.is_empty()
+                    }) =>
+            {
                 e.trim().to_string()
             }
             _ => {
@@ -311,34 +318,6 @@ fn write_durably(path: &Path, data: &[u8]) -> io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// The log holds every accepted event: readable by the server's user only.
-fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-}
-
-fn private_file(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-}
-
-fn open_segment(path: &Path) -> io::Result<File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-}
-
 /// The persisted LSN floor; `None` when the file is absent. An unreadable one
 /// stops the start: guessing could reuse tokens.
 fn read_floor(dir: &Path) -> io::Result<Option<Lsn>> {
@@ -359,28 +338,34 @@ fn read_floor(dir: &Path) -> io::Result<Option<Lsn>> {
     }
 }
 
-/// Segment files in the log directory or set aside in `corrupt/`.
-fn segment_firsts(dir: &Path) -> io::Result<Vec<Lsn>> {
-    let mut firsts = Vec::new();
-    for d in [dir.to_path_buf(), dir.join(CORRUPT_DIR)] {
-        let entries = match std::fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        firsts.extend(entries.filter_map(|e| e.ok()).filter_map(|e| {
+/// The first LSN of each segment file in `dir`, unordered; none when `dir`
+/// does not exist.
+fn segments_in(dir: &Path) -> io::Result<Vec<Lsn>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
             e.file_name()
                 .to_str()?
                 .strip_suffix(".wal")?
                 .parse::<Lsn>()
                 .ok()
-        }));
-    }
-    Ok(firsts)
+        })
+        .collect())
 }
 
-fn has_segments(dir: &Path) -> io::Result<bool> {
-    Ok(!segment_firsts(dir)?.is_empty())
+/// Segments in the log directory, and those set aside in `corrupt/`.
+fn all_segments(dir: &Path) -> io::Result<(Vec<Lsn>, Vec<Lsn>)> {
+    Ok((segments_in(dir)?, segments_in(&dir.join(CORRUPT_DIR))?))
+}
+
+/// Writes the floor durably: every LSN issued stays below it.
+fn write_floor(dir: &Path, floor: Lsn) -> io::Result<()> {
+    write_durably(&dir.join(FLOOR_FILE), floor.to_string().as_bytes())
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -389,13 +374,10 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
 
 impl Writer {
     fn recover(cfg: &WalConfig, floor: Lsn) -> io::Result<(Writer, Recovered)> {
-        // Segments set aside earlier count for the high-water mark too.
-        let highest_first = segment_firsts(&cfg.dir)?.into_iter().max().unwrap_or(0);
-        let mut firsts: Vec<Lsn> = std::fs::read_dir(&cfg.dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".wal")?.parse().ok())
-            .collect();
+        let (mut firsts, aside) = all_segments(&cfg.dir)?;
         firsts.sort_unstable();
+        // Segments set aside earlier count for the high-water mark too.
+        let highest_first = firsts.iter().chain(&aside).copied().max().unwrap_or(0);
 
         let mut rows: BTreeMap<Lsn, (Table, u32, Bytes)> = BTreeMap::new();
         let mut seals: BTreeMap<Lsn, (Table, Vec<Lsn>)> = BTreeMap::new();
@@ -408,7 +390,7 @@ impl Writer {
             if cut {
                 // Everything after a cut is suspect: set aside, never deleted.
                 let aside = cfg.dir.join(CORRUPT_DIR);
-                create_private_dir(&aside)?;
+                private_dir(&aside)?;
                 std::fs::rename(&path, aside.join(segment_name(first)))?;
                 tracing::error!(segment = %path.display(), "write-ahead log segment after a corrupt record set aside in corrupt/");
                 continue;
@@ -512,11 +494,11 @@ impl Writer {
         let next_lsn = (last_lsn + 1).max(highest_first).max(floor).max(1);
         // Reserve the next block before anything is issued.
         let floor = next_lsn + FLOOR_BLOCK;
-        write_durably(&cfg.dir.join(FLOOR_FILE), floor.to_string().as_bytes())?;
+        write_floor(&cfg.dir, floor)?;
         // Appends always go to a fresh segment after a restart: the old tail
         // may have been cut, and a new file keeps that reasoning simple.
         let path = cfg.dir.join(segment_name(next_lsn));
-        let file = open_segment(&path)?;
+        let file = private_append(&path)?;
         sync_dir(&cfg.dir)?;
         segments.push_back(Segment {
             first: next_lsn,
@@ -604,7 +586,7 @@ impl Writer {
         let last = self.next_lsn + group.len() as Lsn;
         if last >= self.floor {
             let floor = last + FLOOR_BLOCK;
-            write_durably(&self.dir.join(FLOOR_FILE), floor.to_string().as_bytes())?;
+            write_floor(&self.dir, floor)?;
             self.floor = floor;
         }
         for Op::Append(record, _) in group {
@@ -660,7 +642,7 @@ impl Writer {
     fn rotate(&mut self) -> io::Result<()> {
         self.file.sync_data()?;
         let path = self.dir.join(segment_name(self.next_lsn));
-        self.file = open_segment(&path)?;
+        self.file = private_append(&path)?;
         sync_dir(&self.dir)?;
         self.segments.push_back(Segment {
             first: self.next_lsn,
