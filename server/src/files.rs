@@ -35,3 +35,30 @@ pub fn private_append(path: &Path) -> io::Result<File> {
         .mode(0o600)
         .open(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn directories_and_files_are_the_owners_alone_even_when_they_existed() {
+        let root = tempfile::tempdir().unwrap();
+        let fresh = root.path().join("a/b");
+        private_dir(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        // A directory left open by an older version is closed down.
+        let old = root.path().join("old");
+        std::fs::create_dir(&old).unwrap();
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&old).unwrap();
+        assert_eq!(mode(&old), 0o700);
+        private_file(&old.join("f")).unwrap();
+        private_append(&old.join("g")).unwrap();
+        assert_eq!(mode(&old.join("f")), 0o600);
+        assert_eq!(mode(&old.join("g")), 0o600);
+    }
+}
