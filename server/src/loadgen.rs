@@ -23,7 +23,10 @@ pub struct Args {
     /// Base URL of the server.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub target: String,
-    /// Events per second.
+    /// Events per second, open-loop: requests leave on schedule whatever
+    /// the answers, and each latency counts from when its request was due,
+    /// so a slow server shows as latency instead of slowing the load down.
+    /// Raise --concurrency so the schedule is not held back.
     #[arg(long, default_value_t = 10.0)]
     pub rate: f64,
     /// How long to send at --rate (e.g. 60s, 5m).
@@ -38,7 +41,8 @@ pub struct Args {
     /// Events per request (default: 1 at a --rate, 200 with --total).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Requests in flight at once.
+    /// Requests in flight at once (at a --rate: the most; past it, requests
+    /// wait, and that wait counts in their latency).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Ingest key, if the server needs one.
@@ -258,13 +262,17 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         if want == 0 {
             break;
         }
-        if args.total.is_none() {
-            // Pace: the k-th event is due at k / rate seconds.
-            let due = Duration::from_secs_f64(generated as f64 / args.rate.max(0.001));
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                tokio::time::sleep(wait).await;
+        // Pace: the k-th event is due at k / rate seconds. With --total,
+        // a request is due when it is sent (closed loop).
+        let due = match args.total {
+            Some(_) => None,
+            None => {
+                let due =
+                    started + Duration::from_secs_f64(generated as f64 / args.rate.max(0.001));
+                tokio::time::sleep_until(due.into()).await;
+                Some(due)
             }
-        }
+        };
         let mut groups: Vec<(Table, Vec<Value>)> = Vec::new();
         for _ in 0..want {
             let (table, event) = generator.next_event();
@@ -282,7 +290,17 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
             let key = args.api_key.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                send(&client, &url, key.as_deref(), events, &counters, &latencies).await;
+                let due = due.unwrap_or_else(Instant::now);
+                send(
+                    &client,
+                    &url,
+                    key.as_deref(),
+                    events,
+                    due,
+                    &counters,
+                    &latencies,
+                )
+                .await;
             });
         }
         while tasks.try_join_next().is_some() {}
@@ -347,6 +365,7 @@ async fn send(
     url: &str,
     key: Option<&str>,
     events: Vec<Value>,
+    due: Instant,
     c: &Counters,
     lat: &Mutex<Vec<Duration>>,
 ) {
@@ -355,9 +374,8 @@ async fn send(
     if let Some(key) = key {
         req = req.bearer_auth(key);
     }
-    let t = Instant::now();
     let result = req.send().await;
-    let elapsed = t.elapsed();
+    let elapsed = due.elapsed();
     c.sent.fetch_add(n, Ordering::Relaxed);
     c.requests.fetch_add(1, Ordering::Relaxed);
     lat.lock().await.push(elapsed);

@@ -88,7 +88,11 @@ async fn crash_and_recover(
     crash: impl FnOnce(&mut common::process::Server) -> bool,
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let mut env = vec![("BILTEN_BATCH__MAX_ROWS", "100")];
+    // Small batches, not paced: many inserts to crash between.
+    let mut env = vec![
+        ("BILTEN_BATCH__MAX_ROWS", "100"),
+        ("BILTEN_BATCH__MIN_INTERVAL", "0s"),
+    ];
     env.extend_from_slice(extra);
     let mut server = serve(dir.path(), &env);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -261,6 +261,85 @@ async fn builtin_plugins_validate_enrich_scrub_and_filter() {
     s.stop().await.unwrap();
 }
 
+/// Requests arriving together share plugin calls (micro-batches), and each
+/// still gets its own verdicts, indexed in its own body.
+#[tokio::test]
+async fn concurrent_requests_share_plugin_calls_and_keep_their_own_verdicts() {
+    let s = TestServer::start(|c| c.plugins = plugins::default_chain()).await;
+    // Request k: k % 3 + 1 events; its last one is a purchase without an
+    // event_id (quality rejects it) when k % 4 == 0, a crawler (bots drops
+    // it) when k % 4 == 1.
+    let requests: Vec<(Value, usize, usize)> = (0..300usize)
+        .map(|k| {
+            let n = k % 3 + 1;
+            let mut events: Vec<Value> = (0..n).map(|_| event("page_view")).collect();
+            let (mut rejected, mut dropped) = (0, 0);
+            match k % 4 {
+                0 => {
+                    events[n - 1] =
+                        json!({"id": id(), "event_type": "purchase", "organizer_id": "org-1"});
+                    rejected = 1;
+                }
+                1 => {
+                    events[n - 1]["user_agent"] = json!(GOOGLEBOT);
+                    dropped = 1;
+                }
+                _ => {}
+            }
+            (Value::Array(events), rejected, dropped)
+        })
+        .collect();
+    let answers = futures::future::join_all(
+        requests
+            .iter()
+            .map(|(body, _, _)| s.post_json("/v1/events", body)),
+    )
+    .await;
+    let mut accepted = 0;
+    for ((body, rejected, dropped), (status, answer)) in requests.iter().zip(&answers) {
+        let n = body.as_array().unwrap().len();
+        // Nothing accepted: 400 when something was rejected, 200 when all dropped.
+        let expected = match (n - rejected - dropped, rejected) {
+            (0, 1) => 400,
+            (0, _) => 200,
+            _ => 202,
+        };
+        assert_eq!(status, &expected, "{answer}");
+        assert_eq!(
+            answer["accepted"],
+            n - rejected - dropped,
+            "{body} → {answer}"
+        );
+        assert_eq!(answer["rejected"], *rejected, "{answer}");
+        assert_eq!(
+            answer["dropped"].as_u64().unwrap_or(0),
+            *dropped as u64,
+            "{answer}"
+        );
+        if *rejected == 1 {
+            let error = &answer["errors"][0];
+            assert_eq!(
+                error["index"],
+                n - 1,
+                "indexed in its own request: {answer}"
+            );
+            assert_eq!(error["code"], "missing_field");
+        }
+        accepted += n - rejected - dropped;
+    }
+    s.flush().await;
+    assert_eq!(s.count("events").await, accepted as u64);
+    assert_eq!(s.count("rejected_events").await, 75);
+    let quality = plugin_status(&s, "quality").await;
+    assert_eq!(quality["verdicts"]["reject"], 75);
+    let calls = as_u64(&quality["calls"]);
+    assert!(
+        calls < 300,
+        "300 requests in flight together should share calls, made {calls}"
+    );
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn privacy_can_hash_addresses_with_a_salt() {
     let builtin = PathBuf::from(plugins::BUILTIN_DIR);

@@ -1,6 +1,12 @@
 //! Per-table buffers in a concurrent map, sealed into batches when a table
 //! reaches `max_rows` or its oldest row `max_age`, and inserted with retries.
 //!
+//! Batches adapt to load: while a table's insert runs, its rows gather, and
+//! the next insert (at least `min_interval` later) takes all of them, up to
+//! `max_insert_rows` / `max_insert_bytes`. Under load inserts grow instead
+//! of multiplying: the engine's cost is mostly per insert (a part in the
+//! table and one in each view), not per row.
+//!
 //! With the write-ahead log on, a batch's rows are already durable; sealing
 //! logs which records form the batch, and its identity (the seal's LSN) is
 //! the insert's deduplication token. Errors of the environment (unreachable,
@@ -62,6 +68,30 @@ struct Buffer {
     lsns: Vec<Lsn>,
     /// Requests waiting for these rows to be stored (`?wait=true`).
     waiters: Vec<oneshot::Sender<()>>,
+    /// This table's batches sealed and not yet stored.
+    inserting: usize,
+    /// When this table was last sealed.
+    last_seal: Option<Instant>,
+}
+
+impl Buffer {
+    /// Whether the rows should go now: past a cap or `max_age` always; at
+    /// `max_rows` only once the table's previous insert is done and
+    /// `min_interval` has passed since it was sealed.
+    fn due(&self, cfg: &BatchConfig, now: Instant) -> bool {
+        if self.count == 0 {
+            return false;
+        }
+        let capped = self.count >= cfg.max_insert_rows || self.rows.len() >= cfg.max_insert_bytes;
+        let aged = self
+            .oldest
+            .is_some_and(|t| now.duration_since(t) >= cfg.max_age);
+        let paced = self.inserting == 0
+            && self
+                .last_seal
+                .is_none_or(|t| now.duration_since(t) >= cfg.min_interval);
+        capped || aged || (self.count >= cfg.max_rows && paced)
+    }
 }
 
 struct Sealed {
@@ -119,6 +149,7 @@ impl Batcher {
         for b in recovered.sealed {
             let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
             self.in_flight.lock().unwrap().insert(seq);
+            self.buffers.entry(b.table).or_default().inserting += 1;
             self.stats
                 .rows_buffered
                 .fetch_add(b.count as u64, Ordering::Relaxed);
@@ -137,10 +168,11 @@ impl Batcher {
         }
     }
 
-    /// Seals buffers that reached `max_age`, until the returned task is aborted.
+    /// Seals buffers that are due (reached `max_age`, or held back by
+    /// `min_interval`), until the returned task is aborted.
     pub fn start_timer(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let this = self.clone();
-        let period = (self.cfg.max_age / 5).clamp(
+        let period = (self.cfg.max_age.min(self.cfg.min_interval) / 5).clamp(
             std::time::Duration::from_millis(10),
             std::time::Duration::from_millis(250),
         );
@@ -148,32 +180,34 @@ impl Batcher {
             let mut tick = tokio::time::interval(period);
             loop {
                 tick.tick().await;
-                let now = Instant::now();
-                let due: Vec<Table> = this
-                    .buffers
-                    .iter()
-                    .filter(|b| {
-                        b.oldest
-                            .is_some_and(|t| now.duration_since(t) >= this.cfg.max_age)
-                    })
-                    .map(|b| *b.key())
-                    .collect();
-                for table in due {
-                    this.seal(table);
+                let tables: Vec<Table> = this.buffers.iter().map(|b| *b.key()).collect();
+                for table in tables {
+                    this.seal_if_due(table);
                 }
             }
         })
     }
 
+    /// Seals a table's buffer if [`Buffer::due`].
+    fn seal_if_due(self: &Arc<Self>, table: Table) {
+        let sealed = self.buffers.get_mut(&table).and_then(|mut buf| {
+            buf.due(&self.cfg, Instant::now())
+                .then(|| self.take(table, &mut buf))
+        });
+        if let Some(batch) = sealed {
+            self.dispatch(batch);
+        }
+    }
+
     /// Adds validated rows (JSONEachRow lines, from log record `lsn`) to a
-    /// table's buffer. `waiter` hears when they are stored.
+    /// table's buffer. `waiters` hear when they are stored.
     pub fn push(
         self: &Arc<Self>,
         table: Table,
         rows: &[u8],
         count: usize,
         lsn: Option<Lsn>,
-        waiter: Option<oneshot::Sender<()>>,
+        waiters: impl IntoIterator<Item = oneshot::Sender<()>>,
     ) {
         if count == 0 {
             return;
@@ -186,9 +220,10 @@ impl Batcher {
             buf.rows.extend_from_slice(rows);
             buf.count += count;
             buf.lsns.extend(lsn);
-            buf.waiters.extend(waiter);
-            buf.oldest.get_or_insert_with(Instant::now);
-            (buf.count >= self.cfg.max_rows).then(|| self.take(table, &mut buf))
+            buf.waiters.extend(waiters);
+            let now = Instant::now();
+            buf.oldest.get_or_insert(now);
+            buf.due(&self.cfg, now).then(|| self.take(table, &mut buf))
         };
         if let Some(batch) = sealed {
             self.dispatch(batch);
@@ -201,6 +236,8 @@ impl Batcher {
         let seq = self.next_seq.fetch_add(1, Ordering::SeqCst);
         self.in_flight.lock().unwrap().insert(seq);
         buf.oldest = None;
+        buf.inserting += 1;
+        buf.last_seal = Some(Instant::now());
         Sealed {
             seq,
             table,
@@ -282,8 +319,13 @@ impl Batcher {
             for waiter in batch.waiters {
                 let _ = waiter.send(());
             }
+            if let Some(mut buf) = this.buffers.get_mut(&batch.table) {
+                buf.inserting -= 1;
+            }
             this.in_flight.lock().unwrap().remove(&batch.seq);
             this.settled.notify_waiters();
+            // What gathered while this insert ran may be due now.
+            this.seal_if_due(batch.table);
         });
     }
 
@@ -528,6 +570,8 @@ mod tests {
         dead_letter_fails: AtomicU64,
         /// Refuse every insert with this engine error this many times.
         env_error: Mutex<Option<(String, u64)>>,
+        /// How long each insert takes.
+        delay: Duration,
     }
 
     #[async_trait]
@@ -548,6 +592,7 @@ mod tests {
             Ok(Bytes::new())
         }
         async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
+            tokio::time::sleep(self.delay).await;
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
                 return Err(StorageError::Transient("down".into()));
@@ -593,6 +638,9 @@ mod tests {
         BatchConfig {
             max_rows,
             max_age: Duration::from_secs(5),
+            min_interval: Duration::ZERO,
+            max_insert_rows: 100_000,
+            max_insert_bytes: 64 << 20,
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(1),
             flush_workers: 2,
@@ -618,6 +666,62 @@ mod tests {
         }
         assert_eq!(storage.tables(), vec![("events".to_string(), 1000)]);
         assert_eq!(b.depth().0, 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn under_load_the_next_insert_takes_what_gathered_meanwhile() {
+        let storage = Arc::new(Recorder {
+            delay: Duration::from_millis(300),
+            ..Default::default()
+        });
+        let b = Batcher::new(
+            BatchConfig {
+                min_interval: Duration::from_millis(500),
+                ..cfg(1000)
+            },
+            storage.clone(),
+            None,
+        );
+        let timer = b.start_timer();
+        // 1000 rows every 50 ms for a second: 20 000 rows.
+        for _ in 0..20 {
+            b.push(Table::Events, &lines(1000), 1000, None, None);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        b.flush_all().await;
+        let sizes: Vec<usize> = storage.tables().iter().map(|(_, n)| *n).collect();
+        assert_eq!(sizes.iter().sum::<usize>(), 20_000);
+        // Sealed at 0 ms (1000 rows), then every 500 ms with what gathered:
+        // not twenty inserts of 1000.
+        assert_eq!(sizes[0], 1000);
+        assert!(sizes.len() <= 4, "inserts: {sizes:?}");
+        assert!(sizes[1] >= 9000, "inserts: {sizes:?}");
+        timer.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_buffer_past_the_insert_cap_is_sealed_even_while_an_insert_runs() {
+        let storage = Arc::new(Recorder {
+            delay: Duration::from_secs(2),
+            ..Default::default()
+        });
+        let b = Batcher::new(
+            BatchConfig {
+                min_interval: Duration::from_secs(10),
+                max_insert_rows: 3000,
+                ..cfg(1000)
+            },
+            storage.clone(),
+            None,
+        );
+        for _ in 0..7 {
+            b.push(Table::Events, &lines(1000), 1000, None, None);
+        }
+        b.flush_all().await;
+        let mut sizes: Vec<usize> = storage.tables().iter().map(|(_, n)| *n).collect();
+        sizes.sort();
+        // The first at max_rows; then two at the cap, while inserts ran.
+        assert_eq!(sizes, vec![1000, 3000, 3000]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -226,6 +226,16 @@ pub struct BatchConfig {
     /// …or when its oldest row is this old.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
+    /// Under load an insert carries whatever gathered while the table's
+    /// previous one ran, and a table is inserted into at most once per
+    /// `min_interval`: inserts grow instead of multiplying (each one is a
+    /// part in the table and in every view).
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// The most rows one insert carries; past it a buffer is sealed at once.
+    pub max_insert_rows: usize,
+    /// The most bytes (of JSONEachRow) one insert carries.
+    pub max_insert_bytes: usize,
     /// Backoff between retries of a failed insert doubles from this…
     #[serde(with = "humantime_serde")]
     pub retry_initial_backoff: Duration,
@@ -353,6 +363,9 @@ impl Default for BatchConfig {
         BatchConfig {
             max_rows: 1000,
             max_age: Duration::from_secs(5),
+            min_interval: Duration::from_millis(500),
+            max_insert_rows: 100_000,
+            max_insert_bytes: 64 << 20,
             retry_initial_backoff: Duration::from_millis(200),
             retry_max_backoff: Duration::from_secs(30),
             flush_workers: 2,
@@ -457,6 +470,15 @@ impl Config {
         }
         if self.batch.max_age.is_zero() {
             return Err(invalid("batch.max_age", "must be more than 0"));
+        }
+        if self.batch.max_insert_rows < self.batch.max_rows {
+            return Err(invalid(
+                "batch.max_insert_rows",
+                "must be at least batch.max_rows",
+            ));
+        }
+        if self.batch.max_insert_bytes == 0 {
+            return Err(invalid("batch.max_insert_bytes", "must be more than 0"));
         }
         if self.batch.flush_workers == 0 {
             return Err(invalid("batch.flush_workers", "must be at least 1"));

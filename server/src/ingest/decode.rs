@@ -28,7 +28,7 @@ impl BodyFormat {
     }
 }
 
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
     #[error("malformed JSON at line {line}, column {column}: {message}")]
     Malformed {

@@ -21,15 +21,16 @@ use crate::telemetry;
 pub struct ChainOutput {
     /// What is left to store (maybe modified), and every rejection.
     pub parsed: Parsed,
-    /// Dropped by a plugin's verdict (bots, …).
-    pub dropped: usize,
+    /// The indexes of the events a plugin's verdict dropped (bots, …).
+    pub dropped: Vec<usize>,
     /// JSONEachRow lines for `rejected_events`: one per plugin rejection.
     pub rejected_rows: Vec<u8>,
-    /// The ids of the events a plugin rejected.
-    pub rejected_ids: Vec<uuid::Uuid>,
+    /// The index and id of each event a plugin rejected.
+    pub rejected: Vec<(usize, uuid::Uuid)>,
     /// JSONEachRow lines for `plugin_quarantine`.
     pub quarantine_rows: Vec<u8>,
-    pub quarantined: usize,
+    /// The indexes of the quarantined events.
+    pub quarantined: Vec<usize>,
     /// Events that skipped a failed fail-open plugin (tagged, stored).
     pub skipped: usize,
 }
@@ -199,7 +200,7 @@ fn apply(
             }
             Decision::Drop => {
                 gone[pos] = true;
-                out.dropped += 1;
+                out.dropped.push(out.parsed.rows[pos].0);
                 counts[2] += 1;
             }
             Decision::Reject(r) => {
@@ -218,7 +219,7 @@ fn apply(
                         event: line_of(row),
                     },
                 );
-                out.rejected_ids.push(row.id());
+                out.rejected.push((*index, row.id()));
                 out.parsed.rejections.push(Rejection {
                     index: *index,
                     field: r.field,
@@ -284,7 +285,8 @@ fn fail(
             let mut gone = vec![false; out.parsed.rows.len()];
             for &pos in seen {
                 gone[pos] = true;
-                let row = &out.parsed.rows[pos].1;
+                let (index, row) = &out.parsed.rows[pos];
+                out.quarantined.push(*index);
                 write_line(
                     &mut out.quarantine_rows,
                     &QuarantineRow {
@@ -298,7 +300,6 @@ fn fail(
                     },
                 );
             }
-            out.quarantined += seen.len();
             remove(out, &gone);
         }
     }

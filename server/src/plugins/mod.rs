@@ -248,6 +248,11 @@ impl Plugins {
     }
 
     /// Whether any plugin sees this table (if none, skip the pool entirely).
+    /// Batches judged at once (`plugin_host.workers`).
+    pub fn workers(&self) -> usize {
+        self.settings.workers.max(1)
+    }
+
     pub fn applies_to(&self, table: Table) -> bool {
         self.chain
             .load()

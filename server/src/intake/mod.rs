@@ -1,23 +1,25 @@
 //! Taking a request's events the rest of the way, with no HTTP types: decode
-//! and validate, drop resends, run the plugin chain, append to the
+//! and validate, drop resends, then (gathered with other requests into a
+//! micro-batch, see [`gather`]) run the plugin chain, append to the
 //! write-ahead log, buffer, and (`wait`) wait for storage. The ingest route
 //! translates HTTP into a call here and the answer back; benches and tests
 //! can call it directly.
 
+mod gather;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Serialize;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::batch::Batcher;
 use crate::config::IngestConfig;
 use crate::ingest::{self, BodyFormat, DecodeError, Rejection, ResendKey};
 use crate::model::Table;
-use crate::plugins::{ChainOutput, Plugins};
+use crate::plugins::Plugins;
 use crate::telemetry;
-use crate::wal::{Record, Recovered, Wal};
+use crate::wal::{Recovered, Wal};
 
 /// What became of a request's events.
 #[derive(Debug, Serialize)]
@@ -44,7 +46,7 @@ fn is_zero(n: &usize) -> bool {
 }
 
 /// Why nothing of a request was taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IntakeError {
     /// The body is not events: malformed, empty, too many.
     #[error(transparent)]
@@ -62,9 +64,9 @@ pub struct Intake {
     wait_timeout: Duration,
     /// Events accepted within `ingest.dedup_window`, to drop resends.
     recent: moka::sync::Cache<ResendKey, ()>,
-    plugins: Arc<Plugins>,
-    wal: Option<Arc<Wal>>,
     batcher: Arc<Batcher>,
+    /// One per table of [`Table::INGEST`], in that order.
+    gatherers: Vec<mpsc::UnboundedSender<gather::Job>>,
 }
 
 impl Intake {
@@ -81,13 +83,21 @@ impl Intake {
             .time_to_live(cfg.dedup_window)
             .eviction_policy(moka::policy::EvictionPolicy::lru())
             .build();
+        let pipeline = Arc::new(gather::Pipeline {
+            plugins,
+            wal,
+            batcher: batcher.clone(),
+            max_events: cfg.max_events_per_request,
+        });
         Intake {
             max_events: cfg.max_events_per_request,
             wait_timeout: cfg.wait_timeout,
             recent,
-            plugins,
-            wal,
             batcher,
+            gatherers: Table::INGEST
+                .iter()
+                .map(|t| gather::start(*t, pipeline.clone()))
+                .collect(),
         }
     }
 
@@ -118,6 +128,7 @@ impl Intake {
     ) -> Result<Receipt, IntakeError> {
         let now = chrono::Utc::now();
         let mut parsed = ingest::parse(table, body, format, self.max_events, now, scope)?;
+        let events = parsed.rows.len() + parsed.rejections.len();
         // An id seen within the window (in this request or an earlier one) is
         // a resend: drop it. Claimed atomically, so two racing resends keep one.
         let duplicates = parsed.retain(|row| {
@@ -126,121 +137,78 @@ impl Intake {
                 .or_insert(())
                 .is_fresh()
         });
-        let forget = |keys: &[ResendKey]| keys.iter().for_each(|k| self.recent.invalidate(k));
-        // What this request claimed: released if it is refused, so that the
-        // retry is not taken for a resend (quarantined events included).
-        let claimed: Vec<ResendKey> = parsed
-            .rows
-            .iter()
-            .map(|(_, row)| ResendKey::of(table, row))
-            .collect();
-        let chain = if !parsed.rows.is_empty() && self.plugins.applies_to(table) {
-            let chain = self.plugins.run(table, parsed, now).await;
-            // A rejected event may come back corrected under the same id.
-            let rejected: Vec<ResendKey> = claimed
-                .iter()
-                .filter(|k| chain.rejected_ids.contains(&k.id))
-                .cloned()
-                .collect();
-            forget(&rejected);
-            chain
-        } else {
-            ChainOutput {
-                parsed,
-                ..ChainOutput::default()
-            }
-        };
-        let (dropped, quarantined) = (chain.dropped, chain.quarantined);
-        let mut outcome = chain.parsed.encode();
-        let rows = Bytes::from(std::mem::take(&mut outcome.rows));
-        // What goes to the log and the buffers: the rows, and the plugins'
-        // rejected and quarantined events.
-        let batches: Vec<(Table, Bytes, usize)> = [
-            (table, rows, outcome.accepted),
-            (
-                Table::RejectedEvents,
-                Bytes::from(chain.rejected_rows),
-                chain.rejected_ids.len(),
-            ),
-            (
-                Table::PluginQuarantine,
-                Bytes::from(chain.quarantine_rows),
-                chain.quarantined,
-            ),
-        ]
-        .into_iter()
-        .filter(|(_, _, n)| *n > 0)
-        .collect();
-        let lsns = match self.log(&batches).await {
-            Ok(lsns) => lsns,
-            Err(e) => {
-                forget(&claimed);
-                return Err(e);
-            }
-        };
-        let (mut waiter, stored) = match wait && outcome.accepted > 0 {
-            true => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            false => (None, None),
-        };
-        for ((t, rows, n), lsn) in batches.iter().zip(lsns) {
-            let waiter = if *t == table { waiter.take() } else { None };
-            self.batcher.push(*t, rows, *n, lsn, waiter);
-        }
-        let mut confirmed = false;
-        if let Some(rx) = stored {
-            self.batcher.seal_for_waiter(table);
-            // Past the timeout the answer is the usual one: the rows are
-            // durable in the log and will be stored; only the confirmation
-            // is not waited for.
-            confirmed = matches!(
-                tokio::time::timeout(self.wait_timeout, rx).await,
-                Ok(Ok(()))
-            );
-        }
-        let receipt = Receipt {
-            accepted: outcome.accepted,
-            rejected: outcome.rejections.len(),
+        let mut receipt = Receipt {
+            accepted: 0,
+            rejected: 0,
             duplicates,
-            dropped,
-            quarantined,
-            stored: confirmed,
-            errors: outcome.rejections,
+            dropped: 0,
+            quarantined: 0,
+            stored: false,
+            errors: parsed.rejections,
         };
+        if !parsed.rows.is_empty() {
+            // What this request claimed: released if it is refused, so that
+            // the retry is not taken for a resend (quarantined events included).
+            let claimed: Vec<ResendKey> = parsed
+                .rows
+                .iter()
+                .map(|(_, row)| ResendKey::of(table, row))
+                .collect();
+            let forget = |keys: &mut dyn Iterator<Item = &ResendKey>| {
+                keys.for_each(|k| self.recent.invalidate(k))
+            };
+            let (tx, stored) = match wait {
+                true => {
+                    let (tx, rx) = oneshot::channel();
+                    (Some(tx), Some(rx))
+                }
+                false => (None, None),
+            };
+            let (reply, part) = oneshot::channel();
+            let job = gather::Job {
+                rows: parsed.rows,
+                events,
+                waiter: tx,
+                reply,
+            };
+            let gatherer = &self.gatherers[Table::INGEST
+                .iter()
+                .position(|t| *t == table)
+                .expect("clients write only to ingest tables")];
+            let part = match gatherer.send(job) {
+                Ok(()) => part.await.unwrap_or_else(|_| {
+                    Err(IntakeError::Unavailable("ingest is shutting down".into()))
+                }),
+                Err(_) => Err(IntakeError::Unavailable("ingest is shutting down".into())),
+            };
+            let part = match part {
+                Ok(part) => part,
+                Err(e) => {
+                    forget(&mut claimed.iter());
+                    return Err(e);
+                }
+            };
+            // A rejected event may come back corrected under the same id.
+            forget(&mut claimed.iter().filter(|k| part.rejected_ids.contains(&k.id)));
+            receipt.accepted = part.accepted;
+            receipt.dropped = part.dropped;
+            receipt.quarantined = part.quarantined;
+            receipt.errors.extend(part.rejections);
+            if let (Some(rx), true) = (stored, part.accepted > 0) {
+                self.batcher.seal_for_waiter(table);
+                // Past the timeout the answer is the usual one: the rows are
+                // durable in the log and will be stored; only the
+                // confirmation is not waited for.
+                receipt.stored = matches!(
+                    tokio::time::timeout(self.wait_timeout, rx).await,
+                    Ok(Ok(()))
+                );
+            }
+        }
+        receipt.rejected = receipt.errors.len();
+        receipt.errors.sort_by_key(|r| r.index);
         record(table, &receipt);
         Ok(receipt)
-    }
-
-    /// Appends the batches to the log (when it is on) and returns each one's
-    /// record; refuses them all when the log is full or failing.
-    async fn log(
-        &self,
-        batches: &[(Table, Bytes, usize)],
-    ) -> Result<Vec<Option<u64>>, IntakeError> {
-        let Some(wal) = self.wal.as_ref().filter(|_| !batches.is_empty()) else {
-            return Ok(vec![None; batches.len()]);
-        };
-        let bytes: u64 = batches.iter().map(|(_, r, _)| r.len() as u64).sum();
-        if wal.is_full(bytes) {
-            return Err(IntakeError::Overloaded(format!(
-                "the write-ahead log is full ({} of {} bytes): storage is behind, retry later",
-                wal.live_bytes(),
-                wal.max_bytes()
-            )));
-        }
-        let appends = batches.iter().map(|(t, rows, n)| {
-            wal.append(Record::Rows {
-                table: *t,
-                count: *n as u32,
-                rows: rows.clone(),
-            })
-        });
-        match futures::future::try_join_all(appends).await {
-            Ok(lsns) => Ok(lsns.into_iter().map(Some).collect()),
-            Err(e) => Err(IntakeError::Unavailable(format!("write-ahead log: {e}"))),
-        }
     }
 }
 
