@@ -2,11 +2,12 @@
 //! same rows, in the same process and run (machines here are noisy, so the
 //! ratio is the figure to compare).
 //!
-//! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3 --batch 1000`).
+//! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3 --batch 1000
+//! --raw-batch 100000`).
 //!
 //! - raw: the JSONEachRow rows the server would produce, inserted straight
-//!   into the embedded engine, `--batch` rows per insert, as many inserts at
-//!   once as the server's flush workers (2).
+//!   into the embedded engine, `--raw-batch` rows per insert (default
+//!   `--batch`), as many inserts at once as the server's flush workers (2).
 //! - e2e: the same events as JSON over HTTP (`--batch` per request, 4 in flight),
 //!   once without the write-ahead log and once with it (fsync before each 202),
 //!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
@@ -73,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let rows = common::arg("--rows", 200_000);
     let rounds = common::arg("--rounds", 3);
     let per_request = common::arg("--batch", 1000);
+    let per_raw_insert = common::arg("--raw-batch", per_request);
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
@@ -108,6 +110,10 @@ async fn main() -> anyhow::Result<()> {
         })
         .collect();
     let validate_secs = t.elapsed().as_secs_f64();
+    let prepared: Vec<Bytes> = prepared
+        .chunks(per_raw_insert.div_ceil(per_request).max(1))
+        .map(|c| Bytes::from(c.concat()))
+        .collect();
 
     // Two servers on the one engine: without the write-ahead log and with it.
     let mut bases = Vec::new();
@@ -192,10 +198,23 @@ async fn main() -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
+    // Ratios to the raw engine, each within its round: min / median / max.
+    let spread = |v: &[f64]| {
+        let mut r: Vec<f64> = v.iter().zip(&raw).map(|(e, r)| e / r).collect();
+        r.sort_by(f64::total_cmp);
+        format!(
+            "{:.2} / {:.2} / {:.2}",
+            r[0],
+            r[r.len() / 2],
+            r[r.len() - 1]
+        )
+    };
+    let spreads = [spread(&e2e), spread(&e2e_log), spread(&e2e_chain)];
     let (raw_m, e2e_m, log_m) = (median(&mut raw), median(&mut e2e), median(&mut e2e_log));
     let chain_m = median(&mut e2e_chain);
     println!(
-        "rows per run: {rows}, rounds: {rounds}, {per_request} events per request and per insert"
+        "rows per run: {rows}, rounds: {rounds}, {per_request} events per request, \
+         {per_raw_insert} rows per raw insert"
     );
     println!("| measure | rows/s (median) |");
     println!("|---|---|");
@@ -208,6 +227,10 @@ async fn main() -> anyhow::Result<()> {
         rows as f64 / validate_secs
     );
     println!("| ratio end to end / raw | {:.2} |", e2e_m / raw_m);
+    println!(
+        "per-round ratios to raw, min / median / max: log off {}; log on {}; plugins {}",
+        spreads[0], spreads[1], spreads[2]
+    );
     println!(
         "| ratio end to end with the log / raw | {:.2} |",
         log_m / raw_m

@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Issue 10's figures, reproducible: the release server with its default
+configuration (four built-in plugins, the write-ahead log on), driven by the
+release loadgen on the same machine, a fresh server and data directory for
+every case and round. Prints min / median / max over the rounds.
+
+    cargo build --release -p bilten-analytics
+    python3 scripts/loadbench.py --rounds 3            # every case
+    python3 scripts/loadbench.py --only single --rounds 1
+
+Machines here are noisy: CPU time is the server's own (from its /metrics),
+per event stored, and latencies are open-loop (counted from when each
+request was due), so a slow server shows as latency, not as a slower load.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BINARY = os.path.join(ROOT, "target", "release", "bilten-analytics")
+TOKEN = "loadbench"
+
+# name: (what it is, loadgen arguments)
+CASES = {
+    "bulk": ("1000-event requests, 100 000 events, 4 in flight",
+             ["--total", "100000", "--batch", "1000", "--concurrency", "4"]),
+    "single": ("single-event requests, 5 000/s open-loop for 20 s",
+               ["--rate", "5000", "--duration", "20s", "--batch", "1", "--concurrency", "1024"]),
+    "small": ("requests of up to 10 events, 5 000 events/s open-loop for 20 s",
+              ["--rate", "5000", "--duration", "20s", "--batch", "10", "--concurrency", "512"]),
+}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return 0
+
+
+def run_case(args):
+    data = tempfile.mkdtemp(prefix="loadbench-")
+    port = free_port()
+    env = dict(os.environ, BILTEN_ADMIN_TOKEN=TOKEN, BILTEN_DATA_DIR=data,
+               BILTEN_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn")
+    server = subprocess.Popen([BINARY, "serve"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=open(os.path.join(data, "server.log"), "w"))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=1)
+                break
+            except Exception:
+                if server.poll() is not None:
+                    sys.exit(f"the server exited; see {data}/server.log")
+                time.sleep(0.1)
+        out = subprocess.run([BINARY, "loadgen", "--target", base, "--admin-token", TOKEN,
+                              "--quiet", "--seed", "1", *args],
+                             capture_output=True, text=True, check=True).stdout
+        summary = json.loads(out)
+        summary["server_peak_rss_mib"] = rss_kib(server.pid) / 1024
+        return summary
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def spread(values, fmt="{:.1f}"):
+    values = sorted(values)
+    return " / ".join(fmt.format(v) for v in (values[0], statistics.median(values), values[-1]))
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", choices=sorted(CASES), action="append")
+    a = p.parse_args()
+    if not os.path.exists(BINARY):
+        sys.exit("build it first: cargo build --release -p bilten-analytics")
+    print(f"| case | server CPU µs per stored event | events/s acknowledged | ack p50 ms | ack p99 ms "
+          f"| failed requests | server peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for name in a.only or list(CASES):
+        label, args = CASES[name]
+        runs = []
+        for r in range(a.rounds):
+            s = run_case(args)
+            print(f"  {name} round {r + 1}: {json.dumps(s)}", file=sys.stderr)
+            runs.append(s)
+        # Acknowledged: accepted by the server over the sending time.
+        acked = [s["accepted"] / s["seconds"] for s in runs]
+        print(f"| {label} | {spread([s.get('server_cpu_us_per_event') or 0 for s in runs])} "
+              f"| {spread(acked, '{:.0f}')} "
+              f"| {spread([s['latency_ms_p50'] for s in runs])} "
+              f"| {spread([s['latency_ms_p99'] for s in runs])} "
+              f"| {spread([s['failed_requests'] for s in runs], '{:.0f}')} "
+              f"| {spread([s['server_peak_rss_mib'] for s in runs], '{:.0f}')} |")
+
+
+if __name__ == "__main__":
+    main()
