@@ -385,12 +385,17 @@ async fn send(
         {
             resp.json().await.ok()
         }
+        // The first few failures are logged; the summary counts them all.
         Ok(resp) => {
-            tracing::warn!(status = %resp.status(), url, "request failed");
+            if c.failed.load(Ordering::Relaxed) < 5 {
+                tracing::warn!(status = %resp.status(), url, "request failed");
+            }
             None
         }
         Err(e) => {
-            tracing::warn!(error = %e, url, "request failed");
+            if c.failed.load(Ordering::Relaxed) < 5 {
+                tracing::warn!(error = %e, url, "request failed");
+            }
             None
         }
     };

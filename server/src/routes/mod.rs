@@ -121,5 +121,7 @@ pub fn router(state: AppState) -> Router {
                 .gzip(true)
                 .pass_through_unaccepted(false),
         )
-        .layer(TraceLayer::new_for_http())
+        // Errors are logged where they arise (`ApiError`), once and at their
+        // level: a 503 per shed request would flood the log under overload.
+        .layer(TraceLayer::new_for_http().on_failure(()))
 }
