@@ -126,31 +126,37 @@ fn describe() {
     );
 }
 
-/// Known field names keep the label bounded; anything else is "other".
+/// Known field names keep the label bounded; anything else is "other". The
+/// names are the model's, so a new field is labelled as soon as it exists.
 pub fn field_label(field: Option<&str>) -> &'static str {
-    const KNOWN: &[&str] = &[
-        "id",
-        "timestamp",
-        "event_type",
-        "event_name",
-        "organizer_id",
-        "user_id",
-        "session_id",
-        "event_id",
-        "properties",
-        "properties.event_id",
-        "user_agent",
-        "ip",
-        "url",
-        "referrer",
-        "duration_ms",
-        "order_id",
-        "quantity",
-        "price",
-        "currency",
-    ];
-    match field {
-        None => "body",
-        Some(f) => KNOWN.iter().find(|k| **k == f).copied().unwrap_or("other"),
+    let Some(field) = field else {
+        return "body";
+    };
+    if field == "properties.event_id" {
+        return "properties.event_id";
+    }
+    crate::model::Table::INGEST
+        .iter()
+        .flat_map(|t| t.fields())
+        .map(|f| f.name)
+        .find(|name| *name == field)
+        .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_labels_are_the_models_fields_and_nothing_else() {
+        assert_eq!(field_label(None), "body");
+        assert_eq!(field_label(Some("price")), "price");
+        assert_eq!(field_label(Some("duration_ms")), "duration_ms");
+        assert_eq!(
+            field_label(Some("properties.event_id")),
+            "properties.event_id"
+        );
+        // A client's made-up field name never becomes a label of its own.
+        assert_eq!(field_label(Some("x-attacker-chosen-1234")), "other");
     }
 }

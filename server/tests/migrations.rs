@@ -130,3 +130,45 @@ async fn admin_routes_list_and_dry_run() {
     assert_eq!(r.status(), 200);
     s.stop().await.unwrap();
 }
+
+/// Each client table's columns in `sql/` are the model's fields, with their
+/// types, plus the columns the server fills: the one declaration and the
+/// schema cannot drift apart.
+#[tokio::test]
+async fn the_tables_in_sql_have_the_models_fields_and_types() {
+    use bilten_analytics::model::{SERVER_COLUMNS, Table};
+    let (_dir, storage) = open().await;
+    migrations::apply(&*storage).await.unwrap();
+    for table in Table::INGEST {
+        let text = query_text(
+            &*storage,
+            &format!(
+                "SELECT name, type FROM system.columns WHERE database = 'bilten_analytics' \
+                 AND table = '{}' ORDER BY name FORMAT TSVRaw",
+                table.name()
+            ),
+        )
+        .await
+        .unwrap();
+        let in_sql: Vec<(String, String)> = text
+            .lines()
+            .map(|l| {
+                let (n, t) = l.split_once('\t').unwrap();
+                (n.to_string(), t.to_string())
+            })
+            .collect();
+        let mut declared: Vec<(String, String)> = table
+            .fields()
+            .iter()
+            .map(|f| (f.name.to_string(), f.column.to_string()))
+            .chain(
+                SERVER_COLUMNS
+                    .iter()
+                    .map(|(n, t)| (n.to_string(), t.to_string())),
+            )
+            .collect();
+        declared.sort();
+        assert_eq!(in_sql, declared, "{}", table.name());
+    }
+    storage.close().await;
+}

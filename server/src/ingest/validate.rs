@@ -1,8 +1,9 @@
 //! Structural validation of one event, and its row for the table.
 //!
 //! These are the rules every event must pass to be stored at all: types,
-//! required fields, lengths, ranges the columns can hold. Business rules
-//! (allowed currencies, plausible timestamps) belong to the plugin chain.
+//! required fields, lengths, ranges the columns can hold, each taken from
+//! the table's declaration in [`crate::model`]. Business rules (allowed
+//! currencies, plausible timestamps) belong to the plugin chain.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::Serialize;
@@ -11,19 +12,13 @@ use uuid::Uuid;
 
 use super::Table;
 use super::decode::kind;
+use crate::model::Kind;
 
 /// A field name (when one is at fault) and the reason.
 pub type Invalid = (Option<String>, String);
 
-const MAX_ID: usize = 256;
-const MAX_TEXT: usize = 1024;
-const MAX_URL: usize = 8192;
-const MAX_PROPERTIES: usize = 64 * 1024;
-const MAX_QUANTITY: u64 = 10_000;
 /// Decimal(18, 2) holds up to 10^16 - 0.01.
 const MAX_PRICE_CENTS: u64 = 10u64.pow(18) - 1;
-/// One day, in milliseconds: a longer time on one page is a broken tracker.
-const MAX_DURATION_MS: u64 = 86_400_000;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct EventRow {
@@ -145,31 +140,31 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>) -> Result<Row, I
             ));
         }
     };
-    let mut f = Fields(map);
+    let mut f = Fields { map, table };
     let id = f.id()?;
     let (timestamp, timestamp_ms) = f.timestamp(now)?;
     let row = match table {
         Table::Events => {
             let properties = f.properties()?;
-            let event_id = match f.string("event_id", false, MAX_ID)? {
+            let event_id = match f.opt_text("event_id")? {
                 Some(id) => id,
-                None => properties_event_id(properties.as_ref())?,
+                None => properties_event_id(table, properties.as_ref())?,
             };
             let row = Row::Event(EventRow {
                 id,
                 timestamp,
                 timestamp_ms,
-                event_type: f.event_type()?,
-                event_name: f.string("event_name", false, MAX_TEXT)?.unwrap_or_default(),
-                organizer_id: f.required("organizer_id", MAX_ID)?,
-                user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
-                session_id: f.string("session_id", false, MAX_ID)?.unwrap_or_default(),
+                event_type: f.text("event_type")?,
+                event_name: f.text("event_name")?,
+                organizer_id: f.text("organizer_id")?,
+                user_id: f.text("user_id")?,
+                session_id: f.text("session_id")?,
                 event_id,
                 properties: properties
                     .map(|p| Value::Object(p).to_string())
                     .unwrap_or_else(|| "{}".into()),
-                user_agent: f.string("user_agent", false, MAX_TEXT)?.unwrap_or_default(),
-                ip: f.string("ip", false, 64)?.unwrap_or_default(),
+                user_agent: f.text("user_agent")?,
+                ip: f.text("ip")?,
                 plugins_skipped: Vec::new(),
             });
             f.finish()?;
@@ -180,17 +175,15 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>) -> Result<Row, I
                 id,
                 timestamp,
                 timestamp_ms,
-                organizer_id: f.required("organizer_id", MAX_ID)?,
-                user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
-                session_id: f.string("session_id", false, MAX_ID)?.unwrap_or_default(),
-                event_id: f.string("event_id", false, MAX_ID)?.unwrap_or_default(),
-                url: f.required("url", MAX_URL)?,
-                referrer: f.string("referrer", false, MAX_URL)?.unwrap_or_default(),
-                duration_ms: f
-                    .uint("duration_ms", false, 0, MAX_DURATION_MS)?
-                    .unwrap_or(0),
-                user_agent: f.string("user_agent", false, MAX_TEXT)?.unwrap_or_default(),
-                ip: f.string("ip", false, 64)?.unwrap_or_default(),
+                organizer_id: f.text("organizer_id")?,
+                user_id: f.text("user_id")?,
+                session_id: f.text("session_id")?,
+                event_id: f.text("event_id")?,
+                url: f.text("url")?,
+                referrer: f.text("referrer")?,
+                duration_ms: f.count("duration_ms")?.unwrap_or(0),
+                user_agent: f.text("user_agent")?,
+                ip: f.text("ip")?,
                 plugins_skipped: Vec::new(),
             });
             f.finish()?;
@@ -201,13 +194,11 @@ pub fn validate(table: Table, value: Value, now: DateTime<Utc>) -> Result<Row, I
                 id,
                 timestamp,
                 timestamp_ms,
-                event_id: f.required("event_id", MAX_ID)?,
-                organizer_id: f.required("organizer_id", MAX_ID)?,
-                user_id: f.string("user_id", false, MAX_ID)?.unwrap_or_default(),
-                order_id: f.string("order_id", false, MAX_ID)?.unwrap_or_default(),
-                quantity: f
-                    .uint("quantity", true, 1, MAX_QUANTITY)?
-                    .expect("required"),
+                event_id: f.text("event_id")?,
+                organizer_id: f.text("organizer_id")?,
+                user_id: f.text("user_id")?,
+                order_id: f.text("order_id")?,
+                quantity: f.count("quantity")?.expect("required"),
                 price: String::new(),
                 price_cents: f.price()?,
                 currency: f.currency()?,
@@ -235,11 +226,60 @@ fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
 }
 
 /// The event's fields, taken out one by one so that what is left is unknown.
-struct Fields(Map<String, Value>);
+struct Fields {
+    map: Map<String, Value>,
+    table: Table,
+}
 
 impl Fields {
     fn take(&mut self, name: &str) -> Option<Value> {
-        self.0.remove(name).filter(|v| !v.is_null())
+        self.map.remove(name).filter(|v| !v.is_null())
+    }
+
+    /// The table's declaration of a field this code reads.
+    fn spec(&self, name: &str) -> &'static crate::model::Field {
+        self.table
+            .field(name)
+            .unwrap_or_else(|| panic!("{name} is not declared for {}", self.table.name()))
+    }
+
+    /// A text field by its declaration: its length, whether it is required;
+    /// empty when absent.
+    fn text(&mut self, name: &str) -> Result<String, Invalid> {
+        Ok(self.opt_text(name)?.unwrap_or_default())
+    }
+
+    fn opt_text(&mut self, name: &str) -> Result<Option<String>, Invalid> {
+        let spec = self.spec(name);
+        match spec.kind {
+            Kind::Text(max) => self.string(name, spec.required, max),
+            Kind::Name(max) => {
+                let s = self.string(name, spec.required, max)?;
+                match &s {
+                    Some(s)
+                        if !s
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) =>
+                    {
+                        Err(invalid(
+                            name,
+                            format!("may hold only letters, digits and _ - . : (got {s:?})"),
+                        ))
+                    }
+                    _ => Ok(s),
+                }
+            }
+            other => unreachable!("{name} is declared {other:?}, not text"),
+        }
+    }
+
+    /// A whole number by its declaration.
+    fn count(&mut self, name: &str) -> Result<Option<u64>, Invalid> {
+        let spec = self.spec(name);
+        let Kind::Count(min, max) = spec.kind else {
+            unreachable!("{name} is declared {:?}, not a count", spec.kind)
+        };
+        self.uint(name, spec.required, min, max)
     }
 
     fn string(
@@ -265,10 +305,6 @@ impl Fields {
                 format!("must be a string, got {}", kind(&other)),
             )),
         }
-    }
-
-    fn required(&mut self, name: &str, max: usize) -> Result<String, Invalid> {
-        Ok(self.string(name, true, max)?.expect("required"))
     }
 
     fn uint(
@@ -346,29 +382,18 @@ impl Fields {
         Ok((crate::storage::datetime64_text(&ts), ts.timestamp_millis()))
     }
 
-    fn event_type(&mut self) -> Result<String, Invalid> {
-        let s = self.required("event_type", 64)?;
-        if s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
-        {
-            Ok(s)
-        } else {
-            Err(invalid(
-                "event_type",
-                format!("may hold only letters, digits and _ - . : (got {s:?})"),
-            ))
-        }
-    }
-
     fn properties(&mut self) -> Result<Option<Map<String, Value>>, Invalid> {
+        let Kind::Object(max) = self.spec("properties").kind else {
+            unreachable!("properties is declared an object")
+        };
         match self.take("properties") {
             None => Ok(None),
             Some(Value::Object(map)) => {
                 let size = Value::Object(map.clone()).to_string().len();
-                if size > MAX_PROPERTIES {
+                if size > max {
                     Err(invalid(
                         "properties",
-                        format!("is {size} bytes as JSON, more than {MAX_PROPERTIES}"),
+                        format!("is {size} bytes as JSON, more than {max}"),
                     ))
                 } else {
                     Ok(Some(map))
@@ -397,7 +422,9 @@ impl Fields {
     }
 
     fn currency(&mut self) -> Result<String, Invalid> {
-        let s = self.required("currency", 3)?;
+        let s = self
+            .string("currency", self.spec("currency").required, 3)?
+            .unwrap_or_default();
         if s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic()) {
             Ok(s.to_ascii_uppercase())
         } else {
@@ -410,20 +437,27 @@ impl Fields {
 
     /// Anything not taken by now is a field this table does not have.
     fn finish(self) -> Result<(), Invalid> {
-        match self.0.keys().next() {
+        match self.map.keys().next() {
             None => Ok(()),
             Some(name) => Err(invalid(name, "is not a known field")),
         }
     }
 }
 
-fn properties_event_id(properties: Option<&Map<String, Value>>) -> Result<String, Invalid> {
+/// `event_id` may come inside `properties`, under the same rules.
+fn properties_event_id(
+    table: Table,
+    properties: Option<&Map<String, Value>>,
+) -> Result<String, Invalid> {
+    let Some(Kind::Text(max)) = table.field("event_id").map(|f| f.kind) else {
+        unreachable!("event_id is declared text")
+    };
     match properties.and_then(|p| p.get("event_id")) {
         None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) if s.chars().count() <= MAX_ID => Ok(s.clone()),
+        Some(Value::String(s)) if s.chars().count() <= max => Ok(s.clone()),
         Some(Value::String(_)) => Err(invalid(
             "properties.event_id",
-            format!("is longer than {MAX_ID} characters"),
+            format!("is longer than {max} characters"),
         )),
         Some(other) => Err(invalid(
             "properties.event_id",
@@ -487,6 +521,54 @@ mod tests {
         let mut out = Vec::new();
         validate(table, v, now())?.write(&mut out);
         Ok(serde_json::from_slice(&out).unwrap())
+    }
+
+    /// The line stored for each table has exactly the model's fields, in
+    /// its order: the row types cannot drift from the declaration.
+    #[test]
+    fn stored_rows_have_the_models_fields_in_order() {
+        let full = [
+            (
+                Table::Events,
+                json!({"event_type": "click", "event_name": "n", "organizer_id": "o", "user_id": "u",
+                       "session_id": "s", "event_id": "e", "properties": {"a": 1}, "user_agent": "ua", "ip": "1.2.3.4"}),
+            ),
+            (
+                Table::PageViews,
+                json!({"organizer_id": "o", "user_id": "u", "session_id": "s", "event_id": "e",
+                       "url": "https://x/", "referrer": "r", "duration_ms": 5, "user_agent": "ua", "ip": "1.2.3.4"}),
+            ),
+            (
+                Table::TicketSales,
+                json!({"event_id": "e", "organizer_id": "o", "user_id": "u", "order_id": "x",
+                       "quantity": 2, "price": "1.50", "currency": "EUR"}),
+            ),
+        ];
+        for (table, event) in full {
+            let mut line = Vec::new();
+            validate(table, event, now()).unwrap().write(&mut line);
+            // serde_json keeps a map's keys in order with `preserve_order`
+            // off only when read as a struct; read the raw key order instead.
+            let text = String::from_utf8(line).unwrap();
+            let mut keys = Vec::new();
+            let mut de = serde_json::Deserializer::from_str(&text);
+            struct Keys<'a>(&'a mut Vec<String>);
+            impl<'de> serde::de::Visitor<'de> for Keys<'_> {
+                type Value = ();
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+                    while let Some((k, _)) = m.next_entry::<String, serde::de::IgnoredAny>()? {
+                        self.0.push(k);
+                    }
+                    Ok(())
+                }
+            }
+            serde::Deserializer::deserialize_map(&mut de, Keys(&mut keys)).unwrap();
+            let declared: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
+            assert_eq!(keys, declared, "{}", table.name());
+        }
     }
 
     /// A JSON number is parsed from its decimal text: 2^53 and beyond (and

@@ -537,3 +537,44 @@ pub fn samples(now_ms: i64) -> Vec<(Table, Row)> {
     })
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Kind;
+
+    /// The plugin batch lays out every text field of the model, and only
+    /// those: the WIT's `text-field` enum is checked against the one
+    /// declaration, so a field added there cannot silently miss the plugins.
+    #[test]
+    fn the_plugin_text_fields_are_the_models() {
+        let wit = include_str!("../../../sdk/wit/plugin.wit");
+        let body = wit
+            .split("enum text-field {")
+            .nth(1)
+            .and_then(|rest| rest.split('}').next())
+            .expect("the WIT declares text-field");
+        let in_wit: Vec<String> = body
+            .split(',')
+            .map(|f| f.trim().replace('-', "_"))
+            .filter(|f| !f.is_empty())
+            .collect();
+        assert_eq!(in_wit.len(), TEXT_FIELDS);
+        let mut textual: Vec<&str> = Table::INGEST
+            .iter()
+            .flat_map(|t| t.fields())
+            .filter(|f| {
+                matches!(
+                    f.kind,
+                    Kind::Id | Kind::Text(_) | Kind::Name(_) | Kind::Object(_) | Kind::Currency
+                )
+            })
+            .map(|f| f.name)
+            .collect();
+        textual.sort();
+        textual.dedup();
+        let mut wit_sorted: Vec<&str> = in_wit.iter().map(String::as_str).collect();
+        wit_sorted.sort();
+        assert_eq!(wit_sorted, textual);
+    }
+}
