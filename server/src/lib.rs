@@ -7,11 +7,13 @@
 //!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
 //!   ──► drop ids seen in the last 10 min (resends)             intake::Intake
-//!   ──► Wasm plugin chain, once per batch, on a bounded pool:   plugins
+//!   ──► gathered with requests queued meanwhile (micro-batch)  intake::gather
+//!   ──► Wasm plugin chain, once per micro-batch, bounded pool: plugins
 //!       keep / modify / drop / reject; faults per failure_policy
 //!   ──► append to the write-ahead log, group-commit fsync      wal
-//!   ──► 202 with accepted / rejected (index, field, reason)
-//!   ──► per-table buffer in a DashMap (1000 rows or 5 s)       batch
+//!   ──► 202 with its own accepted / rejected (index, field, reason)
+//!   ──► per-table buffer in a DashMap (1000 rows or 5 s; under  batch
+//!       load, what gathered during the last insert, ≤ 2/s)
 //!   ──► seal in the log; insert with its dedup token; retry    batch::Batcher::store
 //!   ──► storage: embedded chDB or ClickHouse server            storage
 //!   ──► `Done` in the log; segments freed                      wal
@@ -19,13 +21,16 @@
 //! ```
 //!
 //! # Modules
-//! - [`model`]: the tables and the facts about them; imports nothing else.
+//! - [`model`]: the tables and the facts about them, each client table's
+//!   fields declared once (validation, metric labels, the plugin layout
+//!   and `sql/` are held to it); imports nothing else.
 //! - [`files`]: owner-only files and directories (the log, the engine's data).
 //! - [`config`]: one `Config`, TOML + environment, validated at start;
 //!   imports only `model`.
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
 //! - [`intake`]: `Intake::accept`, a request's events from body to buffer:
-//!   resends, the plugin chain, the log, `?wait`; no HTTP types.
+//!   resends, then micro-batches with other requests through the plugin
+//!   chain and the log, `?wait`; no HTTP types.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
