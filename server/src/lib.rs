@@ -13,7 +13,7 @@
 //!   ──► append to the write-ahead log, group-commit fsync      wal
 //!   ──► 202 with its own accepted / rejected (index, field, reason)
 //!   ──► per-table buffer in a DashMap (1000 rows or 5 s; under  batch
-//!       load, what gathered during the last insert, ≤ 2/s)
+//!       load, what gathered during the last insert, ≤ 1/s)
 //!   ──► seal in the log; insert with its dedup token; retry    batch::Batcher::store
 //!   ──► storage: embedded chDB or ClickHouse server            storage
 //!   ──► `Done` in the log; segments freed                      wal

@@ -363,7 +363,7 @@ impl Default for BatchConfig {
         BatchConfig {
             max_rows: 1000,
             max_age: Duration::from_secs(5),
-            min_interval: Duration::from_millis(500),
+            min_interval: Duration::from_secs(1),
             max_insert_rows: 100_000,
             max_insert_bytes: 64 << 20,
             retry_initial_backoff: Duration::from_millis(200),

@@ -369,7 +369,7 @@ impl Fields {
                 ));
             }
         };
-        let year = ts.format("%Y").to_string().parse::<i32>().unwrap_or(0);
+        let year = chrono::Datelike::year(&ts);
         if !(2000..2100).contains(&year) {
             return Err(invalid(
                 "timestamp",

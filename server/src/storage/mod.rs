@@ -180,7 +180,19 @@ pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
 
 /// A time as ClickHouse reads a `DateTime64(3)` in text formats (UTC).
 pub fn datetime64_text(t: &chrono::DateTime<chrono::Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+    use chrono::{Datelike, Timelike};
+    // Written field by field: a strftime pattern is parsed on every call,
+    // and this runs for every event.
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:03}",
+        t.year(),
+        t.month(),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.timestamp_subsec_millis().min(999)
+    )
 }
 
 /// The `INSERT` statement both backends send, with the settings that make a
