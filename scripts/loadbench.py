@@ -32,8 +32,8 @@ TOKEN = "loadbench"
 
 # name: (what it is, loadgen arguments)
 CASES = {
-    "bulk": ("1000-event requests, 100 000 events, 4 in flight",
-             ["--total", "100000", "--batch", "1000", "--concurrency", "4"]),
+    "bulk": ("1000-event requests, 300 000 events, 4 in flight",
+             ["--total", "300000", "--batch", "1000", "--concurrency", "4"]),
     "single": ("single-event requests, 5 000/s open-loop for 20 s",
                ["--rate", "5000", "--duration", "20s", "--batch", "1", "--concurrency", "1024"]),
     "small": ("requests of up to 10 events, 5 000 events/s open-loop for 20 s",
