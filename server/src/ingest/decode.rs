@@ -1,6 +1,10 @@
 //! Request bodies: one JSON object, a JSON array of objects, or NDJSON.
+//!
+//! Events come out as raw JSON text borrowed from the body (checked, not
+//! built into a tree): validation reads each field straight into the row.
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyFormat {
@@ -56,23 +60,23 @@ struct Bounded {
 const STOPPED: &str = "bilten: too many events";
 
 impl<'de> serde::de::DeserializeSeed<'de> for Bounded {
-    type Value = Vec<Value>;
+    type Value = Vec<&'de RawValue>;
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Value>, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_seq(self)
     }
 }
 
 impl<'de> serde::de::Visitor<'de> for Bounded {
-    type Value = Vec<Value>;
+    type Value = Vec<&'de RawValue>;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("an array of objects")
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Value>, A::Error> {
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Value>()? {
+        while let Some(item) = seq.next_element::<&'de RawValue>()? {
             if items.len() == self.max {
                 return Err(serde::de::Error::custom(STOPPED));
             }
@@ -89,7 +93,7 @@ pub fn decode(
     body: &[u8],
     format: BodyFormat,
     max: usize,
-) -> Result<Vec<Result<Value, String>>, DecodeError> {
+) -> Result<Vec<Result<&RawValue, String>>, DecodeError> {
     let malformed = |e: serde_json::Error| DecodeError::Malformed {
         line: e.line(),
         column: e.column(),
@@ -110,9 +114,9 @@ pub fn decode(
                 })?;
             Ok(items.into_iter().map(Ok).collect())
         }
-        BodyFormat::Json => match serde_json::from_slice(body).map_err(malformed)? {
-            value @ Value::Object(_) => Ok(vec![Ok(value)]),
-            other => Err(DecodeError::WrongShape(kind(&other))),
+        BodyFormat::Json => match serde_json::from_slice::<&RawValue>(body).map_err(malformed)? {
+            value if raw_kind(value) == "an object" => Ok(vec![Ok(value)]),
+            other => Err(DecodeError::WrongShape(raw_kind(other))),
         },
         BodyFormat::Ndjson => {
             // Counted before any line is parsed.
@@ -121,7 +125,7 @@ pub fn decode(
             }
             Ok(lines(body)
                 .map(|(n, line)| {
-                    serde_json::from_slice::<Value>(line).map_err(|e| {
+                    serde_json::from_slice::<&RawValue>(line).map_err(|e| {
                         format!(
                             "malformed JSON at line {}, column {}: {}",
                             n + 1,
@@ -140,6 +144,19 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
     body.split(|b| *b == b'\n')
         .enumerate()
         .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+}
+
+/// What a JSON text is, by its first character (serde_json has already
+/// checked that it is valid JSON).
+pub(crate) fn raw_kind(v: &RawValue) -> &'static str {
+    match v.get().trim_start().as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
+    }
 }
 
 pub(crate) fn kind(v: &Value) -> &'static str {

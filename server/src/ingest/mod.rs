@@ -84,21 +84,6 @@ pub struct Outcome {
     pub ends: Vec<usize>,
 }
 
-/// An event's organizer must be one the key may write for.
-fn in_scope(value: &serde_json::Value, scope: Option<&[String]>) -> Result<(), String> {
-    let (Some(scope), Some(org)) = (scope, value.get("organizer_id").and_then(|o| o.as_str()))
-    else {
-        return Ok(());
-    };
-    if scope.iter().any(|s| s == org) {
-        Ok(())
-    } else {
-        Err(format!(
-            "organizer_id: this API key may not write events for organizer {org:?}"
-        ))
-    }
-}
-
 /// The event ids in JSONEachRow rows this module wrote (each line starts
 /// with its `id`).
 /// What identifies a resend: the same event id, for the same organizer and
@@ -154,7 +139,8 @@ pub fn revalidate(
     value: serde_json::Value,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<Row, (Option<String>, String)> {
-    validate::validate(table, value, now)
+    let raw = serde_json::value::to_raw_value(&value).map_err(|e| (None, e.to_string()))?;
+    validate::validate(table, &raw, now, None)
 }
 
 /// Decodes and validates, then encodes the rows: [`parse`] then [`Parsed::encode`].
@@ -191,13 +177,8 @@ pub fn parse(
     for (index, item) in items.into_iter().enumerate() {
         let result = item
             .map_err(|reason| Rejection::structural(index, None, reason))
-            .and_then(|value| {
-                in_scope(&value, scope).map(|()| value).map_err(|reason| {
-                    Rejection::structural(index, Some("organizer_id".into()), reason)
-                })
-            })
-            .and_then(|value| {
-                validate::validate(table, value, now)
+            .and_then(|raw| {
+                validate::validate(table, raw, now, scope)
                     .map_err(|(field, reason)| Rejection::structural(index, field, reason))
             });
         match result {

@@ -10,8 +10,12 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
+
 use super::Table;
-use super::decode::kind;
+use super::decode::{kind, raw_kind};
 use crate::model::Kind;
 
 /// A field name (when one is at fault) and the reason.
@@ -129,18 +133,24 @@ impl Row {
     }
 }
 
-/// Validates one event into its row.
-pub fn validate(table: Table, value: Value, now: DateTime<Utc>) -> Result<Row, Invalid> {
-    let map = match value {
-        Value::Object(map) => map,
-        other => {
-            return Err((
-                None,
-                format!("each event must be a JSON object, got {}", kind(&other)),
-            ));
-        }
-    };
-    let mut f = Fields { map, table };
+/// Validates one event, given as its JSON text, into its row. With a
+/// `scope` (the organizers an ingest key may write for), an event of another
+/// organizer is refused before anything else.
+pub fn validate(
+    table: Table,
+    raw: &RawValue,
+    now: DateTime<Utc>,
+    scope: Option<&[String]>,
+) -> Result<Row, Invalid> {
+    if raw_kind(raw) != "an object" {
+        return Err((
+            None,
+            format!("each event must be a JSON object, got {}", raw_kind(raw)),
+        ));
+    }
+    let Entries(entries) = serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
+    let mut f = Fields { entries, table };
+    f.in_scope(scope)?;
     let id = f.id()?;
     let (timestamp, timestamp_ms) = f.timestamp(now)?;
     let row = match table {
@@ -225,15 +235,107 @@ fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
     )
 }
 
+/// An object's members as written: names (borrowed unless escaped) and raw
+/// values. No tree, no sorted map: each field is read once, when taken.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(16);
+                while let Some((Name(name), value)) = m.next_entry::<Name, &RawValue>()? {
+                    entries.push((name, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(Visit)
+    }
+}
+
+/// A member's name, borrowed from the body unless it has escapes.
+struct Name<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Name<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Name<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                Ok(Name(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
 /// The event's fields, taken out one by one so that what is left is unknown.
-struct Fields {
-    map: Map<String, Value>,
+struct Fields<'a> {
+    entries: Vec<(Cow<'a, str>, &'a RawValue)>,
     table: Table,
 }
 
-impl Fields {
-    fn take(&mut self, name: &str) -> Option<Value> {
-        self.map.remove(name).filter(|v| !v.is_null())
+impl Fields<'_> {
+    /// A field's value (the last, if the name comes twice, as JSON parsers
+    /// do); null counts as absent.
+    fn take(&mut self, name: &str) -> Result<Option<Value>, Invalid> {
+        let mut last = None;
+        self.entries.retain(|(k, v)| match k == name {
+            true => {
+                last = Some(*v);
+                false
+            }
+            false => true,
+        });
+        let Some(raw) = last else {
+            return Ok(None);
+        };
+        // Valid JSON already; what can still fail is the nesting limit.
+        let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
+            invalid(
+                name,
+                format!(
+                    "cannot be read: {}",
+                    e.to_string().split(" at line").next().unwrap_or("")
+                ),
+            )
+        })?;
+        Ok((!value.is_null()).then_some(value))
+    }
+
+    /// An event for an organizer outside the key's scope goes no further.
+    fn in_scope(&self, scope: Option<&[String]>) -> Result<(), Invalid> {
+        let Some(scope) = scope else {
+            return Ok(());
+        };
+        let organizer = self
+            .entries
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "organizer_id")
+            .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok());
+        match organizer {
+            Some(org) if !scope.contains(&org) => Err((
+                Some("organizer_id".into()),
+                format!("organizer_id: this API key may not write events for organizer {org:?}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// The table's declaration of a field this code reads.
@@ -288,7 +390,7 @@ impl Fields {
         required: bool,
         max: usize,
     ) -> Result<Option<String>, Invalid> {
-        match self.take(name) {
+        match self.take(name)? {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
             Some(Value::String(s)) => {
@@ -314,7 +416,7 @@ impl Fields {
         min: u64,
         max: u64,
     ) -> Result<Option<u64>, Invalid> {
-        match self.take(name) {
+        match self.take(name)? {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
             Some(Value::Number(n)) => match n.as_u64() {
@@ -343,7 +445,7 @@ impl Fields {
 
     /// ClickHouse's text form and epoch milliseconds.
     fn timestamp(&mut self, now: DateTime<Utc>) -> Result<(String, i64), Invalid> {
-        let ts = match self.take("timestamp") {
+        let ts = match self.take("timestamp")? {
             None => now,
             Some(Value::String(s)) => parse_time(&s).ok_or_else(|| {
                 invalid(
@@ -386,7 +488,7 @@ impl Fields {
         let Kind::Object(max) = self.spec("properties").kind else {
             unreachable!("properties is declared an object")
         };
-        match self.take("properties") {
+        match self.take("properties")? {
             None => Ok(None),
             Some(Value::Object(map)) => {
                 let size = Value::Object(map.clone()).to_string().len();
@@ -407,7 +509,7 @@ impl Fields {
     }
 
     fn price(&mut self) -> Result<u64, Invalid> {
-        let text = match self.take("price") {
+        let text = match self.take("price")? {
             None => return Err(invalid("price", "is required")),
             Some(Value::Number(n)) => n.to_string(),
             Some(Value::String(s)) => s,
@@ -437,7 +539,7 @@ impl Fields {
 
     /// Anything not taken by now is a field this table does not have.
     fn finish(self) -> Result<(), Invalid> {
-        match self.map.keys().next() {
+        match self.entries.iter().map(|(k, _)| k).min() {
             None => Ok(()),
             Some(name) => Err(invalid(name, "is not a known field")),
         }
@@ -519,7 +621,8 @@ mod tests {
 
     fn row(table: Table, v: Value) -> Result<Value, Invalid> {
         let mut out = Vec::new();
-        validate(table, v, now())?.write(&mut out);
+        let raw = serde_json::value::to_raw_value(&v).unwrap();
+        validate(table, &raw, now(), None)?.write(&mut out);
         Ok(serde_json::from_slice(&out).unwrap())
     }
 
@@ -546,7 +649,8 @@ mod tests {
         ];
         for (table, event) in full {
             let mut line = Vec::new();
-            validate(table, event, now()).unwrap().write(&mut line);
+            let raw = serde_json::value::to_raw_value(&event).unwrap();
+            validate(table, &raw, now(), None).unwrap().write(&mut line);
             // serde_json keeps a map's keys in order with `preserve_order`
             // off only when read as a struct; read the raw key order instead.
             let text = String::from_utf8(line).unwrap();
@@ -622,18 +726,40 @@ mod tests {
         assert!(Uuid::parse_str(r["id"].as_str().unwrap()).is_ok());
         // Replay reads the resend key back whatever the order of the fields.
         let mut out = Vec::new();
-        let row = validate(
-            Table::Events,
-            json!({"event_type":"x","organizer_id":"o"}),
-            now(),
-        )
-        .unwrap();
+        let raw = RawValue::from_string(r#"{"event_type":"x","organizer_id":"o"}"#.into()).unwrap();
+        let row = validate(Table::Events, &raw, now(), None).unwrap();
         row.write(&mut out);
         let keys: Vec<_> = super::super::resend_keys(Table::Events, &out).collect();
         assert_eq!(keys, vec![super::super::ResendKey::of(Table::Events, &row)]);
         let reordered = format!(r#"{{"organizer_id":"o","x":1,"id":"{}"}}"#, row.id());
         let keys: Vec<_> = super::super::resend_keys(Table::Events, reordered.as_bytes()).collect();
         assert_eq!(keys, vec![super::super::ResendKey::of(Table::Events, &row)]);
+    }
+
+    /// Fields are read from the raw text: a repeated name counts once (the
+    /// last, as JSON parsers do), an escaped name is the same name, and an
+    /// unknown one is still refused.
+    #[test]
+    fn names_read_from_the_raw_text() {
+        let parse = |text: &str| {
+            let raw = RawValue::from_string(text.into()).unwrap();
+            validate(Table::Events, &raw, now(), None)
+        };
+        let row = parse(r#"{"event_type":"a","event_type":"b","organizer_id":"o"}"#).unwrap();
+        let Row::Event(e) = row else { panic!() };
+        assert_eq!(e.event_type, "b");
+        let row = parse(r#"{"event_type":"a","organizer_\u0069d":"o"}"#).unwrap();
+        assert_eq!(row.organizer_id(), "o");
+        let err =
+            parse(r#"{"event_type":"a","organizer_id":"o","zz":1,"color":null}"#).unwrap_err();
+        assert_eq!(err.0.as_deref(), Some("color"));
+        let err = parse(r#"{"event_type":"a","organizer_id":7}"#).unwrap_err();
+        assert_eq!(err.1, "organizer_id: must be a string, got a number");
+        // Out of scope is refused before anything else is looked at.
+        let raw =
+            RawValue::from_string(r#"{"organizer_id":"other","event_type":"!"}"#.into()).unwrap();
+        let err = validate(Table::Events, &raw, now(), Some(&["mine".to_string()])).unwrap_err();
+        assert_eq!(err.0.as_deref(), Some("organizer_id"));
     }
 
     #[test]
