@@ -42,6 +42,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     11 "0011_settings.sql",
     12 "0012_audit_log.sql",
     13 "0013_plugins.sql",
+    14 "0014_codecs.sql",
 ];
 
 impl Migration {
