@@ -353,25 +353,14 @@ impl Fields<'_> {
 
     fn opt_text(&mut self, name: &str) -> Result<Option<String>, Invalid> {
         let spec = self.spec(name);
-        match spec.kind {
-            Kind::Text(max) => self.string(name, spec.required, max),
-            Kind::Name(max) => {
-                let s = self.string(name, spec.required, max)?;
-                match &s {
-                    Some(s)
-                        if !s
-                            .chars()
-                            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c)) =>
-                    {
-                        Err(invalid(
-                            name,
-                            format!("may hold only letters, digits and _ - . : (got {s:?})"),
-                        ))
-                    }
-                    _ => Ok(s),
-                }
-            }
-            other => unreachable!("{name} is declared {other:?}, not text"),
+        match self.take(name)? {
+            None if spec.required => Err(invalid(name, "is required")),
+            None => Ok(None),
+            Some(Value::String(s)) => text_rule(spec, s).map(Some),
+            Some(other) => Err(invalid(
+                name,
+                format!("must be a string, got {}", kind(&other)),
+            )),
         }
     }
 
@@ -384,24 +373,24 @@ impl Fields<'_> {
         self.uint(name, spec.required, min, max)
     }
 
+    /// A string of at most `max` characters, for fields with rules of their
+    /// own (the id, the currency).
     fn string(
         &mut self,
-        name: &str,
+        name: &'static str,
         required: bool,
         max: usize,
     ) -> Result<Option<String>, Invalid> {
+        let spec = crate::model::Field {
+            name,
+            kind: Kind::Text(max),
+            required,
+            column: "",
+        };
         match self.take(name)? {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(Value::String(s)) => {
-                if required && s.trim().is_empty() {
-                    Err(invalid(name, "must not be empty"))
-                } else if s.chars().count() > max {
-                    Err(invalid(name, format!("is longer than {max} characters")))
-                } else {
-                    Ok(Some(s))
-                }
-            }
+            Some(Value::String(s)) => text_rule(&spec, s).map(Some),
             Some(other) => Err(invalid(
                 name,
                 format!("must be a string, got {}", kind(&other)),
@@ -419,13 +408,9 @@ impl Fields<'_> {
         match self.take(name)? {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(v) if (min..=max).contains(&v) => Ok(Some(v)),
-                _ => Err(invalid(
-                    name,
-                    format!("must be a whole number from {min} to {max}, got {n}"),
-                )),
-            },
+            Some(Value::Number(n)) => {
+                count_rule(name, n.as_u64(), &n.to_string(), min, max).map(Some)
+            }
             Some(other) => Err(invalid(
                 name,
                 format!("must be a number, got {}", kind(&other)),
@@ -471,17 +456,7 @@ impl Fields<'_> {
                 ));
             }
         };
-        let year = chrono::Datelike::year(&ts);
-        if !(2000..2100).contains(&year) {
-            return Err(invalid(
-                "timestamp",
-                format!(
-                    "must be between the years 2000 and 2099, got {}",
-                    ts.to_rfc3339()
-                ),
-            ));
-        }
-        Ok((crate::storage::datetime64_text(&ts), ts.timestamp_millis()))
+        time_rule(ts)
     }
 
     fn properties(&mut self) -> Result<Option<Map<String, Value>>, Invalid> {
@@ -527,14 +502,7 @@ impl Fields<'_> {
         let s = self
             .string("currency", self.spec("currency").required, 3)?
             .unwrap_or_default();
-        if s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic()) {
-            Ok(s.to_ascii_uppercase())
-        } else {
-            Err(invalid(
-                "currency",
-                format!("must be a three-letter ISO 4217 code such as USD, got {s:?}"),
-            ))
-        }
+        currency_rule(s)
     }
 
     /// Anything not taken by now is a field this table does not have.
@@ -544,6 +512,213 @@ impl Fields<'_> {
             Some(name) => Err(invalid(name, "is not a known field")),
         }
     }
+}
+
+/// A text field's rules from its declaration: required means not blank; at
+/// most its length in characters; a name holds only `[A-Za-z0-9_-.:]`.
+fn text_rule(spec: &crate::model::Field, s: String) -> Result<String, Invalid> {
+    let name = spec.name;
+    let max = match spec.kind {
+        Kind::Text(max) | Kind::Name(max) => max,
+        other => unreachable!("{name} is declared {other:?}, not text"),
+    };
+    if spec.required && s.trim().is_empty() {
+        return Err(invalid(name, "must not be empty"));
+    }
+    if s.len() > max && s.chars().count() > max {
+        return Err(invalid(name, format!("is longer than {max} characters")));
+    }
+    if matches!(spec.kind, Kind::Name(_))
+        && !s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
+    {
+        return Err(invalid(
+            name,
+            format!("may hold only letters, digits and _ - . : (got {s:?})"),
+        ));
+    }
+    Ok(s)
+}
+
+/// A whole number within its declared range; `shown` is how it was written.
+fn count_rule(name: &str, v: Option<u64>, shown: &str, min: u64, max: u64) -> Result<u64, Invalid> {
+    match v {
+        Some(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(invalid(
+            name,
+            format!("must be a whole number from {min} to {max}, got {shown}"),
+        )),
+    }
+}
+
+/// An instant the tables take (years 2000 to 2099): its ClickHouse text and
+/// epoch milliseconds.
+fn time_rule(ts: DateTime<Utc>) -> Result<(String, i64), Invalid> {
+    let year = chrono::Datelike::year(&ts);
+    if !(2000..2100).contains(&year) {
+        return Err(invalid(
+            "timestamp",
+            format!(
+                "must be between the years 2000 and 2099, got {}",
+                ts.to_rfc3339()
+            ),
+        ));
+    }
+    Ok((crate::storage::datetime64_text(&ts), ts.timestamp_millis()))
+}
+
+fn currency_rule(s: String) -> Result<String, Invalid> {
+    if s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic()) {
+        Ok(s.to_ascii_uppercase())
+    } else {
+        Err(invalid(
+            "currency",
+            format!("must be a three-letter ISO 4217 code such as USD, got {s:?}"),
+        ))
+    }
+}
+
+/// An event as typed values, every field of every table: what a plugin's
+/// modified event carries.
+#[derive(Debug, Clone, Default)]
+pub struct TypedEvent {
+    pub timestamp_ms: i64,
+    pub event_type: String,
+    pub event_name: String,
+    pub organizer_id: String,
+    pub user_id: String,
+    pub session_id: String,
+    pub event_id: String,
+    pub properties: String,
+    pub user_agent: String,
+    pub ip: String,
+    pub url: String,
+    pub referrer: String,
+    pub duration_ms: u64,
+    pub order_id: String,
+    pub quantity: u64,
+    pub price_cents: i64,
+    pub currency: String,
+}
+
+/// Checks a typed event by the same rules (the model's) as a client's JSON
+/// and makes its row, with no JSON in between. The fields of other tables
+/// are ignored; `id` is the event's, already checked by the caller.
+pub fn validate_typed(table: Table, id: Uuid, e: TypedEvent) -> Result<Row, Invalid> {
+    let text = |name: &str, s: String| {
+        let spec = table.field(name).expect("declared in the model");
+        text_rule(spec, s)
+    };
+    let count = |name: &str, v: u64| {
+        let spec = table.field(name).expect("declared in the model");
+        let Kind::Count(min, max) = spec.kind else {
+            unreachable!("{name} is a count")
+        };
+        count_rule(name, Some(v), &v.to_string(), min, max)
+    };
+    let ts = Utc
+        .timestamp_millis_opt(e.timestamp_ms)
+        .single()
+        .ok_or_else(|| {
+            invalid(
+                "timestamp",
+                format!("{} is not a time in epoch milliseconds", e.timestamp_ms),
+            )
+        })?;
+    let (timestamp, timestamp_ms) = time_rule(ts)?;
+    Ok(match table {
+        Table::Events => {
+            let Some(Kind::Object(max)) = table.field("properties").map(|f| f.kind) else {
+                unreachable!("properties is an object")
+            };
+            let properties = match e.properties.trim() {
+                "" => "{}".to_string(),
+                p => {
+                    let raw: &RawValue = serde_json::from_str(p).map_err(|_| {
+                        invalid(
+                            "properties",
+                            "must be a JSON object, got text that is not JSON",
+                        )
+                    })?;
+                    if raw_kind(raw) != "an object" {
+                        return Err(invalid(
+                            "properties",
+                            format!("must be an object, got {}", raw_kind(raw)),
+                        ));
+                    }
+                    if p.len() > max {
+                        return Err(invalid(
+                            "properties",
+                            format!("is {} bytes as JSON, more than {max}", p.len()),
+                        ));
+                    }
+                    p.to_string()
+                }
+            };
+            Row::Event(EventRow {
+                id,
+                timestamp,
+                timestamp_ms,
+                event_type: text("event_type", e.event_type)?,
+                event_name: text("event_name", e.event_name)?,
+                organizer_id: text("organizer_id", e.organizer_id)?,
+                user_id: text("user_id", e.user_id)?,
+                session_id: text("session_id", e.session_id)?,
+                event_id: text("event_id", e.event_id)?,
+                properties,
+                user_agent: text("user_agent", e.user_agent)?,
+                ip: text("ip", e.ip)?,
+                plugins_skipped: Vec::new(),
+            })
+        }
+        Table::PageViews => Row::PageView(PageViewRow {
+            id,
+            timestamp,
+            timestamp_ms,
+            organizer_id: text("organizer_id", e.organizer_id)?,
+            user_id: text("user_id", e.user_id)?,
+            session_id: text("session_id", e.session_id)?,
+            event_id: text("event_id", e.event_id)?,
+            url: text("url", e.url)?,
+            referrer: text("referrer", e.referrer)?,
+            duration_ms: count("duration_ms", e.duration_ms)?,
+            user_agent: text("user_agent", e.user_agent)?,
+            ip: text("ip", e.ip)?,
+            plugins_skipped: Vec::new(),
+        }),
+        Table::TicketSales => {
+            let cents = u64::try_from(e.price_cents)
+                .ok()
+                .filter(|c| *c <= MAX_PRICE_CENTS)
+                .ok_or_else(|| {
+                    invalid(
+                        "price",
+                        format!("{} cents is not a price the table holds", e.price_cents),
+                    )
+                })?;
+            Row::TicketSale(TicketSaleRow {
+                id,
+                timestamp,
+                timestamp_ms,
+                event_id: text("event_id", e.event_id)?,
+                organizer_id: text("organizer_id", e.organizer_id)?,
+                user_id: text("user_id", e.user_id)?,
+                order_id: text("order_id", e.order_id)?,
+                quantity: count("quantity", e.quantity)?,
+                price: format!("{}.{:02}", cents / 100, cents % 100),
+                price_cents: cents,
+                currency: currency_rule(e.currency)?,
+                plugins_skipped: Vec::new(),
+            })
+        }
+        Table::RejectedEvents | Table::PluginQuarantine => {
+            return Err((
+                None,
+                format!("{} takes no events from clients", table.name()),
+            ));
+        }
+    })
 }
 
 /// `event_id` may come inside `properties`, under the same rules.

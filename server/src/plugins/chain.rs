@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::host::{Batch, Event, Fault, FaultKind, Verdict, WitTable};
 use super::{Chain, FailurePolicy, Loaded, Plugins};
@@ -84,7 +84,7 @@ pub fn run(
                 );
                 plugins.log_output(plugin, &output);
                 result.and_then(|(_, verdicts)| {
-                    decide(table, &ids, verdicts, now, plugins.settings.verdict_bytes)
+                    decide(table, &ids, verdicts, plugins.settings.verdict_bytes)
                 })
             }
         };
@@ -120,7 +120,7 @@ fn decide(
     table: Table,
     ids: &[(uuid::Uuid, &str)],
     verdicts: Vec<Verdict>,
-    now: DateTime<Utc>,
+
     budget: usize,
 ) -> Result<Vec<Decision>, Fault> {
     let mut text = 0usize;
@@ -150,8 +150,7 @@ fn decide(
                 Ok(Decision::Reject(r))
             }
             Verdict::Modify(after) => {
-                let value = from_event(table, &after);
-                spend(text_len(&value))?;
+                spend(event_text_len(&after))?;
                 if uuid::Uuid::parse_str(&after.id).ok() != Some(*id) {
                     return Err(Fault::new(
                         FaultKind::BadOutput,
@@ -164,12 +163,13 @@ fn decide(
                         format!("event {i}: a plugin may not change an event's organizer_id"),
                     ));
                 }
-                let row = ingest::revalidate(table, value, now).map_err(|(_, reason)| {
-                    Fault::new(
-                        FaultKind::BadOutput,
-                        format!("event {i}: the modified event is invalid: {reason}"),
-                    )
-                })?;
+                let row =
+                    ingest::validate_typed(table, *id, typed(after)).map_err(|(_, reason)| {
+                        Fault::new(
+                            FaultKind::BadOutput,
+                            format!("event {i}: the modified event is invalid: {reason}"),
+                        )
+                    })?;
                 Ok(Decision::Modify(Box::new(row)))
             }
         })
@@ -472,44 +472,50 @@ fn push(b: &mut Batch, row: &Row) {
     b.prices_cents.push(price);
 }
 
-/// A modified event back into the JSON a client would send, so that it
-/// passes the same structural validation as one.
-/// The bytes of text in a JSON value, whatever its fields.
-fn text_len(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Array(items) => items.iter().map(text_len).sum(),
-        Value::Object(m) => m.iter().map(|(k, v)| k.len() + text_len(v)).sum(),
-        _ => 0,
-    }
+/// The bytes of text a modified event brings back, all fields counted.
+fn event_text_len(e: &Event) -> usize {
+    [
+        &e.id,
+        &e.event_type,
+        &e.event_name,
+        &e.organizer_id,
+        &e.user_id,
+        &e.session_id,
+        &e.event_id,
+        &e.properties,
+        &e.user_agent,
+        &e.ip,
+        &e.url,
+        &e.referrer,
+        &e.order_id,
+        &e.currency,
+    ]
+    .iter()
+    .map(|s| s.len())
+    .sum()
 }
 
-fn from_event(table: Table, e: &Event) -> Value {
-    let properties: Value =
-        serde_json::from_str(&e.properties).unwrap_or(Value::String(e.properties.clone()));
-    match table {
-        Table::PageViews => json!({
-            "id": e.id, "timestamp": e.timestamp_ms, "organizer_id": e.organizer_id,
-            "user_id": e.user_id, "session_id": e.session_id, "event_id": e.event_id,
-            "url": e.url, "referrer": e.referrer, "duration_ms": e.duration_ms,
-            "user_agent": e.user_agent, "ip": e.ip,
-        }),
-        Table::TicketSales => {
-            let sign = if e.price_cents < 0 { "-" } else { "" };
-            let cents = e.price_cents.unsigned_abs();
-            json!({
-                "id": e.id, "timestamp": e.timestamp_ms, "event_id": e.event_id,
-                "organizer_id": e.organizer_id, "user_id": e.user_id, "order_id": e.order_id,
-                "quantity": e.quantity, "price": format!("{sign}{}.{:02}", cents / 100, cents % 100),
-                "currency": e.currency,
-            })
-        }
-        _ => json!({
-            "id": e.id, "timestamp": e.timestamp_ms, "event_type": e.event_type,
-            "event_name": e.event_name, "organizer_id": e.organizer_id, "user_id": e.user_id,
-            "session_id": e.session_id, "event_id": e.event_id, "properties": properties,
-            "user_agent": e.user_agent, "ip": e.ip,
-        }),
+/// A modified event's fields, moved (not copied) into the typed form the
+/// validator checks: no JSON in between.
+fn typed(e: Event) -> ingest::TypedEvent {
+    ingest::TypedEvent {
+        timestamp_ms: e.timestamp_ms,
+        event_type: e.event_type,
+        event_name: e.event_name,
+        organizer_id: e.organizer_id,
+        user_id: e.user_id,
+        session_id: e.session_id,
+        event_id: e.event_id,
+        properties: e.properties,
+        user_agent: e.user_agent,
+        ip: e.ip,
+        url: e.url,
+        referrer: e.referrer,
+        duration_ms: e.duration_ms,
+        order_id: e.order_id,
+        quantity: u64::from(e.quantity),
+        price_cents: e.price_cents,
+        currency: e.currency,
     }
 }
 
@@ -542,6 +548,116 @@ pub fn samples(now_ms: i64) -> Vec<(Table, Row)> {
 mod tests {
     use super::*;
     use crate::model::Kind;
+
+    const ID: &str = "0190f5a4-1c2b-7d3e-8f40-123456789abc";
+
+    fn modified(table: WitTable, change: impl FnOnce(&mut Event)) -> Event {
+        let mut e = Event {
+            id: ID.into(),
+            table,
+            timestamp_ms: 1_764_331_200_000,
+            event_type: "view_event".into(),
+            event_name: "Event Details Page".into(),
+            organizer_id: "org-1".into(),
+            user_id: "u1".into(),
+            session_id: "s1".into(),
+            event_id: "evt-1".into(),
+            properties: r#"{"browser":"Chrome"}"#.into(),
+            user_agent: "ua".into(),
+            ip: "203.0.113.0".into(),
+            url: "https://bilten.example/e/1".into(),
+            referrer: String::new(),
+            duration_ms: 1500,
+            order_id: "o-1".into(),
+            quantity: 2,
+            price_cents: 4999,
+            currency: "eur".into(),
+        };
+        change(&mut e);
+        e
+    }
+
+    /// What `decide` makes of one modified event.
+    fn judge(table: Table, e: Event) -> Result<Row, String> {
+        let id = uuid::Uuid::parse_str(ID).unwrap();
+        match decide(table, &[(id, "org-1")], vec![Verdict::Modify(e)], 1 << 20) {
+            Ok(mut d) => match d.pop() {
+                Some(Decision::Modify(row)) => Ok(*row),
+                _ => Err("not a modification".into()),
+            },
+            Err(fault) => Err(fault.detail),
+        }
+    }
+
+    /// A modified event becomes a typed row directly, checked by the
+    /// model's rules: the same refusals a client's JSON would get.
+    #[test]
+    fn a_modified_event_is_checked_as_a_typed_row() {
+        let Row::TicketSale(sale) =
+            judge(Table::TicketSales, modified(WitTable::TicketSales, |_| {})).unwrap()
+        else {
+            panic!("a sale")
+        };
+        assert_eq!(
+            (sale.price.as_str(), sale.currency.as_str(), sale.quantity),
+            ("49.99", "EUR", 2)
+        );
+        assert_eq!(sale.timestamp, "2025-11-28 12:00:00.000");
+        let Row::Event(ev) = judge(Table::Events, modified(WitTable::Events, |_| {})).unwrap()
+        else {
+            panic!("an event")
+        };
+        assert_eq!(ev.properties, r#"{"browser":"Chrome"}"#);
+        assert_eq!(ev.event_type, "view_event");
+
+        let refused =
+            |table, wit, change: fn(&mut Event)| judge(table, modified(wit, change)).unwrap_err();
+        let (ev, pv, ts) = (Table::Events, Table::PageViews, Table::TicketSales);
+        let (wev, wpv, wts) = (WitTable::Events, WitTable::PageViews, WitTable::TicketSales);
+        assert!(
+            refused(ev, wev, |e| e.event_type = "no spaces".into())
+                .contains("event_type: may hold only")
+        );
+        assert!(
+            refused(ev, wev, |e| e.event_type = " ".into())
+                .contains("event_type: must not be empty")
+        );
+        assert!(
+            refused(ev, wev, |e| e.user_id = "u".repeat(300))
+                .contains("user_id: is longer than 256")
+        );
+        assert!(
+            refused(ev, wev, |e| e.properties = "[1]".into())
+                .contains("properties: must be an object, got an array")
+        );
+        assert!(
+            refused(ev, wev, |e| e.properties = "{oops".into())
+                .contains("properties: must be a JSON object")
+        );
+        assert!(
+            refused(ev, wev, |e| e.timestamp_ms = 0)
+                .contains("timestamp: must be between the years 2000 and 2099")
+        );
+        assert!(refused(pv, wpv, |e| e.url = String::new()).contains("url: must not be empty"));
+        assert!(
+            refused(pv, wpv, |e| e.duration_ms = 86_400_001)
+                .contains("duration_ms: must be a whole number from 0 to 86400000")
+        );
+        assert!(
+            refused(ts, wts, |e| e.quantity = 0)
+                .contains("quantity: must be a whole number from 1 to 10000")
+        );
+        assert!(refused(ts, wts, |e| e.price_cents = -1).contains("price: -1 cents"));
+        assert!(refused(ts, wts, |e| e.currency = "EURO".into()).contains("currency:"));
+        assert!(
+            refused(ts, wts, |e| e.id = uuid::Uuid::nil().to_string())
+                .contains("may not change an event's id")
+        );
+        assert!(
+            refused(ts, wts, |e| e.organizer_id = "org-2".into())
+                .contains("may not change an event's organizer_id")
+        );
+    }
 
     /// The plugin batch lays out every text field of the model, and only
     /// those: the WIT's `text-field` enum is checked against the one
