@@ -579,146 +579,84 @@ fn currency_rule(s: String) -> Result<String, Invalid> {
     }
 }
 
-/// An event as typed values, every field of every table: what a plugin's
-/// modified event carries.
-#[derive(Debug, Clone, Default)]
-pub struct TypedEvent {
-    pub timestamp_ms: i64,
-    pub event_type: String,
-    pub event_name: String,
-    pub organizer_id: String,
-    pub user_id: String,
-    pub session_id: String,
-    pub event_id: String,
-    pub properties: String,
-    pub user_agent: String,
-    pub ip: String,
-    pub url: String,
-    pub referrer: String,
-    pub duration_ms: u64,
-    pub order_id: String,
-    pub quantity: u64,
-    pub price_cents: i64,
-    pub currency: String,
-}
+/// The model's rules for one table, for values that come typed rather than
+/// as JSON (a plugin's modified event): the same checks, the same messages,
+/// and no JSON in between.
+pub struct Check(pub Table);
 
-/// Checks a typed event by the same rules (the model's) as a client's JSON
-/// and makes its row, with no JSON in between. The fields of other tables
-/// are ignored; `id` is the event's, already checked by the caller.
-pub fn validate_typed(table: Table, id: Uuid, e: TypedEvent) -> Result<Row, Invalid> {
-    let text = |name: &str, s: String| {
-        let spec = table.field(name).expect("declared in the model");
-        text_rule(spec, s)
-    };
-    let count = |name: &str, v: u64| {
-        let spec = table.field(name).expect("declared in the model");
-        let Kind::Count(min, max) = spec.kind else {
+impl Check {
+    fn spec(&self, name: &str) -> &'static crate::model::Field {
+        self.0.field(name).expect("declared in the model")
+    }
+
+    pub fn text(&self, name: &str, s: String) -> Result<String, Invalid> {
+        text_rule(self.spec(name), s)
+    }
+
+    pub fn count(&self, name: &str, v: u64) -> Result<u64, Invalid> {
+        let Kind::Count(min, max) = self.spec(name).kind else {
             unreachable!("{name} is a count")
         };
         count_rule(name, Some(v), &v.to_string(), min, max)
-    };
-    let ts = Utc
-        .timestamp_millis_opt(e.timestamp_ms)
-        .single()
-        .ok_or_else(|| {
+    }
+
+    /// ClickHouse's text form and epoch milliseconds of an instant.
+    pub fn time_ms(&self, ms: i64) -> Result<(String, i64), Invalid> {
+        let ts = Utc.timestamp_millis_opt(ms).single().ok_or_else(|| {
             invalid(
                 "timestamp",
-                format!("{} is not a time in epoch milliseconds", e.timestamp_ms),
+                format!("{ms} is not a time in epoch milliseconds"),
             )
         })?;
-    let (timestamp, timestamp_ms) = time_rule(ts)?;
-    Ok(match table {
-        Table::Events => {
-            let Some(Kind::Object(max)) = table.field("properties").map(|f| f.kind) else {
-                unreachable!("properties is an object")
-            };
-            let properties = match e.properties.trim() {
-                "" => "{}".to_string(),
-                p => {
-                    let raw: &RawValue = serde_json::from_str(p).map_err(|_| {
-                        invalid(
-                            "properties",
-                            "must be a JSON object, got text that is not JSON",
-                        )
-                    })?;
-                    if raw_kind(raw) != "an object" {
-                        return Err(invalid(
-                            "properties",
-                            format!("must be an object, got {}", raw_kind(raw)),
-                        ));
-                    }
-                    if p.len() > max {
-                        return Err(invalid(
-                            "properties",
-                            format!("is {} bytes as JSON, more than {max}", p.len()),
-                        ));
-                    }
-                    p.to_string()
-                }
-            };
-            Row::Event(EventRow {
-                id,
-                timestamp,
-                timestamp_ms,
-                event_type: text("event_type", e.event_type)?,
-                event_name: text("event_name", e.event_name)?,
-                organizer_id: text("organizer_id", e.organizer_id)?,
-                user_id: text("user_id", e.user_id)?,
-                session_id: text("session_id", e.session_id)?,
-                event_id: text("event_id", e.event_id)?,
-                properties,
-                user_agent: text("user_agent", e.user_agent)?,
-                ip: text("ip", e.ip)?,
-                plugins_skipped: Vec::new(),
-            })
+        time_rule(ts)
+    }
+
+    /// A JSON object as text, within its size; empty is `{}`.
+    pub fn properties(&self, text: String) -> Result<String, Invalid> {
+        let Kind::Object(max) = self.spec("properties").kind else {
+            unreachable!("properties is an object")
+        };
+        if text.trim().is_empty() {
+            return Ok("{}".into());
         }
-        Table::PageViews => Row::PageView(PageViewRow {
-            id,
-            timestamp,
-            timestamp_ms,
-            organizer_id: text("organizer_id", e.organizer_id)?,
-            user_id: text("user_id", e.user_id)?,
-            session_id: text("session_id", e.session_id)?,
-            event_id: text("event_id", e.event_id)?,
-            url: text("url", e.url)?,
-            referrer: text("referrer", e.referrer)?,
-            duration_ms: count("duration_ms", e.duration_ms)?,
-            user_agent: text("user_agent", e.user_agent)?,
-            ip: text("ip", e.ip)?,
-            plugins_skipped: Vec::new(),
-        }),
-        Table::TicketSales => {
-            let cents = u64::try_from(e.price_cents)
-                .ok()
-                .filter(|c| *c <= MAX_PRICE_CENTS)
-                .ok_or_else(|| {
-                    invalid(
-                        "price",
-                        format!("{} cents is not a price the table holds", e.price_cents),
-                    )
-                })?;
-            Row::TicketSale(TicketSaleRow {
-                id,
-                timestamp,
-                timestamp_ms,
-                event_id: text("event_id", e.event_id)?,
-                organizer_id: text("organizer_id", e.organizer_id)?,
-                user_id: text("user_id", e.user_id)?,
-                order_id: text("order_id", e.order_id)?,
-                quantity: count("quantity", e.quantity)?,
-                price: format!("{}.{:02}", cents / 100, cents % 100),
-                price_cents: cents,
-                currency: currency_rule(e.currency)?,
-                plugins_skipped: Vec::new(),
-            })
-        }
-        Table::RejectedEvents | Table::PluginQuarantine => {
-            return Err((
-                None,
-                format!("{} takes no events from clients", table.name()),
+        let raw: &RawValue = serde_json::from_str(&text).map_err(|_| {
+            invalid(
+                "properties",
+                "must be a JSON object, got text that is not JSON",
+            )
+        })?;
+        if raw_kind(raw) != "an object" {
+            return Err(invalid(
+                "properties",
+                format!("must be an object, got {}", raw_kind(raw)),
             ));
         }
-    })
+        if text.len() > max {
+            return Err(invalid(
+                "properties",
+                format!("is {} bytes as JSON, more than {max}", text.len()),
+            ));
+        }
+        Ok(text)
+    }
+
+    /// A price in cents: its decimal text and the cents.
+    pub fn price_cents(&self, cents: i64) -> Result<(String, u64), Invalid> {
+        let cents = u64::try_from(cents)
+            .ok()
+            .filter(|c| *c <= MAX_PRICE_CENTS)
+            .ok_or_else(|| {
+                invalid(
+                    "price",
+                    format!("{cents} cents is not a price the table holds"),
+                )
+            })?;
+        Ok((format!("{}.{:02}", cents / 100, cents % 100), cents))
+    }
+
+    pub fn currency(&self, s: String) -> Result<String, Invalid> {
+        currency_rule(s)
+    }
 }
 
 /// `event_id` may come inside `properties`, under the same rules.
