@@ -176,8 +176,13 @@ impl Intake {
                 .position(|t| *t == table)
                 .expect("clients write only to ingest tables")];
             let part = match gatherer.send(job) {
+                // No answer: the micro-batch's task ended without one (the
+                // server is stopping, or a bug).
                 Ok(()) => part.await.unwrap_or_else(|_| {
-                    Err(IntakeError::Unavailable("ingest is shutting down".into()))
+                    Err(IntakeError::Unavailable(
+                        "ingest could not finish this request; nothing of it was kept, retry"
+                            .into(),
+                    ))
                 }),
                 Err(_) => Err(IntakeError::Unavailable("ingest is shutting down".into())),
             };
