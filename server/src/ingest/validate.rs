@@ -290,10 +290,10 @@ struct Fields<'a> {
     table: Table,
 }
 
-impl Fields<'_> {
-    /// A field's value (the last, if the name comes twice, as JSON parsers
-    /// do); null counts as absent.
-    fn take(&mut self, name: &str) -> Result<Option<Value>, Invalid> {
+impl<'a> Fields<'a> {
+    /// A field's raw JSON (the last, if the name comes twice, as JSON
+    /// parsers do); null counts as absent.
+    fn take_raw(&mut self, name: &str) -> Option<&'a RawValue> {
         let mut last = None;
         self.entries.retain(|(k, v)| match k == name {
             true => {
@@ -302,7 +302,25 @@ impl Fields<'_> {
             }
             false => true,
         });
-        let Some(raw) = last else {
+        last.filter(|raw| raw.get().trim() != "null")
+    }
+
+    /// A JSON string's text; any other kind is refused by name.
+    fn raw_string(name: &str, raw: &RawValue) -> Result<String, Invalid> {
+        if raw_kind(raw) != "a string" {
+            return Err(invalid(
+                name,
+                format!("must be a string, got {}", raw_kind(raw)),
+            ));
+        }
+        serde_json::from_str(raw.get()).map_err(|e| invalid(name, e.to_string()))
+    }
+
+    /// A field's value (the last, if the name comes twice, as JSON parsers
+    /// do); null counts as absent.
+    /// A field's value as a JSON tree, for the few fields that need one.
+    fn take(&mut self, name: &str) -> Result<Option<Value>, Invalid> {
+        let Some(raw) = self.take_raw(name) else {
             return Ok(None);
         };
         // Valid JSON already; what can still fail is the nesting limit.
@@ -353,14 +371,10 @@ impl Fields<'_> {
 
     fn opt_text(&mut self, name: &str) -> Result<Option<String>, Invalid> {
         let spec = self.spec(name);
-        match self.take(name)? {
+        match self.take_raw(name) {
             None if spec.required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(Value::String(s)) => text_rule(spec, s).map(Some),
-            Some(other) => Err(invalid(
-                name,
-                format!("must be a string, got {}", kind(&other)),
-            )),
+            Some(raw) => text_rule(spec, Self::raw_string(name, raw)?).map(Some),
         }
     }
 
@@ -387,14 +401,10 @@ impl Fields<'_> {
             required,
             column: "",
         };
-        match self.take(name)? {
+        match self.take_raw(name) {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(Value::String(s)) => text_rule(&spec, s).map(Some),
-            Some(other) => Err(invalid(
-                name,
-                format!("must be a string, got {}", kind(&other)),
-            )),
+            Some(raw) => text_rule(&spec, Self::raw_string(name, raw)?).map(Some),
         }
     }
 
@@ -405,15 +415,20 @@ impl Fields<'_> {
         min: u64,
         max: u64,
     ) -> Result<Option<u64>, Invalid> {
-        match self.take(name)? {
+        match self.take_raw(name) {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(Value::Number(n)) => {
-                count_rule(name, n.as_u64(), &n.to_string(), min, max).map(Some)
-            }
-            Some(other) => Err(invalid(
+            Some(raw) if raw_kind(raw) == "a number" => count_rule(
                 name,
-                format!("must be a number, got {}", kind(&other)),
+                raw.get().trim().parse().ok(),
+                raw.get().trim(),
+                min,
+                max,
+            )
+            .map(Some),
+            Some(raw) => Err(invalid(
+                name,
+                format!("must be a number, got {}", raw_kind(raw)),
             )),
         }
     }
@@ -868,6 +883,28 @@ mod tests {
         assert_eq!(err.0.as_deref(), Some("color"));
         let err = parse(r#"{"event_type":"a","organizer_id":7}"#).unwrap_err();
         assert_eq!(err.1, "organizer_id: must be a string, got a number");
+        // Whitespace around values and null as absent, read from the raw text.
+        let row =
+            parse("{ \"event_type\" : \"a\" ,\n \"organizer_id\": \"o\", \"user_id\" : null }")
+                .unwrap();
+        assert_eq!(row.organizer_id(), "o");
+        let pv = |text: &str| {
+            let raw = RawValue::from_string(text.into()).unwrap();
+            validate(Table::PageViews, &raw, now(), None)
+        };
+        let err = pv(r#"{"organizer_id":"o","url":"u","duration_ms":1.5}"#).unwrap_err();
+        assert_eq!(
+            err.1,
+            "duration_ms: must be a whole number from 0 to 86400000, got 1.5"
+        );
+        let err = pv(r#"{"organizer_id":"o","url":"u","duration_ms":"5"}"#).unwrap_err();
+        assert_eq!(err.1, "duration_ms: must be a number, got a string");
+        let Row::PageView(p) =
+            pv(r#"{"organizer_id":"o","url":"u","duration_ms": 1500 }"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(p.duration_ms, 1500);
         // Out of scope is refused before anything else is looked at.
         let raw =
             RawValue::from_string(r#"{"organizer_id":"other","event_type":"!"}"#.into()).unwrap();
