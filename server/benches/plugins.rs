@@ -9,10 +9,6 @@
 //! every plugin's figure includes.
 
 mod common;
-
-/// The server binary's allocator, so the figures are the server's.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[path = "../tests/common/wasm.rs"]
 mod wasm;
 

@@ -9,9 +9,6 @@ use clap::{Parser, Subcommand};
 use bilten_analytics::config::Config;
 use bilten_analytics::{admin_client, loadgen, ops, storage};
 
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "bilten-analytics",
