@@ -8,7 +8,7 @@ mod validate;
 use serde::Serialize;
 
 pub use decode::{BodyFormat, DecodeError};
-pub use validate::{Check, EventRow, Invalid, PageViewRow, Row, TicketSaleRow};
+pub use validate::{Check, EventRow, Invalid, PageViewRow, Row, Source, TicketSaleRow, build};
 
 pub use crate::model::Table;
 

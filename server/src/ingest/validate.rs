@@ -149,74 +149,102 @@ pub fn validate(
         ));
     }
     let Entries(entries) = serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
-    let mut f = Fields { entries, table };
+    let mut f = Fields {
+        entries,
+        table,
+        properties_event_id: None,
+    };
     f.in_scope(scope)?;
     let id = f.id()?;
-    let (timestamp, timestamp_ms) = f.timestamp(now)?;
-    let row = match table {
+    let timestamp = f.timestamp(now)?;
+    let row = build(table, id, timestamp, &mut f)?;
+    f.finish()?;
+    Ok(row)
+}
+
+/// Where a row's values come from: a client's JSON ([`validate`]) or a
+/// plugin's modified event, typed. Each value is checked by the model's
+/// rules as it is taken ([`Check`] has them for typed values).
+pub trait Source {
+    /// A text field; empty when absent (and not required).
+    fn text(&mut self, name: &str) -> Result<String, Invalid>;
+    /// A whole-number field; 0 when absent (and not required).
+    fn count(&mut self, name: &str) -> Result<u64, Invalid>;
+    /// `properties`, as the text of a JSON object.
+    fn properties(&mut self) -> Result<String, Invalid>;
+    /// An event's `event_id`; taken after [`Source::properties`], since a
+    /// client may send it inside them.
+    fn event_id(&mut self) -> Result<String, Invalid> {
+        self.text("event_id")
+    }
+    fn price_cents(&mut self) -> Result<u64, Invalid>;
+    fn currency(&mut self) -> Result<String, Invalid>;
+}
+
+/// A table's row from its values: the one place each table's row is put
+/// together, for client events and plugins' modified ones alike.
+pub fn build(
+    table: Table,
+    id: Uuid,
+    (timestamp, timestamp_ms): (String, i64),
+    src: &mut impl Source,
+) -> Result<Row, Invalid> {
+    Ok(match table {
         Table::Events => {
-            let properties = f.properties()?;
-            let event_id = match f.opt_text("event_id")? {
-                Some(id) => id,
-                None => properties_event_id(table, properties.as_ref())?,
-            };
-            let row = Row::Event(EventRow {
+            let properties = src.properties()?;
+            let event_id = src.event_id()?;
+            Row::Event(EventRow {
                 id,
                 timestamp,
                 timestamp_ms,
-                event_type: f.text("event_type")?,
-                event_name: f.text("event_name")?,
-                organizer_id: f.text("organizer_id")?,
-                user_id: f.text("user_id")?,
-                session_id: f.text("session_id")?,
+                event_type: src.text("event_type")?,
+                event_name: src.text("event_name")?,
+                organizer_id: src.text("organizer_id")?,
+                user_id: src.text("user_id")?,
+                session_id: src.text("session_id")?,
                 event_id,
-                properties: properties
-                    .map(|p| Value::Object(p).to_string())
-                    .unwrap_or_else(|| "{}".into()),
-                user_agent: f.text("user_agent")?,
-                ip: f.text("ip")?,
+                properties,
+                user_agent: src.text("user_agent")?,
+                ip: src.text("ip")?,
                 plugins_skipped: Vec::new(),
-            });
-            f.finish()?;
-            row
+            })
         }
-        Table::PageViews => {
-            let row = Row::PageView(PageViewRow {
-                id,
-                timestamp,
-                timestamp_ms,
-                organizer_id: f.text("organizer_id")?,
-                user_id: f.text("user_id")?,
-                session_id: f.text("session_id")?,
-                event_id: f.text("event_id")?,
-                url: f.text("url")?,
-                referrer: f.text("referrer")?,
-                duration_ms: f.count("duration_ms")?.unwrap_or(0),
-                user_agent: f.text("user_agent")?,
-                ip: f.text("ip")?,
-                plugins_skipped: Vec::new(),
-            });
-            f.finish()?;
-            row
-        }
+        Table::PageViews => Row::PageView(PageViewRow {
+            id,
+            timestamp,
+            timestamp_ms,
+            organizer_id: src.text("organizer_id")?,
+            user_id: src.text("user_id")?,
+            session_id: src.text("session_id")?,
+            event_id: src.text("event_id")?,
+            url: src.text("url")?,
+            referrer: src.text("referrer")?,
+            duration_ms: src.count("duration_ms")?,
+            user_agent: src.text("user_agent")?,
+            ip: src.text("ip")?,
+            plugins_skipped: Vec::new(),
+        }),
         Table::TicketSales => {
-            let mut row = TicketSaleRow {
+            let event_id = src.text("event_id")?;
+            let organizer_id = src.text("organizer_id")?;
+            let user_id = src.text("user_id")?;
+            let order_id = src.text("order_id")?;
+            let quantity = src.count("quantity")?;
+            let cents = src.price_cents()?;
+            Row::TicketSale(TicketSaleRow {
                 id,
                 timestamp,
                 timestamp_ms,
-                event_id: f.text("event_id")?,
-                organizer_id: f.text("organizer_id")?,
-                user_id: f.text("user_id")?,
-                order_id: f.text("order_id")?,
-                quantity: f.count("quantity")?.expect("required"),
-                price: String::new(),
-                price_cents: f.price()?,
-                currency: f.currency()?,
+                event_id,
+                organizer_id,
+                user_id,
+                order_id,
+                quantity,
+                price: format!("{}.{:02}", cents / 100, cents % 100),
+                price_cents: cents,
+                currency: src.currency()?,
                 plugins_skipped: Vec::new(),
-            };
-            row.price = format!("{}.{:02}", row.price_cents / 100, row.price_cents % 100);
-            f.finish()?;
-            Row::TicketSale(row)
+            })
         }
         Table::RejectedEvents | Table::PluginQuarantine => {
             return Err((
@@ -224,8 +252,7 @@ pub fn validate(
                 format!("{} takes no events from clients", table.name()),
             ));
         }
-    };
-    Ok(row)
+    })
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
@@ -288,6 +315,8 @@ impl<'de> serde::Deserialize<'de> for Name<'de> {
 struct Fields<'a> {
     entries: Vec<(Cow<'a, str>, &'a RawValue)>,
     table: Table,
+    /// The `event_id` found inside `properties`, for when none comes apart.
+    properties_event_id: Option<Result<String, Invalid>>,
 }
 
 impl<'a> Fields<'a> {
@@ -363,48 +392,35 @@ impl<'a> Fields<'a> {
             .unwrap_or_else(|| panic!("{name} is not declared for {}", self.table.name()))
     }
 
-    /// A text field by its declaration: its length, whether it is required;
-    /// empty when absent.
-    fn text(&mut self, name: &str) -> Result<String, Invalid> {
-        Ok(self.opt_text(name)?.unwrap_or_default())
-    }
-
     fn opt_text(&mut self, name: &str) -> Result<Option<String>, Invalid> {
         let spec = self.spec(name);
         match self.take_raw(name) {
             None if spec.required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(raw) => text_rule(spec, Self::raw_string(name, raw)?).map(Some),
+            Some(raw) => {
+                text_rule(name, spec.kind, spec.required, Self::raw_string(name, raw)?).map(Some)
+            }
         }
-    }
-
-    /// A whole number by its declaration.
-    fn count(&mut self, name: &str) -> Result<Option<u64>, Invalid> {
-        let spec = self.spec(name);
-        let Kind::Count(min, max) = spec.kind else {
-            unreachable!("{name} is declared {:?}, not a count", spec.kind)
-        };
-        self.uint(name, spec.required, min, max)
     }
 
     /// A string of at most `max` characters, for fields with rules of their
     /// own (the id, the currency).
     fn string(
         &mut self,
-        name: &'static str,
+        name: &str,
         required: bool,
         max: usize,
     ) -> Result<Option<String>, Invalid> {
-        let spec = crate::model::Field {
-            name,
-            kind: Kind::Text(max),
-            required,
-            column: "",
-        };
         match self.take_raw(name) {
             None if required => Err(invalid(name, "is required")),
             None => Ok(None),
-            Some(raw) => text_rule(&spec, Self::raw_string(name, raw)?).map(Some),
+            Some(raw) => text_rule(
+                name,
+                Kind::Text(max),
+                required,
+                Self::raw_string(name, raw)?,
+            )
+            .map(Some),
         }
     }
 
@@ -474,7 +490,7 @@ impl<'a> Fields<'a> {
         time_rule(ts)
     }
 
-    fn properties(&mut self) -> Result<Option<Map<String, Value>>, Invalid> {
+    fn properties_map(&mut self) -> Result<Option<Map<String, Value>>, Invalid> {
         let Kind::Object(max) = self.spec("properties").kind else {
             unreachable!("properties is declared an object")
         };
@@ -513,13 +529,6 @@ impl<'a> Fields<'a> {
         parse_cents(&text).map_err(|reason| invalid("price", reason))
     }
 
-    fn currency(&mut self) -> Result<String, Invalid> {
-        let s = self
-            .string("currency", self.spec("currency").required, 3)?
-            .unwrap_or_default();
-        currency_rule(s)
-    }
-
     /// Anything not taken by now is a field this table does not have.
     fn finish(self) -> Result<(), Invalid> {
         match self.entries.iter().map(|(k, _)| k).min() {
@@ -529,21 +538,61 @@ impl<'a> Fields<'a> {
     }
 }
 
+impl Source for Fields<'_> {
+    fn text(&mut self, name: &str) -> Result<String, Invalid> {
+        Ok(self.opt_text(name)?.unwrap_or_default())
+    }
+
+    fn count(&mut self, name: &str) -> Result<u64, Invalid> {
+        let spec = self.spec(name);
+        let Kind::Count(min, max) = spec.kind else {
+            unreachable!("{name} is declared {:?}, not a count", spec.kind)
+        };
+        Ok(self.uint(name, spec.required, min, max)?.unwrap_or(0))
+    }
+
+    /// Kept compact, whatever the client's spacing.
+    fn properties(&mut self) -> Result<String, Invalid> {
+        let map = self.properties_map()?;
+        self.properties_event_id = Some(properties_event_id(self.table, map.as_ref()));
+        Ok(map
+            .map(|p| Value::Object(p).to_string())
+            .unwrap_or_else(|| "{}".into()))
+    }
+
+    fn event_id(&mut self) -> Result<String, Invalid> {
+        match self.opt_text("event_id")? {
+            Some(id) => Ok(id),
+            None => self.properties_event_id.take().unwrap_or(Ok(String::new())),
+        }
+    }
+
+    fn price_cents(&mut self) -> Result<u64, Invalid> {
+        self.price()
+    }
+
+    fn currency(&mut self) -> Result<String, Invalid> {
+        let s = self
+            .string("currency", self.spec("currency").required, 3)?
+            .unwrap_or_default();
+        currency_rule(s)
+    }
+}
+
 /// A text field's rules from its declaration: required means not blank; at
 /// most its length in characters; a name holds only `[A-Za-z0-9_-.:]`.
-fn text_rule(spec: &crate::model::Field, s: String) -> Result<String, Invalid> {
-    let name = spec.name;
-    let max = match spec.kind {
+fn text_rule(name: &str, kind: Kind, required: bool, s: String) -> Result<String, Invalid> {
+    let max = match kind {
         Kind::Text(max) | Kind::Name(max) => max,
         other => unreachable!("{name} is declared {other:?}, not text"),
     };
-    if spec.required && s.trim().is_empty() {
+    if required && s.trim().is_empty() {
         return Err(invalid(name, "must not be empty"));
     }
     if s.len() > max && s.chars().count() > max {
         return Err(invalid(name, format!("is longer than {max} characters")));
     }
-    if matches!(spec.kind, Kind::Name(_))
+    if matches!(kind, Kind::Name(_))
         && !s
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c))
@@ -605,7 +654,8 @@ impl Check {
     }
 
     pub fn text(&self, name: &str, s: String) -> Result<String, Invalid> {
-        text_rule(self.spec(name), s)
+        let spec = self.spec(name);
+        text_rule(name, spec.kind, spec.required, s)
     }
 
     pub fn count(&self, name: &str, v: u64) -> Result<u64, Invalid> {
@@ -655,9 +705,9 @@ impl Check {
         Ok(text)
     }
 
-    /// A price in cents: its decimal text and the cents.
-    pub fn price_cents(&self, cents: i64) -> Result<(String, u64), Invalid> {
-        let cents = u64::try_from(cents)
+    /// A price in cents, within what the column holds.
+    pub fn price_cents(&self, cents: i64) -> Result<u64, Invalid> {
+        u64::try_from(cents)
             .ok()
             .filter(|c| *c <= MAX_PRICE_CENTS)
             .ok_or_else(|| {
@@ -665,8 +715,7 @@ impl Check {
                     "price",
                     format!("{cents} cents is not a price the table holds"),
                 )
-            })?;
-        Ok((format!("{}.{:02}", cents / 100, cents % 100), cents))
+            })
     }
 
     pub fn currency(&self, s: String) -> Result<String, Invalid> {

@@ -494,68 +494,63 @@ fn event_text_len(e: &Event) -> usize {
     .sum()
 }
 
-/// A modified event's row: its fields moved (not copied) into the table's
-/// row and checked by the model's rules ([`ingest::Check`]), with no JSON in
-/// between. The fields of other tables are ignored; `id` was checked.
+/// A modified event's row, put together by the same builder as a client's
+/// ([`ingest::build`]): its fields are moved (not copied) out of the event and
+/// checked by the model's rules ([`ingest::Check`]), with no JSON in between.
+/// The fields of other tables are ignored; `id` was checked.
 fn row_of(table: Table, id: uuid::Uuid, e: Event) -> Result<Row, ingest::Invalid> {
-    use ingest::{EventRow, PageViewRow, TicketSaleRow};
-    let c = ingest::Check(table);
-    let (timestamp, timestamp_ms) = c.time_ms(e.timestamp_ms)?;
-    Ok(match table {
-        Table::Events => Row::Event(EventRow {
-            id,
-            timestamp,
-            timestamp_ms,
-            event_type: c.text("event_type", e.event_type)?,
-            event_name: c.text("event_name", e.event_name)?,
-            organizer_id: c.text("organizer_id", e.organizer_id)?,
-            user_id: c.text("user_id", e.user_id)?,
-            session_id: c.text("session_id", e.session_id)?,
-            event_id: c.text("event_id", e.event_id)?,
-            properties: c.properties(e.properties)?,
-            user_agent: c.text("user_agent", e.user_agent)?,
-            ip: c.text("ip", e.ip)?,
-            plugins_skipped: Vec::new(),
-        }),
-        Table::PageViews => Row::PageView(PageViewRow {
-            id,
-            timestamp,
-            timestamp_ms,
-            organizer_id: c.text("organizer_id", e.organizer_id)?,
-            user_id: c.text("user_id", e.user_id)?,
-            session_id: c.text("session_id", e.session_id)?,
-            event_id: c.text("event_id", e.event_id)?,
-            url: c.text("url", e.url)?,
-            referrer: c.text("referrer", e.referrer)?,
-            duration_ms: c.count("duration_ms", e.duration_ms)?,
-            user_agent: c.text("user_agent", e.user_agent)?,
-            ip: c.text("ip", e.ip)?,
-            plugins_skipped: Vec::new(),
-        }),
-        Table::TicketSales => {
-            let (price, price_cents) = c.price_cents(e.price_cents)?;
-            Row::TicketSale(TicketSaleRow {
-                id,
-                timestamp,
-                timestamp_ms,
-                event_id: c.text("event_id", e.event_id)?,
-                organizer_id: c.text("organizer_id", e.organizer_id)?,
-                user_id: c.text("user_id", e.user_id)?,
-                order_id: c.text("order_id", e.order_id)?,
-                quantity: c.count("quantity", u64::from(e.quantity))?,
-                price,
-                price_cents,
-                currency: c.currency(e.currency)?,
-                plugins_skipped: Vec::new(),
-            })
-        }
-        Table::RejectedEvents | Table::PluginQuarantine => {
-            return Err((
-                None,
-                format!("{} takes no events from clients", table.name()),
-            ));
-        }
-    })
+    let check = ingest::Check(table);
+    let timestamp = check.time_ms(e.timestamp_ms)?;
+    ingest::build(table, id, timestamp, &mut Modified { e, check })
+}
+
+/// A plugin's modified event as the source of a row.
+struct Modified {
+    e: Event,
+    check: ingest::Check,
+}
+
+impl ingest::Source for Modified {
+    fn text(&mut self, name: &str) -> Result<String, ingest::Invalid> {
+        let e = &mut self.e;
+        let field = match name {
+            "event_type" => &mut e.event_type,
+            "event_name" => &mut e.event_name,
+            "organizer_id" => &mut e.organizer_id,
+            "user_id" => &mut e.user_id,
+            "session_id" => &mut e.session_id,
+            "event_id" => &mut e.event_id,
+            "user_agent" => &mut e.user_agent,
+            "ip" => &mut e.ip,
+            "url" => &mut e.url,
+            "referrer" => &mut e.referrer,
+            "order_id" => &mut e.order_id,
+            other => unreachable!("the WIT event has no text field {other}"),
+        };
+        self.check.text(name, std::mem::take(field))
+    }
+
+    fn count(&mut self, name: &str) -> Result<u64, ingest::Invalid> {
+        let value = match name {
+            "duration_ms" => self.e.duration_ms,
+            "quantity" => u64::from(self.e.quantity),
+            other => unreachable!("the WIT event has no count {other}"),
+        };
+        self.check.count(name, value)
+    }
+
+    fn properties(&mut self) -> Result<String, ingest::Invalid> {
+        self.check
+            .properties(std::mem::take(&mut self.e.properties))
+    }
+
+    fn price_cents(&mut self) -> Result<u64, ingest::Invalid> {
+        self.check.price_cents(self.e.price_cents)
+    }
+
+    fn currency(&mut self) -> Result<String, ingest::Invalid> {
+        self.check.currency(std::mem::take(&mut self.e.currency))
+    }
 }
 
 /// One plausible event per table, for validating a plugin before it serves.
