@@ -139,7 +139,11 @@ impl Storage for ClickHouseStorage {
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
         let insert = self
             .client
-            .insert_formatted_with(super::insert_statement(table, token))
+            .insert_formatted_with(format!(
+                "{} FORMAT {}",
+                super::insert_statement(table, token),
+                super::INSERT_FORMAT
+            ))
             .with_timeouts(Some(self.timeout), Some(self.timeout));
         self.timed(async move {
             let mut insert = insert;

@@ -14,6 +14,13 @@
 //! the engine itself refuses writes, DDL, settings changes, and the table
 //! functions that reach files, the network or processes. Before that, the
 //! engine's parser must find exactly one read statement, or nothing runs.
+//!
+//! A chDB connection runs one statement at a time (it holds a lock for the
+//! whole call), and an insert stream occupies its connection. So inserts
+//! have connections of their own, `INSERTERS` of them, and stream their rows
+//! (`chdb_stream_insert_n`): measured on 100 000 `events` rows, that costs
+//! 2.8 µs of CPU per row against 5.9 µs for the same rows inlined after the
+//! statement, which the engine's query parser scans first.
 
 use std::ffi::{CStr, CString, c_char};
 use std::sync::{Arc, Mutex, RwLock};
@@ -36,6 +43,12 @@ const QUERY_LOG_FLUSH: Duration = Duration::from_secs(2);
 const QUERY_LOG_CAP: usize = 10_000;
 /// Query text longer than this is cut in the log.
 const QUERY_LOG_TEXT: usize = 4096;
+/// Inserts that run at once, each on its own connection: the batcher's
+/// default flush workers.
+const INSERTERS: usize = 2;
+/// Rows reach an insert stream in pieces of this size: the engine copies
+/// each piece into its queue, so a 64 MiB batch is never held twice.
+const APPEND_CHUNK: usize = 1 << 20;
 
 pub struct EmbeddedStorage {
     inner: Arc<Inner>,
@@ -45,6 +58,8 @@ pub struct EmbeddedStorage {
     /// starve inserts.
     reader_permits: Arc<Semaphore>,
     reader_concurrency: u32,
+    /// One per inserter connection.
+    insert_permits: Arc<Semaphore>,
     flusher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -54,6 +69,8 @@ struct Inner {
     conn: RwLock<Option<ConnPtr>>,
     /// The `readonly=1` connection, with the query limits as its settings.
     reader: RwLock<Option<ConnPtr>>,
+    /// Connections for inserts; a caller holding an insert permit finds one free.
+    inserters: Vec<Mutex<Option<ConnPtr>>>,
     log: Mutex<Vec<QueryLogEntry>>,
 }
 
@@ -99,6 +116,7 @@ impl EmbeddedStorage {
             permits: Arc::new(Semaphore::new(4)),
             reader_permits: Arc::new(Semaphore::new(reader_concurrency as usize)),
             reader_concurrency,
+            insert_permits: Arc::new(Semaphore::new(INSERTERS)),
             flusher: Mutex::new(None),
         };
         for sql in [
@@ -203,10 +221,28 @@ impl Inner {
             unsafe { (api.close_conn)(conn) };
             anyhow::bail!("the embedded engine refused its read-only connection");
         };
+        let mut inserters = Vec::with_capacity(INSERTERS);
+        for _ in 0..INSERTERS {
+            match connect(api, &args) {
+                Some(c) => inserters.push(Mutex::new(Some(ConnPtr(c)))),
+                None => {
+                    for c in inserters.into_iter().chain([
+                        Mutex::new(Some(ConnPtr(reader))),
+                        Mutex::new(Some(ConnPtr(conn))),
+                    ]) {
+                        if let Some(c) = c.into_inner().unwrap() {
+                            unsafe { (api.close_conn)(c.0) };
+                        }
+                    }
+                    anyhow::bail!("the embedded engine refused an insert connection");
+                }
+            }
+        }
         Ok(Inner {
             api,
             conn: RwLock::new(Some(ConnPtr(conn))),
             reader: RwLock::new(Some(ConnPtr(reader))),
+            inserters,
             log: Mutex::new(Vec::new()),
         })
     }
@@ -240,7 +276,83 @@ impl Inner {
                 format.len(),
             )
         };
-        self.finish(result, start, log_text)
+        self.finish(result, start, log_text, Clock::Engine)
+    }
+
+    /// Streams `rows` into `statement` on a free inserter connection; the
+    /// caller holds an insert permit.
+    fn insert(&self, statement: String, rows: &[u8]) -> Result<(), StorageError> {
+        let api = self.api;
+        let guard = self
+            .inserters
+            .iter()
+            .find_map(|c| c.try_lock().ok())
+            .expect("an insert permit leaves an inserter free");
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        let start = Utc::now();
+        let format = super::INSERT_FORMAT;
+        let stream = unsafe {
+            (api.stream_insert_n)(
+                *conn.0,
+                statement.as_ptr() as *const c_char,
+                statement.len(),
+                format.as_ptr() as *const c_char,
+                format.len(),
+            )
+        };
+        if stream.is_null() {
+            return Err(StorageError::Transient(
+                "the embedded engine returned no insert stream".into(),
+            ));
+        }
+        let stream_error = || {
+            let e = unsafe { (api.stream_insert_error)(stream) };
+            (!e.is_null()).then(|| {
+                unsafe { CStr::from_ptr(e) }
+                    .to_string_lossy()
+                    .trim()
+                    .to_string()
+            })
+        };
+        let outcome = if let Some(e) = stream_error() {
+            // The statement itself failed (no such table, bad settings).
+            self.record(log_entry_failed(start, statement, &e));
+            Err(StorageError::from_exception(e))
+        } else {
+            let appended = rows.chunks(APPEND_CHUNK).all(|piece| {
+                let rc = unsafe { (api.stream_append)(stream, piece.as_ptr().cast(), piece.len()) };
+                rc == 0
+            });
+            let append_error = (!appended).then(stream_error);
+            // `done` joins the engine's worker and carries its error, if any,
+            // so a failed append is logged and classified from it too.
+            let result = unsafe { (api.stream_done)(stream) };
+            // Its elapsed time is not the insert's (it counts from before the
+            // stream began), so the log times the insert by our own clock.
+            match (
+                self.finish(result, start, Some(statement), Clock::Ours),
+                append_error,
+            ) {
+                (Err(e), _) => Err(e),
+                (Ok(_), None) => Ok(()),
+                (Ok(_), Some(e)) => {
+                    Err(StorageError::from_exception(e.unwrap_or_else(|| {
+                        "the engine took only part of the rows".into()
+                    })))
+                }
+            }
+        };
+        unsafe { (api.destroy_insert_stream)(stream) };
+        outcome
+    }
+
+    fn record(&self, entry: QueryLogEntry) {
+        let mut log = self.log.lock().unwrap();
+        if log.len() < QUERY_LOG_CAP {
+            log.push(entry);
+        }
     }
 
     /// Reads a result (or its error), logs the statement, frees the result.
@@ -249,6 +361,7 @@ impl Inner {
         result: ffi::ResultPtr,
         start: DateTime<Utc>,
         log_text: Option<String>,
+        clock: Clock,
     ) -> Result<Vec<u8>, StorageError> {
         let api = self.api;
         if result.is_null() {
@@ -274,11 +387,7 @@ impl Inner {
             Err(StorageError::from_exception(text))
         };
         if let Some(text) = log_text {
-            let entry = unsafe { log_entry(api, result, start, text, &outcome) };
-            let mut log = self.log.lock().unwrap();
-            if log.len() < QUERY_LOG_CAP {
-                log.push(entry);
-            }
+            self.record(unsafe { log_entry(Some((api, result)), clock, start, text, &outcome) });
         }
         unsafe { (api.destroy_result)(result) };
         outcome
@@ -346,7 +455,7 @@ impl Inner {
         };
         drop(guard);
         // Logged under the caller's text, so the query log counts the error.
-        match self.finish(result, Utc::now(), Some(sql.to_string())) {
+        match self.finish(result, Utc::now(), Some(sql.to_string()), Clock::Engine) {
             Err(StorageError::Rejected(m)) | Err(StorageError::Transient(m)) => {
                 // "…: In scope SELECT formatQuery('…')" repeats the text.
                 let m = m
@@ -377,7 +486,12 @@ impl Inner {
 
     fn close(&self) {
         self.flush_query_log();
-        // The reader first: closing the last connection stops the engine.
+        // The writer last: closing the last connection stops the engine.
+        for inserter in &self.inserters {
+            if let Some(c) = inserter.lock().unwrap().take() {
+                unsafe { (self.api.close_conn)(c.0) };
+            }
+        }
         if let Some(reader) = self.reader.write().unwrap().take() {
             unsafe { (self.api.close_conn)(reader.0) };
         }
@@ -401,15 +515,43 @@ fn connect(api: &Api, args: &[String]) -> Option<*mut Connection> {
     (!conn.is_null()).then_some(conn)
 }
 
+/// Whose clock a logged statement's duration comes from.
+#[derive(Clone, Copy)]
+enum Clock {
+    Engine,
+    Ours,
+}
+
+/// The log entry of a statement that failed before the engine gave a result.
+fn log_entry_failed(start: DateTime<Utc>, query: String, error: &str) -> QueryLogEntry {
+    let outcome = Err(StorageError::from_exception(error.to_string()));
+    unsafe { log_entry(None, Clock::Ours, start, query, &outcome) }
+}
+
+/// `result`: the engine's result with its timings and counts, when there is one.
 unsafe fn log_entry(
-    api: &Api,
-    result: ffi::ResultPtr,
+    result: Option<(&Api, ffi::ResultPtr)>,
+    clock: Clock,
     start: DateTime<Utc>,
     mut query: String,
     outcome: &Result<Vec<u8>, StorageError>,
 ) -> QueryLogEntry {
-    let elapsed = unsafe { (api.result_elapsed)(result) };
     let end = Utc::now();
+    let (elapsed, read_rows, read_bytes, written_rows) = match result {
+        Some((api, r)) => unsafe {
+            (
+                (api.result_elapsed)(r),
+                (api.result_rows_read)(r),
+                (api.result_bytes_read)(r),
+                (api.result_rows_written)(r),
+            )
+        },
+        None => (0.0, 0, 0, 0),
+    };
+    let elapsed = match clock {
+        Clock::Engine => elapsed,
+        Clock::Ours => (end - start).as_seconds_f64(),
+    };
     if query.len() > QUERY_LOG_TEXT {
         let mut cut = QUERY_LOG_TEXT;
         while !query.is_char_boundary(cut) {
@@ -432,9 +574,9 @@ unsafe fn log_entry(
         event_time_microseconds: end.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
         query_start_time: start.format("%Y-%m-%d %H:%M:%S").to_string(),
         query_duration_ms: (elapsed * 1000.0).round().max(0.0) as u64,
-        read_rows: unsafe { (api.result_rows_read)(result) },
-        read_bytes: unsafe { (api.result_bytes_read)(result) },
-        written_rows: unsafe { (api.result_rows_written)(result) },
+        read_rows,
+        read_bytes,
+        written_rows,
         result_bytes: outcome.as_ref().map(|d| d.len() as u64).unwrap_or(0),
         query_kind: query
             .split_whitespace()
@@ -565,14 +707,14 @@ impl Storage for EmbeddedStorage {
     }
 
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {
-        let header = super::insert_statement(table, token);
-        let mut sql = Vec::with_capacity(header.len() + 1 + rows.len());
-        sql.extend_from_slice(header.as_bytes());
-        sql.push(b'\n');
-        sql.extend_from_slice(&rows);
-        self.run(sql, "TabSeparated", Some(header))
+        let statement = super::insert_statement(table, token);
+        let _inserter = self
+            .insert_permits
+            .acquire()
             .await
-            .map(|_| ())
+            .map_err(|_| StorageError::Transient("engine closed".into()))?;
+        self.call(&self.permits, move |inner| inner.insert(statement, &rows))
+            .await
     }
 
     async fn close(&self) {
@@ -585,10 +727,12 @@ impl Storage for EmbeddedStorage {
             .reader_permits
             .acquire_many(self.reader_concurrency)
             .await;
+        let _inserters = self.insert_permits.acquire_many(INSERTERS as u32).await;
         let inner = self.inner.clone();
         let _ = tokio::task::spawn_blocking(move || inner.close()).await;
         self.permits.close();
         self.reader_permits.close();
+        self.insert_permits.close();
     }
 }
 

@@ -13,6 +13,8 @@ use std::sync::OnceLock;
 pub type Connection = *mut c_void;
 /// `chdb_result *`.
 pub type ResultPtr = *mut c_void;
+/// `chdb_insert_stream`, an opaque handle.
+pub type InsertStream = *mut c_void;
 
 #[repr(C)]
 #[derive(Default)]
@@ -61,6 +63,21 @@ pub struct Api {
         *mut QueryAnalysis,
     ) -> c_int,
     pub set_signal_handlers_enabled: unsafe extern "C" fn(c_int),
+    /// `chdb_stream_insert_n`: an INSERT whose rows follow through `stream_append`.
+    pub stream_insert_n: unsafe extern "C" fn(
+        Connection,
+        *const c_char,
+        usize,
+        *const c_char,
+        usize,
+    ) -> InsertStream,
+    /// `chdb_stream_append`: `CHDB_SUCCESS` (0) or an error.
+    pub stream_append: unsafe extern "C" fn(InsertStream, *const c_void, usize) -> c_int,
+    /// `chdb_stream_done`: ends the input, waits for the insert, returns its result.
+    pub stream_done: unsafe extern "C" fn(InsertStream) -> ResultPtr,
+    pub stream_insert_error: unsafe extern "C" fn(InsertStream) -> *const c_char,
+    /// Cancels the insert if it is still running, then frees the handle.
+    pub destroy_insert_stream: unsafe extern "C" fn(InsertStream),
 }
 
 static API: OnceLock<Result<Api, String>> = OnceLock::new();
@@ -110,5 +127,10 @@ unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
         destroy_result: sym!(b"chdb_destroy_query_result"),
         classify_query_n: sym!(b"chdb_classify_query_n"),
         set_signal_handlers_enabled: sym!(b"chdb_set_signal_handlers_enabled"),
+        stream_insert_n: sym!(b"chdb_stream_insert_n"),
+        stream_append: sym!(b"chdb_stream_append"),
+        stream_done: sym!(b"chdb_stream_done"),
+        stream_insert_error: sym!(b"chdb_stream_insert_error"),
+        destroy_insert_stream: sym!(b"chdb_destroy_insert_stream"),
     })
 }

@@ -52,7 +52,7 @@ impl StorageError {
     pub fn is_data_error(&self) -> bool {
         match self {
             StorageError::Rejected(text) => {
-                exception_code(text).is_some_and(|c| DATA_CODES.contains(&c))
+                exception_code(text).is_some_and(|c| listed(DATA_CODES, c))
             }
             _ => false,
         }
@@ -62,7 +62,7 @@ impl StorageError {
     /// by its code. Only codes that mean "try again later" are transient.
     pub fn from_exception(text: String) -> Self {
         match exception_code(&text) {
-            Some(code) if TRANSIENT_CODES.contains(&code) => StorageError::Transient(text),
+            Some(code) if listed(TRANSIENT_CODES, code) => StorageError::Transient(text),
             _ => StorageError::Rejected(text),
         }
     }
@@ -75,7 +75,7 @@ impl StorageError {
             _ => return self,
         };
         match exception_code(text) {
-            Some(c) if LIMIT_CODES.contains(&c) => StorageError::LimitExceeded(text.clone()),
+            Some(c) if listed(LIMIT_CODES, c) => StorageError::LimitExceeded(text.clone()),
             Some(READONLY) => StorageError::NotReadOnly(text.clone()),
             _ => self,
         }
@@ -90,56 +90,65 @@ pub fn exception_code(text: &str) -> Option<u32> {
         .and_then(|digits| digits.parse().ok())
 }
 
+fn listed(codes: &[(u32, &str)], code: u32) -> bool {
+    codes.iter().any(|(c, _)| *c == code)
+}
+
 /// ClickHouse error codes worth retrying: timeouts, network, memory pressure,
-/// too many parts, read-only replicas, shutting down, Keeper trouble.
-const TRANSIENT_CODES: &[u32] = &[
-    159, // TIMEOUT_EXCEEDED
-    202, // TOO_MANY_SIMULTANEOUS_QUERIES
-    209, // SOCKET_TIMEOUT
-    210, // NETWORK_ERROR
-    241, // MEMORY_LIMIT_EXCEEDED
-    242, // TABLE_IS_READ_ONLY
-    243, // NOT_ENOUGH_SPACE
-    252, // TOO_MANY_PARTS
-    285, // TOO_FEW_LIVE_REPLICAS
-    319, // UNKNOWN_STATUS_OF_INSERT
-    394, // QUERY_WAS_CANCELLED
-    425, // SYSTEM_ERROR
-    999, // KEEPER_EXCEPTION
+/// too many parts, read-only replicas, shutting down, Keeper trouble. With
+/// their names, which a test checks against the engine's own.
+pub const TRANSIENT_CODES: &[(u32, &str)] = &[
+    (159, "TIMEOUT_EXCEEDED"),
+    (202, "TOO_MANY_SIMULTANEOUS_QUERIES"),
+    (209, "SOCKET_TIMEOUT"),
+    (210, "NETWORK_ERROR"),
+    (241, "MEMORY_LIMIT_EXCEEDED"),
+    (242, "TABLE_IS_READ_ONLY"),
+    (243, "NOT_ENOUGH_SPACE"),
+    (252, "TOO_MANY_PARTS"),
+    (285, "TOO_FEW_LIVE_REPLICAS"),
+    (319, "UNKNOWN_STATUS_OF_INSERT"),
+    (394, "QUERY_WAS_CANCELLED"),
+    (425, "SYSTEM_ERROR"),
+    (999, "KEEPER_EXCEPTION"),
 ];
 
 /// The codes by which the engine says "these rows are wrong": a value that
 /// does not parse or does not fit its column. Nothing else is a data error.
-const DATA_CODES: &[u32] = &[
-    6,   // CANNOT_PARSE_TEXT
-    26,  // CANNOT_PARSE_QUOTED_STRING
-    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
-    32,  // ATTEMPT_TO_READ_AFTER_EOF
-    33,  // CANNOT_READ_ALL_DATA
-    38,  // CANNOT_PARSE_DATE
-    41,  // CANNOT_PARSE_DATETIME
-    53,  // TYPE_MISMATCH
-    69,  // ARGUMENT_OUT_OF_BOUND
-    70,  // CANNOT_CONVERT_TYPE
-    72,  // CANNOT_PARSE_NUMBER
-    117, // INCORRECT_DATA
-    131, // TOO_LARGE_STRING_SIZE
-    349, // CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN
-    377, // CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING
-    407, // DECIMAL_OVERFLOW
-    441, // CANNOT_PARSE_UUID
-    457, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
-    467, // CANNOT_PARSE_BOOL
-    691, // UNKNOWN_ELEMENT_OF_ENUM
+pub const DATA_CODES: &[(u32, &str)] = &[
+    (6, "CANNOT_PARSE_TEXT"),
+    (25, "CANNOT_PARSE_ESCAPE_SEQUENCE"),
+    (26, "CANNOT_PARSE_QUOTED_STRING"),
+    (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"),
+    (32, "ATTEMPT_TO_READ_AFTER_EOF"),
+    (33, "CANNOT_READ_ALL_DATA"),
+    (38, "CANNOT_PARSE_DATE"),
+    (41, "CANNOT_PARSE_DATETIME"),
+    (53, "TYPE_MISMATCH"),
+    (69, "ARGUMENT_OUT_OF_BOUND"),
+    (70, "CANNOT_CONVERT_TYPE"),
+    (72, "CANNOT_PARSE_NUMBER"),
+    (117, "INCORRECT_DATA"),
+    (131, "TOO_LARGE_STRING_SIZE"),
+    (321, "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE"),
+    (349, "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN"),
+    (376, "CANNOT_PARSE_UUID"),
+    (407, "DECIMAL_OVERFLOW"),
+    (441, "CANNOT_PARSE_DOMAIN_VALUE_FROM_STRING"),
+    (467, "CANNOT_PARSE_BOOL"),
+    (632, "UNEXPECTED_DATA_AFTER_PARSED_VALUE"),
+    (675, "CANNOT_PARSE_IPV4"),
+    (676, "CANNOT_PARSE_IPV6"),
+    (691, "UNKNOWN_ELEMENT_OF_ENUM"),
 ];
 
 /// A read-only query ran into a bound: time, memory, result size.
-const LIMIT_CODES: &[u32] = &[
-    159, // TIMEOUT_EXCEEDED
-    158, // TOO_MANY_ROWS
-    241, // MEMORY_LIMIT_EXCEEDED
-    307, // TOO_MANY_BYTES
-    396, // TOO_MANY_ROWS_OR_BYTES
+pub const LIMIT_CODES: &[(u32, &str)] = &[
+    (159, "TIMEOUT_EXCEEDED"),
+    (158, "TOO_MANY_ROWS"),
+    (241, "MEMORY_LIMIT_EXCEEDED"),
+    (307, "TOO_MANY_BYTES"),
+    (396, "TOO_MANY_ROWS_OR_BYTES"),
 ];
 /// READONLY: the engine refused a write, a setting or a table function.
 const READONLY: u32 = 164;
@@ -195,8 +204,13 @@ pub fn datetime64_text(t: &chrono::DateTime<chrono::Utc>) -> String {
     )
 }
 
+/// The format rows reach both backends in: what the log stores and replays.
+pub const INSERT_FORMAT: &str = "JSONEachRow";
+
 /// The `INSERT` statement both backends send, with the settings that make a
-/// retried batch a no-op in the table and in every dependent view.
+/// retried batch a no-op in the table and in every dependent view; without
+/// its `FORMAT` clause, which the embedded engine's streaming insert takes
+/// apart from the statement.
 pub fn insert_statement(table: &str, token: &str) -> String {
     assert!(
         token
@@ -206,7 +220,7 @@ pub fn insert_statement(table: &str, token: &str) -> String {
     );
     format!(
         "INSERT INTO {DATABASE}.{table} SETTINGS insert_deduplication_token = '{token}', \
-         deduplicate_blocks_in_dependent_materialized_views = 1 FORMAT JSONEachRow"
+         deduplicate_blocks_in_dependent_materialized_views = 1"
     )
 }
 
