@@ -379,7 +379,7 @@ async fn a_flood_of_refused_admin_requests_does_not_stall_ingest() {
     s.stop().await.unwrap();
 }
 
-/// The resend cache admits new ids when full (moka's TinyLFU would not), and
+/// The resend set admits new ids when full, keeping the newest, and
 /// an id is a resend only for the same organizer and table.
 #[tokio::test]
 async fn resends_are_recognised_under_load_beyond_the_cache_size() {

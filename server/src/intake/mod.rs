@@ -6,6 +6,7 @@
 //! can call it directly.
 
 mod gather;
+mod recent;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,7 +64,7 @@ pub struct Intake {
     max_events: usize,
     wait_timeout: Duration,
     /// Events accepted within `ingest.dedup_window`, to drop resends.
-    recent: moka::sync::Cache<ResendKey, ()>,
+    recent: recent::Recent,
     batcher: Arc<Batcher>,
     /// One per table of [`Table::INGEST`], in that order.
     gatherers: Vec<mpsc::UnboundedSender<gather::Job>>,
@@ -76,13 +77,7 @@ impl Intake {
         wal: Option<Arc<Wal>>,
         batcher: Arc<Batcher>,
     ) -> Intake {
-        // LRU, not moka's default TinyLFU: TinyLFU refuses new keys once the
-        // cache is full, and under sustained load every resend would pass.
-        let recent = moka::sync::Cache::builder()
-            .max_capacity(cfg.dedup_capacity)
-            .time_to_live(cfg.dedup_window)
-            .eviction_policy(moka::policy::EvictionPolicy::lru())
-            .build();
+        let recent = recent::Recent::new(cfg.dedup_window, cfg.dedup_capacity);
         let pipeline = Arc::new(gather::Pipeline {
             plugins,
             wal,
@@ -111,7 +106,9 @@ impl Intake {
             .iter()
             .filter(|(t, _)| Table::INGEST.contains(t))
         {
-            ingest::resend_keys(*table, rows).for_each(|k| self.recent.insert(k, ()));
+            ingest::resend_keys(*table, rows).for_each(|k| {
+                self.recent.claim(k);
+            });
         }
     }
 
@@ -131,12 +128,7 @@ impl Intake {
         let events = parsed.rows.len() + parsed.rejections.len();
         // An id seen within the window (in this request or an earlier one) is
         // a resend: drop it. Claimed atomically, so two racing resends keep one.
-        let duplicates = parsed.retain(|row| {
-            self.recent
-                .entry(ResendKey::of(table, row))
-                .or_insert(())
-                .is_fresh()
-        });
+        let duplicates = parsed.retain(|row| self.recent.claim(ResendKey::of(table, row)));
         let mut receipt = Receipt {
             accepted: 0,
             rejected: 0,
@@ -155,7 +147,7 @@ impl Intake {
                 .map(|(_, row)| ResendKey::of(table, row))
                 .collect();
             let forget = |keys: &mut dyn Iterator<Item = &ResendKey>| {
-                keys.for_each(|k| self.recent.invalidate(k))
+                keys.for_each(|k| self.recent.release(k))
             };
             let (tx, stored) = match wait {
                 true => {
