@@ -7,7 +7,8 @@
 //!
 //! - raw: the JSONEachRow rows the server would produce, inserted straight
 //!   into the embedded engine, `--raw-batch` rows per insert (default
-//!   `--batch`), as many inserts at once as the server's flush workers (2).
+//!   `--batch`): one insert at a time (the ratios' reference), and as many at
+//!   once as the server's flush workers (2), each on its own connection.
 //! - e2e: the same events as JSON over HTTP (`--batch` per request, 4 in flight),
 //!   once without the write-ahead log and once with it (fsync before each 202),
 //!   decoded, validated, buffered, flushed; timed until `/admin/flush` returns.
@@ -157,28 +158,31 @@ async fn main() -> anyhow::Result<()> {
         t.trim().parse::<usize>().unwrap()
     };
     let mut raw = Vec::new();
+    let mut raw_parallel = Vec::new();
     let mut e2e = Vec::new();
     let mut e2e_log = Vec::new();
     let mut e2e_chain = Vec::new();
     for round in 0..rounds {
-        let before = count().await;
-        let t = Instant::now();
-        let workers = Arc::new(tokio::sync::Semaphore::new(2));
-        let mut inserts = tokio::task::JoinSet::new();
-        for batch in &prepared {
-            let permit = workers.clone().acquire_owned().await?;
-            let (storage, batch) = (storage.clone(), batch.clone());
-            inserts.spawn(async move {
-                storage
-                    .insert("events", batch, &uuid::Uuid::new_v4().simple().to_string())
-                    .await
-                    .unwrap();
-                drop(permit);
-            });
+        for (at_once, results) in [(1, &mut raw), (2, &mut raw_parallel)] {
+            let before = count().await;
+            let t = Instant::now();
+            let workers = Arc::new(tokio::sync::Semaphore::new(at_once));
+            let mut inserts = tokio::task::JoinSet::new();
+            for batch in &prepared {
+                let permit = workers.clone().acquire_owned().await?;
+                let (storage, batch) = (storage.clone(), batch.clone());
+                inserts.spawn(async move {
+                    storage
+                        .insert("events", batch, &uuid::Uuid::new_v4().simple().to_string())
+                        .await
+                        .unwrap();
+                    drop(permit);
+                });
+            }
+            while inserts.join_next().await.is_some() {}
+            results.push(rows as f64 / t.elapsed().as_secs_f64());
+            assert_eq!(count().await, before + rows);
         }
-        while inserts.join_next().await.is_some() {}
-        raw.push(rows as f64 / t.elapsed().as_secs_f64());
-        assert_eq!(count().await, before + rows);
 
         for (base, results) in bases.iter().zip([&mut e2e, &mut e2e_log, &mut e2e_chain]) {
             let before = count().await;
@@ -186,9 +190,10 @@ async fn main() -> anyhow::Result<()> {
             assert_eq!(count().await, before + rows, "every event stored");
         }
         eprintln!(
-            "round {}: raw {:.0} rows/s, e2e {:.0} rows/s, e2e with the log {:.0} rows/s, and plugins {:.0} rows/s",
+            "round {}: raw {:.0} rows/s (2 at once {:.0}), e2e {:.0} rows/s, e2e with the log {:.0} rows/s, and plugins {:.0} rows/s",
             round + 1,
             raw[round],
+            raw_parallel[round],
             e2e[round],
             e2e_log[round],
             e2e_chain[round]
@@ -211,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let spreads = [spread(&e2e), spread(&e2e_log), spread(&e2e_chain)];
     let (raw_m, e2e_m, log_m) = (median(&mut raw), median(&mut e2e), median(&mut e2e_log));
+    let raw_parallel_m = median(&mut raw_parallel);
     let chain_m = median(&mut e2e_chain);
     println!(
         "rows per run: {rows}, rounds: {rounds}, {per_request} events per request, \
@@ -218,7 +224,8 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("| measure | rows/s (median) |");
     println!("|---|---|");
-    println!("| raw engine insert (JSONEachRow, 2 inserts at once) | {raw_m:.0} |");
+    println!("| raw engine insert (JSONEachRow, one insert at a time) | {raw_m:.0} |");
+    println!("| raw engine insert, 2 at once on 2 connections | {raw_parallel_m:.0} |");
     println!("| end to end over HTTP (validate, buffer, flush) | {e2e_m:.0} |");
     println!("| end to end, write-ahead log on (fsync before 202) | {log_m:.0} |");
     println!("| end to end, log on, default plugin chain (4 plugins) | {chain_m:.0} |");
