@@ -19,17 +19,14 @@ import glob
 import os
 import resource
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "bilten-analytics")
+import release_server
+from release_server import BINARY
 TOKEN = "insert-formats"
 FORMATS = ["JSONEachRow", "RowBinary", "Native", "TabSeparated"]
 # Inline data must be text the query parser can step over.
@@ -48,28 +45,11 @@ def library():
 
 def fill(data, rows):
     """A release server on `data`, sent `rows` events by the loadgen, stopped."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = dict(os.environ, BILTEN_ADMIN_TOKEN=TOKEN, BILTEN_DATA_DIR=data,
-               BILTEN_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn")
-    server = subprocess.Popen([BINARY, "serve"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except Exception:
-                time.sleep(0.1)
+    with release_server.running(data, TOKEN) as (_, base):
         # Events are about 70 % of the traffic model.
         subprocess.run([BINARY, "loadgen", "--target", base, "--admin-token", TOKEN, "--quiet",
                         "--total", str(rows * 3 // 2), "--batch", "1000"], check=True,
                        stdout=subprocess.DEVNULL)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
 
 
 class Engine:
@@ -145,8 +125,7 @@ def main():
     p.add_argument("--rows", type=int, default=100_000)
     p.add_argument("--rounds", type=int, default=5)
     a = p.parse_args()
-    if not os.path.exists(BINARY):
-        sys.exit("build it first: cargo build --release -p bilten-analytics")
+    release_server.require_binary()
     data = tempfile.mkdtemp(prefix="insert-formats-")
     try:
         fill(data, a.rows)

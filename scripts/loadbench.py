@@ -18,17 +18,13 @@ import atexit
 import json
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BINARY = os.path.join(ROOT, "target", "release", "bilten-analytics")
+import release_server
+from release_server import BINARY
 TOKEN = "loadbench"
 
 # name: (what it is, loadgen arguments)
@@ -42,12 +38,6 @@ CASES = {
     "overload": ("single-event requests, 20 000/s open-loop for 20 s (past what 2 cores take)",
                  ["--rate", "20000", "--duration", "20s", "--batch", "1", "--concurrency", "4096"]),
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_kib(pid):
@@ -68,21 +58,7 @@ atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in DATA_DIRS
 def run_case(args):
     data = tempfile.mkdtemp(prefix="loadbench-")
     DATA_DIRS.append(data)
-    port = free_port()
-    env = dict(os.environ, BILTEN_ADMIN_TOKEN=TOKEN, BILTEN_DATA_DIR=data,
-               BILTEN_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn")
-    server = subprocess.Popen([BINARY, "serve"], env=env, stdout=subprocess.DEVNULL,
-                              stderr=open(os.path.join(data, "server.log"), "w"))
-    base = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(600):
-            try:
-                urllib.request.urlopen(base + "/health", timeout=1)
-                break
-            except Exception:
-                if server.poll() is not None:
-                    sys.exit(f"the server exited; see {data}/server.log")
-                time.sleep(0.1)
+    with release_server.running(data, TOKEN) as (server, base):
         run = subprocess.run([BINARY, "loadgen", "--target", base, "--admin-token", TOKEN,
                               "--quiet", "--seed", "1", *args], capture_output=True, text=True)
         # It exits 1 when requests failed (503s when overloaded): the summary says how many.
@@ -91,12 +67,6 @@ def run_case(args):
         summary = json.loads(run.stdout)
         summary["server_peak_rss_mib"] = rss_kib(server.pid) / 1024
         return summary
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
 
 
 def spread(values, fmt="{:.1f}"):
@@ -109,8 +79,7 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", choices=sorted(CASES), action="append")
     a = p.parse_args()
-    if not os.path.exists(BINARY):
-        sys.exit("build it first: cargo build --release -p bilten-analytics")
+    release_server.require_binary()
     print(f"| case | server CPU µs per stored event | events/s acknowledged | ack p50 ms | ack p99 ms "
           f"| failed requests | acknowledged, not stored | server peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
