@@ -345,9 +345,9 @@ impl<'a> Fields<'a> {
         serde_json::from_str(raw.get()).map_err(|e| invalid(name, e.to_string()))
     }
 
-    /// A field's value (the last, if the name comes twice, as JSON parsers
-    /// do); null counts as absent.
-    /// A field's value as a JSON tree, for the few fields that need one.
+    /// A field's value as a JSON tree, for the few fields that need one (the
+    /// last, if the name comes twice, as JSON parsers do); null counts as
+    /// absent.
     fn take(&mut self, name: &str) -> Result<Option<Value>, Invalid> {
         let Some(raw) = self.take_raw(name) else {
             return Ok(None);
@@ -491,22 +491,9 @@ impl<'a> Fields<'a> {
     }
 
     fn properties_map(&mut self) -> Result<Option<Map<String, Value>>, Invalid> {
-        let Kind::Object(max) = self.spec("properties").kind else {
-            unreachable!("properties is declared an object")
-        };
         match self.take("properties")? {
             None => Ok(None),
-            Some(Value::Object(map)) => {
-                let size = Value::Object(map.clone()).to_string().len();
-                if size > max {
-                    Err(invalid(
-                        "properties",
-                        format!("is {size} bytes as JSON, more than {max}"),
-                    ))
-                } else {
-                    Ok(Some(map))
-                }
-            }
+            Some(Value::Object(map)) => Ok(Some(map)),
             Some(other) => Err(invalid(
                 "properties",
                 format!("must be an object, got {}", kind(&other)),
@@ -551,13 +538,19 @@ impl Source for Fields<'_> {
         Ok(self.uint(name, spec.required, min, max)?.unwrap_or(0))
     }
 
-    /// Kept compact, whatever the client's spacing.
+    /// Kept compact, whatever the client's spacing; serialized once, and
+    /// its size is that text's.
     fn properties(&mut self) -> Result<String, Invalid> {
         let map = self.properties_map()?;
+        let text = match &map {
+            Some(m) => properties_size_rule(
+                self.table,
+                serde_json::to_string(m).expect("a JSON map serializes"),
+            )?,
+            None => "{}".into(),
+        };
         self.properties_event_id = Some(properties_event_id(self.table, map.as_ref()));
-        Ok(map
-            .map(|p| Value::Object(p).to_string())
-            .unwrap_or_else(|| "{}".into()))
+        Ok(text)
     }
 
     fn event_id(&mut self) -> Result<String, Invalid> {
@@ -678,9 +671,6 @@ impl Check {
 
     /// A JSON object as text, within its size; empty is `{}`.
     pub fn properties(&self, text: String) -> Result<String, Invalid> {
-        let Kind::Object(max) = self.spec("properties").kind else {
-            unreachable!("properties is an object")
-        };
         if text.trim().is_empty() {
             return Ok("{}".into());
         }
@@ -696,13 +686,7 @@ impl Check {
                 format!("must be an object, got {}", raw_kind(raw)),
             ));
         }
-        if text.len() > max {
-            return Err(invalid(
-                "properties",
-                format!("is {} bytes as JSON, more than {max}", text.len()),
-            ));
-        }
-        Ok(text)
+        properties_size_rule(self.0, text)
     }
 
     /// A price in cents, within what the column holds.
@@ -721,6 +705,20 @@ impl Check {
     pub fn currency(&self, s: String) -> Result<String, Invalid> {
         currency_rule(s)
     }
+}
+
+/// `properties`' JSON text within the size its declaration allows.
+fn properties_size_rule(table: Table, text: String) -> Result<String, Invalid> {
+    let Some(Kind::Object(max)) = table.field("properties").map(|f| f.kind) else {
+        unreachable!("properties is declared an object")
+    };
+    if text.len() > max {
+        return Err(invalid(
+            "properties",
+            format!("is {} bytes as JSON, more than {max}", text.len()),
+        ));
+    }
+    Ok(text)
 }
 
 /// `event_id` may come inside `properties`, under the same rules.
@@ -850,6 +848,49 @@ mod tests {
             let declared: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
             assert_eq!(keys, declared, "{}", table.name());
         }
+    }
+
+    /// A client's `properties` is stored compact, and its size is that
+    /// text's (spacing does not count); one byte past the declared size is
+    /// refused with both sizes, for a plugin's modified event too.
+    #[test]
+    fn properties_are_stored_compact_and_refused_past_their_size() {
+        let Kind::Object(max) = Table::Events.field("properties").unwrap().kind else {
+            panic!("properties is an object")
+        };
+        let event = |props: &str| {
+            format!(r#"{{"event_type": "click", "organizer_id": "o", "properties": {props}}}"#)
+        };
+        let take = |props: &str| {
+            let raw: Box<RawValue> = serde_json::from_str(&event(props)).unwrap();
+            validate(Table::Events, &raw, now(), None)
+        };
+        // `{"a":"…"}` is 8 bytes besides the value: exactly `max` compact.
+        let fits = format!(r#"{{  "a" :  "{}"  }}"#, "x".repeat(max - 8));
+        let Row::Event(row) = take(&fits).unwrap() else {
+            panic!("an event")
+        };
+        assert_eq!(row.properties.len(), max);
+        assert!(row.properties.starts_with(r#"{"a":"xx"#));
+        let over = format!(r#"{{"a":"{}"}}"#, "x".repeat(max - 7));
+        let (field, reason) = take(&over).unwrap_err();
+        assert_eq!(field.as_deref(), Some("properties"));
+        assert_eq!(
+            reason,
+            format!("properties: is {} bytes as JSON, more than {max}", max + 1)
+        );
+        // A plugin's modified event (its text is kept as given): the same
+        // rule, the same message.
+        assert_eq!(
+            Check(Table::Events)
+                .properties(row.properties.clone())
+                .unwrap(),
+            row.properties
+        );
+        assert_eq!(
+            Check(Table::Events).properties(over).unwrap_err().1,
+            format!("properties: is {} bytes as JSON, more than {max}", max + 1)
+        );
     }
 
     /// A JSON number is parsed from its decimal text: 2^53 and beyond (and

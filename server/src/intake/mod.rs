@@ -128,7 +128,17 @@ impl Intake {
         let events = parsed.rows.len() + parsed.rejections.len();
         // An id seen within the window (in this request or an earlier one) is
         // a resend: drop it. Claimed atomically, so two racing resends keep one.
-        let duplicates = parsed.retain(|row| self.recent.claim(ResendKey::of(table, row)));
+        // What this request claimed is released if it is refused, so that the
+        // retry is not taken for a resend (quarantined events included).
+        let mut claimed = Vec::with_capacity(parsed.rows.len());
+        let duplicates = parsed.retain(|row| {
+            let key = ResendKey::of(table, row);
+            let fresh = self.recent.claim(key);
+            if fresh {
+                claimed.push(key);
+            }
+            fresh
+        });
         let mut receipt = Receipt {
             accepted: 0,
             rejected: 0,
@@ -139,13 +149,6 @@ impl Intake {
             errors: parsed.rejections,
         };
         if !parsed.rows.is_empty() {
-            // What this request claimed: released if it is refused, so that
-            // the retry is not taken for a resend (quarantined events included).
-            let claimed: Vec<ResendKey> = parsed
-                .rows
-                .iter()
-                .map(|(_, row)| ResendKey::of(table, row))
-                .collect();
             let forget = |keys: &mut dyn Iterator<Item = &ResendKey>| {
                 keys.for_each(|k| self.recent.release(k))
             };

@@ -65,13 +65,19 @@ impl Recent {
         let mut g = self.shards[i].lock().unwrap();
         let age = g.since.elapsed();
         if age >= self.window || g.newer.len() >= self.per_generation {
-            let newer = std::mem::take(&mut g.newer);
-            // Both generations are stale after two windows without a rotation.
-            g.older = if age >= self.window * 2 {
-                HashSet::new()
+            let g = &mut *g;
+            if age >= self.window * 2 {
+                // Both generations are stale after two windows without a
+                // rotation: an idle server gives their memory back.
+                g.newer = HashSet::new();
+                g.older = HashSet::new();
             } else {
-                newer
-            };
+                // The newer becomes the older; the older, emptied, is the
+                // next newer and keeps its allocation (no regrowing from
+                // empty under load).
+                std::mem::swap(&mut g.newer, &mut g.older);
+                g.newer.clear();
+            }
             g.since = Instant::now();
         }
         g
