@@ -84,8 +84,6 @@ pub struct Outcome {
     pub ends: Vec<usize>,
 }
 
-/// The event ids in JSONEachRow rows this module wrote (each line starts
-/// with its `id`).
 /// What identifies a resend: the same event id, for the same organizer and
 /// table. Another organizer's event with that id is not a resend of it.
 ///
@@ -133,7 +131,7 @@ pub fn resend_keys(table: Table, rows: &[u8]) -> impl Iterator<Item = ResendKey>
         })
 }
 
-/// Validates one event given as JSON: a plugin's modified event, a sample.
+/// Validates one event given as a JSON tree: the plugins' sample events.
 pub fn revalidate(
     table: Table,
     value: serde_json::Value,

@@ -120,7 +120,6 @@ fn decide(
     table: Table,
     ids: &[(uuid::Uuid, &str)],
     verdicts: Vec<Verdict>,
-
     budget: usize,
 ) -> Result<Vec<Decision>, Fault> {
     let mut text = 0usize;

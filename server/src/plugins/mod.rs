@@ -247,12 +247,12 @@ impl Plugins {
         self.chain.load_full()
     }
 
-    /// Whether any plugin sees this table (if none, skip the pool entirely).
     /// Batches judged at once (`plugin_host.workers`).
     pub fn workers(&self) -> usize {
         self.settings.workers.max(1)
     }
 
+    /// Whether any plugin sees this table (if none, skip the pool entirely).
     pub fn applies_to(&self, table: Table) -> bool {
         self.chain
             .load()

@@ -223,26 +223,22 @@ impl Inner {
         };
         let mut inserters = Vec::with_capacity(INSERTERS);
         for _ in 0..INSERTERS {
-            match connect(api, &args) {
-                Some(c) => inserters.push(Mutex::new(Some(ConnPtr(c)))),
-                None => {
-                    for c in inserters.into_iter().chain([
-                        Mutex::new(Some(ConnPtr(reader))),
-                        Mutex::new(Some(ConnPtr(conn))),
-                    ]) {
-                        if let Some(c) = c.into_inner().unwrap() {
-                            unsafe { (api.close_conn)(c.0) };
-                        }
-                    }
-                    anyhow::bail!("the embedded engine refused an insert connection");
+            let Some(c) = connect(api, &args) else {
+                for c in inserters.into_iter().chain([reader, conn]) {
+                    unsafe { (api.close_conn)(c) };
                 }
-            }
+                anyhow::bail!("the embedded engine refused an insert connection");
+            };
+            inserters.push(c);
         }
         Ok(Inner {
             api,
             conn: RwLock::new(Some(ConnPtr(conn))),
             reader: RwLock::new(Some(ConnPtr(reader))),
-            inserters,
+            inserters: inserters
+                .into_iter()
+                .map(|c| Mutex::new(Some(ConnPtr(c))))
+                .collect(),
             log: Mutex::new(Vec::new()),
         })
     }

@@ -206,13 +206,7 @@ impl Wal {
             // floors existed, whose segments still show its highest LSN.
             // Otherwise nothing bounds the LSNs already issued: a new epoch
             // gives new tokens.
-            Ok(e)
-                if !e.trim().is_empty()
-                    && (floor.is_some() || {
-                        let (live, aside) = all_segments(&cfg.dir)?;
-                        !live.is_empty() || !aside.is_empty()
-                    }) =>
-            {
+            Ok(e) if !e.trim().is_empty() && (floor.is_some() || has_segments(&cfg.dir)?) => {
                 e.trim().to_string()
             }
             _ => {
@@ -361,6 +355,12 @@ fn segments_in(dir: &Path) -> io::Result<Vec<Lsn>> {
 /// Segments in the log directory, and those set aside in `corrupt/`.
 fn all_segments(dir: &Path) -> io::Result<(Vec<Lsn>, Vec<Lsn>)> {
     Ok((segments_in(dir)?, segments_in(&dir.join(CORRUPT_DIR))?))
+}
+
+/// Whether any segment remains, live or set aside.
+fn has_segments(dir: &Path) -> io::Result<bool> {
+    let (live, aside) = all_segments(dir)?;
+    Ok(!live.is_empty() || !aside.is_empty())
 }
 
 /// Writes the floor durably: every LSN issued stays below it.
