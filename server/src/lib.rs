@@ -49,6 +49,14 @@
 //! - [`loadgen`]: realistic traffic for demos and benchmarks.
 //! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
 //!
+//! - [`codec`]: HTTP content encodings and ClickHouse's compressed blocks,
+//!   each decoder capped.
+//!
+//! `[clickhouse_http]` serves ClickHouse's own HTTP interface on the
+//! embedded engine, on a listener of its own (`routes::clickhouse_http`);
+//! what its users may run is `storage::session`'s call, made by the
+//! engine's parser.
+//!
 //! `/admin` routes pass one gate (`routes::auth::admin_gate`): the token is
 //! checked before the body is read, the body is capped, and every request,
 //! refused ones included, is audited. `/admin/query` runs on the engine's
@@ -58,6 +66,7 @@
 
 pub mod admin_client;
 pub mod batch;
+pub mod codec;
 pub mod config;
 pub mod error;
 pub mod files;
@@ -168,6 +177,31 @@ async fn run(
         state.intake.remember(&recovered);
         batcher.recover(recovered);
     }
+    // One signal stops both listeners.
+    let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let clickhouse_http = match state.config.clickhouse_http.listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!("clickhouse_http.listen: cannot listen on {addr}: {e}")
+            })?;
+            tracing::info!(
+                clickhouse_addr = %listener.local_addr()?,
+                "ClickHouse HTTP interface listening"
+            );
+            let app =
+                routes::clickhouse_http::router(routes::clickhouse_http::ClickHouseHttp::new(
+                    &state.config.clickhouse_http,
+                    state.storage.clone(),
+                ));
+            let stop = shutdown.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop)
+                    .await
+            }))
+        }
+        None => None,
+    };
     let timer = batcher.start_timer();
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
     let tls = state.config.tls.clone();
@@ -201,6 +235,10 @@ async fn run(
         }
     };
     timer.abort();
+    if let Some(task) = clickhouse_http {
+        // Its statements hold the engine open; they end before storage closes.
+        let _ = task.await;
+    }
     // Drain what we can within the deadline; the log keeps the rest.
     match tokio::time::timeout(shutdown_timeout, batcher.flush_all()).await {
         Ok(()) => tracing::info!("buffers drained"),

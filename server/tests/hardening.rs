@@ -149,6 +149,9 @@ async fn admin_sql_cannot_reach_files_the_network_processes_or_settings() {
     let (_target, out) = scratch("out");
     for sql in [
         "SELECT * FROM file('/proc/self/environ','RawBLOB')".to_string(),
+        // The `file` function reads a file in read-only mode too.
+        "SELECT file('/proc/self/environ')".to_string(),
+        "SELECT arrayMap(p -> `file`(p), ['/etc/hostname'])".to_string(),
         "SELECT * FROM url('http://127.0.0.1:9/x','RawBLOB')".to_string(),
         "SELECT * FROM executable('ls','TSV','x String')".to_string(),
         "SELECT * FROM remote('127.0.0.1:9000', system.one)".to_string(),

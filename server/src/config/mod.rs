@@ -5,14 +5,18 @@
 //! between levels (`BILTEN_BATCH__MAX_ROWS=500`). A few common ones also have
 //! short names: `BILTEN_ADMIN_TOKEN`, `BILTEN_INGEST_KEYS` (comma-separated),
 //! `BILTEN_LISTEN`, `BILTEN_STORAGE`, `BILTEN_DATA_DIR`, `BILTEN_CHDB_LIB`,
-//! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`.
+//! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`,
+//! `BILTEN_CLICKHOUSE_HTTP_LISTEN`, `BILTEN_CLICKHOUSE_HTTP_USERS`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod clickhouse_http;
 pub mod plugins;
 pub mod retention;
+
+pub use clickhouse_http::{ClickHouseHttpConfig, HttpUser};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -69,6 +73,8 @@ pub struct Config {
     /// four built-ins; `plugins = []` runs none.
     pub plugins: Vec<plugins::PluginConfig>,
     pub plugin_host: plugins::HostSettings,
+    /// ClickHouse's HTTP interface on the embedded engine; off by default.
+    pub clickhouse_http: ClickHouseHttpConfig,
     /// The file this was loaded from: a plugin reload reads it again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -284,6 +290,7 @@ impl Default for Config {
             shutdown_timeout: Duration::from_secs(30),
             plugins: plugins::default_chain(),
             plugin_host: Default::default(),
+            clickhouse_http: Default::default(),
             source: None,
         }
     }
@@ -393,6 +400,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("chdb_lib", "storage.embedded.library"),
     ("clickhouse_url", "storage.clickhouse.url"),
     ("clickhouse_user", "storage.clickhouse.user"),
+    ("clickhouse_http_listen", "clickhouse_http.listen"),
+    ("clickhouse_http_users", "clickhouse_http.users"),
     ("clickhouse_password", "storage.clickhouse.password"),
     ("clickhouse_database", "storage.clickhouse.database"),
 ];
@@ -416,6 +425,7 @@ const TOP_LEVEL: &[&str] = &[
     "shutdown_timeout",
     "plugins",
     "plugin_host",
+    "clickhouse_http",
 ];
 
 impl Config {
@@ -502,6 +512,8 @@ impl Config {
             return Err(invalid("ingest.max_body_bytes", "must be at least 1024"));
         }
         self.retention.validate()?;
+        self.clickhouse_http
+            .validate(matches!(self.storage.backend, Backend::Embedded))?;
         // Until every statement (and `sql/`) takes the name from here, any
         // other value would be honoured by some statements and not others.
         if self.storage.clickhouse.database != crate::model::DATABASE {

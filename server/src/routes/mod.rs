@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clickhouse_http;
 pub mod health;
 pub mod ingest;
 

@@ -22,6 +22,7 @@
 //! 2.8 µs of CPU per row against 5.9 µs for the same rows inlined after the
 //! statement, which the engine's query parser scans first.
 
+use std::collections::HashSet;
 use std::ffi::{CStr, CString, c_char};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -32,7 +33,13 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
-use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
+use super::ffi::{
+    self, Api, Connection, QUERY_CLASS_MUTATING, QUERY_CLASS_READ_ONLY, QueryAnalysis,
+};
+use super::session::{
+    Access, SessionAnswer, SessionRequest, gate_setting, harmless_setting, named_format,
+    reaches_host, trailing_format,
+};
 use super::{Storage, StorageError};
 use crate::config::{EmbeddedConfig, QueryLimits};
 use crate::files::private_dir;
@@ -72,6 +79,14 @@ struct Inner {
     /// Connections for inserts; a caller holding an insert permit finds one free.
     inserters: Vec<Mutex<Option<ConnPtr>>>,
     log: Mutex<Vec<QueryLogEntry>>,
+    /// How the writer and the read-only connection were opened: sessions
+    /// (ClickHouse's HTTP interface) open theirs the same way.
+    writer_args: Vec<String>,
+    reader_args: Vec<String>,
+    /// The engine's setting names: only these reach a session's arguments.
+    settings: HashSet<String>,
+    /// The engine's table functions (`system.table_functions`).
+    table_functions: Vec<String>,
 }
 
 /// Which connection a call runs on.
@@ -231,7 +246,7 @@ impl Inner {
             };
             inserters.push(c);
         }
-        Ok(Inner {
+        let mut inner = Inner {
             api,
             conn: RwLock::new(Some(ConnPtr(conn))),
             reader: RwLock::new(Some(ConnPtr(reader))),
@@ -240,7 +255,23 @@ impl Inner {
                 .map(|c| Mutex::new(Some(ConnPtr(c))))
                 .collect(),
             log: Mutex::new(Vec::new()),
-        })
+            writer_args: args.to_vec(),
+            reader_args,
+            settings: HashSet::new(),
+            table_functions: Vec::new(),
+        };
+        let names = |sql: &str| -> anyhow::Result<Vec<String>> {
+            let out = inner.run(On::Writer, sql.as_bytes(), "TSVRaw", None)?;
+            Ok(String::from_utf8_lossy(&out)
+                .lines()
+                .map(str::to_string)
+                .collect())
+        };
+        let settings = names("SELECT name FROM system.settings")?;
+        let table_functions = names("SELECT name FROM system.table_functions")?;
+        inner.settings = settings.into_iter().collect();
+        inner.table_functions = table_functions;
+        Ok(inner)
     }
 
     fn connection(&self, on: On) -> &RwLock<Option<ConnPtr>> {
@@ -273,12 +304,12 @@ impl Inner {
             )
         };
         self.finish(result, start, log_text, Clock::Engine)
+            .map(|o| o.data)
     }
 
     /// Streams `rows` into `statement` on a free inserter connection; the
     /// caller holds an insert permit.
     fn insert(&self, statement: String, rows: &[u8]) -> Result<(), StorageError> {
-        let api = self.api;
         let guard = self
             .inserters
             .iter()
@@ -287,11 +318,26 @@ impl Inner {
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        // SAFETY: the connection stays open while `guard` is held.
+        let conn = unsafe { *conn.0 };
+        self.stream(conn, statement, super::INSERT_FORMAT, rows)
+            .map(|_| ())
+    }
+
+    /// Streams `rows` in `format` into `statement` (an INSERT without its
+    /// FORMAT clause): the rows are never scanned by the query parser.
+    fn stream(
+        &self,
+        conn: Connection,
+        statement: String,
+        format: &str,
+        rows: &[u8],
+    ) -> Result<Output, StorageError> {
+        let api = self.api;
         let start = Utc::now();
-        let format = super::INSERT_FORMAT;
         let stream = unsafe {
             (api.stream_insert_n)(
-                *conn.0,
+                conn,
                 statement.as_ptr() as *const c_char,
                 statement.len(),
                 format.as_ptr() as *const c_char,
@@ -332,7 +378,10 @@ impl Inner {
                 append_error,
             ) {
                 (Err(e), _) => Err(e),
-                (Ok(_), None) => Ok(()),
+                (Ok(mut out), None) => {
+                    out.elapsed = (Utc::now() - start).as_seconds_f64();
+                    Ok(out)
+                }
                 (Ok(_), Some(e)) => {
                     Err(StorageError::from_exception(e.unwrap_or_else(|| {
                         "the engine took only part of the rows".into()
@@ -358,7 +407,7 @@ impl Inner {
         start: DateTime<Utc>,
         log_text: Option<String>,
         clock: Clock,
-    ) -> Result<Vec<u8>, StorageError> {
+    ) -> Result<Output, StorageError> {
         let api = self.api;
         if result.is_null() {
             return Err(StorageError::Transient(
@@ -374,7 +423,7 @@ impl Inner {
             } else {
                 unsafe { std::slice::from_raw_parts(buf as *const u8, len) }.to_vec()
             };
-            Ok(data)
+            Ok(unsafe { Output::of(api, result, data) })
         } else {
             let text = unsafe { CStr::from_ptr(err) }
                 .to_string_lossy()
@@ -383,7 +432,8 @@ impl Inner {
             Err(StorageError::from_exception(text))
         };
         if let Some(text) = log_text {
-            self.record(unsafe { log_entry(Some((api, result)), clock, start, text, &outcome) });
+            let logged = outcome.as_ref().map(|o| o.data.len());
+            self.record(unsafe { log_entry(Some((api, result)), clock, start, text, logged) });
         }
         unsafe { (api.destroy_result)(result) };
         outcome
@@ -394,6 +444,13 @@ impl Inner {
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        // SAFETY: the connection stays open while `guard` is held.
+        self.classify_on(unsafe { *conn.0 }, sql.as_bytes())
+    }
+
+    /// The engine parser's verdict on `sql`, judged against this project's
+    /// database (unqualified names resolve against the connection's own).
+    fn classify_on(&self, conn: Connection, sql: &[u8]) -> Result<QueryAnalysis, StorageError> {
         let mut analysis = QueryAnalysis {
             struct_size: std::mem::size_of::<QueryAnalysis>() as u32,
             ..Default::default()
@@ -401,7 +458,7 @@ impl Inner {
         let db = DATABASE;
         let rc = unsafe {
             (self.api.classify_query_n)(
-                *conn.0,
+                conn,
                 sql.as_ptr() as *const c_char,
                 sql.len(),
                 db.as_ptr() as *const c_char,
@@ -415,6 +472,235 @@ impl Inner {
             ));
         }
         Ok(analysis)
+    }
+
+    /// A connection for one session: read-only with the query limits, or
+    /// like the writer; the user's settings as its own; `database` current.
+    fn open_session(
+        &self,
+        readonly: bool,
+        settings: &[(String, String)],
+        database: &str,
+    ) -> Result<SessionConn<'_>, StorageError> {
+        let open = self.conn.read().unwrap();
+        if open.is_none() {
+            return Err(StorageError::Transient(
+                "the embedded engine is closed".into(),
+            ));
+        }
+        let mut args = if readonly {
+            self.reader_args.clone()
+        } else {
+            self.writer_args.clone()
+        };
+        // Ours win: a setting we pass is not the user's to repeat.
+        let ours: Vec<String> = args
+            .iter()
+            .filter_map(|a| a.strip_prefix("--")?.split('=').next().map(str::to_string))
+            .collect();
+        args.extend(
+            settings
+                .iter()
+                .filter(|(name, _)| !ours.contains(name))
+                .map(|(name, value)| format!("--{name}={value}")),
+        );
+        let Some(conn) = connect(self.api, &args) else {
+            return Err(if settings.is_empty() {
+                StorageError::Transient("the embedded engine refused a session connection".into())
+            } else {
+                refusal(36, "BAD_ARGUMENTS", "the engine refused a setting's value")
+            });
+        };
+        let session = SessionConn {
+            api: self.api,
+            conn,
+            _open: open,
+        };
+        let use_db = format!("USE {}", super::session::quote_identifier(database));
+        self.query_on(session.raw(), use_db.as_bytes(), "TSV", &[], None)?;
+        Ok(session)
+    }
+
+    /// Runs `sql` on `conn`, binding `params` when there are any.
+    fn query_on(
+        &self,
+        conn: Connection,
+        sql: &[u8],
+        format: &str,
+        params: &[(String, String)],
+        log_text: Option<String>,
+    ) -> Result<Output, StorageError> {
+        let start = Utc::now();
+        let result = if params.is_empty() {
+            unsafe {
+                (self.api.query_n)(
+                    conn,
+                    sql.as_ptr() as *const c_char,
+                    sql.len(),
+                    format.as_ptr() as *const c_char,
+                    format.len(),
+                )
+            }
+        } else {
+            let names: Vec<*const c_char> = params
+                .iter()
+                .map(|(n, _)| n.as_ptr() as *const c_char)
+                .collect();
+            let name_lens: Vec<usize> = params.iter().map(|(n, _)| n.len()).collect();
+            let values: Vec<*const c_char> = params
+                .iter()
+                .map(|(_, v)| v.as_ptr() as *const c_char)
+                .collect();
+            let value_lens: Vec<usize> = params.iter().map(|(_, v)| v.len()).collect();
+            unsafe {
+                (self.api.query_with_params_n)(
+                    conn,
+                    sql.as_ptr() as *const c_char,
+                    sql.len(),
+                    format.as_ptr() as *const c_char,
+                    format.len(),
+                    names.as_ptr(),
+                    name_lens.as_ptr(),
+                    values.as_ptr(),
+                    value_lens.as_ptr(),
+                    params.len(),
+                )
+            }
+        };
+        self.finish(result, start, log_text, Clock::Engine)
+    }
+
+    /// One statement of ClickHouse's HTTP interface, on connections of its
+    /// own (the rules are in `storage::session`).
+    fn session(&self, req: SessionRequest) -> Result<SessionAnswer, StorageError> {
+        const WRITES_ONLY_TARGET_DATABASE: u32 = 1 << 1;
+        for (name, _) in &req.settings {
+            if gate_setting(name) || (req.access == Access::ReadOnly && !harmless_setting(name)) {
+                return Err(refusal(
+                    164,
+                    "READONLY",
+                    &format!("Cannot modify '{name}' setting in readonly mode"),
+                ));
+            }
+            if !self.settings.contains(name) {
+                return Err(refusal(
+                    115,
+                    "UNKNOWN_SETTING",
+                    &format!("Unknown setting '{name}'"),
+                ));
+            }
+        }
+        let database = req.database.as_deref().unwrap_or(DATABASE);
+        let open = |readonly| self.open_session(readonly, &req.settings, database);
+        let mut conn = open(req.access == Access::ReadOnly)?;
+        let explain = |conn: &SessionConn<'_>, text: &[u8]| -> Result<String, StorageError> {
+            let sql = [b"EXPLAIN AST ".as_slice(), text].concat();
+            let out = self.query_on(conn.raw(), &sql, "TSVRaw", &req.params, None)?;
+            Ok(String::from_utf8_lossy(&out.data).into_owned())
+        };
+        // Rows after `INSERT … FORMAT x` in the body are streamed to the
+        // engine and never parsed as SQL; any other body continues the text.
+        let mut streamed = None;
+        let mut ast = None;
+        if let (Some(_), Some((statement, format))) = (&req.data, trailing_format(&req.sql)) {
+            let tree = explain(&conn, req.sql.as_bytes())?;
+            if tree.starts_with("InsertQuery") && !tree.contains("SelectWithUnionQuery") {
+                streamed = Some((statement, format));
+                ast = Some(tree);
+            }
+        }
+        let text: Vec<u8> = match (&req.data, streamed) {
+            (Some(data), None) => [req.sql.as_bytes(), b"\n", data].concat(),
+            _ => req.sql.as_bytes().to_vec(),
+        };
+        let analysis = self.classify_on(conn.raw(), &text)?;
+        match analysis.statement_count {
+            0 => {
+                return Err(explain(&conn, &text).err().unwrap_or_else(|| {
+                    refusal(62, "SYNTAX_ERROR", "the statement could not be parsed")
+                }));
+            }
+            1 => {}
+            _ => {
+                return Err(refusal(
+                    62,
+                    "SYNTAX_ERROR",
+                    "Multi-statements are not allowed",
+                ));
+            }
+        }
+        let write = match (analysis.query_class, req.access) {
+            (QUERY_CLASS_READ_ONLY, _) => false,
+            (_, Access::ReadWrite) if req.get => {
+                return Err(refusal(
+                    164,
+                    "READONLY",
+                    "Cannot execute query in readonly mode: a GET request only reads; use POST",
+                ));
+            }
+            (QUERY_CLASS_MUTATING, Access::ReadWrite)
+                if analysis.flags & WRITES_ONLY_TARGET_DATABASE != 0 =>
+            {
+                true
+            }
+            (_, Access::ReadOnly) => {
+                return Err(refusal(
+                    164,
+                    "READONLY",
+                    "Cannot execute query in readonly mode: this user may only read",
+                ));
+            }
+            (_, Access::ReadWrite) => {
+                return Err(refusal(
+                    497,
+                    "ACCESS_DENIED",
+                    &format!(
+                        "Not enough privileges: a read-write user may change the {DATABASE} \
+                         database only, and nothing outside the engine (no SET, SYSTEM, \
+                         BACKUP or INTO OUTFILE)"
+                    ),
+                ));
+            }
+        };
+        let ast = match ast {
+            Some(ast) => ast,
+            None => explain(&conn, &text)?,
+        };
+        if let Some(why) = reaches_host(&ast, &self.table_functions) {
+            return Err(refusal(
+                497,
+                "ACCESS_DENIED",
+                &format!("Not enough privileges: {why}"),
+            ));
+        }
+        if !write && req.access == Access::ReadWrite {
+            // Reads run in read-only mode whoever sends them.
+            drop(conn);
+            conn = open(true)?;
+        }
+        let log_text =
+            String::from_utf8_lossy(&req.sql.as_bytes()[..req.sql.len().min(QUERY_LOG_TEXT)])
+                .into_owned();
+        let out = match (streamed, &req.data) {
+            (Some((statement, format)), Some(rows)) => {
+                self.stream(conn.raw(), statement.to_string(), format, rows)?
+            }
+            _ => self.query_on(
+                conn.raw(),
+                &text,
+                &req.default_format,
+                &req.params,
+                Some(log_text),
+            )?,
+        };
+        Ok(SessionAnswer {
+            format: named_format(&req.sql).unwrap_or(req.default_format),
+            read_rows: out.read_rows,
+            read_bytes: out.read_bytes,
+            written_rows: out.written_rows,
+            elapsed_ns: (out.elapsed * 1e9) as u64,
+            body: out.data,
+        })
     }
 
     /// The parser's message for text that did not parse, with positions in
@@ -500,6 +786,32 @@ impl Inner {
     }
 }
 
+/// An error in the engine's own words and code, for the interface's clients.
+fn refusal(code: u32, name: &str, message: &str) -> StorageError {
+    StorageError::Rejected(format!("Code: {code}. DB::Exception: {message}. ({name})"))
+}
+
+/// A connection of one session's own, closed when dropped.
+struct SessionConn<'a> {
+    api: &'static Api,
+    conn: *mut Connection,
+    /// Holds off `close` (which takes the write lock) while the session runs.
+    _open: std::sync::RwLockReadGuard<'a, Option<ConnPtr>>,
+}
+
+impl SessionConn<'_> {
+    fn raw(&self) -> Connection {
+        // SAFETY: `conn` came from `chdb_connect` and is closed only on drop.
+        unsafe { *self.conn }
+    }
+}
+
+impl Drop for SessionConn<'_> {
+    fn drop(&mut self) {
+        unsafe { (self.api.close_conn)(self.conn) };
+    }
+}
+
 /// `chdb_connect` with these arguments; `None` when the engine refuses.
 fn connect(api: &Api, args: &[String]) -> Option<*mut Connection> {
     let cargs: Vec<CString> = args
@@ -518,10 +830,35 @@ enum Clock {
     Ours,
 }
 
+/// A statement's output with the engine's counts.
+struct Output {
+    data: Vec<u8>,
+    read_rows: u64,
+    read_bytes: u64,
+    written_rows: u64,
+    elapsed: f64,
+}
+
+impl Output {
+    /// # Safety
+    /// `result` is a live result of `api`.
+    unsafe fn of(api: &Api, result: ffi::ResultPtr, data: Vec<u8>) -> Output {
+        unsafe {
+            Output {
+                data,
+                read_rows: (api.result_rows_read)(result),
+                read_bytes: (api.result_bytes_read)(result),
+                written_rows: (api.result_rows_written)(result),
+                elapsed: (api.result_elapsed)(result),
+            }
+        }
+    }
+}
+
 /// The log entry of a statement that failed before the engine gave a result.
 fn log_entry_failed(start: DateTime<Utc>, query: String, error: &str) -> QueryLogEntry {
-    let outcome = Err(StorageError::from_exception(error.to_string()));
-    unsafe { log_entry(None, Clock::Ours, start, query, &outcome) }
+    let error = StorageError::from_exception(error.to_string());
+    unsafe { log_entry(None, Clock::Ours, start, query, Err(&error)) }
 }
 
 /// `result`: the engine's result with its timings and counts, when there is one.
@@ -530,7 +867,7 @@ unsafe fn log_entry(
     clock: Clock,
     start: DateTime<Utc>,
     mut query: String,
-    outcome: &Result<Vec<u8>, StorageError>,
+    outcome: Result<usize, &StorageError>,
 ) -> QueryLogEntry {
     let end = Utc::now();
     let (elapsed, read_rows, read_bytes, written_rows) = match result {
@@ -573,7 +910,7 @@ unsafe fn log_entry(
         read_rows,
         read_bytes,
         written_rows,
-        result_bytes: outcome.as_ref().map(|d| d.len() as u64).unwrap_or(0),
+        result_bytes: outcome.map(|len| len as u64).unwrap_or(0),
         query_kind: query
             .split_whitespace()
             .next()
@@ -693,6 +1030,17 @@ impl Storage for EmbeddedStorage {
                     ));
                 }
             }
+            // Read-only mode stops table functions, not the `file` function.
+            let ast = inner.run(
+                On::Reader,
+                format!("EXPLAIN AST {text}").as_bytes(),
+                "TSVRaw",
+                None,
+            )?;
+            if let Some(why) = reaches_host(&String::from_utf8_lossy(&ast), &inner.table_functions)
+            {
+                return Err(StorageError::NotReadOnly(why));
+            }
             // The engine enforces readonly and the limits on this connection.
             inner
                 .run(On::Reader, text.as_bytes(), format, Some(text.clone()))
@@ -711,6 +1059,16 @@ impl Storage for EmbeddedStorage {
             .map_err(|_| StorageError::Transient("engine closed".into()))?;
         self.call(&self.permits, move |inner| inner.insert(statement, &rows))
             .await
+    }
+
+    async fn session(&self, req: SessionRequest) -> Result<SessionAnswer, StorageError> {
+        // Bounded by the interface's own concurrency, not by `permits`:
+        // sessions have connections of their own and cannot take the
+        // inserters' turns.
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.session(req))
+            .await
+            .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
     }
 
     async fn close(&self) {

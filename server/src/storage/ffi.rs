@@ -27,6 +27,8 @@ pub struct QueryAnalysis {
 
 /// `CHDB_QUERY_READ_ONLY` in `chdb_query_class`.
 pub const QUERY_CLASS_READ_ONLY: u32 = 0;
+/// `CHDB_QUERY_MUTATING`: INSERT, CREATE, ALTER, DROP and the like.
+pub const QUERY_CLASS_MUTATING: u32 = 1;
 
 pub struct Api {
     pub connect: unsafe extern "C" fn(c_int, *mut *mut c_char) -> *mut Connection,

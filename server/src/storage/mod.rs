@@ -5,6 +5,7 @@
 mod clickhouse;
 mod embedded;
 mod ffi;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -170,6 +171,17 @@ pub trait Storage: Send + Sync + 'static {
     /// `token` identifies the batch: the same token again is a retry, and
     /// storage keeps the rows (and what views derive from them) once.
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError>;
+    /// One statement of ClickHouse's HTTP interface (`storage::session`):
+    /// only the embedded engine serves one; a server has its own.
+    async fn session(
+        &self,
+        req: session::SessionRequest,
+    ) -> Result<session::SessionAnswer, StorageError> {
+        let _ = req;
+        Err(StorageError::Rejected(
+            "only the embedded engine serves ClickHouse's HTTP interface".into(),
+        ))
+    }
     /// Releases the engine or connection pool. Called once on shutdown.
     async fn close(&self);
 }

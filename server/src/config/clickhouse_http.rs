@@ -1,0 +1,172 @@
+//! `[clickhouse_http]`: ClickHouse's own HTTP interface on the embedded
+//! engine, for standard tools (clickhouse-connect, `@clickhouse/client`,
+//! the Rust crate, Grafana) and for another ingest server's `clickhouse`
+//! backend.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{ConfigError, invalid};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseHttpConfig {
+    /// Off unless set (env `BILTEN_CLICKHOUSE_HTTP_LISTEN`).
+    pub listen: Option<SocketAddr>,
+    /// Who may connect: `[[clickhouse_http.users]]`, or
+    /// `BILTEN_CLICKHOUSE_HTTP_USERS="reader:secret,writer:secret2:rw"`.
+    #[serde(deserialize_with = "users")]
+    pub users: Vec<HttpUser>,
+    /// The largest request body, after decompression.
+    pub max_body_bytes: usize,
+    /// Statements running at once; more wait their turn.
+    pub concurrency: usize,
+}
+
+impl Default for ClickHouseHttpConfig {
+    fn default() -> Self {
+        ClickHouseHttpConfig {
+            listen: None,
+            users: Vec::new(),
+            max_body_bytes: 256 << 20,
+            concurrency: 8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpUser {
+    pub name: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Hex SHA-256 of the password, so the file need not hold it.
+    #[serde(default)]
+    pub password_sha256: Option<String>,
+    /// Read-only unless set to false (`:rw` in the environment form).
+    #[serde(default = "yes")]
+    pub readonly: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl HttpUser {
+    /// The password's SHA-256, whichever way it was given.
+    pub fn password_digest(&self) -> Option<[u8; 32]> {
+        match (&self.password, &self.password_sha256) {
+            (Some(p), None) => Some(Sha256::digest(p.as_bytes()).into()),
+            (None, Some(hex)) => decode_hex32(hex),
+            _ => None,
+        }
+    }
+}
+
+fn decode_hex32(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(out)
+}
+
+impl ClickHouseHttpConfig {
+    pub fn validate(&self, embedded: bool) -> Result<(), ConfigError> {
+        if self.listen.is_none() {
+            return Ok(());
+        }
+        if !embedded {
+            return Err(invalid(
+                "clickhouse_http.listen",
+                "serves the embedded engine; with storage.backend = \"clickhouse\" use that \
+                 server's own interface",
+            ));
+        }
+        if self.users.is_empty() {
+            return Err(invalid(
+                "clickhouse_http.users",
+                "no one could connect: add a user (BILTEN_CLICKHOUSE_HTTP_USERS=\"reader:secret\")",
+            ));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            let at = format!("clickhouse_http.users[{i}]");
+            if u.name.is_empty() || u.name.contains(':') {
+                return Err(invalid(at, "a name is needed, without ':'"));
+            }
+            if self.users[..i].iter().any(|o| o.name == u.name) {
+                return Err(invalid(at, format!("{:?} is listed twice", u.name)));
+            }
+            match (&u.password, &u.password_sha256) {
+                (Some(p), None) if p.is_empty() => {
+                    return Err(invalid(at, "an empty password is refused"));
+                }
+                (Some(_), None) => {}
+                (None, Some(_)) if u.password_digest().is_none() => {
+                    return Err(invalid(at, "password_sha256 must be 64 hex digits"));
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(invalid(at, "give exactly one of password, password_sha256"));
+                }
+            }
+        }
+        if self.max_body_bytes == 0 || self.concurrency == 0 {
+            return Err(invalid(
+                "clickhouse_http",
+                "max_body_bytes and concurrency must be above 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A TOML list of tables, or `name:password[:rw]` items separated by commas.
+fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HttpUser>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<HttpUser>),
+        One(String),
+    }
+    match Either::deserialize(d)? {
+        Either::List(list) => Ok(list),
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|item| {
+                let mut parts = item.splitn(3, ':');
+                let (name, password, mode) = (parts.next(), parts.next(), parts.next());
+                let readonly = match mode {
+                    None | Some("ro") => true,
+                    Some("rw") => false,
+                    Some(other) => {
+                        return Err(serde::de::Error::custom(format!(
+                            "clickhouse_http.users: {other:?} after the password of {:?}: \
+                             only \"rw\" or \"ro\"",
+                            name.unwrap_or("")
+                        )));
+                    }
+                };
+                match (name, password) {
+                    (Some(name), Some(password)) => Ok(HttpUser {
+                        name: name.to_string(),
+                        password: Some(password.to_string()),
+                        password_sha256: None,
+                        readonly,
+                    }),
+                    _ => Err(serde::de::Error::custom(
+                        "clickhouse_http.users: each item is name:password or name:password:rw",
+                    )),
+                }
+            })
+            .collect(),
+    }
+}

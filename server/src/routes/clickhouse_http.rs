@@ -1,0 +1,420 @@
+//! ClickHouse's HTTP interface on the embedded engine (`[clickhouse_http]`,
+//! its own listener), for clients that speak it unmodified:
+//! clickhouse-connect, `@clickhouse/client`, the Rust crate, Grafana, and
+//! another ingest server's `clickhouse` backend.
+//!
+//! This module decodes the request the way ClickHouse documents it (routes,
+//! credentials, parameters, compression) and encodes the answer with its
+//! headers and its error text and statuses; what a user may run is decided
+//! in `storage::session`. Errors here are ClickHouse's, not the API's JSON:
+//! clients parse `Code: N. DB::Exception: …` and `X-ClickHouse-Exception-Code`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+use crate::codec;
+use crate::config::ClickHouseHttpConfig;
+use crate::storage::session::{Access, SessionAnswer, SessionRequest, split_insert};
+use crate::storage::{Storage, StorageError, exception_code};
+
+/// What the interface's handlers share.
+pub struct ClickHouseHttp {
+    storage: Arc<dyn Storage>,
+    /// Name, password SHA-256, access.
+    users: Vec<(String, [u8; 32], Access)>,
+    permits: Semaphore,
+    max_body: usize,
+}
+
+impl ClickHouseHttp {
+    pub fn new(cfg: &ClickHouseHttpConfig, storage: Arc<dyn Storage>) -> Arc<Self> {
+        let users = cfg
+            .users
+            .iter()
+            .filter_map(|u| {
+                let access = if u.readonly {
+                    Access::ReadOnly
+                } else {
+                    Access::ReadWrite
+                };
+                Some((u.name.clone(), u.password_digest()?, access))
+            })
+            .collect();
+        Arc::new(ClickHouseHttp {
+            storage,
+            users,
+            permits: Semaphore::new(cfg.concurrency),
+            max_body: cfg.max_body_bytes,
+        })
+    }
+
+    /// The user's access if the password is theirs. Every user's digest is
+    /// compared, so the time taken does not tell which names exist.
+    fn authenticate(&self, name: &str, password: &str) -> Option<Access> {
+        let given: [u8; 32] = Sha256::digest(password.as_bytes()).into();
+        let mut found = None;
+        for (user, digest, access) in &self.users {
+            let ok = digest.ct_eq(&given).unwrap_u8() == 1 && user == name;
+            if ok {
+                found = Some(*access);
+            }
+        }
+        found
+    }
+}
+
+pub fn router(state: Arc<ClickHouseHttp>) -> Router {
+    Router::new()
+        .route("/ping", get(ping))
+        .route("/", get(handle).post(handle))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                None,
+                "Code: 1000. DB::Exception: There is no handle for this path: use / or /ping. \
+                 (UNKNOWN_EXCEPTION)",
+            )
+        })
+        .with_state(state)
+}
+
+async fn ping() -> &'static str {
+    "Ok.\n"
+}
+
+/// Parameters of the interface itself; anything else not `param_*` is an
+/// engine setting.
+const TRANSPORT: &[&str] = &[
+    "query",
+    "user",
+    "password",
+    "database",
+    "default_format",
+    "query_id",
+    "compress",
+    "decompress",
+    "session_id",
+    "session_timeout",
+    "session_check",
+    "buffer_size",
+    "wait_end_of_query",
+    "quota_key",
+    "client_protocol_version",
+    "role",
+    "enable_http_compression",
+    "send_progress_in_http_headers",
+    "http_headers_progress_interval_ms",
+    "http_zlib_compression_level",
+    "cancel_http_readonly_queries_on_client_close",
+];
+
+async fn handle(
+    State(state): State<Arc<ClickHouseHttp>>,
+    method: Method,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let mut pairs: Vec<(String, String)> =
+        form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
+            .into_owned()
+            .collect();
+    let param = |name: &str| last_param(&pairs, name);
+    let query_id = param("query_id")
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let fail = |text: String| {
+        let code = exception_code(&text).unwrap_or(1000);
+        let mut r = error(status_of(code), Some(code), &text);
+        r.headers_mut()
+            .insert("X-ClickHouse-Query-Id", header_value(&query_id));
+        r
+    };
+
+    // Credentials: Basic auth, the X-ClickHouse-* headers, or parameters.
+    let (user, password) = credentials(&headers, &pairs);
+    let Some(access) = state.authenticate(&user, &password) else {
+        return fail(format!(
+            "Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, or \
+             there is no user with such name. (AUTHENTICATION_FAILED)"
+        ));
+    };
+
+    let body = match axum::body::to_bytes(body, state.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return fail(format!(
+                "Code: 1001. DB::Exception: the request body is larger than {} bytes or could \
+                 not be read. (STD_EXCEPTION)",
+                state.max_body
+            ));
+        }
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut body = match codec::decode_content(encoding, &body, state.max_body) {
+        Ok(b) => b,
+        Err(e) => return fail(format!("Code: 1001. DB::Exception: {e}. (STD_EXCEPTION)")),
+    };
+    if param("decompress") == Some("1") {
+        body = match codec::decompress_blocks(&body, state.max_body) {
+            Ok(b) => b,
+            Err(e) => {
+                return fail(format!(
+                    "Code: 271. DB::Exception: {e}. (CANNOT_DECOMPRESS)"
+                ));
+            }
+        };
+    }
+
+    // A multipart form carries parameters (the query, `param_*`) as fields,
+    // as the Rust crate sends them when a query has parameters.
+    if let Some(boundary) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|ct| ct.starts_with("multipart/form-data"))
+        .and_then(|ct| multer::parse_boundary(ct).ok())
+    {
+        match form_fields(std::mem::take(&mut body), boundary).await {
+            Ok(fields) => pairs.extend(fields),
+            Err(e) => return fail(format!("Code: 1001. DB::Exception: {e}. (STD_EXCEPTION)")),
+        }
+    }
+    let param = |name: &str| last_param(&pairs, name);
+
+    // The statement: the `query` parameter, with the body as its rows (or
+    // its continuation); or the body alone, which may hold an INSERT and
+    // then its rows.
+    let (sql, data) = match param("query") {
+        Some(q) => (q.to_string(), (!body.is_empty()).then(|| Bytes::from(body))),
+        None => match split_insert(&body) {
+            Some((statement, rows)) => {
+                let (statement, from) = (statement.to_string(), body.len() - rows.len());
+                (statement, Some(Bytes::from(body).slice(from..)))
+            }
+            None => match String::from_utf8(body) {
+                Ok(text) => (text, None),
+                Err(_) => {
+                    return fail(
+                        "Code: 62. DB::Exception: the statement is not UTF-8 text; send binary \
+                         rows after `INSERT … FORMAT x` and a line break, or after a `query` \
+                         parameter. (SYNTAX_ERROR)"
+                            .into(),
+                    );
+                }
+            },
+        },
+    };
+    if sql.trim().is_empty() {
+        if method == Method::GET {
+            return "Ok.\n".into_response();
+        }
+        return fail("Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)".into());
+    }
+    let mut settings = Vec::new();
+    let mut params = Vec::new();
+    for (k, v) in &pairs {
+        if let Some(name) = k.strip_prefix("param_") {
+            params.push((name.to_string(), v.clone()));
+        } else if !TRANSPORT.contains(&k.as_str()) {
+            settings.push((k.clone(), v.clone()));
+        }
+    }
+    let request = SessionRequest {
+        sql,
+        data,
+        default_format: param("default_format")
+            .unwrap_or("TabSeparated")
+            .to_string(),
+        database: param("database")
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+        settings,
+        params,
+        access,
+        // GET only reads, as ClickHouse's does.
+        get: method == Method::GET,
+    };
+    let _permit = state.permits.acquire().await;
+    let answer = match state.storage.session(request).await {
+        Ok(a) => a,
+        Err(e) => return fail(error_text(e)),
+    };
+
+    // The answer, compressed as asked: ClickHouse's blocks, or an HTTP
+    // content encoding when `enable_http_compression=1`.
+    let mut response_headers = HeaderMap::new();
+    let body = if param("compress") == Some("1") {
+        codec::compress_blocks(&answer.body)
+    } else if param("enable_http_compression") == Some("1")
+        && let Some(enc) = headers
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .and_then(codec::pick_encoding)
+    {
+        response_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
+        codec::encode_content(enc, &answer.body)
+    } else {
+        answer.body.clone()
+    };
+    response_headers.insert(header::CONTENT_TYPE, content_type(&answer.format));
+    response_headers.insert("X-ClickHouse-Query-Id", header_value(&query_id));
+    response_headers.insert("X-ClickHouse-Format", header_value(&answer.format));
+    response_headers.insert("X-ClickHouse-Timezone", HeaderValue::from_static("UTC"));
+    response_headers.insert(
+        "X-ClickHouse-Server-Display-Name",
+        HeaderValue::from_static("bilten-analytics"),
+    );
+    response_headers.insert("X-ClickHouse-Summary", header_value(&summary(&answer)));
+    (StatusCode::OK, response_headers, body).into_response()
+}
+
+/// A multipart form's fields, as parameters. File fields would be external
+/// tables, which this interface does not offer.
+async fn form_fields(body: Vec<u8>, boundary: String) -> Result<Vec<(String, String)>, String> {
+    let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(body)) });
+    let mut form = multer::Multipart::new(stream, boundary);
+    let mut fields = Vec::new();
+    while let Some(field) = form
+        .next_field()
+        .await
+        .map_err(|e| format!("the multipart form is malformed: {e}"))?
+    {
+        if field.file_name().is_some() {
+            return Err("external tables (file fields) are not supported".into());
+        }
+        let name = field.name().unwrap_or("").to_string();
+        let value = field
+            .text()
+            .await
+            .map_err(|e| format!("the multipart form is malformed: {e}"))?;
+        fields.push((name, value));
+    }
+    Ok(fields)
+}
+
+/// A parameter's last value.
+fn last_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    pairs
+        .iter()
+        .rev()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn credentials(headers: &HeaderMap, pairs: &[(String, String)]) -> (String, String) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(basic) = header("authorization").and_then(|v| v.strip_prefix("Basic "))
+        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim())
+    {
+        let text = String::from_utf8_lossy(&decoded);
+        let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+        return (user.to_string(), password.to_string());
+    }
+    if let Some(user) = header("x-clickhouse-user") {
+        return (
+            user.to_string(),
+            header("x-clickhouse-key").unwrap_or("").to_string(),
+        );
+    }
+    (
+        last_param(pairs, "user").unwrap_or("default").to_string(),
+        last_param(pairs, "password").unwrap_or("").to_string(),
+    )
+}
+
+/// Storage errors in ClickHouse's words: they carry the engine's text and
+/// code; ours (the engine closed, a task failed) become code 1000.
+fn error_text(e: StorageError) -> String {
+    match e {
+        StorageError::Rejected(text)
+        | StorageError::Transient(text)
+        | StorageError::NotReadOnly(text)
+        | StorageError::LimitExceeded(text)
+            if text.starts_with("Code: ") =>
+        {
+            text
+        }
+        e => format!("Code: 1000. DB::Exception: {e}. (UNKNOWN_EXCEPTION)"),
+    }
+}
+
+/// ClickHouse's choice of status for an exception code (its HTTP handler's).
+fn status_of(code: u32) -> StatusCode {
+    match code {
+        194 => StatusCode::UNAUTHORIZED, // REQUIRED_PASSWORD
+        192 | 193 | 516 | 497 | 164 => StatusCode::FORBIDDEN,
+        // Parse errors, bad AST, syntax, incorrect data, type mismatch,
+        // bad arguments, readonly settings, unknown query parameter.
+        6 | 25 | 26 | 27 | 38 | 41 | 53 | 62 | 72 | 117 | 36 | 43 | 44 | 456 | 457 | 271 | 168
+        | 169 | 167 => StatusCode::BAD_REQUEST,
+        // Unknown table, function, identifier, type, storage, database,
+        // setting, format, aggregate function.
+        60 | 46 | 47 | 50 | 56 | 81 | 115 | 73 | 63 => StatusCode::NOT_FOUND,
+        1001 => StatusCode::PAYLOAD_TOO_LARGE,
+        48 => StatusCode::NOT_IMPLEMENTED,
+        159 | 209 | 210 => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+fn error(status: StatusCode, code: Option<u32>, text: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=UTF-8"),
+    );
+    if let Some(code) = code {
+        headers.insert(
+            "X-ClickHouse-Exception-Code",
+            header_value(&code.to_string()),
+        );
+    }
+    (status, headers, format!("{}\n", text.trim_end())).into_response()
+}
+
+fn header_value(text: &str) -> HeaderValue {
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+fn content_type(format: &str) -> HeaderValue {
+    let f = format.to_ascii_lowercase();
+    HeaderValue::from_static(if f.starts_with("json") {
+        "application/json; charset=UTF-8"
+    } else if f.starts_with("tabseparated") || f.starts_with("tsv") {
+        "text/tab-separated-values; charset=UTF-8"
+    } else if f.starts_with("csv") {
+        "text/csv; charset=UTF-8; header=absent"
+    } else if f.starts_with("rowbinary") || f == "native" || f == "parquet" || f == "arrow" {
+        "application/octet-stream"
+    } else {
+        "text/plain; charset=UTF-8"
+    })
+}
+
+/// `X-ClickHouse-Summary`: numbers as strings, as ClickHouse writes them.
+fn summary(a: &SessionAnswer) -> String {
+    serde_json::json!({
+        "read_rows": a.read_rows.to_string(),
+        "read_bytes": a.read_bytes.to_string(),
+        "written_rows": a.written_rows.to_string(),
+        "written_bytes": "0",
+        "total_rows_to_read": a.read_rows.to_string(),
+        "result_rows": "0",
+        "result_bytes": a.body.len().to_string(),
+        "elapsed_ns": a.elapsed_ns.to_string(),
+    })
+    .to_string()
+}

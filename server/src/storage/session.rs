@@ -1,0 +1,330 @@
+//! One statement from ClickHouse's HTTP interface, run by the embedded
+//! engine on a connection of its own (`EmbeddedStorage::session`), and the
+//! rules that decide what a user may run.
+//!
+//! What a statement does is the engine's parser's answer, never a pattern
+//! over the text: `chdb_classify_query_n` says whether it reads, writes
+//! only this project's database, or does more (`SET`, `SYSTEM`, `BACKUP`,
+//! `INTO OUTFILE`, writes to other databases or to table functions), and
+//! `EXPLAIN AST` lists every function and table engine it names, which is
+//! how a statement that would *read* the host (`file()`, `url()`,
+//! `ENGINE = File`, a dictionary source) is refused: read-only mode stops
+//! table functions but not the `file` function, and a write statement is
+//! not in read-only mode at all.
+
+use bytes::Bytes;
+
+/// What the user behind a statement may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Reads, in the engine's read-only mode, with the query limits.
+    ReadOnly,
+    /// Reads, plus inserts and DDL inside this project's database.
+    ReadWrite,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionRequest {
+    /// The statement; when `data` is `None` it may carry its rows inline.
+    pub sql: String,
+    /// The request body, when the statement came in the `query` parameter:
+    /// the rows of an `INSERT … FORMAT x`, or the rest of the statement.
+    pub data: Option<Bytes>,
+    /// The output format when the statement names none.
+    pub default_format: String,
+    pub database: Option<String>,
+    /// Engine settings from the URL, names checked against the engine's.
+    pub settings: Vec<(String, String)>,
+    /// Query parameters (`param_x`), bound to `{x:Type}`.
+    pub params: Vec<(String, String)>,
+    pub access: Access,
+    /// A GET request: it only reads, whoever sends it (as in ClickHouse).
+    pub get: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct SessionAnswer {
+    pub body: Vec<u8>,
+    /// The output format in effect: the statement's own or the default.
+    pub format: String,
+    pub read_rows: u64,
+    pub read_bytes: u64,
+    pub written_rows: u64,
+    pub elapsed_ns: u64,
+}
+
+/// Settings a read-only user may still send: they shape the output or the
+/// HTTP exchange, never what a query may read, write or spend.
+pub fn harmless_setting(name: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "output_format_",
+        "format_",
+        "date_time_output_",
+        "describe_",
+    ];
+    const NAMES: &[&str] = &[
+        "extremes",
+        "send_progress_in_http_headers",
+        "http_headers_progress_interval_ms",
+        "wait_end_of_query",
+        "cancel_http_readonly_queries_on_client_close",
+        "enable_http_compression",
+        "http_zlib_compression_level",
+        "output_format_json_quote_64bit_integers",
+        "session_timezone",
+    ];
+    NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Settings nobody may send through the interface: they are the gate itself.
+pub fn gate_setting(name: &str) -> bool {
+    matches!(
+        name,
+        "readonly" | "allow_ddl" | "allow_introspection_functions"
+    )
+}
+
+/// Table functions that only compute: everything else reaches files, the
+/// network, other tables' internals or processes.
+const PURE_TABLE_FUNCTIONS: &[&str] = &[
+    "numbers",
+    "numbers_mt",
+    "zeros",
+    "zeros_mt",
+    "generate_series",
+    "generateSeries",
+    "generateRandom",
+    "null",
+    "values",
+    "primes",
+];
+
+/// Table engines a read-write user may create: all keep their data in the
+/// engine's own directories.
+fn allowed_engine(name: &str) -> bool {
+    name.ends_with("MergeTree")
+        || matches!(
+            name,
+            "Memory" | "Null" | "Set" | "Join" | "Log" | "TinyLog" | "StripeLog" | "Buffer"
+        )
+}
+
+/// Why the statement whose `EXPLAIN AST` this is must not run, if it must not.
+///
+/// `table_functions` is the engine's own list (`system.table_functions`).
+pub fn reaches_host(ast: &str, table_functions: &[String]) -> Option<String> {
+    // Indent of a `Storage definition` whose engine (its first child) is next.
+    let mut engine_at = None;
+    for line in ast.lines() {
+        let indent = line.len() - line.trim_start().len();
+        let node = line.trim_start();
+        let is_engine = engine_at.take().is_some_and(|i| indent == i + 1);
+        if node.starts_with("Storage definition") {
+            engine_at = Some(indent);
+            continue;
+        }
+        if node.contains("Dictionary") {
+            return Some("dictionaries are not available here".into());
+        }
+        let Some(rest) = node.strip_prefix("Function ") else {
+            continue;
+        };
+        let name = rest.split([' ', '(']).next().unwrap_or("");
+        if is_engine {
+            if !allowed_engine(name) {
+                return Some(format!("the table engine {name} is not available here"));
+            }
+            continue;
+        }
+        // The `file` function reads a file as a string, read-only mode or not.
+        if name.eq_ignore_ascii_case("file") {
+            return Some("the function file() is not available here".into());
+        }
+        if table_functions.iter().any(|t| t.eq_ignore_ascii_case(name))
+            && !PURE_TABLE_FUNCTIONS.contains(&name)
+        {
+            return Some(format!("the table function {name}() is not available here"));
+        }
+    }
+    None
+}
+
+/// `INSERT … FORMAT x` with nothing after the format's name: the statement
+/// without its `FORMAT` clause, and the format. The body then holds rows
+/// only, streamed to the engine and never parsed as SQL.
+pub fn trailing_format(sql: &str) -> Option<(&str, &str)> {
+    let t = sql.trim_end().trim_end_matches(';').trim_end();
+    let name_at = t.rfind(|c: char| c.is_whitespace())? + 1;
+    let name = &t[name_at..];
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return None;
+    }
+    let before = t[..name_at].trim_end();
+    let kw_at = before.rfind(|c: char| c.is_whitespace())? + 1;
+    before[kw_at..]
+        .eq_ignore_ascii_case("FORMAT")
+        .then(|| (before[..kw_at].trim_end(), name))
+}
+
+/// A body holding `INSERT … FORMAT x`, a line break, then rows (how
+/// clickhouse-connect sends Native rows): the statement and the rows.
+/// Only a statement that starts with INSERT and ends its line with the
+/// format's name is split off; anything else is left whole.
+pub fn split_insert(body: &[u8]) -> Option<(&str, &[u8])> {
+    const MAX_STATEMENT: usize = 64 << 10;
+    let head = body.trim_ascii_start();
+    if !head.get(..6)?.eq_ignore_ascii_case(b"INSERT") {
+        return None;
+    }
+    let mut from = 0;
+    while let Some(nl) = body[from..body.len().min(MAX_STATEMENT)]
+        .iter()
+        .position(|&b| b == b'\n')
+    {
+        let at = from + nl;
+        let statement = std::str::from_utf8(&body[..at]).ok()?;
+        if trailing_format(statement).is_some() {
+            return Some((statement, &body[at + 1..]));
+        }
+        from = at + 1;
+    }
+    None
+}
+
+/// The format a statement's own `FORMAT` clause names, if any: the last
+/// `FORMAT name` outside quotes, comments and parentheses. Only for the
+/// `X-ClickHouse-Format` header; the engine decides what it writes.
+pub fn named_format(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let (mut i, mut depth, mut found) = (0, 0i32, None);
+    let mut last_word: Option<&str> = None;
+    while i < b.len() {
+        match b[i] {
+            q @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                last_word = None;
+            }
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'(' => {
+                depth += 1;
+                i += 1;
+                last_word = None;
+            }
+            b')' => {
+                depth -= 1;
+                i += 1;
+                last_word = None;
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' => {
+                let start = i;
+                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                    i += 1;
+                }
+                let word = &sql[start..i];
+                if depth == 0 && last_word.is_some_and(|w| w.eq_ignore_ascii_case("FORMAT")) {
+                    found = Some(word.to_string());
+                }
+                last_word = Some(word);
+            }
+            c => {
+                i += 1;
+                if !c.is_ascii_whitespace() {
+                    last_word = None;
+                }
+            }
+        }
+    }
+    found
+}
+
+/// A database name as a quoted identifier, for `USE`.
+pub fn quote_identifier(name: &str) -> String {
+    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rows_after_a_trailing_format_are_data() {
+        assert_eq!(
+            trailing_format("INSERT INTO t (a, b) FORMAT RowBinary"),
+            Some(("INSERT INTO t (a, b)", "RowBinary"))
+        );
+        assert_eq!(
+            trailing_format("insert into t format\nJSONEachRow ;\n"),
+            Some(("insert into t", "JSONEachRow"))
+        );
+        assert_eq!(trailing_format("INSERT INTO t VALUES"), None);
+        assert_eq!(trailing_format("SELECT 1 FORMAT"), None);
+        assert_eq!(trailing_format("FORMAT"), None);
+    }
+
+    #[test]
+    fn a_body_with_an_insert_and_binary_rows_is_split_after_the_format() {
+        let body = b"INSERT INTO t (a, b)\nFORMAT Native\n\x00\xff\n\x01";
+        assert_eq!(
+            split_insert(body),
+            Some((
+                "INSERT INTO t (a, b)\nFORMAT Native",
+                &b"\x00\xff\n\x01"[..]
+            ))
+        );
+        // Rows on the statement's own line: the engine reads them inline.
+        assert_eq!(
+            split_insert(b"INSERT INTO t FORMAT JSONEachRow {\"a\":1}\n"),
+            None
+        );
+        assert_eq!(split_insert(b"SELECT 1 FORMAT Native\nxx"), None);
+    }
+
+    #[test]
+    fn the_named_format_is_the_last_one_outside_quotes_and_subqueries() {
+        assert_eq!(
+            named_format("SELECT 'FORMAT CSV' FORMAT JSONEachRow").as_deref(),
+            Some("JSONEachRow")
+        );
+        assert_eq!(
+            named_format("SELECT * FROM (SELECT 1 FORMAT CSV) -- FORMAT TSV\n").as_deref(),
+            None
+        );
+        assert_eq!(
+            named_format("SELECT 1 format Native SETTINGS max_threads = 1").as_deref(),
+            Some("Native")
+        );
+        assert_eq!(named_format("SELECT `format` FROM t"), None);
+    }
+
+    #[test]
+    fn host_reaching_functions_and_engines_are_found_in_the_ast() {
+        let tfs: Vec<String> = ["file", "url", "numbers", "executable", "s3"]
+            .map(String::from)
+            .to_vec();
+        let insert_select = "InsertQuery   (children 4)\n Identifier db1\n Identifier t\n SelectWithUnionQuery (children 1)\n  ExpressionList (children 1)\n   SelectQuery (children 3)\n    TablesInSelectQuery (children 1)\n     TablesInSelectQueryElement (children 1)\n      TableExpression (children 1)\n       Function file (children 1)\n";
+        assert!(reaches_host(insert_select, &tfs).is_some());
+        let engine = "CreateQuery db1 f (children 4)\n Identifier db1\n Storage definition (children 1)\n  Function File (children 1)\n   ExpressionList (children 2)\n";
+        assert!(reaches_host(engine, &tfs).unwrap().contains("File"));
+        let merge_tree = "CreateQuery db1 m (children 4)\n Storage definition (children 2)\n  Function MergeTree\n  Function toDate (children 1)\n Columns definition\n  Function file (children 1)\n";
+        // The engine is fine; a `file()` default in a column is not.
+        assert!(reaches_host(merge_tree, &tfs).unwrap().contains("file()"));
+        let pure = "SelectWithUnionQuery (children 1)\n  TableExpression (children 1)\n   Function numbers (children 1)\n   Function sum (alias s)\n";
+        assert_eq!(reaches_host(pure, &tfs), None);
+        assert!(reaches_host(" Function url (alias u)\n", &tfs).is_some());
+    }
+}

@@ -1,0 +1,533 @@
+//! ClickHouse's HTTP interface on the embedded engine (`[clickhouse_http]`):
+//! real clients, unmodified (the Rust crate here; clickhouse-connect and
+//! `@clickhouse/client` installed and run by the tests), hostile statements
+//! refused by the engine's parser, compression both ways, and another
+//! ingest server's `clickhouse` backend storing through it.
+
+mod common;
+
+use std::process::Command;
+
+use bilten_analytics::config::{Backend, HttpUser};
+use common::{TestServer, as_u64};
+use serde_json::{Value, json};
+
+const READER: (&str, &str) = ("reader", "reader-secret");
+const WRITER: (&str, &str) = ("writer", "writer-secret");
+
+/// A free loopback port: bound, read, released.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server with the interface on, a read-only and a read-write user; the
+/// interface's base URL.
+async fn server() -> (TestServer, String) {
+    let port = free_port();
+    let s = TestServer::start(|c| {
+        c.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        c.clickhouse_http.users = [(READER, true), (WRITER, false)]
+            .map(|((name, password), readonly)| HttpUser {
+                name: name.into(),
+                password: Some(password.into()),
+                password_sha256: None,
+                readonly,
+            })
+            .to_vec();
+    })
+    .await;
+    (s, format!("http://127.0.0.1:{port}"))
+}
+
+/// POSTs `sql` as `user`; the status, the exception code header, the body.
+async fn post(url: &str, user: (&str, &str), sql: &str) -> (u16, Option<String>, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .basic_auth(user.0, Some(user.1))
+        .body(sql.to_string())
+        .send()
+        .await
+        .unwrap();
+    let code = r
+        .headers()
+        .get("X-ClickHouse-Exception-Code")
+        .map(|v| v.to_str().unwrap().to_string());
+    (r.status().as_u16(), code, r.text().await.unwrap())
+}
+
+#[derive(Debug, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
+struct Sale {
+    id: u32,
+    organizer: String,
+    tickets: u16,
+}
+
+#[tokio::test]
+async fn the_rust_clickhouse_crate_works_unmodified() {
+    let (s, url) = server().await;
+    // The crate's defaults: RowBinary, LZ4 blocks both ways (compress=1,
+    // decompress=1), credentials in X-ClickHouse-* headers.
+    let client = |(user, password): (&str, &str)| {
+        clickhouse::Client::default()
+            .with_url(&url)
+            .with_user(user)
+            .with_password(password)
+            .with_database("bilten_analytics")
+    };
+    let writer = client(WRITER);
+    writer
+        .query("CREATE TABLE crate_sales (id UInt32, organizer String, tickets UInt16) ENGINE = MergeTree ORDER BY id")
+        .execute()
+        .await
+        .unwrap();
+    let rows: Vec<Sale> = (0..5000)
+        .map(|i| Sale {
+            id: i,
+            organizer: format!("org-{}", i % 7),
+            tickets: (i % 5) as u16 + 1,
+        })
+        .collect();
+    let mut insert = writer.insert::<Sale>("crate_sales").await.unwrap();
+    for row in &rows {
+        insert.write(row).await.unwrap();
+    }
+    insert.end().await.unwrap();
+
+    let reader = client(READER);
+    let back: Vec<Sale> = reader
+        .query("SELECT ?fields FROM crate_sales WHERE organizer = {org:String} ORDER BY id")
+        .param("org", "org-3")
+        .fetch_all()
+        .await
+        .unwrap();
+    let expected: Vec<&Sale> = rows.iter().filter(|r| r.organizer == "org-3").collect();
+    assert_eq!(back.iter().collect::<Vec<_>>(), expected);
+    let total: u64 = reader
+        .query("SELECT sum(tickets) FROM crate_sales")
+        .fetch_one()
+        .await
+        .unwrap();
+    assert_eq!(total, rows.iter().map(|r| r.tickets as u64).sum::<u64>());
+
+    // A read-only user's insert is refused, and nothing is written.
+    let mut insert = reader.insert::<Sale>("crate_sales").await.unwrap();
+    insert
+        .write(&Sale {
+            id: 99_999,
+            organizer: "x".into(),
+            tickets: 1,
+        })
+        .await
+        .unwrap();
+    let err = insert.end().await.unwrap_err().to_string();
+    assert!(err.contains("READONLY"), "{err}");
+    assert_eq!(s.count("crate_sales").await, 5000);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn statements_that_reach_the_host_or_other_databases_are_refused() {
+    let (s, url) = server().await;
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("leak.txt");
+    let t = target.display();
+    // A table the writer may use, so refusals are about the statement.
+    let (status, _, body) = post(
+        &url,
+        WRITER,
+        "CREATE TABLE notes (a String) ENGINE = MergeTree ORDER BY a",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let refused_for_both: Vec<String> = vec![
+        "SELECT file('/etc/passwd')".into(),
+        "SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        "SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')".into(),
+        "SELECT * FROM executable('id', 'LineAsString', 'x String')".into(),
+        "SELECT * FROM remote('127.0.0.1:9000', system.one)".into(),
+        format!("SELECT 1 INTO OUTFILE '{t}'"),
+        format!("INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'"),
+        "INSERT INTO notes SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        "INSERT INTO notes SELECT file('/etc/passwd')".into(),
+        format!("CREATE TABLE f (a String) ENGINE = File(LineAsString, '{t}')"),
+        "CREATE TABLE u AS url('http://127.0.0.1:9/', 'LineAsString', 'a String')".into(),
+        "CREATE TABLE d (a String DEFAULT file('/etc/passwd')) ENGINE = Memory".into(),
+        "CREATE DICTIONARY dd (a UInt64) PRIMARY KEY a SOURCE(FILE(path '/etc/passwd' format 'TSV')) LAYOUT(FLAT()) LIFETIME(0)".into(),
+        "CREATE TABLE default.elsewhere (a String) ENGINE = Memory".into(),
+        "INSERT INTO bilten_system.query_log (query) VALUES ('forged')".into(),
+        "RENAME TABLE notes TO default.notes".into(),
+        "SET readonly = 0".into(),
+        "SYSTEM SHUTDOWN".into(),
+        "BACKUP TABLE notes TO Disk('backups', 'x.zip')".into(),
+        "CREATE FUNCTION evil AS (x) -> x".into(),
+        "SELECT 1; SELECT 2".into(),
+    ];
+    for sql in &refused_for_both {
+        for user in [READER, WRITER] {
+            let (status, code, body) = post(&url, user, sql).await;
+            assert!(
+                (400..500).contains(&status) && code.is_some(),
+                "{} ran {sql}: {status} {body}",
+                user.0
+            );
+            assert!(body.starts_with("Code: "), "{body}");
+        }
+    }
+    assert!(!target.exists(), "a file was written");
+    // The reader can neither write nor lift its limits.
+    for sql in [
+        "INSERT INTO notes VALUES ('r')",
+        "CREATE TABLE r (a String) ENGINE = Memory",
+        "SELECT 1 SETTINGS max_execution_time = 100000",
+    ] {
+        let (status, code, body) = post(&url, READER, sql).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (403, Some("164")),
+            "{sql}: {body}"
+        );
+    }
+    for (query, code) in [
+        ("?max_execution_time=100000", "164"),
+        ("?readonly=0", "164"),
+        ("?no_such_setting=1", "164"),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/{query}"))
+            .basic_auth(READER.0, Some(READER.1))
+            .body("SELECT 1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.headers()["X-ClickHouse-Exception-Code"].to_str().unwrap(),
+            code,
+            "{query}"
+        );
+    }
+    // A writer's GET only reads.
+    let r = reqwest::Client::new()
+        .get(format!(
+            "{url}/?query=INSERT%20INTO%20notes%20VALUES%20('g')"
+        ))
+        .basic_auth(WRITER.0, Some(WRITER.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Wrong or missing credentials.
+    for user in [
+        ("reader", "nope"),
+        ("nobody", "reader-secret"),
+        ("default", ""),
+    ] {
+        let (status, code, _) = post(&url, user, "SELECT 1").await;
+        assert_eq!((status, code.as_deref()), (403, Some("516")), "{user:?}");
+    }
+    assert_eq!(s.count("notes").await, 0);
+    // What users are for still works: reads for both, writes for the writer.
+    let (status, _, body) = post(&url, WRITER, "INSERT INTO notes VALUES ('w')").await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = post(&url, READER, "SELECT a FROM notes FORMAT JSONEachRow").await;
+    assert_eq!((status, body.as_str()), (200, "{\"a\":\"w\"}\n"));
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn ping_parameters_headers_and_compression_follow_clickhouse() {
+    let (s, url) = server().await;
+    let http = reqwest::Client::builder().no_gzip().build().unwrap();
+    let r = http.get(format!("{url}/ping")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "Ok.\n");
+
+    // Credentials as parameters, the query in the URL, query parameters,
+    // default_format, query_id; the answer's headers.
+    let r = http
+        .get(format!(
+            "{url}/?user=reader&password=reader-secret&query=SELECT%20%7Bn%3AUInt8%7D%20%2B%201%20AS%20x&param_n=41&default_format=JSONEachRow&query_id=q-1"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["X-ClickHouse-Query-Id"], "q-1");
+    assert_eq!(r.headers()["X-ClickHouse-Format"], "JSONEachRow");
+    let summary: Value =
+        serde_json::from_str(r.headers()["X-ClickHouse-Summary"].to_str().unwrap()).unwrap();
+    assert!(summary["elapsed_ns"].as_str().is_some(), "{summary}");
+    assert_eq!(r.text().await.unwrap(), "{\"x\":42}\n");
+
+    // Rows in the body after the statement in `query`, in every content
+    // encoding; X-ClickHouse-User / -Key.
+    let (status, _, body) = post(
+        &url,
+        WRITER,
+        "CREATE TABLE enc (e String, n UInt32) ENGINE = MergeTree ORDER BY e",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for enc in ["gzip", "deflate", "br", "zstd", "lz4"] {
+        let rows = (0..1000)
+            .map(|n| format!("{{\"e\":\"{enc}\",\"n\":{n}}}\n"))
+            .collect::<String>();
+        let r = http
+            .post(format!(
+                "{url}/?query=INSERT%20INTO%20enc%20FORMAT%20JSONEachRow"
+            ))
+            .header("X-ClickHouse-User", WRITER.0)
+            .header("X-ClickHouse-Key", WRITER.1)
+            .header("Content-Encoding", enc)
+            .body(bilten_analytics::codec::encode_content(
+                enc,
+                rows.as_bytes(),
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 200, "{enc}: {}", r.text().await.unwrap());
+    }
+    let counts = s
+        .query(
+            "SELECT e, count() AS c, sum(n) AS s FROM bilten_analytics.enc GROUP BY e ORDER BY e",
+        )
+        .await;
+    assert_eq!(counts.len(), 5, "{counts:?}");
+    for row in counts {
+        assert_eq!(as_u64(&row["c"]), 1000, "{row}");
+        assert_eq!(as_u64(&row["s"]), 499_500, "{row}");
+    }
+
+    // Answers compressed on request: HTTP encodings, or ClickHouse's blocks.
+    for enc in ["gzip", "zstd", "br"] {
+        let r = http
+            .post(format!("{url}/?enable_http_compression=1"))
+            .basic_auth(READER.0, Some(READER.1))
+            .header("Accept-Encoding", enc)
+            .body("SELECT count() FROM enc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["Content-Encoding"], enc);
+        let packed = r.bytes().await.unwrap();
+        let plain = bilten_analytics::codec::decode_content(enc, &packed, 1 << 20).unwrap();
+        assert_eq!(plain, b"5000\n", "{enc}");
+    }
+    let r = http
+        .post(format!("{url}/?compress=1"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body("SELECT count() FROM enc")
+        .send()
+        .await
+        .unwrap();
+    let packed = r.bytes().await.unwrap();
+    assert_eq!(
+        bilten_analytics::codec::decompress_blocks(&packed, 1 << 20).unwrap(),
+        b"5000\n"
+    );
+
+    // A damaged block and a gzip bomb get a 4xx that says so; nothing stored.
+    let mut block = bilten_analytics::codec::compress_blocks(b"{\"e\":\"bad\",\"n\":1}\n");
+    let last = block.len() - 1;
+    block[last] ^= 0xff;
+    let r = http
+        .post(format!(
+            "{url}/?decompress=1&query=INSERT%20INTO%20enc%20FORMAT%20JSONEachRow"
+        ))
+        .basic_auth(WRITER.0, Some(WRITER.1))
+        .body(block)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("checksum"));
+    let bomb = bilten_analytics::codec::encode_content("gzip", &vec![b' '; 300 << 20]);
+    let r = http
+        .post(format!(
+            "{url}/?query=INSERT%20INTO%20enc%20FORMAT%20JSONEachRow"
+        ))
+        .basic_auth(WRITER.0, Some(WRITER.1))
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert!(r.text().await.unwrap().contains("more than"));
+    assert_eq!(s.count("enc").await, 5000);
+
+    // Engine errors keep ClickHouse's status and code.
+    let (status, code, body) = post(&url, READER, "SELECT * FROM no_such_table").await;
+    assert_eq!((status, code.as_deref()), (404, Some("60")), "{body}");
+    let (status, code, _) = post(&url, READER, "SELEC 1").await;
+    assert_eq!((status, code.as_deref()), (400, Some("62")));
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn another_ingest_server_stores_through_the_interface() {
+    let (store, url) = server().await;
+    // An ingest server on the `clickhouse` backend, pointed at the first
+    // one's interface: the real protocol, the real engine behind it.
+    let ingest = TestServer::start(|c| {
+        c.storage.backend = Backend::Clickhouse;
+        c.storage.clickhouse.url = url.clone();
+        c.storage.clickhouse.user = WRITER.0.into();
+        c.storage.clickhouse.password = Some(WRITER.1.into());
+    })
+    .await;
+    let events: Vec<Value> = (0..50)
+        .map(|i| {
+            json!({
+                "event_type": if i % 5 == 0 { "purchase" } else { "page_view" },
+                "organizer_id": format!("org-{}", i % 3),
+                "user_id": format!("u{}", i % 10),
+                "session_id": format!("s{}", i % 10),
+                "event_id": "evt-1",
+                "event_name": "Concert",
+            })
+        })
+        .collect();
+    let (status, body) = ingest
+        .post_json("/v1/events?wait=true", &Value::Array(events))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["stored"], json!(true), "{body}");
+    assert_eq!(store.count("events").await, 50);
+    // The views fed by those inserts agree with the raw rows.
+    let hourly = store
+        .query("SELECT sum(events) AS n FROM bilten_analytics.events_hourly_mv")
+        .await;
+    assert_eq!(as_u64(&hourly[0]["n"]), 50);
+    // Both servers see the same migrations, applied once.
+    let (status, m) = ingest.admin_get("/admin/migrations").await;
+    assert_eq!(status, 200, "{m}");
+    assert_eq!(m["pending"], json!(0), "{m}");
+    ingest.stop().await.unwrap();
+    store.stop().await.unwrap();
+}
+
+/// `dir` with `packages` installed by `install`, once per target directory.
+fn installed(dir: &std::path::Path, install: impl FnOnce(&std::path::Path)) {
+    let marker = dir.join(".installed");
+    if !marker.exists() {
+        std::fs::create_dir_all(dir).unwrap();
+        install(dir);
+        std::fs::write(marker, b"").unwrap();
+    }
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn clients_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("clickhouse-clients")
+}
+
+fn script(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+#[tokio::test]
+async fn clickhouse_connect_works_unmodified() {
+    let venv = clients_dir().join("python");
+    installed(&venv, |dir| {
+        run(Command::new("python3").args(["-m", "venv"]).arg(dir));
+        run(Command::new(dir.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "clickhouse-connect==1.12.0",
+        ]));
+    });
+    let (s, url) = server().await;
+    let (status, _) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"event_type": "page_view", "organizer_id": "org-1"}]),
+        )
+        .await;
+    assert_eq!(status, 202);
+    s.flush().await;
+    let port = url.rsplit(':').next().unwrap().to_string();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(venv.join("bin/python"))
+            .arg(script("clickhouse_connect_check.py"))
+            .env("CH_HOST", "127.0.0.1")
+            .env("CH_PORT", port)
+            .env("CH_READER_PASSWORD", READER.1)
+            .env("CH_WRITER_PASSWORD", WRITER.1)
+            .env("CH_EVENTS", "1")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("clickhouse-connect: ok"), "{text}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn clickhouse_js_client_works_unmodified() {
+    let dir = clients_dir().join("js");
+    installed(&dir, |dir| {
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"private":true,"type":"module"}"#,
+        )
+        .unwrap();
+        run(Command::new("npm")
+            .args([
+                "install",
+                "--silent",
+                "--no-audit",
+                "--no-fund",
+                "@clickhouse/client@1.23.1",
+            ])
+            .current_dir(dir));
+    });
+    std::fs::copy(
+        script("clickhouse_js_check.mjs"),
+        dir.join("clickhouse_js_check.mjs"),
+    )
+    .unwrap();
+    let (s, url) = server().await;
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg("clickhouse_js_check.mjs")
+            .current_dir(&dir)
+            .env("CH_URL", url)
+            .env("CH_READER_PASSWORD", READER.1)
+            .env("CH_WRITER_PASSWORD", WRITER.1)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("@clickhouse/client: ok"), "{text}");
+    s.stop().await.unwrap();
+}
