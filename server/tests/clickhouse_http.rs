@@ -160,11 +160,17 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         "CREATE TABLE default.elsewhere (a String) ENGINE = Memory".into(),
         "INSERT INTO bilten_system.query_log (query) VALUES ('forged')".into(),
         "RENAME TABLE notes TO default.notes".into(),
+        "ALTER TABLE notes FREEZE".into(),
+        "ALTER TABLE notes FREEZE SETTINGS mutations_sync = 2".into(),
+        "INSERT INTO notes SETTINGS max_threads = 1 SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
         "SET readonly = 0".into(),
         "SYSTEM SHUTDOWN".into(),
         "BACKUP TABLE notes TO Disk('backups', 'x.zip')".into(),
         "CREATE FUNCTION evil AS (x) -> x".into(),
         "SELECT 1; SELECT 2".into(),
+        // Text that does not parse as a whole used to reach EXPLAIN, which
+        // the engine runs statement by statement.
+        format!("SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; )"),
     ];
     for sql in &refused_for_both {
         for user in [READER, WRITER] {
@@ -177,6 +183,39 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
             assert!(body.starts_with("Code: "), "{body}");
         }
     }
+    // Rows after a statement that hides a second one; a database name that
+    // is not one.
+    for query in [
+        format!(
+            "SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; INSERT INTO notes FORMAT LineAsString"
+        ),
+        "SELECT 1".to_string(),
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/"))
+            .query(&[
+                ("query", query.as_str()),
+                ("database", "x; DROP TABLE notes"),
+            ])
+            .basic_auth(WRITER.0, Some(WRITER.1))
+            .body("row\n")
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_client_error(), "{query}");
+    }
+    let r = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .query(&[(
+            "query",
+            format!("SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; INSERT INTO notes FORMAT LineAsString"),
+        )])
+        .basic_auth(WRITER.0, Some(WRITER.1))
+        .body("row\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
     assert!(!target.exists(), "a file was written");
     // The reader can neither write nor lift its limits.
     for sql in [
@@ -230,7 +269,15 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
     }
     assert_eq!(s.count("notes").await, 0);
     // What users are for still works: reads for both, writes for the writer.
-    let (status, _, body) = post(&url, WRITER, "INSERT INTO notes VALUES ('w')").await;
+    let (status, _, body) = post(&url, WRITER, "INSERT INTO notes VALUES ('v'), ('w')").await;
+    assert_eq!(status, 200, "{body}");
+    // A write's own SETTINGS clause is fine (the parser calls it control).
+    let (status, _, body) = post(
+        &url,
+        WRITER,
+        "ALTER TABLE notes DELETE WHERE a = 'v' SETTINGS mutations_sync = 2",
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = post(&url, READER, "SELECT a FROM notes FORMAT JSONEachRow").await;
     assert_eq!((status, body.as_str()), (200, "{\"a\":\"w\"}\n"));

@@ -322,7 +322,7 @@ async fn liveness_readiness_and_deep_health() {
     assert_eq!(r.status(), 200);
     let h: Value = r.json().await.unwrap();
     assert_eq!(h["status"], "ok");
-    assert_eq!(h["storage"]["backend"], "embedded");
+    assert_eq!(h["storage"]["backend"], common::backend_under_test());
     assert_eq!(h["migrations"]["pending"], 0);
     assert_eq!(h["buffers"]["rows_buffered"], 1);
     assert!(

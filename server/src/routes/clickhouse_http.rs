@@ -225,9 +225,16 @@ async fn handle(
     }
     let mut settings = Vec::new();
     let mut params = Vec::new();
+    // `readonly=1` (or 2) only tightens: the statement must read, as a
+    // `clickhouse` backend's /admin/query asks. Nobody may loosen it.
+    let mut reads_only = method == Method::GET;
     for (k, v) in &pairs {
         if let Some(name) = k.strip_prefix("param_") {
             params.push((name.to_string(), v.clone()));
+        } else if k == "readonly" && v != "0" {
+            reads_only = true;
+        } else if k == "readonly" && access == Access::ReadWrite {
+            // A read-write user is not in read-only mode to begin with.
         } else if !TRANSPORT.contains(&k.as_str()) {
             settings.push((k.clone(), v.clone()));
         }
@@ -245,12 +252,20 @@ async fn handle(
         params,
         access,
         // GET only reads, as ClickHouse's does.
-        get: method == Method::GET,
+        reads_only,
     };
     let _permit = state.permits.acquire().await;
+    let statement: String = request.sql.chars().take(300).collect();
     let answer = match state.storage.session(request).await {
         Ok(a) => a,
-        Err(e) => return fail(error_text(e)),
+        Err(e) => {
+            let text = error_text(e);
+            if matches!(exception_code(&text), Some(164 | 497)) {
+                // Who tried what: the operator's view of refused statements.
+                tracing::info!(%user, %statement, error = %text, "ClickHouse interface refused a statement");
+            }
+            return fail(text);
+        }
     };
 
     // The answer, compressed as asked: ClickHouse's blocks, or an HTTP

@@ -23,10 +23,10 @@ pub struct ClickHouseStorage {
 
 impl ClickHouseStorage {
     pub fn new(cfg: &ClickHouseConfig, limits: QueryLimits) -> Self {
-        let mut client = Client::default()
-            .with_url(&cfg.url)
-            .with_user(&cfg.user)
-            .with_database(&cfg.database);
+        // No `database` parameter: every statement names its database, and
+        // a server refuses any request naming one that does not exist yet,
+        // migrations' own `CREATE DATABASE` included.
+        let mut client = Client::default().with_url(&cfg.url).with_user(&cfg.user);
         if let Some(password) = &cfg.password {
             client = client.with_password(password);
         }

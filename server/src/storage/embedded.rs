@@ -34,11 +34,12 @@ use serde::Serialize;
 use tokio::sync::Semaphore;
 
 use super::ffi::{
-    self, Api, Connection, QUERY_CLASS_MUTATING, QUERY_CLASS_READ_ONLY, QueryAnalysis,
+    self, Api, Connection, QUERY_CLASS_CONTROL, QUERY_CLASS_MUTATING, QUERY_CLASS_READ_ONLY,
+    QueryAnalysis,
 };
 use super::session::{
-    Access, SessionAnswer, SessionRequest, gate_setting, harmless_setting, named_format,
-    reaches_host, trailing_format,
+    Access, SessionAnswer, SessionRequest, control_only_for_settings, gate_setting,
+    harmless_setting, named_format, reaches_host, trailing_format,
 };
 use super::{Storage, StorageError};
 use crate::config::{EmbeddedConfig, QueryLimits};
@@ -475,12 +476,13 @@ impl Inner {
     }
 
     /// A connection for one session: read-only with the query limits, or
-    /// like the writer; the user's settings as its own; `database` current.
+    /// like the writer; the user's settings as its own; `database` current
+    /// (this project's when none is named and it exists).
     fn open_session(
         &self,
         readonly: bool,
         settings: &[(String, String)],
-        database: &str,
+        database: Option<&str>,
     ) -> Result<SessionConn<'_>, StorageError> {
         let open = self.conn.read().unwrap();
         if open.is_none() {
@@ -516,9 +518,24 @@ impl Inner {
             conn,
             _open: open,
         };
-        let use_db = format!("USE {}", super::session::quote_identifier(database));
-        self.query_on(session.raw(), use_db.as_bytes(), "TSV", &[], None)?;
-        Ok(session)
+        let name = database.unwrap_or(DATABASE);
+        if !super::session::plain_identifier(name) {
+            return Err(refusal(
+                81,
+                "UNKNOWN_DATABASE",
+                &format!("Database {name:?} does not exist"),
+            ));
+        }
+        let use_db = format!("USE {name}");
+        match self.query_on(session.raw(), use_db.as_bytes(), "TSV", &[], None) {
+            Ok(_) => Ok(session),
+            // Before the first migration this project's database is not
+            // there; a client that named none starts in `default`.
+            Err(e) if database.is_none() && super::exception_code(&e.to_string()) == Some(81) => {
+                Ok(session)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Runs `sql` on `conn`, binding `params` when there are any.
@@ -590,8 +607,7 @@ impl Inner {
                 ));
             }
         }
-        let database = req.database.as_deref().unwrap_or(DATABASE);
-        let open = |readonly| self.open_session(readonly, &req.settings, database);
+        let open = |readonly| self.open_session(readonly, &req.settings, req.database.as_deref());
         let mut conn = open(req.access == Access::ReadOnly)?;
         let explain = |conn: &SessionConn<'_>, text: &[u8]| -> Result<String, StorageError> {
             let sql = [b"EXPLAIN AST ".as_slice(), text].concat();
@@ -600,9 +616,26 @@ impl Inner {
         };
         // Rows after `INSERT … FORMAT x` in the body are streamed to the
         // engine and never parsed as SQL; any other body continues the text.
+        // Nothing is run, not even EXPLAIN, before the parser has found
+        // exactly one statement: the engine runs `a; b` as two.
+        let one_statement = |text: &[u8]| -> Result<QueryAnalysis, StorageError> {
+            let analysis = self.classify_on(conn.raw(), text)?;
+            match analysis.statement_count {
+                1 => Ok(analysis),
+                // Its message comes from `formatQuery` with the text bound
+                // as a parameter, on the read-only connection.
+                0 => Err(self.syntax_error(&String::from_utf8_lossy(text))),
+                _ => Err(refusal(
+                    62,
+                    "SYNTAX_ERROR",
+                    "Multi-statements are not allowed",
+                )),
+            }
+        };
         let mut streamed = None;
         let mut ast = None;
         if let (Some(_), Some((statement, format))) = (&req.data, trailing_format(&req.sql)) {
+            one_statement(req.sql.as_bytes())?;
             let tree = explain(&conn, req.sql.as_bytes())?;
             if tree.starts_with("InsertQuery") && !tree.contains("SelectWithUnionQuery") {
                 streamed = Some((statement, format));
@@ -613,36 +646,29 @@ impl Inner {
             (Some(data), None) => [req.sql.as_bytes(), b"\n", data].concat(),
             _ => req.sql.as_bytes().to_vec(),
         };
-        let analysis = self.classify_on(conn.raw(), &text)?;
-        match analysis.statement_count {
-            0 => {
-                return Err(explain(&conn, &text).err().unwrap_or_else(|| {
-                    refusal(62, "SYNTAX_ERROR", "the statement could not be parsed")
-                }));
-            }
-            1 => {}
-            _ => {
-                return Err(refusal(
-                    62,
-                    "SYNTAX_ERROR",
-                    "Multi-statements are not allowed",
-                ));
-            }
-        }
+        let analysis = one_statement(&text)?;
+        let ast = match ast {
+            Some(ast) => ast,
+            None => explain(&conn, &text)?,
+        };
+        // The parser counts a statement with its own SETTINGS clause as
+        // control; an INSERT or ALTER whose writes all land here is still
+        // just a write (our own inserts carry their dedup token that way).
+        let writes_here = analysis.flags & WRITES_ONLY_TARGET_DATABASE != 0
+            && (analysis.query_class == QUERY_CLASS_MUTATING
+                || (analysis.query_class == QUERY_CLASS_CONTROL
+                    && control_only_for_settings(&ast)));
         let write = match (analysis.query_class, req.access) {
             (QUERY_CLASS_READ_ONLY, _) => false,
-            (_, Access::ReadWrite) if req.get => {
+            (_, Access::ReadWrite) if req.reads_only => {
                 return Err(refusal(
                     164,
                     "READONLY",
-                    "Cannot execute query in readonly mode: a GET request only reads; use POST",
+                    "Cannot execute query in readonly mode: a GET request or readonly=1 only \
+                     reads; use POST",
                 ));
             }
-            (QUERY_CLASS_MUTATING, Access::ReadWrite)
-                if analysis.flags & WRITES_ONLY_TARGET_DATABASE != 0 =>
-            {
-                true
-            }
+            (_, Access::ReadWrite) if writes_here => true,
             (_, Access::ReadOnly) => {
                 return Err(refusal(
                     164,
@@ -661,10 +687,6 @@ impl Inner {
                     ),
                 ));
             }
-        };
-        let ast = match ast {
-            Some(ast) => ast,
-            None => explain(&conn, &text)?,
         };
         if let Some(why) = reaches_host(&ast, &self.table_functions) {
             return Err(refusal(

@@ -29,6 +29,9 @@ pub struct QueryAnalysis {
 pub const QUERY_CLASS_READ_ONLY: u32 = 0;
 /// `CHDB_QUERY_MUTATING`: INSERT, CREATE, ALTER, DROP and the like.
 pub const QUERY_CLASS_MUTATING: u32 = 1;
+/// `CHDB_QUERY_CONTROL`: SET, USE, SYSTEM, BACKUP, writes outside the
+/// engine, and any statement with its own SETTINGS clause but a SELECT.
+pub const QUERY_CLASS_CONTROL: u32 = 3;
 
 pub struct Api {
     pub connect: unsafe extern "C" fn(c_int, *mut *mut c_char) -> *mut Connection,

@@ -38,8 +38,9 @@ pub struct SessionRequest {
     /// Query parameters (`param_x`), bound to `{x:Type}`.
     pub params: Vec<(String, String)>,
     pub access: Access,
-    /// A GET request: it only reads, whoever sends it (as in ClickHouse).
-    pub get: bool,
+    /// Only a read may run, whoever sends it: a GET request (as in
+    /// ClickHouse), or one that asked for `readonly=1`.
+    pub reads_only: bool,
 }
 
 #[derive(Debug, Default)]
@@ -149,6 +150,25 @@ pub fn reaches_host(ast: &str, table_functions: &[String]) -> Option<String> {
     None
 }
 
+/// Whether a statement the parser calls control is so only for its own
+/// SETTINGS clause: an INSERT or ALTER with a top-level `Set` node, and none
+/// of the ALTER commands that are control in their own right (FREEZE writes
+/// shadow copies, FETCH reaches Keeper, MOVE picks disks).
+pub fn control_only_for_settings(ast: &str) -> bool {
+    let root_ok = ast.starts_with("InsertQuery") || ast.starts_with("AlterQuery");
+    let has_settings = ast.lines().any(|l| l == " Set" || l.starts_with(" Set "));
+    let control_command = ast.lines().any(|l| {
+        l.trim_start()
+            .strip_prefix("AlterCommand ")
+            .is_some_and(|c| {
+                ["FREEZE", "UNFREEZE", "FETCH", "MOVE"]
+                    .iter()
+                    .any(|k| c.starts_with(k))
+            })
+    });
+    root_ok && has_settings && !control_command
+}
+
 /// `INSERT … FORMAT x` with nothing after the format's name: the statement
 /// without its `FORMAT` clause, and the format. The body then holds rows
 /// only, streamed to the engine and never parsed as SQL.
@@ -252,9 +272,12 @@ pub fn named_format(sql: &str) -> Option<String> {
     found
 }
 
-/// A database name as a quoted identifier, for `USE`.
-pub fn quote_identifier(name: &str) -> String {
-    format!("`{}`", name.replace('\\', "\\\\").replace('`', "\\`"))
+/// A name made of letters, digits and `_` only: the only database names
+/// the interface accepts, so `USE` never needs quoting.
+pub fn plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 #[cfg(test)]
@@ -292,6 +315,16 @@ mod tests {
             None
         );
         assert_eq!(split_insert(b"SELECT 1 FORMAT Native\nxx"), None);
+    }
+
+    #[test]
+    fn a_settings_clause_alone_does_not_make_a_write_control() {
+        let update = "AlterQuery db1 t (children 4)\n ExpressionList (children 1)\n  AlterCommand UPDATE (children 2)\n Identifier db1\n Identifier t\n Set\n";
+        assert!(control_only_for_settings(update));
+        let freeze = "AlterQuery db1 t (children 4)\n ExpressionList (children 1)\n  AlterCommand FREEZE_ALL\n Identifier db1\n Set\n";
+        assert!(!control_only_for_settings(freeze));
+        assert!(!control_only_for_settings(&update.replace(" Set\n", "")));
+        assert!(!control_only_for_settings("SystemQuery\n Set\n"));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod wasm;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bilten_analytics::config::Config;
+use bilten_analytics::config::{Backend, Config, HttpUser};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -23,6 +23,9 @@ pub struct TestServer {
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     _dir: Option<tempfile::TempDir>,
+    /// The store behind the interface, when the suite runs on the
+    /// `clickhouse` backend.
+    store: Option<Box<TestServer>>,
 }
 
 pub fn config(data_dir: &std::path::Path) -> Config {
@@ -37,6 +40,15 @@ pub fn config(data_dir: &std::path::Path) -> Config {
     cfg
 }
 
+/// "embedded", or "clickhouse" when the suite runs on that backend
+/// (`BILTEN_TEST_BACKEND=clickhouse`, through a second server's interface).
+pub fn backend_under_test() -> &'static str {
+    match std::env::var("BILTEN_TEST_BACKEND").as_deref() {
+        Ok("clickhouse") => "clickhouse",
+        _ => "embedded",
+    }
+}
+
 impl TestServer {
     /// A server on a fresh data directory, with `tweak` applied to its config.
     pub async fn start(tweak: impl FnOnce(&mut Config)) -> TestServer {
@@ -49,6 +61,13 @@ impl TestServer {
     }
 
     pub async fn start_with(cfg: Config) -> TestServer {
+        if backend_under_test() == "clickhouse"
+            && matches!(cfg.storage.backend, Backend::Embedded)
+            // The store itself, or a test of the interface.
+            && cfg.clickhouse_http.listen.is_none()
+        {
+            return Box::pin(TestServer::through_interface(cfg)).await;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let data_dir = cfg.storage.embedded.data_dir.clone();
@@ -75,7 +94,38 @@ impl TestServer {
             shutdown: Some(tx),
             handle: Some(handle),
             _dir: None,
+            store: None,
         }
+    }
+
+    /// With `BILTEN_TEST_BACKEND=clickhouse`: the server under test runs on
+    /// the `clickhouse` backend, against a second server's ClickHouse HTTP
+    /// interface (the real protocol, the real engine behind it). The store
+    /// does not migrate: the server under test does, through the interface.
+    async fn through_interface(mut cfg: Config) -> TestServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut store = config(&cfg.storage.embedded.data_dir.join("store"));
+        store.migrate_on_start = false;
+        store.storage.query_limits = cfg.storage.query_limits.clone();
+        store.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        store.clickhouse_http.users = vec![HttpUser {
+            name: "ingest".into(),
+            password: Some("ingest-secret".into()),
+            password_sha256: None,
+            readonly: false,
+        }];
+        let store = TestServer::start_with(store).await;
+        cfg.storage.backend = Backend::Clickhouse;
+        cfg.storage.clickhouse.url = format!("http://127.0.0.1:{port}");
+        cfg.storage.clickhouse.user = "ingest".into();
+        cfg.storage.clickhouse.password = Some("ingest-secret".into());
+        let mut server = TestServer::start_with(cfg).await;
+        server.store = Some(Box::new(store));
+        server
     }
 
     /// GET a path of this server.
@@ -186,7 +236,11 @@ impl TestServer {
     /// Graceful shutdown; returns what `serve` returned.
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.take().unwrap().send(()).ok();
-        self.handle.take().unwrap().await.unwrap()
+        let result = self.handle.take().unwrap().await.unwrap();
+        if let Some(store) = self.store.take() {
+            Box::pin(store.stop()).await?;
+        }
+        result
     }
 }
 
