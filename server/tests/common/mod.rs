@@ -40,6 +40,52 @@ pub fn config(data_dir: &std::path::Path) -> Config {
     cfg
 }
 
+/// A store for ingest servers on the `clickhouse` backend: a server on the
+/// embedded engine serving ClickHouse's HTTP interface, unmigrated.
+pub struct Store {
+    pub url: String,
+    pub user: &'static str,
+    pub password: &'static str,
+}
+
+impl Store {
+    /// The store's server, and where and as whom to reach its interface;
+    /// `like` gives the query limits.
+    pub async fn start(data_dir: PathBuf, like: &Config) -> (TestServer, Store) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = Store {
+            url: format!("http://127.0.0.1:{port}"),
+            user: "ingest",
+            password: "ingest-secret",
+        };
+        let mut cfg = config(&data_dir);
+        cfg.migrate_on_start = false;
+        cfg.storage.query_limits = like.storage.query_limits.clone();
+        cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        cfg.clickhouse_http.users = vec![HttpUser {
+            name: store.user.into(),
+            password: Some(store.password.into()),
+            password_sha256: None,
+            readonly: false,
+        }];
+        (TestServer::start_with(cfg).await, store)
+    }
+
+    /// The environment that points a server process at this store.
+    pub fn env(&self) -> Vec<(&str, &str)> {
+        vec![
+            ("BILTEN_STORAGE", "clickhouse"),
+            ("BILTEN_CLICKHOUSE_URL", self.url.as_str()),
+            ("BILTEN_CLICKHOUSE_USER", self.user),
+            ("BILTEN_CLICKHOUSE_PASSWORD", self.password),
+        ]
+    }
+}
+
 /// "embedded", or "clickhouse" when the suite runs on that backend
 /// (`BILTEN_TEST_BACKEND=clickhouse`, through a second server's interface).
 pub fn backend_under_test() -> &'static str {
@@ -103,26 +149,12 @@ impl TestServer {
     /// interface (the real protocol, the real engine behind it). The store
     /// does not migrate: the server under test does, through the interface.
     async fn through_interface(mut cfg: Config) -> TestServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut store = config(&cfg.storage.embedded.data_dir.join("store"));
-        store.migrate_on_start = false;
-        store.storage.query_limits = cfg.storage.query_limits.clone();
-        store.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-        store.clickhouse_http.users = vec![HttpUser {
-            name: "ingest".into(),
-            password: Some("ingest-secret".into()),
-            password_sha256: None,
-            readonly: false,
-        }];
-        let store = TestServer::start_with(store).await;
+        let (store, backend) =
+            Store::start(cfg.storage.embedded.data_dir.join("store"), &cfg).await;
         cfg.storage.backend = Backend::Clickhouse;
-        cfg.storage.clickhouse.url = format!("http://127.0.0.1:{port}");
-        cfg.storage.clickhouse.user = "ingest".into();
-        cfg.storage.clickhouse.password = Some("ingest-secret".into());
+        cfg.storage.clickhouse.url = backend.url.clone();
+        cfg.storage.clickhouse.user = backend.user.into();
+        cfg.storage.clickhouse.password = Some(backend.password.into());
         let mut server = TestServer::start_with(cfg).await;
         server.store = Some(Box::new(store));
         server
