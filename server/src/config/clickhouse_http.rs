@@ -142,30 +142,24 @@ fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HttpUser>, D::Error> {
             .map(str::trim)
             .filter(|s| !s.is_empty())
             .map(|item| {
-                let mut parts = item.splitn(3, ':');
-                let (name, password, mode) = (parts.next(), parts.next(), parts.next());
-                let readonly = match mode {
-                    None | Some("ro") => true,
-                    Some("rw") => false,
-                    Some(other) => {
-                        return Err(serde::de::Error::custom(format!(
-                            "clickhouse_http.users: {other:?} after the password of {:?}: \
-                             only \"rw\" or \"ro\"",
-                            name.unwrap_or("")
-                        )));
-                    }
-                };
-                match (name, password) {
-                    (Some(name), Some(password)) => Ok(HttpUser {
-                        name: name.to_string(),
-                        password: Some(password.to_string()),
-                        password_sha256: None,
-                        readonly,
-                    }),
-                    _ => Err(serde::de::Error::custom(
+                // The name ends at the first colon; a trailing `:rw` or
+                // `:ro` is the mode; the password is everything between.
+                let Some((name, rest)) = item.split_once(':') else {
+                    return Err(serde::de::Error::custom(
                         "clickhouse_http.users: each item is name:password or name:password:rw",
-                    )),
-                }
+                    ));
+                };
+                let (password, readonly) = match rest.rsplit_once(':') {
+                    Some((p, "rw")) => (p, false),
+                    Some((p, "ro")) => (p, true),
+                    _ => (rest, true),
+                };
+                Ok(HttpUser {
+                    name: name.to_string(),
+                    password: Some(password.to_string()),
+                    password_sha256: None,
+                    readonly,
+                })
             })
             .collect(),
     }

@@ -597,6 +597,7 @@ fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> 
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn defaults_need_no_file() {
@@ -687,6 +688,57 @@ mod tests {
             jail.set_env("BILTEN_ADMIN_TOKEN", "secret-token");
             jail.set_env("BILTEN_INGEST_KEYS", "k1");
             assert!(Config::load(None).is_ok());
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clickhouse_http_users_come_from_the_environment_or_toml_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BILTEN_CLICKHOUSE_HTTP_LISTEN", "127.0.0.1:8123");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("no one could connect"), "{err}");
+            jail.set_env(
+                "BILTEN_CLICKHOUSE_HTTP_USERS",
+                "reader:se:cret, writer:w2:rw",
+            );
+            let c = Config::load(None).unwrap();
+            let users = &c.clickhouse_http.users;
+            assert_eq!(users.len(), 2);
+            // Only the first colon and an `:rw` / `:ro` suffix are syntax.
+            assert_eq!(
+                (users[0].name.as_str(), users[0].readonly),
+                ("reader", true)
+            );
+            assert_eq!(users[0].password.as_deref(), Some("se:cret"));
+            assert_eq!(
+                (users[1].name.as_str(), users[1].readonly),
+                ("writer", false)
+            );
+            assert_eq!(
+                users[1].password_digest(),
+                Some(Sha256::digest(b"w2").into())
+            );
+            jail.set_env("BILTEN_CLICKHOUSE_HTTP_USERS", "reader:");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("empty password"), "{err}");
+            jail.set_env("BILTEN_CLICKHOUSE_HTTP_USERS", "reader:a,reader:b");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("listed twice"), "{err}");
+            jail.set_env("BILTEN_CLICKHOUSE_HTTP_USERS", "reader:a");
+            jail.set_env("BILTEN_STORAGE", "clickhouse");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("serves the embedded engine"), "{err}");
+            jail.set_env("BILTEN_STORAGE", "embedded");
+            jail.create_file(
+                "ch.toml",
+                "[clickhouse_http]\nlisten = \"127.0.0.1:8123\"\n[[clickhouse_http.users]]\nname = \"g\"\npassword_sha256 = \"zz\"\n",
+            )?;
+            jail.clear_env();
+            let err = Config::load(Some(Path::new("ch.toml")))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("64 hex digits"), "{err}");
             Ok(())
         });
     }
