@@ -32,7 +32,7 @@ cargo nextest run --workspace --no-fail-fast --features bilten-analytics/failpoi
 # the checks of the store's own directories (tiers, file modes), which on
 # this backend belong to the other server.
 echo "the end-to-end tests again, on the clickhouse backend…" >&2
-BILTEN_TEST_BACKEND=clickhouse cargo nextest run -p bilten-analytics --no-fail-fast \
+BILTEN_TEST_BACKEND=clickhouse cargo nextest run --workspace --no-fail-fast \
     --features bilten-analytics/failpoints \
     -E '(binary(ingest) | binary(views) | binary(migrations) | binary(hardening) | binary(retention) | binary(ops) | binary(plugins) | binary(router)) and not (test(backup) | test(restore) | test(tier_directories) | test(readable_by_the_owner_only))' \
     "$@" || status=$?

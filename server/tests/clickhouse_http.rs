@@ -478,6 +478,23 @@ fn run(cmd: &mut Command) {
     );
 }
 
+/// Runs a client's check script with the users' passwords; it must succeed
+/// and print `ok_line`.
+async fn run_client(mut cmd: Command, ok_line: &str) {
+    cmd.env("CH_READER_PASSWORD", READER.1)
+        .env("CH_WRITER_PASSWORD", WRITER.1);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains(ok_line), "{text}");
+}
+
 fn clients_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("clickhouse-clients")
 }
@@ -509,26 +526,13 @@ async fn clickhouse_connect_works_unmodified() {
     assert_eq!(status, 202);
     s.flush().await;
     let port = url.rsplit(':').next().unwrap().to_string();
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new(venv.join("bin/python"))
-            .arg(script("clickhouse_connect_check.py"))
-            .env("CH_HOST", "127.0.0.1")
-            .env("CH_PORT", port)
-            .env("CH_READER_PASSWORD", READER.1)
-            .env("CH_WRITER_PASSWORD", WRITER.1)
-            .env("CH_EVENTS", "1")
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("clickhouse-connect: ok"), "{text}");
+    let mut python = Command::new(venv.join("bin/python"));
+    python
+        .arg(script("clickhouse_connect_check.py"))
+        .env("CH_HOST", "127.0.0.1")
+        .env("CH_PORT", port)
+        .env("CH_EVENTS", "1");
+    run_client(python, "clickhouse-connect: ok").await;
     s.stop().await.unwrap();
 }
 
@@ -557,24 +561,10 @@ async fn clickhouse_js_client_works_unmodified() {
     )
     .unwrap();
     let (s, url) = server().await;
-    let out = tokio::task::spawn_blocking(move || {
-        Command::new("node")
-            .arg("clickhouse_js_check.mjs")
-            .current_dir(&dir)
-            .env("CH_URL", url)
-            .env("CH_READER_PASSWORD", READER.1)
-            .env("CH_WRITER_PASSWORD", WRITER.1)
-            .output()
-            .unwrap()
-    })
-    .await
-    .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains("@clickhouse/client: ok"), "{text}");
+    let mut node = Command::new("node");
+    node.arg("clickhouse_js_check.mjs")
+        .current_dir(&dir)
+        .env("CH_URL", url);
+    run_client(node, "@clickhouse/client: ok").await;
     s.stop().await.unwrap();
 }

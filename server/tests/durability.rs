@@ -83,6 +83,21 @@ async fn load(
     (acked, unacked, sent)
 }
 
+/// What a client does with requests that were not acknowledged: sends
+/// them again, same ids.
+async fn resend(server: &common::process::Server, unacked: &[Value]) {
+    let client = reqwest::Client::new();
+    for body in unacked {
+        let r = client
+            .post(format!("{}/v1/events", server.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status() == 202 || r.status() == 200, "{}", r.status());
+    }
+}
+
 async fn crash_and_recover(
     extra: &[(&str, &str)],
     crash: impl FnOnce(&mut common::process::Server) -> bool,
@@ -127,16 +142,7 @@ async fn crash_and_recover_on(
     // The restart replays the log. A client retries what was not
     // acknowledged, with the same ids, as any at-least-once client does.
     let server = serve(dir.path(), backend);
-    let client = reqwest::Client::new();
-    for body in &unacked {
-        let r = client
-            .post(format!("{}/v1/events", server.base))
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status() == 202 || r.status() == 200, "{}", r.status());
-    }
+    resend(&server, &unacked).await;
     server.flush().await;
     let acked_ids: HashSet<&str> = acked
         .iter()
@@ -235,18 +241,8 @@ async fn two_ingest_servers_share_a_store_and_a_kill_9_of_one_loses_nothing() {
     assert!(acked_a.len() > 10 && acked_b.len() > 10, "load too small");
     drop(a);
     let a = serve(&dir_a, &env);
-    let client = reqwest::Client::new();
-    for (server, unacked) in [(&a, &unacked_a), (&b, &unacked_b)] {
-        for body in unacked {
-            let r = client
-                .post(format!("{}/v1/events", server.base))
-                .json(body)
-                .send()
-                .await
-                .unwrap();
-            assert!(r.status() == 202 || r.status() == 200, "{}", r.status());
-        }
-    }
+    resend(&a, &unacked_a).await;
+    resend(&b, &unacked_b).await;
     a.flush().await;
     b.flush().await;
     let (rows, ids, in_view) = tallies(async |sql| b.query(sql).await).await;

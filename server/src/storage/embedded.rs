@@ -293,18 +293,8 @@ impl Inner {
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
-        let start = Utc::now();
-        let api = self.api;
-        let result = unsafe {
-            (api.query_n)(
-                *conn.0,
-                sql.as_ptr() as *const c_char,
-                sql.len(),
-                format.as_ptr() as *const c_char,
-                format.len(),
-            )
-        };
-        self.finish(result, start, log_text, Clock::Engine)
+        // SAFETY: the connection stays open while `guard` is held.
+        self.query_on(unsafe { *conn.0 }, sql, format, &[], log_text)
             .map(|o| o.data)
     }
 
@@ -734,32 +724,23 @@ impl Inner {
             return StorageError::Transient("the embedded engine is closed".into());
         };
         const QUERY: &str = "SELECT formatQuery({q:String})";
-        const FORMAT: &str = "TabSeparated";
         // Parameter values are read as escaped text (TSV field syntax).
         let value = sql
             .replace('\\', "\\\\")
             .replace('\t', "\\t")
             .replace('\n', "\\n")
             .replace('\r', "\\r");
-        let (name, name_len) = (c"q".as_ptr(), 1usize);
-        let (value_ptr, value_len) = (value.as_ptr() as *const c_char, value.len());
-        let result = unsafe {
-            (self.api.query_with_params_n)(
-                *conn.0,
-                QUERY.as_ptr() as *const c_char,
-                QUERY.len(),
-                FORMAT.as_ptr() as *const c_char,
-                FORMAT.len(),
-                &name,
-                &name_len,
-                &value_ptr,
-                &value_len,
-                1,
-            )
-        };
-        drop(guard);
         // Logged under the caller's text, so the query log counts the error.
-        match self.finish(result, Utc::now(), Some(sql.to_string()), Clock::Engine) {
+        let outcome = self.query_on(
+            // SAFETY: the connection stays open while `guard` is held.
+            unsafe { *conn.0 },
+            QUERY.as_bytes(),
+            "TabSeparated",
+            &[("q".to_string(), value)],
+            Some(sql.to_string()),
+        );
+        drop(guard);
+        match outcome {
             Err(StorageError::Rejected(m)) | Err(StorageError::Transient(m)) => {
                 // "…: In scope SELECT formatQuery('…')" repeats the text.
                 let m = m
