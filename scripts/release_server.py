@@ -20,13 +20,14 @@ def require_binary():
 
 
 @contextlib.contextmanager
-def running(data, token):
-    """Yields (process, base URL); the server's log is `data`/server.log."""
+def running(data, token, extra_env=None):
+    """Yields (process, base URL); the server's log is `data`/server.log.
+    `extra_env`: more BILTEN_* settings for this run."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = dict(os.environ, BILTEN_ADMIN_TOKEN=token, BILTEN_DATA_DIR=data,
-               BILTEN_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn")
+               BILTEN_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn", **(extra_env or {}))
     server = subprocess.Popen([BINARY, "serve"], env=env, stdout=subprocess.DEVNULL,
                               stderr=open(os.path.join(data, "server.log"), "w"))
     base = f"http://127.0.0.1:{port}"
