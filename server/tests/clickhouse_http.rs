@@ -163,6 +163,8 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         "ALTER TABLE notes FREEZE".into(),
         "ALTER TABLE notes FREEZE SETTINGS mutations_sync = 2".into(),
         "INSERT INTO notes SETTINGS max_threads = 1 SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        // Settings that point the engine at a file, in the statement.
+        format!("INSERT INTO notes SETTINGS input_format_allow_errors_num = 5, input_format_record_errors_file_path = '{t}' FORMAT CSV\n\"x\",\"y\"\n"),
         "SET readonly = 0".into(),
         "SYSTEM SHUTDOWN".into(),
         "BACKUP TABLE notes TO Disk('backups', 'x.zip')".into(),
@@ -230,14 +232,28 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
             "{sql}: {body}"
         );
     }
-    for (query, code) in [
-        ("?max_execution_time=100000", "164"),
-        ("?readonly=0", "164"),
-        ("?no_such_setting=1", "164"),
+    for (user, query, code) in [
+        (READER, "?max_execution_time=100000", "164"),
+        (READER, "?readonly=0", "164"),
+        (READER, "?no_such_setting=1", "164"),
+        (WRITER, "?no_such_setting=1", "115"),
+        // Settings that read or write files: a template is echoed into the
+        // answer, a schema is written out.
+        (
+            WRITER,
+            "?format_template_resultset=/etc/passwd&default_format=Template",
+            "164",
+        ),
+        (WRITER, "?output_format_schema=/tmp/leak.capnp", "164"),
+        (
+            READER,
+            "?format_template_resultset=/etc/passwd&default_format=Template",
+            "164",
+        ),
     ] {
         let r = reqwest::Client::new()
             .post(format!("{url}/{query}"))
-            .basic_auth(READER.0, Some(READER.1))
+            .basic_auth(user.0, Some(user.1))
             .body("SELECT 1")
             .send()
             .await

@@ -39,7 +39,7 @@ use super::ffi::{
 };
 use super::session::{
     Access, SessionAnswer, SessionRequest, control_only_for_settings, gate_setting,
-    harmless_setting, named_format, reaches_host, trailing_format,
+    harmless_setting, mentions_host_setting, named_format, reaches_host, trailing_format,
 };
 use super::{Storage, StorageError};
 use crate::config::{EmbeddedConfig, QueryLimits};
@@ -644,7 +644,10 @@ impl Inner {
         // The parser counts a statement with its own SETTINGS clause as
         // control; an INSERT or ALTER whose writes all land here is still
         // just a write (our own inserts carry their dedup token that way).
+        // And no write may name a setting that points at a file or URL
+        // (`EXPLAIN AST` shows a SETTINGS clause, not its names).
         let writes_here = analysis.flags & WRITES_ONLY_TARGET_DATABASE != 0
+            && !mentions_host_setting(&text)
             && (analysis.query_class == QUERY_CLASS_MUTATING
                 || (analysis.query_class == QUERY_CLASS_CONTROL
                     && control_only_for_settings(&ast)));

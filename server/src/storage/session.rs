@@ -57,12 +57,7 @@ pub struct SessionAnswer {
 /// Settings a read-only user may still send: they shape the output or the
 /// HTTP exchange, never what a query may read, write or spend.
 pub fn harmless_setting(name: &str) -> bool {
-    const PREFIXES: &[&str] = &[
-        "output_format_",
-        "format_",
-        "date_time_output_",
-        "describe_",
-    ];
+    const PREFIXES: &[&str] = &["output_format_", "date_time_output_", "describe_"];
     const NAMES: &[&str] = &[
         "extremes",
         "send_progress_in_http_headers",
@@ -77,12 +72,59 @@ pub fn harmless_setting(name: &str) -> bool {
     NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Settings nobody may send through the interface: they are the gate itself.
+/// Parts of setting names that point the engine at files, schemas, URLs or
+/// hosts (`format_template_resultset`, `output_format_schema`,
+/// `input_format_record_errors_file_path`, `format_avro_schema_registry_url`,
+/// …): read or written, they reach the host, so nobody may set them.
+const HOST_SETTING_PARTS: &[&str] = &[
+    "file",
+    "path",
+    "schema",
+    "template",
+    "url",
+    "host",
+    "jemalloc",
+    "outfile",
+    "directory",
+];
+
+/// A setting that points the engine outside itself.
+pub fn host_setting(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    HOST_SETTING_PARTS.iter().any(|p| name.contains(p))
+}
+
+/// Whether a statement's own SETTINGS clause (`SETTINGS name = …`) names
+/// such a setting: `EXPLAIN AST` shows the clause, not its names. Looks from
+/// the first `SETTINGS name =` to the end, so it may refuse a statement whose
+/// later text (inline rows, say) holds one of the words; never the reverse.
+pub fn mentions_host_setting(sql: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
+    let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+    let mut from = 0;
+    while let Some(at) = text[from..].find("settings").map(|i| i + from) {
+        from = at + 8;
+        if at > 0 && word(b[at - 1]) {
+            continue;
+        }
+        // `SETTINGS` then an identifier then `=`: a settings clause.
+        let rest = text[from..].trim_start();
+        let name_len = rest.bytes().take_while(|&c| word(c)).count();
+        if name_len > 0 && rest[name_len..].trim_start().starts_with('=') {
+            return HOST_SETTING_PARTS.iter().any(|p| text[at..].contains(p));
+        }
+    }
+    false
+}
+
+/// Settings nobody may send through the interface: the gate itself, and
+/// those that reach the host.
 pub fn gate_setting(name: &str) -> bool {
     matches!(
         name,
         "readonly" | "allow_ddl" | "allow_introspection_functions"
-    )
+    ) || host_setting(name)
 }
 
 /// Table functions that only compute: everything else reaches files, the
@@ -315,6 +357,39 @@ mod tests {
             None
         );
         assert_eq!(split_insert(b"SELECT 1 FORMAT Native\nxx"), None);
+    }
+
+    #[test]
+    fn settings_that_name_files_schemas_or_urls_are_gates() {
+        for name in [
+            "format_template_resultset",
+            "output_format_schema",
+            "input_format_record_errors_file_path",
+            "format_avro_schema_registry_url",
+            "format_schema",
+            "readonly",
+        ] {
+            assert!(gate_setting(name), "{name}");
+        }
+        for name in [
+            "max_threads",
+            "insert_deduplication_token",
+            "mutations_sync",
+        ] {
+            assert!(!gate_setting(name), "{name}");
+        }
+        assert!(harmless_setting("output_format_json_quote_64bit_integers"));
+        assert!(mentions_host_setting(
+            b"INSERT INTO t SETTINGS a = 1, input_format_record_errors_file_path = '/x' FORMAT CSV"
+        ));
+        // Table and column names are not settings.
+        assert!(!mentions_host_setting(
+            b"INSERT INTO db.schema_migrations (version, url_path) SETTINGS insert_deduplication_token = 'x' VALUES (1, 'a')"
+        ));
+        assert!(!mentions_host_setting(
+            b"SELECT value FROM db.settings WHERE key = 'file_path'"
+        ));
+        assert!(!harmless_setting("format_template_row"));
     }
 
     #[test]
