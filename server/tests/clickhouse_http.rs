@@ -163,6 +163,11 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         "ALTER TABLE notes FREEZE".into(),
         "ALTER TABLE notes FREEZE SETTINGS mutations_sync = 2".into(),
         "INSERT INTO notes SETTINGS max_threads = 1 SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        // A disk made up on the spot, anywhere on the host; a table attached
+        // from a directory.
+        format!("CREATE TABLE x (a String) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = 'local', path = '{}/')", out.path().display()),
+        format!("ALTER TABLE notes MODIFY SETTING disk = disk(type = 'local', path = '{}/')", out.path().display()),
+        format!("ATTACH TABLE y FROM '{}/' (a String) ENGINE = MergeTree ORDER BY a", out.path().display()),
         // Settings that point the engine at a file, in the statement.
         format!("INSERT INTO notes SETTINGS input_format_allow_errors_num = 5, input_format_record_errors_file_path = '{t}' FORMAT CSV\n\"x\",\"y\"\n"),
         "SET readonly = 0".into(),
@@ -219,6 +224,11 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(!target.exists(), "a file was written");
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "something was written outside the engine"
+    );
     // The reader can neither write nor lift its limits.
     for sql in [
         "INSERT INTO notes VALUES ('r')",

@@ -86,6 +86,8 @@ const HOST_SETTING_PARTS: &[&str] = &[
     "jemalloc",
     "outfile",
     "directory",
+    "disk",
+    "endpoint",
 ];
 
 /// A setting that points the engine outside itself.
@@ -94,8 +96,9 @@ pub fn host_setting(name: &str) -> bool {
     HOST_SETTING_PARTS.iter().any(|p| name.contains(p))
 }
 
-/// Whether a statement's own SETTINGS clause (`SETTINGS name = …`) names
-/// such a setting: `EXPLAIN AST` shows the clause, not its names. Looks from
+/// Whether a statement's own SETTINGS clause (`SETTINGS name = …`, or a
+/// table's `MODIFY SETTING name = …`) names such a setting, or a disk made
+/// up on the spot (`disk = disk(type = local, path = …)`): `EXPLAIN AST` shows the clause, not its names. Looks from
 /// the first `SETTINGS name =` to the end, so it may refuse a statement whose
 /// later text (inline rows, say) holds one of the words; never the reverse.
 pub fn mentions_host_setting(sql: &[u8]) -> bool {
@@ -103,9 +106,13 @@ pub fn mentions_host_setting(sql: &[u8]) -> bool {
     let b = text.as_bytes();
     let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     let mut from = 0;
-    while let Some(at) = text[from..].find("settings").map(|i| i + from) {
-        from = at + 8;
-        if at > 0 && word(b[at - 1]) {
+    // `SETTINGS` of a statement, or `MODIFY SETTING` of a table.
+    while let Some(at) = text[from..].find("setting").map(|i| i + from) {
+        from = at + 7;
+        if b.get(from) == Some(&b's') {
+            from += 1;
+        }
+        if (at > 0 && word(b[at - 1])) || b.get(from).is_some_and(|&c| word(c)) {
             continue;
         }
         // `SETTINGS` then an identifier then `=`: a settings clause.
@@ -388,6 +395,12 @@ mod tests {
         ));
         assert!(!mentions_host_setting(
             b"SELECT value FROM db.settings WHERE key = 'file_path'"
+        ));
+        assert!(mentions_host_setting(
+            b"ALTER TABLE t MODIFY SETTING disk = disk(type = s3, endpoint = 'http://x/')"
+        ));
+        assert!(!mentions_host_setting(
+            b"ALTER TABLE t MODIFY SETTING storage_policy = 'tiered'"
         ));
         assert!(!harmless_setting("format_template_row"));
     }
