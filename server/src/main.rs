@@ -151,8 +151,11 @@ async fn migrate(
                 .find(|x| x.version == m.version)
                 .unwrap();
             println!("\n-- {}", migration.name);
+            // As they would be sent: rendered for the cluster when there is one.
             for stmt in migration.statements() {
-                println!("{stmt};\n");
+                for sent in storage.render(&stmt)? {
+                    println!("{sent};\n");
+                }
             }
         }
         return Ok(());

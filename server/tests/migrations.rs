@@ -172,3 +172,62 @@ async fn the_tables_in_sql_have_the_models_fields_and_types() {
     }
     storage.close().await;
 }
+
+/// The cluster layout's rendering of every migration and of the migrations'
+/// own tables, each statement parsed by the engine's own parser
+/// (`formatQuery`, the text bound as a parameter through `/admin/query`).
+/// No Keeper runs here, so the statements are parse-checked, not run.
+#[tokio::test]
+async fn the_cluster_layout_renders_every_migration_into_statements_the_engine_parses() {
+    use bilten_analytics::ops::migrations::{MIGRATIONS, bookkeeping};
+    use bilten_analytics::storage::cluster::render;
+    let s = TestServer::start(|_| {}).await;
+    let statements: Vec<String> = bookkeeping()
+        .into_iter()
+        .chain(MIGRATIONS.iter().flat_map(|m| m.statements()))
+        .collect();
+    let mut rendered = Vec::new();
+    for st in &statements {
+        rendered.extend(render(st, "bilten").unwrap_or_else(|e| panic!("{e}")));
+    }
+    // Every table is a Replicated local table plus a Distributed one.
+    let tables = statements
+        .iter()
+        .filter(|s| s.starts_with("CREATE TABLE"))
+        .count();
+    let replicated = rendered
+        .iter()
+        .filter(|s| s.contains("ENGINE = Replicated"))
+        .count();
+    let distributed = rendered
+        .iter()
+        .filter(|s| s.contains("ENGINE = Distributed(bilten, bilten_analytics,"))
+        .count();
+    assert_eq!((replicated, distributed), (tables, tables));
+    assert!(
+        rendered
+            .iter()
+            .filter(|s| s.starts_with("CREATE MATERIALIZED VIEW"))
+            .all(|s| s.contains("_local") && !s.contains("FROM bilten_analytics.events\n")),
+        "materialized views read and write the local tables"
+    );
+    // The check can fail: text the parser refuses is a 400.
+    let (status, _) = s
+        .admin_query("SELECT formatQuery('CREATE TABLE t ON CLUSTER ENGINE = ') AS f")
+        .await;
+    assert_eq!(status, 400);
+    assert!(rendered.len() > statements.len(), "{}", rendered.len());
+    for sql in &rendered {
+        assert!(
+            sql.contains("ON CLUSTER bilten")
+                || !sql.starts_with("CREATE") && !sql.starts_with("ALTER"),
+            "{sql}"
+        );
+        let quoted = sql.replace('\\', "\\\\").replace('\'', "\\'");
+        let (status, body) = s
+            .admin_query(&format!("SELECT formatQuery('{quoted}') AS f"))
+            .await;
+        assert_eq!(status, 200, "the engine cannot parse:\n{sql}\n{body}");
+    }
+    s.stop().await.unwrap();
+}

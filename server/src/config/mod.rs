@@ -5,7 +5,7 @@
 //! between levels (`BILTEN_BATCH__MAX_ROWS=500`). A few common ones also have
 //! short names: `BILTEN_ADMIN_TOKEN`, `BILTEN_INGEST_KEYS` (comma-separated),
 //! `BILTEN_LISTEN`, `BILTEN_STORAGE`, `BILTEN_DATA_DIR`, `BILTEN_CHDB_LIB`,
-//! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`,
+//! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`, `_CLUSTER`,
 //! `BILTEN_CLICKHOUSE_HTTP_LISTEN`, `BILTEN_CLICKHOUSE_HTTP_USERS`.
 
 use std::net::SocketAddr;
@@ -222,6 +222,9 @@ pub struct ClickHouseConfig {
     /// as failed and is retried; a stalled server must not wedge the flushers.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
+    /// A cluster in the server's `remote_servers`: migrations and DDL are
+    /// rendered for it (`storage::cluster`). None: one server.
+    pub cluster: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -361,6 +364,7 @@ impl Default for ClickHouseConfig {
             password: None,
             database: crate::model::DATABASE.into(),
             timeout: Duration::from_secs(60),
+            cluster: None,
         }
     }
 }
@@ -400,6 +404,7 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("chdb_lib", "storage.embedded.library"),
     ("clickhouse_url", "storage.clickhouse.url"),
     ("clickhouse_user", "storage.clickhouse.user"),
+    ("clickhouse_cluster", "storage.clickhouse.cluster"),
     ("clickhouse_http_listen", "clickhouse_http.listen"),
     ("clickhouse_http_users", "clickhouse_http.users"),
     ("clickhouse_password", "storage.clickhouse.password"),
@@ -514,6 +519,24 @@ impl Config {
         self.retention.validate()?;
         self.clickhouse_http
             .validate(matches!(self.storage.backend, Backend::Embedded))?;
+        if let Some(cluster) = &self.storage.clickhouse.cluster {
+            if cluster.is_empty()
+                || !cluster
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(invalid(
+                    "storage.clickhouse.cluster",
+                    "a cluster name from remote_servers: letters, digits, '_' and '-'",
+                ));
+            }
+            if matches!(self.storage.backend, Backend::Embedded) {
+                return Err(invalid(
+                    "storage.clickhouse.cluster",
+                    "is for storage.backend = \"clickhouse\"; the embedded engine is one node",
+                ));
+            }
+        }
         // Until every statement (and `sql/`) takes the name from here, any
         // other value would be honoured by some statements and not others.
         if self.storage.clickhouse.database != crate::model::DATABASE {
@@ -739,6 +762,22 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(err.contains("64 hex digits"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_cluster_needs_the_clickhouse_backend_and_a_plain_name() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BILTEN_CLICKHOUSE_CLUSTER", "bilten");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("the embedded engine is one node"), "{err}");
+            jail.set_env("BILTEN_STORAGE", "clickhouse");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.storage.clickhouse.cluster.as_deref(), Some("bilten"));
+            jail.set_env("BILTEN_CLICKHOUSE_CLUSTER", "a b; DROP");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("remote_servers"), "{err}");
             Ok(())
         });
     }

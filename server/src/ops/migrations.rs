@@ -108,17 +108,27 @@ pub enum MigrationError {
     Storage(#[from] StorageError),
 }
 
-async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
-    storage
-        .execute(&format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"))
-        .await?;
-    storage
-        .execute(&format!(
+/// The tables migrations keep their own records in: created before any
+/// migration runs (and rendered for a cluster like the migrations).
+pub fn bookkeeping() -> [String; 3] {
+    [
+        format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"),
+        format!(
             "CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations \
              (version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
              ENGINE = ReplacingMergeTree ORDER BY version"
-        ))
-        .await
+        ),
+        format!(
+            "CREATE TABLE IF NOT EXISTS {DATABASE}.migration_lock (holder String, claimed_at DateTime64(6, 'UTC') DEFAULT now64(6)) \
+             ENGINE = MergeTree ORDER BY claimed_at TTL toDateTime(claimed_at) + INTERVAL 1 DAY"
+        ),
+    ]
+}
+
+async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
+    let [database, schema_migrations, _] = bookkeeping();
+    storage.execute(&database).await?;
+    storage.execute(&schema_migrations).await
 }
 
 /// Applied and pending migrations, and files changed since they were applied.
@@ -189,12 +199,8 @@ pub async fn apply(storage: &dyn Storage) -> Result<Vec<String>, MigrationError>
     if first.pending == 0 && first.changed == 0 {
         return Ok(Vec::new());
     }
-    storage
-        .execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {DATABASE}.migration_lock (holder String, claimed_at DateTime64(6, 'UTC') DEFAULT now64(6)) \
-             ENGINE = MergeTree ORDER BY claimed_at TTL toDateTime(claimed_at) + INTERVAL 1 DAY"
-        ))
-        .await?;
+    let [_, _, migration_lock] = bookkeeping();
+    storage.execute(&migration_lock).await?;
     let me = uuid::Uuid::new_v4().simple().to_string();
     storage
         .execute(&format!(

@@ -19,6 +19,8 @@ pub struct ClickHouseStorage {
     readers: tokio::sync::Semaphore,
     /// Bounds every call: a stalled server must not hold a flush worker forever.
     timeout: Duration,
+    /// `storage.clickhouse.cluster`: DDL is rendered for it.
+    cluster: Option<String>,
 }
 
 impl ClickHouseStorage {
@@ -30,7 +32,15 @@ impl ClickHouseStorage {
         if let Some(password) = &cfg.password {
             client = client.with_password(password);
         }
-        Self::with(client, limits, cfg.timeout)
+        if cfg.cluster.is_some() {
+            // An insert into a Distributed table returns once the shards
+            // have the rows, not when they are queued on this node: a
+            // batch is confirmed in the log only then.
+            client = client.with_setting("distributed_foreground_insert", "1");
+        }
+        let mut storage = Self::with(client, limits, cfg.timeout);
+        storage.cluster = cfg.cluster.clone();
+        storage
     }
 
     /// For tests: a client pointed at the crate's mock server.
@@ -41,6 +51,7 @@ impl ClickHouseStorage {
     fn with(client: Client, limits: QueryLimits, timeout: Duration) -> Self {
         ClickHouseStorage {
             client,
+            cluster: None,
             readers: tokio::sync::Semaphore::new(limits.concurrency),
             limits,
             timeout,
@@ -110,8 +121,19 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn execute(&self, sql: &str) -> Result<(), StorageError> {
-        self.timed(async { self.statement(sql).execute().await.map_err(classify) })
-            .await
+        for statement in self.render(sql)? {
+            self.timed(async { self.statement(&statement).execute().await.map_err(classify) })
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn render(&self, sql: &str) -> Result<Vec<String>, StorageError> {
+        match &self.cluster {
+            Some(cluster) => super::cluster::render(sql, cluster)
+                .map_err(|e| StorageError::Rejected(e.to_string())),
+            None => Ok(vec![sql.to_string()]),
+        }
     }
 
     async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {

@@ -3,6 +3,7 @@
 //! (the official `clickhouse` crate, over HTTP).
 
 mod clickhouse;
+pub mod cluster;
 mod embedded;
 mod ffi;
 pub mod session;
@@ -163,6 +164,10 @@ pub trait Storage: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StorageError>;
     /// Runs a statement and discards its output (DDL, `INSERT … SELECT`).
     async fn execute(&self, sql: &str) -> Result<(), StorageError>;
+    /// What `execute` sends for `sql`: itself, or its cluster rendering.
+    fn render(&self, sql: &str) -> Result<Vec<String>, StorageError> {
+        Ok(vec![sql.to_string()])
+    }
     /// Runs a query and returns its output in the named ClickHouse format.
     async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError>;
     /// Like `query`, but refuses anything that would change data or schema.
