@@ -29,6 +29,7 @@ fn free_port() -> u16 {
 async fn server() -> (TestServer, String) {
     let port = free_port();
     let s = TestServer::start(|c| {
+        c.storage.query_limits.timeout = std::time::Duration::from_secs(3);
         c.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
         c.clickhouse_http.users = [(READER, true), (WRITER, false)]
             .map(|((name, password), readonly)| HttpUser {
@@ -242,8 +243,33 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
             "{sql}: {body}"
         );
     }
+    // A limit a reader sends can only tighten ours (Grafana sends one).
+    let r = reqwest::Client::new()
+        .post(format!("{url}/?max_execution_time=1"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body("SELECT count() FROM numbers(100000000000)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["X-ClickHouse-Exception-Code"].to_str().unwrap(),
+        "159",
+        "a tighter limit is honoured"
+    );
+    // One that would loosen it is ignored: ours (3 s here) still holds.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/?max_execution_time=100000"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body("SELECT count() FROM numbers(100000000000)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["X-ClickHouse-Exception-Code"].to_str().unwrap(),
+        "159",
+        "a looser limit is ignored"
+    );
     for (user, query, code) in [
-        (READER, "?max_execution_time=100000", "164"),
         (READER, "?readonly=0", "164"),
         (READER, "?no_such_setting=1", "164"),
         (WRITER, "?no_such_setting=1", "115"),

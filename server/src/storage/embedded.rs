@@ -485,17 +485,24 @@ impl Inner {
         } else {
             self.writer_args.clone()
         };
-        // Ours win: a setting we pass is not the user's to repeat.
-        let ours: Vec<String> = args
-            .iter()
-            .filter_map(|a| a.strip_prefix("--")?.split('=').next().map(str::to_string))
-            .collect();
-        args.extend(
-            settings
-                .iter()
-                .filter(|(name, _)| !ours.contains(name))
-                .map(|(name, value)| format!("--{name}={value}")),
-        );
+        // Ours win: a setting we pass is not the user's to repeat, except
+        // to tighten a limit (clients such as Grafana's send their own
+        // `max_execution_time`).
+        for (name, value) in settings {
+            let prefix = format!("--{name}=");
+            match args.iter_mut().find(|a| a.starts_with(&prefix)) {
+                Some(ours) => {
+                    if let (Ok(theirs), Ok(current)) =
+                        (value.parse::<f64>(), ours[prefix.len()..].parse::<f64>())
+                        && theirs > 0.0
+                        && theirs < current
+                    {
+                        *ours = format!("{prefix}{value}");
+                    }
+                }
+                None => args.push(format!("{prefix}{value}")),
+            }
+        }
         let Some(conn) = connect(self.api, &args) else {
             return Err(if settings.is_empty() {
                 StorageError::Transient("the embedded engine refused a session connection".into())
@@ -582,7 +589,15 @@ impl Inner {
     fn session(&self, req: SessionRequest) -> Result<SessionAnswer, StorageError> {
         const WRITES_ONLY_TARGET_DATABASE: u32 = 1 << 1;
         for (name, _) in &req.settings {
-            if gate_setting(name) || (req.access == Access::ReadOnly && !harmless_setting(name)) {
+            // A read-only user may also send a limit: it can only tighten.
+            let limit = self.reader_args.iter().any(|a| {
+                a.strip_prefix("--")
+                    .and_then(|a| a.split_once('='))
+                    .is_some_and(|(n, _)| n == name && n != "readonly")
+            });
+            if gate_setting(name)
+                || (req.access == Access::ReadOnly && !harmless_setting(name) && !limit)
+            {
                 return Err(refusal(
                     164,
                     "READONLY",
