@@ -27,8 +27,15 @@ fn free_port() -> u16 {
 /// A server with the interface on, a read-only and a read-write user; the
 /// interface's base URL.
 async fn server() -> (TestServer, String) {
+    server_with(|_| {}).await
+}
+
+async fn server_with(
+    tweak: impl FnOnce(&mut bilten_analytics::config::Config),
+) -> (TestServer, String) {
     let port = free_port();
     let s = TestServer::start(|c| {
+        tweak(c);
         c.storage.query_limits.timeout = std::time::Duration::from_secs(3);
         c.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
         c.clickhouse_http.users = [(READER, true), (WRITER, false)]
@@ -496,6 +503,51 @@ async fn another_ingest_server_stores_through_the_interface() {
     let (status, m) = ingest.admin_get("/admin/migrations").await;
     assert_eq!(status, 200, "{m}");
     assert_eq!(m["pending"], json!(0), "{m}");
+    ingest.stop().await.unwrap();
+    store.stop().await.unwrap();
+}
+
+/// `storage.clickhouse.database` is honoured in every statement: migrations,
+/// inserts, views, health and admin SQL all use the configured database, and
+/// the interface lets its writer change that one.
+#[tokio::test]
+async fn another_database_name_is_honoured_in_every_statement() {
+    // The store does not migrate itself: only the ingest server's
+    // migrations create anything.
+    let (store, url) = server_with(|c| {
+        c.clickhouse_http.database = "bilten_staging".into();
+        c.migrate_on_start = false;
+    })
+    .await;
+    let ingest = TestServer::start(|c| {
+        c.storage.backend = Backend::Clickhouse;
+        c.storage.clickhouse.url = url.clone();
+        c.storage.clickhouse.user = WRITER.0.into();
+        c.storage.clickhouse.password = Some(WRITER.1.into());
+        c.storage.clickhouse.database = "bilten_staging".into();
+    })
+    .await;
+    let (status, body) = ingest
+        .post_json(
+            "/v1/events?wait=true",
+            &json!([{"event_type": "page_view", "organizer_id": "org-1", "user_id": "u1"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    // The store holds the rows under the configured name, and nothing else.
+    let rows = store
+        .query("SELECT (SELECT count() FROM bilten_staging.events) AS staged, (SELECT sum(events) FROM bilten_staging.events_hourly_mv) AS in_view, (SELECT count() FROM system.databases WHERE name = 'bilten_analytics') AS default_db")
+        .await;
+    assert_eq!(as_u64(&rows[0]["staged"]), 1, "{rows:?}");
+    assert_eq!(as_u64(&rows[0]["in_view"]), 1, "{rows:?}");
+    assert_eq!(as_u64(&rows[0]["default_db"]), 0, "{rows:?}");
+    // The ingest server's own SQL names `bilten_analytics`; it reaches the store's.
+    let seen = ingest
+        .query("SELECT count() AS n FROM bilten_analytics.events")
+        .await;
+    assert_eq!(as_u64(&seen[0]["n"]), 1);
+    let (status, m) = ingest.admin_get("/admin/migrations").await;
+    assert_eq!((status, m["pending"].clone()), (200, json!(0)), "{m}");
     ingest.stop().await.unwrap();
     store.stop().await.unwrap();
 }

@@ -23,6 +23,9 @@ pub struct ClickHouseHttpConfig {
     pub max_body_bytes: usize,
     /// Statements running at once; more wait their turn.
     pub concurrency: usize,
+    /// The database read-write users may change, and every user's default:
+    /// this project's, or the one a `clickhouse` backend is told to use.
+    pub database: String,
 }
 
 impl Default for ClickHouseHttpConfig {
@@ -32,6 +35,7 @@ impl Default for ClickHouseHttpConfig {
             users: Vec::new(),
             max_body_bytes: 256 << 20,
             concurrency: 8,
+            database: crate::model::DATABASE.into(),
         }
     }
 }
@@ -116,6 +120,17 @@ impl ClickHouseHttpConfig {
                     return Err(invalid(at, "give exactly one of password, password_sha256"));
                 }
             }
+        }
+        if self.database.is_empty()
+            || !self
+                .database
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(invalid(
+                "clickhouse_http.database",
+                "letters, digits and '_' only",
+            ));
         }
         if self.max_body_bytes == 0 || self.concurrency == 0 {
             return Err(invalid(

@@ -34,6 +34,7 @@ pub struct ClickHouseHttp {
     users: Vec<(String, [u8; 32], Access)>,
     permits: Semaphore,
     max_body: usize,
+    home: String,
 }
 
 impl ClickHouseHttp {
@@ -55,6 +56,7 @@ impl ClickHouseHttp {
             users,
             permits: Semaphore::new(cfg.concurrency),
             max_body: cfg.max_body_bytes,
+            home: cfg.database.clone(),
         })
     }
 
@@ -248,6 +250,7 @@ async fn handle(
         database: param("database")
             .filter(|d| !d.is_empty())
             .map(str::to_string),
+        home: state.home.clone(),
         settings,
         params,
         access,

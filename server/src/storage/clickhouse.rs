@@ -10,6 +10,7 @@ use clickhouse::Client;
 
 use super::{Storage, StorageError};
 use crate::config::{ClickHouseConfig, QueryLimits};
+use crate::model::DATABASE;
 
 pub struct ClickHouseStorage {
     client: Client,
@@ -21,6 +22,9 @@ pub struct ClickHouseStorage {
     timeout: Duration,
     /// `storage.clickhouse.cluster`: DDL is rendered for it.
     cluster: Option<String>,
+    /// `storage.clickhouse.database` when it is not `bilten_analytics`: the
+    /// name every statement uses is replaced by it.
+    database: Option<String>,
 }
 
 impl ClickHouseStorage {
@@ -40,6 +44,7 @@ impl ClickHouseStorage {
         }
         let mut storage = Self::with(client, limits, cfg.timeout);
         storage.cluster = cfg.cluster.clone();
+        storage.database = (cfg.database != DATABASE).then(|| cfg.database.clone());
         storage
     }
 
@@ -52,6 +57,7 @@ impl ClickHouseStorage {
         ClickHouseStorage {
             client,
             cluster: None,
+            database: None,
             readers: tokio::sync::Semaphore::new(limits.concurrency),
             limits,
             timeout,
@@ -59,9 +65,20 @@ impl ClickHouseStorage {
     }
 
     /// A statement sent verbatim: `query()` would take a `?` in the SQL
-    /// (a string literal, say) for a bind placeholder.
+    /// (a string literal, say) for a bind placeholder. Only the database's
+    /// name is changed, when another is configured.
     fn statement(&self, sql: &str) -> clickhouse::query::Query {
-        self.client.query_raw(sql)
+        self.client.query_raw(&self.named(sql))
+    }
+
+    /// `sql` with the project's database name (`sql/` and the server say
+    /// `bilten_analytics`) replaced by the configured one, as a whole word,
+    /// in quotes too (`WHERE database = 'bilten_analytics'`).
+    fn named<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
+        match &self.database {
+            Some(db) => std::borrow::Cow::Owned(replace_word(sql, DATABASE, db)),
+            None => std::borrow::Cow::Borrowed(sql),
+        }
     }
 
     async fn timed<T>(
@@ -95,6 +112,26 @@ impl ClickHouseStorage {
     }
 }
 
+/// Every whole-word `word` in `text` replaced by `with`.
+fn replace_word(text: &str, word: &str, with: &str) -> String {
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            out.push_str(word);
+        } else {
+            out.push_str(with);
+        }
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn classify(e: clickhouse::error::Error) -> StorageError {
     use clickhouse::error::Error;
     match e {
@@ -122,17 +159,20 @@ impl Storage for ClickHouseStorage {
 
     async fn execute(&self, sql: &str) -> Result<(), StorageError> {
         for statement in self.render(sql)? {
-            self.timed(async { self.statement(&statement).execute().await.map_err(classify) })
+            // Already named and rendered.
+            let query = self.client.query_raw(&statement);
+            self.timed(async { query.execute().await.map_err(classify) })
                 .await?;
         }
         Ok(())
     }
 
     fn render(&self, sql: &str) -> Result<Vec<String>, StorageError> {
+        let sql = self.named(sql);
         match &self.cluster {
-            Some(cluster) => super::cluster::render(sql, cluster)
+            Some(cluster) => super::cluster::render(&sql, cluster)
                 .map_err(|e| StorageError::Rejected(e.to_string())),
-            None => Ok(vec![sql.to_string()]),
+            None => Ok(vec![sql.into_owned()]),
         }
     }
 
@@ -163,7 +203,7 @@ impl Storage for ClickHouseStorage {
             .client
             .insert_formatted_with(format!(
                 "{} FORMAT {}",
-                super::insert_statement(table, token),
+                self.named(&super::insert_statement(table, token)),
                 super::INSERT_FORMAT
             ))
             .with_timeouts(Some(self.timeout), Some(self.timeout));
@@ -176,4 +216,21 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn close(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_database_name_is_replaced_as_a_whole_word_only() {
+        assert_eq!(
+            super::replace_word(
+                "SELECT * FROM bilten_analytics.events WHERE database = 'bilten_analytics' \
+                 AND t = 'bilten_analytics_old' AND u = 'xbilten_analytics'",
+                "bilten_analytics",
+                "staging"
+            ),
+            "SELECT * FROM staging.events WHERE database = 'staging' \
+             AND t = 'bilten_analytics_old' AND u = 'xbilten_analytics'"
+        );
+    }
 }

@@ -436,17 +436,21 @@ impl Inner {
             .as_ref()
             .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
         // SAFETY: the connection stays open while `guard` is held.
-        self.classify_on(unsafe { *conn.0 }, sql.as_bytes())
+        self.classify_on(unsafe { *conn.0 }, sql.as_bytes(), DATABASE)
     }
 
-    /// The engine parser's verdict on `sql`, judged against this project's
-    /// database (unqualified names resolve against the connection's own).
-    fn classify_on(&self, conn: Connection, sql: &[u8]) -> Result<QueryAnalysis, StorageError> {
+    /// The engine parser's verdict on `sql`, judged against `db` (unqualified
+    /// names resolve against the connection's own).
+    fn classify_on(
+        &self,
+        conn: Connection,
+        sql: &[u8],
+        db: &str,
+    ) -> Result<QueryAnalysis, StorageError> {
         let mut analysis = QueryAnalysis {
             struct_size: std::mem::size_of::<QueryAnalysis>() as u32,
             ..Default::default()
         };
-        let db = DATABASE;
         let rc = unsafe {
             (self.api.classify_query_n)(
                 conn,
@@ -473,6 +477,7 @@ impl Inner {
         readonly: bool,
         settings: &[(String, String)],
         database: Option<&str>,
+        home: &str,
     ) -> Result<SessionConn<'_>, StorageError> {
         let open = self.conn.read().unwrap();
         if open.is_none() {
@@ -515,7 +520,7 @@ impl Inner {
             conn,
             _open: open,
         };
-        let name = database.unwrap_or(DATABASE);
+        let name = database.unwrap_or(home);
         if !super::session::plain_identifier(name) {
             return Err(refusal(
                 81,
@@ -612,7 +617,9 @@ impl Inner {
                 ));
             }
         }
-        let open = |readonly| self.open_session(readonly, &req.settings, req.database.as_deref());
+        let open = |readonly| {
+            self.open_session(readonly, &req.settings, req.database.as_deref(), &req.home)
+        };
         let mut conn = open(req.access == Access::ReadOnly)?;
         let explain = |conn: &SessionConn<'_>, text: &[u8]| -> Result<String, StorageError> {
             let sql = [b"EXPLAIN AST ".as_slice(), text].concat();
@@ -624,7 +631,7 @@ impl Inner {
         // Nothing is run, not even EXPLAIN, before the parser has found
         // exactly one statement: the engine runs `a; b` as two.
         let one_statement = |text: &[u8]| -> Result<QueryAnalysis, StorageError> {
-            let analysis = self.classify_on(conn.raw(), text)?;
+            let analysis = self.classify_on(conn.raw(), text, &req.home)?;
             match analysis.statement_count {
                 1 => Ok(analysis),
                 // Its message comes from `formatQuery` with the text bound
@@ -689,9 +696,10 @@ impl Inner {
                     497,
                     "ACCESS_DENIED",
                     &format!(
-                        "Not enough privileges: a read-write user may change the {DATABASE} \
+                        "Not enough privileges: a read-write user may change the {} \
                          database only, and nothing outside the engine (no SET, SYSTEM, \
-                         BACKUP or INTO OUTFILE)"
+                         BACKUP or INTO OUTFILE)",
+                        req.home
                     ),
                 ));
             }

@@ -33,6 +33,8 @@ pub struct SessionRequest {
     /// The output format when the statement names none.
     pub default_format: String,
     pub database: Option<String>,
+    /// The database read-write users may change, and the default one.
+    pub home: String,
     /// Engine settings from the URL, names checked against the engine's.
     pub settings: Vec<(String, String)>,
     /// Query parameters (`param_x`), bound to `{x:Type}`.
