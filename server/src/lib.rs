@@ -36,7 +36,9 @@
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
-//!   and `clickhouse` (the official crate over HTTP).
+//!   and `clickhouse` (the official crate over HTTP); `session`, what a
+//!   user of ClickHouse's HTTP interface may run; `cluster`, `sql/`
+//!   rendered for a ClickHouse cluster.
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
 //!   the report, and the audit log's batched writer; none of it knows HTTP.
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
