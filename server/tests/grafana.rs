@@ -1,0 +1,127 @@
+//! The provisioned Grafana dashboard (`deploy/grafana/`): every panel's SQL,
+//! with the ClickHouse data source's macros expanded as it expands them,
+//! runs against the real engine over generated traffic, reads views (or
+//! their aggregate tables), and agrees with the raw rows where it says the
+//! same thing.
+
+mod common;
+
+use bilten_analytics::loadgen::Generator;
+use chrono::{Duration, Utc};
+use common::{TestServer, as_u64};
+use serde_json::{Value, json};
+
+fn dashboard() -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/grafana/dashboards/bilten.json"
+    );
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The data source's macros over [from, to] (Unix seconds), and the
+/// `organizer` variable.
+fn expand(sql: &str, from: i64, to: i64, organizer: &str) -> String {
+    let mut out = sql
+        .replace("${organizer}", organizer)
+        .replace("$__fromTime", &format!("toDateTime({from})"))
+        .replace("$__toTime", &format!("toDateTime({to})"));
+    for (name, wrap) in [
+        ("$__timeFilter(", "toDateTime"),
+        ("$__dateFilter(", "toDate"),
+    ] {
+        while let Some(at) = out.find(name) {
+            let close = at + out[at..].find(')').unwrap();
+            let column = out[at + name.len()..close].trim().to_string();
+            let cond = format!("{column} >= {wrap}({from}) AND {column} <= {wrap}({to})");
+            out.replace_range(at..=close, &cond);
+        }
+    }
+    assert!(!out.contains('$'), "a macro left unexpanded: {out}");
+    out
+}
+
+#[tokio::test]
+async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
+    let s = TestServer::start(|_| {}).await;
+    let mut g = Generator::new(5);
+    let now = Utc::now();
+    for i in 0..1500 {
+        let (table, mut v) = g.next_event();
+        v["timestamp"] = json!((now - Duration::minutes((i * 7 % 600) as i64)).to_rfc3339());
+        let (status, body) = s
+            .post_json(&format!("/v1/{}", table.route()), &json!([v]))
+            .await;
+        assert_eq!(status, 202, "{body}");
+    }
+    s.flush().await;
+    let (from, to) = (
+        (now - Duration::hours(24)).timestamp(),
+        now.timestamp() + 60,
+    );
+
+    let d = dashboard();
+    let variable = d["templating"]["list"][0]["query"].as_str().unwrap();
+    let organizers = s.query(variable).await;
+    assert!(organizers.len() > 1, "{organizers:?}");
+    let org = organizers[0]["organizer_id"].as_str().unwrap().to_string();
+
+    let panels = d["panels"].as_array().unwrap();
+    assert!(panels.len() >= 7);
+    for panel in panels {
+        let title = panel["title"].as_str().unwrap();
+        let sql = panel["targets"][0]["rawSql"].as_str().unwrap();
+        // Dashboards read views and their aggregates, never the raw tables.
+        for raw in [
+            "bilten_analytics.events\n",
+            "bilten_analytics.page_views\n",
+            "bilten_analytics.ticket_sales\n",
+        ] {
+            assert!(!sql.contains(raw), "{title} reads a raw table");
+        }
+        for organizer in ["all", org.as_str()] {
+            let rows = s.query(&expand(sql, from, to, organizer)).await;
+            assert!(!rows.is_empty(), "{title} ({organizer}) is empty");
+        }
+    }
+
+    // Figures a user would compare: revenue and tickets over the range.
+    let panel = |id: u64| {
+        panels.iter().find(|p| p["id"] == id).unwrap()["targets"][0]["rawSql"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Decimals come as JSON numbers or strings, depending on the settings.
+    let number = |v: &Value| -> f64 { v.to_string().trim_matches('"').parse().unwrap() };
+    let revenue = number(
+        &s.query(&format!(
+            "SELECT sum(revenue) AS r FROM ({})",
+            expand(&panel(4), from, to, "all")
+        ))
+        .await[0]["r"],
+    );
+    let raw = s
+        .query(&format!(
+            "SELECT toString(sum(toDecimal128(price * quantity, 2))) AS r, sum(quantity) AS q FROM bilten_analytics.ticket_sales \
+             WHERE toDate(timestamp) >= toDate({from}) AND toDate(timestamp) <= toDate({to})"
+        ))
+        .await;
+    let raw_revenue = number(&raw[0]["r"]);
+    assert!(
+        (revenue - raw_revenue).abs() < 0.005,
+        "{revenue} vs {raw_revenue}"
+    );
+    let tickets = s
+        .query(&format!(
+            "SELECT sum(tickets) AS t FROM ({})",
+            expand(&panel(5), from, to, "all")
+        ))
+        .await;
+    assert_eq!(as_u64(&tickets[0]["t"]), as_u64(&raw[0]["q"]));
+    // The funnel's steps come in the purchase order.
+    let funnel = s.query(&expand(&panel(7), from, to, "all")).await;
+    let orders: Vec<u64> = funnel.iter().map(|r| as_u64(&r["step_order"])).collect();
+    assert!(orders.windows(2).all(|w| w[0] <= w[1]), "{funnel:?}");
+    s.stop().await.unwrap();
+}
