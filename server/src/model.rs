@@ -10,6 +10,12 @@ use serde::Serialize;
 /// The ClickHouse database every table and view lives in.
 pub const DATABASE: &str = "bilten_analytics";
 
+/// A database name we accept from configuration or a request: letters,
+/// digits and `_` only, so it never needs quoting in a statement.
+pub fn plain_identifier(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
 /// The tables rows are buffered for: the three kinds clients send, each with
 /// its route, and the two the plugin chain writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

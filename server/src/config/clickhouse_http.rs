@@ -121,12 +121,7 @@ impl ClickHouseHttpConfig {
                 }
             }
         }
-        if self.database.is_empty()
-            || !self
-                .database
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        {
+        if !crate::model::plain_identifier(&self.database) {
             return Err(invalid(
                 "clickhouse_http.database",
                 "letters, digits and '_' only",

@@ -538,7 +538,7 @@ impl Config {
             }
         }
         let db = &self.storage.clickhouse.database;
-        if db.is_empty() || !db.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        if !crate::model::plain_identifier(db) {
             return Err(invalid(
                 "storage.clickhouse.database",
                 format!("{db:?}: letters, digits and '_' only"),

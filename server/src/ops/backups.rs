@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::model::DATABASE;
+use crate::model::{DATABASE, plain_identifier};
 use crate::storage::{Storage, StorageError, query_text};
 
 /// Where backups are written.
@@ -228,11 +228,7 @@ pub async fn restore(
     database: &str,
 ) -> Result<Value, BackupError> {
     get(storage, id).await?;
-    if !database
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_')
-        || database.is_empty()
-    {
+    if !plain_identifier(database) {
         return Err(BackupError::Invalid(format!(
             "{database:?} is not a plain database name"
         )));

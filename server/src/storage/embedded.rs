@@ -521,7 +521,7 @@ impl Inner {
             _open: open,
         };
         let name = database.unwrap_or(home);
-        if !super::session::plain_identifier(name) {
+        if !super::session::database_name(name) {
             return Err(refusal(
                 81,
                 "UNKNOWN_DATABASE",

@@ -323,12 +323,10 @@ pub fn named_format(sql: &str) -> Option<String> {
     found
 }
 
-/// A name made of letters, digits and `_` only: the only database names
-/// the interface accepts, so `USE` never needs quoting.
-pub fn plain_identifier(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+/// The only database names the interface accepts (`model::plain_identifier`,
+/// at most 128 bytes), so `USE` never needs quoting.
+pub fn database_name(name: &str) -> bool {
+    name.len() <= 128 && crate::model::plain_identifier(name)
 }
 
 #[cfg(test)]
