@@ -8,6 +8,8 @@
 
 use std::io::Read;
 
+use bytes::Bytes;
+
 /// Why a body could not be decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -22,17 +24,17 @@ pub enum CodecError {
 /// The encodings we answer in, in the order we prefer them.
 const ENCODINGS: &[&str] = &["zstd", "gzip", "br", "deflate", "lz4"];
 
-/// Decodes a request body sent with `Content-Encoding: encoding`.
-pub fn decode_content(encoding: &str, body: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+/// Decodes a request body sent with `Content-Encoding: encoding`. An
+/// unencoded body is handed back without a copy.
+pub fn decode_content(encoding: &str, body: Bytes, limit: usize) -> Result<Vec<u8>, CodecError> {
     let encoding = encoding.trim().to_ascii_lowercase();
+    let body = match encoding.as_str() {
+        "" | "identity" if body.len() > limit => return Err(CodecError::TooLarge(limit)),
+        "" | "identity" => return Ok(Vec::from(body)),
+        _ => body,
+    };
+    let body = &body[..];
     let reader: Box<dyn Read + '_> = match encoding.as_str() {
-        "" | "identity" => {
-            return if body.len() > limit {
-                Err(CodecError::TooLarge(limit))
-            } else {
-                Ok(body.to_vec())
-            };
-        }
         "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
         "deflate" => Box::new(flate2::read::ZlibDecoder::new(body)),
         "br" => Box::new(brotli::Decompressor::new(body, 64 << 10)),
@@ -199,10 +201,14 @@ mod tests {
         for e in ENCODINGS {
             let packed = encode_content(e, &data);
             assert!(packed.len() < data.len(), "{e}");
-            assert_eq!(decode_content(e, &packed, 1 << 20).unwrap(), data, "{e}");
+            assert_eq!(
+                decode_content(e, packed.into(), 1 << 20).unwrap(),
+                data,
+                "{e}"
+            );
         }
         assert!(matches!(
-            decode_content("xz", b"", 10),
+            decode_content("xz", Bytes::new(), 10),
             Err(CodecError::Unsupported(_))
         ));
     }
@@ -214,7 +220,7 @@ mod tests {
             let packed = encode_content(e, &zeros);
             assert!(
                 matches!(
-                    decode_content(e, &packed, 1 << 20),
+                    decode_content(e, packed.into(), 1 << 20),
                     Err(CodecError::TooLarge(_))
                 ),
                 "{e}"

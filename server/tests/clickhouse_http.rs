@@ -410,7 +410,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
             .unwrap();
         assert_eq!(r.headers()["Content-Encoding"], enc);
         let packed = r.bytes().await.unwrap();
-        let plain = bilten_analytics::codec::decode_content(enc, &packed, 1 << 20).unwrap();
+        let plain = bilten_analytics::codec::decode_content(enc, packed, 1 << 20).unwrap();
         assert_eq!(plain, b"5000\n", "{enc}");
     }
     let r = http

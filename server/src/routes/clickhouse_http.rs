@@ -166,7 +166,7 @@ async fn handle(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut body = match codec::decode_content(encoding, &body, state.max_body) {
+    let mut body = match codec::decode_content(encoding, body, state.max_body) {
         Ok(b) => b,
         Err(e) => return fail(format!("Code: 1001. DB::Exception: {e}. (STD_EXCEPTION)")),
     };
@@ -254,7 +254,6 @@ async fn handle(
         settings,
         params,
         access,
-        // GET only reads, as ClickHouse's does.
         reads_only,
     };
     let _permit = state.permits.acquire().await;
@@ -274,6 +273,15 @@ async fn handle(
     // The answer, compressed as asked: ClickHouse's blocks, or an HTTP
     // content encoding when `enable_http_compression=1`.
     let mut response_headers = HeaderMap::new();
+    response_headers.insert(header::CONTENT_TYPE, content_type(&answer.format));
+    response_headers.insert("X-ClickHouse-Query-Id", header_value(&query_id));
+    response_headers.insert("X-ClickHouse-Format", header_value(&answer.format));
+    response_headers.insert("X-ClickHouse-Timezone", HeaderValue::from_static("UTC"));
+    response_headers.insert(
+        "X-ClickHouse-Server-Display-Name",
+        HeaderValue::from_static("bilten-analytics"),
+    );
+    response_headers.insert("X-ClickHouse-Summary", header_value(&summary(&answer)));
     let body = if param("compress") == Some("1") {
         codec::compress_blocks(&answer.body)
     } else if param("enable_http_compression") == Some("1")
@@ -285,17 +293,8 @@ async fn handle(
         response_headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static(enc));
         codec::encode_content(enc, &answer.body)
     } else {
-        answer.body.clone()
+        answer.body
     };
-    response_headers.insert(header::CONTENT_TYPE, content_type(&answer.format));
-    response_headers.insert("X-ClickHouse-Query-Id", header_value(&query_id));
-    response_headers.insert("X-ClickHouse-Format", header_value(&answer.format));
-    response_headers.insert("X-ClickHouse-Timezone", HeaderValue::from_static("UTC"));
-    response_headers.insert(
-        "X-ClickHouse-Server-Display-Name",
-        HeaderValue::from_static("bilten-analytics"),
-    );
-    response_headers.insert("X-ClickHouse-Summary", header_value(&summary(&answer)));
     (StatusCode::OK, response_headers, body).into_response()
 }
 

@@ -598,7 +598,7 @@ impl Inner {
             let limit = self.reader_args.iter().any(|a| {
                 a.strip_prefix("--")
                     .and_then(|a| a.split_once('='))
-                    .is_some_and(|(n, _)| n == name && n != "readonly")
+                    .is_some_and(|(n, _)| n == name)
             });
             if gate_setting(name)
                 || (req.access == Access::ReadOnly && !harmless_setting(name) && !limit)
@@ -644,24 +644,28 @@ impl Inner {
                 )),
             }
         };
+        // A streamed INSERT's statement is the whole text: its verdict and
+        // tree serve as they are.
         let mut streamed = None;
-        let mut ast = None;
+        let mut checked = None;
         if let (Some(_), Some((statement, format))) = (&req.data, trailing_format(&req.sql)) {
-            one_statement(req.sql.as_bytes())?;
+            let analysis = one_statement(req.sql.as_bytes())?;
             let tree = explain(&conn, req.sql.as_bytes())?;
             if tree.starts_with("InsertQuery") && !tree.contains("SelectWithUnionQuery") {
                 streamed = Some((statement, format));
-                ast = Some(tree);
+                checked = Some((analysis, tree));
             }
         }
         let text: Vec<u8> = match (&req.data, streamed) {
             (Some(data), None) => [req.sql.as_bytes(), b"\n", data].concat(),
             _ => req.sql.as_bytes().to_vec(),
         };
-        let analysis = one_statement(&text)?;
-        let ast = match ast {
-            Some(ast) => ast,
-            None => explain(&conn, &text)?,
+        let (analysis, ast) = match checked {
+            Some(checked) => checked,
+            None => {
+                let analysis = one_statement(&text)?;
+                (analysis, explain(&conn, &text)?)
+            }
         };
         // The parser counts a statement with its own SETTINGS clause as
         // control; an INSERT or ALTER whose writes all land here is still
