@@ -51,6 +51,22 @@ async fn server_with(
     (s, format!("http://127.0.0.1:{port}"))
 }
 
+/// An ingest server on the `clickhouse` backend, storing through the
+/// interface at `url` as the writer.
+async fn ingest_through(
+    url: &str,
+    tweak: impl FnOnce(&mut bilten_analytics::config::Config),
+) -> TestServer {
+    TestServer::start(|c| {
+        c.storage.backend = Backend::Clickhouse;
+        c.storage.clickhouse.url = url.to_string();
+        c.storage.clickhouse.user = WRITER.0.into();
+        c.storage.clickhouse.password = Some(WRITER.1.into());
+        tweak(c);
+    })
+    .await
+}
+
 /// POSTs `sql` as `user`; the status, the exception code header, the body.
 async fn post(url: &str, user: (&str, &str), sql: &str) -> (u16, Option<String>, String) {
     post_to(url, "", user, sql).await
@@ -469,13 +485,7 @@ async fn another_ingest_server_stores_through_the_interface() {
     let (store, url) = server().await;
     // An ingest server on the `clickhouse` backend, pointed at the first
     // one's interface: the real protocol, the real engine behind it.
-    let ingest = TestServer::start(|c| {
-        c.storage.backend = Backend::Clickhouse;
-        c.storage.clickhouse.url = url.clone();
-        c.storage.clickhouse.user = WRITER.0.into();
-        c.storage.clickhouse.password = Some(WRITER.1.into());
-    })
-    .await;
+    let ingest = ingest_through(&url, |_| {}).await;
     let events: Vec<Value> = (0..50)
         .map(|i| {
             json!({
@@ -519,11 +529,7 @@ async fn another_database_name_is_honoured_in_every_statement() {
         c.migrate_on_start = false;
     })
     .await;
-    let ingest = TestServer::start(|c| {
-        c.storage.backend = Backend::Clickhouse;
-        c.storage.clickhouse.url = url.clone();
-        c.storage.clickhouse.user = WRITER.0.into();
-        c.storage.clickhouse.password = Some(WRITER.1.into());
+    let ingest = ingest_through(&url, |c| {
         c.storage.clickhouse.database = "bilten_staging".into();
     })
     .await;
