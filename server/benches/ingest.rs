@@ -3,7 +3,7 @@
 //! ratio is the figure to compare).
 //!
 //! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3 --batch 1000
-//! --raw-batch 100000`).
+//! --raw-batch 100000`; `--only 2` runs the plugins' server alone).
 //!
 //! - raw: the JSONEachRow rows the server would produce, inserted straight
 //!   into the embedded engine, `--raw-batch` rows per insert (default
@@ -76,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let rounds = common::arg("--rounds", 3);
     let per_request = common::arg("--batch", 1000);
     let per_raw_insert = common::arg("--raw-batch", per_request);
+    let only = Some(common::arg("--only", usize::MAX)).filter(|&i| i < 3);
     let dir = tempfile::tempdir()?;
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
@@ -157,15 +158,22 @@ async fn main() -> anyhow::Result<()> {
             .unwrap();
         t.trim().parse::<usize>().unwrap()
     };
-    let mut raw = Vec::new();
-    let mut raw_parallel = Vec::new();
-    let mut e2e = Vec::new();
-    let mut e2e_log = Vec::new();
-    let mut e2e_chain = Vec::new();
+    // Per measure and round: rows/s, and this process's CPU µs per row (the
+    // load generator's included: it shares the process and the two cores).
+    const NAMES: [&str; 5] = [
+        "raw engine insert (JSONEachRow streamed, one insert at a time)",
+        "raw engine insert, 2 at once on 2 connections",
+        "end to end over HTTP (validate, buffer, flush)",
+        "end to end, write-ahead log on (fsync before 202)",
+        "end to end, log on, default plugin chain (4 plugins)",
+    ];
+    let mut rate: [Vec<f64>; 5] = Default::default();
+    let mut cpu: [Vec<f64>; 5] = Default::default();
+    let per_row = |cpu_before: f64| (ops::monitor::cpu_seconds() - cpu_before) * 1e6 / rows as f64;
     for round in 0..rounds {
-        for (at_once, results) in [(1, &mut raw), (2, &mut raw_parallel)] {
+        for (m, at_once) in [(0, 1), (1, 2)] {
             let before = count().await;
-            let t = Instant::now();
+            let (t, c) = (Instant::now(), ops::monitor::cpu_seconds());
             let workers = Arc::new(tokio::sync::Semaphore::new(at_once));
             let mut inserts = tokio::task::JoinSet::new();
             for batch in &prepared {
@@ -180,72 +188,69 @@ async fn main() -> anyhow::Result<()> {
                 });
             }
             while inserts.join_next().await.is_some() {}
-            results.push(rows as f64 / t.elapsed().as_secs_f64());
+            rate[m].push(rows as f64 / t.elapsed().as_secs_f64());
+            cpu[m].push(per_row(c));
             assert_eq!(count().await, before + rows);
         }
 
-        for (base, results) in bases.iter().zip([&mut e2e, &mut e2e_log, &mut e2e_chain]) {
+        for (i, base) in bases.iter().enumerate() {
+            // `--only N`: one server alone (0 no log, 1 log, 2 plugins), for
+            // a profiler.
+            if only.is_some_and(|only| only != i) {
+                rate[2 + i].push(f64::NAN);
+                cpu[2 + i].push(f64::NAN);
+                continue;
+            }
             let before = count().await;
-            results.push(end_to_end(&client, base, &bodies, rows).await);
+            let c = ops::monitor::cpu_seconds();
+            rate[2 + i].push(end_to_end(&client, base, &bodies, rows).await);
+            cpu[2 + i].push(per_row(c));
             assert_eq!(count().await, before + rows, "every event stored");
         }
         eprintln!(
-            "round {}: raw {:.0} rows/s (2 at once {:.0}), e2e {:.0} rows/s, e2e with the log {:.0} rows/s, and plugins {:.0} rows/s",
+            "round {}: rows/s (CPU µs per row): raw {:.0} ({:.2}), 2 at once {:.0} ({:.2}), e2e {:.0} ({:.2}), with the log {:.0} ({:.2}), and plugins {:.0} ({:.2})",
             round + 1,
-            raw[round],
-            raw_parallel[round],
-            e2e[round],
-            e2e_log[round],
-            e2e_chain[round]
+            rate[0][round],
+            cpu[0][round],
+            rate[1][round],
+            cpu[1][round],
+            rate[2][round],
+            cpu[2][round],
+            rate[3][round],
+            cpu[3][round],
+            rate[4][round],
+            cpu[4][round],
         );
     }
-    let median = |v: &mut Vec<f64>| {
+    let spread = |mut v: Vec<f64>, decimals: usize| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let [lo, mid, hi] = [v[0], v[v.len() / 2], v[v.len() - 1]];
+        format!("{lo:.decimals$} / {mid:.decimals$} / {hi:.decimals$}")
     };
-    // Ratios to the raw engine, each within its round: min / median / max.
-    let spread = |v: &[f64]| {
-        let mut r: Vec<f64> = v.iter().zip(&raw).map(|(e, r)| e / r).collect();
-        r.sort_by(f64::total_cmp);
-        format!(
-            "{:.2} / {:.2} / {:.2}",
-            r[0],
-            r[r.len() / 2],
-            r[r.len() - 1]
+    // Ratios to the raw engine, each within its round.
+    let ratios = |m: usize| {
+        spread(
+            rate[m].iter().zip(&rate[0]).map(|(e, r)| e / r).collect(),
+            2,
         )
     };
-    let spreads = [spread(&e2e), spread(&e2e_log), spread(&e2e_chain)];
-    let (raw_m, e2e_m, log_m) = (median(&mut raw), median(&mut e2e), median(&mut e2e_log));
-    let raw_parallel_m = median(&mut raw_parallel);
-    let chain_m = median(&mut e2e_chain);
     println!(
         "rows per run: {rows}, rounds: {rounds}, {per_request} events per request, \
-         {per_raw_insert} rows per raw insert"
+         {per_raw_insert} rows per raw insert; min / median / max over rounds"
     );
-    println!("| measure | rows/s (median) |");
-    println!("|---|---|");
-    println!("| raw engine insert (JSONEachRow, one insert at a time) | {raw_m:.0} |");
-    println!("| raw engine insert, 2 at once on 2 connections | {raw_parallel_m:.0} |");
-    println!("| end to end over HTTP (validate, buffer, flush) | {e2e_m:.0} |");
-    println!("| end to end, write-ahead log on (fsync before 202) | {log_m:.0} |");
-    println!("| end to end, log on, default plugin chain (4 plugins) | {chain_m:.0} |");
+    println!("| measure | rows/s | CPU µs per row | rate ÷ raw, same round |");
+    println!("|---|---|---|---|");
+    for (m, name) in NAMES.iter().enumerate() {
+        println!(
+            "| {name} | {} | {} | {} |",
+            spread(rate[m].clone(), 0),
+            spread(cpu[m].clone(), 2),
+            ratios(m)
+        );
+    }
     println!(
-        "| decode + validate only, one core | {:.0} |",
+        "| decode + validate only, one core | {:.0} | | |",
         rows as f64 / validate_secs
-    );
-    println!("| ratio end to end / raw | {:.2} |", e2e_m / raw_m);
-    println!(
-        "per-round ratios to raw, min / median / max: log off {}; log on {}; plugins {}",
-        spreads[0], spreads[1], spreads[2]
-    );
-    println!(
-        "| ratio end to end with the log / raw | {:.2} |",
-        log_m / raw_m
-    );
-    println!(
-        "| ratio with plugins / raw; / without plugins | {:.2}; {:.2} |",
-        chain_m / raw_m,
-        chain_m / log_m
     );
     storage.close().await;
     Ok(())

@@ -216,23 +216,29 @@ fn the_corpus_of_hostile_bodies_gets_answers() {
     // And what some of them must say.
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
     // Nesting past the parser's limit: that event is refused with the
-    // reason, and its neighbours would be kept.
-    let parsed = ingest::parse(
-        Table::Events,
-        &read("deep_nesting.json"),
-        BodyFormat::Json,
-        10,
-        now(),
-        None,
-    )
-    .unwrap();
-    assert!(parsed.rows.is_empty());
-    assert_eq!(parsed.rejections[0].field.as_deref(), Some("properties"));
-    assert!(
-        parsed.rejections[0].reason.contains("recursion limit"),
-        "{:?}",
-        parsed.rejections
-    );
+    // reason, and its neighbours would be kept. Properties that are not an
+    // object are refused for that first.
+    for (file, reason) in [
+        ("deep_nesting_in_an_object.json", "recursion limit"),
+        ("deep_nesting.json", "must be an object, got an array"),
+    ] {
+        let parsed = ingest::parse(
+            Table::Events,
+            &read(file),
+            BodyFormat::Json,
+            10,
+            now(),
+            None,
+        )
+        .unwrap();
+        assert!(parsed.rows.is_empty());
+        assert_eq!(parsed.rejections[0].field.as_deref(), Some("properties"));
+        assert!(
+            parsed.rejections[0].reason.contains(reason),
+            "{file}: {:?}",
+            parsed.rejections
+        );
+    }
     let parsed = ingest::parse(
         Table::TicketSales,
         &read("huge_exponent_price.json"),

@@ -3,7 +3,6 @@
 //! Events come out as raw JSON text borrowed from the body (checked, not
 //! built into a tree): validation reads each field straight into the row.
 
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,17 +155,6 @@ pub(crate) fn raw_kind(v: &RawValue) -> &'static str {
         Some(b'[') => "an array",
         Some(b'{') => "an object",
         _ => "a number",
-    }
-}
-
-pub(crate) fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

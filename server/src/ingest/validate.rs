@@ -7,7 +7,6 @@
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::Serialize;
-use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use std::borrow::Cow;
@@ -15,7 +14,7 @@ use std::borrow::Cow;
 use serde_json::value::RawValue;
 
 use super::Table;
-use super::decode::{kind, raw_kind};
+use super::decode::raw_kind;
 use crate::model::Kind;
 
 /// A field name (when one is at fault) and the reason.
@@ -152,7 +151,7 @@ pub fn validate(
     let mut f = Fields {
         entries,
         table,
-        properties_event_id: None,
+        properties: None,
     };
     f.in_scope(scope)?;
     let id = f.id()?;
@@ -315,8 +314,9 @@ impl<'de> serde::Deserialize<'de> for Name<'de> {
 struct Fields<'a> {
     entries: Vec<(Cow<'a, str>, &'a RawValue)>,
     table: Table,
-    /// The `event_id` found inside `properties`, for when none comes apart.
-    properties_event_id: Option<Result<String, Invalid>>,
+    /// `properties` as sent, for an `event_id` inside it when none comes
+    /// apart.
+    properties: Option<&'a RawValue>,
 }
 
 impl<'a> Fields<'a> {
@@ -343,26 +343,6 @@ impl<'a> Fields<'a> {
             ));
         }
         serde_json::from_str(raw.get()).map_err(|e| invalid(name, e.to_string()))
-    }
-
-    /// A field's value as a JSON tree, for the few fields that need one (the
-    /// last, if the name comes twice, as JSON parsers do); null counts as
-    /// absent.
-    fn take(&mut self, name: &str) -> Result<Option<Value>, Invalid> {
-        let Some(raw) = self.take_raw(name) else {
-            return Ok(None);
-        };
-        // Valid JSON already; what can still fail is the nesting limit.
-        let value: Value = serde_json::from_str(raw.get()).map_err(|e| {
-            invalid(
-                name,
-                format!(
-                    "cannot be read: {}",
-                    e.to_string().split(" at line").next().unwrap_or("")
-                ),
-            )
-        })?;
-        Ok((!value.is_null()).then_some(value))
     }
 
     /// An event for an organizer outside the key's scope goes no further.
@@ -461,57 +441,55 @@ impl<'a> Fields<'a> {
 
     /// ClickHouse's text form and epoch milliseconds.
     fn timestamp(&mut self, now: DateTime<Utc>) -> Result<(String, i64), Invalid> {
-        let ts = match self.take("timestamp")? {
+        let ts = match self.take_raw("timestamp") {
             None => now,
-            Some(Value::String(s)) => parse_time(&s).ok_or_else(|| {
-                invalid(
-                    "timestamp",
-                    format!(
-                        "must be RFC 3339 (2026-11-28T12:00:00Z) or epoch milliseconds, got {s:?}"
-                    ),
-                )
-            })?,
-            Some(Value::Number(n)) => n
-                .as_i64()
-                .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
-                .ok_or_else(|| {
-                    invalid(
+            Some(raw) => match raw_kind(raw) {
+                "a string" => {
+                    let s = Self::raw_string("timestamp", raw)?;
+                    parse_time(&s).ok_or_else(|| {
+                        invalid(
+                            "timestamp",
+                            format!(
+                                "must be RFC 3339 (2026-11-28T12:00:00Z) or epoch milliseconds, got {s:?}"
+                            ),
+                        )
+                    })?
+                }
+                "a number" => {
+                    let n = raw.get().trim();
+                    n.parse::<i64>()
+                        .ok()
+                        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+                        .ok_or_else(|| {
+                            invalid(
+                                "timestamp",
+                                format!("{n} is not a time in epoch milliseconds"),
+                            )
+                        })?
+                }
+                other => {
+                    return Err(invalid(
                         "timestamp",
-                        format!("{n} is not a time in epoch milliseconds"),
-                    )
-                })?,
-            Some(other) => {
-                return Err(invalid(
-                    "timestamp",
-                    format!("must be a string or a number, got {}", kind(&other)),
-                ));
-            }
+                        format!("must be a string or a number, got {other}"),
+                    ));
+                }
+            },
         };
         time_rule(ts)
     }
 
-    fn properties_map(&mut self) -> Result<Option<Map<String, Value>>, Invalid> {
-        match self.take("properties")? {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(map)),
-            Some(other) => Err(invalid(
-                "properties",
-                format!("must be an object, got {}", kind(&other)),
-            )),
-        }
-    }
-
+    /// The price as written (a number's own digits, never a float's
+    /// rounding), in cents.
     fn price(&mut self) -> Result<u64, Invalid> {
-        let text = match self.take("price")? {
+        let text = match self.take_raw("price") {
             None => return Err(invalid("price", "is required")),
-            Some(Value::Number(n)) => n.to_string(),
-            Some(Value::String(s)) => s,
-            Some(other) => {
-                return Err(invalid(
-                    "price",
-                    format!("must be a number, got {}", kind(&other)),
-                ));
-            }
+            Some(raw) => match raw_kind(raw) {
+                "a number" => raw.get().trim().to_string(),
+                "a string" => Self::raw_string("price", raw)?,
+                other => {
+                    return Err(invalid("price", format!("must be a number, got {other}")));
+                }
+            },
         };
         parse_cents(&text).map_err(|reason| invalid("price", reason))
     }
@@ -538,25 +516,28 @@ impl Source for Fields<'_> {
         Ok(self.uint(name, spec.required, min, max)?.unwrap_or(0))
     }
 
-    /// Kept compact, whatever the client's spacing; serialized once, and
-    /// its size is that text's.
+    /// Kept as the client wrote it (members in its order, numbers in its
+    /// digits), without the spacing; its size is that text's. No tree is
+    /// built: the body's parser has already checked it is JSON.
     fn properties(&mut self) -> Result<String, Invalid> {
-        let map = self.properties_map()?;
-        let text = match &map {
-            Some(m) => properties_size_rule(
-                self.table,
-                serde_json::to_string(m).expect("a JSON map serializes"),
-            )?,
-            None => "{}".into(),
+        let Some(raw) = self.take_raw("properties") else {
+            return Ok("{}".into());
         };
-        self.properties_event_id = Some(properties_event_id(self.table, map.as_ref()));
-        Ok(text)
+        if raw_kind(raw) != "an object" {
+            return Err(invalid(
+                "properties",
+                format!("must be an object, got {}", raw_kind(raw)),
+            ));
+        }
+        let text = compact_json(raw.get()).map_err(|reason| invalid("properties", reason))?;
+        self.properties = Some(raw);
+        properties_size_rule(self.table, text)
     }
 
     fn event_id(&mut self) -> Result<String, Invalid> {
         match self.opt_text("event_id")? {
             Some(id) => Ok(id),
-            None => self.properties_event_id.take().unwrap_or(Ok(String::new())),
+            None => properties_event_id(self.table, self.properties),
         }
     }
 
@@ -722,25 +703,84 @@ fn properties_size_rule(table: Table, text: String) -> Result<String, Invalid> {
 }
 
 /// `event_id` may come inside `properties`, under the same rules.
-fn properties_event_id(
-    table: Table,
-    properties: Option<&Map<String, Value>>,
-) -> Result<String, Invalid> {
+fn properties_event_id(table: Table, properties: Option<&RawValue>) -> Result<String, Invalid> {
     let Some(Kind::Text(max)) = table.field("event_id").map(|f| f.kind) else {
         unreachable!("event_id is declared text")
     };
-    match properties.and_then(|p| p.get("event_id")) {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) if s.chars().count() <= max => Ok(s.clone()),
-        Some(Value::String(_)) => Err(invalid(
-            "properties.event_id",
-            format!("is longer than {max} characters"),
-        )),
-        Some(other) => Err(invalid(
-            "properties.event_id",
-            format!("must be a string, got {}", kind(other)),
-        )),
+    let Some(properties) = properties else {
+        return Ok(String::new());
+    };
+    let Entries(members) =
+        serde_json::from_str(properties.get()).map_err(|e| invalid("properties", e.to_string()))?;
+    let name = "properties.event_id";
+    // The last, if the name comes twice, as JSON parsers do.
+    match members.into_iter().rev().find(|(k, _)| k == "event_id") {
+        None => Ok(String::new()),
+        Some((_, raw)) => match raw_kind(raw) {
+            "null" => Ok(String::new()),
+            "a string" => {
+                let s = Fields::raw_string(name, raw)?;
+                match s.chars().count() <= max {
+                    true => Ok(s),
+                    false => Err(invalid(name, format!("is longer than {max} characters"))),
+                }
+            }
+            other => Err(invalid(name, format!("must be a string, got {other}"))),
+        },
     }
+}
+
+/// Deepest nesting `properties` may have: serde_json's own limit, which
+/// the tree this replaced enforced.
+const MAX_DEPTH: usize = 128;
+
+/// Valid JSON text without the spacing between its tokens: borrowed when
+/// there is none (what `JSON.stringify` sends). Hand-written because the
+/// text is already checked JSON: one pass over its bytes that tracks only
+/// strings and depth, where a transcoder would parse it again.
+fn compact_json(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    let bytes = text.as_bytes();
+    let (mut in_string, mut escaped, mut depth) = (false, false, 0usize);
+    let mut out: Option<Vec<u8>> = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+        } else {
+            match b {
+                b'"' => in_string = true,
+                b'{' | b'[' => {
+                    depth += 1;
+                    if depth > MAX_DEPTH {
+                        return Err(format!(
+                            "cannot be read: nested deeper than {MAX_DEPTH} levels (the recursion limit)"
+                        ));
+                    }
+                }
+                b'}' | b']' => depth = depth.saturating_sub(1),
+                b' ' | b'\t' | b'\n' | b'\r' => {
+                    // The first space seen: copy what came before it.
+                    out.get_or_insert_with(|| bytes[..i].to_vec());
+                    continue;
+                }
+                _ => {}
+            }
+        }
+        if let Some(out) = out.as_mut() {
+            out.push(b);
+        }
+    }
+    let out = match out {
+        Some(out) => out,
+        None => return Ok(text.to_string()),
+    };
+    // Only ASCII spacing was removed, outside strings: still UTF-8.
+    Ok(String::from_utf8(out).expect("JSON text minus its spacing is UTF-8"))
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
@@ -788,7 +828,7 @@ fn parse_cents(text: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 28, 12, 0, 0).unwrap()
@@ -891,6 +931,74 @@ mod tests {
             Check(Table::Events).properties(over).unwrap_err().1,
             format!("properties: is {} bytes as JSON, more than {max}", max + 1)
         );
+    }
+
+    /// `properties` keep the client's order, digits, escapes and the spaces
+    /// inside strings; only the spacing between tokens goes. An `event_id`
+    /// inside them is read without a tree, under the same rules.
+    #[test]
+    fn properties_keep_the_clients_text_without_its_spacing() {
+        let take = |body: &str| {
+            let raw: Box<RawValue> = serde_json::from_str(body).unwrap();
+            validate(Table::Events, &raw, now(), None)
+        };
+        let event = |props: &str| {
+            format!(r#"{{"event_type":"click","organizer_id":"o","properties":{props}}}"#)
+        };
+        let Row::Event(row) = take(&event(
+            "{ \"z\" : 1.50 ,\n\t\"a\": [ 1, {\"b\" : \"x \\\" } y\"} ], \"u\": \"\\u00e9 \" }",
+        ))
+        .unwrap() else {
+            panic!("an event")
+        };
+        assert_eq!(
+            row.properties,
+            r#"{"z":1.50,"a":[1,{"b":"x \" } y"}],"u":"\u00e9 "}"#
+        );
+        // Already compact: kept byte for byte.
+        let compact = r#"{"k":"v","n":[1,2,{"m":null}]}"#;
+        let Row::Event(row) = take(&event(compact)).unwrap() else {
+            panic!("an event")
+        };
+        assert_eq!(row.properties, compact);
+
+        // event_id inside properties: taken when none comes apart, the last
+        // if named twice; refused by name when it is not a string.
+        let Row::Event(row) =
+            take(&event(r#"{"event_id":"first","x":1,"event_id":"evt-9"}"#)).unwrap()
+        else {
+            panic!("an event")
+        };
+        assert_eq!(row.event_id, "evt-9");
+        let Row::Event(row) = take(
+            r#"{"event_type":"click","organizer_id":"o","event_id":"outer","properties":{"event_id":5}}"#,
+        )
+        .unwrap() else {
+            panic!("an event")
+        };
+        assert_eq!(row.event_id, "outer", "the field apart wins");
+        let (field, reason) = take(&event(r#"{"event_id":5}"#)).unwrap_err();
+        assert_eq!(field.as_deref(), Some("properties.event_id"));
+        assert_eq!(
+            reason,
+            "properties.event_id: must be a string, got a number"
+        );
+        for (props, kind) in [
+            ("[1]", "an array"),
+            ("\"{}\"", "a string"),
+            ("7", "a number"),
+        ] {
+            let (field, reason) = take(&event(props)).unwrap_err();
+            assert_eq!(field.as_deref(), Some("properties"));
+            assert_eq!(reason, format!("properties: must be an object, got {kind}"));
+        }
+
+        // Nesting: 128 levels are taken, 129 refused with the reason.
+        let nested = |n: usize| format!("{}{}", "[".repeat(n - 1), "]".repeat(n - 1));
+        assert!(take(&event(&format!(r#"{{"d":{}}}"#, nested(128)))).is_ok());
+        let (field, reason) = take(&event(&format!(r#"{{"d":{}}}"#, nested(129)))).unwrap_err();
+        assert_eq!(field.as_deref(), Some("properties"));
+        assert!(reason.contains("recursion limit"), "{reason}");
     }
 
     /// A JSON number is parsed from its decimal text: 2^53 and beyond (and

@@ -157,13 +157,9 @@ pub async fn monitor(storage: &dyn Storage, slow_ms: u64) -> Result<Value, Stora
 }
 
 /// This process's resident memory, CPU time and the load average, from /proc.
-fn process_figures() -> Value {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss_kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0);
+/// This process's CPU time so far, user and system, in seconds (10 ms
+/// resolution).
+pub fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -174,7 +170,17 @@ fn process_figures() -> Value {
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    let cpu_seconds = (ticks(11) + ticks(12)) / 100.0;
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn process_figures() -> Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    let cpu_seconds = cpu_seconds();
     let load: Vec<f64> = std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .split_whitespace()

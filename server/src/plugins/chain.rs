@@ -56,6 +56,9 @@ pub fn run(
     };
     let received = crate::storage::datetime64_text(&now);
     let now_ms = now.timestamp_millis();
+    // The batch as the last plugin saw it, with the rows it held: the next
+    // plugin that sees the same rows, unchanged, takes it as it is.
+    let mut last: Option<(Vec<usize>, Batch)> = None;
     for plugin in chain.plugins.iter().filter(|p| p.applies_to(table)) {
         let rows = &out.parsed.rows;
         let seen: Vec<usize> = (0..rows.len())
@@ -73,7 +76,10 @@ pub fn run(
         let result = match plugin.stats.disabled() {
             Some(why) => Err(Fault::new(FaultKind::Disabled, why)),
             None => {
-                let batch = batch_of(seen.iter().map(|&i| &rows[i].1));
+                let batch = match last.take() {
+                    Some((rows_in, batch)) if rows_in == seen => batch,
+                    _ => batch_of(seen.iter().map(|&i| &rows[i].1)),
+                };
                 let (result, output) = plugins.host.call(
                     &plugin.compiled,
                     &plugin.config_json,
@@ -83,9 +89,15 @@ pub fn run(
                     false,
                 );
                 plugins.log_output(plugin, &output);
-                result.and_then(|(_, verdicts)| {
+                let result = result.and_then(|(_, verdicts)| {
                     decide(table, &ids, verdicts, plugins.settings.verdict_bytes)
-                })
+                });
+                if let Ok(decisions) = &result
+                    && decisions.iter().all(|d| matches!(d, Decision::Keep))
+                {
+                    last = Some((seen.clone(), batch));
+                }
+                result
             }
         };
         let stats = &plugin.stats;
