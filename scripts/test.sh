@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 command -v npm >/dev/null || { echo "npm is required: the build fetches the embedded ClickHouse engine with it" >&2; exit 1; }
-# The HTML report is checked in headless Chromium (Debian's package).
+# The HTML report and the dashboard are checked in headless Chromium (Debian's package).
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing chromium for the report test…" >&2
@@ -34,6 +34,6 @@ cargo nextest run --workspace --no-fail-fast --features bilten-analytics/failpoi
 echo "the end-to-end tests again, on the clickhouse backend…" >&2
 BILTEN_TEST_BACKEND=clickhouse cargo nextest run --workspace --no-fail-fast \
     --features bilten-analytics/failpoints \
-    -E '(binary(ingest) | binary(views) | binary(migrations) | binary(hardening) | binary(retention) | binary(ops) | binary(plugins) | binary(router)) and not (test(backup) | test(restore) | test(tier_directories) | test(readable_by_the_owner_only))' \
+    -E '(binary(ingest) | binary(views) | binary(dashboard) | binary(migrations) | binary(hardening) | binary(retention) | binary(ops) | binary(plugins) | binary(router)) and not (test(backup) | test(restore) | test(tier_directories) | test(readable_by_the_owner_only))' \
     "$@" || status=$?
 exit $status

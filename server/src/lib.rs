@@ -41,8 +41,13 @@
 //!   rendered for a ClickHouse cluster.
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
 //!   the report, and the audit log's batched writer; none of it knows HTTP.
+//! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
+//!   keys), filters, figures read from the views, sessions and HTML; no
+//!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the
+//!   admin report; imports nothing.
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
-//!   admin, health, auth and audit); [`error`]: the one `IntoResponse`.
+//!   admin, dashboard, health, auth and audit); [`error`]: the one
+//!   `IntoResponse`.
 //!
 //! Dependencies point one way: the root wires modules together and names
 //! none of them back; `model` imports nothing; `config` only `model`; no
@@ -68,8 +73,10 @@
 
 pub mod admin_client;
 pub mod batch;
+pub mod charts;
 pub mod codec;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod files;
 pub mod ingest;

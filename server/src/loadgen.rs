@@ -52,6 +52,11 @@ pub struct Args {
     /// server's CPU is divided by events stored, not only accepted.
     #[arg(long, env = "BILTEN_ADMIN_TOKEN")]
     pub admin_token: Option<String>,
+    /// Spread the events' timestamps over this much of the past (e.g.
+    /// 30days), busier in the day than at night, instead of stamping them
+    /// now: history for the dashboard, in minutes.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub spread: Option<Duration>,
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
@@ -237,6 +242,30 @@ struct Counters {
     failed: AtomicU64,
 }
 
+/// A time within `spread` before `now`: busier through the day up to an
+/// evening peak at 20:00, quiet at night (UTC), as an event site's traffic
+/// is.
+fn past_time(
+    rng: &mut SmallRng,
+    now: chrono::DateTime<chrono::Utc>,
+    spread: Duration,
+) -> chrono::DateTime<chrono::Utc> {
+    use chrono::Timelike;
+    let spread_ms = spread.as_millis().max(1) as i64;
+    loop {
+        let t = now - chrono::Duration::milliseconds(rng.random_range(0..spread_ms));
+        let hour = t.hour() as f64 + t.minute() as f64 / 60.0;
+        let weight = match hour {
+            h if h < 7.0 => 0.1,
+            h if h < 20.0 => 0.3 + 0.7 * (h - 7.0) / 13.0,
+            h => 1.0 - 0.7 * (h - 20.0) / 4.0,
+        };
+        if rng.random::<f64>() < weight {
+            return t;
+        }
+    }
+}
+
 /// Sends the traffic and returns the summary (also printed to stdout).
 pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let client = reqwest::Client::new();
@@ -248,6 +277,13 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut generator = Generator::new(args.seed);
+    let mut past = args.spread.map(|spread| {
+        (
+            spread,
+            SmallRng::seed_from_u64(args.seed ^ 0x5eed),
+            chrono::Utc::now(),
+        )
+    });
     let before = server_counters(&client, &args.target).await;
     let started = Instant::now();
     let mut last_progress = Instant::now();
@@ -275,7 +311,10 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         };
         let mut groups: Vec<(Table, Vec<Value>)> = Vec::new();
         for _ in 0..want {
-            let (table, event) = generator.next_event();
+            let (table, mut event) = generator.next_event();
+            if let Some((spread, rng, now)) = past.as_mut() {
+                event["timestamp"] = serde_json::json!(past_time(rng, *now, *spread).to_rfc3339());
+            }
             match groups.iter_mut().find(|(t, _)| *t == table) {
                 Some((_, list)) => list.push(event),
                 None => groups.push((table, vec![event])),

@@ -67,6 +67,7 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
         concurrency: 2,
         api_key: None,
         admin_token: None,
+        spread: None,
         quiet: true,
     })
     .await
@@ -116,6 +117,8 @@ async fn loadgen_reports_the_servers_cpu_per_stored_event() {
         concurrency: 2,
         api_key: None,
         admin_token: Some(common::process::TOKEN.to_string()),
+        // History for dashboards: timestamps over the last three days.
+        spread: Some(Duration::from_secs(3 * 86400)),
         quiet: true,
     })
     .await
@@ -129,5 +132,11 @@ async fn loadgen_reports_the_servers_cpu_per_stored_event() {
         (per_event - cpu * 1e6 / 1500.0).abs() < 1e-6 && per_event < 1e6,
         "{summary:?}"
     );
+    let body = server
+        .query("SELECT dateDiff('hour', min(timestamp), max(timestamp)) AS hours, countIf(timestamp > now()) AS future FROM bilten_analytics.events")
+        .await;
+    let hours = body["data"][0]["hours"].as_u64().unwrap();
+    assert!((48..=72).contains(&hours), "spread over 3 days: {body}");
+    assert_eq!(body["data"][0]["future"], 0, "{body}");
     assert!(server.terminate().success());
 }

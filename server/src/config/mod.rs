@@ -3,7 +3,8 @@
 //!
 //! Every setting has an environment name: `BILTEN_` plus its path with `__`
 //! between levels (`BILTEN_BATCH__MAX_ROWS=500`). A few common ones also have
-//! short names: `BILTEN_ADMIN_TOKEN`, `BILTEN_INGEST_KEYS` (comma-separated),
+//! short names: `BILTEN_ADMIN_TOKEN`, `BILTEN_INGEST_KEYS` and
+//! `BILTEN_READ_KEYS` (comma-separated),
 //! `BILTEN_LISTEN`, `BILTEN_STORAGE`, `BILTEN_DATA_DIR`, `BILTEN_CHDB_LIB`,
 //! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`, `_CLUSTER`,
 //! `BILTEN_CLICKHOUSE_HTTP_LISTEN`, `BILTEN_CLICKHOUSE_HTTP_USERS`.
@@ -54,6 +55,11 @@ pub struct Config {
     /// When non-empty, ingest routes need one of these keys.
     #[serde(deserialize_with = "comma_list")]
     pub ingest_keys: Vec<String>,
+    /// Keys that sign in to `/dashboard` and see one organizer's figures:
+    /// `KEY@org-123` entries (`BILTEN_READ_KEYS`, comma-separated). They
+    /// write nothing and reach no `/admin` route.
+    #[serde(deserialize_with = "comma_list")]
+    pub read_keys: Vec<String>,
     /// Apply pending `sql/` migrations when the server starts.
     pub migrate_on_start: bool,
     pub storage: StorageConfig,
@@ -281,6 +287,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             admin_token: None,
             ingest_keys: Vec::new(),
+            read_keys: Vec::new(),
             migrate_on_start: true,
             storage: StorageConfig::default(),
             batch: BatchConfig::default(),
@@ -418,6 +425,7 @@ const TOP_LEVEL: &[&str] = &[
     "listen",
     "admin_token",
     "ingest_keys",
+    "read_keys",
     "migrate_on_start",
     "storage",
     "batch",
@@ -573,6 +581,18 @@ impl Config {
         }
         if self.admin_token.as_deref().is_some_and(str::is_empty) {
             return Err(invalid("admin_token", "is set but empty"));
+        }
+        for entry in &self.read_keys {
+            match entry.split_once('@') {
+                Some((key, organizer)) if key.len() >= 16 && !organizer.is_empty() => {}
+                _ => {
+                    return Err(invalid(
+                        "read_keys",
+                        "each entry is KEY@organizer_id, the key at least 16 characters \
+                         (a read key sees one organizer's figures)",
+                    ));
+                }
+            }
         }
         if !self.listen.ip().is_loopback()
             && (self.admin_token.is_none() || self.ingest_keys.is_empty())

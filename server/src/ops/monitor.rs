@@ -5,24 +5,14 @@
 use serde_json::{Value, json};
 
 use crate::model::DATABASE;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, json_number as num};
 
 /// Parts in one partition past this share of ClickHouse's
 /// `parts_to_delay_insert` are reported well before inserts slow down.
 const PARTS_WARNING_SHARE: f64 = 0.3;
 
 async fn rows(storage: &dyn Storage, sql: &str) -> Result<Vec<Value>, StorageError> {
-    let out = storage.query(sql, "JSONEachRow").await?;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| StorageError::Rejected(e.to_string())))
-        .collect()
-}
-
-fn num(v: &Value) -> f64 {
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(0.0)
+    crate::storage::json_rows(storage, sql, false).await
 }
 
 /// Slow queries (over `slow_ms`) of the last day, slowest first.
@@ -223,119 +213,50 @@ pub async fn report(
         "generated_at": chrono::Utc::now().to_rfc3339(),
         "ingestion_by_hour": ingestion,
         "storage_by_table_and_tier": storage_by_tier,
+        "slow_ms": slow_ms,
         "slow_queries": slow_queries(storage, slow_ms).await?,
     }))
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// A bar chart as inline SVG: one bar per (label, value).
-fn bar_chart(id: &str, title: &str, bars: &[(String, f64)], unit: &str) -> String {
-    let (w, h, pad) = (760.0, 240.0, 40.0);
-    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
-    let step = if bars.is_empty() {
-        0.0
-    } else {
-        (w - 2.0 * pad) / bars.len() as f64
-    };
-    let mut svg = format!(
-        r#"<figure><figcaption>{}</figcaption><svg id="{id}" class="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
-        esc(title),
-        esc(title)
-    );
-    svg.push_str(&format!(
-        r##"<line x1="{pad}" y1="{}" x2="{}" y2="{}" stroke="#999"/>"##,
-        h - pad,
-        w - pad,
-        h - pad
-    ));
-    for (i, (label, value)) in bars.iter().enumerate() {
-        let bh = (value / max) * (h - 2.0 * pad);
-        // Bars stay narrow when there are few of them.
-        let bw = (step * 0.8).clamp(1.0, 36.0);
-        let x = pad + i as f64 * step + (step - bw) / 2.0;
-        svg.push_str(&format!(
-            r##"<rect class="bar" x="{x:.1}" y="{:.1}" width="{bw:.1}" height="{bh:.1}" fill="#3b6ea5"><title>{}: {value} {unit}</title></rect>"##,
-            h - pad - bh,
-            esc(label)
-        ));
-    }
-    if let (Some(first), Some(last)) = (bars.first(), bars.last()) {
-        svg.push_str(&format!(
-            r#"<text x="{pad}" y="{}" font-size="11">{}</text>"#,
-            h - pad + 16.0,
-            esc(&first.0)
-        ));
-        svg.push_str(&format!(
-            r#"<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text>"#,
-            w - pad,
-            h - pad + 16.0,
-            esc(&last.0)
-        ));
-    }
-    svg.push_str(&format!(
-        r#"<text x="{pad}" y="{}" font-size="11">max {max} {unit}</text></svg></figure>"#,
-        pad - 10.0
-    ));
-    svg
-}
-
-/// Horizontal bars with a label each: for categories (table and tier).
-fn hbar_chart(id: &str, title: &str, bars: &[(String, f64)], unit: &str) -> String {
-    let (w, row, label_w) = (760.0, 22.0, 260.0);
-    let h = (bars.len() as f64 * row + 10.0).max(40.0);
-    let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1.0);
-    let mut svg = format!(
-        r#"<figure><figcaption>{}</figcaption><svg id="{id}" class="chart" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" aria-label="{}">"#,
-        esc(title),
-        esc(title)
-    );
-    for (i, (label, value)) in bars.iter().enumerate() {
-        let y = 5.0 + i as f64 * row;
-        let bw = (value / max) * (w - label_w - 110.0);
-        svg.push_str(&format!(
-            r##"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="end">{}</text><rect class="bar" x="{label_w}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#3b6ea5"><title>{}: {value} {unit}</title></rect><text x="{:.1}" y="{:.1}" font-size="11">{}</text>"##,
-            label_w - 8.0,
-            y + row * 0.65,
-            esc(label),
-            row * 0.75,
-            esc(label),
-            label_w + bw + 6.0,
-            y + row * 0.65,
-            human_bytes(*value),
-        ));
-    }
-    svg.push_str("</svg></figure>");
-    svg
-}
-
-fn human_bytes(b: f64) -> String {
-    match b {
-        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
-        b if b >= 1e6 => format!("{:.1} MB", b / 1e6),
-        b if b >= 1e3 => format!("{:.1} kB", b / 1e3),
-        b => format!("{b} B"),
-    }
-}
-
-/// The report as one HTML page.
+/// The report as one HTML page, drawn with the dashboard's charts.
 pub fn report_html(report: &Value) -> String {
+    use crate::charts::{self, Series, TimeChart, Unit, esc, format_value};
     let list = |k: &str| report[k].as_array().cloned().unwrap_or_default();
-    let ingestion: Vec<(String, f64)> = list("ingestion_by_hour")
+    let generated = report["generated_at"]
+        .as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_else(chrono::Utc::now);
+    let hour = |t: chrono::DateTime<chrono::Utc>| {
+        chrono::DateTime::from_timestamp(t.timestamp() - t.timestamp().rem_euclid(3600), 0)
+            .unwrap_or(t)
+    };
+    let ingestion: Vec<_> = list("ingestion_by_hour")
         .iter()
-        .map(|r| {
-            (
-                r["hour"].as_str().unwrap_or("").to_string(),
-                num(&r["rows"]),
-            )
+        .filter_map(|r| {
+            let t = chrono::NaiveDateTime::parse_from_str(r["hour"].as_str()?, "%Y-%m-%d %H:%M:%S")
+                .ok()?;
+            Some((t.and_utc(), num(&r["rows"])))
         })
         .collect();
-    let storage: Vec<(String, f64)> = list("storage_by_table_and_tier")
+    let ingestion = TimeChart {
+        id: "ingestion",
+        title: "Rows ingested, the last 48 hours",
+        unit: Unit::Count("rows"),
+        currency: "",
+        from: hour(generated) - chrono::Duration::hours(47),
+        to: hour(generated) + chrono::Duration::hours(1),
+        bucket_secs: 3600,
+        series: vec![Series {
+            name: "rows".into(),
+            color: "#3b6ea5",
+            points: ingestion,
+        }],
+        empty: "No rows were ingested in the last 48 hours.",
+        width: charts::FULL,
+    }
+    .svg();
+    let storage: Vec<(String, f64, String)> = list("storage_by_table_and_tier")
         .iter()
         .map(|r| {
             (
@@ -345,43 +266,74 @@ pub fn report_html(report: &Value) -> String {
                     r["tier"].as_str().unwrap_or("")
                 ),
                 num(&r["bytes"]),
+                format!(
+                    " · {} rows",
+                    format_value(num(&r["rows"]), Unit::Count("rows"))
+                ),
             )
         })
         .collect();
-    let mut slow =
-        String::from("<table><tr><th>time</th><th>ms</th><th>rows read</th><th>query</th></tr>");
-    for q in list("slow_queries") {
-        slow.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
-            esc(q["time"].as_str().unwrap_or("")),
-            num(&q["query_duration_ms"]),
-            num(&q["read_rows"]),
-            esc(q["query"].as_str().unwrap_or(""))
-        ));
-    }
-    slow.push_str("</table>");
-    let slow_ms: Vec<(String, f64)> = list("slow_queries")
-        .iter()
-        .map(|q| {
-            (
-                q["time"].as_str().unwrap_or("").to_string(),
-                num(&q["query_duration_ms"]),
+    let storage = charts::category_bars(
+        "storage",
+        "Storage by table and tier, on disk",
+        Unit::Bytes,
+        &storage,
+        "Nothing is stored yet.",
+    );
+    let slow_ms = num(&report["slow_ms"]);
+    let queries = list("slow_queries");
+    let slow = if queries.is_empty() {
+        format!(
+            r#"<section class="card" id="slow"><h2>Slow queries</h2><p class="empty">No query took longer than {} in the last day.</p></section>"#,
+            format_value(slow_ms, Unit::Millis)
+        )
+    } else {
+        let bars: Vec<(String, f64, String)> = queries
+            .iter()
+            .map(|q| {
+                (
+                    q["time"].as_str().unwrap_or("").to_string(),
+                    num(&q["query_duration_ms"]),
+                    String::new(),
+                )
+            })
+            .collect();
+        let mut table = String::from(
+            r#"<table><thead><tr><th>When (UTC)</th><th class="num">Duration</th><th class="num">Rows read</th><th>Query</th></tr></thead><tbody>"#,
+        );
+        for q in &queries {
+            table.push_str(&format!(
+                r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td><code>{}</code></td></tr>"#,
+                esc(q["time"].as_str().unwrap_or("")),
+                format_value(num(&q["query_duration_ms"]), Unit::Millis),
+                format_value(num(&q["read_rows"]), Unit::Count("rows")),
+                esc(q["query"].as_str().unwrap_or(""))
+            ));
+        }
+        table.push_str("</tbody></table>");
+        format!(
+            r#"{}<section class="card" id="slow-table"><h2>Slow queries, slowest first</h2>{table}</section>"#,
+            charts::category_bars(
+                "slow",
+                &format!(
+                    "Queries slower than {}, the last day",
+                    format_value(slow_ms, Unit::Millis)
+                ),
+                Unit::Millis,
+                &bars,
+                "",
             )
-        })
-        .collect();
+        )
+    };
     format!(
         r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Bilten Analytics report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;color:#222}}figure{{margin:1.5em 0}}figcaption{{font-weight:600;margin-bottom:.3em}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25em .5em;font-size:13px;text-align:left}}</style></head>
-<body>
-<h1>Bilten Analytics report</h1>
-<p>Generated {generated}</p>
+<html lang="en"><head><meta charset="utf-8"><title>Bilten Analytics report</title><style>{style}</style></head>
+<body><header><h1>Bilten Analytics report</h1><span class="who">Generated {generated} UTC</span></header>
+<main>
 {ingestion}
 {storage}
-<h2>Slow queries</h2>
-{slow_chart}
 {slow}
+</main>
 <script>
 // Marks how many charts the browser laid out with a real size: a check for
 // the report's own tests, harmless elsewhere.
@@ -392,19 +344,7 @@ document.body.dataset.barsRendered = [...document.querySelectorAll('svg.chart re
 </script>
 </body></html>
 "#,
-        generated = esc(report["generated_at"].as_str().unwrap_or("")),
-        ingestion = bar_chart(
-            "ingestion",
-            "Rows ingested per hour (last 48 hours)",
-            &ingestion,
-            "rows"
-        ),
-        storage = hbar_chart(
-            "storage",
-            "Storage by table and tier (bytes on disk)",
-            &storage,
-            "bytes"
-        ),
-        slow_chart = bar_chart("slow", "Slow queries (duration)", &slow_ms, "ms"),
+        style = charts::STYLE,
+        generated = esc(&generated.format("%-d %b %Y %H:%M").to_string()),
     )
 }

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod clickhouse_http;
+pub mod dashboard;
 pub mod health;
 pub mod ingest;
 
@@ -41,6 +42,8 @@ pub struct AppState {
     pub plugins: Arc<plugins::Plugins>,
     /// Admin requests, written in batches.
     pub audit: Arc<ops::audit::AuditLog>,
+    /// Who is signed in to `/dashboard`.
+    pub sessions: Arc<crate::dashboard::sessions::Sessions>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
         let audit = ops::audit::AuditLog::start(storage.clone());
         AppState {
             audit,
+            sessions: Arc::default(),
             config,
             storage,
             batcher,
@@ -110,6 +114,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(ingest)
         .nest("/admin", admin)
+        .route("/dashboard", get(dashboard::show))
+        .route("/dashboard/realtime", get(dashboard::realtime))
+        .route("/dashboard/login", post(dashboard::login))
+        .route("/dashboard/logout", post(dashboard::logout))
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

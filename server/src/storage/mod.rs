@@ -247,6 +247,30 @@ pub async fn query_text(storage: &dyn Storage, sql: &str) -> Result<String, Stor
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A query's rows as JSON objects (JSONEachRow), read-only or not.
+pub async fn json_rows(
+    storage: &dyn Storage,
+    sql: &str,
+    readonly: bool,
+) -> Result<Vec<serde_json::Value>, StorageError> {
+    let out = match readonly {
+        true => storage.query_readonly(sql, "JSONEachRow").await?,
+        false => storage.query(sql, "JSONEachRow").await?,
+    };
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| StorageError::Rejected(e.to_string())))
+        .collect()
+}
+
+/// A number from JSON output, where 64-bit integers and decimals come
+/// quoted; 0 when there is none.
+pub fn json_number(v: &serde_json::Value) -> f64 {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

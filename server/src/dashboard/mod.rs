@@ -1,0 +1,460 @@
+//! `/dashboard`: the seed's materialized views as a page (no HTTP in here).
+//!
+//! - [`Viewer`]: who signed in, the admin or an organizer's read key;
+//!   [`authenticate`] tells which from what was typed into the form.
+//! - [`Filter`]: organizer and date range, checked against the viewer: a
+//!   read key sees its organizer and no other.
+//! - [`figures`]: every figure the page shows, read from the views' tables
+//!   (never the raw event tables), in one read-only query per panel.
+//! - [`page`]: the HTML; [`sessions`]: who is signed in.
+
+pub mod page;
+pub mod sessions;
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use serde_json::Value;
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::model::{DATABASE, Table};
+use crate::storage::{Storage, StorageError, json_number as num};
+
+/// Who is looking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Viewer {
+    /// The admin token: every organizer.
+    Admin,
+    /// A read key: this organizer only.
+    Organizer(String),
+}
+
+impl Viewer {
+    pub fn describe(&self) -> String {
+        match self {
+            Viewer::Admin => "admin · all organizers".into(),
+            Viewer::Organizer(org) => format!("organizer {org}"),
+        }
+    }
+}
+
+/// The viewer a typed token or key stands for. Every configured secret is
+/// compared, in constant time, so the time taken tells nothing.
+pub fn authenticate(config: &Config, given: &str) -> Option<Viewer> {
+    let given = given.trim();
+    if given.is_empty() {
+        return None;
+    }
+    let same = |a: &str| bool::from(a.as_bytes().ct_eq(given.as_bytes()));
+    let mut found = None;
+    if let Some(token) = config.admin_token.as_deref()
+        && same(token)
+    {
+        found = Some(Viewer::Admin);
+    }
+    for entry in &config.read_keys {
+        if let Some((key, organizer)) = entry.split_once('@')
+            && same(key)
+            && found.is_none()
+        {
+            found = Some(Viewer::Organizer(organizer.to_string()));
+        }
+    }
+    found
+}
+
+/// What the page shows: one organizer or all, from one day to another
+/// (both included, UTC).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Filter {
+    pub organizer: Option<String>,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+}
+
+/// A filter the viewer may not have, or cannot mean.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum FilterError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("this key sees organizer {0} only")]
+    Forbidden(String),
+}
+
+/// The default range: the last 30 days.
+pub const DEFAULT_DAYS: i64 = 30;
+/// The longest range a page reads.
+pub const MAX_DAYS: i64 = 366;
+
+impl Filter {
+    /// The filter from the form's fields (empty ones take defaults).
+    pub fn new(
+        viewer: &Viewer,
+        organizer: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+        today: NaiveDate,
+    ) -> Result<Filter, FilterError> {
+        let organizer = organizer.map(str::trim).filter(|o| !o.is_empty());
+        let organizer = match (viewer, organizer) {
+            (Viewer::Admin, None) => None,
+            (Viewer::Admin, Some(org)) => Some(checked_organizer(org)?),
+            (Viewer::Organizer(own), None) => Some(own.clone()),
+            (Viewer::Organizer(own), Some(org)) if org == own => Some(own.clone()),
+            (Viewer::Organizer(own), Some(_)) => return Err(FilterError::Forbidden(own.clone())),
+        };
+        let date = |name: &str, v: Option<&str>, default: NaiveDate| match v
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+        {
+            None => Ok(default),
+            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
+                FilterError::Invalid(format!(
+                    "{name}: expected a date such as 2026-11-28, got {v:?}"
+                ))
+            }),
+        };
+        let to = date("to", to, today)?;
+        let from = date("from", from, to - Duration::days(DEFAULT_DAYS - 1))?;
+        if from > to {
+            return Err(FilterError::Invalid(format!(
+                "from ({from}) is after to ({to})"
+            )));
+        }
+        if (to - from).num_days() >= MAX_DAYS {
+            return Err(FilterError::Invalid(format!(
+                "a page shows at most {MAX_DAYS} days; pick a shorter range"
+            )));
+        }
+        Ok(Filter {
+            organizer,
+            from,
+            to,
+        })
+    }
+
+    /// ` AND organizer_id = '…'` when one organizer is chosen.
+    fn organizer_sql(&self) -> String {
+        match &self.organizer {
+            Some(org) => format!(" AND organizer_id = {}", literal(org)),
+            None => String::new(),
+        }
+    }
+
+    fn dates_sql(&self, column: &str) -> String {
+        format!("{column} BETWEEN '{}' AND '{}'", self.from, self.to)
+    }
+
+    fn hours_sql(&self, column: &str) -> String {
+        format!(
+            "{column} >= toDateTime('{} 00:00:00', 'UTC') AND {column} < toDateTime('{} 00:00:00', 'UTC')",
+            self.from,
+            self.to + Duration::days(1)
+        )
+    }
+
+    pub fn start(&self) -> DateTime<Utc> {
+        Utc.from_utc_datetime(&self.from.and_hms_opt(0, 0, 0).expect("midnight"))
+    }
+
+    pub fn end(&self) -> DateTime<Utc> {
+        self.start() + Duration::days((self.to - self.from).num_days() + 1)
+    }
+}
+
+/// An organizer id as the model declares it (its length), before it goes
+/// into a statement as a quoted literal.
+fn checked_organizer(org: &str) -> Result<String, FilterError> {
+    let max = match Table::Events.field("organizer_id").map(|f| f.kind) {
+        Some(crate::model::Kind::Text(max)) => max,
+        _ => unreachable!("organizer_id is declared text"),
+    };
+    if org.chars().count() > max {
+        return Err(FilterError::Invalid(format!(
+            "organizer: longer than {max} characters"
+        )));
+    }
+    Ok(org.to_string())
+}
+
+/// A ClickHouse string literal: quotes and backslashes escaped.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// One day's figures for the filter's organizer(s).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Day {
+    pub date: NaiveDate,
+    pub events: f64,
+    pub page_views: f64,
+    pub ticket_sales: f64,
+    pub tickets: f64,
+    pub revenue: f64,
+}
+
+/// One ticketed event over the range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventFigures {
+    pub event_id: String,
+    pub interactions: f64,
+    pub visitors: f64,
+    pub page_views: f64,
+    pub tickets: f64,
+    pub revenue: f64,
+    pub buyers: f64,
+}
+
+impl EventFigures {
+    /// Buyers per hundred visitors.
+    pub fn conversion(&self) -> f64 {
+        if self.visitors > 0.0 {
+            self.buyers / self.visitors * 100.0
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Everything the page shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figures {
+    /// Now, to the second: the realtime panel's right edge.
+    pub now: DateTime<Utc>,
+    /// Five-minute buckets of the last two hours: events, active users.
+    pub realtime: Vec<(DateTime<Utc>, f64, f64)>,
+    /// Events per hour over the range.
+    pub hourly: Vec<(DateTime<Utc>, f64)>,
+    pub daily: Vec<Day>,
+    /// Distinct users over the whole range.
+    pub unique_users: f64,
+    pub events: Vec<EventFigures>,
+    /// The funnel's steps in order, with the users who reached each.
+    pub funnel: Vec<(String, f64)>,
+    /// Organizers to choose from (the admin's filter).
+    pub organizers: Vec<String>,
+}
+
+/// The funnel's steps, as `sql/0007_user_funnel.sql` orders them.
+pub const FUNNEL: [(&str, &str); 5] = [
+    ("page_view", "Page view"),
+    ("view_event", "Event details"),
+    ("add_to_cart", "Add to cart"),
+    ("checkout", "Checkout"),
+    ("purchase", "Purchase"),
+];
+
+/// How far back the realtime panel looks.
+pub const REALTIME_MINUTES: i64 = 120;
+
+async fn rows(storage: &dyn Storage, sql: &str) -> Result<Vec<Value>, StorageError> {
+    crate::storage::json_rows(storage, sql, true).await
+}
+
+fn time(v: &Value) -> DateTime<Utc> {
+    v.as_str()
+        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok())
+        .map(|t| t.and_utc())
+        .unwrap_or_default()
+}
+
+/// The realtime panel alone (it refreshes itself).
+pub async fn realtime(
+    storage: &dyn Storage,
+    filter: &Filter,
+) -> Result<(DateTime<Utc>, Vec<(DateTime<Utc>, f64, f64)>), StorageError> {
+    let now = Utc::now();
+    let sql = format!(
+        "SELECT toString(interval_start) AS t, sum(events) AS events, uniqMerge(unique_users) AS users \
+         FROM {DATABASE}.realtime_dashboard \
+         WHERE interval_start >= toStartOfFiveMinutes(now() - INTERVAL {REALTIME_MINUTES} MINUTE){} \
+         GROUP BY interval_start ORDER BY interval_start",
+        filter.organizer_sql()
+    );
+    let points = rows(storage, &sql)
+        .await?
+        .iter()
+        .map(|r| (time(&r["t"]), num(&r["events"]), num(&r["users"])))
+        .collect();
+    Ok((now, points))
+}
+
+/// Every panel's figures for `filter`.
+pub async fn figures(
+    storage: &dyn Storage,
+    viewer: &Viewer,
+    filter: &Filter,
+) -> Result<Figures, StorageError> {
+    let org = filter.organizer_sql();
+    let (now, realtime) = realtime(storage, filter).await?;
+    let hourly = rows(
+        storage,
+        &format!(
+            "SELECT toString(hour) AS t, sum(events) AS events FROM {DATABASE}.events_hourly_mv \
+             WHERE {}{org} GROUP BY hour ORDER BY hour",
+            filter.hours_sql("hour")
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| (time(&r["t"]), num(&r["events"])))
+    .collect();
+    let daily = rows(
+        storage,
+        &format!(
+            "SELECT toString(date) AS date, sum(events) AS events, sum(page_views) AS page_views, \
+             sum(ticket_sales) AS ticket_sales, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \
+             FROM {DATABASE}.organizer_daily_metrics_mv WHERE {}{org} GROUP BY date ORDER BY date",
+            filter.dates_sql("date")
+        ),
+    )
+    .await?
+    .iter()
+    .filter_map(|r| {
+        Some(Day {
+            date: NaiveDate::parse_from_str(r["date"].as_str()?, "%Y-%m-%d").ok()?,
+            events: num(&r["events"]),
+            page_views: num(&r["page_views"]),
+            ticket_sales: num(&r["ticket_sales"]),
+            tickets: num(&r["tickets"]),
+            revenue: num(&r["revenue_text"]),
+        })
+    })
+    .collect();
+    // Distinct users over the range: merged from the daily states, not a
+    // sum of daily counts (a user seen twice counts once).
+    let unique_users = rows(
+        storage,
+        &format!(
+            "SELECT uniqMerge(unique_users) AS users FROM {DATABASE}.metrics_daily WHERE {}{org}",
+            filter.dates_sql("date")
+        ),
+    )
+    .await?
+    .first()
+    .map(|r| num(&r["users"]))
+    .unwrap_or(0.0);
+    let events = rows(
+        storage,
+        &format!(
+            "SELECT event_id, sum(interactions) AS interactions, uniqMerge(unique_visitors) AS visitors, \
+             sum(page_views) AS page_views, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text, \
+             uniqMerge(buyers) AS buyers FROM {DATABASE}.event_performance WHERE {}{org} \
+             GROUP BY event_id ORDER BY sum(revenue) DESC, event_id LIMIT 200",
+            filter.dates_sql("date")
+        ),
+    )
+    .await?
+    .iter()
+    .map(|r| EventFigures {
+        event_id: r["event_id"].as_str().unwrap_or("").to_string(),
+        interactions: num(&r["interactions"]),
+        visitors: num(&r["visitors"]),
+        page_views: num(&r["page_views"]),
+        tickets: num(&r["tickets"]),
+        revenue: num(&r["revenue_text"]),
+        buyers: num(&r["buyers"]),
+    })
+    .collect();
+    let reached = rows(
+        storage,
+        &format!(
+            "SELECT step, uniqMerge(users) AS users FROM {DATABASE}.user_funnel WHERE {}{org} GROUP BY step",
+            filter.dates_sql("date")
+        ),
+    )
+    .await?;
+    let funnel = FUNNEL
+        .iter()
+        .map(|(step, name)| {
+            let users = reached
+                .iter()
+                .find(|r| r["step"] == *step)
+                .map(|r| num(&r["users"]))
+                .unwrap_or(0.0);
+            (name.to_string(), users)
+        })
+        .collect();
+    let organizers = match viewer {
+        Viewer::Organizer(own) => vec![own.clone()],
+        Viewer::Admin => rows(
+            storage,
+            &format!(
+                "SELECT DISTINCT organizer_id FROM {DATABASE}.metrics_daily ORDER BY organizer_id LIMIT 1000"
+            ),
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r["organizer_id"].as_str().map(str::to_string))
+        .collect(),
+    };
+    Ok(Figures {
+        now,
+        realtime,
+        hourly,
+        daily,
+        unique_users,
+        events,
+        funnel,
+        organizers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 30).unwrap()
+    }
+
+    #[test]
+    fn a_read_key_sees_its_organizer_only() {
+        let org = Viewer::Organizer("org-1".into());
+        let f = Filter::new(&org, None, None, None, today()).unwrap();
+        assert_eq!(f.organizer.as_deref(), Some("org-1"));
+        assert_eq!(
+            Filter::new(&org, Some("org-2"), None, None, today()),
+            Err(FilterError::Forbidden("org-1".into()))
+        );
+        let all = Filter::new(&Viewer::Admin, Some(""), None, None, today()).unwrap();
+        assert_eq!(all.organizer, None);
+        assert_eq!(all.from, NaiveDate::from_ymd_opt(2026, 11, 1).unwrap());
+        assert_eq!(all.to, today());
+    }
+
+    #[test]
+    fn ranges_and_organizers_are_checked_and_quoted() {
+        let admin = Viewer::Admin;
+        let bad = Filter::new(
+            &admin,
+            None,
+            Some("2026-12-01"),
+            Some("2026-11-01"),
+            today(),
+        );
+        assert!(matches!(bad, Err(FilterError::Invalid(m)) if m.contains("is after")));
+        let bad = Filter::new(&admin, None, Some("yesterday"), None, today());
+        assert!(matches!(bad, Err(FilterError::Invalid(m)) if m.contains("2026-11-28")));
+        let long = Filter::new(&admin, None, Some("2024-01-01"), None, today());
+        assert!(matches!(long, Err(FilterError::Invalid(m)) if m.contains("366")));
+        let f = Filter::new(&admin, Some(r"o' OR 1=1 --\"), None, None, today()).unwrap();
+        assert_eq!(f.organizer_sql(), r" AND organizer_id = 'o\' OR 1=1 --\\'");
+    }
+
+    #[test]
+    fn the_admin_token_and_read_keys_sign_in() {
+        let config = Config {
+            admin_token: Some("admin-secret".into()),
+            read_keys: vec!["reader-key-0123456@org-1".into()],
+            ..Config::default()
+        };
+        assert_eq!(authenticate(&config, "admin-secret"), Some(Viewer::Admin));
+        assert_eq!(
+            authenticate(&config, " reader-key-0123456 "),
+            Some(Viewer::Organizer("org-1".into()))
+        );
+        for wrong in ["", "admin", "reader-key-0123456@org-1", "org-1"] {
+            assert_eq!(authenticate(&config, wrong), None, "{wrong}");
+        }
+    }
+}

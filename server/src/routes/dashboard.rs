@@ -1,0 +1,173 @@
+//! `/dashboard`: sign in with a form, a session cookie, the page.
+//!
+//! - `GET /dashboard`: the figures for a signed-in viewer, else the form;
+//! - `POST /dashboard/login`: the form's token or read key; a session
+//!   cookie (HttpOnly, SameSite=Strict, Secure under TLS, 12 hours) and a
+//!   redirect. No token ever goes in a URL;
+//! - `POST /dashboard/logout`;
+//! - `GET /dashboard/realtime`: the realtime panel alone, for its refresh.
+
+use axum::Form;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::AppState;
+use crate::dashboard::{self, Filter, FilterError, Viewer, page, sessions};
+
+const COOKIE: &str = "bilten_session";
+
+/// The session id from the `Cookie` header. A few lines rather than a
+/// cookie crate: one cookie, read, never parsed for attributes.
+fn session_id(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))
+        .map(str::to_string)
+}
+
+fn viewer(app: &AppState, headers: &HeaderMap) -> Option<Viewer> {
+    app.sessions.viewer(&session_id(headers)?)
+}
+
+/// Every dashboard answer: never cached, never framed, scripts only our own.
+fn page(status: StatusCode, html: String) -> Response {
+    let mut response = (status, Html(html)).into_response();
+    let h = response.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; \
+             connect-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct FilterParams {
+    organizer: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// The filter, or the status and page that refuse it.
+fn filter(viewer: &Viewer, p: &FilterParams) -> Result<Filter, (StatusCode, String)> {
+    let today = chrono::Utc::now().date_naive();
+    Filter::new(
+        viewer,
+        p.organizer.as_deref(),
+        p.from.as_deref(),
+        p.to.as_deref(),
+        today,
+    )
+    .map_err(|e| {
+        let status = match e {
+            FilterError::Forbidden(_) => StatusCode::FORBIDDEN,
+            FilterError::Invalid(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, page::problem(viewer, &e.to_string()))
+    })
+}
+
+fn unavailable(viewer: &Viewer, e: crate::storage::StorageError) -> Response {
+    tracing::warn!(error = %e, "dashboard query failed");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        page::problem(viewer, &format!("The figures cannot be read now: {e}")),
+    )
+}
+
+pub async fn show(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<FilterParams>,
+) -> Response {
+    let Some(viewer) = viewer(&app, &headers) else {
+        return page(StatusCode::OK, page::login(None));
+    };
+    let filter = match filter(&viewer, &params) {
+        Ok(f) => f,
+        Err((status, html)) => return page(status, html),
+    };
+    match dashboard::figures(&*app.storage, &viewer, &filter).await {
+        Ok(figures) => page(StatusCode::OK, page::dashboard(&viewer, &filter, &figures)),
+        Err(e) => unavailable(&viewer, e),
+    }
+}
+
+pub async fn realtime(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(params): Query<FilterParams>,
+) -> Response {
+    let Some(viewer) = viewer(&app, &headers) else {
+        return page(StatusCode::UNAUTHORIZED, page::login(None));
+    };
+    let filter = match filter(&viewer, &params) {
+        Ok(f) => f,
+        Err((status, html)) => return page(status, html),
+    };
+    match dashboard::realtime(&*app.storage, &filter).await {
+        Ok((now, points)) => page(StatusCode::OK, page::realtime_panel(now, &points)),
+        Err(e) => unavailable(&viewer, e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+pub async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let Some(viewer) = dashboard::authenticate(&app.config, &form.token) else {
+        // A guess costs a second: slows a dictionary to a crawl, unnoticed by
+        // someone who mistyped.
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return page(
+            StatusCode::UNAUTHORIZED,
+            page::login(Some("That is neither the admin token nor a read key.")),
+        );
+    };
+    let id = app.sessions.open(viewer);
+    let secure = if app.config.tls.is_some() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={id}; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        sessions::SESSION_TTL.as_secs()
+    );
+    let mut response = Redirect::to("/dashboard").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&cookie).expect("a cookie of hex and ASCII"),
+    );
+    response
+}
+
+pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_id(&headers) {
+        app.sessions.close(&id);
+    }
+    let mut response = Redirect::to("/dashboard").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&format!(
+            "{COOKIE}=; Path=/dashboard; HttpOnly; SameSite=Strict; Max-Age=0"
+        ))
+        .expect("ASCII"),
+    );
+    response
+}

@@ -1,0 +1,418 @@
+//! `/dashboard` over HTTP, on the real engine: signing in and out, the
+//! session cookie, the figures against the views' own numbers, a read key
+//! held to its organizer, hostile filters. `dashboard_in_a_real_browser`
+//! drives it in headless Chromium with Playwright.
+
+mod common;
+
+use std::process::Command;
+
+use chrono::{Duration, Utc};
+use common::{ADMIN, TestServer};
+use serde_json::{Value, json};
+
+const READ_KEY: &str = "read-key-of-org-a-0123";
+
+async fn start() -> TestServer {
+    TestServer::start(|c| {
+        c.read_keys = vec![format!("{READ_KEY}@org-a")];
+    })
+    .await
+}
+
+/// Two organizers: org-a with a funnel, page views and two sales (151.00,
+/// 3 tickets), org-b with one sale (40.00, 4 tickets).
+async fn with_sales(s: &TestServer) {
+    let at = (Utc::now() - Duration::minutes(10)).to_rfc3339();
+    let mut events = Vec::new();
+    for (step, users) in [
+        ("page_view", 4),
+        ("view_event", 3),
+        ("add_to_cart", 2),
+        ("checkout", 2),
+        ("purchase", 1),
+    ] {
+        for u in 0..users {
+            events.push(json!({"event_type": step, "organizer_id": "org-a", "user_id": format!("u{u}"), "event_id": "evt-1", "timestamp": at}));
+        }
+    }
+    events.push(json!({"event_type": "click", "organizer_id": "org-b", "user_id": "x", "event_id": "evt-9", "timestamp": at}));
+    let page_views: Vec<Value> = (0..5)
+        .map(|i| json!({"organizer_id": "org-a", "url": format!("https://tickets.example/e/{i}"), "user_id": format!("u{i}"), "event_id": "evt-1", "timestamp": at}))
+        .collect();
+    let sales = json!([
+        {"event_id": "evt-1", "organizer_id": "org-a", "user_id": "u0", "quantity": 2, "price": "25.50", "currency": "EUR", "timestamp": at},
+        {"event_id": "evt-2", "organizer_id": "org-a", "user_id": "u1", "quantity": 1, "price": 100, "currency": "EUR", "timestamp": at},
+        {"event_id": "evt-9", "organizer_id": "org-b", "user_id": "x", "quantity": 4, "price": "10.00", "currency": "EUR", "timestamp": at},
+    ]);
+    for (route, body) in [
+        ("events", Value::Array(events)),
+        ("page-views", Value::Array(page_views)),
+        ("ticket-sales", sales),
+    ] {
+        let (status, reply) = s.post_json(&format!("/v1/{route}"), &body).await;
+        assert_eq!(status, 202, "{reply}");
+        assert_eq!(reply["rejected"], 0, "{reply}");
+    }
+    s.flush().await;
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in with `token`; the session cookie (`name=value`) and the whole
+/// `Set-Cookie` line.
+async fn sign_in(s: &TestServer, token: &str) -> (String, String) {
+    let r = client()
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    assert_eq!(r.headers()["location"], "/dashboard");
+    let line = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    (line.split(';').next().unwrap().to_string(), line)
+}
+
+async fn page(s: &TestServer, cookie: Option<&str>, query: &str) -> (u16, String) {
+    let mut r = client().get(format!("{}/dashboard{query}", s.base));
+    if let Some(cookie) = cookie {
+        r = r.header("cookie", cookie);
+    }
+    let r = r.send().await.unwrap();
+    let status = r.status().as_u16();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert!(
+        r.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    (status, r.text().await.unwrap())
+}
+
+/// The value a page's element carries in `data-v`, after `marker`.
+fn value_after(html: &str, marker: &str) -> f64 {
+    let rest = &html[html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no {marker} in the page"))..];
+    let v = rest.split("data-v=\"").nth(1).unwrap();
+    v[..v.find('"').unwrap()].parse().unwrap()
+}
+
+fn kpi(html: &str, name: &str) -> f64 {
+    value_after(html, &format!(r#"data-kpi="{name}""#))
+}
+
+fn number(v: &Value) -> f64 {
+    v.to_string().trim_matches('"').parse().unwrap()
+}
+
+/// What the views say for one organizer or all (`''`), over the last 30
+/// days: the numbers a user checks the page against.
+async fn from_views(s: &TestServer, organizer: &str) -> Value {
+    let cond = if organizer.is_empty() {
+        "1".to_string()
+    } else {
+        format!("organizer_id = '{organizer}'")
+    };
+    let range = "date BETWEEN today() - 29 AND today()";
+    let daily = &s
+        .query(&format!(
+            "SELECT sum(events) AS events, sum(page_views) AS page_views, sum(ticket_sales) AS orders, \
+             sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue \
+             FROM bilten_analytics.organizer_daily_metrics_mv WHERE {range} AND {cond}"
+        ))
+        .await[0];
+    let funnel = s
+        .query(&format!(
+            "SELECT step, sum(users) AS users FROM bilten_analytics.user_funnel_mv \
+             WHERE {range} AND {cond} GROUP BY step"
+        ))
+        .await;
+    let events = s
+        .query(&format!(
+            "SELECT event_id, toString(sum(revenue)) AS revenue, sum(tickets_sold) AS tickets \
+             FROM bilten_analytics.event_performance_mv WHERE {range} AND {cond} GROUP BY event_id"
+        ))
+        .await;
+    json!({"daily": daily, "funnel": funnel, "events": events})
+}
+
+#[tokio::test]
+async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_only() {
+    let s = start().await;
+    with_sales(&s).await;
+
+    // Without a session: the form, and no figure.
+    let (status, html) = page(&s, None, "").await;
+    assert_eq!(status, 200);
+    assert!(html.contains(r#"action="/dashboard/login""#));
+    assert!(!html.contains("data-kpi"));
+    let r = client()
+        .get(format!("{}/dashboard/realtime", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // A wrong token: refused, no cookie.
+    let r = client()
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", "guess")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.headers().get("set-cookie").is_none());
+    assert!(r.text().await.unwrap().contains("neither the admin token"));
+
+    // The admin: every organizer.
+    let (cookie, line) = sign_in(&s, ADMIN).await;
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/dashboard",
+        "Max-Age=43200",
+    ] {
+        assert!(line.contains(attribute), "{line}");
+    }
+    assert!(!line.contains("Secure"), "no TLS here: {line}");
+    assert!(!line.contains(ADMIN), "the token is not the cookie");
+    let (status, html) = page(&s, Some(&cookie), "").await;
+    assert_eq!(status, 200, "{html}");
+    let views = from_views(&s, "").await;
+    let d = &views["daily"];
+    assert_eq!(
+        number(&d["revenue"]),
+        191.0,
+        "the views themselves: {views}"
+    );
+    for (name, key) in [
+        ("events", "events"),
+        ("page_views", "page_views"),
+        ("orders", "orders"),
+        ("tickets", "tickets"),
+        ("revenue", "revenue"),
+    ] {
+        assert_eq!(kpi(&html, name), number(&d[key]), "{name}: {views}");
+    }
+    assert_eq!(kpi(&html, "tickets"), 7.0);
+    // The funnel: each step's users, as the view counts them.
+    for (step, label) in bilten_analytics::dashboard::FUNNEL {
+        let want = views["funnel"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["step"] == step)
+            .map_or(0.0, |r| number(&r["users"]));
+        assert_eq!(
+            value_after(&html, &format!(r#"data-series="{label}""#)),
+            want,
+            "{step}"
+        );
+    }
+    assert_eq!(value_after(&html, r#"data-series="Purchase""#), 1.0);
+    assert!(
+        html.contains("50.0 % of the step before"),
+        "purchase ÷ checkout"
+    );
+    // Event performance: one row per ticketed event, its revenue the view's.
+    for e in views["events"].as_array().unwrap() {
+        let id = e["event_id"].as_str().unwrap();
+        let row = &html[html.find(&format!(r#"<tr data-event="{id}""#)).unwrap()..];
+        let cells: Vec<f64> = row[..row.find("</tr>").unwrap()]
+            .split(r#"class="num" data-v=""#)
+            .skip(1)
+            .map(|c| c[..c.find('"').unwrap()].parse().unwrap())
+            .collect();
+        assert_eq!(cells[3], number(&e["tickets"]), "{id}");
+        assert_eq!(cells[4], number(&e["revenue"]), "{id}");
+    }
+    // The realtime panel has the events of ten minutes ago.
+    let panel = &html[html.find(r#"id="realtime""#).unwrap()..];
+    let panel = &panel[..panel.find("</figure>").unwrap()];
+    let realtime: f64 = panel
+        .split(r#"data-series="events" data-t=""#)
+        .skip(1)
+        .map(|p| {
+            let v = p.split("data-v=\"").nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse::<f64>().unwrap()
+        })
+        .sum();
+    assert_eq!(realtime, 13.0, "twelve org-a events and one org-b");
+    // One organizer, chosen by the admin.
+    let (_, html) = page(&s, Some(&cookie), "?organizer=org-b").await;
+    assert_eq!(kpi(&html, "revenue"), 40.0);
+    assert_eq!(kpi(&html, "tickets"), 4.0);
+    // Hostile and broken filters: quoted, or refused with the reason.
+    let (status, html) = page(&s, Some(&cookie), "?organizer=o%27%20OR%201%3D1%20--").await;
+    assert_eq!(status, 200);
+    assert_eq!(kpi(&html, "revenue"), 0.0);
+    assert!(html.contains("No sales in this period."));
+    let (status, html) = page(&s, Some(&cookie), "?from=yesterday").await;
+    assert_eq!(status, 400);
+    assert!(
+        html.contains("expected a date such as 2026-11-28"),
+        "{html}"
+    );
+
+    // A read key: org-a only, whatever the URL asks.
+    let (reader, _) = sign_in(&s, READ_KEY).await;
+    let (status, html) = page(&s, Some(&reader), "").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("organizer org-a"));
+    assert!(!html.contains("org-b"), "another organizer's name leaks");
+    let views = from_views(&s, "org-a").await;
+    assert_eq!(kpi(&html, "revenue"), number(&views["daily"]["revenue"]));
+    assert_eq!(kpi(&html, "revenue"), 151.0);
+    let (status, html) = page(&s, Some(&reader), "?organizer=org-b").await;
+    assert_eq!(status, 403);
+    assert!(html.contains("this key sees organizer org-a only"));
+    assert!(!html.contains("data-kpi"));
+    let r = client()
+        .get(format!("{}/dashboard/realtime?organizer=org-b", s.base))
+        .header("cookie", &reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // A read key is not an admin token, nor an ingest key.
+    let r = client()
+        .get(format!("{}/admin/health", s.base))
+        .bearer_auth(READ_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Signing out ends the session on the server, not only in the browser.
+    let r = client()
+        .post(format!("{}/dashboard/logout", s.base))
+        .header("cookie", &reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    let (status, html) = page(&s, Some(&reader), "").await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("data-kpi"), "a closed session shows nothing");
+    // The admin's session is its own.
+    let (_, html) = page(&s, Some(&cookie), "").await;
+    assert!(html.contains("data-kpi"));
+    s.stop().await.unwrap();
+}
+
+/// Empty tables: every panel says so in a sentence, none draws an empty
+/// frame.
+#[tokio::test]
+async fn an_empty_store_shows_sentences_not_empty_charts() {
+    let s = start().await;
+    let (cookie, _) = sign_in(&s, ADMIN).await;
+    let (status, html) = page(&s, Some(&cookie), "").await;
+    assert_eq!(status, 200, "{}", &html[html.len().saturating_sub(600)..]);
+    for sentence in [
+        "No events in the last two hours.",
+        "No events in this period.",
+        "No page views in this period.",
+        "No sales in this period.",
+        "No tickets sold in this period.",
+        "No funnel steps in this period.",
+        "No ticketed events in this period.",
+    ] {
+        assert!(html.contains(sentence), "{sentence}");
+    }
+    assert!(!html.contains("<svg"), "no empty chart frames");
+    assert_eq!(kpi(&html, "revenue"), 0.0);
+    s.stop().await.unwrap();
+}
+
+fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Playwright from PyPI in a venv of this test's own, once per build.
+fn playwright() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("playwright-venv");
+    let ready = venv.join(".installed");
+    if !ready.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+        run(Command::new(venv.join("bin/pip")).args([
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "playwright==1.65.2",
+        ]));
+        std::fs::write(&ready, "").unwrap();
+    }
+    venv.join("bin/python")
+}
+
+/// A real browser: sign in through the form, read the figures as shown,
+/// sort the table, wait for the realtime refresh, sign out. The numbers on
+/// the page must be the views'.
+#[tokio::test]
+async fn dashboard_in_a_real_browser() {
+    let Some(browser) = chromium() else {
+        eprintln!("SKIPPED: no chromium at /usr/bin/chromium (apt-get install chromium)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium: scripts/test.sh installs it"
+        );
+        return;
+    };
+    let s = start().await;
+    with_sales(&s).await;
+    let views = from_views(&s, "").await;
+    let python = playwright();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/dashboard_check.py"
+    );
+    let shot = tempfile::tempdir().unwrap();
+    let shot = shot.path().join("dashboard.png");
+    let out = tokio::process::Command::new(python)
+        .arg(script)
+        .env("DASHBOARD_URL", format!("{}/dashboard", s.base))
+        .env("CHROMIUM", browser)
+        .env("ADMIN_TOKEN", ADMIN)
+        .env("READ_KEY", READ_KEY)
+        .env("EXPECT", views.to_string())
+        .env("SCREENSHOT", &shot)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["checked"], "ok", "{report}");
+    assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    s.stop().await.unwrap();
+}
