@@ -91,6 +91,7 @@ pub const AGED_TABLES: &[(&str, &str)] = &[
     ("event_performance", "toDateTime(date)"),
     ("user_funnel", "toDateTime(date)"),
     ("realtime_dashboard", "interval_start"),
+    ("dashboard_sketches", "toDateTime(date)"),
 ];
 
 /// What a field holds, and so how a client's value is checked.

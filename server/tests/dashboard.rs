@@ -202,6 +202,12 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         assert_eq!(kpi(&html, name), number(&d[key]), "{name}: {views}");
     }
     assert_eq!(kpi(&html, "tickets"), 7.0);
+    // Distinct users over the range, as the raw rows count them.
+    let raw = s
+        .query("SELECT uniqExact(user_id) AS n FROM bilten_analytics.events")
+        .await;
+    assert_eq!(kpi(&html, "users"), number(&raw[0]["n"]));
+    assert_eq!(kpi(&html, "users"), 5.0);
     // The funnel: each step's users, as the view counts them.
     for (step, label) in bilten_analytics::dashboard::FUNNEL {
         let want = views["funnel"]
@@ -231,6 +237,12 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
             .map(|c| c[..c.find('"').unwrap()].parse().unwrap())
             .collect();
         assert_eq!(cells[3], number(&e["tickets"]), "{id}");
+        let visitors = match id {
+            "evt-1" => 4.0,
+            "evt-9" => 1.0,
+            _ => 0.0,
+        };
+        assert_eq!(cells[1], visitors, "{id}: distinct users of its events");
         assert_eq!(cells[4], number(&e["revenue"]), "{id}");
     }
     // The realtime panel has the events of ten minutes ago.
@@ -310,6 +322,44 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     // The admin's session is its own.
     let (_, html) = page(&s, Some(&cookie), "").await;
     assert!(html.contains("data-kpi"));
+
+    // Sign-ins are in the audit log, as admin requests are: who (a
+    // fingerprint or the read key's organizer, never the secret), and the
+    // refused guess.
+    let mut signed = Vec::new();
+    for _ in 0..40 {
+        signed = s
+            .query("SELECT actor, status FROM bilten_analytics.audit_log WHERE path = '/dashboard/login' ORDER BY at")
+            .await;
+        if signed.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let actors: Vec<(String, u64)> = signed
+        .iter()
+        .map(|r| {
+            (
+                r["actor"].as_str().unwrap().to_string(),
+                common::as_u64(&r["status"]),
+            )
+        })
+        .collect();
+    assert!(
+        actors.contains(&("invalid token".into(), 401)),
+        "{actors:?}"
+    );
+    assert!(
+        actors.contains(&("read key of org-a".into(), 303)),
+        "{actors:?}"
+    );
+    assert!(
+        actors
+            .iter()
+            .any(|(a, s)| a.starts_with("token:") && *s == 303),
+        "{actors:?}"
+    );
+    assert!(!format!("{signed:?}").contains(ADMIN) && !format!("{signed:?}").contains(READ_KEY));
     s.stop().await.unwrap();
 }
 

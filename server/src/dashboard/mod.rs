@@ -285,108 +285,110 @@ pub async fn figures(
     filter: &Filter,
 ) -> Result<Figures, StorageError> {
     let org = filter.organizer_sql();
-    let (now, realtime) = realtime(storage, filter).await?;
-    let hourly = rows(
-        storage,
-        &format!(
-            "SELECT toString(hour) AS t, sum(events) AS events FROM {DATABASE}.events_hourly_mv \
-             WHERE {}{org} GROUP BY hour ORDER BY hour",
-            filter.hours_sql("hour")
-        ),
-    )
-    .await?
-    .iter()
-    .map(|r| (time(&r["t"]), num(&r["events"])))
-    .collect();
-    let daily = rows(
-        storage,
-        &format!(
-            "SELECT toString(date) AS date, sum(events) AS events, sum(page_views) AS page_views, \
-             sum(ticket_sales) AS ticket_sales, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \
-             FROM {DATABASE}.organizer_daily_metrics_mv WHERE {}{org} GROUP BY date ORDER BY date",
-            filter.dates_sql("date")
-        ),
-    )
-    .await?
-    .iter()
-    .filter_map(|r| {
-        Some(Day {
-            date: NaiveDate::parse_from_str(r["date"].as_str()?, "%Y-%m-%d").ok()?,
-            events: num(&r["events"]),
-            page_views: num(&r["page_views"]),
-            ticket_sales: num(&r["ticket_sales"]),
-            tickets: num(&r["tickets"]),
-            revenue: num(&r["revenue_text"]),
+    let (dates, hours) = (filter.dates_sql("date"), filter.hours_sql("hour"));
+    let hourly = format!(
+        "SELECT toString(hour) AS t, sum(events) AS events FROM {DATABASE}.events_hourly_mv \
+         WHERE {hours}{org} GROUP BY hour ORDER BY hour"
+    );
+    let daily = format!(
+        "SELECT toString(date) AS date, sum(events) AS events, sum(page_views) AS page_views, \
+         sum(ticket_sales) AS ticket_sales, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \
+         FROM {DATABASE}.organizer_daily_metrics_mv WHERE {dates}{org} GROUP BY date ORDER BY date"
+    );
+    // Distinct users over the range: the daily sketches merged, not a sum
+    // of daily counts (a user seen on two days counts once).
+    let sketches = format!(
+        "SELECT measure, event_id, uniqHLL12Merge(users) AS users FROM {DATABASE}.dashboard_sketches \
+         WHERE measure IN ('users', 'visitors', 'buyers') AND {dates}{org} GROUP BY measure, event_id"
+    );
+    let steps: Vec<String> = FUNNEL.iter().map(|(step, _)| literal(step)).collect();
+    let funnel = format!(
+        "SELECT measure AS step, uniqHLL12Merge(users) AS users FROM {DATABASE}.dashboard_sketches \
+         WHERE measure IN ({}) AND {dates}{org} GROUP BY measure",
+        steps.join(", ")
+    );
+    let events = format!(
+        "SELECT event_id, sum(interactions) AS interactions, sum(page_views) AS page_views, \
+         sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \
+         FROM {DATABASE}.event_performance WHERE {dates}{org} \
+         GROUP BY event_id ORDER BY sum(revenue) DESC, event_id LIMIT 200"
+    );
+    let organizers = async {
+        match viewer {
+            Viewer::Organizer(own) => Ok(vec![own.clone()]),
+            Viewer::Admin => Ok(rows(
+                storage,
+                &format!(
+                    "SELECT DISTINCT organizer_id FROM {DATABASE}.metrics_daily ORDER BY organizer_id LIMIT 1000"
+                ),
+            )
+            .await?
+            .iter()
+            .filter_map(|r| r["organizer_id"].as_str().map(str::to_string))
+            .collect()),
+        }
+    };
+    // At once: the page waits for the slowest panel, not for their sum.
+    let ((now, realtime), hourly, daily, sketches, events, reached, organizers) = tokio::try_join!(
+        realtime(storage, filter),
+        rows(storage, &hourly),
+        rows(storage, &daily),
+        rows(storage, &sketches),
+        rows(storage, &events),
+        rows(storage, &funnel),
+        organizers,
+    )?;
+    let distinct = |measure: &str, event_id: &str| {
+        sketches
+            .iter()
+            .find(|r| r["measure"] == measure && r["event_id"] == event_id)
+            .map_or(0.0, |r| num(&r["users"]))
+    };
+    let hourly = hourly
+        .iter()
+        .map(|r| (time(&r["t"]), num(&r["events"])))
+        .collect();
+    let daily = daily
+        .iter()
+        .filter_map(|r| {
+            Some(Day {
+                date: NaiveDate::parse_from_str(r["date"].as_str()?, "%Y-%m-%d").ok()?,
+                events: num(&r["events"]),
+                page_views: num(&r["page_views"]),
+                ticket_sales: num(&r["ticket_sales"]),
+                tickets: num(&r["tickets"]),
+                revenue: num(&r["revenue_text"]),
+            })
         })
-    })
-    .collect();
-    // Distinct users over the range: merged from the daily states, not a
-    // sum of daily counts (a user seen twice counts once).
-    let unique_users = rows(
-        storage,
-        &format!(
-            "SELECT uniqMerge(unique_users) AS users FROM {DATABASE}.metrics_daily WHERE {}{org}",
-            filter.dates_sql("date")
-        ),
-    )
-    .await?
-    .first()
-    .map(|r| num(&r["users"]))
-    .unwrap_or(0.0);
-    let events = rows(
-        storage,
-        &format!(
-            "SELECT event_id, sum(interactions) AS interactions, uniqMerge(unique_visitors) AS visitors, \
-             sum(page_views) AS page_views, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text, \
-             uniqMerge(buyers) AS buyers FROM {DATABASE}.event_performance WHERE {}{org} \
-             GROUP BY event_id ORDER BY sum(revenue) DESC, event_id LIMIT 200",
-            filter.dates_sql("date")
-        ),
-    )
-    .await?
-    .iter()
-    .map(|r| EventFigures {
-        event_id: r["event_id"].as_str().unwrap_or("").to_string(),
-        interactions: num(&r["interactions"]),
-        visitors: num(&r["visitors"]),
-        page_views: num(&r["page_views"]),
-        tickets: num(&r["tickets"]),
-        revenue: num(&r["revenue_text"]),
-        buyers: num(&r["buyers"]),
-    })
-    .collect();
-    let reached = rows(
-        storage,
-        &format!(
-            "SELECT step, uniqMerge(users) AS users FROM {DATABASE}.user_funnel WHERE {}{org} GROUP BY step",
-            filter.dates_sql("date")
-        ),
-    )
-    .await?;
+        .collect();
+    let unique_users = distinct("users", "");
+    let events = events
+        .iter()
+        .map(|r| {
+            let id = r["event_id"].as_str().unwrap_or("");
+            EventFigures {
+                event_id: id.to_string(),
+                interactions: num(&r["interactions"]),
+                visitors: distinct("visitors", id),
+                page_views: num(&r["page_views"]),
+                tickets: num(&r["tickets"]),
+                revenue: num(&r["revenue_text"]),
+                buyers: distinct("buyers", id),
+            }
+        })
+        .collect();
+    // A step's users over every ticketed event (and none): its sketches
+    // merged across event ids, in the query.
     let funnel = FUNNEL
         .iter()
         .map(|(step, name)| {
             let users = reached
                 .iter()
                 .find(|r| r["step"] == *step)
-                .map(|r| num(&r["users"]))
-                .unwrap_or(0.0);
+                .map_or(0.0, |r| num(&r["users"]));
             (name.to_string(), users)
         })
         .collect();
-    let organizers = match viewer {
-        Viewer::Organizer(own) => vec![own.clone()],
-        Viewer::Admin => rows(
-            storage,
-            &format!(
-                "SELECT DISTINCT organizer_id FROM {DATABASE}.metrics_daily ORDER BY organizer_id LIMIT 1000"
-            ),
-        )
-        .await?
-        .iter()
-        .filter_map(|r| r["organizer_id"].as_str().map(str::to_string))
-        .collect(),
-    };
     Ok(Figures {
         now,
         realtime,

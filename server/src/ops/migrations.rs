@@ -43,6 +43,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     12 "0012_audit_log.sql",
     13 "0013_plugins.sql",
     14 "0014_codecs.sql",
+    15 "0015_dashboard_sketches.sql",
 ];
 
 impl Migration {

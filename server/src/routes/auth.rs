@@ -158,7 +158,7 @@ pub async fn admin_gate(State(app): State<AppState>, request: Request, next: Nex
 
 /// Who made an admin request, without the secret: the first 4 bytes of the
 /// token's SHA-256.
-fn fingerprint(token: &str) -> String {
+pub(super) fn fingerprint(token: &str) -> String {
     use sha2::Digest;
     let digest = sha2::Sha256::digest(token.as_bytes());
     let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();

@@ -129,8 +129,31 @@ pub struct LoginForm {
     token: String,
 }
 
-pub async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    let Some(viewer) = dashboard::authenticate(&app.config, &form.token) else {
+/// Sign-ins go to the audit log like admin requests: a leaked token used
+/// here shows there too (its fingerprint, never the token).
+pub async fn login(
+    State(app): State<AppState>,
+    extensions: axum::http::Extensions,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let viewer = dashboard::authenticate(&app.config, &form.token);
+    let row = |actor: String, status: StatusCode| crate::ops::audit::AuditRow {
+        at: crate::storage::datetime64_text(&chrono::Utc::now()),
+        actor,
+        // Present when served by `serve`; a router used on its own has none.
+        remote: extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.to_string())
+            .unwrap_or_default(),
+        method: "POST".into(),
+        path: "/dashboard/login".into(),
+        status: status.as_u16(),
+        duration_ms: 0,
+        detail: String::new(),
+    };
+    let Some(viewer) = viewer else {
+        app.audit
+            .record_refused(row("invalid token".into(), StatusCode::UNAUTHORIZED));
         // A guess costs a second: slows a dictionary to a crawl, unnoticed by
         // someone who mistyped.
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -139,6 +162,11 @@ pub async fn login(State(app): State<AppState>, Form(form): Form<LoginForm>) -> 
             page::login(Some("That is neither the admin token nor a read key.")),
         );
     };
+    let actor = match &viewer {
+        Viewer::Admin => super::auth::fingerprint(form.token.trim()),
+        Viewer::Organizer(org) => format!("read key of {org}"),
+    };
+    app.audit.record(row(actor, StatusCode::SEE_OTHER));
     let id = app.sessions.open(viewer);
     let secure = if app.config.tls.is_some() {
         "; Secure"

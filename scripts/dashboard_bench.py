@@ -1,0 +1,127 @@
+"""How long /dashboard's queries take over millions of loadgen events.
+
+    cargo build --release -p bilten-analytics
+    python3 scripts/dashboard_bench.py --events 10000000 --rounds 20
+
+Starts the release server on a fresh data directory (or `--data DIR
+--keep` to load once and measure again later), sends `--events` loadgen
+events spread over the last 30 days, waits for the engine's merges to
+settle, signs in to /dashboard as the admin and loads the page `--rounds`
+times for all organizers and for one. Reports, per panel query, the
+engine's own duration from `system.query_log` (min / median / max), and the
+whole page as the client waited for it.
+"""
+
+import argparse
+import http.cookiejar
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import release_server  # noqa: E402
+
+TOKEN = "bench-admin-token"
+
+# Each panel's query, told apart by what it reads.
+PANELS = [
+    ("realtime (5-minute buckets)", "realtime_dashboard"),
+    ("events per hour", "events_hourly_mv"),
+    ("daily metrics", "organizer_daily_metrics_mv"),
+    ("distinct users, visitors, buyers (sketches)", "measure IN ('users'"),
+    ("event performance (sums)", "FROM bilten_analytics.event_performance "),
+    ("funnel (sketches)", "measure AS step"),
+    ("organizer list", "SELECT DISTINCT organizer_id"),
+]
+
+
+def admin_query(base, sql):
+    req = urllib.request.Request(base + "/admin/query", data=sql.encode(),
+                                 headers={"authorization": f"Bearer {TOKEN}"})
+    return json.load(urllib.request.urlopen(req, timeout=600))["data"]
+
+
+def spread(values):
+    v = sorted(values)
+    return f"{v[0]:.1f} / {statistics.median(v):.1f} / {v[-1]:.1f}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--events", type=int, default=10_000_000)
+    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--data", help="data directory (default: a fresh temporary one)")
+    ap.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = ap.parse_args()
+    release_server.require_binary()
+    data = args.data or tempfile.mkdtemp(prefix="dashboard-bench-")
+    os.makedirs(data, exist_ok=True)
+    try:
+        with release_server.running(data, TOKEN) as (_, base):
+            stored = int(admin_query(base, "SELECT (SELECT count() FROM bilten_analytics.events) + "
+                                     "(SELECT count() FROM bilten_analytics.page_views) + "
+                                     "(SELECT count() FROM bilten_analytics.ticket_sales) AS n")[0]["n"])
+            if stored < args.events:
+                t = time.time()
+                subprocess.run([release_server.BINARY, "loadgen", "--target", base,
+                                "--total", str(args.events - stored), "--batch", "1000",
+                                "--concurrency", "4", "--spread", "30days",
+                                "--admin-token", TOKEN, "--quiet"],
+                               check=True, stdout=subprocess.DEVNULL)
+                print(f"loaded {args.events - stored} events in {time.time() - t:.0f} s",
+                      file=sys.stderr)
+            for _ in range(600):
+                if int(admin_query(base, "SELECT count() AS n FROM system.merges")[0]["n"]) == 0:
+                    break
+                time.sleep(1)
+            counts = admin_query(base, "SELECT (SELECT count() FROM bilten_analytics.events) AS events, "
+                                 "(SELECT count() FROM bilten_analytics.page_views) AS page_views, "
+                                 "(SELECT count() FROM bilten_analytics.ticket_sales) AS sales")[0]
+            organizer = admin_query(base, "SELECT organizer_id FROM bilten_analytics.metrics_daily "
+                                    "GROUP BY organizer_id ORDER BY organizer_id LIMIT 1")[0]["organizer_id"]
+
+            jar = http.cookiejar.CookieJar()
+            opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+            opener.open(base + "/dashboard/login",
+                        data=urllib.parse.urlencode({"token": TOKEN}).encode(), timeout=60)
+            started = admin_query(base, "SELECT toString(now64(3)) AS t")[0]["t"]
+            pages = {"all organizers": [], f"organizer {organizer}": []}
+            for _ in range(args.rounds):
+                for name, query in [("all organizers", ""), (f"organizer {organizer}",
+                                                             "?organizer=" + organizer)]:
+                    t = time.perf_counter()
+                    body = opener.open(base + "/dashboard" + query, timeout=60).read()
+                    pages[name].append((time.perf_counter() - t) * 1000)
+                    assert b'data-kpi="revenue"' in body, body[:300]
+            time.sleep(8)  # the engine writes its query log every few seconds
+            log = admin_query(base, "SELECT query, query_duration_ms AS ms, read_rows FROM system.query_log "
+                              f"WHERE type = 'QueryFinish' AND event_time_microseconds >= '{started}' "
+                              "AND query NOT LIKE '%system.query_log%'")
+            print(f"events: {counts['events']}, page views: {counts['page_views']}, "
+                  f"ticket sales: {counts['sales']}; {args.rounds} page loads each way\n")
+            print("| panel query | engine ms, min / median / max | rows read (median) |")
+            print("|---|---|---|")
+            for name, marker in PANELS:
+                hits = [r for r in log if marker in r["query"]]
+                if not hits:
+                    print(f"| {name} | (not in the query log) | |")
+                    continue
+                ms = [float(r["ms"]) for r in hits]
+                rows = statistics.median(int(r["read_rows"]) for r in hits)
+                print(f"| {name} | {spread(ms)} | {rows:,.0f} |")
+            for name, ms in pages.items():
+                print(f"| whole page, {name} (client's wait) | {spread(ms)} | |")
+    finally:
+        if not args.keep and not args.data:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
