@@ -34,6 +34,7 @@ TOKEN = "bench-admin-token"
 PANELS = [
     ("realtime (5-minute buckets)", "realtime_dashboard"),
     ("events per hour", "events_hourly_mv"),
+    ("page views per hour (projection)", "count() AS page_views FROM bilten_analytics.page_views"),
     ("daily metrics", "organizer_daily_metrics_mv"),
     ("distinct users, visitors, buyers (sketches)", "measure IN ('users'"),
     ("event performance (sums)", "FROM bilten_analytics.event_performance "),

@@ -105,6 +105,22 @@ fn value_after(html: &str, marker: &str) -> f64 {
     v[..v.find('"').unwrap()].parse().unwrap()
 }
 
+/// The sum of one series' marks in one chart.
+fn panel_sum(html: &str, chart: &str, series: &str) -> f64 {
+    let panel = &html[html
+        .find(&format!(r#"id="{chart}""#))
+        .unwrap_or_else(|| panic!("no chart {chart}"))..];
+    let panel = &panel[..panel.find("</figure>").unwrap()];
+    panel
+        .split(&format!(r#"data-series="{series}" data-t=""#))
+        .skip(1)
+        .map(|p| {
+            let v = p.split("data-v=\"").nth(1).unwrap();
+            v[..v.find('"').unwrap()].parse::<f64>().unwrap()
+        })
+        .sum()
+}
+
 fn kpi(html: &str, name: &str) -> f64 {
     value_after(html, &format!(r#"data-kpi="{name}""#))
 }
@@ -246,17 +262,37 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         assert_eq!(cells[4], number(&e["revenue"]), "{id}");
     }
     // The realtime panel has the events of ten minutes ago.
-    let panel = &html[html.find(r#"id="realtime""#).unwrap()..];
-    let panel = &panel[..panel.find("</figure>").unwrap()];
-    let realtime: f64 = panel
-        .split(r#"data-series="events" data-t=""#)
-        .skip(1)
-        .map(|p| {
-            let v = p.split("data-v=\"").nth(1).unwrap();
-            v[..v.find('"').unwrap()].parse::<f64>().unwrap()
-        })
-        .sum();
-    assert_eq!(realtime, 13.0, "twelve org-a events and one org-b");
+    assert_eq!(
+        panel_sum(&html, "realtime", "events"),
+        13.0,
+        "twelve org-a events and one org-b"
+    );
+    // Per hour: the events, and the page views (from page_views' hourly
+    // projection).
+    assert_eq!(panel_sum(&html, "traffic", "events"), 13.0);
+    assert_eq!(panel_sum(&html, "page_views", "page_views"), 5.0);
+    // …and the engine answers that query from the projection, not the rows.
+    let filter = bilten_analytics::dashboard::Filter::new(
+        &bilten_analytics::dashboard::Viewer::Admin,
+        Some("org-a"),
+        None,
+        None,
+        Utc::now().date_naive(),
+    )
+    .unwrap();
+    let plan = s
+        .query(&format!(
+            "EXPLAIN projections = 1 {}",
+            bilten_analytics::dashboard::page_views_per_hour(&filter)
+        ))
+        .await;
+    assert!(
+        plan.iter().any(|r| r["explain"]
+            .as_str()
+            .unwrap()
+            .contains("ReadFromMergeTree (hourly)")),
+        "{plan:?}"
+    );
     // One organizer, chosen by the admin.
     let (_, html) = page(&s, Some(&cookie), "?organizer=org-b").await;
     assert_eq!(kpi(&html, "revenue"), 40.0);

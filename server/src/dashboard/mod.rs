@@ -224,6 +224,8 @@ pub struct Figures {
     pub realtime: Vec<(DateTime<Utc>, f64, f64)>,
     /// Events per hour over the range.
     pub hourly: Vec<(DateTime<Utc>, f64)>,
+    /// Page views per hour over the range.
+    pub hourly_page_views: Vec<(DateTime<Utc>, f64)>,
     pub daily: Vec<Day>,
     /// Distinct users over the whole range.
     pub unique_users: f64,
@@ -278,6 +280,18 @@ pub async fn realtime(
     Ok((now, points))
 }
 
+/// The traffic panel's page views per hour: grouped as the `hourly`
+/// projection of page_views is (`sql/0016_page_views_hourly.sql`), so the
+/// engine reads that instead of the rows.
+pub fn page_views_per_hour(filter: &Filter) -> String {
+    format!(
+        "SELECT toString(toStartOfHour(timestamp)) AS t, count() AS page_views FROM {DATABASE}.page_views \
+         WHERE {}{} GROUP BY toStartOfHour(timestamp) ORDER BY toStartOfHour(timestamp)",
+        filter.hours_sql("toStartOfHour(timestamp)"),
+        filter.organizer_sql()
+    )
+}
+
 /// Every panel's figures for `filter`.
 pub async fn figures(
     storage: &dyn Storage,
@@ -290,6 +304,7 @@ pub async fn figures(
         "SELECT toString(hour) AS t, sum(events) AS events FROM {DATABASE}.events_hourly_mv \
          WHERE {hours}{org} GROUP BY hour ORDER BY hour"
     );
+    let hourly_page_views = page_views_per_hour(filter);
     let daily = format!(
         "SELECT toString(date) AS date, sum(events) AS events, sum(page_views) AS page_views, \
          sum(ticket_sales) AS ticket_sales, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \
@@ -329,15 +344,17 @@ pub async fn figures(
         }
     };
     // At once: the page waits for the slowest panel, not for their sum.
-    let ((now, realtime), hourly, daily, sketches, events, reached, organizers) = tokio::try_join!(
-        realtime(storage, filter),
-        rows(storage, &hourly),
-        rows(storage, &daily),
-        rows(storage, &sketches),
-        rows(storage, &events),
-        rows(storage, &funnel),
-        organizers,
-    )?;
+    let ((now, realtime), hourly, hourly_page_views, daily, sketches, events, reached, organizers) =
+        tokio::try_join!(
+            realtime(storage, filter),
+            rows(storage, &hourly),
+            rows(storage, &hourly_page_views),
+            rows(storage, &daily),
+            rows(storage, &sketches),
+            rows(storage, &events),
+            rows(storage, &funnel),
+            organizers,
+        )?;
     let distinct = |measure: &str, event_id: &str| {
         sketches
             .iter()
@@ -347,6 +364,10 @@ pub async fn figures(
     let hourly = hourly
         .iter()
         .map(|r| (time(&r["t"]), num(&r["events"])))
+        .collect();
+    let hourly_page_views = hourly_page_views
+        .iter()
+        .map(|r| (time(&r["t"]), num(&r["page_views"])))
         .collect();
     let daily = daily
         .iter()
@@ -393,6 +414,7 @@ pub async fn figures(
         now,
         realtime,
         hourly,
+        hourly_page_views,
         daily,
         unique_users,
         events,

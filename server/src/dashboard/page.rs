@@ -244,13 +244,25 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         }
         .svg(),
     );
-    body.push_str(&day_chart(
-        "page_views",
-        "Traffic: page views",
-        Unit::Count("page views"),
-        |d| d.page_views,
-        "No page views in this period.",
-    ));
+    body.push_str(
+        &TimeChart {
+            id: "page_views",
+            title: "Traffic: page views",
+            unit: Unit::Count("page views"),
+            currency: "",
+            from: start,
+            to: end,
+            bucket_secs: 3600,
+            series: vec![Series {
+                name: "page_views".into(),
+                color: "#3b6ea5",
+                points: f.hourly_page_views.clone(),
+            }],
+            empty: "No page views in this period.",
+            width: charts::HALF,
+        }
+        .svg(),
+    );
     body.push_str(&day_chart(
         "revenue",
         "Sales: revenue",

@@ -44,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     13 "0013_plugins.sql",
     14 "0014_codecs.sql",
     15 "0015_dashboard_sketches.sql",
+    16 "0016_page_views_hourly.sql",
 ];
 
 impl Migration {
