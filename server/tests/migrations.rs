@@ -319,3 +319,46 @@ async fn the_sketches_migration_counts_what_was_stored_before_it() {
     assert_eq!(seed.trim(), "400");
     storage.close().await;
 }
+
+/// Page views per hour come from a projection of `page_views`; a
+/// lightweight delete (an erasure request) still works, and the hourly
+/// counts follow it.
+#[tokio::test]
+async fn page_views_per_hour_follow_a_lightweight_delete() {
+    let (_dir, storage) = open().await;
+    migrations::apply(&*storage).await.unwrap();
+    let rows: Vec<String> = (0..30)
+        .map(|i| {
+            format!(
+                r#"{{"id":"{}","timestamp":"2026-11-28 1{}:10:00.000","received_at":"2026-11-28 12:00:00.000","organizer_id":"{}","url":"/e","user_id":"u{i}"}}"#,
+                uuid::Uuid::new_v4(),
+                i % 3,
+                if i < 20 { "keep" } else { "erase" }
+            )
+        })
+        .collect();
+    storage
+        .insert(
+            "page_views",
+            bytes::Bytes::from(rows.join("\n") + "\n"),
+            "t",
+        )
+        .await
+        .unwrap();
+    storage
+        .execute("DELETE FROM bilten_analytics.page_views WHERE organizer_id = 'erase'")
+        .await
+        .unwrap();
+    let hourly = query_text(
+        &*storage,
+        "SELECT organizer_id, toStartOfHour(timestamp) AS h, count() FROM bilten_analytics.page_views \
+         GROUP BY organizer_id, h ORDER BY organizer_id, h",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        hourly.trim(),
+        "keep\t2026-11-28 10:00:00\t7\nkeep\t2026-11-28 11:00:00\t7\nkeep\t2026-11-28 12:00:00\t6"
+    );
+    storage.close().await;
+}
