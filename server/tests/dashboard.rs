@@ -115,6 +115,12 @@ fn panel_sum(html: &str, chart: &str, series: &str) -> f64 {
         .split(&format!(r#"data-series="{series}" data-t=""#))
         .skip(1)
         .map(|p| {
+            // Every mark at a time in the last 90 days, where the axis is.
+            let t = chrono::DateTime::parse_from_rfc3339(&p[..p.find('"').unwrap()]).unwrap();
+            assert!(
+                (Utc::now() - t.with_timezone(&Utc)).num_days() <= 90,
+                "{chart}: a mark at {t}"
+            );
             let v = p.split("data-v=\"").nth(1).unwrap();
             v[..v.find('"').unwrap()].parse::<f64>().unwrap()
         })
@@ -283,7 +289,35 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     let plan = s
         .query(&format!(
             "EXPLAIN projections = 1 {}",
-            bilten_analytics::dashboard::page_views_per_hour(&filter)
+            bilten_analytics::dashboard::page_views_over_time(&filter)
+        ))
+        .await;
+    assert!(
+        plan.iter().any(|r| r["explain"]
+            .as_str()
+            .unwrap()
+            .contains("ReadFromMergeTree (hourly)")),
+        "{plan:?}"
+    );
+    // A long range is drawn per day, from the same views and projection.
+    let from = (Utc::now() - Duration::days(90)).format("%Y-%m-%d");
+    let (_, long) = page(&s, Some(&cookie), &format!("?from={from}")).await;
+    assert!(long.contains("events per day") && long.contains("page views per day"));
+    assert_eq!(panel_sum(&long, "traffic", "events"), 13.0);
+    assert_eq!(panel_sum(&long, "page_views", "page_views"), 5.0);
+    let long_filter = bilten_analytics::dashboard::Filter::new(
+        &bilten_analytics::dashboard::Viewer::Admin,
+        None,
+        Some(&from.to_string()),
+        None,
+        Utc::now().date_naive(),
+    )
+    .unwrap();
+    assert_eq!(long_filter.traffic_bucket_secs(), 86400);
+    let plan = s
+        .query(&format!(
+            "EXPLAIN projections = 1 {}",
+            bilten_analytics::dashboard::page_views_over_time(&long_filter)
         ))
         .await;
     assert!(

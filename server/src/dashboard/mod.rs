@@ -222,9 +222,10 @@ pub struct Figures {
     pub now: DateTime<Utc>,
     /// Five-minute buckets of the last two hours: events, active users.
     pub realtime: Vec<(DateTime<Utc>, f64, f64)>,
-    /// Events per hour over the range.
+    /// Events per hour over the range (per day over a long one:
+    /// [`Filter::traffic_bucket_secs`]).
     pub hourly: Vec<(DateTime<Utc>, f64)>,
-    /// Page views per hour over the range.
+    /// Page views, in the same buckets.
     pub hourly_page_views: Vec<(DateTime<Utc>, f64)>,
     pub daily: Vec<Day>,
     /// Distinct users over the whole range.
@@ -254,7 +255,8 @@ async fn rows(storage: &dyn Storage, sql: &str) -> Result<Vec<Value>, StorageErr
 
 fn time(v: &Value) -> DateTime<Utc> {
     v.as_str()
-        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S").ok())
+        // DateTime64 columns come with a fraction, DateTime ones without.
+        .and_then(|s| chrono::NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S%.f").ok())
         .map(|t| t.and_utc())
         .unwrap_or_default()
 }
@@ -280,13 +282,36 @@ pub async fn realtime(
     Ok((now, points))
 }
 
-/// The traffic panel's page views per hour: grouped as the `hourly`
-/// projection of page_views is (`sql/0016_page_views_hourly.sql`), so the
-/// engine reads that instead of the rows.
-pub fn page_views_per_hour(filter: &Filter) -> String {
+/// The traffic panels' bucket: an hour, or a day past [`HOURLY_DAYS`] (a
+/// year of hours would be 8 784 bars a chart).
+pub const HOURLY_DAYS: i64 = 31;
+
+impl Filter {
+    pub fn traffic_bucket_secs(&self) -> i64 {
+        if (self.to - self.from).num_days() < HOURLY_DAYS {
+            3600
+        } else {
+            86400
+        }
+    }
+
+    /// `hour` (the start of an hour) as the start of its traffic bucket.
+    fn bucket_sql(&self, hour: &str) -> String {
+        match self.traffic_bucket_secs() {
+            3600 => hour.to_string(),
+            _ => format!("toStartOfDay({hour})"),
+        }
+    }
+}
+
+/// The traffic panel's page views per bucket: grouped by what the `hourly`
+/// projection of page_views holds (`sql/0016_page_views_hourly.sql`), so
+/// the engine reads that instead of the rows.
+pub fn page_views_over_time(filter: &Filter) -> String {
+    let bucket = filter.bucket_sql("toStartOfHour(timestamp)");
     format!(
-        "SELECT toString(toStartOfHour(timestamp)) AS t, count() AS page_views FROM {DATABASE}.page_views \
-         WHERE {}{} GROUP BY toStartOfHour(timestamp) ORDER BY toStartOfHour(timestamp)",
+        "SELECT toString({bucket}) AS t, count() AS page_views FROM {DATABASE}.page_views \
+         WHERE {}{} GROUP BY {bucket} ORDER BY {bucket}",
         filter.hours_sql("toStartOfHour(timestamp)"),
         filter.organizer_sql()
     )
@@ -300,11 +325,12 @@ pub async fn figures(
 ) -> Result<Figures, StorageError> {
     let org = filter.organizer_sql();
     let (dates, hours) = (filter.dates_sql("date"), filter.hours_sql("hour"));
+    let bucket = filter.bucket_sql("hour");
     let hourly = format!(
-        "SELECT toString(hour) AS t, sum(events) AS events FROM {DATABASE}.events_hourly_mv \
-         WHERE {hours}{org} GROUP BY hour ORDER BY hour"
+        "SELECT toString({bucket}) AS t, sum(events) AS events FROM {DATABASE}.events_hourly_mv \
+         WHERE {hours}{org} GROUP BY {bucket} ORDER BY {bucket}"
     );
-    let hourly_page_views = page_views_per_hour(filter);
+    let hourly_page_views = page_views_over_time(filter);
     let daily = format!(
         "SELECT toString(date) AS date, sum(events) AS events, sum(page_views) AS page_views, \
          sum(ticket_sales) AS ticket_sales, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \

@@ -233,7 +233,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             currency: "",
             from: start,
             to: end,
-            bucket_secs: 3600,
+            bucket_secs: filter.traffic_bucket_secs(),
             series: vec![Series {
                 name: "events".into(),
                 color: "#3b6ea5",
@@ -252,7 +252,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             currency: "",
             from: start,
             to: end,
-            bucket_secs: 3600,
+            bucket_secs: filter.traffic_bucket_secs(),
             series: vec![Series {
                 name: "page_views".into(),
                 color: "#3b6ea5",
