@@ -110,6 +110,14 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // The interface's port next to the API's, before anything is opened: a
+    // port in use stops the start with nothing to close.
+    let clickhouse_listener = match config.clickhouse_http.listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("clickhouse_http.listen: cannot listen on {addr}: {e}")
+        })?),
+        None => None,
+    };
     // Plugins first: a plugin that does not load stops the start before
     // storage is opened.
     let plugins = tokio::task::spawn_blocking({
@@ -122,14 +130,15 @@ pub async fn serve(
     })
     .await??;
     let storage = storage::open(&config.storage).await?;
-    let result = run(config, listener, shutdown, storage.clone(), plugins).await;
+    let listeners = (listener, clickhouse_listener);
+    let result = run(config, listeners, shutdown, storage.clone(), plugins).await;
     storage.close().await;
     result
 }
 
 async fn run(
     config: Config,
-    listener: TcpListener,
+    (listener, clickhouse_listener): (TcpListener, Option<TcpListener>),
     shutdown: impl Future<Output = ()> + Send + 'static,
     storage: Arc<dyn Storage>,
     plugins: Arc<plugins::Plugins>,
@@ -188,11 +197,8 @@ async fn run(
     }
     // One signal stops both listeners.
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
-    let clickhouse_http = match state.config.clickhouse_http.listen {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr).await.map_err(|e| {
-                anyhow::anyhow!("clickhouse_http.listen: cannot listen on {addr}: {e}")
-            })?;
+    let clickhouse_http = match clickhouse_listener {
+        Some(listener) => {
             tracing::info!(
                 clickhouse_addr = %listener.local_addr()?,
                 "ClickHouse HTTP interface listening"

@@ -52,27 +52,36 @@ impl Store {
     /// The store's server, and where and as whom to reach its interface;
     /// `like` gives the query limits.
     pub async fn start(data_dir: PathBuf, like: &Config) -> (TestServer, Store) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let store = Store {
-            url: format!("http://127.0.0.1:{port}"),
-            user: "ingest",
-            password: "ingest-secret",
-        };
-        let mut cfg = config(&data_dir);
-        cfg.migrate_on_start = false;
-        cfg.storage.query_limits = like.storage.query_limits.clone();
-        cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-        cfg.clickhouse_http.users = vec![HttpUser {
-            name: store.user.into(),
-            password: Some(store.password.into()),
-            password_sha256: None,
-            readonly: false,
-        }];
-        (TestServer::start_with(cfg).await, store)
+        // A free port, found by binding it, is free until the server binds
+        // it: another test may take it between. Then: another port.
+        let mut tries = 0;
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let store = Store {
+                url: format!("http://127.0.0.1:{port}"),
+                user: "ingest",
+                password: "ingest-secret",
+            };
+            let mut cfg = config(&data_dir);
+            cfg.migrate_on_start = false;
+            cfg.storage.query_limits = like.storage.query_limits.clone();
+            cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+            cfg.clickhouse_http.users = vec![HttpUser {
+                name: store.user.into(),
+                password: Some(store.password.into()),
+                password_sha256: None,
+                readonly: false,
+            }];
+            match TestServer::try_start_with(cfg).await {
+                Ok(server) => return (server, store),
+                Err(e) if e.contains("Address already in use") && tries < 5 => tries += 1,
+                Err(e) => panic!("the store exited: {e}"),
+            }
+        }
     }
 
     /// The environment that points a server process at this store.
@@ -114,6 +123,13 @@ impl TestServer {
         {
             return Box::pin(TestServer::through_interface(cfg)).await;
         }
+        TestServer::try_start_with(cfg)
+            .await
+            .unwrap_or_else(|e| panic!("server exited: {e}"))
+    }
+
+    /// The server, or why it exited while starting.
+    pub async fn try_start_with(cfg: Config) -> Result<TestServer, String> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let data_dir = cfg.storage.embedded.data_dir.clone();
@@ -129,11 +145,11 @@ impl TestServer {
                 break;
             }
             if handle.is_finished() {
-                panic!("server exited: {:?}", handle.await);
+                return Err(format!("{:?}", handle.await));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        TestServer {
+        Ok(TestServer {
             base,
             client,
             data_dir,
@@ -141,7 +157,7 @@ impl TestServer {
             handle: Some(handle),
             _dir: None,
             store: None,
-        }
+        })
     }
 
     /// With `BILTEN_TEST_BACKEND=clickhouse`: the server under test runs on
