@@ -9,20 +9,11 @@ mod common;
 use std::process::Command;
 
 use bilten_analytics::config::{Backend, HttpUser};
-use common::{TestServer, as_u64};
+use common::{TestServer, as_u64, free_port};
 use serde_json::{Value, json};
 
 const READER: (&str, &str) = ("reader", "reader-secret");
 const WRITER: (&str, &str) = ("writer", "writer-secret");
-
-/// A free loopback port: bound, read, released.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A server with the interface on, a read-only and a read-write user; the
 /// interface's base URL.
@@ -33,11 +24,10 @@ async fn server() -> (TestServer, String) {
 async fn server_with(
     tweak: impl FnOnce(&mut bilten_analytics::config::Config),
 ) -> (TestServer, String) {
-    let port = free_port();
     let s = TestServer::start(|c| {
         tweak(c);
         c.storage.query_limits.timeout = std::time::Duration::from_secs(3);
-        c.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        c.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
         c.clickhouse_http.users = [(READER, true), (WRITER, false)]
             .map(|((name, password), readonly)| HttpUser {
                 name: name.into(),
@@ -48,7 +38,8 @@ async fn server_with(
             .to_vec();
     })
     .await;
-    (s, format!("http://127.0.0.1:{port}"))
+    let url = s.clickhouse_url.clone().expect("the interface listens");
+    (s, url)
 }
 
 /// An ingest server on the `clickhouse` backend, storing through the

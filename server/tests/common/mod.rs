@@ -26,6 +26,17 @@ pub struct TestServer {
     /// The store behind the interface, when the suite runs on the
     /// `clickhouse` backend.
     store: Option<Box<TestServer>>,
+    /// Where its ClickHouse HTTP interface listens, when it serves one.
+    pub clickhouse_url: Option<String>,
+}
+
+/// A loopback port that was free a moment ago (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn config(data_dir: &std::path::Path) -> Config {
@@ -52,36 +63,30 @@ impl Store {
     /// The store's server, and where and as whom to reach its interface;
     /// `like` gives the query limits.
     pub async fn start(data_dir: PathBuf, like: &Config) -> (TestServer, Store) {
-        // A free port, found by binding it, is free until the server binds
-        // it: another test may take it between. Then: another port.
-        let mut tries = 0;
-        loop {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let store = Store {
-                url: format!("http://127.0.0.1:{port}"),
-                user: "ingest",
-                password: "ingest-secret",
-            };
-            let mut cfg = config(&data_dir);
-            cfg.migrate_on_start = false;
-            cfg.storage.query_limits = like.storage.query_limits.clone();
-            cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{port}").parse().unwrap());
-            cfg.clickhouse_http.users = vec![HttpUser {
-                name: store.user.into(),
-                password: Some(store.password.into()),
-                password_sha256: None,
-                readonly: false,
-            }];
-            match TestServer::try_start_with(cfg).await {
-                Ok(server) => return (server, store),
-                Err(e) if e.contains("Address already in use") && tries < 5 => tries += 1,
-                Err(e) => panic!("the store exited: {e}"),
-            }
-        }
+        let mut cfg = config(&data_dir);
+        cfg.migrate_on_start = false;
+        cfg.storage.query_limits = like.storage.query_limits.clone();
+        cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+        let (user, password) = ("ingest", "ingest-secret");
+        cfg.clickhouse_http.users = vec![HttpUser {
+            name: user.into(),
+            password: Some(password.into()),
+            password_sha256: None,
+            readonly: false,
+        }];
+        let server = TestServer::start_with(cfg).await;
+        let url = server
+            .clickhouse_url
+            .clone()
+            .expect("the interface listens");
+        (
+            server,
+            Store {
+                url,
+                user,
+                password,
+            },
+        )
     }
 
     /// The environment that points a server process at this store.
@@ -123,13 +128,28 @@ impl TestServer {
         {
             return Box::pin(TestServer::through_interface(cfg)).await;
         }
-        TestServer::try_start_with(cfg)
-            .await
-            .unwrap_or_else(|e| panic!("server exited: {e}"))
+        // A port found free may be taken by another test before the server
+        // binds it: then the interface gets another.
+        let mut cfg = cfg;
+        for _ in 0..5 {
+            match TestServer::try_start_with(cfg.clone()).await {
+                Ok(server) => return server,
+                Err(e)
+                    if e.contains("Address already in use")
+                        && cfg.clickhouse_http.listen.is_some() =>
+                {
+                    cfg.clickhouse_http.listen =
+                        Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+                }
+                Err(e) => panic!("server exited: {e}"),
+            }
+        }
+        panic!("no free port for the ClickHouse interface in five tries")
     }
 
     /// The server, or why it exited while starting.
     pub async fn try_start_with(cfg: Config) -> Result<TestServer, String> {
+        let clickhouse_url = cfg.clickhouse_http.listen.map(|a| format!("http://{a}"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let data_dir = cfg.storage.embedded.data_dir.clone();
@@ -157,6 +177,7 @@ impl TestServer {
             handle: Some(handle),
             _dir: None,
             store: None,
+            clickhouse_url,
         })
     }
 
