@@ -286,19 +286,11 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         Utc::now().date_naive(),
     )
     .unwrap();
-    let plan = s
-        .query(&format!(
-            "EXPLAIN projections = 1 {}",
-            bilten_analytics::dashboard::page_views_over_time(&filter)
-        ))
-        .await;
-    assert!(
-        plan.iter().any(|r| r["explain"]
-            .as_str()
-            .unwrap()
-            .contains("ReadFromMergeTree (hourly)")),
-        "{plan:?}"
-    );
+    s.assert_reads_projection(
+        &bilten_analytics::dashboard::page_views_over_time(&filter),
+        "hourly",
+    )
+    .await;
     // A long range is drawn per day, from the same views and projection.
     let from = (Utc::now() - Duration::days(90)).format("%Y-%m-%d");
     let (_, long) = page(&s, Some(&cookie), &format!("?from={from}")).await;
@@ -314,19 +306,11 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     )
     .unwrap();
     assert_eq!(long_filter.traffic_bucket_secs(), 86400);
-    let plan = s
-        .query(&format!(
-            "EXPLAIN projections = 1 {}",
-            bilten_analytics::dashboard::page_views_over_time(&long_filter)
-        ))
-        .await;
-    assert!(
-        plan.iter().any(|r| r["explain"]
-            .as_str()
-            .unwrap()
-            .contains("ReadFromMergeTree (hourly)")),
-        "{plan:?}"
-    );
+    s.assert_reads_projection(
+        &bilten_analytics::dashboard::page_views_over_time(&long_filter),
+        "hourly",
+    )
+    .await;
     // One organizer, chosen by the admin.
     let (_, html) = page(&s, Some(&cookie), "?organizer=org-b").await;
     assert_eq!(kpi(&html, "revenue"), 40.0);

@@ -147,6 +147,18 @@ impl TestServer {
         panic!("no free port for the ClickHouse interface in five tries")
     }
 
+    /// Asserts the engine answers `sql` from the projection `name`, not
+    /// from the table's rows (its plan, `EXPLAIN projections = 1`).
+    pub async fn assert_reads_projection(&self, sql: &str, name: &str) {
+        let plan = self.query(&format!("EXPLAIN projections = 1 {sql}")).await;
+        let wanted = format!("ReadFromMergeTree ({name})");
+        assert!(
+            plan.iter()
+                .any(|r| r["explain"].as_str().unwrap_or("").contains(&wanted)),
+            "{sql}\nis not read from the projection {name}: {plan:?}"
+        );
+    }
+
     /// The server, or why it exited while starting.
     pub async fn try_start_with(cfg: Config) -> Result<TestServer, String> {
         let clickhouse_url = cfg.clickhouse_http.listen.map(|a| format!("http://{a}"));
