@@ -158,47 +158,46 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
 
     let sum = |pick: fn(&super::Day) -> f64| f.daily.iter().map(pick).sum::<f64>();
     body.push_str(r#"<section class="kpis">"#);
-    body.push_str(&kpi(
-        "events",
-        "Events",
-        sum(|d| d.events),
-        Unit::Count("events"),
-    ));
-    body.push_str(&kpi(
-        "users",
-        "Unique users",
-        f.unique_users,
-        Unit::Count("users"),
-    ));
-    body.push_str(&kpi(
-        "page_views",
-        "Page views",
-        sum(|d| d.page_views),
-        Unit::Count("page views"),
-    ));
-    body.push_str(&kpi(
-        "orders",
-        "Orders",
-        sum(|d| d.ticket_sales),
-        Unit::Count("orders"),
-    ));
-    body.push_str(&kpi(
-        "tickets",
-        "Tickets sold",
-        sum(|d| d.tickets),
-        Unit::Count("tickets"),
-    ));
-    body.push_str(&kpi("revenue", "Revenue", sum(|d| d.revenue), Unit::Money));
+    for (id, label, v, unit) in [
+        ("events", "Events", sum(|d| d.events), Unit::Count("events")),
+        (
+            "users",
+            "Unique users",
+            f.unique_users,
+            Unit::Count("users"),
+        ),
+        (
+            "page_views",
+            "Page views",
+            sum(|d| d.page_views),
+            Unit::Count("page views"),
+        ),
+        (
+            "orders",
+            "Orders",
+            sum(|d| d.ticket_sales),
+            Unit::Count("orders"),
+        ),
+        (
+            "tickets",
+            "Tickets sold",
+            sum(|d| d.tickets),
+            Unit::Count("tickets"),
+        ),
+        ("revenue", "Revenue", sum(|d| d.revenue), Unit::Money),
+    ] {
+        body.push_str(&kpi(id, label, v, unit));
+    }
     body.push_str("</section>");
 
     body.push_str(&realtime_panel(f.now, &f.realtime));
 
+    // The four charts side by side: one series each, over the filter's range.
     let (start, end) = (filter.start(), filter.end());
-    let day_chart = |id: &'static str,
-                     title: &'static str,
-                     unit: Unit,
-                     pick: fn(&super::Day) -> f64,
-                     empty: &'static str| {
+    let half = |(id, series, title, unit): (&str, &str, &str, Unit),
+                bucket_secs: i64,
+                points: Vec<(DateTime<Utc>, f64)>,
+                empty: &str| {
         TimeChart {
             id,
             title,
@@ -206,75 +205,65 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             currency: "in the sales' currency",
             from: start,
             to: end,
-            bucket_secs: 86400,
+            bucket_secs,
             series: vec![Series {
-                name: id.into(),
+                name: series.into(),
                 color: "#3b6ea5",
-                points: f
-                    .daily
-                    .iter()
-                    .map(|d| {
-                        let t = d.date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
-                        (t, pick(d))
-                    })
-                    .collect(),
+                points,
             }],
             empty,
             width: charts::HALF,
         }
         .svg()
     };
+    let daily = |pick: fn(&super::Day) -> f64| -> Vec<(DateTime<Utc>, f64)> {
+        f.daily
+            .iter()
+            .map(|d| {
+                let t = d.date.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+                (t, pick(d))
+            })
+            .collect()
+    };
+    let traffic = filter.traffic_bucket_secs();
     body.push_str(r#"<div class="grid2">"#);
-    body.push_str(
-        &TimeChart {
-            id: "traffic",
-            title: "Traffic: events",
-            unit: Unit::Count("events"),
-            currency: "",
-            from: start,
-            to: end,
-            bucket_secs: filter.traffic_bucket_secs(),
-            series: vec![Series {
-                name: "events".into(),
-                color: "#3b6ea5",
-                points: f.hourly.clone(),
-            }],
-            empty: "No events in this period.",
-            width: charts::HALF,
-        }
-        .svg(),
-    );
-    body.push_str(
-        &TimeChart {
-            id: "page_views",
-            title: "Traffic: page views",
-            unit: Unit::Count("page views"),
-            currency: "",
-            from: start,
-            to: end,
-            bucket_secs: filter.traffic_bucket_secs(),
-            series: vec![Series {
-                name: "page_views".into(),
-                color: "#3b6ea5",
-                points: f.hourly_page_views.clone(),
-            }],
-            empty: "No page views in this period.",
-            width: charts::HALF,
-        }
-        .svg(),
-    );
-    body.push_str(&day_chart(
-        "revenue",
-        "Sales: revenue",
-        Unit::Money,
-        |d| d.revenue,
+    body.push_str(&half(
+        (
+            "traffic",
+            "events",
+            "Traffic: events",
+            Unit::Count("events"),
+        ),
+        traffic,
+        f.hourly.clone(),
+        "No events in this period.",
+    ));
+    body.push_str(&half(
+        (
+            "page_views",
+            "page_views",
+            "Traffic: page views",
+            Unit::Count("page views"),
+        ),
+        traffic,
+        f.hourly_page_views.clone(),
+        "No page views in this period.",
+    ));
+    body.push_str(&half(
+        ("revenue", "revenue", "Sales: revenue", Unit::Money),
+        86400,
+        daily(|d| d.revenue),
         "No sales in this period.",
     ));
-    body.push_str(&day_chart(
-        "tickets",
-        "Sales: tickets sold",
-        Unit::Count("tickets"),
-        |d| d.tickets,
+    body.push_str(&half(
+        (
+            "tickets",
+            "tickets",
+            "Sales: tickets sold",
+            Unit::Count("tickets"),
+        ),
+        86400,
+        daily(|d| d.tickets),
         "No tickets sold in this period.",
     ));
     body.push_str("</div>");

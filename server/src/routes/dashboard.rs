@@ -88,16 +88,28 @@ fn unavailable(viewer: &Viewer, e: crate::storage::StorageError) -> Response {
     )
 }
 
+/// The signed-in viewer and their filter, or the status and page instead:
+/// the form (with `no_session` as its status), or the filter's refusal.
+fn signed_in(
+    app: &AppState,
+    headers: &HeaderMap,
+    params: &FilterParams,
+    no_session: StatusCode,
+) -> Result<(Viewer, Filter), (StatusCode, String)> {
+    let Some(viewer) = viewer(app, headers) else {
+        return Err((no_session, page::login(None)));
+    };
+    let filter = filter(&viewer, params)?;
+    Ok((viewer, filter))
+}
+
 pub async fn show(
     State(app): State<AppState>,
     headers: HeaderMap,
     Query(params): Query<FilterParams>,
 ) -> Response {
-    let Some(viewer) = viewer(&app, &headers) else {
-        return page(StatusCode::OK, page::login(None));
-    };
-    let filter = match filter(&viewer, &params) {
-        Ok(f) => f,
+    let (viewer, filter) = match signed_in(&app, &headers, &params, StatusCode::OK) {
+        Ok(signed_in) => signed_in,
         Err((status, html)) => return page(status, html),
     };
     match dashboard::figures(&*app.storage, &viewer, &filter).await {
@@ -111,11 +123,8 @@ pub async fn realtime(
     headers: HeaderMap,
     Query(params): Query<FilterParams>,
 ) -> Response {
-    let Some(viewer) = viewer(&app, &headers) else {
-        return page(StatusCode::UNAUTHORIZED, page::login(None));
-    };
-    let filter = match filter(&viewer, &params) {
-        Ok(f) => f,
+    let (viewer, filter) = match signed_in(&app, &headers, &params, StatusCode::UNAUTHORIZED) {
+        Ok(signed_in) => signed_in,
         Err((status, html)) => return page(status, html),
     };
     match dashboard::realtime(&*app.storage, &filter).await {
