@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{DATABASE, plain_identifier};
-use crate::storage::{Storage, StorageError, query_text};
+use crate::storage::{Storage, StorageError, json_rows, query_text};
 
 /// Where backups are written.
 #[derive(Debug, Clone)]
@@ -128,18 +128,16 @@ pub async fn figures(
 /// All backups, newest first.
 pub async fn list(storage: &dyn Storage) -> Result<Vec<Backup>, StorageError> {
     ensure_catalog(storage).await?;
-    let out = storage
-        .query(
-            "SELECT id, argMax(kind, updated_at) AS kind, argMax(base, updated_at) AS base, \
-             toString(argMax(created_at, updated_at)) AS created_at, argMax(status, updated_at) AS status, \
-             argMax(tables, updated_at) AS tables FROM bilten_system.backups GROUP BY id ORDER BY created_at DESC, id DESC",
-            "JSONEachRow",
-        )
-        .await?;
+    let rows = json_rows(
+        storage,
+        "SELECT id, argMax(kind, updated_at) AS kind, argMax(base, updated_at) AS base, \
+         toString(argMax(created_at, updated_at)) AS created_at, argMax(status, updated_at) AS status, \
+         argMax(tables, updated_at) AS tables FROM bilten_system.backups GROUP BY id ORDER BY created_at DESC, id DESC",
+        false,
+    )
+    .await?;
     let mut backups = Vec::new();
-    for line in String::from_utf8_lossy(&out).lines() {
-        let row: Value =
-            serde_json::from_str(line).map_err(|e| StorageError::Rejected(e.to_string()))?;
+    for row in rows {
         backups.push(Backup {
             id: row["id"].as_str().unwrap_or_default().into(),
             kind: row["kind"].as_str().unwrap_or_default().into(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::model::DATABASE;
-use crate::storage::{Storage, StorageError, query_text};
+use crate::storage::{Storage, StorageError, json_rows, query_text};
 
 pub const POLICY: &str = "tiered";
 
@@ -207,9 +207,9 @@ async fn settle_moves(storage: &dyn Storage) -> Result<(), StorageError> {
 /// parts, oldest and newest row.
 pub async fn report(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<Value, StorageError> {
     let names: Vec<String> = TABLES.iter().map(|(t, _)| format!("'{t}'")).collect();
-    let out = storage
-        .query(
-            &format!(
+    let rows = json_rows(
+        storage,
+        &format!(
                 "SELECT table, disk_name AS tier, count() AS parts, sum(rows) AS total_rows, sum(bytes_on_disk) AS bytes, \
                  toString(minIf(if(min_time > 0, min_time, toDateTime(min_date)), rows > 0)) AS oldest, \
                  toString(maxIf(if(max_time > 0, max_time, toDateTime(max_date)), rows > 0)) AS newest \
@@ -217,9 +217,9 @@ pub async fn report(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<Valu
                  GROUP BY table, tier ORDER BY table, tier",
                 names.join(",")
             ),
-            "JSONEachRow",
-        )
-        .await?;
+        false,
+    )
+    .await?;
     let mut tables: BTreeMap<String, Value> = TABLES
         .iter()
         .map(|(t, _)| {
@@ -229,9 +229,7 @@ pub async fn report(storage: &dyn Storage, cfg: &RetentionConfig) -> Result<Valu
             )
         })
         .collect();
-    for line in String::from_utf8_lossy(&out).lines() {
-        let row: Value =
-            serde_json::from_str(line).map_err(|e| StorageError::Rejected(e.to_string()))?;
+    for row in rows {
         let tier = match row["tier"].as_str() {
             Some("default") => "hot",
             Some(other) => other,
