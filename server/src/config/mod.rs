@@ -729,6 +729,33 @@ mod tests {
         });
     }
 
+    /// Read keys come comma-separated from `BILTEN_READ_KEYS`, each bound
+    /// to one organizer; a bare or short key is refused, with the form.
+    #[test]
+    fn read_keys_come_from_the_environment_and_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "BILTEN_READ_KEYS",
+                "key-of-org-one-0001@org-1, key-of-org-two-0002@org-2",
+            );
+            let c = Config::load(None).unwrap();
+            assert_eq!(
+                c.read_keys,
+                vec!["key-of-org-one-0001@org-1", "key-of-org-two-0002@org-2"]
+            );
+            for bad in ["key-of-org-one-0001", "short@org-1", "key-of-org-one-0001@"] {
+                jail.set_env("BILTEN_READ_KEYS", bad);
+                let err = Config::load(None).unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Invalid { setting, reason }
+                        if setting == "read_keys" && reason.contains("KEY@organizer_id")),
+                    "{bad}: {err}"
+                );
+            }
+            Ok(())
+        });
+    }
+
     #[test]
     fn clickhouse_http_users_come_from_the_environment_or_toml_and_are_checked() {
         figment::Jail::expect_with(|jail| {
