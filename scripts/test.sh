@@ -34,6 +34,6 @@ cargo nextest run --workspace --no-fail-fast --features bilten-analytics/failpoi
 echo "the end-to-end tests again, on the clickhouse backend…" >&2
 BILTEN_TEST_BACKEND=clickhouse cargo nextest run --workspace --no-fail-fast \
     --features bilten-analytics/failpoints \
-    -E '(binary(ingest) | binary(views) | binary(dashboard) | binary(migrations) | binary(hardening) | binary(retention) | binary(ops) | binary(plugins) | binary(router)) and not (test(backup) | test(restore) | test(tier_directories) | test(readable_by_the_owner_only))' \
+    -E '(binary(ingest) | binary(views) | binary(dashboard) | binary(migrations) | binary(hardening) | binary(retention) | binary(ops) | binary(plugins) | binary(router) | binary(segment) | binary(tracker) | binary(clients_js)) and not (test(backup) | test(restore) | test(tier_directories) | test(readable_by_the_owner_only))' \
     "$@" || status=$?
 exit $status

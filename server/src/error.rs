@@ -21,6 +21,9 @@ pub enum ApiError {
     BadBody(String),
     #[error("a valid API key is required (Authorization: Bearer <key> or X-API-Key)")]
     Unauthorized,
+    /// Authenticated, but not allowed this: why, and what would be.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("a valid admin token is required (Authorization: Bearer <token>)")]
     AdminUnauthorized,
     #[error("the admin API is disabled: no admin token is configured (set BILTEN_ADMIN_TOKEN)")]
@@ -97,7 +100,7 @@ impl ApiError {
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::AdminDisabled | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

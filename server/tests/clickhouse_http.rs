@@ -9,6 +9,7 @@ mod common;
 use std::process::Command;
 
 use bilten_analytics::config::{Backend, HttpUser};
+use common::install::{npm, output, pip, script};
 use common::{TestServer, as_u64, free_port};
 use serde_json::{Value, json};
 
@@ -549,64 +550,18 @@ async fn another_database_name_is_honoured_in_every_statement() {
     store.stop().await.unwrap();
 }
 
-/// `dir` with `packages` installed by `install`, once per target directory.
-fn installed(dir: &std::path::Path, install: impl FnOnce(&std::path::Path)) {
-    let marker = dir.join(".installed");
-    if !marker.exists() {
-        std::fs::create_dir_all(dir).unwrap();
-        install(dir);
-        std::fs::write(marker, b"").unwrap();
-    }
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Runs a client's check script with the users' passwords; it must succeed
 /// and print `ok_line`.
 async fn run_client(mut cmd: Command, ok_line: &str) {
     cmd.env("CH_READER_PASSWORD", READER.1)
         .env("CH_WRITER_PASSWORD", WRITER.1);
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{text}");
-    assert!(text.contains(ok_line), "{text}");
-}
-
-fn clients_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("clickhouse-clients")
-}
-
-fn script(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(name)
+    let ran = output(cmd).await;
+    assert!(ran.ok && ran.text.contains(ok_line), "{}", ran.text);
 }
 
 #[tokio::test]
 async fn clickhouse_connect_works_unmodified() {
-    let venv = clients_dir().join("python");
-    installed(&venv, |dir| {
-        run(Command::new("python3").args(["-m", "venv"]).arg(dir));
-        run(Command::new(dir.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "clickhouse-connect==1.12.0",
-        ]));
-    });
+    let python = pip("clickhouse-connect", &["clickhouse-connect==1.12.0"]);
     let (s, url) = server().await;
     let (status, _) = s
         .post_json(
@@ -617,7 +572,7 @@ async fn clickhouse_connect_works_unmodified() {
     assert_eq!(status, 202);
     s.flush().await;
     let port = url.rsplit(':').next().unwrap().to_string();
-    let mut python = Command::new(venv.join("bin/python"));
+    let mut python = Command::new(python);
     python
         .arg(script("clickhouse_connect_check.py"))
         .env("CH_HOST", "127.0.0.1")
@@ -629,23 +584,7 @@ async fn clickhouse_connect_works_unmodified() {
 
 #[tokio::test]
 async fn clickhouse_js_client_works_unmodified() {
-    let dir = clients_dir().join("js");
-    installed(&dir, |dir| {
-        std::fs::write(
-            dir.join("package.json"),
-            r#"{"private":true,"type":"module"}"#,
-        )
-        .unwrap();
-        run(Command::new("npm")
-            .args([
-                "install",
-                "--silent",
-                "--no-audit",
-                "--no-fund",
-                "@clickhouse/client@1.23.1",
-            ])
-            .current_dir(dir));
-    });
+    let dir = npm("clickhouse-js", &["@clickhouse/client@1.23.1"]);
     std::fs::copy(
         script("clickhouse_js_check.mjs"),
         dir.join("clickhouse_js_check.mjs"),

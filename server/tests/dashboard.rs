@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use chrono::{Duration, Utc};
 use common::{ADMIN, TestServer};
 use serde_json::{Value, json};
@@ -441,81 +439,32 @@ async fn an_empty_store_shows_sentences_not_empty_charts() {
     s.stop().await.unwrap();
 }
 
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Playwright from PyPI in a venv of this test's own, once per build.
-fn playwright() -> std::path::PathBuf {
-    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("playwright-venv");
-    let ready = venv.join(".installed");
-    if !ready.exists() {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
-        run(Command::new(venv.join("bin/pip")).args([
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "playwright==1.65.2",
-        ]));
-        std::fs::write(&ready, "").unwrap();
-    }
-    venv.join("bin/python")
-}
-
 /// A real browser: sign in through the form, read the figures as shown,
 /// sort the table, wait for the realtime refresh, sign out. The numbers on
 /// the page must be the views'.
 #[tokio::test]
 async fn dashboard_in_a_real_browser() {
-    let Some(browser) = chromium() else {
-        eprintln!("SKIPPED: no chromium at /usr/bin/chromium (apt-get install chromium)");
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium: scripts/test.sh installs it"
-        );
+    let Some(browser) = common::install::chromium_or_skip() else {
         return;
     };
     let s = start().await;
     with_sales(&s).await;
     let views = from_views(&s, "").await;
-    let python = playwright();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/dashboard_check.py"
-    );
+    let python = common::install::playwright();
     let shot = tempfile::tempdir().unwrap();
     let shot = shot.path().join("dashboard.png");
-    let out = tokio::process::Command::new(python)
-        .arg(script)
+    let mut check = std::process::Command::new(python);
+    check
+        .arg(common::install::script("dashboard_check.py"))
         .env("DASHBOARD_URL", format!("{}/dashboard", s.base))
         .env("CHROMIUM", browser)
         .env("ADMIN_TOKEN", ADMIN)
         .env("READ_KEY", READ_KEY)
         .env("EXPECT", views.to_string())
-        .env("SCREENSHOT", &shot)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        .env("SCREENSHOT", &shot);
+    let ran = common::install::output(check).await;
+    assert!(ran.ok, "{}", ran.text);
+    let report: Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["checked"], "ok", "{report}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
     s.stop().await.unwrap();

@@ -92,13 +92,6 @@ async fn monitor_shows_slow_queries_errors_storage_parts_and_rates() {
     s.stop().await.unwrap();
 }
 
-/// Headless Chromium as the probe of this machine runs it.
-fn chromium() -> Option<&'static str> {
-    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-}
-
 #[tokio::test]
 async fn the_html_report_renders_its_charts_in_a_browser() {
     let s = TestServer::start(|_| {}).await;
@@ -144,15 +137,7 @@ async fn the_html_report_renders_its_charts_in_a_browser() {
     let html = std::fs::read_to_string(&file).unwrap();
     assert_eq!(html.matches("<svg").count(), 3);
 
-    let Some(browser) = chromium() else {
-        // scripts/test.sh installs it (as root, as in CI); say so loudly elsewhere.
-        eprintln!(
-            "SKIPPED the browser half: no chromium at /usr/bin/chromium (apt-get install chromium)"
-        );
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium: scripts/test.sh installs it"
-        );
+    let Some(browser) = common::install::chromium_or_skip() else {
         return;
     };
     let profile = tempfile::tempdir().unwrap();

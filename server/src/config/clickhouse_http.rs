@@ -139,38 +139,24 @@ impl ClickHouseHttpConfig {
 
 /// A TOML list of tables, or `name:password[:rw]` items separated by commas.
 fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HttpUser>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<HttpUser>),
-        One(String),
-    }
-    match Either::deserialize(d)? {
-        Either::List(list) => Ok(list),
-        Either::One(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|item| {
-                // The name ends at the first colon; a trailing `:rw` or
-                // `:ro` is the mode; the password is everything between.
-                let Some((name, rest)) = item.split_once(':') else {
-                    return Err(serde::de::Error::custom(
-                        "clickhouse_http.users: each item is name:password or name:password:rw",
-                    ));
-                };
-                let (password, readonly) = match rest.rsplit_once(':') {
-                    Some((p, "rw")) => (p, false),
-                    Some((p, "ro")) => (p, true),
-                    _ => (rest, true),
-                };
-                Ok(HttpUser {
-                    name: name.to_string(),
-                    password: Some(password.to_string()),
-                    password_sha256: None,
-                    readonly,
-                })
-            })
-            .collect(),
-    }
+    super::list_or_items(d, |item| {
+        // The name ends at the first colon; a trailing `:rw` or `:ro` is
+        // the mode; the password is everything between.
+        let Some((name, rest)) = item.split_once(':') else {
+            return Err(
+                "clickhouse_http.users: each item is name:password or name:password:rw".into(),
+            );
+        };
+        let (password, readonly) = match rest.rsplit_once(':') {
+            Some((p, "rw")) => (p, false),
+            Some((p, "ro")) => (p, true),
+            _ => (rest, true),
+        };
+        Ok(HttpUser {
+            name: name.to_string(),
+            password: Some(password.to_string()),
+            password_sha256: None,
+            readonly,
+        })
+    })
 }

@@ -4,7 +4,7 @@
 //! Every setting has an environment name: `BILTEN_` plus its path with `__`
 //! between levels (`BILTEN_BATCH__MAX_ROWS=500`). A few common ones also have
 //! short names: `BILTEN_ADMIN_TOKEN`, `BILTEN_INGEST_KEYS` and
-//! `BILTEN_READ_KEYS` (comma-separated),
+//! `BILTEN_READ_KEYS`, `BILTEN_PUBLIC_KEYS`, `BILTEN_TRUSTED_PROXIES` (comma-separated),
 //! `BILTEN_LISTEN`, `BILTEN_STORAGE`, `BILTEN_DATA_DIR`, `BILTEN_CHDB_LIB`,
 //! `BILTEN_CLICKHOUSE_URL`, `_USER`, `_PASSWORD`, `_DATABASE`, `_CLUSTER`,
 //! `BILTEN_CLICKHOUSE_HTTP_LISTEN`, `BILTEN_CLICKHOUSE_HTTP_USERS`.
@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod browser;
 pub mod clickhouse_http;
 pub mod plugins;
 pub mod retention;
@@ -81,6 +82,8 @@ pub struct Config {
     pub plugin_host: plugins::HostSettings,
     /// ClickHouse's HTTP interface on the embedded engine; off by default.
     pub clickhouse_http: ClickHouseHttpConfig,
+    /// Public keys for web pages, and trusted proxies.
+    pub browser: browser::BrowserConfig,
     /// The file this was loaded from: a plugin reload reads it again.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -301,6 +304,7 @@ impl Default for Config {
             plugins: plugins::default_chain(),
             plugin_host: Default::default(),
             clickhouse_http: Default::default(),
+            browser: Default::default(),
             source: None,
         }
     }
@@ -416,6 +420,8 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("clickhouse_http_users", "clickhouse_http.users"),
     ("clickhouse_password", "storage.clickhouse.password"),
     ("clickhouse_database", "storage.clickhouse.database"),
+    ("public_keys", "browser.public_keys"),
+    ("trusted_proxies", "browser.trusted_proxies"),
 ];
 
 /// Top-level settings. Other `BILTEN_*` variables (the build's
@@ -439,6 +445,7 @@ const TOP_LEVEL: &[&str] = &[
     "plugins",
     "plugin_host",
     "clickhouse_http",
+    "browser",
 ];
 
 impl Config {
@@ -594,6 +601,10 @@ impl Config {
                 }
             }
         }
+        let secrets: Vec<&str> = (self.ingest_keys.iter().map(String::as_str))
+            .chain(self.admin_token.as_deref())
+            .collect();
+        self.browser.validate(&secrets)?;
         if !self.listen.ip().is_loopback()
             && (self.admin_token.is_none() || self.ingest_keys.is_empty())
         {
@@ -610,18 +621,36 @@ impl Config {
     }
 }
 
-/// Accepts a TOML list or one comma-separated string (as from the environment).
-fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+/// A TOML list of `T`, or one string of comma-separated items (as from the
+/// environment), each read by `item`; blank items are skipped.
+fn list_or_items<'de, D, T>(
+    d: D,
+    item: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
     #[derive(Deserialize)]
     #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
+    enum Either<T> {
+        List(Vec<T>),
         One(String),
     }
-    let items = match Either::deserialize(d)? {
-        Either::List(list) => list,
-        Either::One(s) => s.split(',').map(str::to_string).collect(),
-    };
+    match Either::deserialize(d)? {
+        Either::List(list) => Ok(list),
+        Either::One(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| item(s).map_err(serde::de::Error::custom))
+            .collect(),
+    }
+}
+
+/// Accepts a TOML list or one comma-separated string (as from the environment).
+fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let items: Vec<String> = list_or_items(d, |s| Ok(s.to_string()))?;
     Ok(items
         .into_iter()
         .map(|s| s.trim().to_string())
@@ -752,6 +781,55 @@ mod tests {
                     "{bad}: {err}"
                 );
             }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn public_keys_and_trusted_proxies_from_the_environment_or_toml_are_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env(
+                "BILTEN_PUBLIC_KEYS",
+                "pk_site_one@org-1=https://tickets.example|http://localhost:3000, pk_any_site@org-2=*",
+            );
+            jail.set_env("BILTEN_TRUSTED_PROXIES", "10.0.0.0/8, 127.0.0.1");
+            let c = Config::load(None).unwrap();
+            let keys = &c.browser.public_keys;
+            assert_eq!(
+                (keys[0].key.as_str(), keys[0].organizer.as_str()),
+                ("pk_site_one", "org-1")
+            );
+            assert!(
+                keys[0].allows("http://localhost:3000") && !keys[0].allows("https://evil.example")
+            );
+            assert!(keys[1].allows("https://anywhere.example"));
+            assert!(
+                c.browser.trusted_proxies[1]
+                    .contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap())
+            );
+            for (bad, says) in [
+                ("pk_site_one", "KEY@organizer=origin"),
+                ("pk_site_one@org-1=tickets.example", "is not an origin"),
+                (
+                    "pk_site_one@org-1=https://tickets.example/path",
+                    "is not an origin",
+                ),
+                ("short@org-1=*", "at least 8"),
+                ("pk_site_one@=*", "one organizer"),
+            ] {
+                jail.set_env("BILTEN_PUBLIC_KEYS", bad);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains(says), "{bad}: {err}");
+            }
+            // A public key is published: it must not be a secret as well.
+            jail.set_env("BILTEN_PUBLIC_KEYS", "same-key-as-ingest@org-1=*");
+            jail.set_env("BILTEN_INGEST_KEYS", "same-key-as-ingest@org-1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("a key of its own"), "{err}");
+            jail.set_env("BILTEN_PUBLIC_KEYS", "");
+            jail.set_env("BILTEN_TRUSTED_PROXIES", "10.0.0.0/33");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("neither an address nor a CIDR range"), "{err}");
             Ok(())
         });
     }

@@ -3,12 +3,15 @@
 //! buffer and the rejections to report.
 
 mod decode;
+pub mod segment;
 mod validate;
 
 use serde::Serialize;
 
 pub use decode::{BodyFormat, DecodeError};
-pub use validate::{Check, EventRow, Invalid, PageViewRow, Row, Source, TicketSaleRow, build};
+pub use validate::{
+    Check, EventRow, Invalid, PageViewRow, Row, Source, Stamp, TicketSaleRow, build,
+};
 
 pub use crate::model::Table;
 

@@ -123,11 +123,50 @@ impl Row {
         out.push(b'\n');
     }
 
+    /// Fills the user agent and IP an event left empty from its request's
+    /// (a browser's: see [`Stamp`]). A field the event set is kept.
+    pub fn stamp(&mut self, stamp: &Stamp) {
+        let (user_agent, ip) = match self {
+            Row::Event(r) => (&mut r.user_agent, &mut r.ip),
+            Row::PageView(r) => (&mut r.user_agent, &mut r.ip),
+            Row::TicketSale(_) => return,
+        };
+        for (field, value) in [(user_agent, &stamp.user_agent), (ip, &stamp.ip)] {
+            if field.is_empty() {
+                field.clone_from(value);
+            }
+        }
+    }
+
     pub fn plugins_skipped(&mut self) -> &mut Vec<String> {
         match self {
             Row::Event(r) => &mut r.plugins_skipped,
             Row::PageView(r) => &mut r.plugins_skipped,
             Row::TicketSale(r) => &mut r.plugins_skipped,
+        }
+    }
+}
+
+/// What a browser's request says of its sender: its `User-Agent` and the
+/// client's address. Only for requests from pages; a backend's own user
+/// agent is never its users'.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stamp {
+    pub user_agent: String,
+    pub ip: String,
+}
+
+impl Stamp {
+    /// Cut to what the columns' rules allow, on a character boundary.
+    pub fn new(user_agent: &str, ip: String) -> Stamp {
+        let limit = |name| match crate::model::Table::Events.field(name).map(|f| f.kind) {
+            Some(Kind::Text(n)) => n,
+            _ => unreachable!("{name} is a text field of events"),
+        };
+        let cut = |text: &str, n: usize| text.chars().take(n).collect::<String>();
+        Stamp {
+            user_agent: cut(user_agent, limit("user_agent")),
+            ip: cut(&ip, limit("ip")),
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::telemetry;
 use crate::wal::{Recovered, Wal};
 
 /// What became of a request's events.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct Receipt {
     pub accepted: usize,
     pub rejected: usize,
@@ -42,6 +42,22 @@ pub struct Receipt {
     pub errors: Vec<Rejection>,
 }
 
+impl Receipt {
+    /// Adds another part of the same request (its indexes already the request's).
+    pub fn add(&mut self, part: Receipt) {
+        self.accepted += part.accepted;
+        self.rejected += part.rejected;
+        self.duplicates += part.duplicates;
+        self.dropped += part.dropped;
+        self.quarantined += part.quarantined;
+        // Stored: every part that had rows had them stored.
+        if part.accepted > 0 {
+            self.stored = part.stored && (self.stored || self.accepted == part.accepted);
+        }
+        self.errors.extend(part.errors);
+    }
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -58,6 +74,15 @@ pub enum IntakeError {
     /// The log could not take it.
     #[error("{0}")]
     Unavailable(String),
+}
+
+/// Who sent a request, as far as its events are concerned.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sender<'a> {
+    /// The organizers its key may write for; `None`: any.
+    pub scope: Option<&'a [String]>,
+    /// A browser's user agent and address, for events without their own.
+    pub stamp: Option<&'a ingest::Stamp>,
 }
 
 pub struct Intake {
@@ -112,19 +137,22 @@ impl Intake {
         }
     }
 
-    /// Takes a request's events: `scope` is the organizers its key may write
-    /// for (`None`: any); with `wait`, answers once storage has the rows or
-    /// `ingest.wait_timeout` has passed.
+    /// Takes a request's events: `sender.scope` is the organizers its key
+    /// may write for (`None`: any); with `wait`, answers once storage has the
+    /// rows or `ingest.wait_timeout` has passed.
     pub async fn accept(
         &self,
         table: Table,
         body: &[u8],
         format: BodyFormat,
-        scope: Option<&[String]>,
+        sender: Sender<'_>,
         wait: bool,
     ) -> Result<Receipt, IntakeError> {
         let now = chrono::Utc::now();
-        let mut parsed = ingest::parse(table, body, format, self.max_events, now, scope)?;
+        let mut parsed = ingest::parse(table, body, format, self.max_events, now, sender.scope)?;
+        if let Some(stamp) = sender.stamp {
+            parsed.rows.iter_mut().for_each(|(_, row)| row.stamp(stamp));
+        }
         let events = parsed.rows.len() + parsed.rejections.len();
         // An id seen within the window (in this request or an earlier one) is
         // a resend: drop it. Claimed atomically, so two racing resends keep one.

@@ -23,47 +23,140 @@ fn matches(given: &str, expected: &str) -> bool {
     given.as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
-/// The organizers a request's ingest key may write for; `None`: any.
+/// Who an ingest request is from, once its key is checked.
 #[derive(Debug, Clone)]
-pub struct IngestScope(pub Option<Vec<String>>);
+pub struct IngestScope {
+    /// The organizers it may write for; `None`: any.
+    pub organizers: Option<Vec<String>>,
+    /// A public key, from a web page: it writes page views and events only.
+    pub public: bool,
+}
 
-/// When ingest keys are configured, ingest routes need one. An entry
-/// `KEY@org-123` limits that key to organizer org-123 (repeat the key for
-/// more organizers); a bare `KEY` may write for any organizer.
+/// The username of Basic auth: Segment's libraries send their write key so.
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(
+        text.split_once(':')
+            .map_or(text.as_str(), |(u, _)| u)
+            .to_string(),
+    )
+}
+
+/// `?key=`: where a page's beacon, which sets no headers, puts its public key.
+fn url_key(uri: &axum::http::Uri) -> Option<String> {
+    form_urlencoded::parse(uri.query()?.as_bytes())
+        .find(|(k, _)| k == "key")
+        .map(|(_, v)| v.into_owned())
+}
+
+/// Ingest routes take:
+/// - an ingest key (`BILTEN_INGEST_KEYS`) in `Authorization: Bearer`,
+///   `X-API-Key` or Basic auth's username (Segment's write key). An entry
+///   `KEY@org-123` limits that key to organizer org-123 (repeat the key for
+///   more organizers); a bare `KEY` may write for any organizer;
+/// - a public key (`[[browser.public_keys]]`) in those places or `?key=`,
+///   from a page of one of its origins (the `Origin` header);
+/// - anything, when no ingest key is configured (a public key still
+///   limits what its requests may do).
+///
+/// An ingest key in a URL is refused: URLs end up in logs and histories.
 pub async fn require_ingest_key(
     State(app): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let keys = &app.config.ingest_keys;
-    if !keys.is_empty() {
-        let headers = request.headers();
-        let given = bearer(headers)
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .unwrap_or("");
-        // Compare against every entry so the time taken does not reveal which matched.
-        let mut matched = false;
-        let mut unrestricted = false;
-        let mut organizers = Vec::new();
-        for entry in keys {
-            let (key, organizer) = match entry.split_once('@') {
-                Some((k, o)) => (k, Some(o)),
-                None => (entry.as_str(), None),
-            };
-            if matches(given, key) {
-                matched = true;
-                match organizer {
-                    Some(o) => organizers.push(o.to_string()),
-                    None => unrestricted = true,
-                }
+    let public = &app.config.browser.public_keys;
+    let headers = request.headers();
+    let in_header = bearer(headers)
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        .or_else(|| basic_user(headers));
+    let in_url = url_key(request.uri());
+    if in_header.is_none() && in_url.is_none() && keys.is_empty() {
+        return Ok(next.run(request).await);
+    }
+    // Compare against every entry so the time taken does not reveal which matched.
+    let given = in_header.as_deref().unwrap_or("");
+    let mut matched = false;
+    let mut unrestricted = false;
+    let mut organizers = Vec::new();
+    for entry in keys {
+        let (key, organizer) = match entry.split_once('@') {
+            Some((k, o)) => (k, Some(o)),
+            None => (entry.as_str(), None),
+        };
+        if matches(given, key) {
+            matched = true;
+            match organizer {
+                Some(o) => organizers.push(o.to_string()),
+                None => unrestricted = true,
             }
         }
-        if !matched {
-            return Err(ApiError::Unauthorized);
+        if in_url.as_deref().is_some_and(|u| matches(u, key)) {
+            return Err(ApiError::Forbidden(
+                "an ingest key is secret: send it in the Authorization header, never in a URL \
+                 (and replace this one, which may now be in logs)"
+                    .into(),
+            ));
         }
-        let scope = if unrestricted { None } else { Some(organizers) };
-        request.extensions_mut().insert(IngestScope(scope));
     }
+    let scope = if matched {
+        IngestScope {
+            organizers: (!unrestricted).then_some(organizers),
+            public: false,
+        }
+    } else {
+        let candidate = in_header.as_deref().or(in_url.as_deref()).unwrap_or("");
+        let mut found = None;
+        for k in public {
+            if matches(candidate, &k.key) {
+                found = Some(k);
+            }
+        }
+        let Some(key) = found else {
+            // Open (no ingest keys): a key it does not know is no reason to
+            // refuse; Segment's libraries always send one.
+            return match keys.is_empty() {
+                true => Ok(next.run(request).await),
+                false => Err(ApiError::Unauthorized),
+            };
+        };
+        match headers.get("origin").and_then(|o| o.to_str().ok()) {
+            Some(origin) if key.allows(origin) => {}
+            Some(origin) => {
+                return Err(ApiError::Forbidden(format!(
+                    "this public key is not for pages of {origin}: add the origin to its list"
+                )));
+            }
+            None => {
+                return Err(ApiError::Forbidden(
+                    "a public key works from web pages only (the request has no Origin); \
+                     a backend sends an ingest key"
+                        .into(),
+                ));
+            }
+        }
+        IngestScope {
+            organizers: Some(vec![key.organizer.clone()]),
+            public: true,
+        }
+    };
+    request.extensions_mut().insert(scope);
     Ok(next.run(request).await)
 }
 

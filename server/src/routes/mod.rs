@@ -6,6 +6,7 @@ pub mod clickhouse_http;
 pub mod dashboard;
 pub mod health;
 pub mod ingest;
+pub mod segment;
 
 use std::sync::Arc;
 
@@ -78,8 +79,17 @@ impl AppState {
 
 /// Builds the whole HTTP API from its dependencies.
 pub fn router(state: AppState) -> Router {
-    let ingest = Router::new()
+    let mut ingest = Router::new()
         .route("/v1/{kind}", post(ingest::ingest))
+        .route("/v1/collect/{kind}", post(ingest::collect));
+    for route in crate::ingest::segment::Call::ROUTES {
+        let call = crate::ingest::segment::Call::from_route(route).expect("a Segment route");
+        ingest = ingest.route(
+            &format!("/v1/{route}"),
+            post(move |request: ingest::Request| segment::receive(call, request)),
+        );
+    }
+    let ingest = ingest
         .route_layer(from_fn_with_state(state.clone(), auth::require_ingest_key))
         // Past `max_in_flight` requests, answer 503 at once rather than queue.
         .route_layer(
@@ -89,7 +99,9 @@ pub fn router(state: AppState) -> Router {
                 }))
                 .load_shed()
                 .concurrency_limit(state.config.ingest.max_in_flight),
-        );
+        )
+        // Outside the key check: a preflight carries no key.
+        .layer(cors(&state.config));
     let admin = Router::new()
         .route("/flush", post(admin::flush))
         .route("/query", post(admin::query))
@@ -118,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard/realtime", get(dashboard::realtime))
         .route("/dashboard/login", post(dashboard::login))
         .route("/dashboard/logout", post(dashboard::logout))
+        .route(
+            "/v1/tracker.js",
+            get(ingest::tracker_js).layer(tower_http::compression::CompressionLayer::new()),
+        )
         .route("/health", get(health::live))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
@@ -133,4 +149,27 @@ pub fn router(state: AppState) -> Router {
         // Errors are logged where they arise (`ApiError`), once and at their
         // level: a 503 per shed request would flood the log under overload.
         .layer(TraceLayer::new_for_http().on_failure(()))
+}
+
+/// CORS for the ingest routes. A preflight carries no key, so it is
+/// answered for the origins of any public key (any origin at all when the
+/// server takes requests without keys); the request itself is then held to
+/// its own key's origins. No cookies are asked for.
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let browser = config.browser.clone();
+    let open = config.ingest_keys.is_empty();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            open || origin.to_str().is_ok_and(|o| browser.origin_allowed(o))
+        }))
+        .allow_methods([Method::POST])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_ENCODING,
+            header::AUTHORIZATION,
+            header::HeaderName::from_static("x-api-key"),
+        ])
+        .max_age(std::time::Duration::from_secs(86_400))
 }

@@ -3,6 +3,7 @@
 //! every test its own process.
 #![allow(dead_code)]
 
+pub mod install;
 pub mod process;
 pub mod views;
 pub mod wasm;

@@ -1,0 +1,37 @@
+"""The browser tracker in headless Chromium, on a page of another origin.
+
+Run by tests/tracker.rs: opens SITE/, sends a custom event, navigates the
+SPA way (pushState), then for real (a link), then leaves. Prints the
+browser's user agent as JSON; the test checks the rows.
+"""
+
+import json
+import os
+
+from playwright.sync_api import sync_playwright
+
+SITE = os.environ["SITE"]
+
+with sync_playwright() as p:
+    browser = p.chromium.launch(
+        executable_path=os.environ["CHROMIUM"], args=["--no-sandbox"]
+    )
+    page = browser.new_page()
+    failed = []
+    page.on("requestfailed", lambda r: failed.append(r.url))
+    page.goto(SITE + "/")
+    page.wait_for_function("window.bilten !== undefined")
+    user_agent = page.evaluate("navigator.userAgent")
+    page.wait_for_timeout(400)
+    page.evaluate("bilten.track('add_to_cart', {event_id: 'evt-1', quantity: 2})")
+    page.evaluate("history.pushState({}, '', '/events/evt-1')")
+    page.wait_for_timeout(300)
+    page.click("#next")
+    page.wait_for_url(SITE + "/next")
+    page.wait_for_function("window.bilten !== undefined")
+    page.evaluate("bilten.identify('user-77')")
+    page.wait_for_timeout(200)
+    page.goto("about:blank")
+    page.wait_for_timeout(500)
+    browser.close()
+    print(json.dumps({"user_agent": user_agent, "failed": failed}))

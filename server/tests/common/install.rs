@@ -1,0 +1,119 @@
+//! What tests install at test time (npm and PyPI clients, Playwright), once
+//! per target directory: nextest runs tests in parallel processes, so the
+//! first takes a lock and installs, the others wait for it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where installs live: the build's scratch directory.
+pub fn scratch(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(name)
+}
+
+/// Fills `dir` with `install` unless a finished install is already there.
+pub fn once(dir: &Path, install: impl FnOnce(&Path)) {
+    std::fs::create_dir_all(dir.parent().unwrap()).unwrap();
+    let lock = std::fs::File::create(dir.with_extension("lock")).unwrap();
+    lock.lock().unwrap();
+    let marker = dir.join(".installed");
+    if !marker.exists() {
+        let _ = std::fs::remove_dir_all(dir);
+        std::fs::create_dir_all(dir).unwrap();
+        install(dir);
+        std::fs::write(marker, b"").unwrap();
+    }
+}
+
+/// Runs a command that must succeed; its output is in the panic if not.
+pub fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// npm packages (pinned `name@version`) in a directory of their own.
+pub fn npm(name: &str, packages: &[&str]) -> PathBuf {
+    let dir = scratch(name);
+    once(&dir, |dir| {
+        std::fs::write(
+            dir.join("package.json"),
+            r#"{"private":true,"type":"module"}"#,
+        )
+        .unwrap();
+        run(Command::new("npm")
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .args(packages)
+            .current_dir(dir));
+    });
+    dir
+}
+
+/// Python packages (pinned `name==version`) in a venv of their own; its python.
+pub fn pip(name: &str, packages: &[&str]) -> PathBuf {
+    let venv = scratch(name);
+    once(&venv, |venv| {
+        run(Command::new("python3").args(["-m", "venv"]).arg(venv));
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .args(packages));
+    });
+    venv.join("bin/python")
+}
+
+/// A client script of `tests/clients`.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+}
+
+/// What a finished command said.
+pub struct Ran {
+    pub ok: bool,
+    pub stdout: String,
+    /// stdout then stderr, for messages.
+    pub text: String,
+}
+
+/// Runs `cmd` off the async runtime, which the server under test needs.
+pub async fn output(mut cmd: Command) -> Ran {
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    Ran {
+        ok: out.status.success(),
+        stdout,
+        text,
+    }
+}
+
+/// Debian's Chromium, when installed (scripts/test.sh installs it in CI).
+pub fn chromium() -> Option<&'static str> {
+    ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// Chromium, or `None` outside CI (where its absence fails the test).
+pub fn chromium_or_skip() -> Option<&'static str> {
+    let found = chromium();
+    if found.is_none() {
+        eprintln!("SKIPPED: no chromium at /usr/bin/chromium (apt-get install chromium)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have chromium: scripts/test.sh installs it"
+        );
+    }
+    found
+}
+
+/// Playwright from PyPI in a venv, driving Debian's Chromium; its python.
+pub fn playwright() -> PathBuf {
+    pip("playwright-venv", &["playwright==1.65.2"])
+}
