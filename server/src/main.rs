@@ -54,12 +54,47 @@ enum Command {
         #[arg(long)]
         html: Option<PathBuf>,
     },
+    /// Plugins: check a component, or try it on events in the server's sandbox.
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
     /// Backups: create, list, restore, verify.
     Backup {
         #[command(flatten)]
         target: admin_client::Target,
         #[command(subcommand)]
         action: admin_client::BackupCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Its contract version, exports, imports and size, and its name and
+    /// version from a run on sample events. Exit 0: the server would load
+    /// it; 1: it fails on the samples; 2: refused.
+    Check { file: PathBuf },
+    /// Runs events through it as one batch, in the server's sandbox and
+    /// limits, and prints each verdict (keep, modify and what changed, drop,
+    /// reject and why) and the time per event. `--config FILE.toml` is the
+    /// plugin's config (what its `[[plugins]]` entry's `config` holds).
+    /// Exit 0: every event judged; 1: a fault or invalid events; 2: refused.
+    Test {
+        file: PathBuf,
+        /// A JSON array of events; an item's "table" (events, page_views,
+        /// ticket_sales; events when absent) says where it goes. Default:
+        /// one sample event per table.
+        #[arg(long)]
+        events: Option<PathBuf>,
+        /// Calls to time after the first.
+        #[arg(long, default_value_t = 10)]
+        rounds: usize,
+        /// CPU time for the batch, as `timeout` in `[[plugins]]`.
+        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Memory cap, MiB, as `memory_mb` in `[[plugins]]`.
+        #[arg(long, default_value_t = 64)]
+        memory_mb: usize,
     },
 }
 
@@ -100,6 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     if let Some(code) = code {
         return Ok(std::process::ExitCode::from(code));
     }
+    if let Command::Plugin { action } = &cli.command {
+        return plugin_command(action, cli.config.as_deref());
+    }
     if let Command::Loadgen(args) = cli.command {
         let summary = loadgen::run(args).await?;
         return Ok(if summary.failed_requests == 0 {
@@ -131,6 +169,113 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         _ => unreachable!("handled above"),
     }
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// `plugin check` and `plugin test`: no server, the same sandbox.
+fn plugin_command(
+    action: &PluginCommand,
+    plugin_config: Option<&std::path::Path>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use bilten_analytics::plugins::host::{Host, Limits};
+    use bilten_analytics::plugins::{HostSettings, chain, trial};
+    use std::process::ExitCode;
+    let refused = |why: String| {
+        eprintln!("refused: {why}");
+        Ok(ExitCode::from(2))
+    };
+    let file = match action {
+        PluginCommand::Check { file } | PluginCommand::Test { file, .. } => file,
+    };
+    let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let settings = HostSettings::default();
+    let host = Host::new(&settings).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let found = match trial::inspect(&host, &wasm) {
+        Ok(found) => found,
+        Err(e) => return refused(e),
+    };
+    let compiled = match host.compile(&wasm) {
+        Ok(c) => c,
+        Err(e) => return refused(e),
+    };
+    let config_json = match plugin_config {
+        None => "{}".to_string(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))?;
+            serde_json::to_string(&table)?
+        }
+    };
+    let (timeout, memory_mb, rounds) = match action {
+        PluginCommand::Test {
+            timeout,
+            memory_mb,
+            rounds,
+            ..
+        } => (*timeout, *memory_mb, *rounds),
+        PluginCommand::Check { .. } => (std::time::Duration::from_millis(500), 64, 0),
+    };
+    let limits = Limits {
+        timeout,
+        memory_bytes: memory_mb << 20,
+        output_bytes: settings.output_bytes,
+    };
+    let rows = match action {
+        PluginCommand::Test {
+            events: Some(path), ..
+        } => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            match trial::events_from_json(&text) {
+                Ok(rows) if !rows.is_empty() => rows,
+                Ok(_) => anyhow::bail!("{} holds no events", path.display()),
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        _ => chain::samples(chrono::Utc::now().timestamp_millis()),
+    };
+    let trial = trial::run(&host, &compiled, &config_json, &rows, limits, rounds + 1);
+    if let PluginCommand::Check { .. } = action {
+        println!("file: {} ({} bytes)", file.display(), found.bytes);
+        println!(
+            "contract: bilten:plugin/validator@{} (this server: {})",
+            found.contract.as_deref().unwrap_or("?"),
+            bilten_analytics::plugins::host::INTERFACE_VERSION
+        );
+        println!("exports: {}", found.exports.join(", "));
+        println!("imports:");
+        for (name, ok) in &found.imports {
+            println!("  {} {name}", if *ok { "ok     " } else { "REFUSED" });
+        }
+        let refused_imports = found.refused_imports();
+        if !refused_imports.is_empty() {
+            return refused(format!(
+                "it imports {} : a plugin may import only WASI's cli, io, clocks, random and \
+                 filesystem interfaces (the sandbox grants them nothing)",
+                refused_imports.join(", ")
+            ));
+        }
+        match &trial.outcomes {
+            Ok(_) => {
+                println!("plugin: {} {}", trial.name, trial.version);
+                println!("sample events: judged, one verdict each");
+            }
+            Err(fault) => {
+                println!("sample events: FAULT: {fault}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", trial::report(&trial, &rows));
+    Ok(match trial.outcomes {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    })
 }
 
 async fn migrate(

@@ -4,77 +4,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::install::{once, output, run, scratch};
+use common::install::{js_package, output};
 use common::{ADMIN, TestServer};
 
 const KEY: &str = "js-client-test-key";
-
-fn source() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/js")
-}
-
-/// The package copied (without node_modules or dist), its locked
-/// dependencies installed, and built: once per version of its sources.
-fn built() -> PathBuf {
-    let mut files = Vec::new();
-    hash_sources(&source(), &mut files);
-    let dir = scratch(&format!("js-package-{:08x}", crc32fast::hash(&files)));
-    once(&dir, |dir| {
-        copy(&source(), dir);
-        run(Command::new("npm")
-            .args(["ci", "--silent", "--no-audit", "--no-fund"])
-            .current_dir(dir));
-        run(Command::new("npm")
-            .args(["run", "--silent", "build"])
-            .current_dir(dir));
-    });
-    dir
-}
-
-/// Every source file's path and bytes, in a stable order.
-fn hash_sources(dir: &Path, out: &mut Vec<u8>) {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| !p.ends_with("node_modules") && !p.ends_with("dist"))
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            hash_sources(&path, out);
-        } else {
-            out.extend(path.to_string_lossy().as_bytes());
-            out.extend(std::fs::read(&path).unwrap());
-        }
-    }
-}
-
-fn copy(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name();
-        if ["node_modules", "dist"].contains(&name.to_str().unwrap()) {
-            continue;
-        }
-        let target = to.join(&name);
-        if entry.file_type().unwrap().is_dir() {
-            std::fs::create_dir_all(&target).unwrap();
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
 
 /// The package's node tests (node's own runner): the seed's example
 /// verbatim, batching, rejections, resends, a wrong key, the CommonJS build,
 /// and retries against a stand-in. Every test must run: none skipped.
 #[tokio::test]
 async fn the_js_package_tests_pass_against_a_real_server() {
-    let dir = built();
+    let dir = js_package();
     let s = TestServer::start(|c| c.ingest_keys = vec![KEY.into()]).await;
     let mut npm = Command::new("npm");
     npm.args(["test", "--silent"])
@@ -100,7 +42,7 @@ async fn the_js_package_tests_pass_against_a_real_server() {
 /// sources with the locked toolchain, byte for byte. Small: under 3 KB gzipped.
 #[tokio::test]
 async fn the_served_tracker_is_the_current_build() {
-    let dir = built();
+    let dir = js_package();
     let fresh = std::fs::read_to_string(dir.join("dist/tracker.min.js")).unwrap();
     assert!(
         fresh == bilten_analytics::routes::ingest::TRACKER_JS,

@@ -35,6 +35,9 @@ async fn site() -> (String, Arc<OnceLock<String>>) {
         }
     };
     let next = page.clone();
+    // The package's ESM build, for the page to use directly.
+    let package =
+        std::fs::read_to_string(common::install::js_package().join("dist/index.js")).unwrap();
     let app = axum::Router::new()
         .route(
             "/",
@@ -43,6 +46,12 @@ async fn site() -> (String, Arc<OnceLock<String>>) {
         .route(
             "/next",
             axum::routing::get(move || async move { next("Next") }),
+        )
+        .route(
+            "/lib/index.js",
+            axum::routing::get(move || async move {
+                ([("content-type", "text/javascript")], package.clone())
+            }),
         );
     tokio::spawn(async move { axum::serve(listener, app).await });
     (origin, server)
@@ -76,6 +85,8 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
     check
         .arg(common::install::script("tracker_check.py"))
         .env("SITE", &origin)
+        .env("SERVER", &s.base)
+        .env("PUBLIC_KEY", PUBLIC)
         .env("CHROMIUM", chromium);
     let ran = common::install::output(check).await;
     assert!(ran.ok, "{}", ran.text);
@@ -128,7 +139,16 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
              FROM bilten_analytics.events",
         )
         .await;
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    // The package itself, in the page: its Authorization header needs a
+    // CORS preflight, which the browser made and the server answered.
+    let package = events
+        .iter()
+        .position(|e| e["event_type"] == "from_package")
+        .expect("the package's event");
+    assert_eq!(events[package]["user_agent"], user_agent);
+    assert_eq!(events[package]["session_id"], "");
+    let events = [events[1 - package].clone()];
     assert_eq!(events[0]["event_type"], "add_to_cart");
     assert_eq!(events[0]["event_id"], "evt-1");
     assert_eq!(events[0]["user_agent"], user_agent);

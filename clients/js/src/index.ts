@@ -184,10 +184,19 @@ export class AnalyticsIngestionService {
     this.timeout = positive(options.timeout ?? 10_000, 'timeout')
     this.gzipAbove = options.gzipAbove ?? 16_384
     this.onRejected = options.onRejected
-    this.onError = options.onError ?? ((e) => console.warn(`[bilten analytics] ${e.message}`))
+    const onError = options.onError ?? ((e: Error) => console.warn(`[bilten analytics] ${e.message}`))
+    this.onError = (e) => {
+      try {
+        onError(e)
+      } catch {
+        // The app's error callback failed too: nowhere left to say so.
+      }
+    }
     const f = options.fetch ?? (globalThis as { fetch?: typeof fetch }).fetch
     if (!f) throw new Error('no fetch: pass options.fetch (Node 18 and browsers have one)')
-    this.fetch = f
+    // A browser's fetch must be called on the window, never as a method of
+    // this object ("Illegal invocation").
+    this.fetch = options.fetch ?? f.bind(globalThis)
     for (const t of TABLES) this.queues.set(t, { items: [], sending: Promise.resolve() })
     const interval = positive(options.flushInterval ?? 5000, 'flushInterval')
     this.timer = setInterval(() => {
@@ -257,6 +266,10 @@ export class AnalyticsIngestionService {
     return Promise.resolve()
   }
 
+  private report(thrown: unknown): void {
+    this.onError(thrown instanceof Error ? thrown : new Error(String(thrown)))
+  }
+
   /** Past `maxQueueSize`, drops the oldest events of the longest queue. */
   private trim(): void {
     let over = this.pending() - this.maxQueueSize
@@ -312,7 +325,12 @@ export class AnalyticsIngestionService {
         }
         if (res.ok || (res.status === 400 && Array.isArray(body.errors))) {
           for (const e of body.errors ?? []) {
-            this.onRejected?.({ table, event: batch[e.index], field: e.field, reason: e.reason, code: e.code, plugin: e.plugin })
+            // An app's callback that throws must not make a delivered batch look failed.
+            try {
+              this.onRejected?.({ table, event: batch[e.index], field: e.field, reason: e.reason, code: e.code, plugin: e.plugin })
+            } catch (thrown) {
+              this.report(thrown)
+            }
           }
           return
         }
@@ -366,7 +384,8 @@ export class AnalyticsIngestionService {
     const abort = new AbortController()
     const timer = setTimeout(() => abort.abort(), this.timeout)
     try {
-      return await this.fetch(`${this.url}/v1/${table}`, { method: 'POST', headers, body, signal: abort.signal })
+      const send = this.fetch
+      return await send(`${this.url}/v1/${table}`, { method: 'POST', headers, body, signal: abort.signal })
     } finally {
       clearTimeout(timer)
     }

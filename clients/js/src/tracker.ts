@@ -93,7 +93,9 @@ interface View {
     track(event_type: string, properties?: Record<string, unknown>) {
       const p: Record<string, unknown> = { url: location.href }
       for (const k in properties || {}) p[k] = properties![k]
-      send('events', { event_type, properties: p, timestamp: Date.now() })
+      // No timestamp: sent at once, so the server's clock of receipt is
+      // the right time, whatever the visitor's clock says.
+      send('events', { event_type, properties: p })
     },
     identify(id: string) {
       user = String(id || '')

@@ -89,6 +89,23 @@ test('large bodies go gzipped; rejections come back per event', async () => {
   s.close()
 })
 
+test('a callback that throws does not make a delivered batch look failed', async () => {
+  const s = await standIn([[202, { accepted: 0, rejected: 1, duplicates: 0, errors: [{ index: 0, field: 'url', reason: 'url: required' }] }]])
+  const errors = []
+  const a = new AnalyticsIngestionService({
+    url: s.url,
+    onRejected: () => {
+      throw new Error('app bug')
+    },
+    onError: (e) => errors.push(e.message),
+  })
+  await a.trackPageView({ organizer_id: 'o' })
+  await a.close()
+  assert.equal(s.got.length, 1, 'not resent')
+  assert.deepEqual(errors, ['app bug'])
+  s.close()
+})
+
 test('backoff doubles with jitter, Retry-After wins, capped', () => {
   const a = new AnalyticsIngestionService({ url: 'http://127.0.0.1:9', retryDelay: 100, maxRetryDelay: 1000 })
   clearInterval(a.timer)

@@ -36,7 +36,7 @@ pub struct ChainOutput {
 }
 
 /// What one verdict means for the row, once checked.
-enum Decision {
+pub(crate) enum Decision {
     Keep,
     Modify(Box<Row>),
     Drop,
@@ -128,7 +128,7 @@ pub fn run(
 /// The text a plugin returns (modified events, rejection messages) counts
 /// against `budget`; past it the batch is a fault before any of that text
 /// reaches a response, a table or the log.
-fn decide(
+pub(crate) fn decide(
     table: Table,
     ids: &[(uuid::Uuid, &str)],
     verdicts: Vec<Verdict>,

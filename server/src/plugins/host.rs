@@ -25,7 +25,7 @@ pub use wit::bilten::plugin::types::{
 
 /// The interface this server implements: `bilten:plugin/validator@<this>`.
 pub const INTERFACE_VERSION: &str = "1.0.0";
-const EXPORT: &str = "bilten:plugin/validator";
+pub(crate) const EXPORT: &str = "bilten:plugin/validator";
 /// The WASI version whose clocks we replace (see `deny_waiting`).
 const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";
 /// Memory kept mapped per pool slot between batches (a 1000-event batch
@@ -178,6 +178,22 @@ impl Host {
         })?;
         let pre = wit::PluginPre::new(pre).map_err(|e| format!("{e:#}"))?;
         Ok(Compiled { pre })
+    }
+
+    /// A component's export and import names, without running it.
+    pub fn interface(&self, wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
+        let component = Component::new(&self.engine, wasm)
+            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+        let ty = component.component_type();
+        let names = |items: &mut dyn Iterator<Item = String>| {
+            let mut v: Vec<String> = items.collect();
+            v.sort();
+            v
+        };
+        Ok((
+            names(&mut ty.exports(&self.engine).map(|(n, _)| n.to_string())),
+            names(&mut ty.imports(&self.engine).map(|(n, _)| n.to_string())),
+        ))
     }
 
     /// Instantiates in a fresh store, runs `init` and `process`, and checks

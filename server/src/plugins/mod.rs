@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod host;
+pub mod trial;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

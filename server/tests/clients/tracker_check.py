@@ -30,6 +30,19 @@ with sync_playwright() as p:
     page.wait_for_url(SITE + "/next")
     page.wait_for_function("window.bilten !== undefined")
     page.evaluate("bilten.identify('user-77')")
+    # The package itself in the page, with the public key as its API key.
+    sent = page.evaluate(
+        """async ([server, key]) => {
+            const { AnalyticsIngestionService } = await import('/lib/index.js')
+            const errors = []
+            const a = new AnalyticsIngestionService({ url: server, apiKey: key, onError: (e) => errors.push(e.message) })
+            await a.trackEvent({ event_type: 'from_package', organizer_id: 'org-web' })
+            await a.close()
+            return errors
+        }""",
+        [os.environ["SERVER"], os.environ["PUBLIC_KEY"]],
+    )
+    assert sent == [], sent
     page.wait_for_timeout(200)
     page.goto("about:blank")
     page.wait_for_timeout(500)

@@ -117,3 +117,58 @@ pub fn chromium_or_skip() -> Option<&'static str> {
 pub fn playwright() -> PathBuf {
     pip("playwright-venv", &["playwright==1.65.2"])
 }
+
+/// `clients/js` (the `@bilten/analytics` package) copied without
+/// node_modules or dist, its locked dependencies installed, and built: once
+/// per version of its sources.
+pub fn js_package() -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../clients/js");
+    let mut files = Vec::new();
+    hash_sources(&source, &mut files);
+    let dir = scratch(&format!("js-package-{:08x}", crc32fast::hash(&files)));
+    once(&dir, |dir| {
+        copy(&source, dir);
+        run(Command::new("npm")
+            .args(["ci", "--silent", "--no-audit", "--no-fund"])
+            .current_dir(dir));
+        run(Command::new("npm")
+            .args(["run", "--silent", "build"])
+            .current_dir(dir));
+    });
+    dir
+}
+
+/// Every source file's path and bytes, in a stable order.
+fn hash_sources(dir: &Path, out: &mut Vec<u8>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| !p.ends_with("node_modules") && !p.ends_with("dist"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            hash_sources(&path, out);
+        } else {
+            out.extend(path.to_string_lossy().as_bytes());
+            out.extend(std::fs::read(&path).unwrap());
+        }
+    }
+}
+
+fn copy(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if ["node_modules", "dist"].contains(&name.to_str().unwrap()) {
+            continue;
+        }
+        let target = to.join(&name);
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&target).unwrap();
+            copy(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
