@@ -235,6 +235,34 @@ impl Batch {
     }
 }
 
+impl EventRef<'static> {
+    /// An event of `table` with every field empty or zero: a base for unit
+    /// tests (`EventRef { event_type: "purchase", ..EventRef::empty(Table::Events) }`).
+    pub fn empty(table: Table) -> EventRef<'static> {
+        EventRef {
+            id: "",
+            table,
+            timestamp_ms: 0,
+            event_type: "",
+            event_name: "",
+            organizer_id: "",
+            user_id: "",
+            session_id: "",
+            event_id: "",
+            properties: "{}",
+            user_agent: "",
+            ip: "",
+            url: "",
+            referrer: "",
+            duration_ms: 0,
+            order_id: "",
+            quantity: 0,
+            price_cents: 0,
+            currency: "",
+        }
+    }
+}
+
 impl<'a> EventRef<'a> {
     /// The properties as a JSON object.
     pub fn properties(&self) -> Result<Map<String, Value>, Error> {

@@ -70,6 +70,23 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
+    /// A ready plugin project in `NAME/`: source that drops events of type
+    /// `test_event`, its SDK, a unit test and a README.
+    New {
+        name: String,
+        #[arg(long, value_enum)]
+        lang: bilten_analytics::plugins::scaffold::Lang,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+    },
+    /// Builds a project's component into DIR/<DIR's name>.wasm with its
+    /// language's toolchain (cargo; componentize-js from npm;
+    /// componentize-py from PyPI), installed at pinned versions if missing.
+    Build {
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
     /// Its contract version, exports, imports and size, and its name and
     /// version from a run on sample events. Exit 0: the server would load
     /// it; 1: it fails on the samples; 2: refused.
@@ -136,7 +153,14 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         return Ok(std::process::ExitCode::from(code));
     }
     if let Command::Plugin { action } = &cli.command {
-        return plugin_command(action, cli.config.as_deref());
+        // Off the async runtime, as the server runs plugins: WASI's blocking
+        // calls (a plugin writing to stderr) may not run on one.
+        let config = cli.config.as_deref();
+        return std::thread::scope(|s| {
+            s.spawn(|| plugin_command(action, config))
+                .join()
+                .expect("the plugin command's thread")
+        });
     }
     if let Command::Loadgen(args) = cli.command {
         let summary = loadgen::run(args).await?;
@@ -183,7 +207,24 @@ fn plugin_command(
         eprintln!("refused: {why}");
         Ok(ExitCode::from(2))
     };
+    use bilten_analytics::plugins::scaffold;
     let file = match action {
+        PluginCommand::New { name, lang, dir } => {
+            let made = scaffold::new_project(name, *lang, dir)?;
+            println!("created {}", made.display());
+            println!(
+                "next: bilten-analytics plugin build {0} && bilten-analytics plugin test {0}/{1}.wasm",
+                made.display(),
+                name
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        PluginCommand::Build { dir } => {
+            let built = scaffold::build(dir)?;
+            let bytes = std::fs::metadata(&built)?.len();
+            println!("built {} ({bytes} bytes)", built.display());
+            return Ok(ExitCode::SUCCESS);
+        }
         PluginCommand::Check { file } | PluginCommand::Test { file, .. } => file,
     };
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -214,7 +255,7 @@ fn plugin_command(
             rounds,
             ..
         } => (*timeout, *memory_mb, *rounds),
-        PluginCommand::Check { .. } => (std::time::Duration::from_millis(500), 64, 0),
+        _ => (std::time::Duration::from_millis(500), 64, 0),
     };
     let limits = Limits {
         timeout,
@@ -249,13 +290,18 @@ fn plugin_command(
         println!("exports: {}", found.exports.join(", "));
         println!("imports:");
         for (name, ok) in &found.imports {
-            println!("  {} {name}", if *ok { "ok     " } else { "REFUSED" });
+            let note = match (*ok, name.starts_with("wasi:sockets/")) {
+                (false, _) => "REFUSED",
+                (true, true) => "ok (no network is granted)",
+                (true, false) => "ok",
+            };
+            println!("  {note:<7} {name}");
         }
         let refused_imports = found.refused_imports();
         if !refused_imports.is_empty() {
             return refused(format!(
-                "it imports {} : a plugin may import only WASI's cli, io, clocks, random and \
-                 filesystem interfaces (the sandbox grants them nothing)",
+                "it imports {}: a plugin may import only the contract's types and WASI 0.2 \
+                 (the sandbox grants it no files, environment or network)",
                 refused_imports.join(", ")
             ));
         }

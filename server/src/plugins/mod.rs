@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod host;
+pub mod scaffold;
 pub mod trial;
 
 use std::collections::{HashMap, VecDeque};

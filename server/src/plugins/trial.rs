@@ -16,9 +16,10 @@ use super::host::{Compiled, Host, Limits};
 use crate::ingest::Row;
 use crate::model::Table;
 
-/// What a plugin may import: the contract's types, and the WASI interfaces
-/// that, with nothing granted (no directories, no environment, no network),
-/// cannot reach the host. Sockets and HTTP are refused outright.
+/// What a plugin may import: the contract's types, and WASI 0.2, which the
+/// sandbox links with nothing granted (no directories, no environment, no
+/// network). Sockets are allowed to be imported (Python's runtime always
+/// does) and cannot connect. Anything else, `wasi:http` included, is refused.
 const ALLOWED_IMPORTS: &[&str] = &[
     "bilten:plugin/types@",
     "wasi:cli/",
@@ -26,7 +27,13 @@ const ALLOWED_IMPORTS: &[&str] = &[
     "wasi:clocks/",
     "wasi:random/",
     "wasi:filesystem/",
+    "wasi:sockets/",
 ];
+
+/// Whether the sandbox gives a plugin this import.
+pub fn import_allowed(name: &str) -> bool {
+    ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p))
+}
 
 /// What `check` found.
 #[derive(Debug)]
@@ -61,7 +68,7 @@ pub fn inspect(host: &Host, wasm: &[u8]) -> Result<Inspection, String> {
         imports: imports
             .into_iter()
             .map(|i| {
-                let ok = ALLOWED_IMPORTS.iter().any(|p| i.starts_with(p));
+                let ok = import_allowed(&i);
                 (i, ok)
             })
             .collect(),
@@ -269,7 +276,7 @@ pub fn report(trial: &Trial, rows: &[(Table, Row)]) -> String {
     }
     let _ = writeln!(
         out,
-        "time: first call {:.1} µs per event; median of {} more {:.1} µs per event ({} events a batch, \
+        "time: first call {:.2} µs per event; median of {} more {:.2} µs per event ({} events a batch, \
          instantiation and init included)",
         per_event(trial.first),
         trial.rounds - 1,
@@ -277,4 +284,29 @@ pub fn report(trial: &Trial, rows: &[(Table, Row)]) -> String {
         rows.len()
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_beyond_wasi_are_refused() {
+        for ok in [
+            "bilten:plugin/types@1.0.0",
+            "wasi:cli/stdout@0.2.6",
+            "wasi:random/random@0.2.12",
+            "wasi:sockets/tcp@0.2.9",
+        ] {
+            assert!(import_allowed(ok), "{ok}");
+        }
+        for refused in [
+            "wasi:http/outgoing-handler@0.2.0",
+            "wasi:http/types@0.2.0",
+            "acme:db/query",
+            "bilten:plugin/admin@1.0.0",
+        ] {
+            assert!(!import_allowed(refused), "{refused}");
+        }
+    }
 }
