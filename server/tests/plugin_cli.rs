@@ -142,3 +142,31 @@ fn a_fault_or_bad_events_fail_the_run() {
         "{out}"
     );
 }
+
+/// Without the language's toolchain, `plugin build` says what to install.
+#[test]
+fn build_names_the_missing_toolchain() {
+    let work = tempfile::tempdir().unwrap();
+    for (lang, says) in [
+        ("js", "npm is needed to build a JavaScript plugin"),
+        ("python", "python3 is needed to build a Python plugin"),
+        ("rust", "cargo is needed to build a Rust plugin"),
+    ] {
+        let name = format!("no-tools-{lang}");
+        let out = cmd(work.path())
+            .args(["plugin", "new", &name, "--lang", lang])
+            .current_dir(work.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let out = cmd(work.path())
+            .args(["plugin", "build", &name])
+            .current_dir(work.path())
+            .env("PATH", work.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}");
+        assert!(text.contains(says), "{lang}: {text}");
+    }
+}
