@@ -442,4 +442,86 @@ mod tests {
             Err(DecodeError::TooManyEvents { max: 10 })
         ));
     }
+
+    fn json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-zA-Z0-9 _:-]{0,12}".prop_map(Value::from),
+            prop::sample::select(vec![
+                "track",
+                "page",
+                "identify",
+                "screen",
+                "group",
+                "alias",
+                "TRACK",
+                "rocket",
+                "2026-01-01T00:00:00Z",
+                "not a time",
+            ])
+            .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(
+                    prop::sample::select(vec![
+                        "type",
+                        "event",
+                        "userId",
+                        "anonymousId",
+                        "messageId",
+                        "timestamp",
+                        "originalTimestamp",
+                        "sentAt",
+                        "properties",
+                        "traits",
+                        "context",
+                        "name",
+                        "groupId",
+                        "previousId",
+                        "organizer_id",
+                        "url",
+                        "page",
+                        "userAgent",
+                        "ip",
+                    ])
+                    .prop_map(String::from),
+                    inner,
+                    0..8,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(400))]
+
+        /// Whatever a batch holds, translation does not panic, and every
+        /// message comes out exactly once: as an event, a page view or a
+        /// rejection, under its own index.
+        #[test]
+        fn every_message_comes_out_once(messages in proptest::collection::vec(json(), 1..12), org in proptest::option::of("[a-z-]{1,8}")) {
+            let body = json!({"batch": messages, "sentAt": "2026-01-01T00:00:05Z"}).to_string();
+            let out = translate(Call::Batch, body.as_bytes(), 100, org.as_deref(), Utc::now()).unwrap();
+            let mut seen: Vec<usize> = out
+                .events
+                .iter()
+                .chain(&out.page_views)
+                .map(|(i, _)| *i)
+                .chain(out.rejections.iter().map(|r| r.index))
+                .collect();
+            seen.sort();
+            proptest::prop_assert_eq!(seen, (0..messages.len()).collect::<Vec<_>>());
+            for (_, event) in out.events.iter().chain(&out.page_views) {
+                if let Some(o) = &org {
+                    proptest::prop_assert_eq!(&event["organizer_id"], &json!(o));
+                }
+            }
+        }
+    }
 }
