@@ -95,22 +95,52 @@ _TEXT = ("id", "event_type", "event_name", "organizer_id", "user_id", "session_i
 _TABLES = ("events", "page_views", "ticket_sales")
 
 
+_NUMBERS = {
+    "table": lambda b, i: _TABLES[b.tables[i]],
+    "timestamp_ms": lambda b, i: b.timestamps_ms[i],
+    "duration_ms": lambda b, i: b.durations_ms[i],
+    "quantity": lambda b, i: b.quantities[i],
+    "price_cents": lambda b, i: b.prices_cents[i],
+}
+_FIELD = {name: f for f, name in enumerate(_TEXT)}
+
+
+class _BatchEvent(Event):
+    """An event of a batch whose fields are decoded when first read (most
+    plugins read two or three), then kept. It is an `Event`:
+    `dataclasses.replace` and `modify` read every field, so nothing is lost."""
+
+    @classmethod
+    def at(cls, batch: Any, i: int) -> "_BatchEvent":
+        """Event `i` of `batch`, nothing decoded yet. (Not `__init__`: that
+        stays the dataclass's, which `dataclasses.replace` calls.)"""
+        e = cls.__new__(cls)
+        object.__setattr__(e, "_src", (batch, i))
+        return e
+
+    def __getattribute__(self, name: str) -> Any:
+        # The dataclass keeps each field's default on the class: a field not
+        # decoded yet must not read as that default.
+        d = object.__getattribute__(self, "__dict__")
+        if name in d or (name not in _FIELD and name not in _NUMBERS):
+            return object.__getattribute__(self, name)
+        batch, i = d["_src"]
+        f = _FIELD.get(name)
+        if f is not None:
+            b = len(_TEXT) * i + f
+            value: Any = batch.text[batch.offsets[b]:batch.offsets[b + 1]]
+            if name == "properties":
+                value = json.loads(value or "{}")
+        else:
+            value = _NUMBERS[name](batch, i)
+        d[name] = value
+        return value
+
+
 def events_of(batch: Any) -> Iterator[Event]:
     """The events of a batch as the host lays it out, one by one."""
-    text, o = batch.text, batch.offsets
-    n = len(_TEXT)
     for i in range(len(batch.tables)):
-        base = n * i
-        values = {name: text[o[base + f]:o[base + f + 1]] for f, name in enumerate(_TEXT)}
-        values["properties"] = json.loads(values["properties"] or "{}")
-        yield Event(
-            table=_TABLES[batch.tables[i]],
-            timestamp_ms=batch.timestamps_ms[i],
-            duration_ms=batch.durations_ms[i],
-            quantity=batch.quantities[i],
-            price_cents=batch.prices_cents[i],
-            **values,
-        )
+        yield _BatchEvent.at(batch, i)
 
 
 def to_wit(types: Any, verdict: Optional[Verdict]) -> Any:
