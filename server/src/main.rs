@@ -106,12 +106,13 @@ enum PluginCommand {
         /// Calls to time after the first.
         #[arg(long, default_value_t = 10)]
         rounds: usize,
-        /// CPU time for the batch, as `timeout` in `[[plugins]]`.
-        #[arg(long, default_value = "500ms", value_parser = humantime::parse_duration)]
-        timeout: std::time::Duration,
-        /// Memory cap, MiB, as `memory_mb` in `[[plugins]]`.
-        #[arg(long, default_value_t = 64)]
-        memory_mb: usize,
+        /// CPU time for the batch, as `timeout` in `[[plugins]]` (and its
+        /// default, 500ms).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        timeout: Option<std::time::Duration>,
+        /// Memory cap, MiB, as `memory_mb` in `[[plugins]]` (and its default, 64).
+        #[arg(long)]
+        memory_mb: Option<usize>,
     },
 }
 
@@ -200,6 +201,7 @@ fn plugin_command(
     action: &PluginCommand,
     plugin_config: Option<&std::path::Path>,
 ) -> anyhow::Result<std::process::ExitCode> {
+    use bilten_analytics::config::plugins;
     use bilten_analytics::plugins::host::{Host, Limits};
     use bilten_analytics::plugins::{HostSettings, chain, trial};
     use std::process::ExitCode;
@@ -230,11 +232,41 @@ fn plugin_command(
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     let settings = HostSettings::default();
     let host = Host::new(&settings).map_err(|e| anyhow::anyhow!("{e:#}"))?;
-    let found = match trial::inspect(&host, &wasm) {
-        Ok(found) => found,
+    // Compiled once: the interface is read, and printed by `check`, before
+    // it is linked, so that an import the sandbox refuses is shown by name.
+    let component = match host.load(&wasm) {
+        Ok(c) => c,
         Err(e) => return refused(e),
     };
-    let compiled = match host.compile(&wasm) {
+    let found = trial::inspect(&host, &component, wasm.len());
+    let check = matches!(action, PluginCommand::Check { .. });
+    if check {
+        println!("file: {} ({} bytes)", file.display(), found.bytes);
+        println!(
+            "contract: bilten:plugin/validator@{} (this server: {})",
+            found.contract.as_deref().unwrap_or("?"),
+            bilten_analytics::plugins::host::INTERFACE_VERSION
+        );
+        println!("exports: {}", found.exports.join(", "));
+        println!("imports:");
+        for (name, ok) in &found.imports {
+            let note = match (*ok, name.starts_with("wasi:sockets/")) {
+                (false, _) => "REFUSED",
+                (true, true) => "ok (no network is granted)",
+                (true, false) => "ok",
+            };
+            println!("  {note:<7} {name}");
+        }
+    }
+    let refused_imports = found.refused_imports();
+    if !refused_imports.is_empty() {
+        return refused(format!(
+            "it imports {}: a plugin may import only the contract's types and WASI 0.2 \
+             (the sandbox grants it no files, environment or network)",
+            refused_imports.join(", ")
+        ));
+    }
+    let compiled = match host.link(&component) {
         Ok(c) => c,
         Err(e) => return refused(e),
     };
@@ -255,8 +287,12 @@ fn plugin_command(
             rounds,
             ..
         } => (*timeout, *memory_mb, *rounds),
-        _ => (std::time::Duration::from_millis(500), 64, 0),
+        _ => (None, None, 0),
     };
+    let (timeout, memory_mb) = (
+        timeout.unwrap_or_else(plugins::default_timeout),
+        memory_mb.unwrap_or_else(plugins::default_memory_mb),
+    );
     let limits = Limits {
         timeout,
         memory_bytes: memory_mb << 20,
@@ -280,31 +316,7 @@ fn plugin_command(
         _ => chain::samples(chrono::Utc::now().timestamp_millis()),
     };
     let trial = trial::run(&host, &compiled, &config_json, &rows, limits, rounds + 1);
-    if let PluginCommand::Check { .. } = action {
-        println!("file: {} ({} bytes)", file.display(), found.bytes);
-        println!(
-            "contract: bilten:plugin/validator@{} (this server: {})",
-            found.contract.as_deref().unwrap_or("?"),
-            bilten_analytics::plugins::host::INTERFACE_VERSION
-        );
-        println!("exports: {}", found.exports.join(", "));
-        println!("imports:");
-        for (name, ok) in &found.imports {
-            let note = match (*ok, name.starts_with("wasi:sockets/")) {
-                (false, _) => "REFUSED",
-                (true, true) => "ok (no network is granted)",
-                (true, false) => "ok",
-            };
-            println!("  {note:<7} {name}");
-        }
-        let refused_imports = found.refused_imports();
-        if !refused_imports.is_empty() {
-            return refused(format!(
-                "it imports {}: a plugin may import only the contract's types and WASI 0.2 \
-                 (the sandbox grants it no files, environment or network)",
-                refused_imports.join(", ")
-            ));
-        }
+    if check {
         match &trial.outcomes {
             Ok(_) => {
                 println!("plugin: {} {}", trial.name, trial.version);

@@ -6,25 +6,20 @@ mod common;
 
 use std::path::Path;
 
-use common::process::cmd;
+use common::process::{cmd, run_code};
 use common::wasm::test_plugins;
 
 /// Exit code and everything printed.
 fn plugin(args: &[&str], wasm: &Path) -> (i32, String) {
     let dir = tempfile::tempdir().unwrap();
-    let out = cmd(dir.path())
-        .arg("plugin")
-        .arg(args[0])
-        .arg(wasm)
-        .args(&args[1..])
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (code, text) = run_code(
+        cmd(dir.path())
+            .arg("plugin")
+            .arg(args[0])
+            .arg(wasm)
+            .args(&args[1..]),
     );
-    (out.status.code().unwrap_or(-1), text)
+    (code.unwrap_or(-1), text)
 }
 
 #[test]

@@ -14,14 +14,10 @@ use serde_json::json;
 
 const BIN: &str = env!("CARGO_BIN_EXE_bilten-analytics");
 
+/// Runs a command that must succeed; what it printed.
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    let (ok, text) = common::process::run(cmd);
+    assert!(ok, "{cmd:?} failed:\n{text}");
     text
 }
 
@@ -204,7 +200,7 @@ async fn contained(
     ] {
         let config = work.join(format!("{mode}.toml"));
         std::fs::write(&config, format!("mode = \"{mode}\"\n")).unwrap();
-        let out = plugin(&[
+        let (code, text) = common::process::run_code(&mut plugin(&[
             "test",
             hostile.to_str().unwrap(),
             "--events",
@@ -217,15 +213,8 @@ async fn contained(
             "64",
             "--rounds",
             "0",
-        ])
-        .output()
-        .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(1), "{lang} {mode}: {text}");
+        ]));
+        assert_eq!(code, Some(1), "{lang} {mode}: {text}");
         assert!(text.contains(fault), "{lang} {mode}: {text}");
     }
 

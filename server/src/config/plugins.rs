@@ -50,10 +50,12 @@ pub struct PluginConfig {
     pub enabled: bool,
 }
 
-fn default_timeout() -> Duration {
+/// A `[[plugins]]` entry's `timeout` when it sets none.
+pub fn default_timeout() -> Duration {
     Duration::from_millis(500)
 }
-fn default_memory_mb() -> usize {
+/// A `[[plugins]]` entry's `memory_mb` when it sets none.
+pub fn default_memory_mb() -> usize {
     64
 }
 fn default_policy() -> FailurePolicy {

@@ -36,21 +36,27 @@ pub enum Call {
 }
 
 impl Call {
-    pub const ROUTES: [&str; 7] = [
-        "batch", "track", "page", "identify", "screen", "group", "alias",
+    pub const ALL: [Call; 7] = [
+        Call::Batch,
+        Call::Track,
+        Call::Page,
+        Call::Identify,
+        Call::Screen,
+        Call::Group,
+        Call::Alias,
     ];
 
-    pub fn from_route(route: &str) -> Option<Call> {
-        Some(match route {
-            "batch" => Call::Batch,
-            "track" => Call::Track,
-            "page" => Call::Page,
-            "identify" => Call::Identify,
-            "screen" => Call::Screen,
-            "group" => Call::Group,
-            "alias" => Call::Alias,
-            _ => return None,
-        })
+    /// Its route's last part, `/v1/<route>`, and a message's `type`.
+    pub fn route(self) -> &'static str {
+        match self {
+            Call::Batch => "batch",
+            Call::Track => "track",
+            Call::Page => "page",
+            Call::Identify => "identify",
+            Call::Screen => "screen",
+            Call::Group => "group",
+            Call::Alias => "alias",
+        }
     }
 }
 
@@ -149,7 +155,7 @@ fn message_event(
                 "type: each message of a batch needs its type (track, page, identify, …)".into(),
             ));
         }
-        (_, _) => route_name(call).into(),
+        (_, _) => call.route().into(),
     };
     // The batch's `context` is every message's, under the message's own.
     let context = merged(shared.get("context"), m.get("context"));
@@ -253,18 +259,6 @@ fn message_event(
     }
     event.insert("properties".into(), Value::Object(props));
     Ok((Table::Events, Value::Object(event)))
-}
-
-fn route_name(call: Call) -> &'static str {
-    match call {
-        Call::Batch => "batch",
-        Call::Track => "track",
-        Call::Page => "page",
-        Call::Identify => "identify",
-        Call::Screen => "screen",
-        Call::Group => "group",
-        Call::Alias => "alias",
-    }
 }
 
 /// The event's time, as Segment computes it. An unreadable `timestamp` is

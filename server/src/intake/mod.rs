@@ -45,6 +45,7 @@ pub struct Receipt {
 impl Receipt {
     /// Adds another part of the same request (its indexes already the request's).
     pub fn add(&mut self, part: Receipt) {
+        let earlier_rows = self.accepted > 0;
         self.accepted += part.accepted;
         self.rejected += part.rejected;
         self.duplicates += part.duplicates;
@@ -52,7 +53,7 @@ impl Receipt {
         self.quarantined += part.quarantined;
         // Stored: every part that had rows had them stored.
         if part.accepted > 0 {
-            self.stored = part.stored && (self.stored || self.accepted == part.accepted);
+            self.stored = part.stored && (self.stored || !earlier_rows);
         }
         self.errors.extend(part.errors);
     }

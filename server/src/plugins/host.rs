@@ -170,30 +170,37 @@ impl Host {
 
     /// Compiles a component and checks it implements our interface version.
     pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, String> {
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
-        check_interface(&self.engine, &component)?;
-        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+        self.link(&self.load(wasm)?)
+    }
+
+    /// Compiles a component, not yet checked or linked.
+    pub fn load(&self, wasm: &[u8]) -> Result<Component, String> {
+        Component::new(&self.engine, wasm)
+            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))
+    }
+
+    /// Checks a compiled component's interface version and links it to the sandbox.
+    pub fn link(&self, component: &Component) -> Result<Compiled, String> {
+        check_interface(&self.engine, component)?;
+        let pre = self.linker.instantiate_pre(component).map_err(|e| {
             format!("it imports what the sandbox does not provide (only WASI 0.2 without capabilities): {e:#}")
         })?;
         let pre = wit::PluginPre::new(pre).map_err(|e| format!("{e:#}"))?;
         Ok(Compiled { pre })
     }
 
-    /// A component's export and import names, without running it.
-    pub fn interface(&self, wasm: &[u8]) -> Result<(Vec<String>, Vec<String>), String> {
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))?;
+    /// A component's export and import names, sorted.
+    pub fn interface(&self, component: &Component) -> (Vec<String>, Vec<String>) {
         let ty = component.component_type();
         let names = |items: &mut dyn Iterator<Item = String>| {
             let mut v: Vec<String> = items.collect();
             v.sort();
             v
         };
-        Ok((
+        (
             names(&mut ty.exports(&self.engine).map(|(n, _)| n.to_string())),
             names(&mut ty.imports(&self.engine).map(|(n, _)| n.to_string())),
-        ))
+        )
     }
 
     /// Instantiates in a fresh store, runs `init` and `process`, and checks

@@ -216,11 +216,28 @@ pub fn build(dir: &Path) -> Result<PathBuf, ScaffoldError> {
     Ok(out)
 }
 
-fn found(tool: &str) -> bool {
-    Command::new(tool)
+/// `tool` answers `--version`, or the error that says what to install.
+fn require(
+    tool: &'static str,
+    lang: &'static str,
+    hint: &'static str,
+) -> Result<(), ScaffoldError> {
+    let found = Command::new(tool)
         .arg("--version")
         .output()
-        .is_ok_and(|o| o.status.success())
+        .is_ok_and(|o| o.status.success());
+    match found {
+        true => Ok(()),
+        false => Err(ScaffoldError::MissingTool { tool, lang, hint }),
+    }
+}
+
+/// The project's `.bilten` build directory, with the contract in `wit/`.
+fn work_dir(dir: &Path) -> Result<PathBuf, ScaffoldError> {
+    let work = dir.join(".bilten");
+    std::fs::create_dir_all(work.join("wit"))?;
+    std::fs::write(work.join("wit/plugin.wit"), WIT)?;
+    Ok(work)
 }
 
 fn step(step: &str, cmd: &mut Command) -> Result<(), ScaffoldError> {
@@ -237,13 +254,7 @@ fn step(step: &str, cmd: &mut Command) -> Result<(), ScaffoldError> {
 }
 
 fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<(), ScaffoldError> {
-    if !found("cargo") {
-        return Err(ScaffoldError::MissingTool {
-            tool: "cargo",
-            lang: "Rust",
-            hint: "install Rust with rustup",
-        });
-    }
+    require("cargo", "Rust", "install Rust with rustup")?;
     let targets = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output();
@@ -281,13 +292,11 @@ fn build_rust(dir: &Path, name: &str, out: &Path) -> Result<(), ScaffoldError> {
 }
 
 fn build_js(dir: &Path, out: &Path) -> Result<(), ScaffoldError> {
-    if !found("npm") {
-        return Err(ScaffoldError::MissingTool {
-            tool: "npm",
-            lang: "JavaScript",
-            hint: "install Node.js 18 or later, which comes with npm",
-        });
-    }
+    require(
+        "npm",
+        "JavaScript",
+        "install Node.js 18 or later, which comes with npm",
+    )?;
     let bin = dir.join("node_modules/.bin");
     if !bin.join("componentize-js").exists() || !bin.join("esbuild").exists() {
         step(
@@ -297,9 +306,7 @@ fn build_js(dir: &Path, out: &Path) -> Result<(), ScaffoldError> {
                 .current_dir(dir),
         )?;
     }
-    let work = dir.join(".bilten");
-    std::fs::create_dir_all(work.join("wit"))?;
-    std::fs::write(work.join("wit/plugin.wit"), WIT)?;
+    let work = work_dir(dir)?;
     std::fs::write(
         work.join("entry.js"),
         "import * as plugin from '../plugin.js'\n\
@@ -333,14 +340,12 @@ fn build_js(dir: &Path, out: &Path) -> Result<(), ScaffoldError> {
 }
 
 fn build_python(dir: &Path, out: &Path) -> Result<(), ScaffoldError> {
-    if !found("python3") {
-        return Err(ScaffoldError::MissingTool {
-            tool: "python3",
-            lang: "Python",
-            hint: "install Python 3.10 or later with its venv module",
-        });
-    }
-    let work = dir.join(".bilten");
+    require(
+        "python3",
+        "Python",
+        "install Python 3.10 or later with its venv module",
+    )?;
+    let work = work_dir(dir)?;
     let venv = work.join("venv");
     let tool = venv.join("bin/componentize-py");
     if !tool.exists() {
@@ -358,8 +363,6 @@ fn build_python(dir: &Path, out: &Path) -> Result<(), ScaffoldError> {
             ]),
         )?;
     }
-    std::fs::create_dir_all(work.join("wit"))?;
-    std::fs::write(work.join("wit/plugin.wit"), WIT)?;
     std::fs::write(work.join("app.py"), PY_APP)?;
     step(
         "componentize-py",

@@ -56,15 +56,19 @@ impl Inspection {
     }
 }
 
-/// Reads a component's interface without running it.
-pub fn inspect(host: &Host, wasm: &[u8]) -> Result<Inspection, String> {
-    let (exports, imports) = host.interface(wasm)?;
+/// Reads a compiled component's interface, before it is linked or run.
+pub fn inspect(
+    host: &Host,
+    component: &wasmtime::component::Component,
+    bytes: usize,
+) -> Inspection {
+    let (exports, imports) = host.interface(component);
     let contract = exports
         .iter()
         .find_map(|e| e.strip_prefix(super::host::EXPORT)?.strip_prefix('@'))
         .map(str::to_string);
-    Ok(Inspection {
-        bytes: wasm.len(),
+    Inspection {
+        bytes,
         imports: imports
             .into_iter()
             .map(|i| {
@@ -74,7 +78,7 @@ pub fn inspect(host: &Host, wasm: &[u8]) -> Result<Inspection, String> {
             .collect(),
         exports,
         contract,
-    })
+    }
 }
 
 /// What became of one event.

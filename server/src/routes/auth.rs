@@ -32,8 +32,9 @@ pub struct IngestScope {
     pub public: bool,
 }
 
-/// The username of Basic auth: Segment's libraries send their write key so.
-fn basic_user(headers: &HeaderMap) -> Option<String> {
+/// Basic auth's user and password (Segment's libraries send their write
+/// key as the user; ClickHouse's clients their credentials).
+pub(super) fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
     use base64::Engine as _;
     let encoded = headers
         .get("authorization")?
@@ -43,12 +44,9 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    Some(
-        text.split_once(':')
-            .map_or(text.as_str(), |(u, _)| u)
-            .to_string(),
-    )
+    let text = String::from_utf8_lossy(&decoded);
+    let (user, password) = text.split_once(':').unwrap_or((&text, ""));
+    Some((user.to_string(), password.to_string()))
 }
 
 /// `?key=`: where a page's beacon, which sets no headers, puts its public key.
@@ -85,7 +83,7 @@ pub async fn require_ingest_key(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         })
-        .or_else(|| basic_user(headers));
+        .or_else(|| basic_auth(headers).map(|(user, _)| user));
     let in_url = url_key(request.uri());
     if in_header.is_none() && in_url.is_none() && keys.is_empty() {
         return Ok(next.run(request).await);

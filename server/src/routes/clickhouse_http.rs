@@ -17,7 +17,6 @@ use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use base64::Engine as _;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
@@ -333,12 +332,8 @@ fn last_param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> 
 
 fn credentials(headers: &HeaderMap, pairs: &[(String, String)]) -> (String, String) {
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(basic) = header("authorization").and_then(|v| v.strip_prefix("Basic "))
-        && let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim())
-    {
-        let text = String::from_utf8_lossy(&decoded);
-        let (user, password) = text.split_once(':').unwrap_or((&text, ""));
-        return (user.to_string(), password.to_string());
+    if let Some(basic) = super::auth::basic_auth(headers) {
+        return basic;
     }
     if let Some(user) = header("x-clickhouse-user") {
         return (

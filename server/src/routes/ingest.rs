@@ -26,7 +26,7 @@ use crate::telemetry;
 pub struct Params {
     /// Answer only once storage has confirmed the rows.
     #[serde(default)]
-    pub(super) wait: bool,
+    wait: bool,
 }
 
 type Reply = Result<(StatusCode, Json<Receipt>), ApiError>;
@@ -76,9 +76,7 @@ where
 #[tracing::instrument(skip_all, fields(kind = %kind))]
 pub async fn ingest(Path(kind): Path<String>, request: Request) -> Reply {
     let table = Table::from_route(&kind).ok_or(ApiError::NotFound)?;
-    // A page's request says so with its `Origin`.
-    let browser = request.headers.contains_key(header::ORIGIN);
-    counted(table, take(request, table, browser, false).await)
+    counted(table, take(request, table, false).await)
 }
 
 /// `POST /v1/collect/{kind}`: the tracker's beacons, `events` or
@@ -90,7 +88,7 @@ pub async fn collect(Path(kind): Path<String>, request: Request) -> Reply {
         Some(t @ (Table::Events | Table::PageViews)) => t,
         _ => return Err(ApiError::NotFound),
     };
-    counted(table, take(request, table, true, true).await)
+    counted(table, take(request, table, true).await)
 }
 
 /// `GET /v1/tracker.js`: the browser tracker, built from `clients/js`.
@@ -118,26 +116,26 @@ fn counted(table: Table, reply: Reply) -> Reply {
     reply
 }
 
-/// A page's request: public keys' limits, and its user agent and address
-/// for events without their own. `any_text`: the body may be sent as
-/// `text/plain` (beacons).
-async fn take(request: Request, table: Table, browser: bool, any_text: bool) -> Reply {
-    let Request {
-        app,
-        wait,
-        scope,
-        peer,
-        headers,
-        body,
-    } = request;
-    if scope.as_ref().is_some_and(|s| s.public) && table == Table::TicketSales {
+/// Public keys' limits, and a page's user agent and address for events
+/// without their own. `beacon`: from the tracker, whose body may be sent as
+/// `text/plain`.
+async fn take(request: Request, table: Table, beacon: bool) -> Reply {
+    if request.scope.as_ref().is_some_and(|s| s.public) && table == Table::TicketSales {
         return Err(ApiError::Forbidden(
             "a public key writes page views and events; ticket sales come from your backend, \
              with an ingest key"
                 .into(),
         ));
     }
-    let stamp = browser.then(|| stamp(&app, peer, &headers));
+    let stamp = request.stamp(beacon);
+    let Request {
+        app,
+        wait,
+        scope,
+        headers,
+        body,
+        ..
+    } = request;
     let sender = Sender {
         scope: scope.as_ref().and_then(|s| s.organizers.as_deref()),
         stamp: stamp.as_ref(),
@@ -148,22 +146,29 @@ async fn take(request: Request, table: Table, browser: bool, any_text: bool) -> 
         .unwrap_or("");
     let format = match BodyFormat::from_content_type(content_type) {
         Some(f) => f,
-        None if any_text && content_type.starts_with("text/plain") => BodyFormat::Json,
+        None if beacon && content_type.starts_with("text/plain") => BodyFormat::Json,
         None => return Err(ApiError::UnsupportedMediaType(content_type.to_string())),
     };
     accept(&app, table, wait, sender, format, body).await
 }
 
-/// A page's user agent and address.
-pub(super) fn stamp(app: &AppState, peer: Option<SocketAddr>, headers: &HeaderMap) -> Stamp {
-    let user_agent = headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let ip = client_ip(peer, headers, &app.config.browser)
-        .map(|ip| ip.to_string())
-        .unwrap_or_default();
-    Stamp::new(user_agent, ip)
+impl Request {
+    /// A page's user agent and address, when the request is a page's: it
+    /// has an `Origin`, or it is a beacon. A backend's are never its events'.
+    pub(super) fn stamp(&self, beacon: bool) -> Option<Stamp> {
+        if !beacon && !self.headers.contains_key(header::ORIGIN) {
+            return None;
+        }
+        let user_agent = self
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let ip = client_ip(self.peer, &self.headers, &self.app.config.browser)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
+        Some(Stamp::new(user_agent, ip))
+    }
 }
 
 /// The client's address: the peer's, or, when the peer is a trusted proxy,

@@ -82,10 +82,9 @@ pub fn router(state: AppState) -> Router {
     let mut ingest = Router::new()
         .route("/v1/{kind}", post(ingest::ingest))
         .route("/v1/collect/{kind}", post(ingest::collect));
-    for route in crate::ingest::segment::Call::ROUTES {
-        let call = crate::ingest::segment::Call::from_route(route).expect("a Segment route");
+    for call in crate::ingest::segment::Call::ALL {
         ingest = ingest.route(
-            &format!("/v1/{route}"),
+            &format!("/v1/{}", call.route()),
             post(move |request: ingest::Request| segment::receive(call, request)),
         );
     }

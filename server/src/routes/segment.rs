@@ -9,11 +9,11 @@
 //! deduplicated by `messageId`).
 
 use axum::Json;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::ingest::{Request, body_bytes, stamp};
+use super::ingest::{Request, body_bytes};
 use crate::error::ApiError;
 use crate::ingest::BodyFormat;
 use crate::ingest::segment::{self, Call};
@@ -31,6 +31,7 @@ pub async fn receive(call: Call, request: Request) -> Response {
 }
 
 async fn handle(call: Call, r: Request) -> Result<(StatusCode, Receipt), ApiError> {
+    let stamp = r.stamp(false);
     let body = body_bytes(&r.app, r.body)?;
     let organizers = r.scope.as_ref().and_then(|s| s.organizers.as_deref());
     let organizer = match organizers {
@@ -39,10 +40,6 @@ async fn handle(call: Call, r: Request) -> Result<(StatusCode, Receipt), ApiErro
     };
     let max_events = r.app.config.ingest.max_events_per_request;
     let translated = segment::translate(call, &body, max_events, organizer, chrono::Utc::now())?;
-    let stamp = r
-        .headers
-        .contains_key(header::ORIGIN)
-        .then(|| stamp(&r.app, r.peer, &r.headers));
     let sender = Sender {
         scope: organizers,
         stamp: stamp.as_ref(),

@@ -20,9 +20,15 @@ pub fn cmd(data: &std::path::Path) -> Command {
 
 /// Runs to the end; success and everything it printed.
 pub fn run(c: &mut Command) -> (bool, String) {
-    let out = c.output().unwrap();
+    let (code, text) = run_code(c);
+    (code == Some(0), text)
+}
+
+/// Runs to the end; its exit code and everything it printed.
+pub fn run_code(c: &mut Command) -> (Option<i32>, String) {
+    let out = c.output().unwrap_or_else(|e| panic!("{c:?}: {e}"));
     (
-        out.status.success(),
+        out.status.code(),
         format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
