@@ -1,5 +1,7 @@
-//! Backups on the embedded engine: full and incremental, restore into a new
-//! database and into the live one, verification, keeping the last N.
+//! Backups: full and incremental, restore into a new database and into the
+//! live one, verification, keeping the last N. On the embedded engine, and
+//! (`BILTEN_TEST_BACKEND=clickhouse`) through a store's ClickHouse interface
+//! as its backup user, on its `backups` disk.
 
 mod common;
 
@@ -109,8 +111,15 @@ async fn full_and_incremental_backups_restore_exactly_what_was_backed_up() {
     );
     let (_, third) = admin(&s, "/backups", json!({})).await;
     assert_eq!(third["pruned"].as_array().unwrap().len(), 2, "{third}");
-    let backups_dir = s.data_dir.join("backups");
-    assert!(!backups_dir.join(&full_id).exists() && !backups_dir.join(&inc_id).exists());
+    if common::backend_under_test() == "embedded" {
+        let backups_dir = s.data_dir.join("backups");
+        assert!(!backups_dir.join(&full_id).exists() && !backups_dir.join(&inc_id).exists());
+    } else {
+        // On a ClickHouse server the files stay on its backups disk, for an
+        // operator: SQL cannot delete them. Here that disk is the store's.
+        let disk = s.data_dir.join("store").join("backups");
+        assert!(disk.join(&full_id).exists() && disk.join(&inc_id).exists());
+    }
     let listed = s
         .client
         .get(format!("{}/admin/backups", s.base))

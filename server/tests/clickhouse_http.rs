@@ -15,9 +15,10 @@ use serde_json::{Value, json};
 
 const READER: (&str, &str) = ("reader", "reader-secret");
 const WRITER: (&str, &str) = ("writer", "writer-secret");
+const BACKUPER: (&str, &str) = ("backuper", "backuper-secret");
 
-/// A server with the interface on, a read-only and a read-write user; the
-/// interface's base URL.
+/// A server with the interface on, a read-only, a read-write and a backup
+/// user; the interface's base URL.
 async fn server() -> (TestServer, String) {
     server_with(|_| {}).await
 }
@@ -29,14 +30,19 @@ async fn server_with(
         tweak(c);
         c.storage.query_limits.timeout = std::time::Duration::from_secs(3);
         c.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        c.clickhouse_http.users = [(READER, true), (WRITER, false)]
-            .map(|((name, password), readonly)| HttpUser {
-                name: name.into(),
-                password: Some(password.into()),
-                password_sha256: None,
-                readonly,
-            })
-            .to_vec();
+        c.clickhouse_http.users = [
+            (READER, true, false),
+            (WRITER, false, false),
+            (BACKUPER, false, true),
+        ]
+        .map(|((name, password), readonly, backup)| HttpUser {
+            name: name.into(),
+            password: Some(password.into()),
+            password_sha256: None,
+            readonly,
+            backup,
+        })
+        .to_vec();
     })
     .await;
     let url = s.clickhouse_url.clone().expect("the interface listens");
@@ -199,6 +205,7 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         "SET readonly = 0".into(),
         "SYSTEM SHUTDOWN".into(),
         "BACKUP TABLE notes TO Disk('backups', 'x.zip')".into(),
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', 'w')".into(),
         "CREATE FUNCTION evil AS (x) -> x".into(),
         "SELECT 1; SELECT 2".into(),
         // Text that does not parse as a whole used to reach EXPLAIN, which
@@ -338,6 +345,136 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
     assert_eq!(status, 200, "{body}");
     let (status, _, body) = post(&url, READER, "SELECT a FROM notes FORMAT JSONEachRow").await;
     assert_eq!((status, body.as_str()), (200, "{\"a\":\"w\"}\n"));
+    s.stop().await.unwrap();
+}
+
+/// A backup user backs up and restores this database on the `backups` disk
+/// and keeps the catalog, as a `clickhouse` backend's `/admin/backups` does;
+/// anything else that reaches the host stays refused, however it is spelled.
+#[tokio::test]
+async fn a_backup_user_backs_up_to_the_backups_disk_and_nowhere_else() {
+    let (s, url) = server().await;
+    let out = tempfile::tempdir().unwrap();
+    let t = out.path().display();
+    for sql in [
+        "CREATE TABLE notes (a String) ENGINE = MergeTree ORDER BY a",
+        "INSERT INTO notes VALUES ('a'), ('b'), ('c')",
+        // Spacing, case and comments do not matter: the engine's own
+        // spelling of the statement is judged.
+        "backup   database bilten_analytics /* full */ to Disk('backups',  'full-1')",
+        "INSERT INTO notes VALUES ('d')",
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', 'inc-1') SETTINGS base_backup = Disk('backups', 'full-1')",
+        "RESTORE DATABASE bilten_analytics AS copy_1 FROM Disk('backups', 'inc-1')",
+        "CREATE DATABASE IF NOT EXISTS bilten_system",
+        "CREATE TABLE IF NOT EXISTS bilten_system.backups (id String) ENGINE = ReplacingMergeTree ORDER BY id",
+        "INSERT INTO bilten_system.backups (id) FORMAT JSONEachRow\n{\"id\":\"inc-1\"}\n",
+        "RESTORE DATABASE bilten_analytics AS bilten_verify_1a FROM Disk('backups', 'full-1')",
+        "DROP DATABASE IF EXISTS bilten_verify_1a SYNC",
+        "RENAME DATABASE bilten_analytics TO bilten_analytics_before_restore_20261130",
+        "RESTORE DATABASE bilten_analytics FROM Disk('backups', 'full-1')",
+    ] {
+        let (status, _, body) = post(&url, BACKUPER, sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
+    let count = |db: &str| format!("SELECT count() FROM {db}.notes");
+    for (db, rows) in [
+        ("copy_1", "4"),
+        ("bilten_analytics", "3"),
+        ("bilten_analytics_before_restore_20261130", "4"),
+    ] {
+        let (_, _, body) = post(&url, READER, &count(db)).await;
+        assert_eq!(body.trim(), rows, "{db}");
+    }
+    let backups = s.data_dir.join("backups");
+    assert!(backups.join("full-1").is_dir() && backups.join("inc-1").is_dir());
+
+    let refused = [
+        // Elsewhere than the backups disk, or out of it.
+        format!("BACKUP DATABASE bilten_analytics TO File('{t}/b')"),
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', '../../b')".into(),
+        "BACKUP DATABASE bilten_analytics TO Disk('default', 'b')".into(),
+        format!("BACKUP DATABASE bilten_analytics TO Disk('backups', 'b') SETTINGS base_backup = File('{t}/x')"),
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', 'b') ASYNC".into(),
+        // Other databases, or more than this one.
+        "BACKUP DATABASE bilten_system TO Disk('backups', 'b')".into(),
+        "BACKUP TABLE bilten_analytics.notes, DATABASE system TO Disk('backups', 'b')".into(),
+        "BACKUP ALL TO Disk('backups', 'b')".into(),
+        // Restores over what exists, or into the engine's own databases.
+        "RESTORE DATABASE bilten_analytics AS copy_1 FROM Disk('backups', 'full-1')".into(),
+        "RESTORE DATABASE bilten_analytics AS system FROM Disk('backups', 'full-1')".into(),
+        "RESTORE DATABASE bilten_analytics AS bilten_system FROM Disk('backups', 'full-1')".into(),
+        "RESTORE DATABASE bilten_analytics AS copy_2 FROM Disk('backups', 'full-1') SETTINGS allow_non_empty_tables = 1".into(),
+        format!("RESTORE DATABASE bilten_analytics AS copy_2 FROM File('{t}/b')"),
+        // Renames and drops beyond a restore's own.
+        "RENAME DATABASE copy_1 TO bilten_analytics_before_restore_1".into(),
+        "RENAME DATABASE bilten_analytics TO copy_3".into(),
+        "DROP DATABASE IF EXISTS copy_1".into(),
+        "DROP DATABASE bilten_system".into(),
+        // The catalog, and nothing else of its database.
+        "INSERT INTO bilten_system.query_log (query) VALUES ('forged')".into(),
+        "CREATE TABLE bilten_system.other (a String) ENGINE = Memory".into(),
+        "DROP TABLE bilten_system.backups".into(),
+        "INSERT INTO bilten_system.backups SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        "INSERT INTO bilten_system.backups SELECT query FROM bilten_system.query_log".into(),
+        // What nobody may do.
+        "SYSTEM SHUTDOWN".into(),
+        format!("SELECT 1 INTO OUTFILE '{t}/o'"),
+    ];
+    for sql in &refused {
+        let (status, code, body) = post(&url, BACKUPER, sql).await;
+        assert!(
+            (400..500).contains(&status) && code.is_some(),
+            "the backup user ran {sql}: {status} {body}"
+        );
+    }
+    // The message says what a backup user may do.
+    let (_, code, body) = post(&url, BACKUPER, &refused[0]).await;
+    assert_eq!(code.as_deref(), Some("497"), "{body}");
+    assert!(body.contains("on the backups disk only"), "{body}");
+    // A reader or a writer may not back up, even where a backup user may.
+    for user in [READER, WRITER] {
+        let (status, _, body) = post(
+            &url,
+            user,
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'w2')",
+        )
+        .await;
+        assert!((400..500).contains(&status), "{}: {body}", user.0);
+    }
+    // GET only reads, for a backup user too.
+    let r = reqwest::Client::new()
+        .get(format!("{url}/"))
+        .query(&[(
+            "query",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'g')",
+        )])
+        .basic_auth(BACKUPER.0, Some(BACKUPER.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(
+        std::fs::read_dir(out.path()).unwrap().count(),
+        0,
+        "written outside"
+    );
+    let mut made: Vec<String> = std::fs::read_dir(&backups)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    made.sort();
+    assert_eq!(
+        made,
+        ["full-1", "inc-1"],
+        "only the allowed backups were written"
+    );
+    let (_, _, body) = post(
+        &url,
+        READER,
+        "SELECT count() FROM system.databases WHERE name LIKE 'copy_%'",
+    )
+    .await;
+    assert_eq!(body.trim(), "1");
     s.stop().await.unwrap();
 }
 

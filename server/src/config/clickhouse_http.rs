@@ -16,7 +16,8 @@ pub struct ClickHouseHttpConfig {
     /// Off unless set (env `BILTEN_CLICKHOUSE_HTTP_LISTEN`).
     pub listen: Option<SocketAddr>,
     /// Who may connect: `[[clickhouse_http.users]]`, or
-    /// `BILTEN_CLICKHOUSE_HTTP_USERS="reader:secret,writer:secret2:rw"`.
+    /// `BILTEN_CLICKHOUSE_HTTP_USERS="reader:secret,writer:secret2:rw"`
+    /// (`:backup`: a writer that may also back up).
     #[serde(deserialize_with = "users")]
     pub users: Vec<HttpUser>,
     /// The largest request body, after decompression.
@@ -52,6 +53,12 @@ pub struct HttpUser {
     /// Read-only unless set to false (`:rw` in the environment form).
     #[serde(default = "yes")]
     pub readonly: bool,
+    /// A read-write user that may also back up and restore the database
+    /// on the engine's `backups` disk, and keep the backup catalog
+    /// (`:backup` in the environment form): what a `clickhouse` backend's
+    /// `/admin/backups` needs.
+    #[serde(default)]
+    pub backup: bool,
 }
 
 fn yes() -> bool {
@@ -104,6 +111,9 @@ impl ClickHouseHttpConfig {
             if u.name.is_empty() || u.name.contains(':') {
                 return Err(invalid(at, "a name is needed, without ':'"));
             }
+            if u.backup && u.readonly {
+                return Err(invalid(at, "backup = true needs readonly = false"));
+            }
             if self.users[..i].iter().any(|o| o.name == u.name) {
                 return Err(invalid(at, format!("{:?} is listed twice", u.name)));
             }
@@ -137,26 +147,28 @@ impl ClickHouseHttpConfig {
     }
 }
 
-/// A TOML list of tables, or `name:password[:rw]` items separated by commas.
+/// A TOML list of tables, or `name:password[:rw|:backup]` items separated by commas.
 fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HttpUser>, D::Error> {
     super::list_or_items(d, |item| {
-        // The name ends at the first colon; a trailing `:rw` or `:ro` is
-        // the mode; the password is everything between.
+        // The name ends at the first colon; a trailing `:rw`, `:ro` or
+        // `:backup` is the mode; the password is everything between.
         let Some((name, rest)) = item.split_once(':') else {
             return Err(
                 "clickhouse_http.users: each item is name:password or name:password:rw".into(),
             );
         };
-        let (password, readonly) = match rest.rsplit_once(':') {
-            Some((p, "rw")) => (p, false),
-            Some((p, "ro")) => (p, true),
-            _ => (rest, true),
+        let (password, readonly, backup) = match rest.rsplit_once(':') {
+            Some((p, "rw")) => (p, false, false),
+            Some((p, "backup")) => (p, false, true),
+            Some((p, "ro")) => (p, true, false),
+            _ => (rest, true, false),
         };
         Ok(HttpUser {
             name: name.to_string(),
             password: Some(password.to_string()),
             password_sha256: None,
             readonly,
+            backup,
         })
     })
 }

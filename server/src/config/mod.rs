@@ -842,12 +842,13 @@ mod tests {
             assert!(err.contains("no one could connect"), "{err}");
             jail.set_env(
                 "BILTEN_CLICKHOUSE_HTTP_USERS",
-                "reader:se:cret, writer:w2:rw",
+                "reader:se:cret, writer:w2:rw, keeper:k:backup",
             );
             let c = Config::load(None).unwrap();
             let users = &c.clickhouse_http.users;
-            assert_eq!(users.len(), 2);
-            // Only the first colon and an `:rw` / `:ro` suffix are syntax.
+            assert_eq!(users.len(), 3);
+            assert!(!users[1].backup && users[2].backup && !users[2].readonly);
+            // Only the first colon and an `:rw` / `:ro` / `:backup` suffix are syntax.
             assert_eq!(
                 (users[0].name.as_str(), users[0].readonly),
                 ("reader", true)

@@ -42,10 +42,10 @@ impl ClickHouseHttp {
             .users
             .iter()
             .filter_map(|u| {
-                let access = if u.readonly {
-                    Access::ReadOnly
-                } else {
-                    Access::ReadWrite
+                let access = match (u.readonly, u.backup) {
+                    (true, _) => Access::ReadOnly,
+                    (false, false) => Access::ReadWrite,
+                    (false, true) => Access::Backup,
                 };
                 Some((u.name.clone(), u.password_digest()?, access))
             })
@@ -234,7 +234,7 @@ async fn handle(
             params.push((name.to_string(), v.clone()));
         } else if k == "readonly" && v != "0" {
             reads_only = true;
-        } else if k == "readonly" && access == Access::ReadWrite {
+        } else if k == "readonly" && access.writes() {
             // A read-write user is not in read-only mode to begin with.
         } else if !TRANSPORT.contains(&k.as_str()) {
             settings.push((k.clone(), v.clone()));

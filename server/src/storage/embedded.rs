@@ -38,13 +38,17 @@ use super::ffi::{
     QueryAnalysis,
 };
 use super::session::{
-    Access, SessionAnswer, SessionRequest, control_only_for_settings, gate_setting,
-    harmless_setting, mentions_host_setting, named_format, reaches_host, trailing_format,
+    Access, BACKUPS_DISK, CATALOG_DATABASE, SessionAnswer, SessionRequest, backup_statement,
+    catalog_statement, control_only_for_settings, gate_setting, harmless_setting,
+    mentions_host_setting, named_format, reaches_host, trailing_format,
 };
 use super::{Storage, StorageError};
 use crate::config::{EmbeddedConfig, QueryLimits};
 use crate::files::private_dir;
 use crate::model::DATABASE;
+
+/// `QueryAnalysis::flags`: every write lands in the database it was judged against.
+const WRITES_ONLY_TARGET_DATABASE: u32 = 1 << 1;
 
 /// How often buffered query-log entries are written, and the most we buffer.
 const QUERY_LOG_FLUSH: Duration = Duration::from_secs(2);
@@ -592,7 +596,6 @@ impl Inner {
     /// One statement of ClickHouse's HTTP interface, on connections of its
     /// own (the rules are in `storage::session`).
     fn session(&self, req: SessionRequest) -> Result<SessionAnswer, StorageError> {
-        const WRITES_ONLY_TARGET_DATABASE: u32 = 1 << 1;
         for (name, _) in &req.settings {
             // A read-only user may also send a limit: it can only tighten.
             let limit = self.reader_args.iter().any(|a| {
@@ -677,9 +680,21 @@ impl Inner {
             && (analysis.query_class == QUERY_CLASS_MUTATING
                 || (analysis.query_class == QUERY_CLASS_CONTROL
                     && control_only_for_settings(&ast)));
+        // A backup user's statements beyond a writer's: judged on their
+        // formatted text (`storage::session::backup_statement`).
+        let backup = match req.access {
+            Access::Backup
+                if !writes_here
+                    && !req.reads_only
+                    && analysis.query_class != QUERY_CLASS_READ_ONLY =>
+            {
+                Some(self.backup_write(&conn, &text, &req.home)?)
+            }
+            _ => None,
+        };
         let write = match (analysis.query_class, req.access) {
             (QUERY_CLASS_READ_ONLY, _) => false,
-            (_, Access::ReadWrite) if req.reads_only => {
+            (_, Access::ReadWrite | Access::Backup) if req.reads_only => {
                 return Err(refusal(
                     164,
                     "READONLY",
@@ -687,7 +702,8 @@ impl Inner {
                      reads; use POST",
                 ));
             }
-            (_, Access::ReadWrite) if writes_here => true,
+            (_, Access::ReadWrite | Access::Backup) if writes_here => true,
+            (_, Access::Backup) if backup == Some(Ok(())) => true,
             (_, Access::ReadOnly) => {
                 return Err(refusal(
                     164,
@@ -695,16 +711,19 @@ impl Inner {
                     "Cannot execute query in readonly mode: this user may only read",
                 ));
             }
-            (_, Access::ReadWrite) => {
+            (_, Access::ReadWrite | Access::Backup) => {
+                let why = match backup {
+                    Some(Err(why)) => why,
+                    _ => format!(
+                        "a read-write user may change the {} database only, and nothing \
+                         outside the engine (no SET, SYSTEM, BACKUP or INTO OUTFILE)",
+                        req.home
+                    ),
+                };
                 return Err(refusal(
                     497,
                     "ACCESS_DENIED",
-                    &format!(
-                        "Not enough privileges: a read-write user may change the {} \
-                         database only, and nothing outside the engine (no SET, SYSTEM, \
-                         BACKUP or INTO OUTFILE)",
-                        req.home
-                    ),
+                    &format!("Not enough privileges: {why}"),
                 ));
             }
         };
@@ -715,7 +734,7 @@ impl Inner {
                 &format!("Not enough privileges: {why}"),
             ));
         }
-        if !write && req.access == Access::ReadWrite {
+        if !write && req.access.writes() {
             // Reads run in read-only mode whoever sends them.
             drop(conn);
             conn = open(true)?;
@@ -745,6 +764,56 @@ impl Inner {
         })
     }
 
+    /// Whether a backup user may run `text`, which is no plain write here:
+    /// the backup catalog's own statements, or exactly one of the shapes
+    /// `storage::session::backup_statement` lists.
+    fn backup_write(
+        &self,
+        conn: &SessionConn<'_>,
+        text: &[u8],
+        home: &str,
+    ) -> Result<Result<(), String>, StorageError> {
+        let formatted = self.format_query(conn.raw(), text)?;
+        let in_catalog = self.classify_on(conn.raw(), text, CATALOG_DATABASE)?;
+        if in_catalog.flags & WRITES_ONLY_TARGET_DATABASE != 0
+            && !mentions_host_setting(text)
+            && catalog_statement(&formatted)
+        {
+            return Ok(Ok(()));
+        }
+        let new = match backup_statement(&formatted, home) {
+            Ok(None) => return Ok(Ok(())),
+            Ok(Some(new)) => new,
+            Err(why) => return Ok(Err(why)),
+        };
+        // A restore `AS` a database: only a new one, so no other data mixes in.
+        let out = self.query_on(
+            conn.raw(),
+            b"SELECT count() FROM system.databases WHERE name = {d:String}",
+            "TSVRaw",
+            &[("d".to_string(), new.clone())],
+            None,
+        )?;
+        Ok(match String::from_utf8_lossy(&out.data).trim() {
+            "0" => Ok(()),
+            _ => Err(format!("database {new} exists; restore into a new one")),
+        })
+    }
+
+    /// The statement as the engine's parser spells it (`formatQuery`, the
+    /// text bound as a parameter, so nothing in it runs).
+    fn format_query(&self, conn: Connection, sql: &[u8]) -> Result<String, StorageError> {
+        let value = tsv_escape(&String::from_utf8_lossy(sql));
+        let out = self.query_on(
+            conn,
+            b"SELECT formatQuery({q:String})",
+            "TSVRaw",
+            &[("q".to_string(), value)],
+            None,
+        )?;
+        Ok(String::from_utf8_lossy(&out.data).trim_end().to_string())
+    }
+
     /// The parser's message for text that did not parse, with positions in
     /// the caller's own text. The text is a bound parameter of
     /// `formatQuery`, so nothing in it can run.
@@ -754,12 +823,7 @@ impl Inner {
             return StorageError::Transient("the embedded engine is closed".into());
         };
         const QUERY: &str = "SELECT formatQuery({q:String})";
-        // Parameter values are read as escaped text (TSV field syntax).
-        let value = sql
-            .replace('\\', "\\\\")
-            .replace('\t', "\\t")
-            .replace('\n', "\\n")
-            .replace('\r', "\\r");
+        let value = tsv_escape(sql);
         // Logged under the caller's text, so the query log counts the error.
         let outcome = self.query_on(
             // SAFETY: the connection stays open while `guard` is held.
@@ -955,11 +1019,22 @@ unsafe fn log_entry(
     }
 }
 
+/// A query parameter's value: parameters are read as escaped text (TSV
+/// field syntax).
+fn tsv_escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('\t', "\\t")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+}
+
 /// The engine's configuration: quiet logs, the `tiered` storage policy
 /// (hot = the default volume and disk, then cold and archive directories;
 /// the first volume must keep the name `default` so existing tables can
-/// switch to it), and where
-/// backups may be written.
+/// switch to it), and where backups may be written: the backups directory,
+/// by path for our own `BACKUP … TO File(…)` and as the disk `backups`
+/// for the interface's backup users (as `deploy/clickhouse/storage.xml`
+/// on a server).
 ///
 /// ClickHouse also moves parts to the next volume when a volume's disk is
 /// under `move_factor` (10 %) free. When the volumes are directories of one
@@ -994,6 +1069,7 @@ fn engine_config(cfg: &EmbeddedConfig) -> String {
     <disks>
       <cold><path>{cold}</path></cold>
       <archive><path>{archive}</path></archive>
+      <{BACKUPS_DISK}><path>{backups}</path></{BACKUPS_DISK}>
     </disks>
     <policies>
       <tiered>
@@ -1005,7 +1081,10 @@ fn engine_config(cfg: &EmbeddedConfig) -> String {
       </tiered>
     </policies>
   </storage_configuration>
-  <backups><allowed_path>{backups}</allowed_path></backups>
+  <backups>
+    <allowed_path>{backups}</allowed_path>
+    <allowed_disk>{BACKUPS_DISK}</allowed_disk>
+  </backups>
 </clickhouse>
 "#
     )

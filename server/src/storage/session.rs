@@ -21,6 +21,137 @@ pub enum Access {
     ReadOnly,
     /// Reads, plus inserts and DDL inside this project's database.
     ReadWrite,
+    /// A read-write user that may also back up and restore the database on
+    /// the `backups` disk, and keep the backup catalog ([`backup_statement`]).
+    Backup,
+}
+
+impl Access {
+    pub fn writes(self) -> bool {
+        self != Access::ReadOnly
+    }
+}
+
+/// The engine's disk for backups (the embedded engine's backups directory).
+pub const BACKUPS_DISK: &str = "backups";
+
+/// The backup catalog's database: apart from the one backed up, so a
+/// restore does not roll the catalog back.
+pub const CATALOG_DATABASE: &str = "bilten_system";
+
+/// Databases no restore may create or fill.
+const RESERVED_DATABASES: &[&str] = &[
+    "system",
+    "information_schema",
+    "INFORMATION_SCHEMA",
+    "default",
+    CATALOG_DATABASE,
+];
+
+/// What a backup user may run beyond a read-write user's statements, judged
+/// on the statement as the engine formats it (`formatQuery`: one spelling
+/// per statement, so case, spacing, comments and quoting cannot disguise
+/// one). Exactly these shapes, and nothing else, with `home` the database:
+/// - `BACKUP DATABASE home TO Disk('backups', 'name')`, optionally with
+///   `SETTINGS base_backup = Disk('backups', 'name')`;
+/// - `RESTORE DATABASE home [AS new] FROM Disk('backups', 'name')`;
+/// - `RENAME DATABASE` between `home` and `…_before_restore_<digits>`;
+/// - `DROP DATABASE IF EXISTS` of `home` (a failed restore's undo) or of a
+///   verification's scratch `bilten_verify_…`;
+/// - `CREATE DATABASE IF NOT EXISTS bilten_system`.
+///
+/// Backup names are letters, digits, `_`, `-` and `.`, never `..`, so none
+/// leaves the disk. `Ok(Some(db))`: allowed if the database `db` does not
+/// exist yet (a restore `AS` it).
+pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, String> {
+    let refuse = || {
+        Err(format!(
+            "a backup user may back up and restore {home} on the {BACKUPS_DISK} disk only"
+        ))
+    };
+    let target = |s: &str| -> Option<usize> {
+        let name = s.strip_prefix(&format!("Disk('{BACKUPS_DISK}', '"))?;
+        let len = name.find("')")?;
+        let ok = !name[..len].is_empty()
+            && !name[..len].contains("..")
+            && name[..len]
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
+        // `Disk('` + disk + `', '` + name + `')`
+        ok.then_some(BACKUPS_DISK.len() + len + 12)
+    };
+    let aside = |db: &str| {
+        db.rsplit_once("_before_restore_").is_some_and(|(stem, t)| {
+            !stem.is_empty() && !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit())
+        }) && crate::model::plain_identifier(db)
+    };
+    let words: Vec<&str> = formatted.trim().split(' ').collect();
+    match words.as_slice() {
+        ["BACKUP", "DATABASE", db, "TO", ..] if *db == home => {
+            let rest = formatted.trim()[format!("BACKUP DATABASE {home} TO ").len()..].to_string();
+            let Some(end) = target(&rest) else {
+                return refuse();
+            };
+            let tail = &rest[end..];
+            if tail.is_empty() {
+                return Ok(None);
+            }
+            match tail.strip_prefix(" SETTINGS base_backup = ") {
+                Some(base) if target(base) == Some(base.len()) => Ok(None),
+                _ => refuse(),
+            }
+        }
+        ["RESTORE", "DATABASE", db, rest @ ..] if *db == home => {
+            let (new, from) = match rest {
+                ["AS", new, "FROM", ..] => (Some(*new), format!(" AS {new} FROM ")),
+                ["FROM", ..] => (None, " FROM ".to_string()),
+                _ => return refuse(),
+            };
+            let at = format!("RESTORE DATABASE {home}{from}").len();
+            let rest = &formatted.trim()[at..];
+            if target(rest) != Some(rest.len()) {
+                return refuse();
+            }
+            match new {
+                None => Ok(None),
+                Some(new)
+                    if crate::model::plain_identifier(new)
+                        && !RESERVED_DATABASES.contains(&new) =>
+                {
+                    Ok(Some(new.to_string()))
+                }
+                Some(_) => refuse(),
+            }
+        }
+        ["RENAME", "DATABASE", from, "TO", to]
+            if (*from == home && aside(to)) || (aside(from) && *to == home) =>
+        {
+            Ok(None)
+        }
+        ["DROP", "DATABASE", "IF", "EXISTS", db]
+        | ["DROP", "DATABASE", "IF", "EXISTS", db, "SYNC"]
+            if *db == home
+                || db
+                    .strip_prefix("bilten_verify_")
+                    .is_some_and(|t| !t.is_empty() && crate::model::plain_identifier(t)) =>
+        {
+            Ok(None)
+        }
+        ["CREATE", "DATABASE", "IF", "NOT", "EXISTS", db] if *db == CATALOG_DATABASE => Ok(None),
+        _ => refuse(),
+    }
+}
+
+/// Whether a statement that writes only in the catalog's database (the
+/// parser's verdict) is the backup catalog's: its `CREATE TABLE` or an
+/// `INSERT` of its rows, as the engine formats it.
+pub fn catalog_statement(formatted: &str) -> bool {
+    let table = format!("{CATALOG_DATABASE}.backups");
+    let f = formatted.trim();
+    f.strip_prefix("CREATE TABLE IF NOT EXISTS ")
+        .or_else(|| f.strip_prefix("INSERT INTO "))
+        .and_then(|rest| rest.strip_prefix(table.as_str()))
+        .is_some_and(|rest| rest.starts_with([' ', '\n', '(']) && !rest.contains("SELECT"))
 }
 
 #[derive(Debug, Clone)]
@@ -413,6 +544,67 @@ mod tests {
         assert!(!control_only_for_settings(freeze));
         assert!(!control_only_for_settings(&update.replace(" Set\n", "")));
         assert!(!control_only_for_settings("SystemQuery\n Set\n"));
+    }
+
+    #[test]
+    fn a_backup_user_runs_exactly_the_backup_shapes() {
+        let home = "bilten_analytics";
+        for ok in [
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', '20261130T010203.456Z-full')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'b') SETTINGS base_backup = Disk('backups', 'a')",
+            "RESTORE DATABASE bilten_analytics FROM Disk('backups', 'a')",
+            "RENAME DATABASE bilten_analytics TO bilten_analytics_before_restore_20261130010203",
+            "RENAME DATABASE bilten_analytics_before_restore_1 TO bilten_analytics",
+            "DROP DATABASE IF EXISTS bilten_analytics",
+            "DROP DATABASE IF EXISTS bilten_verify_0af3 SYNC",
+            "CREATE DATABASE IF NOT EXISTS bilten_system",
+        ] {
+            assert_eq!(backup_statement(ok, home), Ok(None), "{ok}");
+        }
+        assert_eq!(
+            backup_statement(
+                "RESTORE DATABASE bilten_analytics AS restored FROM Disk('backups', 'a')",
+                home
+            ),
+            Ok(Some("restored".into()))
+        );
+        for refused in [
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', '../a')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'a/b')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', '')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backupsx', 'a')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'a') SETTINGS async = true",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'b') SETTINGS base_backup = File('/x')",
+            "BACKUP DATABASE other TO Disk('backups', 'a')",
+            "BACKUP DATABASE bilten_analytics, DATABASE system TO Disk('backups', 'a')",
+            "RESTORE DATABASE bilten_analytics AS system FROM Disk('backups', 'a')",
+            "RESTORE DATABASE bilten_analytics AS `a b` FROM Disk('backups', 'a')",
+            "RESTORE DATABASE bilten_analytics FROM Disk('backups', 'a') SETTINGS allow_non_empty_tables = 1",
+            "RENAME DATABASE bilten_analytics TO elsewhere",
+            "RENAME DATABASE x_before_restore_1 TO y",
+            "RENAME DATABASE bilten_analytics TO x_before_restore_",
+            "DROP DATABASE IF EXISTS bilten_verify_",
+            "DROP DATABASE IF EXISTS default",
+            "DROP DATABASE bilten_analytics",
+            "CREATE DATABASE IF NOT EXISTS other",
+        ] {
+            assert!(backup_statement(refused, home).is_err(), "{refused}");
+        }
+        assert!(catalog_statement(
+            "INSERT INTO bilten_system.backups (id, kind) FORMAT JSONEachRow"
+        ));
+        assert!(catalog_statement(
+            "CREATE TABLE IF NOT EXISTS bilten_system.backups\n(\n    `id` String\n)\nENGINE = ReplacingMergeTree\nORDER BY id"
+        ));
+        assert!(!catalog_statement(
+            "INSERT INTO bilten_system.backups SELECT query FROM bilten_system.query_log"
+        ));
+        assert!(!catalog_statement(
+            "INSERT INTO bilten_system.backups_2 (id) FORMAT JSONEachRow"
+        ));
+        assert!(!catalog_statement(
+            "INSERT INTO bilten_system.query_log (query) VALUES"
+        ));
     }
 
     #[test]

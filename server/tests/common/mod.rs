@@ -74,6 +74,8 @@ impl Store {
             password: Some(password.into()),
             password_sha256: None,
             readonly: false,
+            // The server under test backs up through it (`/admin/backups`).
+            backup: true,
         }];
         let server = TestServer::start_with(cfg).await;
         let url = server
