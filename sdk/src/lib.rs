@@ -318,11 +318,24 @@ impl Event {
 /// The time the server received the batch, in epoch milliseconds. The
 /// server pins a plugin's wall clock to it, so a plugin's view of "now" is
 /// the same for every event of a batch, and a replay decides the same way.
+/// Within a batch it is read from the host once (a clock read is a call
+/// out of the sandbox, a visible share of a plugin's time per event).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    let read = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    };
+    __rt::BATCH_NOW.with(|now| match now.get() {
+        __rt::Now::Outside => read(),
+        __rt::Now::Unread => {
+            let ms = read();
+            now.set(__rt::Now::Read(ms));
+            ms
+        }
+        __rt::Now::Read(ms) => ms,
+    })
 }
 
 /// A plugin's config table, from `[plugins.config]` in the server's TOML.
@@ -403,7 +416,26 @@ pub mod __rt {
         Ok(())
     }
 
+    /// The batch's clock reading, kept while a batch is processed.
+    #[derive(Clone, Copy)]
+    pub enum Now {
+        Outside,
+        Unread,
+        Read(i64),
+    }
+
+    thread_local! {
+        pub static BATCH_NOW: std::cell::Cell<Now> = const { std::cell::Cell::new(Now::Outside) };
+    }
+
     pub fn process<P: Plugin>(batch: Batch) -> Vec<Verdict> {
+        BATCH_NOW.with(|now| now.set(Now::Unread));
+        let verdicts = process_batch::<P>(batch);
+        BATCH_NOW.with(|now| now.set(Now::Outside));
+        verdicts
+    }
+
+    fn process_batch<P: Plugin>(batch: Batch) -> Vec<Verdict> {
         INSTANCE.with(|i| {
             let slot = i.borrow();
             let Some(plugin) = slot.as_ref().and_then(|p| p.downcast_ref::<P>()) else {
@@ -578,6 +610,18 @@ mod tests {
             other => panic!("expected a rejection, got {other:?}"),
         }
         assert!(matches!(verdicts[1], Verdict::Keep));
+    }
+
+    #[test]
+    fn the_clock_is_read_once_per_batch_and_freely_outside_one() {
+        use std::time::Duration;
+        __rt::BATCH_NOW.with(|n| n.set(__rt::Now::Unread));
+        let first = now_ms();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(now_ms(), first, "one reading within a batch");
+        __rt::BATCH_NOW.with(|n| n.set(__rt::Now::Outside));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(now_ms() > first, "outside a batch the clock moves");
     }
 
     #[test]

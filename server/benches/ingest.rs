@@ -3,7 +3,8 @@
 //! ratio is the figure to compare).
 //!
 //! `cargo bench --bench ingest` (optionally `-- --rows 200000 --rounds 3 --batch 1000
-//! --raw-batch 100000`; `--only 2` runs the plugins' server alone).
+//! --raw-batch 100000 --data-dir DIR`; `--only 2` runs the plugins' server
+//! alone).
 //!
 //! - raw: the JSONEachRow rows the server would produce, inserted straight
 //!   into the embedded engine, `--raw-batch` rows per insert (default
@@ -31,9 +32,8 @@ use bilten_analytics::{AppState, ops, router, storage};
 use bytes::Bytes;
 use serde_json::Value;
 
-/// Sends every body over HTTP (4 in flight), then `/admin/flush`; rows/s.
-async fn end_to_end(client: &reqwest::Client, base: &str, bodies: &[Bytes], rows: usize) -> f64 {
-    let t = Instant::now();
+/// Sends every body over HTTP (4 in flight), then `/admin/flush`.
+async fn end_to_end(client: &reqwest::Client, base: &str, bodies: &[Bytes]) {
     let sem = Arc::new(tokio::sync::Semaphore::new(4));
     let mut tasks = tokio::task::JoinSet::new();
     for body in bodies {
@@ -67,7 +67,6 @@ async fn end_to_end(client: &reqwest::Client, base: &str, bodies: &[Bytes], rows
         .await
         .unwrap();
     assert!(r.status().is_success());
-    rows as f64 / t.elapsed().as_secs_f64()
 }
 
 #[tokio::main]
@@ -77,7 +76,12 @@ async fn main() -> anyhow::Result<()> {
     let per_request = common::arg("--batch", 1000);
     let per_raw_insert = common::arg("--raw-batch", per_request);
     let only = Some(common::arg("--only", usize::MAX)).filter(|&i| i < 3);
-    let dir = tempfile::tempdir()?;
+    // `--data-dir`: where the engine and the logs live (a temporary
+    // directory under it; by default the system's).
+    let dir = match common::arg("--data-dir", String::new()) {
+        d if d.is_empty() => tempfile::tempdir()?,
+        d => tempfile::tempdir_in(d)?,
+    };
     let mut cfg = Config::default();
     cfg.storage.embedded.data_dir = dir.path().to_path_buf();
     cfg.plugins = Vec::new();
@@ -167,59 +171,95 @@ async fn main() -> anyhow::Result<()> {
         "end to end, write-ahead log on (fsync before 202)",
         "end to end, log on, default plugin chain (4 plugins)",
     ];
-    let mut rate: [Vec<f64>; 5] = Default::default();
-    let mut cpu: [Vec<f64>; 5] = Default::default();
-    let per_row = |cpu_before: f64| (ops::monitor::cpu_seconds() - cpu_before) * 1e6 / rows as f64;
-    for round in 0..rounds {
-        for (m, at_once) in [(0, 1), (1, 2)] {
-            let before = count().await;
-            let (t, c) = (Instant::now(), ops::monitor::cpu_seconds());
-            let workers = Arc::new(tokio::sync::Semaphore::new(at_once));
-            let mut inserts = tokio::task::JoinSet::new();
-            for batch in &prepared {
-                let permit = workers.clone().acquire_owned().await?;
-                let (storage, batch) = (storage.clone(), batch.clone());
-                inserts.spawn(async move {
-                    storage
-                        .insert("events", batch, &uuid::Uuid::new_v4().simple().to_string())
-                        .await
-                        .unwrap();
-                    drop(permit);
-                });
+    // Each figure twice: until the rows are stored, and until the engine's
+    // background merges of them have finished too. A profile showed why: a
+    // raw measure's merges ran on into the measure after it (30 % of that
+    // one's CPU), and a slow measure pays its own merges in its own time
+    // where a fast one leaves them for later. So every measure starts with
+    // no merge running, and the second figure charges each its own merges.
+    let mut rate: [[Vec<f64>; 5]; 2] = Default::default();
+    let mut cpu: [[Vec<f64>; 5]; 2] = Default::default();
+    let merging = || async {
+        let running = storage::query_text(
+            &*storage,
+            "SELECT count() FROM system.merges WHERE database = 'bilten_analytics'",
+        )
+        .await
+        .unwrap();
+        running.trim() != "0"
+    };
+    // Waits until no merge has run for 3 polls; when (and at what CPU time)
+    // one was last seen running.
+    let settle = |since: Instant, cpu_since: f64| async move {
+        let (mut last, mut last_cpu, mut quiet) = (since, cpu_since, 0);
+        while quiet < 3 && since.elapsed().as_secs() < 300 {
+            if merging().await {
+                (last, last_cpu, quiet) = (Instant::now(), ops::monitor::cpu_seconds(), 0);
+            } else {
+                quiet += 1;
             }
-            while inserts.join_next().await.is_some() {}
-            rate[m].push(rows as f64 / t.elapsed().as_secs_f64());
-            cpu[m].push(per_row(c));
-            assert_eq!(count().await, before + rows);
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-
-        for (i, base) in bases.iter().enumerate() {
+        (last, last_cpu)
+    };
+    for round in 0..rounds {
+        for m in 0..5 {
             // `--only N`: one server alone (0 no log, 1 log, 2 plugins), for
             // a profiler.
-            if only.is_some_and(|only| only != i) {
-                rate[2 + i].push(f64::NAN);
-                cpu[2 + i].push(f64::NAN);
+            if m >= 2 && only.is_some_and(|only| only != m - 2) {
+                for v in rate.iter_mut().chain(cpu.iter_mut()) {
+                    v[m].push(f64::NAN);
+                }
                 continue;
             }
+            settle(Instant::now(), 0.0).await;
             let before = count().await;
-            let c = ops::monitor::cpu_seconds();
-            rate[2 + i].push(end_to_end(&client, base, &bodies, rows).await);
-            cpu[2 + i].push(per_row(c));
+            let (t, c) = (Instant::now(), ops::monitor::cpu_seconds());
+            if m < 2 {
+                let workers = Arc::new(tokio::sync::Semaphore::new(m + 1));
+                let mut inserts = tokio::task::JoinSet::new();
+                for batch in &prepared {
+                    let permit = workers.clone().acquire_owned().await?;
+                    let (storage, batch) = (storage.clone(), batch.clone());
+                    inserts.spawn(async move {
+                        storage
+                            .insert("events", batch, &uuid::Uuid::new_v4().simple().to_string())
+                            .await
+                            .unwrap();
+                        drop(permit);
+                    });
+                }
+                while inserts.join_next().await.is_some() {}
+            } else {
+                end_to_end(&client, &bases[m - 2], &bodies).await;
+            }
+            let (stored, stored_cpu) = (Instant::now(), ops::monitor::cpu_seconds());
+            let (merged, merged_cpu) = settle(stored, stored_cpu).await;
+            for (k, (at, at_cpu)) in [(stored, stored_cpu), (merged, merged_cpu)]
+                .into_iter()
+                .enumerate()
+            {
+                rate[k][m].push(rows as f64 / (at - t).as_secs_f64());
+                cpu[k][m].push((at_cpu - c) * 1e6 / rows as f64);
+            }
             assert_eq!(count().await, before + rows, "every event stored");
         }
+        let line: Vec<String> = (0..5)
+            .map(|m| {
+                format!(
+                    "{:.0} / {:.0} rows/s ({:.2} / {:.2} µs)",
+                    rate[0][m][round], rate[1][m][round], cpu[0][m][round], cpu[1][m][round]
+                )
+            })
+            .collect();
         eprintln!(
-            "round {}: rows/s (CPU µs per row): raw {:.0} ({:.2}), 2 at once {:.0} ({:.2}), e2e {:.0} ({:.2}), with the log {:.0} ({:.2}), and plugins {:.0} ({:.2})",
+            "round {} (stored / and merged): raw {}; 2 at once {}; e2e {}; log {}; plugins {}",
             round + 1,
-            rate[0][round],
-            cpu[0][round],
-            rate[1][round],
-            cpu[1][round],
-            rate[2][round],
-            cpu[2][round],
-            rate[3][round],
-            cpu[3][round],
-            rate[4][round],
-            cpu[4][round],
+            line[0],
+            line[1],
+            line[2],
+            line[3],
+            line[4]
         );
     }
     let spread = |mut v: Vec<f64>, decimals: usize| {
@@ -227,26 +267,36 @@ async fn main() -> anyhow::Result<()> {
         let [lo, mid, hi] = [v[0], v[v.len() / 2], v[v.len() - 1]];
         format!("{lo:.decimals$} / {mid:.decimals$} / {hi:.decimals$}")
     };
-    // Ratios to the raw engine, each within its round.
-    let ratios = |m: usize| {
-        spread(
-            rate[m].iter().zip(&rate[0]).map(|(e, r)| e / r).collect(),
-            2,
-        )
-    };
     println!(
         "rows per run: {rows}, rounds: {rounds}, {per_request} events per request, \
          {per_raw_insert} rows per raw insert; min / median / max over rounds"
     );
-    println!("| measure | rows/s | CPU µs per row | rate ÷ raw, same round |");
-    println!("|---|---|---|---|");
-    for (m, name) in NAMES.iter().enumerate() {
-        println!(
-            "| {name} | {} | {} | {} |",
-            spread(rate[m].clone(), 0),
-            spread(cpu[m].clone(), 2),
-            ratios(m)
-        );
+    for (k, until) in ["the rows are stored", "their merges have finished too"]
+        .iter()
+        .enumerate()
+    {
+        // Ratios to the raw engine, each within its round.
+        let ratios = |m: usize| {
+            spread(
+                rate[k][m]
+                    .iter()
+                    .zip(&rate[k][0])
+                    .map(|(e, r)| e / r)
+                    .collect(),
+                2,
+            )
+        };
+        println!("\ntimed until {until}:\n");
+        println!("| measure | rows/s | CPU µs per row | rate ÷ raw, same round |");
+        println!("|---|---|---|---|");
+        for (m, name) in NAMES.iter().enumerate() {
+            println!(
+                "| {name} | {} | {} | {} |",
+                spread(rate[k][m].clone(), 0),
+                spread(cpu[k][m].clone(), 2),
+                ratios(m)
+            );
+        }
     }
     println!(
         "| decode + validate only, one core | {:.0} | | |",

@@ -145,6 +145,11 @@ fn emails(text: &str) -> Vec<(usize, usize)> {
     let mut found = Vec::new();
     let mut i = 0;
     while i < b.len() {
+        // Most text holds neither `@` nor `%`: skip to the next one.
+        match b[i..].iter().position(|&c| c == b'@' || c == b'%') {
+            Some(skip) => i += skip,
+            None => break,
+        }
         let sep = match &b[i..] {
             [b'@', ..] => 1,
             [b'%', b'4', b'0', ..] => 3,

@@ -11,8 +11,10 @@
 //! profiles, for bookkeeping (per-entry expiry, access order) this
 //! set does not need.
 
-use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
+
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -27,15 +29,16 @@ const MAX_SHARDS: usize = 32;
 pub struct Recent {
     shards: Vec<Mutex<Generations>>,
     /// Keyed (SipHash): ids come from clients, who must not be able to aim
-    /// them all at one shard.
+    /// them all at one shard or one bucket. A key is hashed once, for its
+    /// shard and both generations (hash tables take the hash as given).
     hasher: RandomState,
     window: Duration,
     per_generation: usize,
 }
 
 struct Generations {
-    newer: HashSet<ResendKey>,
-    older: HashSet<ResendKey>,
+    newer: HashTable<ResendKey>,
+    older: HashTable<ResendKey>,
     since: Instant,
 }
 
@@ -48,8 +51,8 @@ impl Recent {
             shards: (0..shards)
                 .map(|_| {
                     Mutex::new(Generations {
-                        newer: HashSet::new(),
-                        older: HashSet::new(),
+                        newer: HashTable::new(),
+                        older: HashTable::new(),
                         since: Instant::now(),
                     })
                 })
@@ -60,8 +63,10 @@ impl Recent {
         }
     }
 
-    fn shard(&self, key: &ResendKey) -> std::sync::MutexGuard<'_, Generations> {
-        let i = self.hasher.hash_one(key) as usize % self.shards.len();
+    /// The shard of a key hashed to `hash`: from its middle bits, as the
+    /// tables use the low and the top ones.
+    fn shard(&self, hash: u64) -> std::sync::MutexGuard<'_, Generations> {
+        let i = (hash >> 32) as usize % self.shards.len();
         let mut g = self.shards[i].lock().unwrap();
         let age = g.since.elapsed();
         if age >= self.window || g.newer.len() >= self.per_generation {
@@ -69,8 +74,8 @@ impl Recent {
             if age >= self.window * 2 {
                 // Both generations are stale after two windows without a
                 // rotation: an idle server gives their memory back.
-                g.newer = HashSet::new();
-                g.older = HashSet::new();
+                g.newer = HashTable::new();
+                g.older = HashTable::new();
             } else {
                 // The newer becomes the older; the older, emptied, is the
                 // next newer and keeps its allocation (no regrowing from
@@ -85,15 +90,33 @@ impl Recent {
 
     /// Claims `key`: true if it was not seen within the window (it is now).
     pub fn claim(&self, key: ResendKey) -> bool {
-        let mut g = self.shard(&key);
-        !g.older.contains(&key) && g.newer.insert(key)
+        let hash = self.hasher.hash_one(key);
+        let mut g = self.shard(hash);
+        if g.older.find(hash, |k| *k == key).is_some() {
+            return false;
+        }
+        match g
+            .newer
+            .entry(hash, |k| *k == key, |k| self.hasher.hash_one(k))
+        {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                slot.insert(key);
+                true
+            }
+        }
     }
 
     /// Forgets `key`, so that a retry of a refused request is not a resend.
     pub fn release(&self, key: &ResendKey) {
-        let mut g = self.shard(key);
-        g.newer.remove(key);
-        g.older.remove(key);
+        let hash = self.hasher.hash_one(key);
+        let mut g = self.shard(hash);
+        if let Ok(found) = g.newer.find_entry(hash, |k| k == key) {
+            found.remove();
+        }
+        if let Ok(found) = g.older.find_entry(hash, |k| k == key) {
+            found.remove();
+        }
     }
 }
 
