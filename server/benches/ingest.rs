@@ -176,7 +176,8 @@ async fn main() -> anyhow::Result<()> {
     // raw measure's merges ran on into the measure after it (30 % of that
     // one's CPU), and a slow measure pays its own merges in its own time
     // where a fast one leaves them for later. So every measure starts with
-    // no merge running, and the second figure charges each its own merges.
+    // no merge running, on empty tables, and the second figure charges each
+    // its own merges.
     let mut rate: [[Vec<f64>; 5]; 2] = Default::default();
     let mut cpu: [[Vec<f64>; 5]; 2] = Default::default();
     let merging = || async {
@@ -211,6 +212,19 @@ async fn main() -> anyhow::Result<()> {
                     v[m].push(f64::NAN);
                 }
                 continue;
+            }
+            // Each measure on empty tables, so the merges after it are of
+            // its own parts only.
+            let tables = storage::query_text(
+                &*storage,
+                "SELECT name FROM system.tables WHERE database = 'bilten_analytics' \
+                 AND engine LIKE '%MergeTree'",
+            )
+            .await?;
+            for table in tables.lines() {
+                storage
+                    .execute(&format!("TRUNCATE TABLE bilten_analytics.`{table}`"))
+                    .await?;
             }
             settle(Instant::now(), 0.0).await;
             let before = count().await;
