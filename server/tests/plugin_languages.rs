@@ -274,11 +274,7 @@ async fn drops_the_test_event(s: &TestServer) {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        (body["accepted"].clone(), body["dropped"].clone()),
-        (json!(1), json!(1)),
-        "{body}"
-    );
+    common::assert_accepted_and_dropped(&body, 1, 1);
 }
 
 /// The component in a server's chain: the test event is dropped (and

@@ -838,11 +838,7 @@ async fn the_sdk_readme_goes_from_nothing_to_a_hot_reloaded_validator() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
-    assert_eq!(
-        (body["accepted"].clone(), body["dropped"].clone()),
-        (json!(1), json!(1)),
-        "{body}"
-    );
+    common::assert_accepted_and_dropped(&body, 1, 1);
     let (status, body) = s
         .post_json(
             "/v1/ticket-sales",

@@ -12,11 +12,11 @@
 //! set does not need.
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hashbrown::HashTable;
 use hashbrown::hash_table::Entry;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use crate::ingest::ResendKey;
 

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::model::{DATABASE, plain_identifier};
+use crate::storage::session::{ASIDE_INFIX, CATALOG_DATABASE, SCRATCH_PREFIX};
 use crate::storage::{Storage, StorageError, json_rows, query_text};
 
 /// Where backups are written.
@@ -90,14 +91,14 @@ pub enum BackupError {
 
 async fn ensure_catalog(storage: &dyn Storage) -> Result<(), StorageError> {
     storage
-        .execute("CREATE DATABASE IF NOT EXISTS bilten_system")
+        .execute(&format!("CREATE DATABASE IF NOT EXISTS {CATALOG_DATABASE}"))
         .await?;
     storage
-        .execute(
-            "CREATE TABLE IF NOT EXISTS bilten_system.backups (id String, kind String, base String, \
+        .execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {CATALOG_DATABASE}.backups (id String, kind String, base String, \
              created_at DateTime64(3, 'UTC'), status String, tables String, updated_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
              ENGINE = ReplacingMergeTree(updated_at) ORDER BY id",
-        )
+        ))
         .await
 }
 
@@ -130,9 +131,11 @@ pub async fn list(storage: &dyn Storage) -> Result<Vec<Backup>, StorageError> {
     ensure_catalog(storage).await?;
     let rows = json_rows(
         storage,
-        "SELECT id, argMax(kind, updated_at) AS kind, argMax(base, updated_at) AS base, \
-         toString(argMax(created_at, updated_at)) AS created_at, argMax(status, updated_at) AS status, \
-         argMax(tables, updated_at) AS tables FROM bilten_system.backups GROUP BY id ORDER BY created_at DESC, id DESC",
+        &format!(
+            "SELECT id, argMax(kind, updated_at) AS kind, argMax(base, updated_at) AS base, \
+             toString(argMax(created_at, updated_at)) AS created_at, argMax(status, updated_at) AS status, \
+             argMax(tables, updated_at) AS tables FROM {CATALOG_DATABASE}.backups GROUP BY id ORDER BY created_at DESC, id DESC"
+        ),
         false,
     )
     .await?;
@@ -167,7 +170,7 @@ async fn record(storage: &dyn Storage, b: &Backup) -> Result<(), StorageError> {
     let mut line = serde_json::to_vec(&row).expect("serializes");
     line.push(b'\n');
     storage
-        .execute(&format!("INSERT INTO bilten_system.backups (id, kind, base, created_at, status, tables) FORMAT JSONEachRow\n{}", String::from_utf8_lossy(&line)))
+        .execute(&format!("INSERT INTO {CATALOG_DATABASE}.backups (id, kind, base, created_at, status, tables) FORMAT JSONEachRow\n{}", String::from_utf8_lossy(&line)))
         .await
 }
 
@@ -244,7 +247,7 @@ pub async fn restore(
             )));
         }
         let aside = format!(
-            "{DATABASE}_before_restore_{}",
+            "{DATABASE}{ASIDE_INFIX}{}",
             chrono::Utc::now().format("%Y%m%d%H%M%S")
         );
         storage
@@ -279,7 +282,7 @@ pub async fn restore(
 /// and checksum with those recorded at backup time.
 pub async fn verify(storage: &dyn Storage, at: &Location, id: &str) -> Result<Value, BackupError> {
     let backup = get(storage, id).await?;
-    let scratch = format!("bilten_verify_{}", uuid::Uuid::new_v4().simple());
+    let scratch = format!("{SCRATCH_PREFIX}{}", uuid::Uuid::new_v4().simple());
     storage
         .execute(&format!(
             "RESTORE DATABASE {DATABASE} AS {scratch} FROM {}",

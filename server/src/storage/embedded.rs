@@ -773,7 +773,7 @@ impl Inner {
         text: &[u8],
         home: &str,
     ) -> Result<Result<(), String>, StorageError> {
-        let formatted = self.format_query(conn.raw(), text)?;
+        let formatted = self.format_query(conn.raw(), text, None)?;
         let in_catalog = self.classify_on(conn.raw(), text, CATALOG_DATABASE)?;
         if in_catalog.flags & WRITES_ONLY_TARGET_DATABASE != 0
             && !mentions_host_setting(text)
@@ -801,38 +801,35 @@ impl Inner {
     }
 
     /// The statement as the engine's parser spells it (`formatQuery`, the
-    /// text bound as a parameter, so nothing in it runs).
-    fn format_query(&self, conn: Connection, sql: &[u8]) -> Result<String, StorageError> {
+    /// text bound as a parameter, so nothing in it runs); with `log_text`,
+    /// logged under it.
+    fn format_query(
+        &self,
+        conn: Connection,
+        sql: &[u8],
+        log_text: Option<String>,
+    ) -> Result<String, StorageError> {
         let value = tsv_escape(&String::from_utf8_lossy(sql));
         let out = self.query_on(
             conn,
             b"SELECT formatQuery({q:String})",
             "TSVRaw",
             &[("q".to_string(), value)],
-            None,
+            log_text,
         )?;
         Ok(String::from_utf8_lossy(&out.data).trim_end().to_string())
     }
 
     /// The parser's message for text that did not parse, with positions in
-    /// the caller's own text. The text is a bound parameter of
-    /// `formatQuery`, so nothing in it can run.
+    /// the caller's own text (`format_query`, so nothing in it can run).
     fn syntax_error(&self, sql: &str) -> StorageError {
         let guard = self.reader.read().unwrap();
         let Some(conn) = guard.as_ref() else {
             return StorageError::Transient("the embedded engine is closed".into());
         };
-        const QUERY: &str = "SELECT formatQuery({q:String})";
-        let value = tsv_escape(sql);
         // Logged under the caller's text, so the query log counts the error.
-        let outcome = self.query_on(
-            // SAFETY: the connection stays open while `guard` is held.
-            unsafe { *conn.0 },
-            QUERY.as_bytes(),
-            "TabSeparated",
-            &[("q".to_string(), value)],
-            Some(sql.to_string()),
-        );
+        // SAFETY: the connection stays open while `guard` is held.
+        let outcome = self.format_query(unsafe { *conn.0 }, sql.as_bytes(), Some(sql.to_string()));
         drop(guard);
         match outcome {
             Err(StorageError::Rejected(m)) | Err(StorageError::Transient(m)) => {

@@ -39,6 +39,13 @@ pub const BACKUPS_DISK: &str = "backups";
 /// restore does not roll the catalog back.
 pub const CATALOG_DATABASE: &str = "bilten_system";
 
+/// A restore into the live database keeps the old one aside as
+/// `<db>_before_restore_<digits>`.
+pub const ASIDE_INFIX: &str = "_before_restore_";
+
+/// A verification restores into a scratch `bilten_verify_<hex>`.
+pub const SCRATCH_PREFIX: &str = "bilten_verify_";
+
 /// Databases no restore may create or fill.
 const RESERVED_DATABASES: &[&str] = &[
     "system",
@@ -81,7 +88,7 @@ pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, S
         ok.then_some(BACKUPS_DISK.len() + len + 12)
     };
     let aside = |db: &str| {
-        db.rsplit_once("_before_restore_").is_some_and(|(stem, t)| {
+        db.rsplit_once(ASIDE_INFIX).is_some_and(|(stem, t)| {
             !stem.is_empty() && !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit())
         }) && crate::model::plain_identifier(db)
     };
@@ -132,7 +139,7 @@ pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, S
         | ["DROP", "DATABASE", "IF", "EXISTS", db, "SYNC"]
             if *db == home
                 || db
-                    .strip_prefix("bilten_verify_")
+                    .strip_prefix(SCRATCH_PREFIX)
                     .is_some_and(|t| !t.is_empty() && crate::model::plain_identifier(t)) =>
         {
             Ok(None)

@@ -339,6 +339,15 @@ pub async fn status_and_body(r: reqwest::Response) -> (u16, Value) {
 }
 
 /// ClickHouse's JSON output quotes 64-bit integers.
+/// Asserts an ingest answer's `accepted` and `dropped` counts.
+pub fn assert_accepted_and_dropped(body: &Value, accepted: u64, dropped: u64) {
+    assert_eq!(
+        (body["accepted"].as_u64(), body["dropped"].as_u64()),
+        (Some(accepted), Some(dropped)),
+        "{body}"
+    );
+}
+
 pub fn as_u64(v: &Value) -> u64 {
     match v {
         Value::String(s) => s.parse().unwrap(),
