@@ -27,6 +27,17 @@ pub fn private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Writes `bytes` to `path` (0600) through a temporary file and a rename,
+/// so a reader never sees half of it.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = private_file(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 /// A file created 0600 if missing, opened for appending.
 pub fn private_append(path: &Path) -> io::Result<File> {
     OpenOptions::new()

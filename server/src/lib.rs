@@ -36,11 +36,14 @@
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
-//!   and `clickhouse` (the official crate over HTTP); `session`, what a
-//!   user of ClickHouse's HTTP interface may run; `cluster`, `sql/`
-//!   rendered for a ClickHouse cluster.
+//!   and `clickhouse` (the official crate over HTTP); for ClickHouse's HTTP
+//!   interface, `session` (a request, reads' rules), `allow` (the shapes a
+//!   writer may run, judged on the engine's spelling) and `walls` (the
+//!   roles and settings constraints the engine enforces); `startup`, a table
+//!   that cannot load set aside; `cluster`, `sql/` rendered for a cluster.
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
-//!   the report, and the audit log's batched writer; none of it knows HTTP.
+//!   the report, the audit log's batched writer, and `records`, the system
+//!   database's tables they keep; none of it knows HTTP.
 //! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
 //!   keys), filters, figures read from the views, sessions and HTML; no
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the
@@ -61,8 +64,12 @@
 //!
 //! `[clickhouse_http]` serves ClickHouse's own HTTP interface on the
 //! embedded engine, on a listener of its own (`routes::clickhouse_http`);
-//! what its users may run is `storage::session`'s call, made by the
-//! engine's parser.
+//! what its users may run is an allow-list (`storage::allow`) behind the
+//! engine's own walls (`storage::walls`).
+//!
+//! Shutdown: the signal stops both listeners; `shutdown_timeout` after it,
+//! the engine's running statements are cancelled, and whatever is not
+//! stored stays in the write-ahead log for the next start.
 //!
 //! `/admin` routes pass one gate (`routes::auth::admin_gate`): the token is
 //! checked before the body is read, the body is capped, and every request,
@@ -129,12 +136,91 @@ pub async fn serve(
         move || plugins::Plugins::start(host, &chain, source)
     })
     .await??;
-    let storage = storage::open(&config.storage).await?;
+    let walls = storage::walls::Walls {
+        home: config.clickhouse_http.database.clone(),
+        guest: config.clickhouse_http.system_database.clone(),
+        system: model::SYSTEM_DATABASE.into(),
+        limits: storage::limit_settings(&config.storage.query_limits),
+    };
+    let storage = storage::open_with(&config.storage, walls).await?;
     let listeners = (listener, clickhouse_listener);
     let result = run(config, listeners, shutdown, storage.clone(), plugins).await;
-    storage.close().await;
+    // Statements still running were cancelled at the deadline; one the
+    // engine does not let go of must not hold the process forever.
+    if tokio::time::timeout(CLOSE_GRACE, storage.close())
+        .await
+        .is_err()
+    {
+        return Err(EngineStuck.into());
+    }
     result
 }
+
+/// `shutdown_timeout` after the shutdown signal: then the engine's running
+/// statements are cancelled (`Storage::cancel_running`) and whatever still
+/// waits on them stops waiting. Nothing acknowledged is lost: it is in the
+/// write-ahead log, replayed at the next start.
+struct Deadline {
+    past: tokio::sync::watch::Receiver<bool>,
+    /// When the signal came.
+    signalled: Arc<std::sync::OnceLock<tokio::time::Instant>>,
+    timeout: std::time::Duration,
+}
+
+impl Deadline {
+    fn start(
+        signal: impl Future<Output = ()> + Send + 'static,
+        timeout: std::time::Duration,
+        storage: Arc<dyn Storage>,
+    ) -> Deadline {
+        let (tx, past) = tokio::sync::watch::channel(false);
+        let signalled = Arc::new(std::sync::OnceLock::new());
+        let mark = signalled.clone();
+        tokio::spawn(async move {
+            signal.await;
+            let _ = mark.set(tokio::time::Instant::now());
+            tokio::time::sleep(timeout).await;
+            tracing::warn!(
+                ?timeout,
+                "shutdown_timeout passed: cancelling the engine's running statements; the \
+                 write-ahead log keeps what is not stored"
+            );
+            storage.cancel_running().await;
+            let _ = tx.send(true);
+        });
+        Deadline {
+            past,
+            signalled,
+            timeout,
+        }
+    }
+
+    /// Resolves once the deadline has passed.
+    async fn passed(&self) {
+        let mut past = self.past.clone();
+        let _ = past.wait_for(|p| *p).await;
+    }
+
+    /// Time left before the deadline (at least a moment, to try).
+    fn remaining(&self) -> std::time::Duration {
+        let left = match self.signalled.get() {
+            Some(at) => (*at + self.timeout).saturating_duration_since(tokio::time::Instant::now()),
+            None => self.timeout,
+        };
+        left.max(std::time::Duration::from_millis(100))
+    }
+}
+
+/// How long closing the engine may take once the shutdown deadline has
+/// cancelled what ran.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The engine did not close in time after the shutdown deadline: the
+/// process should end without the engine's own teardown (`main` does so);
+/// the write-ahead log holds whatever was not stored.
+#[derive(Debug, thiserror::Error)]
+#[error("the engine did not close within {CLOSE_GRACE:?} of the shutdown deadline")]
+pub struct EngineStuck;
 
 async fn run(
     config: Config,
@@ -195,8 +281,10 @@ async fn run(
         state.intake.remember(&recovered);
         batcher.recover(recovered);
     }
-    // One signal stops both listeners.
+    // One signal stops both listeners; `shutdown_timeout` after it, what
+    // still runs is cancelled (`deadline`).
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
+    let deadline = Deadline::start(shutdown.clone(), shutdown_timeout, state.storage.clone());
     let clickhouse_http = match clickhouse_listener {
         Some(listener) => {
             tracing::info!(
@@ -223,9 +311,11 @@ async fn run(
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served: std::io::Result<()> = match tls {
         None => {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
+            let serving = axum::serve(listener, app).with_graceful_shutdown(shutdown);
+            tokio::select! {
+                served = serving => served,
+                _ = deadline.passed() => Ok(()),
+            }
         }
         Some(tls) => {
             let rustls = axum_server::tls_rustls::RustlsConfig::from_pem_file(&tls.cert, &tls.key)
@@ -243,19 +333,26 @@ async fn run(
                 shutdown.await;
                 stopper.graceful_shutdown(None);
             });
-            axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
+            let serving = axum_server::from_tcp_rustls(listener.into_std()?, rustls)?
                 .handle(handle)
-                .serve(app)
-                .await
+                .serve(app);
+            tokio::select! {
+                served = serving => served,
+                _ = deadline.passed() => Ok(()),
+            }
         }
     };
     timer.abort();
-    if let Some(task) = clickhouse_http {
-        // Its statements hold the engine open; they end before storage closes.
-        let _ = task.await;
+    if let Some(mut task) = clickhouse_http {
+        // Its statements hold the engine open; they end before storage
+        // closes, or are cancelled at the deadline.
+        tokio::select! {
+            _ = &mut task => {}
+            _ = deadline.passed() => task.abort(),
+        }
     }
     // Drain what we can within the deadline; the log keeps the rest.
-    match tokio::time::timeout(shutdown_timeout, batcher.flush_all()).await {
+    match tokio::time::timeout(deadline.remaining(), batcher.flush_all()).await {
         Ok(()) => tracing::info!("buffers drained"),
         Err(_) => tracing::warn!(
             rows = batcher.depth().0,

@@ -183,7 +183,16 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.listen))?;
-            bilten_analytics::serve(config, listener, shutdown_signal()).await?;
+            match bilten_analytics::serve(config, listener, shutdown_signal()).await {
+                Ok(()) => {}
+                Err(e) if e.is::<bilten_analytics::EngineStuck>() => {
+                    tracing::error!(error = %e, "exiting without closing the engine; the write-ahead log keeps what was not stored");
+                    // SAFETY: ends the process at once, without the
+                    // engine's teardown, which would wait on its threads.
+                    unsafe { libc::_exit(1) };
+                }
+                Err(e) => return Err(e),
+            }
         }
         Command::Migrate { dry_run, status } => {
             let storage = storage::open(&config.storage).await?;

@@ -10,6 +10,24 @@ use serde::Serialize;
 /// The ClickHouse database every table and view lives in.
 pub const DATABASE: &str = "bilten_analytics";
 
+/// This server's own records (the audit log, the backup catalog, the
+/// migration records, the query log), apart from the data: a restore of
+/// the data does not roll them back, and no user of ClickHouse's HTTP
+/// interface may write them.
+pub const SYSTEM_DATABASE: &str = "bilten_system";
+
+/// Where a `clickhouse` backend keeps its records when its ClickHouse is
+/// another server's HTTP interface, which keeps `bilten_system` to itself.
+pub const GUEST_SYSTEM_DATABASE: &str = "bilten_remote";
+
+/// The tables of a system database (`ops::records` declares them).
+pub const RECORD_TABLES: &[&str] = &[
+    "schema_migrations",
+    "migration_lock",
+    "audit_log",
+    "backups",
+];
+
 /// A database name we accept from configuration or a request: letters,
 /// digits and `_` only, so it never needs quoting in a statement.
 pub fn plain_identifier(name: &str) -> bool {

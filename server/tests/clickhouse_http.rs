@@ -60,6 +60,8 @@ async fn ingest_through(
         c.storage.clickhouse.url = url.to_string();
         c.storage.clickhouse.user = WRITER.0.into();
         c.storage.clickhouse.password = Some(WRITER.1.into());
+        c.storage.clickhouse.system_database =
+            bilten_analytics::model::GUEST_SYSTEM_DATABASE.into();
         tweak(c);
     })
     .await
@@ -91,11 +93,12 @@ async fn post_to(
     (r.status().as_u16(), code, r.text().await.unwrap())
 }
 
+/// Rows of the project's `settings` table (the crate checks a row type
+/// against every column without a default).
 #[derive(Debug, PartialEq, clickhouse::Row, serde::Serialize, serde::Deserialize)]
-struct Sale {
-    id: u32,
-    organizer: String,
-    tickets: u16,
+struct Setting {
+    key: String,
+    value: String,
 }
 
 #[tokio::test]
@@ -111,53 +114,62 @@ async fn the_rust_clickhouse_crate_works_unmodified() {
             .with_database("bilten_analytics")
     };
     let writer = client(WRITER);
-    writer
-        .query("CREATE TABLE crate_sales (id UInt32, organizer String, tickets UInt16) ENGINE = MergeTree ORDER BY id")
-        .execute()
-        .await
-        .unwrap();
-    let rows: Vec<Sale> = (0..5000)
-        .map(|i| Sale {
-            id: i,
-            organizer: format!("org-{}", i % 7),
-            tickets: (i % 5) as u16 + 1,
+    let rows: Vec<Setting> = (0..5000)
+        .map(|i| Setting {
+            key: format!("crate-{i:04}"),
+            value: (i % 5 + 1).to_string(),
         })
         .collect();
-    let mut insert = writer.insert::<Sale>("crate_sales").await.unwrap();
+    let mut insert = writer.insert::<Setting>("settings").await.unwrap();
     for row in &rows {
         insert.write(row).await.unwrap();
     }
     insert.end().await.unwrap();
 
     let reader = client(READER);
-    let back: Vec<Sale> = reader
-        .query("SELECT ?fields FROM crate_sales WHERE organizer = {org:String} ORDER BY id")
-        .param("org", "org-3")
+    let back: Vec<Setting> = reader
+        .query("SELECT ?fields FROM settings WHERE value = {v:String} ORDER BY key")
+        .param("v", "3")
         .fetch_all()
         .await
         .unwrap();
-    let expected: Vec<&Sale> = rows.iter().filter(|r| r.organizer == "org-3").collect();
+    let expected: Vec<&Setting> = rows.iter().filter(|r| r.value == "3").collect();
     assert_eq!(back.iter().collect::<Vec<_>>(), expected);
     let total: u64 = reader
-        .query("SELECT sum(tickets) FROM crate_sales")
+        .query("SELECT sum(toUInt64(value)) FROM settings")
         .fetch_one()
         .await
         .unwrap();
-    assert_eq!(total, rows.iter().map(|r| r.tickets as u64).sum::<u64>());
+    assert_eq!(
+        total,
+        rows.iter()
+            .map(|r| r.value.parse::<u64>().unwrap())
+            .sum::<u64>()
+    );
 
     // A read-only user's insert is refused, and nothing is written.
-    let mut insert = reader.insert::<Sale>("crate_sales").await.unwrap();
+    let mut insert = reader.insert::<Setting>("settings").await.unwrap();
     insert
-        .write(&Sale {
-            id: 99_999,
-            organizer: "x".into(),
-            tickets: 1,
+        .write(&Setting {
+            key: "x".into(),
+            value: "1".into(),
         })
         .await
         .unwrap();
     let err = insert.end().await.unwrap_err().to_string();
     assert!(err.contains("READONLY"), "{err}");
-    assert_eq!(s.count("crate_sales").await, 5000);
+    // A writer's table of its own is not something the backend sends.
+    let err = writer
+        .query("CREATE TABLE crate_sales (id UInt32) ENGINE = MergeTree ORDER BY id")
+        .execute()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("ACCESS_DENIED") && err.contains("rule: fixed"),
+        "{err}"
+    );
+    assert_eq!(s.count("settings").await, 5000);
     s.stop().await.unwrap();
 }
 
@@ -167,44 +179,56 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
     let out = tempfile::tempdir().unwrap();
     let target = out.path().join("leak.txt");
     let t = target.display();
-    // A table the writer may use, so refusals are about the statement.
-    let (status, _, body) = post(
-        &url,
-        WRITER,
-        "CREATE TABLE notes (a String) ENGINE = MergeTree ORDER BY a",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    // `settings` is a table the writer may insert into, so refusals are
+    // about the statement.
     let refused_for_both: Vec<String> = vec![
         "SELECT file('/etc/passwd')".into(),
         "SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
         "SELECT * FROM url('http://127.0.0.1:9/', 'LineAsString')".into(),
         "SELECT * FROM executable('id', 'LineAsString', 'x String')".into(),
         "SELECT * FROM remote('127.0.0.1:9000', system.one)".into(),
+        // The engine's local mode reads a file named as a table.
+        "SELECT * FROM default.`/etc/passwd`".into(),
         format!("SELECT 1 INTO OUTFILE '{t}'"),
         format!("INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'"),
-        "INSERT INTO notes SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
-        "INSERT INTO notes SELECT file('/etc/passwd')".into(),
+        "INSERT INTO settings SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        "INSERT INTO settings (key) SELECT file('/etc/passwd')".into(),
+        // Inline rows are expressions, evaluated; and a file read by the
+        // engine's client side.
+        "INSERT INTO settings (key) VALUES (file('/etc/passwd'))".into(),
+        "INSERT INTO settings (key) FROM INFILE '/etc/passwd' FORMAT LineAsString".into(),
         format!("CREATE TABLE f (a String) ENGINE = File(LineAsString, '{t}')"),
         "CREATE TABLE u AS url('http://127.0.0.1:9/', 'LineAsString', 'a String')".into(),
         "CREATE TABLE d (a String DEFAULT file('/etc/passwd')) ENGINE = Memory".into(),
+        "CREATE TABLE notes (a String) ENGINE = MergeTree ORDER BY a".into(),
         "CREATE DICTIONARY dd (a UInt64) PRIMARY KEY a SOURCE(FILE(path '/etc/passwd' format 'TSV')) LAYOUT(FLAT()) LIFETIME(0)".into(),
         "CREATE TABLE default.elsewhere (a String) ENGINE = Memory".into(),
         "INSERT INTO bilten_system.query_log (query) VALUES ('forged')".into(),
-        "RENAME TABLE notes TO default.notes".into(),
-        "ALTER TABLE notes FREEZE".into(),
-        "ALTER TABLE notes FREEZE SETTINGS mutations_sync = 2".into(),
-        "INSERT INTO notes SETTINGS max_threads = 1 SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        "INSERT INTO bilten_system.audit_log (actor) FORMAT JSONEachRow\n{\"actor\":\"forged\"}\n".into(),
+        "CREATE TABLE bilten_analytics.b ENGINE = Buffer(bilten_system, backups, 1, 1, 1, 1, 1, 1, 1)".into(),
+        "CREATE MATERIALIZED VIEW bilten_analytics.mv TO bilten_system.query_log AS SELECT 'x' AS query FROM bilten_analytics.settings".into(),
+        "RENAME TABLE settings TO default.notes".into(),
+        "ALTER TABLE settings FREEZE".into(),
+        "ALTER TABLE settings FREEZE SETTINGS mutations_sync = 2".into(),
+        "ALTER TABLE settings DELETE WHERE 1".into(),
+        "TRUNCATE TABLE settings".into(),
+        "DROP TABLE settings".into(),
+        "INSERT INTO settings SETTINGS max_threads = 1 SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
         // A disk made up on the spot, anywhere on the host; a table attached
         // from a directory.
         format!("CREATE TABLE x (a String) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = 'local', path = '{}/')", out.path().display()),
-        format!("ALTER TABLE notes MODIFY SETTING disk = disk(type = 'local', path = '{}/')", out.path().display()),
+        "CREATE TABLE w (a String) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = web, endpoint = 'http://127.0.0.1:9/')".into(),
+        format!("ALTER TABLE settings MODIFY SETTING disk = disk(type = 'local', path = '{}/')", out.path().display()),
         format!("ATTACH TABLE y FROM '{}/' (a String) ENGINE = MergeTree ORDER BY a", out.path().display()),
-        // Settings that point the engine at a file, in the statement.
-        format!("INSERT INTO notes SETTINGS input_format_allow_errors_num = 5, input_format_record_errors_file_path = '{t}' FORMAT CSV\n\"x\",\"y\"\n"),
+        // Settings that point the engine at a file, in the statement, with
+        // or without a comment in the way.
+        format!("INSERT INTO settings SETTINGS input_format_allow_errors_num = 5, input_format_record_errors_file_path = '{t}' FORMAT CSV\n\"x\",\"y\"\n"),
+        format!("INSERT INTO settings SETTINGS /**/ input_format_record_errors_file_path = '{t}' FORMAT CSV\n\"x\",\"y\"\n"),
         "SET readonly = 0".into(),
+        "SET ROLE bilten_engine".into(),
         "SYSTEM SHUTDOWN".into(),
-        "BACKUP TABLE notes TO Disk('backups', 'x.zip')".into(),
+        "KILL QUERY WHERE 1".into(),
+        "BACKUP TABLE settings TO Disk('backups', 'x.zip')".into(),
         "BACKUP DATABASE bilten_analytics TO Disk('backups', 'w')".into(),
         "CREATE FUNCTION evil AS (x) -> x".into(),
         "SELECT 1; SELECT 2".into(),
@@ -223,11 +247,24 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
             assert!(body.starts_with("Code: "), "{body}");
         }
     }
+    // Rows streamed after `INSERT … FORMAT Values` are expressions too.
+    let r = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .query(&[("query", "INSERT INTO settings (key) FORMAT Values")])
+        .basic_auth(WRITER.0, Some(WRITER.1))
+        .body("(file('/etc/passwd'))")
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    let body = r.text().await.unwrap();
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("rule: insert"), "{body}");
     // Rows after a statement that hides a second one; a database name that
     // is not one.
     for query in [
         format!(
-            "SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; INSERT INTO notes FORMAT LineAsString"
+            "SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; INSERT INTO settings FORMAT LineAsString"
         ),
         "SELECT 1".to_string(),
     ] {
@@ -235,7 +272,7 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
             .post(format!("{url}/"))
             .query(&[
                 ("query", query.as_str()),
-                ("database", "x; DROP TABLE notes"),
+                ("database", "x; DROP TABLE settings"),
             ])
             .basic_auth(WRITER.0, Some(WRITER.1))
             .body("row\n")
@@ -248,7 +285,7 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         .post(format!("{url}/"))
         .query(&[(
             "query",
-            format!("SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; INSERT INTO notes FORMAT LineAsString"),
+            format!("SELECT 1; INSERT INTO FUNCTION file('{t}', 'LineAsString') SELECT 'x'; INSERT INTO settings FORMAT LineAsString"),
         )])
         .basic_auth(WRITER.0, Some(WRITER.1))
         .body("row\n")
@@ -264,7 +301,7 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
     );
     // The reader can neither write nor lift its limits.
     for sql in [
-        "INSERT INTO notes VALUES ('r')",
+        "INSERT INTO settings (key) FORMAT JSONEachRow\n{\"key\":\"r\"}\n",
         "CREATE TABLE r (a String) ENGINE = Memory",
         "SELECT 1 SETTINGS max_execution_time = 100000",
     ] {
@@ -294,7 +331,9 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
     for (user, query, code) in [
         (READER, "?readonly=0", "164"),
         (READER, "?no_such_setting=1", "164"),
-        (WRITER, "?no_such_setting=1", "115"),
+        // Not a setting a writer may send (an allow-list), known or not.
+        (WRITER, "?no_such_setting=1", "164"),
+        (WRITER, "?max_threads=1", "164"),
         // Settings that read or write files: a template is echoed into the
         // answer, a schema is written out.
         (
@@ -315,7 +354,7 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
     // A writer's GET only reads.
     let r = reqwest::Client::new()
         .get(format!(
-            "{url}/?query=INSERT%20INTO%20notes%20VALUES%20('g')"
+            "{url}/?query=INSERT%20INTO%20settings%20(key)%20FORMAT%20JSONEachRow%20%7B%22key%22%3A%22g%22%7D"
         ))
         .basic_auth(WRITER.0, Some(WRITER.1))
         .send()
@@ -331,20 +370,26 @@ async fn statements_that_reach_the_host_or_other_databases_are_refused() {
         let (status, code, _) = post(&url, user, "SELECT 1").await;
         assert_eq!((status, code.as_deref()), (403, Some("516")), "{user:?}");
     }
-    assert_eq!(s.count("notes").await, 0);
-    // What users are for still works: reads for both, writes for the writer.
-    let (status, _, body) = post(&url, WRITER, "INSERT INTO notes VALUES ('v'), ('w')").await;
-    assert_eq!(status, 200, "{body}");
-    // A write's own SETTINGS clause is fine (the parser calls it control).
+    assert_eq!(s.count("settings").await, 0);
+    // What users are for still works: reads for both, writes for the writer:
+    // rows as data, with an insert's own settings, and a delete by parameter.
     let (status, _, body) = post(
         &url,
         WRITER,
-        "ALTER TABLE notes DELETE WHERE a = 'v' SETTINGS mutations_sync = 2",
+        "INSERT INTO settings (key, value) SETTINGS insert_deduplication_token = 'w-1' FORMAT JSONEachRow\n{\"key\":\"v\",\"value\":\"1\"}\n{\"key\":\"w\",\"value\":\"2\"}\n",
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, _, body) = post(&url, READER, "SELECT a FROM notes FORMAT JSONEachRow").await;
-    assert_eq!((status, body.as_str()), (200, "{\"a\":\"w\"}\n"));
+    let (status, _, body) = post_to(
+        &url,
+        "?param_k=v",
+        WRITER,
+        "DELETE FROM settings WHERE key = {k:String}",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, body) = post(&url, READER, "SELECT key FROM settings FORMAT JSONEachRow").await;
+    assert_eq!((status, body.as_str()), (200, "{\"key\":\"w\"}\n"));
     s.stop().await.unwrap();
 }
 
@@ -356,27 +401,36 @@ async fn a_backup_user_backs_up_to_the_backups_disk_and_nowhere_else() {
     let (s, url) = server().await;
     let out = tempfile::tempdir().unwrap();
     let t = out.path().display();
-    for sql in [
-        "CREATE TABLE notes (a String) ENGINE = MergeTree ORDER BY a",
-        "INSERT INTO notes VALUES ('a'), ('b'), ('c')",
+    let row = |key: &str| {
+        format!("INSERT INTO settings (key) FORMAT JSONEachRow\n{{\"key\":\"{key}\"}}\n")
+    };
+    // The catalog in the guest system database, as `ops::records` makes it.
+    let catalog = bilten_analytics::ops::records::ddl("bilten_remote");
+    let mut statements: Vec<String> = vec![
+        row("a"),
+        row("b"),
+        row("c"),
         // Spacing, case and comments do not matter: the engine's own
         // spelling of the statement is judged.
-        "backup   database bilten_analytics /* full */ to Disk('backups',  'full-1')",
-        "INSERT INTO notes VALUES ('d')",
-        "BACKUP DATABASE bilten_analytics TO Disk('backups', 'inc-1') SETTINGS base_backup = Disk('backups', 'full-1')",
-        "RESTORE DATABASE bilten_analytics AS copy_1 FROM Disk('backups', 'inc-1')",
-        "CREATE DATABASE IF NOT EXISTS bilten_system",
-        "CREATE TABLE IF NOT EXISTS bilten_system.backups (id String) ENGINE = ReplacingMergeTree ORDER BY id",
-        "INSERT INTO bilten_system.backups (id) FORMAT JSONEachRow\n{\"id\":\"inc-1\"}\n",
-        "RESTORE DATABASE bilten_analytics AS bilten_verify_1a FROM Disk('backups', 'full-1')",
-        "DROP DATABASE IF EXISTS bilten_verify_1a SYNC",
-        "RENAME DATABASE bilten_analytics TO bilten_analytics_before_restore_20261130",
-        "RESTORE DATABASE bilten_analytics FROM Disk('backups', 'full-1')",
-    ] {
+        "backup   database bilten_analytics /* full */ to Disk('backups',  'full-1')".into(),
+        row("d"),
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', 'inc-1') SETTINGS base_backup = Disk('backups', 'full-1')".into(),
+        "RESTORE DATABASE bilten_analytics AS copy_1 FROM Disk('backups', 'inc-1')".into(),
+    ];
+    statements.extend(catalog);
+    statements.extend([
+        "INSERT INTO bilten_remote.backups (id) FORMAT JSONEachRow\n{\"id\":\"inc-1\"}\n".into(),
+        "RESTORE DATABASE bilten_analytics AS bilten_verify_1a FROM Disk('backups', 'full-1')"
+            .into(),
+        "DROP DATABASE IF EXISTS bilten_verify_1a SYNC".into(),
+        "RENAME DATABASE bilten_analytics TO bilten_analytics_before_restore_20261130".into(),
+        "RESTORE DATABASE bilten_analytics FROM Disk('backups', 'full-1')".into(),
+    ]);
+    for sql in &statements {
         let (status, _, body) = post(&url, BACKUPER, sql).await;
         assert_eq!(status, 200, "{sql}: {body}");
     }
-    let count = |db: &str| format!("SELECT count() FROM {db}.notes");
+    let count = |db: &str| format!("SELECT count() FROM {db}.settings");
     for (db, rows) in [
         ("copy_1", "4"),
         ("bilten_analytics", "3"),
@@ -397,7 +451,7 @@ async fn a_backup_user_backs_up_to_the_backups_disk_and_nowhere_else() {
         "BACKUP DATABASE bilten_analytics TO Disk('backups', 'b') ASYNC".into(),
         // Other databases, or more than this one.
         "BACKUP DATABASE bilten_system TO Disk('backups', 'b')".into(),
-        "BACKUP TABLE bilten_analytics.notes, DATABASE system TO Disk('backups', 'b')".into(),
+        "BACKUP TABLE bilten_analytics.settings, DATABASE system TO Disk('backups', 'b')".into(),
         "BACKUP ALL TO Disk('backups', 'b')".into(),
         // Restores over what exists, or into the engine's own databases.
         "RESTORE DATABASE bilten_analytics AS copy_1 FROM Disk('backups', 'full-1')".into(),
@@ -410,12 +464,17 @@ async fn a_backup_user_backs_up_to_the_backups_disk_and_nowhere_else() {
         "RENAME DATABASE bilten_analytics TO copy_3".into(),
         "DROP DATABASE IF EXISTS copy_1".into(),
         "DROP DATABASE bilten_system".into(),
-        // The catalog, and nothing else of its database.
+        // This server's own records: nothing of them. The guest catalog:
+        // rows as data only, never dropped or altered.
         "INSERT INTO bilten_system.query_log (query) VALUES ('forged')".into(),
+        "INSERT INTO bilten_system.backups (id) FORMAT JSONEachRow\n{\"id\":\"forged\"}\n".into(),
         "CREATE TABLE bilten_system.other (a String) ENGINE = Memory".into(),
         "DROP TABLE bilten_system.backups".into(),
-        "INSERT INTO bilten_system.backups SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
-        "INSERT INTO bilten_system.backups SELECT query FROM bilten_system.query_log".into(),
+        "DROP TABLE bilten_remote.backups".into(),
+        "ALTER TABLE bilten_remote.backups DELETE WHERE 1".into(),
+        "INSERT INTO bilten_remote.backups SELECT * FROM file('/etc/passwd', 'LineAsString')".into(),
+        "INSERT INTO bilten_remote.backups SELECT query FROM bilten_system.query_log".into(),
+        "CREATE TABLE bilten_remote.other (a String) ENGINE = Memory".into(),
         // What nobody may do.
         "SYSTEM SHUTDOWN".into(),
         format!("SELECT 1 INTO OUTFILE '{t}/o'"),
@@ -504,20 +563,18 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
 
     // Rows in the body after the statement in `query`, in every content
     // encoding; X-ClickHouse-User / -Key.
-    let (status, _, body) = post(
-        &url,
-        WRITER,
-        "CREATE TABLE enc (e String, n UInt32) ENGINE = MergeTree ORDER BY e",
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
     for enc in ["gzip", "deflate", "br", "zstd", "lz4"] {
         let rows = (0..1000)
-            .map(|n| format!("{{\"e\":\"{enc}\",\"n\":{n}}}\n"))
+            .map(|n| {
+                format!(
+                    "{{\"order_id\":\"{enc}\",\"quantity\":{n},\"timestamp\":\"{}\"}}\n",
+                    bilten_analytics::storage::datetime64_text(&chrono::Utc::now())
+                )
+            })
             .collect::<String>();
         let r = http
             .post(format!(
-                "{url}/?query=INSERT%20INTO%20enc%20FORMAT%20JSONEachRow"
+                "{url}/?query=INSERT%20INTO%20ticket_sales%20(order_id,%20quantity,%20timestamp)%20FORMAT%20JSONEachRow"
             ))
             .header("X-ClickHouse-User", WRITER.0)
             .header("X-ClickHouse-Key", WRITER.1)
@@ -534,7 +591,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
     }
     let counts = s
         .query(
-            "SELECT e, count() AS c, sum(n) AS s FROM bilten_analytics.enc GROUP BY e ORDER BY e",
+            "SELECT order_id, count() AS c, sum(quantity) AS s FROM bilten_analytics.ticket_sales GROUP BY order_id ORDER BY order_id",
         )
         .await;
     assert_eq!(counts.len(), 5, "{counts:?}");
@@ -549,7 +606,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
             .post(format!("{url}/?enable_http_compression=1"))
             .basic_auth(READER.0, Some(READER.1))
             .header("Accept-Encoding", enc)
-            .body("SELECT count() FROM enc")
+            .body("SELECT count() FROM ticket_sales")
             .send()
             .await
             .unwrap();
@@ -561,7 +618,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
     let r = http
         .post(format!("{url}/?compress=1"))
         .basic_auth(READER.0, Some(READER.1))
-        .body("SELECT count() FROM enc")
+        .body("SELECT count() FROM ticket_sales")
         .send()
         .await
         .unwrap();
@@ -572,12 +629,13 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
     );
 
     // A damaged block and a gzip bomb get a 4xx that says so; nothing stored.
-    let mut block = bilten_analytics::codec::compress_blocks(b"{\"e\":\"bad\",\"n\":1}\n");
+    let mut block =
+        bilten_analytics::codec::compress_blocks(b"{\"order_id\":\"bad\",\"quantity\":1}\n");
     let last = block.len() - 1;
     block[last] ^= 0xff;
     let r = http
         .post(format!(
-            "{url}/?decompress=1&query=INSERT%20INTO%20enc%20FORMAT%20JSONEachRow"
+            "{url}/?decompress=1&query=INSERT%20INTO%20ticket_sales%20FORMAT%20JSONEachRow"
         ))
         .basic_auth(WRITER.0, Some(WRITER.1))
         .body(block)
@@ -589,7 +647,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
     let bomb = bilten_analytics::codec::encode_content("gzip", &vec![b' '; 300 << 20]);
     let r = http
         .post(format!(
-            "{url}/?query=INSERT%20INTO%20enc%20FORMAT%20JSONEachRow"
+            "{url}/?query=INSERT%20INTO%20ticket_sales%20FORMAT%20JSONEachRow"
         ))
         .basic_auth(WRITER.0, Some(WRITER.1))
         .header("Content-Encoding", "gzip")
@@ -599,7 +657,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
         .unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("more than"));
-    assert_eq!(s.count("enc").await, 5000);
+    assert_eq!(s.count("ticket_sales").await, 5000);
 
     // Engine errors keep ClickHouse's status and code.
     let (status, code, body) = post(&url, READER, "SELECT * FROM no_such_table").await;
@@ -734,4 +792,98 @@ async fn clickhouse_js_client_works_unmodified() {
         .env("CH_URL", url);
     run_client(node, "@clickhouse/client: ok").await;
     s.stop().await.unwrap();
+}
+
+/// The backup catalog is data: a writer of the interface may insert rows
+/// into a `clickhouse` backend's catalog (its records are insert-only), but
+/// rows it forges (an id that is a path or carries SQL, a base that points
+/// elsewhere, a "deleted" mark on a real backup) are never run, never
+/// deleted from the disk, never counted toward `keep`, and never hide a
+/// backup the server signed.
+#[tokio::test]
+async fn forged_catalog_rows_are_never_code_paths_or_counted() {
+    let (store, url) = server().await;
+    let ingest = TestServer::start(|c| {
+        c.storage.backend = Backend::Clickhouse;
+        c.storage.clickhouse.url = url.clone();
+        c.storage.clickhouse.user = BACKUPER.0.into();
+        c.storage.clickhouse.password = Some(BACKUPER.1.into());
+        c.storage.clickhouse.system_database =
+            bilten_analytics::model::GUEST_SYSTEM_DATABASE.into();
+        c.backups.keep = 1;
+    })
+    .await;
+    let (status, first) = ingest
+        .admin(reqwest::Method::POST, "/admin/backups", Some(&json!({})))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    let real = first["backup"]["id"].as_str().unwrap().to_string();
+    let out = tempfile::tempdir().unwrap();
+    let planted = out.path().join("planted");
+    let forged = [
+        json!({"id": "../engine", "kind": "full", "status": "created", "created_at": "2099-01-01 00:00:00.000", "tables": "{}"}),
+        json!({"id": "/etc", "kind": "full", "status": "created", "created_at": "2099-01-01 00:00:00.000", "tables": "{}"}),
+        json!({"id": format!("x') SETTINGS base_backup = File('{}')", planted.display()), "kind": "full", "status": "created", "created_at": "2099-01-02 00:00:00.000", "tables": "{}"}),
+        json!({"id": "inc-forged", "kind": "incremental", "base": "../../engine", "status": "created", "created_at": "2099-01-03 00:00:00.000", "tables": "{}"}),
+        json!({"id": real, "kind": "full", "status": "deleted", "created_at": "2099-01-04 00:00:00.000", "tables": "{}", "signature": "00"}),
+    ];
+    for row in &forged {
+        let (status, _, body) = post(
+            &url,
+            WRITER,
+            &format!("INSERT INTO bilten_remote.backups FORMAT JSONEachRow\n{row}\n"),
+        )
+        .await;
+        assert_eq!(status, 200, "a writer may insert catalog rows: {body}");
+    }
+    // The list: the real backup, signed, still created; the forged rows
+    // with impossible names are not there at all.
+    let (status, list) = ingest.admin_get("/admin/backups").await;
+    assert_eq!(status, 200, "{list}");
+    let backups = list["backups"].as_array().unwrap();
+    let ids: Vec<&str> = backups.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert!(
+        !ids.iter().any(|i| i.contains('/') || i.contains('\'')),
+        "{list}"
+    );
+    let mine = backups.iter().find(|b| b["id"] == real.as_str()).unwrap();
+    assert_eq!(
+        (mine["status"].as_str(), mine["signed"].as_bool()),
+        (Some("created"), Some(true)),
+        "{list}"
+    );
+    // An incremental builds on the signed full backup, never a forged one.
+    let (status, inc) = ingest
+        .admin(
+            reqwest::Method::POST,
+            "/admin/backups",
+            Some(&json!({"incremental": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{inc}");
+    assert_eq!(inc["backup"]["base"], real.as_str(), "{inc}");
+    // keep = 1 prunes this server's own older backups only.
+    let (status, full) = ingest
+        .admin(reqwest::Method::POST, "/admin/backups", Some(&json!({})))
+        .await;
+    assert_eq!(status, 200, "{full}");
+    let pruned: Vec<&str> = full["pruned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        pruned
+            .iter()
+            .all(|p| *p == real || *p == inc["backup"]["id"].as_str().unwrap()),
+        "{full}"
+    );
+    assert!(!planted.exists(), "a forged id ran as SQL");
+    // The store's own data survived: it still answers, with its rows.
+    assert!(store.data_dir.join("engine").is_dir());
+    let (status, _, body) = post(&url, READER, "SELECT count() FROM system.tables").await;
+    assert_eq!(status, 200, "{body}");
+    ingest.stop().await.unwrap();
+    store.stop().await.unwrap();
 }

@@ -381,7 +381,7 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     let mut signed = Vec::new();
     for _ in 0..40 {
         signed = s
-            .query("SELECT actor, status FROM bilten_analytics.audit_log WHERE path = '/dashboard/login' ORDER BY at")
+            .query(&format!("SELECT actor, status FROM {}.audit_log WHERE path = '/dashboard/login' ORDER BY at", common::system_database()))
             .await;
         if signed.len() >= 3 {
             break;
@@ -467,5 +467,113 @@ async fn dashboard_in_a_real_browser() {
     let report: Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["checked"], "ok", "{report}");
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+    s.stop().await.unwrap();
+}
+
+/// Guessing in parallel meets a budget kept across requests, a flood of
+/// sign-ins with one key signs nobody else out, and another site's form
+/// can neither sign a visitor in nor out.
+#[tokio::test]
+async fn sign_in_holds_against_parallel_guesses_floods_and_other_sites() {
+    let s = start().await;
+    let (admin, _) = sign_in(&s, ADMIN).await;
+    // 40 sign-ins with one read key: that key's oldest sessions end, the
+    // admin's stays.
+    let (first, _) = sign_in(&s, READ_KEY).await;
+    for _ in 0..40 {
+        sign_in(&s, READ_KEY).await;
+    }
+    assert_eq!(
+        page(&s, Some(&admin), "").await.0,
+        200,
+        "the admin stays signed in"
+    );
+    let (status, html) = page(&s, Some(&first), "").await;
+    assert!(
+        status == 200 && html.contains(r#"action="/dashboard/login""#),
+        "the flooding key's oldest session ended: {status}"
+    );
+
+    // Another site's form: refused both ways, by Origin or Sec-Fetch-Site.
+    for (name, value) in [
+        ("origin", "http://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = client()
+            .post(format!("{}/dashboard/login", s.base))
+            .header(name, value)
+            .form(&[("token", ADMIN)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+        assert!(r.headers().get("set-cookie").is_none());
+        let r = client()
+            .post(format!("{}/dashboard/logout", s.base))
+            .header(name, value)
+            .header("cookie", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+    }
+    assert_eq!(
+        page(&s, Some(&admin), "").await.0,
+        200,
+        "not signed out from afar"
+    );
+    // This server's own page: its origin.
+    let host = s.base.trim_start_matches("http://").to_string();
+    let r = client()
+        .post(format!("{}/dashboard/login", s.base))
+        .header("origin", format!("http://{host}"))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+
+    // 40 wrong guesses at once: the address's budget (10) is spent, the
+    // rest get a 429 that says when to come back, not a 401.
+    let guesses = (0..40).map(|i| {
+        let url = format!("{}/dashboard/login", s.base);
+        async move {
+            let r = client()
+                .post(url)
+                .form(&[("token", format!("guess-{i}"))])
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry)
+        }
+    });
+    let answers = futures::future::join_all(guesses).await;
+    let refused = answers.iter().filter(|(status, _)| *status == 429).count();
+    let tried = answers.iter().filter(|(status, _)| *status == 401).count();
+    assert_eq!(refused + tried, 40, "{answers:?}");
+    assert_eq!(tried, 10, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .filter(|(status, _)| *status == 429)
+            .all(|(_, retry)| retry
+                .as_deref()
+                .is_some_and(|r| r.parse::<u64>().unwrap() >= 1)),
+        "{answers:?}"
+    );
+    // While refused, even the right token does not tell itself apart.
+    let r = client()
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    // Those already signed in are not affected.
+    assert_eq!(page(&s, Some(&admin), "").await.0, 200);
     s.stop().await.unwrap();
 }

@@ -189,3 +189,73 @@ async fn the_error_codes_we_classify_by_are_the_engines() {
     }
     storage.close().await;
 }
+
+/// The writers' profile freezes every setting that points the engine at a
+/// file, a path, a URL, a schema, a disk or credentials, by the engine's own
+/// list: a setting a new engine version adds with such a name fails this
+/// until it is frozen too (`storage::walls::FROZEN_SETTINGS`) or named here
+/// as harmless.
+#[tokio::test]
+async fn every_setting_that_names_a_path_is_frozen_for_the_interfaces_writers() {
+    use bilten_analytics::storage::walls::{FROZEN_SETTINGS, FROZEN_TABLE_SETTINGS};
+    // Their values name no file: inference hints, read methods, a codec,
+    // profile events.
+    const HARMLESS: &[&str] = &[
+        "column_names_for_schema_inference",
+        "schema_inference_hints",
+        "local_filesystem_read_method",
+        "remote_filesystem_read_method",
+        "temporary_files_codec",
+        "trace_profile_events_list",
+    ];
+    const PARTS: &[&str] = &[
+        "file",
+        "path",
+        "schema",
+        "template",
+        "url",
+        "dir",
+        "disk",
+        "endpoint",
+        "credential",
+    ];
+    let (_dir, storage) = open().await;
+    let text = query_text(
+        &*storage,
+        "SELECT name, type FROM system.settings WHERE type IN ('String', 'URI')",
+    )
+    .await
+    .unwrap();
+    let mut missing = Vec::new();
+    for line in text.lines() {
+        let name = line.split('\t').next().unwrap();
+        let lower = name.to_ascii_lowercase();
+        if PARTS.iter().any(|p| lower.contains(p))
+            && !FROZEN_SETTINGS.contains(&name)
+            && !HARMLESS.contains(&name)
+        {
+            missing.push(name.to_string());
+        }
+    }
+    assert!(missing.is_empty(), "not frozen for writers: {missing:?}");
+    // And every frozen name is the engine's (an unknown one would stop the
+    // engine from starting).
+    let known = query_text(&*storage, "SELECT name FROM system.settings")
+        .await
+        .unwrap();
+    let known: Vec<&str> = known.lines().collect();
+    for name in FROZEN_SETTINGS {
+        assert!(known.contains(name), "{name} is no setting of this engine");
+    }
+    let table = query_text(&*storage, "SELECT name FROM system.merge_tree_settings")
+        .await
+        .unwrap();
+    let table: Vec<&str> = table.lines().collect();
+    for name in FROZEN_TABLE_SETTINGS {
+        assert!(
+            table.contains(name),
+            "{name} is no table setting of this engine"
+        );
+    }
+    storage.close().await;
+}

@@ -133,11 +133,17 @@ async fn sql_that_does_not_parse_runs_nothing() {
     assert!(!file.exists(), "the file was written");
 
     let (status, body) = s
-        .admin_query("SELECT 1; DROP TABLE bilten_analytics.audit_log; )")
+        .admin_query(&format!(
+            "SELECT 1; DROP TABLE {}.audit_log; )",
+            common::system_database()
+        ))
         .await;
     assert_eq!(status, 400, "{body}");
     let tables = s
-        .query("SELECT name FROM system.tables WHERE database = 'bilten_analytics' AND name = 'audit_log'")
+        .query(&format!(
+            "SELECT name FROM system.tables WHERE database = '{}' AND name = 'audit_log'",
+            common::system_database()
+        ))
         .await;
     assert_eq!(tables.len(), 1, "the audit log was dropped");
     s.stop().await.unwrap();
@@ -163,7 +169,7 @@ async fn admin_sql_cannot_reach_files_the_network_processes_or_settings() {
             out.display()
         ),
         "INSERT INTO bilten_analytics.events (event_type, organizer_id) VALUES ('x','y')".into(),
-        "DROP TABLE bilten_analytics.audit_log".into(),
+        format!("DROP TABLE {}.audit_log", common::system_database()),
         "SET readonly = 0".into(),
         "SELECT 1 SETTINGS readonly = 0".into(),
         "SELECT 1 SETTINGS max_execution_time = 100000".into(),
@@ -358,9 +364,10 @@ async fn a_flood_of_refused_admin_requests_does_not_stall_ingest() {
     // Written once a second: wait for the writer.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let rows = s
-        .query(
-            "SELECT actor, detail FROM bilten_analytics.audit_log WHERE status = 401 OR status = 0",
-        )
+        .query(&format!(
+            "SELECT actor, detail FROM {}.audit_log WHERE status = 401 OR status = 0",
+            common::system_database()
+        ))
         .await;
     let one_by_one = rows.iter().filter(|r| r["actor"] == "no token").count();
     assert!((20..FLOOD).contains(&one_by_one), "{one_by_one} rows");

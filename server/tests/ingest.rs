@@ -292,7 +292,10 @@ async fn shutdown_drains_buffers_and_data_survives_a_restart() {
     let r = s.get_raw("/ready").await;
     assert_eq!(r.status(), 200);
     let rows = s
-        .query("SELECT count() AS n FROM bilten_analytics.schema_migrations")
+        .query(&format!(
+            "SELECT count() AS n FROM {}.schema_migrations",
+            common::system_database()
+        ))
         .await;
     assert_eq!(
         common::as_u64(&rows[0]["n"]),
@@ -453,7 +456,7 @@ async fn every_admin_action_is_audited_refused_ones_too() {
     // The audit log is written once a second.
     tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
     let rows = s
-        .query("SELECT actor, remote, method, path, status, detail FROM bilten_analytics.audit_log WHERE path != '/admin/query' OR detail LIKE '%answer%' ORDER BY at")
+        .query(&format!("SELECT actor, remote, method, path, status, detail FROM {}.audit_log WHERE path != '/admin/query' OR detail LIKE '%answer%' ORDER BY at", common::system_database()))
         .await;
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(

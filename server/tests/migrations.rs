@@ -29,7 +29,7 @@ async fn two_instances_starting_at_once_apply_each_migration_once() {
     assert!(a.is_empty() || b.is_empty());
     let rows = query_text(
         &*storage,
-        "SELECT count(), uniqExact(version) FROM bilten_analytics.schema_migrations",
+        "SELECT count(), uniqExact(version) FROM bilten_system.schema_migrations",
     )
     .await
     .unwrap();
@@ -65,7 +65,7 @@ async fn a_half_migrated_database_is_finished_and_a_changed_file_refused() {
     assert_eq!(views.trim(), "5");
 
     // Someone edits an applied file: the checksum no longer matches.
-    storage.execute("INSERT INTO bilten_analytics.schema_migrations (version, name, checksum) VALUES (2, '0002_page_views.sql', 'edited')").await.unwrap();
+    storage.execute("INSERT INTO bilten_system.schema_migrations (version, name, checksum, database) VALUES (2, '0002_page_views.sql', 'edited', 'bilten_analytics')").await.unwrap();
     let status = migrations::status(&*storage).await.unwrap();
     assert_eq!(status.changed, 1);
     let err = migrations::apply(&*storage).await.unwrap_err().to_string();

@@ -27,6 +27,11 @@ pub struct ClickHouseHttpConfig {
     /// The database read-write users may change, and every user's default:
     /// this project's, or the one a `clickhouse` backend is told to use.
     pub database: String,
+    /// Where a `clickhouse` backend using this interface keeps its records
+    /// (audit log, backup catalog, migration records), insert-only: never
+    /// this server's own `bilten_system`. Such a server sets its
+    /// `storage.clickhouse.system_database` to this.
+    pub system_database: String,
 }
 
 impl Default for ClickHouseHttpConfig {
@@ -37,6 +42,7 @@ impl Default for ClickHouseHttpConfig {
             max_body_bytes: 256 << 20,
             concurrency: 8,
             database: crate::model::DATABASE.into(),
+            system_database: crate::model::GUEST_SYSTEM_DATABASE.into(),
         }
     }
 }
@@ -131,10 +137,24 @@ impl ClickHouseHttpConfig {
                 }
             }
         }
-        if !crate::model::plain_identifier(&self.database) {
+        for (at, db) in [
+            ("clickhouse_http.database", &self.database),
+            ("clickhouse_http.system_database", &self.system_database),
+        ] {
+            if !crate::model::plain_identifier(db) {
+                return Err(invalid(at, "letters, digits and '_' only"));
+            }
+        }
+        if self.system_database == crate::model::SYSTEM_DATABASE
+            || self.system_database == self.database
+        {
             return Err(invalid(
-                "clickhouse_http.database",
-                "letters, digits and '_' only",
+                "clickhouse_http.system_database",
+                format!(
+                    "must differ from {} (this server's own records) and from \
+                     clickhouse_http.database",
+                    crate::model::SYSTEM_DATABASE
+                ),
             ));
         }
         if self.max_body_bytes == 0 || self.concurrency == 0 {

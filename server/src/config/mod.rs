@@ -120,6 +120,10 @@ pub struct BackupSettings {
     /// With a ClickHouse server: the disk of its configuration to write to.
     /// Embedded backups go to `<data_dir>/backups`.
     pub disk: String,
+    /// The secret the backup catalog's rows are signed with (servers that
+    /// share a catalog share it; env `BILTEN_BACKUPS__SIGNING_KEY`). Unset:
+    /// a random key kept in `<data_dir>/backup-catalog.key`.
+    pub signing_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,6 +147,7 @@ impl Default for BackupSettings {
         BackupSettings {
             keep: 7,
             disk: "backups".into(),
+            signing_key: None,
         }
     }
 }
@@ -234,6 +239,11 @@ pub struct ClickHouseConfig {
     /// A cluster in the server's `remote_servers`: migrations and DDL are
     /// rendered for it (`storage::cluster`). None: one server.
     pub cluster: Option<String>,
+    /// Where this server keeps its records (audit log, backup catalog,
+    /// migration records): `bilten_system`, or, when the ClickHouse is
+    /// another server's HTTP interface, that interface's
+    /// `clickhouse_http.system_database` (`bilten_remote`).
+    pub system_database: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -376,6 +386,7 @@ impl Default for ClickHouseConfig {
             database: crate::model::DATABASE.into(),
             timeout: Duration::from_secs(60),
             cluster: None,
+            system_database: crate::model::SYSTEM_DATABASE.into(),
         }
     }
 }
@@ -420,6 +431,10 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("clickhouse_http_users", "clickhouse_http.users"),
     ("clickhouse_password", "storage.clickhouse.password"),
     ("clickhouse_database", "storage.clickhouse.database"),
+    (
+        "clickhouse_system_database",
+        "storage.clickhouse.system_database",
+    ),
     ("public_keys", "browser.public_keys"),
     ("trusted_proxies", "browser.trusted_proxies"),
 ];
@@ -552,11 +567,25 @@ impl Config {
                 ));
             }
         }
-        let db = &self.storage.clickhouse.database;
-        if !crate::model::plain_identifier(db) {
-            return Err(invalid(
+        for (at, db) in [
+            (
                 "storage.clickhouse.database",
-                format!("{db:?}: letters, digits and '_' only"),
+                &self.storage.clickhouse.database,
+            ),
+            (
+                "storage.clickhouse.system_database",
+                &self.storage.clickhouse.system_database,
+            ),
+        ] {
+            if !crate::model::plain_identifier(db) {
+                return Err(invalid(at, format!("{db:?}: letters, digits and '_' only")));
+            }
+        }
+        if self.storage.clickhouse.system_database == self.storage.clickhouse.database {
+            return Err(invalid(
+                "storage.clickhouse.system_database",
+                "must differ from storage.clickhouse.database: a restore of the data must not \
+                 roll the records back",
             ));
         }
         let q = &self.storage.query_limits;

@@ -6,10 +6,12 @@
 //!   read key sees its organizer and no other.
 //! - [`figures`]: every figure the page shows, read from the views' tables
 //!   (never the raw event tables), in one read-only query per panel.
-//! - [`page`]: the HTML; [`sessions`]: who is signed in.
+//! - [`page`]: the HTML; [`sessions`]: who is signed in; [`signin`]: failed
+//!   sign-ins limited per address and in all.
 
 pub mod page;
 pub mod sessions;
+pub mod signin;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use serde_json::Value;

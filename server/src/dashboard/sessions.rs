@@ -11,12 +11,22 @@ use super::Viewer;
 
 /// How long a sign-in lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Sessions held at most; past it the oldest half goes (a flood of sign-ins
-/// cannot grow memory without end).
-const MAX_SESSIONS: usize = 10_000;
+/// Sessions one token or read key holds at most; a new one past it ends
+/// that credential's oldest, never anyone else's.
+pub const PER_CREDENTIAL: usize = 32;
+/// Sessions held at most in all; past it (after expired ones go) a new
+/// sign-in is refused rather than anyone signed out.
+const MAX_SESSIONS: usize = 100_000;
+
+/// The table of sessions is full of live ones.
+#[derive(Debug, thiserror::Error)]
+#[error("too many sessions are open; try again later")]
+pub struct Full;
 
 pub struct Sessions {
-    open: DashMap<String, (Viewer, Instant)>,
+    /// Id → viewer, the credential it signed in with (a fingerprint), and
+    /// when it ends.
+    open: DashMap<String, (Viewer, String, Instant)>,
 }
 
 impl Default for Sessions {
@@ -29,29 +39,43 @@ impl Default for Sessions {
 
 impl Sessions {
     /// A new session's id: 256 bits from the operating system's generator
-    /// (rand's thread generator is a CSPRNG seeded from it).
-    pub fn open(&self, viewer: Viewer) -> String {
+    /// (rand's thread generator is a CSPRNG seeded from it). `credential`
+    /// names what signed in (a fingerprint of the token or key): its own
+    /// sessions are capped at [`PER_CREDENTIAL`], oldest out.
+    pub fn open(&self, viewer: Viewer, credential: &str) -> Result<String, Full> {
         let now = Instant::now();
+        let mut own: Vec<(Instant, String)> = self
+            .open
+            .iter()
+            .filter(|e| e.value().1 == credential)
+            .map(|e| (e.value().2, e.key().clone()))
+            .collect();
+        if own.len() >= PER_CREDENTIAL {
+            own.sort();
+            for (_, id) in &own[..=own.len() - PER_CREDENTIAL] {
+                self.open.remove(id);
+            }
+        }
         if self.open.len() >= MAX_SESSIONS {
-            self.open.retain(|_, (_, until)| *until > now);
+            self.open.retain(|_, (_, _, until)| *until > now);
             if self.open.len() >= MAX_SESSIONS {
-                let mut ends: Vec<Instant> = self.open.iter().map(|e| e.value().1).collect();
-                ends.sort();
-                let cut = ends[ends.len() / 2];
-                self.open.retain(|_, (_, until)| *until > cut);
+                return Err(Full);
             }
         }
         let mut bytes = [0u8; 32];
         rand::rng().fill_bytes(&mut bytes);
         let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        self.open.insert(id.clone(), (viewer, now + SESSION_TTL));
-        id
+        self.open.insert(
+            id.clone(),
+            (viewer, credential.to_string(), now + SESSION_TTL),
+        );
+        Ok(id)
     }
 
     /// The viewer of a live session.
     pub fn viewer(&self, id: &str) -> Option<Viewer> {
         let entry = self.open.get(id)?;
-        let (viewer, until) = entry.value();
+        let (viewer, _, until) = entry.value();
         if *until > Instant::now() {
             return Some(viewer.clone());
         }
@@ -72,8 +96,8 @@ mod tests {
     #[test]
     fn sessions_open_read_and_close() {
         let s = Sessions::default();
-        let a = s.open(Viewer::Admin);
-        let b = s.open(Viewer::Organizer("o".into()));
+        let a = s.open(Viewer::Admin, "token:a").unwrap();
+        let b = s.open(Viewer::Organizer("o".into()), "key:o").unwrap();
         assert_eq!(a.len(), 64);
         assert_ne!(a, b);
         assert_eq!(s.viewer(&a), Some(Viewer::Admin));
@@ -84,11 +108,15 @@ mod tests {
     }
 
     #[test]
-    fn the_table_stays_bounded() {
+    fn a_flood_of_sign_ins_with_one_key_signs_out_no_one_else() {
         let s = Sessions::default();
-        for _ in 0..MAX_SESSIONS + 10 {
-            s.open(Viewer::Admin);
+        let admin = s.open(Viewer::Admin, "token:admin").unwrap();
+        let first = s.open(Viewer::Organizer("o".into()), "key:o").unwrap();
+        for _ in 0..10_001 {
+            s.open(Viewer::Organizer("o".into()), "key:o").unwrap();
         }
-        assert!(s.open.len() <= MAX_SESSIONS, "{}", s.open.len());
+        assert_eq!(s.viewer(&admin), Some(Viewer::Admin));
+        assert_eq!(s.viewer(&first), None, "the flooding key's oldest went");
+        assert_eq!(s.open.len(), PER_CREDENTIAL + 1);
     }
 }

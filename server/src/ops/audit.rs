@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::model::DATABASE;
 use crate::storage::Storage;
 
 /// Refused requests recorded one by one per second; the rest are counted.
@@ -23,7 +22,8 @@ pub const REFUSED_PER_SECOND: u64 = 20;
 const QUEUE: usize = 10_000;
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
-/// One admin request, as `audit_log` stores it.
+/// One admin request, as `audit_log` (in the records, `ops::records`)
+/// stores it.
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditRow {
     /// When the request came in (rows are written up to a second later).
@@ -115,7 +115,8 @@ async fn write_loop(
             continue;
         }
         let mut sql = format!(
-            "INSERT INTO {DATABASE}.audit_log (at, actor, remote, method, path, status, duration_ms, detail) FORMAT JSONEachRow\n"
+            "INSERT INTO {}.audit_log (at, actor, remote, method, path, status, duration_ms, detail) FORMAT JSONEachRow\n",
+            storage.system_database()
         )
         .into_bytes();
         for row in &rows {

@@ -6,46 +6,187 @@
 //!
 //! Inserts are paused for the moment of the backup (ingest goes on into the
 //! write-ahead log), so the recorded checksums describe exactly what the
-//! backup holds. The catalog lives in `bilten_system.backups`, outside the
-//! database being backed up.
+//! backup holds. The catalog is the records' `backups` (`ops::records`, in
+//! the system database), outside the database being backed up.
+//!
+//! The catalog is data, never code or a path: every id and base read from
+//! it is checked against the rule for new names ([`backup_name`]) before it
+//! becomes part of a statement or a path, and each row carries a signature
+//! (HMAC-SHA256 with a key this server holds, [`CatalogKey`]). Only rows
+//! this server signed, whose files exist, count toward `backups.keep` and
+//! are ever pruned; others are listed as unsigned.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::Sha256;
 
 use crate::model::{DATABASE, plain_identifier};
-use crate::storage::session::{ASIDE_INFIX, CATALOG_DATABASE, SCRATCH_PREFIX};
+use crate::storage::session::{ASIDE_INFIX, SCRATCH_PREFIX};
 use crate::storage::{Storage, StorageError, json_rows, query_text};
 
-/// Where backups are written.
+/// Where backups are written, and the key that signs their catalog rows.
 #[derive(Debug, Clone)]
-pub enum Location {
+pub struct Location {
+    place: Place,
+    key: CatalogKey,
+}
+
+#[derive(Debug, Clone)]
+enum Place {
     /// Embedded engine: a directory (also the engine's `backups.allowed_path`).
     Dir(PathBuf),
     /// ClickHouse server: a disk of its configuration.
     Disk(String),
 }
 
-impl Location {
-    /// Where backups are written, for the configured backend.
-    pub fn of(config: &crate::config::Config) -> Location {
-        use crate::config::Backend;
-        match config.storage.backend {
-            Backend::Embedded => {
-                let dir = config.storage.embedded.backups_dir();
-                Location::Dir(std::path::absolute(&dir).unwrap_or(dir))
+/// The key catalog rows are signed with: `backups.signing_key` (servers
+/// that share a catalog share it), else 32 random bytes kept in
+/// `<data_dir>/backup-catalog.key`, made on first use.
+#[derive(Clone)]
+pub struct CatalogKey([u8; 32]);
+
+impl std::fmt::Debug for CatalogKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CatalogKey(…)")
+    }
+}
+
+impl CatalogKey {
+    pub fn of(config: &crate::config::Config) -> Result<CatalogKey, BackupError> {
+        use sha2::Digest;
+        if let Some(secret) = &config.backups.signing_key {
+            return Ok(CatalogKey(Sha256::digest(secret.as_bytes()).into()));
+        }
+        let path = config.storage.embedded.data_dir.join("backup-catalog.key");
+        match std::fs::read(&path) {
+            Ok(bytes) if bytes.len() == 32 => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(&bytes);
+                Ok(CatalogKey(key))
             }
-            Backend::Clickhouse => Location::Disk(config.backups.disk.clone()),
+            Ok(_) => Err(BackupError::Invalid(format!(
+                "{} is not a 32-byte key; delete it to make a new one (this server's \
+                 existing backups then count as unsigned)",
+                path.display()
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use rand::RngCore;
+                let mut key = [0u8; 32];
+                rand::rng().fill_bytes(&mut key);
+                crate::files::private_dir(&config.storage.embedded.data_dir)
+                    .and_then(|_| crate::files::write_private(&path, &key))
+                    .map_err(|e| {
+                        BackupError::Invalid(format!("cannot keep {}: {e}", path.display()))
+                    })?;
+                Ok(CatalogKey(key))
+            }
+            Err(e) => Err(BackupError::Invalid(format!(
+                "cannot read {}: {e}",
+                path.display()
+            ))),
         }
     }
 
-    fn target(&self, name: &str) -> String {
-        match self {
-            Location::Dir(dir) => format!("File('{}')", dir.join(name).display()),
-            Location::Disk(disk) => format!("Disk('{disk}', '{name}')"),
+    /// The row's signature: over every field that decides what is done
+    /// with the backup, and when the row was written (an old row of this
+    /// server's, written again later, is not the latest).
+    fn sign(&self, b: &Backup, updated_at: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("any key length");
+        let tables = serde_json::to_string(&b.tables).expect("serializes");
+        let updated_at = updated_at.to_string();
+        for field in [
+            &b.id,
+            &b.kind,
+            &b.base,
+            &b.created_at,
+            &b.status,
+            &tables,
+            &updated_at,
+        ] {
+            mac.update(&(field.len() as u64).to_le_bytes());
+            mac.update(field.as_bytes());
         }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn verifies(&self, b: &Backup, updated_at: &str, signature: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(
+            self.sign(b, updated_at)
+                .as_bytes()
+                .ct_eq(signature.as_bytes()),
+        )
+    }
+}
+
+/// Whether `name` may name a backup: letters, digits, `_`, `-` and `.`,
+/// never `..` (so never a path), at most 128 bytes. The same rule for a
+/// new name and for every id or base read back from the catalog.
+pub fn backup_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+impl Location {
+    /// Where backups are written, for the configured backend.
+    pub fn of(config: &crate::config::Config) -> Result<Location, BackupError> {
+        use crate::config::Backend;
+        let place = match config.storage.backend {
+            Backend::Embedded => {
+                let dir = config.storage.embedded.backups_dir();
+                Place::Dir(std::path::absolute(&dir).unwrap_or(dir))
+            }
+            Backend::Clickhouse => Place::Disk(config.backups.disk.clone()),
+        };
+        Ok(Location {
+            place,
+            key: CatalogKey::of(config)?,
+        })
+    }
+
+    /// The backup's place in a statement. Names are checked by the caller
+    /// (`backup_name`), so they need no escaping.
+    fn target(&self, name: &str) -> Result<String, BackupError> {
+        if !backup_name(name) {
+            return Err(BackupError::Invalid(format!(
+                "{name:?} is not a backup name (letters, digits, '_', '-', '.')"
+            )));
+        }
+        Ok(match &self.place {
+            Place::Dir(dir) => format!("File('{}')", dir.join(name).display()),
+            Place::Disk(disk) => format!("Disk('{disk}', '{name}')"),
+        })
+    }
+
+    /// The backup's directory, when backups are files this server sees: a
+    /// direct child of the backups directory, or nothing.
+    fn directory(&self, name: &str) -> Option<PathBuf> {
+        let Place::Dir(dir) = &self.place else {
+            return None;
+        };
+        if !backup_name(name) {
+            return None;
+        }
+        let path = dir.join(name);
+        // Resolved, it must still be right under the backups directory (a
+        // symlink planted there resolves elsewhere).
+        let parent = std::fs::canonicalize(dir).ok()?;
+        let resolved = std::fs::canonicalize(&path).ok()?;
+        (resolved.parent() == Some(parent.as_path())
+            && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()))
+        .then_some(resolved)
     }
 }
 
@@ -77,6 +218,10 @@ pub struct Backup {
     pub created_at: String,
     pub status: String,
     pub tables: BTreeMap<String, Figures>,
+    /// Whether this server signed the catalog row: only such backups count
+    /// toward `backups.keep` and are pruned.
+    #[serde(default)]
+    pub signed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,16 +235,7 @@ pub enum BackupError {
 }
 
 async fn ensure_catalog(storage: &dyn Storage) -> Result<(), StorageError> {
-    storage
-        .execute(&format!("CREATE DATABASE IF NOT EXISTS {CATALOG_DATABASE}"))
-        .await?;
-    storage
-        .execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {CATALOG_DATABASE}.backups (id String, kind String, base String, \
-             created_at DateTime64(3, 'UTC'), status String, tables String, updated_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
-             ENGINE = ReplacingMergeTree(updated_at) ORDER BY id",
-        ))
-        .await
+    super::records::ensure(storage).await
 }
 
 /// Row count and an order-independent checksum of each checked table of `db`.
@@ -126,51 +262,84 @@ pub async fn figures(
     Ok(out)
 }
 
-/// All backups, newest first.
-pub async fn list(storage: &dyn Storage) -> Result<Vec<Backup>, StorageError> {
+/// All backups, newest first: each row's latest state (of the rows this
+/// server signed, when there are any; else the latest row), rows whose id
+/// or base is no backup name left out.
+pub async fn list(storage: &dyn Storage, at: &Location) -> Result<Vec<Backup>, StorageError> {
     ensure_catalog(storage).await?;
     let rows = json_rows(
         storage,
         &format!(
-            "SELECT id, argMax(kind, updated_at) AS kind, argMax(base, updated_at) AS base, \
-             toString(argMax(created_at, updated_at)) AS created_at, argMax(status, updated_at) AS status, \
-             argMax(tables, updated_at) AS tables FROM {CATALOG_DATABASE}.backups GROUP BY id ORDER BY created_at DESC, id DESC"
+            "SELECT id, kind, base, toString(created_at) AS created_at, status, tables, signature, \
+             toString(updated_at) AS updated_at FROM {}.backups ORDER BY updated_at, id",
+            storage.system_database()
         ),
         false,
     )
     .await?;
-    let mut backups = Vec::new();
+    // The latest signed row of each id wins over any unsigned one: a forged
+    // row cannot mark a backup deleted or change its base.
+    let mut by_id: BTreeMap<String, Backup> = BTreeMap::new();
     for row in rows {
-        backups.push(Backup {
-            id: row["id"].as_str().unwrap_or_default().into(),
-            kind: row["kind"].as_str().unwrap_or_default().into(),
-            base: row["base"].as_str().unwrap_or_default().into(),
-            created_at: row["created_at"].as_str().unwrap_or_default().into(),
-            status: row["status"].as_str().unwrap_or_default().into(),
+        let text = |k: &str| row[k].as_str().unwrap_or_default().to_string();
+        let mut b = Backup {
+            id: text("id"),
+            kind: text("kind"),
+            base: text("base"),
+            created_at: text("created_at"),
+            status: text("status"),
             tables: serde_json::from_str(row["tables"].as_str().unwrap_or("{}"))
                 .unwrap_or_default(),
-        });
+            signed: false,
+        };
+        if !backup_name(&b.id) || !(b.base.is_empty() || backup_name(&b.base)) {
+            tracing::warn!(
+                id = b.id,
+                base = b.base,
+                "a backup catalog row with a name that is no backup name is ignored"
+            );
+            continue;
+        }
+        b.signed = at.key.verifies(
+            &b,
+            row["updated_at"].as_str().unwrap_or(""),
+            row["signature"].as_str().unwrap_or(""),
+        );
+        match by_id.get(&b.id) {
+            Some(kept) if kept.signed && !b.signed => {}
+            _ => {
+                by_id.insert(b.id.clone(), b);
+            }
+        }
     }
+    let mut backups: Vec<Backup> = by_id.into_values().collect();
+    backups.sort_by(|a, b| (&b.created_at, &b.id).cmp(&(&a.created_at, &a.id)));
     Ok(backups)
 }
 
-pub async fn get(storage: &dyn Storage, id: &str) -> Result<Backup, BackupError> {
-    list(storage)
+pub async fn get(storage: &dyn Storage, at: &Location, id: &str) -> Result<Backup, BackupError> {
+    list(storage, at)
         .await?
         .into_iter()
         .find(|b| b.id == id)
         .ok_or_else(|| BackupError::NotFound(id.to_string()))
 }
 
-async fn record(storage: &dyn Storage, b: &Backup) -> Result<(), StorageError> {
+/// Writes the row, signed. `created_at` as the catalog spells it back
+/// (`toString` of a `DateTime64(3)`), so the signature checks on reading.
+async fn record(storage: &dyn Storage, at: &Location, b: &Backup) -> Result<(), StorageError> {
+    let updated_at = crate::storage::datetime64_text(&chrono::Utc::now());
+    let signature = at.key.sign(b, &updated_at);
     let row = serde_json::json!({
         "id": b.id, "kind": b.kind, "base": b.base, "created_at": b.created_at, "status": b.status,
         "tables": serde_json::to_string(&b.tables).expect("serializes"),
+        "signature": signature, "updated_at": updated_at,
     });
-    let mut line = serde_json::to_vec(&row).expect("serializes");
-    line.push(b'\n');
     storage
-        .execute(&format!("INSERT INTO {CATALOG_DATABASE}.backups (id, kind, base, created_at, status, tables) FORMAT JSONEachRow\n{}", String::from_utf8_lossy(&line)))
+        .execute(&format!(
+            "INSERT INTO {}.backups (id, kind, base, created_at, status, tables, signature, updated_at) FORMAT JSONEachRow\n{row}\n",
+            storage.system_database()
+        ))
         .await
 }
 
@@ -186,10 +355,10 @@ pub async fn create(
     let kind = if incremental { "incremental" } else { "full" };
     let id = format!("{}-{kind}", now.format("%Y%m%dT%H%M%S%.3fZ"));
     let base = if incremental {
-        let latest_full = list(storage)
+        let latest_full = list(storage, at)
             .await?
             .into_iter()
-            .find(|b| b.kind == "full" && b.status == "created");
+            .find(|b| b.kind == "full" && b.status == "created" && b.signed);
         match latest_full {
             Some(b) => b.id,
             None => {
@@ -202,9 +371,9 @@ pub async fn create(
         String::new()
     };
     let tables = figures(storage, DATABASE).await?;
-    let mut sql = format!("BACKUP DATABASE {DATABASE} TO {}", at.target(&id));
+    let mut sql = format!("BACKUP DATABASE {DATABASE} TO {}", at.target(&id)?);
     if !base.is_empty() {
-        sql.push_str(&format!(" SETTINGS base_backup = {}", at.target(&base)));
+        sql.push_str(&format!(" SETTINGS base_backup = {}", at.target(&base)?));
     }
     storage.execute(&sql).await?;
     let backup = Backup {
@@ -214,8 +383,9 @@ pub async fn create(
         created_at: crate::storage::datetime64_text(&now),
         status: "created".into(),
         tables,
+        signed: true,
     };
-    record(storage, &backup).await?;
+    record(storage, at, &backup).await?;
     tracing::info!(id = backup.id, kind, "backup created");
     Ok(backup)
 }
@@ -228,17 +398,19 @@ pub async fn restore(
     id: &str,
     database: &str,
 ) -> Result<Value, BackupError> {
-    get(storage, id).await?;
+    get(storage, at, id).await?;
     if !plain_identifier(database) {
         return Err(BackupError::Invalid(format!(
             "{database:?} is not a plain database name"
         )));
     }
+    // A plain identifier: no quote can end the literal.
     let exists = query_text(
         storage,
         &format!("SELECT count() FROM system.databases WHERE name = '{database}'"),
     )
     .await?;
+    let target = at.target(id)?;
     let mut set_aside = None;
     if exists.trim() != "0" {
         if database != DATABASE {
@@ -256,12 +428,9 @@ pub async fn restore(
         set_aside = Some(aside);
     }
     let sql = if database == DATABASE {
-        format!("RESTORE DATABASE {DATABASE} FROM {}", at.target(id))
+        format!("RESTORE DATABASE {DATABASE} FROM {target}")
     } else {
-        format!(
-            "RESTORE DATABASE {DATABASE} AS {database} FROM {}",
-            at.target(id)
-        )
+        format!("RESTORE DATABASE {DATABASE} AS {database} FROM {target}")
     };
     if let Err(e) = storage.execute(&sql).await {
         if let Some(aside) = &set_aside {
@@ -281,12 +450,12 @@ pub async fn restore(
 /// Restores into a scratch database and compares each checked table's rows
 /// and checksum with those recorded at backup time.
 pub async fn verify(storage: &dyn Storage, at: &Location, id: &str) -> Result<Value, BackupError> {
-    let backup = get(storage, id).await?;
+    let backup = get(storage, at, id).await?;
     let scratch = format!("{SCRATCH_PREFIX}{}", uuid::Uuid::new_v4().simple());
     storage
         .execute(&format!(
             "RESTORE DATABASE {DATABASE} AS {scratch} FROM {}",
-            at.target(id)
+            at.target(id)?
         ))
         .await?;
     let found = figures(storage, &scratch).await;
@@ -306,34 +475,56 @@ pub async fn verify(storage: &dyn Storage, at: &Location, id: &str) -> Result<Va
     Ok(serde_json::json!({ "id": id, "ok": ok, "tables": tables }))
 }
 
-/// Keeps the newest `keep` backups (and the full ones they build on).
+/// Keeps the newest `keep` backups (and the full ones they build on),
+/// counting only those this server signed whose files are there; deletes
+/// the files of older ones of its own, only where they are a directory
+/// right under the backups directory.
 pub async fn prune(
     storage: &dyn Storage,
     at: &Location,
     keep: usize,
-) -> Result<Vec<String>, StorageError> {
-    let all: Vec<Backup> = list(storage)
+) -> Result<Vec<String>, BackupError> {
+    let present = |b: &Backup| match &at.place {
+        Place::Dir(_) => at.directory(&b.id).is_some(),
+        // A server's disk is not ours to look at.
+        Place::Disk(_) => true,
+    };
+    let all: Vec<Backup> = list(storage, at)
         .await?
         .into_iter()
-        .filter(|b| b.status == "created")
+        .filter(|b| b.status == "created" && b.signed)
         .collect();
-    let kept: Vec<&Backup> = all.iter().take(keep).collect();
+    let kept: Vec<&Backup> = all.iter().filter(|b| present(b)).take(keep).collect();
     let needed: Vec<&str> = kept.iter().map(|b| b.base.as_str()).collect();
     let mut removed = Vec::new();
-    for b in all.iter().skip(keep) {
-        if needed.contains(&b.id.as_str()) {
+    for b in &all {
+        if kept.iter().any(|k| k.id == b.id) || needed.contains(&b.id.as_str()) {
             continue;
         }
-        if let Location::Dir(dir) = at {
-            let path = dir.join(&b.id);
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "could not delete an old backup");
-                continue;
+        if let Place::Dir(dir) = &at.place {
+            match at.directory(&b.id) {
+                Some(path) => {
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not delete an old backup");
+                        continue;
+                    }
+                }
+                // Gone already, or not a directory of its own under the
+                // backups directory (a link, say): nothing is deleted.
+                None if dir.join(&b.id).symlink_metadata().is_ok() => {
+                    tracing::warn!(
+                        id = b.id,
+                        "an old backup is not a directory of the backups directory; left alone"
+                    );
+                    continue;
+                }
+                None => {}
             }
         }
         // On a server, the files stay on its backups disk for an operator to remove.
         record(
             storage,
+            at,
             &Backup {
                 status: "deleted".into(),
                 ..b.clone()
@@ -343,4 +534,76 @@ pub async fn prune(
         removed.push(b.id.clone());
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names_never_leave_the_backups_directory() {
+        for ok in ["20261130T010203.456Z-full", "a", "a.b-c_d"] {
+            assert!(backup_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "..",
+            "../engine",
+            "/abs/path",
+            "a/b",
+            "a'b",
+            "a b",
+            "x\0",
+            &"a".repeat(129),
+        ] {
+            assert!(!backup_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_row_signed_by_another_key_or_changed_does_not_verify() {
+        let key = CatalogKey([7; 32]);
+        let b = Backup {
+            id: "a".into(),
+            kind: "full".into(),
+            base: String::new(),
+            created_at: "2026-12-04 10:00:00.000".into(),
+            status: "created".into(),
+            tables: BTreeMap::new(),
+            signed: false,
+        };
+        let at = "2026-12-04 10:00:01.000";
+        let sig = key.sign(&b, at);
+        assert!(key.verifies(&b, at, &sig));
+        assert!(!CatalogKey([8; 32]).verifies(&b, at, &sig));
+        let deleted = Backup {
+            status: "deleted".into(),
+            ..b.clone()
+        };
+        assert!(!key.verifies(&deleted, at, &sig));
+        assert!(
+            !key.verifies(&b, "2099-01-01 00:00:00.000", &sig),
+            "written again later"
+        );
+        assert!(!key.verifies(&b, at, ""));
+    }
+
+    #[test]
+    fn only_a_directory_right_under_the_backups_directory_is_one() {
+        let root = tempfile::tempdir().unwrap();
+        let backups = root.path().join("backups");
+        std::fs::create_dir_all(backups.join("ok")).unwrap();
+        std::fs::create_dir_all(root.path().join("engine")).unwrap();
+        std::os::unix::fs::symlink(root.path().join("engine"), backups.join("link")).unwrap();
+        let at = Location {
+            place: Place::Dir(backups.clone()),
+            key: CatalogKey([0; 32]),
+        };
+        assert!(at.directory("ok").is_some());
+        assert!(at.directory("link").is_none());
+        assert!(at.directory("../engine").is_none());
+        assert!(at.directory("missing").is_none());
+        assert!(at.target("../engine").is_err());
+        assert!(at.target("a'); SELECT 1; --").is_err());
+    }
 }

@@ -1,8 +1,11 @@
 //! Versioned, forward-only schema migrations from `sql/`, compiled into the
-//! binary. Each applied file is recorded with its SHA-256 in
-//! `bilten_analytics.schema_migrations`; a file that changed after it was
-//! applied stops the run instead of drifting silently. Statements use
-//! `IF NOT EXISTS`, so a migration interrupted halfway can run again.
+//! binary. Each applied file is recorded with its SHA-256 in the records'
+//! `schema_migrations` (`ops::records`, in the system database); a file
+//! that changed after it was applied stops the run instead of drifting
+//! silently. Statements use `IF NOT EXISTS` and backfills add sketches
+//! (which count a user once however often), so a migration interrupted
+//! halfway, or run again by a server whose records are elsewhere, is
+//! harmless.
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -45,6 +48,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     14 "0014_codecs.sql",
     15 "0015_dashboard_sketches.sql",
     16 "0016_page_views_hourly.sql",
+    17 "0017_records_moved.sql",
 ];
 
 impl Migration {
@@ -110,27 +114,48 @@ pub enum MigrationError {
     Storage(#[from] StorageError),
 }
 
-/// The tables migrations keep their own records in: created before any
-/// migration runs (and rendered for a cluster like the migrations).
-pub fn bookkeeping() -> [String; 3] {
-    [
-        format!("CREATE DATABASE IF NOT EXISTS {DATABASE}"),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {DATABASE}.schema_migrations \
-             (version UInt32, name String, checksum String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3)) \
-             ENGINE = ReplacingMergeTree ORDER BY version"
-        ),
-        format!(
-            "CREATE TABLE IF NOT EXISTS {DATABASE}.migration_lock (holder String, claimed_at DateTime64(6, 'UTC') DEFAULT now64(6)) \
-             ENGINE = MergeTree ORDER BY claimed_at TTL toDateTime(claimed_at) + INTERVAL 1 DAY"
-        ),
-    ]
+/// The data's database, created before any migration runs (and rendered
+/// for a cluster like the migrations); the records are `ops::records`'.
+pub fn bookkeeping() -> [String; 1] {
+    [format!("CREATE DATABASE IF NOT EXISTS {DATABASE}")]
+}
+
+/// Every statement migrations send word for word: the database, then each
+/// file's statements.
+pub fn fixed() -> Vec<String> {
+    bookkeeping()
+        .into_iter()
+        .chain(MIGRATIONS.iter().flat_map(|m| m.statements()))
+        .collect()
 }
 
 async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
-    let [database, schema_migrations, _] = bookkeeping();
+    let [database] = bookkeeping();
     storage.execute(&database).await?;
-    storage.execute(&schema_migrations).await
+    super::records::ensure(storage).await
+}
+
+/// One row into a table of the records, as data (JSONEachRow).
+async fn insert_record(
+    storage: &dyn Storage,
+    table: &str,
+    row: serde_json::Value,
+) -> Result<(), StorageError> {
+    let system = storage.system_database();
+    let columns: Vec<&String> = row
+        .as_object()
+        .map(|o| o.keys().collect())
+        .unwrap_or_default();
+    let columns = columns
+        .iter()
+        .map(|c| c.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    storage
+        .execute(&format!(
+            "INSERT INTO {system}.{table} ({columns}) FORMAT JSONEachRow\n{row}\n"
+        ))
+        .await
 }
 
 /// Applied and pending migrations, and files changed since they were applied.
@@ -138,17 +163,44 @@ async fn ensure_bookkeeping(storage: &dyn Storage) -> Result<(), StorageError> {
 /// Read-only (readiness probes call it): without a `schema_migrations`
 /// table yet, everything is pending.
 pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
-    let exists = query_text(
-        storage,
-        &format!("SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name = 'schema_migrations'"),
-    )
-    .await?;
-    let text = if exists.trim() == "0" {
+    // This server's records, and, when they are kept apart from
+    // `bilten_system` (a `clickhouse` backend on another server's HTTP
+    // interface), that server's own: a migration it applied to this
+    // database is applied. `bilten_analytics` names this server's data's
+    // database (a `clickhouse` backend sends its own name instead).
+    let system = storage.system_database();
+    let mut sources = Vec::new();
+    for db in [system, crate::model::SYSTEM_DATABASE] {
+        if sources.contains(&db) {
+            continue;
+        }
+        let exists = query_text(
+            storage,
+            &format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'schema_migrations'"),
+        )
+        .await?;
+        if exists.trim() != "0" {
+            sources.push(db);
+        }
+    }
+    let text = if sources.is_empty() {
         String::new()
     } else {
+        let union = sources
+            .iter()
+            .map(|db| {
+                format!(
+                    "SELECT version, checksum, applied_at FROM {db}.schema_migrations \
+                     WHERE database = '{DATABASE}'"
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" UNION ALL ");
         query_text(
             storage,
-            &format!("SELECT version, argMax(checksum, applied_at) FROM {DATABASE}.schema_migrations GROUP BY version"),
+            &format!(
+                "SELECT version, argMax(checksum, applied_at) FROM ({union}) GROUP BY version"
+            ),
         )
         .await?
     };
@@ -201,36 +253,42 @@ pub async fn apply(storage: &dyn Storage) -> Result<Vec<String>, MigrationError>
     if first.pending == 0 && first.changed == 0 {
         return Ok(Vec::new());
     }
-    let [_, _, migration_lock] = bookkeeping();
-    storage.execute(&migration_lock).await?;
     let me = uuid::Uuid::new_v4().simple().to_string();
-    storage
-        .execute(&format!(
-            "INSERT INTO {DATABASE}.migration_lock (holder) VALUES ('{me}')"
-        ))
-        .await?;
+    insert_record(
+        storage,
+        "migration_lock",
+        serde_json::json!({ "holder": me }),
+    )
+    .await?;
+    // Released by a row of its own (the records are insert-only): a claim
+    // with a `done:` row no longer holds.
+    let release = || {
+        insert_record(
+            storage,
+            "migration_lock",
+            serde_json::json!({ "holder": format!("done:{me}") }),
+        )
+    };
+    let system = storage.system_database();
     loop {
         let winner = query_text(
             storage,
             &format!(
-                "SELECT argMin(holder, (claimed_at, holder)) FROM {DATABASE}.migration_lock \
-                 WHERE claimed_at > now64(6) - INTERVAL {CLAIM_SECONDS} SECOND AND NOT startsWith(holder, 'done:')"
+                "SELECT argMin(holder, (claimed_at, holder)) FROM {system}.migration_lock \
+                 WHERE claimed_at > now64(6) - INTERVAL {CLAIM_SECONDS} SECOND AND NOT startsWith(holder, 'done:') \
+                 AND concat('done:', holder) NOT IN (SELECT holder FROM {system}.migration_lock)"
             ),
         )
         .await?;
         if winner.trim() == me {
             let result = apply_unlocked(storage).await;
             // Release: later claims no longer wait for this one.
-            storage
-                .execute(&format!("ALTER TABLE {DATABASE}.migration_lock UPDATE holder = 'done:{me}' WHERE holder = '{me}' SETTINGS mutations_sync = 2"))
-                .await?;
+            release().await?;
             return result;
         }
         if status(storage).await?.pending == 0 {
             tracing::info!("another instance applied the migrations");
-            storage
-                .execute(&format!("ALTER TABLE {DATABASE}.migration_lock UPDATE holder = 'done:{me}' WHERE holder = '{me}' SETTINGS mutations_sync = 2"))
-                .await?;
+            release().await?;
             return Ok(Vec::new());
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -257,12 +315,19 @@ async fn apply_unlocked(storage: &dyn Storage) -> Result<Vec<String>, MigrationE
                     source,
                 })?;
         }
-        storage
-            .execute(&format!(
-                "INSERT INTO {DATABASE}.schema_migrations (version, name, checksum) VALUES ({}, '{}', '{}')",
-                migration.version, migration.name, state.checksum
-            ))
-            .await?;
+        insert_record(
+            storage,
+            "schema_migrations",
+            serde_json::json!({
+                "version": migration.version,
+                "name": migration.name,
+                "checksum": state.checksum,
+                // Renamed with every statement by a `clickhouse` backend
+                // configured with another database.
+                "database": DATABASE,
+            }),
+        )
+        .await?;
         tracing::info!(migration = migration.name, "applied migration");
         applied.push(migration.name.to_string());
     }

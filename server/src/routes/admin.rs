@@ -120,7 +120,13 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
         Err(e) => json!({ "status": "degraded", "error": e.to_string() }),
     };
     let plugins = app.plugins.health();
-    let parts = [&storage, &schema, &buffers, &log, &disks, &plugins];
+    // Tables the engine could not load, set aside so that it started.
+    let set_aside = app.storage.set_aside_tables();
+    let tables = json!({
+        "status": if set_aside.is_empty() { "ok" } else { "degraded" },
+        "set_aside": set_aside,
+    });
+    let parts = [&storage, &schema, &buffers, &log, &disks, &plugins, &tables];
     let overall = if parts.iter().any(|p| p["status"] == "down") {
         "down"
     } else if parts.iter().any(|p| p["status"] == "degraded") {
@@ -136,7 +142,7 @@ pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
     (
         code,
         Json(
-            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers, "wal": log, "disks": disks, "plugins": plugins }),
+            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers, "wal": log, "disks": disks, "plugins": plugins, "tables": tables }),
         ),
     )
 }
@@ -179,7 +185,7 @@ pub struct BackupRequest {
 /// Backups, newest first.
 pub async fn backups(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
     Ok(Json(
-        json!({ "backups": backups::list(&*app.storage).await? }),
+        json!({ "backups": backups::list(&*app.storage, &backups::Location::of(&app.config)?).await? }),
     ))
 }
 
@@ -202,7 +208,7 @@ pub async fn create_backup(
     let req: BackupRequest = optional_json(&body, "backup request")?;
     app.batcher.flush_all().await;
     let paused = app.batcher.pause().await;
-    let location = backups::Location::of(&app.config);
+    let location = backups::Location::of(&app.config)?;
     let created = backups::create(&*app.storage, &location, req.incremental).await;
     drop(paused);
     let created = created?;
@@ -229,7 +235,7 @@ pub async fn restore_backup(
     let paused = app.batcher.pause().await;
     let result = backups::restore(
         &*app.storage,
-        &backups::Location::of(&app.config),
+        &backups::Location::of(&app.config)?,
         &id,
         &database,
     )
@@ -244,7 +250,7 @@ pub async fn verify_backup(
     axum::extract::Path(id): axum::extract::Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     Ok(Json(
-        backups::verify(&*app.storage, &backups::Location::of(&app.config), &id).await?,
+        backups::verify(&*app.storage, &backups::Location::of(&app.config)?, &id).await?,
     ))
 }
 

@@ -23,6 +23,7 @@ use tokio::sync::Semaphore;
 
 use crate::codec;
 use crate::config::ClickHouseHttpConfig;
+use crate::storage::allow::Policy;
 use crate::storage::session::{Access, SessionAnswer, SessionRequest, split_insert};
 use crate::storage::{Storage, StorageError, exception_code};
 
@@ -34,6 +35,9 @@ pub struct ClickHouseHttp {
     permits: Semaphore,
     max_body: usize,
     home: String,
+    /// What writers may run: the `clickhouse` backend's statements for the
+    /// home and guest system databases.
+    policy: Arc<Policy>,
 }
 
 impl ClickHouseHttp {
@@ -56,6 +60,11 @@ impl ClickHouseHttp {
             permits: Semaphore::new(cfg.concurrency),
             max_body: cfg.max_body_bytes,
             home: cfg.database.clone(),
+            policy: Arc::new(Policy::new(
+                cfg.database.clone(),
+                cfg.system_database.clone(),
+                crate::ops::fixed_statements(&cfg.database, &cfg.system_database),
+            )),
         })
     }
 
@@ -250,6 +259,7 @@ async fn handle(
             .filter(|d| !d.is_empty())
             .map(str::to_string),
         home: state.home.clone(),
+        policy: state.policy.clone(),
         settings,
         params,
         access,

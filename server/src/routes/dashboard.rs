@@ -34,6 +34,39 @@ fn viewer(app: &AppState, headers: &HeaderMap) -> Option<Viewer> {
     app.sessions.viewer(&session_id(headers)?)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sign_in_is_taken_from_this_servers_own_pages_only() {
+        let with = |pairs: &[(&'static str, &'static str)]| {
+            let mut h = HeaderMap::new();
+            for (k, v) in pairs {
+                h.insert(*k, HeaderValue::from_static(v));
+            }
+            same_origin(&h)
+        };
+        assert!(with(&[]));
+        assert!(with(&[("sec-fetch-site", "same-origin")]));
+        assert!(!with(&[("sec-fetch-site", "cross-site")]));
+        assert!(!with(&[("sec-fetch-site", "same-site")]));
+        assert!(with(&[
+            ("origin", "http://a.example:8080"),
+            ("host", "a.example:8080")
+        ]));
+        assert!(!with(&[
+            ("origin", "http://evil.example"),
+            ("host", "a.example:8080")
+        ]));
+        assert!(!with(&[("origin", "null"), ("host", "a.example:8080")]));
+        assert!(!with(&[
+            ("origin", "http://a.example:8080.evil"),
+            ("host", "a.example:8080")
+        ]));
+    }
+}
+
 /// Every dashboard answer: never cached, never framed, scripts only our own.
 fn page(status: StatusCode, html: String) -> Response {
     let mut response = (status, Html(html)).into_response();
@@ -138,29 +171,84 @@ pub struct LoginForm {
     token: String,
 }
 
+/// Whether a browser's request to sign in or out comes from a page of this
+/// server (a form on another site must not sign a visitor in or out):
+/// `Sec-Fetch-Site` says so, or `Origin` names this server's host. A
+/// request with neither is no browser's, and is let through.
+fn same_origin(headers: &HeaderMap) -> bool {
+    let header = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header(header::HeaderName::from_static("sec-fetch-site")) {
+        return matches!(site, "same-origin" | "none");
+    }
+    match header(header::ORIGIN) {
+        None => true,
+        Some(origin) => {
+            let authority = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            authority.is_some() && authority == header(header::HOST)
+        }
+    }
+}
+
+fn cross_site() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        page::login(Some(
+            "Sign in from this server's own page: the request came from another site.",
+        )),
+    )
+}
+
 /// Sign-ins go to the audit log like admin requests: a leaked token used
-/// here shows there too (its fingerprint, never the token).
+/// here shows there too (its fingerprint, never the token). Failures are
+/// limited per client address and in all (`dashboard::signin`).
 pub async fn login(
     State(app): State<AppState>,
     extensions: axum::http::Extensions,
+    headers: HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    let viewer = dashboard::authenticate(&app.config, &form.token);
+    if !same_origin(&headers) {
+        return cross_site();
+    }
+    // Present when served by `serve`; a router used on its own has none.
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let client = super::ingest::client_ip(peer, &headers, &app.config.browser);
     let row = |actor: String, status: StatusCode| crate::ops::audit::AuditRow {
         at: crate::storage::datetime64_text(&chrono::Utc::now()),
         actor,
-        // Present when served by `serve`; a router used on its own has none.
-        remote: extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.to_string())
-            .unwrap_or_default(),
+        remote: client.map(|ip| ip.to_string()).unwrap_or_default(),
         method: "POST".into(),
         path: "/dashboard/login".into(),
         status: status.as_u16(),
         duration_ms: 0,
         detail: String::new(),
     };
-    let Some(viewer) = viewer else {
+    let attempt = match app.signin.attempt(client) {
+        Ok(attempt) => attempt,
+        Err(wait) => {
+            app.audit.record_refused(row(
+                "sign-in over the failure limit".into(),
+                StatusCode::TOO_MANY_REQUESTS,
+            ));
+            let mut response = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                page::login(Some(
+                    "Too many failed sign-ins: wait a little before trying again.",
+                )),
+            );
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(wait.as_secs().max(1)),
+            );
+            return response;
+        }
+    };
+    let Some(viewer) = dashboard::authenticate(&app.config, &form.token) else {
+        // The attempt keeps its units: a failure.
         app.audit
             .record_refused(row("invalid token".into(), StatusCode::UNAUTHORIZED));
         // A guess costs a second: slows a dictionary to a crawl, unnoticed by
@@ -175,8 +263,20 @@ pub async fn login(
         Viewer::Admin => super::auth::fingerprint(form.token.trim()),
         Viewer::Organizer(org) => format!("read key of {org}"),
     };
+    attempt.succeeded();
     app.audit.record(row(actor, StatusCode::SEE_OTHER));
-    let id = app.sessions.open(viewer);
+    // Capped per credential: a flood of sign-ins with one key ends that
+    // key's own oldest sessions, nobody else's.
+    let credential = super::auth::fingerprint(form.token.trim());
+    let id = match app.sessions.open(viewer, &credential) {
+        Ok(id) => id,
+        Err(full) => {
+            return page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page::login(Some(&full.to_string())),
+            );
+        }
+    };
     let secure = if app.config.tls.is_some() {
         "; Secure"
     } else {
@@ -195,6 +295,9 @@ pub async fn login(
 }
 
 pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response {
+    if !same_origin(&headers) {
+        return cross_site();
+    }
     if let Some(id) = session_id(&headers) {
         app.sessions.close(&id);
     }

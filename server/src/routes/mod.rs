@@ -45,6 +45,8 @@ pub struct AppState {
     pub audit: Arc<ops::audit::AuditLog>,
     /// Who is signed in to `/dashboard`.
     pub sessions: Arc<crate::dashboard::sessions::Sessions>,
+    /// Failed dashboard sign-ins, limited per address and in all.
+    pub signin: Arc<crate::dashboard::signin::SignInLimits>,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
         AppState {
             audit,
             sessions: Arc::default(),
+            signin: Arc::default(),
             config,
             storage,
             batcher,

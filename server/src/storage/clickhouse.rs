@@ -25,6 +25,8 @@ pub struct ClickHouseStorage {
     /// `storage.clickhouse.database` when it is not `bilten_analytics`: the
     /// name every statement uses is replaced by it.
     database: Option<String>,
+    /// `storage.clickhouse.system_database`.
+    system_database: String,
 }
 
 impl ClickHouseStorage {
@@ -45,6 +47,7 @@ impl ClickHouseStorage {
         let mut storage = Self::with(client, limits, cfg.timeout);
         storage.cluster = cfg.cluster.clone();
         storage.database = (cfg.database != DATABASE).then(|| cfg.database.clone());
+        storage.system_database = cfg.system_database.clone();
         storage
     }
 
@@ -58,6 +61,7 @@ impl ClickHouseStorage {
             client,
             cluster: None,
             database: None,
+            system_database: crate::model::SYSTEM_DATABASE.into(),
             readers: tokio::sync::Semaphore::new(limits.concurrency),
             limits,
             timeout,
@@ -76,7 +80,7 @@ impl ClickHouseStorage {
     /// in quotes too (`WHERE database = 'bilten_analytics'`).
     fn named<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
         match &self.database {
-            Some(db) => std::borrow::Cow::Owned(replace_word(sql, DATABASE, db)),
+            Some(db) => std::borrow::Cow::Owned(super::in_database(sql, db)),
             None => std::borrow::Cow::Borrowed(sql),
         }
     }
@@ -112,26 +116,6 @@ impl ClickHouseStorage {
     }
 }
 
-/// Every whole-word `word` in `text` replaced by `with`.
-fn replace_word(text: &str, word: &str, with: &str) -> String {
-    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(word) {
-        let before = rest[..at].chars().next_back();
-        let after = rest[at + word.len()..].chars().next();
-        out.push_str(&rest[..at]);
-        if before.is_some_and(is_word) || after.is_some_and(is_word) {
-            out.push_str(word);
-        } else {
-            out.push_str(with);
-        }
-        rest = &rest[at + word.len()..];
-    }
-    out.push_str(rest);
-    out
-}
-
 fn classify(e: clickhouse::error::Error) -> StorageError {
     use clickhouse::error::Error;
     match e {
@@ -151,6 +135,10 @@ fn classify(e: clickhouse::error::Error) -> StorageError {
 impl Storage for ClickHouseStorage {
     fn kind(&self) -> &'static str {
         "clickhouse"
+    }
+
+    fn system_database(&self) -> &str {
+        &self.system_database
     }
 
     async fn ping(&self) -> Result<(), StorageError> {
@@ -216,21 +204,4 @@ impl Storage for ClickHouseStorage {
     }
 
     async fn close(&self) {}
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_database_name_is_replaced_as_a_whole_word_only() {
-        assert_eq!(
-            super::replace_word(
-                "SELECT * FROM bilten_analytics.events WHERE database = 'bilten_analytics' \
-                 AND t = 'bilten_analytics_old' AND u = 'xbilten_analytics'",
-                "bilten_analytics",
-                "staging"
-            ),
-            "SELECT * FROM staging.events WHERE database = 'staging' \
-             AND t = 'bilten_analytics_old' AND u = 'xbilten_analytics'"
-        );
-    }
 }

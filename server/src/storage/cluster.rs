@@ -42,6 +42,12 @@ pub fn render(sql: &str, cluster: &str) -> Result<Vec<String>, RenderError> {
             Ok(vec![out])
         }
         ["CREATE", "VIEW", "IF", "NOT", "EXISTS", ..] => Ok(vec![after_name(sql, 6, &on)?]),
+        // A table is two on a cluster: the Distributed one, then its local ones.
+        ["DROP", "TABLE", "IF", "EXISTS", ..] => {
+            let name = name_in(sql, 4)?;
+            let local = sql.replacen(&name, &format!("{name}_local"), 1);
+            Ok(vec![after_name(sql, 5, &on)?, after_name(&local, 5, &on)?])
+        }
         ["ALTER", "TABLE", _, command, ..] => {
             let name = name_in(sql, 2)?;
             let local = sql.replacen(&name, &format!("{name}_local"), 1);
@@ -200,6 +206,17 @@ mod tests {
         assert_eq!(
             out[1],
             "CREATE TABLE IF NOT EXISTS db.t ON CLUSTER c AS db.t_local ENGINE = Distributed(c, db, t_local, cityHash64(organizer_id))"
+        );
+    }
+
+    #[test]
+    fn a_dropped_table_goes_with_its_local_tables() {
+        assert_eq!(
+            render("DROP TABLE IF EXISTS db.t", "c").unwrap(),
+            [
+                "DROP TABLE IF EXISTS db.t ON CLUSTER c",
+                "DROP TABLE IF EXISTS db.t_local ON CLUSTER c"
+            ]
         );
     }
 

@@ -27,11 +27,8 @@ pub struct QueryAnalysis {
 
 /// `CHDB_QUERY_READ_ONLY` in `chdb_query_class`.
 pub const QUERY_CLASS_READ_ONLY: u32 = 0;
-/// `CHDB_QUERY_MUTATING`: INSERT, CREATE, ALTER, DROP and the like.
-pub const QUERY_CLASS_MUTATING: u32 = 1;
-/// `CHDB_QUERY_CONTROL`: SET, USE, SYSTEM, BACKUP, writes outside the
-/// engine, and any statement with its own SETTINGS clause but a SELECT.
-pub const QUERY_CLASS_CONTROL: u32 = 3;
+// The other classes (`CHDB_QUERY_MUTATING`, `CHDB_QUERY_CONTROL`) are not
+// told apart: whatever does not only read is judged by `storage::allow`.
 
 pub struct Api {
     pub connect: unsafe extern "C" fn(c_int, *mut *mut c_char) -> *mut Connection,

@@ -2,11 +2,14 @@
 //! migrations: the embedded engine (chDB, in-process) and a ClickHouse server
 //! (the official `clickhouse` crate, over HTTP).
 
+pub mod allow;
 mod clickhouse;
 pub mod cluster;
 mod embedded;
 mod ffi;
 pub mod session;
+pub mod startup;
+pub mod walls;
 
 use std::sync::Arc;
 
@@ -160,6 +163,11 @@ const READONLY: u32 = 164;
 pub trait Storage: Send + Sync + 'static {
     /// "embedded" or "clickhouse", for logs and health.
     fn kind(&self) -> &'static str;
+    /// Where this server keeps its records (audit log, backup catalog,
+    /// migration records): apart from the data.
+    fn system_database(&self) -> &str {
+        crate::model::SYSTEM_DATABASE
+    }
     /// Cheap reachability check.
     async fn ping(&self) -> Result<(), StorageError>;
     /// Runs a statement and discards its output (DDL, `INSERT … SELECT`).
@@ -187,16 +195,49 @@ pub trait Storage: Send + Sync + 'static {
             "only the embedded engine serves ClickHouse's HTTP interface".into(),
         ))
     }
+    /// Tables the engine could not load and set aside to start
+    /// (`storage::startup`), for `/admin/health`.
+    fn set_aside_tables(&self) -> Vec<startup::SetAside> {
+        Vec::new()
+    }
+    /// Cancels every statement the engine is running (the shutdown
+    /// deadline): each fails as cancelled, and its caller stops waiting.
+    async fn cancel_running(&self) {}
     /// Releases the engine or connection pool. Called once on shutdown.
     async fn close(&self);
 }
 
-/// Opens the configured backend.
+/// Opens the configured backend, with the interface's walls drawn around
+/// this project's database.
 pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
+    let walls = walls::Walls {
+        home: DATABASE.into(),
+        guest: crate::model::GUEST_SYSTEM_DATABASE.into(),
+        system: crate::model::SYSTEM_DATABASE.into(),
+        limits: limit_settings(&cfg.query_limits),
+    };
+    open_with(cfg, walls).await
+}
+
+/// The query limits as `(setting, value)` pairs.
+pub fn limit_settings(limits: &crate::config::QueryLimits) -> Vec<(String, String)> {
+    limits
+        .settings()
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect()
+}
+
+/// Opens the configured backend; the embedded engine with these walls
+/// around its HTTP interface (`walls`).
+pub async fn open_with(
+    cfg: &StorageConfig,
+    walls: walls::Walls,
+) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match cfg.backend {
-        Backend::Embedded => {
-            Arc::new(EmbeddedStorage::open(cfg.embedded.clone(), cfg.query_limits.clone()).await?)
-        }
+        Backend::Embedded => Arc::new(
+            EmbeddedStorage::open(cfg.embedded.clone(), cfg.query_limits.clone(), walls).await?,
+        ),
         Backend::Clickhouse => Arc::new(ClickHouseStorage::new(
             &cfg.clickhouse,
             cfg.query_limits.clone(),
@@ -241,6 +282,32 @@ pub fn insert_statement(table: &str, token: &str) -> String {
     )
 }
 
+/// `sql` with the project's database name (`sql/` and the server say
+/// `bilten_analytics`) as `db`, as a whole word, in quotes too (`WHERE
+/// database = 'bilten_analytics'`): how a `clickhouse` backend configured
+/// with another database sends every statement.
+pub fn in_database(sql: &str, db: &str) -> String {
+    if db == DATABASE {
+        return sql.to_string();
+    }
+    let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql;
+    while let Some(at) = rest.find(DATABASE) {
+        let before = rest[..at].chars().next_back();
+        let after = rest[at + DATABASE.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if before.is_some_and(is_word) || after.is_some_and(is_word) {
+            out.push_str(DATABASE);
+        } else {
+            out.push_str(db);
+        }
+        rest = &rest[at + DATABASE.len()..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Output of a query as text, for callers that parse TabSeparated results.
 pub async fn query_text(storage: &dyn Storage, sql: &str) -> Result<String, StorageError> {
     let out = storage.query(sql, "TabSeparated").await?;
@@ -274,6 +341,19 @@ pub fn json_number(v: &serde_json::Value) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_database_name_is_replaced_as_a_whole_word_only() {
+        assert_eq!(
+            in_database(
+                "SELECT * FROM bilten_analytics.events WHERE database = 'bilten_analytics' \
+                 AND t = 'bilten_analytics_old' AND u = 'xbilten_analytics'",
+                "staging"
+            ),
+            "SELECT * FROM staging.events WHERE database = 'staging' \
+             AND t = 'bilten_analytics_old' AND u = 'xbilten_analytics'"
+        );
+    }
 
     #[test]
     fn classifies_exceptions_by_code() {

@@ -1,18 +1,16 @@
 //! One statement from ClickHouse's HTTP interface, run by the embedded
-//! engine on a connection of its own (`EmbeddedStorage::session`), and the
-//! rules that decide what a user may run.
+//! engine on a connection of its own (`EmbeddedStorage::session`): the
+//! request, and the rules for reads and for a request's own settings.
 //!
-//! What a statement does is the engine's parser's answer, never a pattern
-//! over the text: `chdb_classify_query_n` says whether it reads, writes
-//! only this project's database, or does more (`SET`, `SYSTEM`, `BACKUP`,
-//! `INTO OUTFILE`, writes to other databases or to table functions), and
-//! `EXPLAIN AST` lists every function and table engine it names, which is
-//! how a statement that would *read* the host (`file()`, `url()`,
-//! `ENGINE = File`, a dictionary source) is refused: read-only mode stops
-//! table functions but not the `file` function, and a write statement is
-//! not in read-only mode at all.
+//! Reads run in the engine's read-only mode with the readers' role
+//! (`storage::walls`); before that, `EXPLAIN AST` must name no `file()`
+//! function, which no grant covers. Writes are `storage::allow`'s.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
+
+use super::allow::{Policy, insert_setting_value};
 
 /// What the user behind a statement may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +33,6 @@ impl Access {
 /// The engine's disk for backups (the embedded engine's backups directory).
 pub const BACKUPS_DISK: &str = "backups";
 
-/// The backup catalog's database: apart from the one backed up, so a
-/// restore does not roll the catalog back.
-pub const CATALOG_DATABASE: &str = "bilten_system";
-
 /// A restore into the live database keeps the old one aside as
 /// `<db>_before_restore_<digits>`.
 pub const ASIDE_INFIX: &str = "_before_restore_";
@@ -52,7 +46,7 @@ const RESERVED_DATABASES: &[&str] = &[
     "information_schema",
     "INFORMATION_SCHEMA",
     "default",
-    CATALOG_DATABASE,
+    crate::model::SYSTEM_DATABASE,
 ];
 
 /// What a backup user may run beyond a read-write user's statements, judged
@@ -64,8 +58,7 @@ const RESERVED_DATABASES: &[&str] = &[
 /// - `RESTORE DATABASE home [AS new] FROM Disk('backups', 'name')`;
 /// - `RENAME DATABASE` between `home` and `…_before_restore_<digits>`;
 /// - `DROP DATABASE IF EXISTS` of `home` (a failed restore's undo) or of a
-///   verification's scratch `bilten_verify_…`;
-/// - `CREATE DATABASE IF NOT EXISTS bilten_system`.
+///   verification's scratch `bilten_verify_…`.
 ///
 /// Backup names are letters, digits, `_`, `-` and `.`, never `..`, so none
 /// leaves the disk. `Ok(Some(db))`: allowed if the database `db` does not
@@ -144,21 +137,8 @@ pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, S
         {
             Ok(None)
         }
-        ["CREATE", "DATABASE", "IF", "NOT", "EXISTS", db] if *db == CATALOG_DATABASE => Ok(None),
         _ => refuse(),
     }
-}
-
-/// Whether a statement that writes only in the catalog's database (the
-/// parser's verdict) is the backup catalog's: its `CREATE TABLE` or an
-/// `INSERT` of its rows, as the engine formats it.
-pub fn catalog_statement(formatted: &str) -> bool {
-    let table = format!("{CATALOG_DATABASE}.backups");
-    let f = formatted.trim();
-    f.strip_prefix("CREATE TABLE IF NOT EXISTS ")
-        .or_else(|| f.strip_prefix("INSERT INTO "))
-        .and_then(|rest| rest.strip_prefix(table.as_str()))
-        .is_some_and(|rest| rest.starts_with([' ', '\n', '(']) && !rest.contains("SELECT"))
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +153,8 @@ pub struct SessionRequest {
     pub database: Option<String>,
     /// The database read-write users may change, and the default one.
     pub home: String,
+    /// What writers may run (`storage::allow`).
+    pub policy: Arc<Policy>,
     /// Engine settings from the URL, names checked against the engine's.
     pub settings: Vec<(String, String)>,
     /// Query parameters (`param_x`), bound to `{x:Type}`.
@@ -212,66 +194,44 @@ pub fn harmless_setting(name: &str) -> bool {
     NAMES.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Parts of setting names that point the engine at files, schemas, URLs or
-/// hosts (`format_template_resultset`, `output_format_schema`,
-/// `input_format_record_errors_file_path`, `format_avro_schema_registry_url`,
-/// …): read or written, they reach the host, so nobody may set them.
-const HOST_SETTING_PARTS: &[&str] = &[
-    "file",
-    "path",
-    "schema",
-    "template",
-    "url",
-    "host",
-    "jemalloc",
-    "outfile",
-    "directory",
-    "disk",
-    "endpoint",
-];
-
-/// A setting that points the engine outside itself.
-pub fn host_setting(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
-    HOST_SETTING_PARTS.iter().any(|p| name.contains(p))
-}
-
-/// Whether a statement's own SETTINGS clause (`SETTINGS name = …`, or a
-/// table's `MODIFY SETTING name = …`) names such a setting, or a disk made
-/// up on the spot (`disk = disk(type = local, path = …)`): `EXPLAIN AST` shows the clause, not its names. Looks from
-/// the first `SETTINGS name =` to the end, so it may refuse a statement whose
-/// later text (inline rows, say) holds one of the words; never the reverse.
-pub fn mentions_host_setting(sql: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(sql).to_ascii_lowercase();
-    let b = text.as_bytes();
-    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
-    let mut from = 0;
-    // `SETTINGS` of a statement, or `MODIFY SETTING` of a table.
-    while let Some(at) = text[from..].find("setting").map(|i| i + from) {
-        from = at + 7;
-        if b.get(from) == Some(&b's') {
-            from += 1;
-        }
-        if (at > 0 && word(b[at - 1])) || b.get(from).is_some_and(|&c| word(c)) {
-            continue;
-        }
-        // `SETTINGS` then an identifier then `=`: a settings clause.
-        let rest = text[from..].trim_start();
-        let name_len = rest.bytes().take_while(|&c| word(c)).count();
-        if name_len > 0 && rest[name_len..].trim_start().starts_with('=') {
-            return HOST_SETTING_PARTS.iter().any(|p| text[at..].contains(p));
-        }
+/// Whether a user of `access` may send `name = value` as a setting of the
+/// request: output and HTTP settings, the limits (which only tighten:
+/// `limits` are the reader's connection arguments), and for writers an
+/// insert's settings (`storage::allow::INSERT_SETTINGS`) with their values.
+/// Anything else reaches what a request must not (files, schemas, URLs,
+/// the gates), so it is refused by name: an allow-list.
+pub fn url_setting(
+    limits: &[String],
+    access: Access,
+    name: &str,
+    value: &str,
+) -> Result<(), String> {
+    let limit = limits.iter().any(|a| {
+        a.strip_prefix("--")
+            .and_then(|a| a.split_once('='))
+            .is_some_and(|(n, _)| n == name)
+    });
+    let frozen = super::walls::FROZEN_SETTINGS.contains(&name);
+    if !frozen && (harmless_setting(name) || limit) {
+        return Ok(());
     }
-    false
+    if !frozen && access.writes() && insert_setting_value(name, value) {
+        return Ok(());
+    }
+    Err(match access {
+        Access::ReadOnly => format!("Cannot modify '{name}' setting in readonly mode"),
+        _ => format!(
+            "Cannot modify '{name}' setting: a request may set output and HTTP settings, tighten \
+             the limits, and for an insert its deduplication and input settings"
+        ),
+    })
 }
 
-/// Settings nobody may send through the interface: the gate itself, and
-/// those that reach the host.
-pub fn gate_setting(name: &str) -> bool {
-    matches!(
-        name,
-        "readonly" | "allow_ddl" | "allow_introspection_functions"
-    ) || host_setting(name)
+/// Whether the statement's first word is INSERT.
+pub fn starts_with_insert(sql: &str) -> bool {
+    sql.trim_start()
+        .get(..6)
+        .is_some_and(|w| w.eq_ignore_ascii_case("INSERT"))
 }
 
 /// Table functions that only compute: everything else reaches files, the
@@ -337,25 +297,6 @@ pub fn reaches_host(ast: &str, table_functions: &[String]) -> Option<String> {
         }
     }
     None
-}
-
-/// Whether a statement the parser calls control is so only for its own
-/// SETTINGS clause: an INSERT or ALTER with a top-level `Set` node, and none
-/// of the ALTER commands that are control in their own right (FREEZE writes
-/// shadow copies, FETCH reaches Keeper, MOVE picks disks).
-pub fn control_only_for_settings(ast: &str) -> bool {
-    let root_ok = ast.starts_with("InsertQuery") || ast.starts_with("AlterQuery");
-    let has_settings = ast.lines().any(|l| l == " Set" || l.starts_with(" Set "));
-    let control_command = ast.lines().any(|l| {
-        l.trim_start()
-            .strip_prefix("AlterCommand ")
-            .is_some_and(|c| {
-                ["FREEZE", "UNFREEZE", "FETCH", "MOVE"]
-                    .iter()
-                    .any(|k| c.starts_with(k))
-            })
-    });
-    root_ok && has_settings && !control_command
 }
 
 /// `INSERT … FORMAT x` with nothing after the format's name: the statement
@@ -505,52 +446,35 @@ mod tests {
     }
 
     #[test]
-    fn settings_that_name_files_schemas_or_urls_are_gates() {
-        for name in [
-            "format_template_resultset",
-            "output_format_schema",
-            "input_format_record_errors_file_path",
-            "format_avro_schema_registry_url",
-            "format_schema",
-            "readonly",
-        ] {
-            assert!(gate_setting(name), "{name}");
+    fn a_requests_settings_are_an_allow_list() {
+        let limits = [
+            "--readonly=1".to_string(),
+            "--max_execution_time=30".to_string(),
+        ];
+        let ok =
+            |access, name: &str, value: &str| url_setting(&limits, access, name, value).is_ok();
+        for access in [Access::ReadOnly, Access::ReadWrite, Access::Backup] {
+            assert!(ok(access, "output_format_json_quote_64bit_integers", "0"));
+            assert!(ok(access, "max_execution_time", "5"));
+            for gate in [
+                "format_template_resultset",
+                "output_format_schema",
+                "input_format_record_errors_file_path",
+                "format_avro_schema_registry_url",
+                "format_schema",
+                "allow_ddl",
+                "allow_introspection_functions",
+                "max_threads",
+            ] {
+                assert!(!ok(access, gate, "/x"), "{gate}");
+            }
         }
-        for name in [
-            "max_threads",
-            "insert_deduplication_token",
-            "mutations_sync",
-        ] {
-            assert!(!gate_setting(name), "{name}");
-        }
-        assert!(harmless_setting("output_format_json_quote_64bit_integers"));
-        assert!(mentions_host_setting(
-            b"INSERT INTO t SETTINGS a = 1, input_format_record_errors_file_path = '/x' FORMAT CSV"
-        ));
-        // Table and column names are not settings.
-        assert!(!mentions_host_setting(
-            b"INSERT INTO db.schema_migrations (version, url_path) SETTINGS insert_deduplication_token = 'x' VALUES (1, 'a')"
-        ));
-        assert!(!mentions_host_setting(
-            b"SELECT value FROM db.settings WHERE key = 'file_path'"
-        ));
-        assert!(mentions_host_setting(
-            b"ALTER TABLE t MODIFY SETTING disk = disk(type = s3, endpoint = 'http://x/')"
-        ));
-        assert!(!mentions_host_setting(
-            b"ALTER TABLE t MODIFY SETTING storage_policy = 'tiered'"
-        ));
-        assert!(!harmless_setting("format_template_row"));
-    }
-
-    #[test]
-    fn a_settings_clause_alone_does_not_make_a_write_control() {
-        let update = "AlterQuery db1 t (children 4)\n ExpressionList (children 1)\n  AlterCommand UPDATE (children 2)\n Identifier db1\n Identifier t\n Set\n";
-        assert!(control_only_for_settings(update));
-        let freeze = "AlterQuery db1 t (children 4)\n ExpressionList (children 1)\n  AlterCommand FREEZE_ALL\n Identifier db1\n Set\n";
-        assert!(!control_only_for_settings(freeze));
-        assert!(!control_only_for_settings(&update.replace(" Set\n", "")));
-        assert!(!control_only_for_settings("SystemQuery\n Set\n"));
+        assert!(ok(Access::ReadWrite, "insert_deduplication_token", "abc"));
+        assert!(ok(Access::Backup, "async_insert", "0"));
+        assert!(!ok(Access::ReadWrite, "async_insert", "yes"));
+        assert!(!ok(Access::ReadOnly, "insert_deduplication_token", "abc"));
+        assert!(starts_with_insert("  insert into t"));
+        assert!(!starts_with_insert("SELECT 1"));
     }
 
     #[test]
@@ -564,7 +488,6 @@ mod tests {
             "RENAME DATABASE bilten_analytics_before_restore_1 TO bilten_analytics",
             "DROP DATABASE IF EXISTS bilten_analytics",
             "DROP DATABASE IF EXISTS bilten_verify_0af3 SYNC",
-            "CREATE DATABASE IF NOT EXISTS bilten_system",
         ] {
             assert_eq!(backup_statement(ok, home), Ok(None), "{ok}");
         }
@@ -594,24 +517,11 @@ mod tests {
             "DROP DATABASE IF EXISTS default",
             "DROP DATABASE bilten_analytics",
             "CREATE DATABASE IF NOT EXISTS other",
+            "CREATE DATABASE IF NOT EXISTS bilten_system",
+            "RESTORE DATABASE bilten_analytics AS bilten_system FROM Disk('backups', 'a')",
         ] {
             assert!(backup_statement(refused, home).is_err(), "{refused}");
         }
-        assert!(catalog_statement(
-            "INSERT INTO bilten_system.backups (id, kind) FORMAT JSONEachRow"
-        ));
-        assert!(catalog_statement(
-            "CREATE TABLE IF NOT EXISTS bilten_system.backups\n(\n    `id` String\n)\nENGINE = ReplacingMergeTree\nORDER BY id"
-        ));
-        assert!(!catalog_statement(
-            "INSERT INTO bilten_system.backups SELECT query FROM bilten_system.query_log"
-        ));
-        assert!(!catalog_statement(
-            "INSERT INTO bilten_system.backups_2 (id) FORMAT JSONEachRow"
-        ));
-        assert!(!catalog_statement(
-            "INSERT INTO bilten_system.query_log (query) VALUES"
-        ));
     }
 
     #[test]

@@ -22,34 +22,37 @@ async function refused(run, codeName) {
 }
 
 const w = client('writer', process.env.CH_WRITER_PASSWORD)
-await w.command({
-  query:
-    'CREATE TABLE IF NOT EXISTS js_rows (id UInt32, name String, tags Array(String)) ' +
-    'ENGINE = MergeTree ORDER BY id',
-})
+// A writer inserts rows into the project's tables; it creates none of its own.
+await refused(
+  () => w.command({ query: 'CREATE TABLE IF NOT EXISTS js_rows (id UInt32) ENGINE = MergeTree ORDER BY id' }),
+  'ACCESS_DENIED',
+)
 await w.insert({
-  table: 'js_rows',
+  table: 'ticket_sales',
   values: [
-    { id: 1, name: 'première', tags: ['a', 'b'] },
-    { id: 2, name: 'b', tags: [] },
+    { order_id: 'js-1', event_id: 'première', quantity: 2, timestamp: '2026-11-29 12:00:00.000' },
+    { order_id: 'js-2', event_id: 'b', quantity: 0, timestamp: '2026-11-29 12:00:00.000' },
   ],
   format: 'JSONEachRow',
 })
 const rs = await w.query({
-  query: 'SELECT id, name, tags FROM js_rows WHERE id >= {min:UInt32} ORDER BY id',
-  query_params: { min: 1 },
+  query:
+    "SELECT order_id, event_id, quantity FROM ticket_sales WHERE order_id LIKE 'js-%' AND quantity >= {min:UInt32} ORDER BY order_id",
+  query_params: { min: 0 },
   format: 'JSONEachRow',
 })
 assert.deepEqual(await rs.json(), [
-  { id: 1, name: 'première', tags: ['a', 'b'] },
-  { id: 2, name: 'b', tags: [] },
+  { order_id: 'js-1', event_id: 'première', quantity: 2 },
+  { order_id: 'js-2', event_id: 'b', quantity: 0 },
 ])
 assert.equal((await w.ping()).success, true)
 
 const r = client('reader', process.env.CH_READER_PASSWORD)
-const counted = await (await r.query({ query: 'SELECT count() AS n FROM js_rows', format: 'JSON' })).json()
+const counted = await (
+  await r.query({ query: "SELECT count() AS n FROM ticket_sales WHERE order_id LIKE 'js-%'", format: 'JSON' })
+).json()
 assert.equal(Number(counted.data[0].n), 2)
-await refused(() => r.insert({ table: 'js_rows', values: [{ id: 3, name: 'c', tags: [] }], format: 'JSONEachRow' }), 'READONLY')
+await refused(() => r.insert({ table: 'ticket_sales', values: [{ order_id: 'js-3' }], format: 'JSONEachRow' }), 'READONLY')
 await refused(() => r.query({ query: "SELECT * FROM url('http://127.0.0.1:1/')" }), 'ACCESS_DENIED')
 await refused(() => client('reader', 'wrong').query({ query: 'SELECT 1' }), 'AUTHENTICATION_FAILED')
 await Promise.all([w.close(), r.close()])

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bilten_analytics::config::{Backend, Config, HttpUser};
+use bilten_analytics::model::GUEST_SYSTEM_DATABASE;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
@@ -99,6 +100,8 @@ impl Store {
             ("BILTEN_CLICKHOUSE_URL", self.url.as_str()),
             ("BILTEN_CLICKHOUSE_USER", self.user),
             ("BILTEN_CLICKHOUSE_PASSWORD", self.password),
+            // The store keeps `bilten_system` to itself.
+            ("BILTEN_CLICKHOUSE_SYSTEM_DATABASE", GUEST_SYSTEM_DATABASE),
         ]
     }
 }
@@ -109,6 +112,16 @@ pub fn backend_under_test() -> &'static str {
     match std::env::var("BILTEN_TEST_BACKEND").as_deref() {
         Ok("clickhouse") => "clickhouse",
         _ => "embedded",
+    }
+}
+
+/// Where the server under test keeps its records (audit log, migration
+/// records): its own system database, or on the `clickhouse` backend the
+/// store's guest one.
+pub fn system_database() -> &'static str {
+    match backend_under_test() {
+        "clickhouse" => GUEST_SYSTEM_DATABASE,
+        _ => bilten_analytics::model::SYSTEM_DATABASE,
     }
 }
 
@@ -207,6 +220,7 @@ impl TestServer {
         cfg.storage.clickhouse.url = backend.url.clone();
         cfg.storage.clickhouse.user = backend.user.into();
         cfg.storage.clickhouse.password = Some(backend.password.into());
+        cfg.storage.clickhouse.system_database = GUEST_SYSTEM_DATABASE.into();
         let mut server = TestServer::start_with(cfg).await;
         server.store = Some(Box::new(store));
         server

@@ -58,8 +58,10 @@ pub fn serve(data: &std::path::Path, extra: &[(&str, &str)]) -> Server {
     let lines = log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(i) = line.find("addr=") {
-                let addr: String = line[i + 5..]
+            // The API's address (`addr=`), not the interface's
+            // (`clickhouse_addr=`).
+            if let Some(i) = line.find(" addr=") {
+                let addr: String = line[i + 6..]
                     .chars()
                     .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
                     .collect();
