@@ -457,6 +457,12 @@ async fn a_backup_user_backs_up_to_the_backups_disk_and_nowhere_else() {
         "RESTORE DATABASE bilten_analytics AS copy_1 FROM Disk('backups', 'full-1')".into(),
         "RESTORE DATABASE bilten_analytics AS system FROM Disk('backups', 'full-1')".into(),
         "RESTORE DATABASE bilten_analytics AS bilten_system FROM Disk('backups', 'full-1')".into(),
+        // The guest system database is a remote server's records, no copy.
+        "RESTORE DATABASE bilten_analytics AS bilten_remote FROM Disk('backups', 'full-1')".into(),
+        // Names that are the backups directory itself, hidden or archives.
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', '.')".into(),
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', '.hidden')".into(),
+        "BACKUP DATABASE bilten_analytics TO Disk('backups', 'z.zip')".into(),
         "RESTORE DATABASE bilten_analytics AS copy_2 FROM Disk('backups', 'full-1') SETTINGS allow_non_empty_tables = 1".into(),
         format!("RESTORE DATABASE bilten_analytics AS copy_2 FROM File('{t}/b')"),
         // Renames and drops beyond a restore's own.
@@ -464,6 +470,7 @@ async fn a_backup_user_backs_up_to_the_backups_disk_and_nowhere_else() {
         "RENAME DATABASE bilten_analytics TO copy_3".into(),
         "DROP DATABASE IF EXISTS copy_1".into(),
         "DROP DATABASE bilten_system".into(),
+        "DROP DATABASE IF EXISTS bilten_analytics".into(),
         // This server's own records: nothing of them. The guest catalog:
         // rows as data only, never dropped or altered.
         "INSERT INTO bilten_system.query_log (query) VALUES ('forged')".into(),
@@ -886,4 +893,190 @@ async fn forged_catalog_rows_are_never_code_paths_or_counted() {
     assert_eq!(status, 200, "{body}");
     ingest.stop().await.unwrap();
     store.stop().await.unwrap();
+}
+
+/// What an attack on the first version of the walls found, each held now:
+/// a structure string's `ALIAS file(…)` evaluated by a "pure" table
+/// function, answers past the result limit from a statement without a
+/// table, and statement text far past what the engine parses.
+#[tokio::test]
+async fn reads_evaluate_no_structure_strings_and_answers_keep_the_limits() {
+    let (s, url) = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret.txt");
+    let marker = format!("MARK-{}", uuid::Uuid::new_v4().simple());
+    std::fs::write(&secret, &marker).unwrap();
+    let p = secret.display();
+    for user in [READER, WRITER] {
+        for sql in [
+            format!("SELECT b FROM values('a String, b String ALIAS file(''{p}'')', 'x')"),
+            format!(
+                "SELECT b FROM generateRandom('a UInt8, b String ALIAS file(''{p}'')') LIMIT 1"
+            ),
+            format!("SELECT b FROM null('a String, b String DEFAULT file(''{p}'')')"),
+        ] {
+            let (status, _, body) = post(&url, user, &sql).await;
+            assert!(
+                status >= 400 && !body.contains(&marker),
+                "{} read the file: {sql}: {status} {body}",
+                user.0
+            );
+        }
+        // The structure as a query parameter.
+        let r = reqwest::Client::new()
+            .post(format!("{url}/"))
+            .query(&[
+                ("query", "SELECT b FROM values({s:String}, 'x')".to_string()),
+                ("param_s", format!("a String, b String ALIAS file('{p}')")),
+            ])
+            .basic_auth(user.0, Some(user.1))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body = r.text().await.unwrap();
+        assert!(
+            status.is_client_error() && !body.contains(&marker),
+            "{status} {body}"
+        );
+    }
+    // The answer is held to max_result_bytes (100 MB), tables or none,
+    // whatever the format makes of the data.
+    for sql in [
+        "SELECT randomString(150000000)",
+        "SELECT randomString(150000000) FROM system.one",
+        "SELECT randomString(60000000) AS s FORMAT JSON",
+    ] {
+        let (status, code, body) = post(&url, READER, sql).await;
+        assert!(
+            status >= 400 && code.as_deref() == Some("396"),
+            "{sql}: {status} {code:?} {}",
+            &body[..body.len().min(200)]
+        );
+    }
+    // A statement's text past 1 MiB is refused before it is parsed.
+    let long = format!("SELECT 1 -- {}", "a".repeat(2 << 20));
+    let (status, code, body) = post(&url, READER, &long).await;
+    assert_eq!((status, code.as_deref()), (400, Some("62")), "{body}");
+    assert!(body.contains("Max query size exceeded"), "{body}");
+    s.stop().await.unwrap();
+}
+
+/// A backup user may not drop the live database (a restore renames it
+/// aside), and a live database renamed away does not keep the server from
+/// starting: it makes it anew, takes events, and the old one is still there.
+#[tokio::test]
+async fn a_backup_user_cannot_drop_the_live_database_nor_keep_the_server_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
+    cfg.clickhouse_http.users = vec![HttpUser {
+        name: BACKUPER.0.into(),
+        password: Some(BACKUPER.1.into()),
+        password_sha256: None,
+        readonly: false,
+        backup: true,
+    }];
+    let s = TestServer::start_with(cfg.clone()).await;
+    let url = s.clickhouse_url.clone().unwrap();
+    let events = |tag: &str| {
+        Value::Array(
+            (0..5)
+                .map(|i| json!({"event_type": "page_view", "organizer_id": "org-1", "user_id": format!("{tag}{i}")}))
+                .collect(),
+        )
+    };
+    assert_eq!(s.post_json("/v1/events", &events("old")).await.0, 202);
+    s.flush().await;
+    for sql in [
+        "DROP DATABASE IF EXISTS bilten_analytics SYNC",
+        "DROP DATABASE IF EXISTS bilten_analytics",
+        "RENAME DATABASE bilten_analytics TO gone",
+    ] {
+        let (status, code, body) = post(&url, BACKUPER, sql).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (403, Some("497")),
+            "{sql}: {body}"
+        );
+    }
+    let (status, _, body) = post(
+        &url,
+        BACKUPER,
+        "RENAME DATABASE bilten_analytics TO bilten_analytics_before_restore_1",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    s.stop().await.unwrap();
+    let s = TestServer::start_with(cfg).await;
+    let (status, health) = s.admin_get("/admin/health").await;
+    assert_eq!(status, 200, "{health}");
+    assert_eq!(health["migrations"]["pending"], 0, "{health}");
+    assert_eq!(s.post_json("/v1/events", &events("new")).await.0, 202);
+    s.flush().await;
+    assert_eq!(s.count("events").await, 5);
+    let old = s
+        .query("SELECT count() AS n FROM bilten_analytics_before_restore_1.events")
+        .await;
+    assert_eq!(as_u64(&old[0]["n"]), 5);
+    s.stop().await.unwrap();
+}
+
+/// The peak resident memory of this process, from the kernel (VmHWM).
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// Bodies that decompress to 40 MiB each, sent ten at once by a
+/// read-only user: a body is read only once its statement has a turn
+/// (`clickhouse_http.concurrency`), and a statement's text that large is
+/// refused before it is copied or parsed. Memory grows by a few bodies, not
+/// by ten (it grew by gigabytes before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_read_one_turn_at_a_time_and_long_texts_refused_before_parsing() {
+    let (s, url) = server_with(|c| c.clickhouse_http.concurrency = 2).await;
+    let mut text = b"SELECT 1 -- ".to_vec();
+    text.resize(40 << 20, b'a');
+    let bomb = bilten_analytics::codec::encode_content("gzip", &text);
+    drop(text);
+    let before = peak_rss();
+    let sends = (0..10).map(|_| {
+        let (url, bomb) = (url.clone(), bomb.clone());
+        async move {
+            let r = reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()
+                .unwrap()
+                .post(format!("{url}/"))
+                .basic_auth(READER.0, Some(READER.1))
+                .header("Content-Encoding", "gzip")
+                .body(bomb)
+                .send()
+                .await
+                .unwrap();
+            let code = r
+                .headers()
+                .get("X-ClickHouse-Exception-Code")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), code)
+        }
+    });
+    let answers = futures::future::join_all(sends).await;
+    assert!(
+        answers.iter().all(|a| *a == (400, Some("62".to_string()))),
+        "{answers:?}"
+    );
+    let grown = peak_rss().saturating_sub(before);
+    assert!(
+        grown < 300 << 20,
+        "memory grew by {} MiB for ten 40 MiB bodies",
+        grown >> 20
+    );
+    s.stop().await.unwrap();
 }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use sha2::Sha256;
 
 use crate::model::{DATABASE, plain_identifier};
-use crate::storage::session::{ASIDE_INFIX, SCRATCH_PREFIX};
+use crate::storage::session::{ASIDE_INFIX, FAILED_INFIX, SCRATCH_PREFIX};
 use crate::storage::{Storage, StorageError, json_rows, query_text};
 
 /// Where backups are written, and the key that signs their catalog rows.
@@ -127,17 +127,7 @@ impl CatalogKey {
     }
 }
 
-/// Whether `name` may name a backup: letters, digits, `_`, `-` and `.`,
-/// never `..` (so never a path), at most 128 bytes. The same rule for a
-/// new name and for every id or base read back from the catalog.
-pub fn backup_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && !name.contains("..")
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
-}
+pub use crate::storage::session::backup_name;
 
 impl Location {
     /// Where backups are written, for the configured backend.
@@ -434,8 +424,14 @@ pub async fn restore(
     };
     if let Err(e) = storage.execute(&sql).await {
         if let Some(aside) = &set_aside {
+            // What the failed restore left is renamed away (never dropped:
+            // nothing here drops the live database), the old one back.
+            let failed = format!(
+                "{DATABASE}{FAILED_INFIX}{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            );
             let _ = storage
-                .execute(&format!("DROP DATABASE IF EXISTS {DATABASE}"))
+                .execute(&format!("RENAME DATABASE {DATABASE} TO {failed}"))
                 .await;
             let _ = storage
                 .execute(&format!("RENAME DATABASE {aside} TO {DATABASE}"))

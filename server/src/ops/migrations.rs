@@ -183,7 +183,20 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
             sources.push(db);
         }
     }
-    let text = if sources.is_empty() {
+    // Records of a database that is gone (renamed away by a restore that
+    // did not finish, say, and made anew empty) say nothing of it: without
+    // its first table, everything is pending, and the run makes it anew (the
+    // migrations are idempotent) rather than the server failing to start.
+    let first = query_text(
+        storage,
+        &format!(
+            "SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name = '{}'",
+            crate::model::Table::Events.name()
+        ),
+    )
+    .await?;
+    let whole = first.trim() != "0";
+    let text = if sources.is_empty() || !whole {
         String::new()
     } else {
         let union = sources

@@ -160,6 +160,10 @@ async fn handle(
         ));
     };
 
+    // A statement's turn is taken before its body is read: at most
+    // `concurrency` bodies (each at most `max_body_bytes` decoded) are held
+    // at once, whoever sends them.
+    let _permit = state.permits.acquire().await;
     let body = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
         Err(_) => {
@@ -265,7 +269,6 @@ async fn handle(
         access,
         reads_only,
     };
-    let _permit = state.permits.acquire().await;
     let statement: String = request.sql.chars().take(300).collect();
     let answer = match state.storage.session(request).await {
         Ok(a) => a,

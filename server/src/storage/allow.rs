@@ -256,7 +256,7 @@ pub fn judge(
             .iter()
             .any(|p| f.starts_with(p))
     {
-        return match backup_statement(f, home) {
+        return match backup_statement(f, home, &[policy.guest.as_str()]) {
             Ok(None) => Ok(Verdict::Run(f.to_string())),
             Ok(Some(database)) => Ok(Verdict::RestoreAs {
                 sql: f.to_string(),

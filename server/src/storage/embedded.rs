@@ -54,6 +54,8 @@ const QUERY_LOG_TEXT: usize = 4096;
 /// Inserts that run at once, each on its own connection: the batcher's
 /// default flush workers.
 const INSERTERS: usize = 2;
+/// The most text a session's statement may have (its rows streamed apart).
+const MAX_STATEMENT_TEXT: usize = 1 << 20;
 /// Rows reach an insert stream in pieces of this size: the engine copies
 /// each piece into its queue, so a 64 MiB batch is never held twice.
 const APPEND_CHUNK: usize = 1 << 20;
@@ -86,6 +88,8 @@ struct Inner {
     reader_args: Vec<String>,
     /// The query limits as connection arguments: every session runs under them.
     limit_args: Vec<String>,
+    /// `max_result_bytes`, held against the answer itself too.
+    max_answer: u64,
     /// Where `startup` records tables it set aside.
     data_dir: std::path::PathBuf,
     /// The engine's setting names: only these reach a session's arguments.
@@ -265,6 +269,7 @@ impl Inner {
             writer_args: args.to_vec(),
             reader_args,
             limit_args,
+            max_answer: limits.max_result_bytes,
             data_dir: cfg.data_dir.clone(),
             settings: HashSet::new(),
             table_functions: Vec::new(),
@@ -663,6 +668,26 @@ impl Inner {
             (Some(_), Some((_, format))) if starts_with_insert(&req.sql) => Some(format),
             _ => None,
         };
+        // A statement's text, rows streamed apart, is small (the engine
+        // parses at most `max_query_size`, 256 KiB by default): a larger one
+        // is refused before it is copied and parsed.
+        let text_len = req.sql.len()
+            + if streamed.is_none() {
+                req.data.as_ref().map_or(0, |d| d.len() + 1)
+            } else {
+                0
+            };
+        if text_len > MAX_STATEMENT_TEXT {
+            return Err(refusal(
+                62,
+                "SYNTAX_ERROR",
+                &format!(
+                    "Max query size exceeded: the statement is {text_len} bytes, more than \
+                     {MAX_STATEMENT_TEXT}; send an insert's rows after `FORMAT x` and a line \
+                     break, or in the body after a `query` parameter"
+                ),
+            ));
+        }
         let text: Vec<u8> = match (&req.data, streamed) {
             (Some(data), None) => [req.sql.as_bytes(), b"\n", data].concat(),
             _ => req.sql.as_bytes().to_vec(),
@@ -686,7 +711,7 @@ impl Inner {
         let log_text =
             String::from_utf8_lossy(&req.sql.as_bytes()[..req.sql.len().min(QUERY_LOG_TEXT)])
                 .into_owned();
-        let out = if analysis.query_class == QUERY_CLASS_READ_ONLY && streamed.is_none() {
+        let mut out = if analysis.query_class == QUERY_CLASS_READ_ONLY && streamed.is_none() {
             if role.is_some() && !req.reads_only {
                 // Reads run in read-only mode whoever sends them.
                 drop(conn);
@@ -714,6 +739,7 @@ impl Inner {
         } else {
             self.write(&conn, &req, &text, streamed, log_text)?
         };
+        self.bounded(&mut out)?;
         Ok(SessionAnswer {
             format: named_format(&req.sql).unwrap_or(req.default_format),
             read_rows: out.read_rows,
@@ -722,6 +748,26 @@ impl Inner {
             elapsed_ns: (out.elapsed * 1e9) as u64,
             body: out.data,
         })
+    }
+
+    /// The engine's result limit counts blocks it reads, not the answer: a
+    /// statement without a table (`SELECT randomString(…)`) or a format
+    /// that grows its data (JSON's escapes) passes it. The answer itself is
+    /// held to the same limit.
+    fn bounded(&self, out: &mut Output) -> Result<(), StorageError> {
+        if out.data.len() as u64 > self.max_answer {
+            let len = out.data.len();
+            out.data = Vec::new();
+            return Err(refusal(
+                396,
+                "TOO_MANY_ROWS_OR_BYTES",
+                &format!(
+                    "Limit for result exceeded, max bytes: {} (the answer is {len} bytes)",
+                    self.max_answer
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// A statement that is no read: judged by `storage::allow` on the
@@ -1219,10 +1265,22 @@ impl Storage for EmbeddedStorage {
             {
                 return Err(StorageError::NotReadOnly(why));
             }
-            // The engine enforces readonly and the limits on this connection.
-            inner
+            // The engine enforces readonly and the limits on this connection;
+            // the answer is held to the result limit too.
+            let out = inner
                 .run(On::Reader, text.as_bytes(), format, Some(text.clone()))
-                .map_err(StorageError::for_readonly_query)
+                .map_err(StorageError::for_readonly_query)?;
+            let mut out = Output {
+                data: out,
+                read_rows: 0,
+                read_bytes: 0,
+                written_rows: 0,
+                elapsed: 0.0,
+            };
+            inner
+                .bounded(&mut out)
+                .map_err(StorageError::for_readonly_query)?;
+            Ok(out.data)
         })
         .await
         .map(Bytes::from)

@@ -40,6 +40,33 @@ pub const ASIDE_INFIX: &str = "_before_restore_";
 /// A verification restores into a scratch `bilten_verify_<hex>`.
 pub const SCRATCH_PREFIX: &str = "bilten_verify_";
 
+/// A restore into the live database that fails leaves what it restored as
+/// `<db>_failed_restore_<digits>` (for an operator to look at and drop),
+/// and renames the old one back: nothing drops the live database.
+pub const FAILED_INFIX: &str = "_failed_restore_";
+
+/// Whether `name` may name a backup: it starts with a letter or a digit,
+/// holds letters, digits, `_`, `-` and `.`, never `..` (so never a path or
+/// the backups directory itself), has no suffix that makes it an archive
+/// (`.zip`, `.tar`, …: letters alone after the last dot), and is at most 128
+/// bytes. The same rule for a new name and for every id or base read back
+/// from the catalog.
+pub fn backup_name(name: &str) -> bool {
+    let archive = name
+        .rsplit_once('.')
+        .is_some_and(|(_, ext)| !ext.is_empty() && ext.bytes().all(|b| b.is_ascii_alphabetic()));
+    name.len() <= 128
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && !name.contains("..")
+        && !archive
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
 /// Databases no restore may create or fill.
 const RESERVED_DATABASES: &[&str] = &[
     "system",
@@ -56,14 +83,20 @@ const RESERVED_DATABASES: &[&str] = &[
 /// - `BACKUP DATABASE home TO Disk('backups', 'name')`, optionally with
 ///   `SETTINGS base_backup = Disk('backups', 'name')`;
 /// - `RESTORE DATABASE home [AS new] FROM Disk('backups', 'name')`;
-/// - `RENAME DATABASE` between `home` and `…_before_restore_<digits>`;
-/// - `DROP DATABASE IF EXISTS` of `home` (a failed restore's undo) or of a
-///   verification's scratch `bilten_verify_…`.
+/// - `RENAME DATABASE` of `home` to `home_before_restore_<digits>` and
+///   back, or (a failed restore's leftovers) to `home_failed_restore_<digits>`;
+/// - `DROP DATABASE IF EXISTS` of a verification's scratch `bilten_verify_…`
+///   (never of `home`).
 ///
-/// Backup names are letters, digits, `_`, `-` and `.`, never `..`, so none
-/// leaves the disk. `Ok(Some(db))`: allowed if the database `db` does not
-/// exist yet (a restore `AS` it).
-pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, String> {
+/// Backup names follow [`backup_name`], so none leaves the disk.
+/// `reserved`: databases no restore may create besides the engine's own
+/// (the guest system database). `Ok(Some(db))`: allowed if the database
+/// `db` does not exist yet (a restore `AS` it).
+pub fn backup_statement(
+    formatted: &str,
+    home: &str,
+    reserved: &[&str],
+) -> Result<Option<String>, String> {
     let refuse = || {
         Err(format!(
             "a backup user may back up and restore {home} on the {BACKUPS_DISK} disk only"
@@ -72,19 +105,15 @@ pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, S
     let target = |s: &str| -> Option<usize> {
         let name = s.strip_prefix(&format!("Disk('{BACKUPS_DISK}', '"))?;
         let len = name.find("')")?;
-        let ok = !name[..len].is_empty()
-            && !name[..len].contains("..")
-            && name[..len]
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'));
         // `Disk('` + disk + `', '` + name + `')`
-        ok.then_some(BACKUPS_DISK.len() + len + 12)
+        backup_name(&name[..len]).then_some(BACKUPS_DISK.len() + len + 12)
     };
-    let aside = |db: &str| {
-        db.rsplit_once(ASIDE_INFIX).is_some_and(|(stem, t)| {
-            !stem.is_empty() && !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit())
-        }) && crate::model::plain_identifier(db)
+    let renamed = |db: &str, infix: &str| {
+        db.strip_prefix(home)
+            .and_then(|rest| rest.strip_prefix(infix))
+            .is_some_and(|t| !t.is_empty() && t.bytes().all(|c| c.is_ascii_digit()))
     };
+    let aside = |db: &str| renamed(db, ASIDE_INFIX);
     let words: Vec<&str> = formatted.trim().split(' ').collect();
     match words.as_slice() {
         ["BACKUP", "DATABASE", db, "TO", ..] if *db == home => {
@@ -116,7 +145,8 @@ pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, S
                 None => Ok(None),
                 Some(new)
                     if crate::model::plain_identifier(new)
-                        && !RESERVED_DATABASES.contains(&new) =>
+                        && !RESERVED_DATABASES.contains(&new)
+                        && !reserved.contains(&new) =>
                 {
                     Ok(Some(new.to_string()))
                 }
@@ -124,16 +154,16 @@ pub fn backup_statement(formatted: &str, home: &str) -> Result<Option<String>, S
             }
         }
         ["RENAME", "DATABASE", from, "TO", to]
-            if (*from == home && aside(to)) || (aside(from) && *to == home) =>
+            if (*from == home && (aside(to) || renamed(to, FAILED_INFIX)))
+                || (aside(from) && *to == home) =>
         {
             Ok(None)
         }
         ["DROP", "DATABASE", "IF", "EXISTS", db]
         | ["DROP", "DATABASE", "IF", "EXISTS", db, "SYNC"]
-            if *db == home
-                || db
-                    .strip_prefix(SCRATCH_PREFIX)
-                    .is_some_and(|t| !t.is_empty() && crate::model::plain_identifier(t)) =>
+            if db
+                .strip_prefix(SCRATCH_PREFIX)
+                .is_some_and(|t| !t.is_empty() && crate::model::plain_identifier(t)) =>
         {
             Ok(None)
         }
@@ -234,8 +264,11 @@ pub fn starts_with_insert(sql: &str) -> bool {
         .is_some_and(|w| w.eq_ignore_ascii_case("INSERT"))
 }
 
-/// Table functions that only compute: everything else reaches files, the
-/// network, other tables' internals or processes.
+/// Table functions that only compute, from numbers: everything else reaches
+/// files, the network, other tables' internals or processes. None that takes
+/// a structure string: the engine parses one as column definitions, whose
+/// `ALIAS` and `DEFAULT` expressions it evaluates and `EXPLAIN AST` shows
+/// only as a string (`values('a String ALIAS file(…)', …)` read any file).
 const PURE_TABLE_FUNCTIONS: &[&str] = &[
     "numbers",
     "numbers_mt",
@@ -243,9 +276,6 @@ const PURE_TABLE_FUNCTIONS: &[&str] = &[
     "zeros_mt",
     "generate_series",
     "generateSeries",
-    "generateRandom",
-    "null",
-    "values",
     "primes",
 ];
 
@@ -486,15 +516,16 @@ mod tests {
             "RESTORE DATABASE bilten_analytics FROM Disk('backups', 'a')",
             "RENAME DATABASE bilten_analytics TO bilten_analytics_before_restore_20261130010203",
             "RENAME DATABASE bilten_analytics_before_restore_1 TO bilten_analytics",
-            "DROP DATABASE IF EXISTS bilten_analytics",
+            "RENAME DATABASE bilten_analytics TO bilten_analytics_failed_restore_20261204",
             "DROP DATABASE IF EXISTS bilten_verify_0af3 SYNC",
         ] {
-            assert_eq!(backup_statement(ok, home), Ok(None), "{ok}");
+            assert_eq!(backup_statement(ok, home, &[]), Ok(None), "{ok}");
         }
         assert_eq!(
             backup_statement(
                 "RESTORE DATABASE bilten_analytics AS restored FROM Disk('backups', 'a')",
-                home
+                home,
+                &[]
             ),
             Ok(Some("restored".into()))
         );
@@ -516,11 +547,24 @@ mod tests {
             "DROP DATABASE IF EXISTS bilten_verify_",
             "DROP DATABASE IF EXISTS default",
             "DROP DATABASE bilten_analytics",
+            // The live database is never dropped (a restore renames).
+            "DROP DATABASE IF EXISTS bilten_analytics",
+            "DROP DATABASE IF EXISTS bilten_analytics SYNC",
+            "RENAME DATABASE bilten_analytics_failed_restore_1 TO bilten_analytics",
+            "DROP DATABASE IF EXISTS bilten_analytics_failed_restore_1",
+            "RENAME DATABASE other_before_restore_1 TO bilten_analytics",
+            "RESTORE DATABASE bilten_analytics AS bilten_remote FROM Disk('backups', 'a')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', '.')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', 'z.zip')",
+            "BACKUP DATABASE bilten_analytics TO Disk('backups', '.hidden')",
             "CREATE DATABASE IF NOT EXISTS other",
             "CREATE DATABASE IF NOT EXISTS bilten_system",
             "RESTORE DATABASE bilten_analytics AS bilten_system FROM Disk('backups', 'a')",
         ] {
-            assert!(backup_statement(refused, home).is_err(), "{refused}");
+            assert!(
+                backup_statement(refused, home, &["bilten_remote"]).is_err(),
+                "{refused}"
+            );
         }
     }
 
