@@ -12,9 +12,9 @@ if ! command -v chromium >/dev/null 2>&1; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
         echo "installing chromium for the report test…" >&2
         (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
-            || echo "could not install chromium; the report's browser check will be skipped" >&2
+            || echo "could not install chromium: the browser tests will fail (BILTEN_SKIP_BROWSER_TESTS=1 skips them knowingly)" >&2
     else
-        echo "no chromium (apt-get install chromium): the report's browser check will be skipped" >&2
+        echo "no chromium (apt-get install chromium): the browser tests will fail (BILTEN_SKIP_BROWSER_TESTS=1 skips them knowingly)" >&2
     fi
 fi
 if ! cargo nextest --version >/dev/null 2>&1; then

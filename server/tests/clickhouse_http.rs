@@ -895,10 +895,11 @@ async fn forged_catalog_rows_are_never_code_paths_or_counted() {
     store.stop().await.unwrap();
 }
 
-/// What an attack on the first version of the walls found, each held now:
-/// a structure string's `ALIAS file(…)` evaluated by a "pure" table
-/// function, answers past the result limit from a statement without a
-/// table, and statement text far past what the engine parses.
+/// What attacks on the first version of the walls found, each held now: a
+/// structure string's `ALIAS file(…)` evaluated by a "pure" table function,
+/// a SHOW's WHERE or LIMIT (which EXPLAIN AST leaves out) calling `file()`,
+/// answers past the result limit from a statement without a table, and
+/// statement text far past what the engine parses.
 #[tokio::test]
 async fn reads_evaluate_no_structure_strings_and_answers_keep_the_limits() {
     let (s, url) = server().await;
@@ -914,6 +915,19 @@ async fn reads_evaluate_no_structure_strings_and_answers_keep_the_limits() {
                 "SELECT b FROM generateRandom('a UInt8, b String ALIAS file(''{p}'')') LIMIT 1"
             ),
             format!("SELECT b FROM null('a String, b String DEFAULT file(''{p}'')')"),
+        ] {
+            let (status, _, body) = post(&url, user, &sql).await;
+            assert!(
+                status >= 400 && !body.contains(&marker),
+                "{} read the file: {sql}: {status} {body}",
+                user.0
+            );
+        }
+        // A SHOW's WHERE and LIMIT, which EXPLAIN AST does not show.
+        for sql in [
+            format!("SHOW DATABASES LIMIT toUInt8(file('{p}'))"),
+            format!("SHOW TABLES FROM system WHERE toUInt8(file('{p}'))"),
+            format!("SHOW COLUMNS FROM system.one WHERE name = file('{p}')"),
         ] {
             let (status, _, body) = post(&url, user, &sql).await;
             assert!(
@@ -963,20 +977,24 @@ async fn reads_evaluate_no_structure_strings_and_answers_keep_the_limits() {
 }
 
 /// A backup user may not drop the live database (a restore renames it
-/// aside), and a live database renamed away does not keep the server from
-/// starting: it makes it anew, takes events, and the old one is still there.
+/// aside), and a live database renamed away, then partly made again by a
+/// writer, does not keep the server from starting: it makes what is
+/// missing, takes events, and the old one is still there. An old layout's
+/// audit log a writer made again is not copied into the records.
 #[tokio::test]
 async fn a_backup_user_cannot_drop_the_live_database_nor_keep_the_server_down() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = common::config(dir.path());
     cfg.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-    cfg.clickhouse_http.users = vec![HttpUser {
-        name: BACKUPER.0.into(),
-        password: Some(BACKUPER.1.into()),
-        password_sha256: None,
-        readonly: false,
-        backup: true,
-    }];
+    cfg.clickhouse_http.users = [(BACKUPER, true), (WRITER, false)]
+        .map(|((name, password), backup)| HttpUser {
+            name: name.into(),
+            password: Some(password.into()),
+            password_sha256: None,
+            readonly: false,
+            backup,
+        })
+        .to_vec();
     let s = TestServer::start_with(cfg.clone()).await;
     let url = s.clickhouse_url.clone().unwrap();
     let events = |tag: &str| {
@@ -1007,8 +1025,30 @@ async fn a_backup_user_cannot_drop_the_live_database_nor_keep_the_server_down() 
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // A writer then makes part of it again with the migrations' own
+    // statements (the database and `events`), and the old layout's audit
+    // log with a forged row in it.
+    let mut again = vec!["CREATE DATABASE IF NOT EXISTS bilten_analytics".to_string()];
+    let first = &bilten_analytics::ops::migrations::MIGRATIONS;
+    again.extend(first[0].statements());
+    again.extend(first[11].statements());
+    again.push(
+        "INSERT INTO bilten_analytics.audit_log (actor, path) FORMAT JSONEachRow\n{\"actor\":\"admin\",\"path\":\"FORGED\"}\n".into(),
+    );
+    for sql in &again {
+        let (status, _, body) = post(&url, WRITER, sql).await;
+        assert_eq!(status, 200, "{sql}: {body}");
+    }
     s.stop().await.unwrap();
     let s = TestServer::start_with(cfg).await;
+    let forged = s
+        .query("SELECT count() AS n FROM bilten_system.audit_log WHERE path = 'FORGED'")
+        .await;
+    assert_eq!(
+        as_u64(&forged[0]["n"]),
+        0,
+        "a forged row reached the audit log"
+    );
     let (status, health) = s.admin_get("/admin/health").await;
     assert_eq!(status, 200, "{health}");
     assert_eq!(health["migrations"]["pending"], 0, "{health}");

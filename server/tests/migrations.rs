@@ -360,5 +360,30 @@ async fn page_views_per_hour_follow_a_lightweight_delete() {
         hourly.trim(),
         "keep\t2026-11-28 10:00:00\t7\nkeep\t2026-11-28 11:00:00\t7\nkeep\t2026-11-28 12:00:00\t6"
     );
+    // …and they are the projection's: it was rebuilt for the delete, not
+    // dropped, and the engine reads the counts from it.
+    let parts = query_text(
+        &*storage,
+        "SELECT count() FROM system.projection_parts WHERE database = 'bilten_analytics' \
+         AND table = 'page_views' AND name = 'hourly' AND active AND rows > 0",
+    )
+    .await
+    .unwrap();
+    assert_ne!(
+        parts.trim(),
+        "0",
+        "the projection has no parts after the delete"
+    );
+    let plan = query_text(
+        &*storage,
+        "EXPLAIN projections = 1 SELECT organizer_id, toStartOfHour(timestamp) AS h, count() \
+         FROM bilten_analytics.page_views GROUP BY organizer_id, h",
+    )
+    .await
+    .unwrap();
+    assert!(
+        plan.contains("ReadFromMergeTree (hourly)"),
+        "not read from the projection after the delete:\n{plan}"
+    );
     storage.close().await;
 }

@@ -183,20 +183,7 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
             sources.push(db);
         }
     }
-    // Records of a database that is gone (renamed away by a restore that
-    // did not finish, say, and made anew empty) say nothing of it: without
-    // its first table, everything is pending, and the run makes it anew (the
-    // migrations are idempotent) rather than the server failing to start.
-    let first = query_text(
-        storage,
-        &format!(
-            "SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name = '{}'",
-            crate::model::Table::Events.name()
-        ),
-    )
-    .await?;
-    let whole = first.trim() != "0";
-    let text = if sources.is_empty() || !whole {
+    let text = if sources.is_empty() {
         String::new()
     } else {
         let union = sources
@@ -217,13 +204,38 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
         )
         .await?
     };
-    let applied: std::collections::HashMap<u32, String> = text
+    let mut applied: std::collections::HashMap<u32, String> = text
         .lines()
         .filter_map(|l| {
             let (v, c) = l.split_once('\t')?;
             Some((v.parse().ok()?, c.to_string()))
         })
         .collect();
+    // Records say nothing of a database that lacks what they say was made
+    // in it (renamed away by a restore that did not finish, made anew empty,
+    // a table made again alone): then everything is pending, and the run
+    // makes what is missing (the migrations are idempotent) rather than the
+    // server failing to start on a missing table.
+    if !applied.is_empty() {
+        let present = query_text(
+            storage,
+            &format!("SELECT name FROM system.tables WHERE database = '{DATABASE}'"),
+        )
+        .await?;
+        let present: std::collections::HashSet<&str> = present.lines().collect();
+        let made = made_by(
+            MIGRATIONS
+                .iter()
+                .filter(|m| applied.contains_key(&m.version)),
+        );
+        if let Some(missing) = made.iter().find(|t| !present.contains(t.as_str())) {
+            tracing::warn!(
+                table = missing,
+                "a table the applied migrations made is missing: every migration runs again"
+            );
+            applied.clear();
+        }
+    }
     let migrations: Vec<MigrationState> = MIGRATIONS
         .iter()
         .map(|m| {
@@ -248,6 +260,42 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
         pending,
         changed,
     })
+}
+
+/// The tables and views these migrations leave in the data's database:
+/// what they create, less what a later one drops.
+pub fn made_by<'a>(
+    migrations: impl Iterator<Item = &'a Migration>,
+) -> std::collections::BTreeSet<String> {
+    let mut made = std::collections::BTreeSet::new();
+    for statement in migrations.flat_map(|m| m.statements()) {
+        let words: Vec<&str> = statement.split_whitespace().take(7).collect();
+        let (create, name) = match words.as_slice() {
+            ["CREATE", "TABLE", "IF", "NOT", "EXISTS", name, ..]
+            | ["CREATE", "VIEW", "IF", "NOT", "EXISTS", name, ..]
+            | [
+                "CREATE",
+                "MATERIALIZED",
+                "VIEW",
+                "IF",
+                "NOT",
+                "EXISTS",
+                name,
+            ] => (true, *name),
+            ["DROP", "TABLE", "IF", "EXISTS", name, ..] => (false, *name),
+            _ => continue,
+        };
+        let name = name.trim_end_matches('(');
+        let Some(table) = name.strip_prefix(&format!("{DATABASE}.")) else {
+            continue;
+        };
+        if create {
+            made.insert(table.to_string());
+        } else {
+            made.remove(table);
+        }
+    }
+    made
 }
 
 /// How long a claim to run the migrations holds before another instance may
@@ -374,6 +422,23 @@ mod tests {
                 "{table} is named in model but no migration creates it: {created:?}"
             );
         }
+    }
+
+    #[test]
+    fn what_the_migrations_make_is_read_from_their_statements() {
+        let all = made_by(MIGRATIONS.iter());
+        for table in [
+            "events",
+            "page_views",
+            "ticket_sales",
+            "dashboard_sketches",
+            "organizer_daily_metrics_mv",
+        ] {
+            assert!(all.contains(table), "{table}: {all:?}");
+        }
+        // 0017 drops what 0012 made.
+        assert!(!all.contains("audit_log"), "{all:?}");
+        assert!(made_by(MIGRATIONS[..12].iter()).contains("audit_log"));
     }
 
     #[test]

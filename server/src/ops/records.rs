@@ -89,15 +89,24 @@ pub async fn ensure(storage: &dyn Storage) -> Result<(), StorageError> {
     for sql in ddl(&system) {
         storage.execute(&sql).await?;
     }
-    for (table, columns, read) in MOVED {
-        let old = query_text(
-            storage,
-            &format!(
-                "SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name = '{table}'"
-            ),
+    // Only from the old layout itself: its migration records, which no
+    // user of ClickHouse's HTTP interface can create (no statement it may
+    // send makes them; 0017 drops them). A table the interface's writers
+    // could make again (0012's audit log) is no reason to copy anything.
+    let exists = |table: &str| {
+        format!(
+            "SELECT count() FROM system.tables WHERE database = '{DATABASE}' AND name = '{table}'"
         )
-        .await?;
-        if old.trim() == "0" {
+    };
+    if query_text(storage, &exists("schema_migrations"))
+        .await?
+        .trim()
+        == "0"
+    {
+        return Ok(());
+    }
+    for (table, columns, read) in MOVED {
+        if query_text(storage, &exists(table)).await?.trim() == "0" {
             continue;
         }
         let moved = query_text(storage, &format!("SELECT count() FROM {system}.{table}")).await?;

@@ -721,6 +721,7 @@ mod tests {
             .filter(|f| !f.is_empty())
             .collect();
         assert_eq!(in_wit.len(), TEXT_FIELDS);
+        // The same set as the model's text fields…
         let mut textual: Vec<&str> = Table::INGEST
             .iter()
             .flat_map(|t| t.fields())
@@ -737,5 +738,75 @@ mod tests {
         let mut wit_sorted: Vec<&str> = in_wit.iter().map(String::as_str).collect();
         wit_sorted.sort();
         assert_eq!(wit_sorted, textual);
+        // …in the order the host lays them out: each table's rows, every
+        // text field holding its own name, put where the WIT says it is (a
+        // swapped slot would hand a plugin one field's text as another's).
+        use crate::ingest::{EventRow, PageViewRow, TicketSaleRow};
+        let id = uuid::Uuid::nil();
+        let rows = [
+            Row::Event(EventRow {
+                id,
+                timestamp: String::new(),
+                timestamp_ms: 0,
+                event_type: "event_type".into(),
+                event_name: "event_name".into(),
+                organizer_id: "organizer_id".into(),
+                user_id: "user_id".into(),
+                session_id: "session_id".into(),
+                event_id: "event_id".into(),
+                properties: "properties".into(),
+                user_agent: "user_agent".into(),
+                ip: "ip".into(),
+                plugins_skipped: Vec::new(),
+            }),
+            Row::PageView(PageViewRow {
+                id,
+                timestamp: String::new(),
+                timestamp_ms: 0,
+                organizer_id: "organizer_id".into(),
+                user_id: "user_id".into(),
+                session_id: "session_id".into(),
+                event_id: "event_id".into(),
+                url: "url".into(),
+                referrer: "referrer".into(),
+                duration_ms: 0,
+                user_agent: "user_agent".into(),
+                ip: "ip".into(),
+                plugins_skipped: Vec::new(),
+            }),
+            Row::TicketSale(TicketSaleRow {
+                id,
+                timestamp: String::new(),
+                timestamp_ms: 0,
+                event_id: "event_id".into(),
+                organizer_id: "organizer_id".into(),
+                user_id: "user_id".into(),
+                order_id: "order_id".into(),
+                quantity: 1,
+                price: "1.00".into(),
+                price_cents: 100,
+                currency: "currency".into(),
+                plugins_skipped: Vec::new(),
+            }),
+        ];
+        let batch = batch_of(rows.iter());
+        for (i, row) in rows.iter().enumerate() {
+            let table = match row {
+                Row::Event(_) => Table::Events,
+                Row::PageView(_) => Table::PageViews,
+                Row::TicketSale(_) => Table::TicketSales,
+            };
+            for field in table.fields() {
+                let Some(slot) = in_wit.iter().position(|w| w == field.name) else {
+                    continue;
+                };
+                if field.name == "id" {
+                    continue;
+                }
+                let at = TEXT_FIELDS * i + slot;
+                let text = &batch.text[batch.offsets[at] as usize..batch.offsets[at + 1] as usize];
+                assert_eq!(text, field.name, "{} slot {slot}", table.name());
+            }
+        }
     }
 }

@@ -36,7 +36,7 @@ use tokio::sync::Semaphore;
 use super::allow::{self, Verdict};
 use super::ffi::{self, Api, Connection, QUERY_CLASS_READ_ONLY, QueryAnalysis};
 use super::session::{
-    Access, BACKUPS_DISK, SessionAnswer, SessionRequest, named_format, reaches_host,
+    Access, BACKUPS_DISK, SessionAnswer, SessionRequest, hidden_calls, named_format, reaches_host,
     starts_with_insert, trailing_format, url_setting,
 };
 use super::startup;
@@ -722,7 +722,10 @@ impl Inner {
             let explain = [b"EXPLAIN AST ".as_slice(), &text].concat();
             let ast = self.query_on(conn.raw(), &explain, "TSVRaw", &req.params, None)?;
             let ast = String::from_utf8_lossy(&ast.data);
-            if let Some(why) = reaches_host(&ast, &self.table_functions) {
+            let spelled = self.format_query(conn.raw(), &text, None)?;
+            if let Some(why) =
+                reaches_host(&ast, &self.table_functions).or_else(|| hidden_calls(&spelled))
+            {
                 return Err(refusal(
                     497,
                     "ACCESS_DENIED",
@@ -872,6 +875,16 @@ impl Inner {
             log_text,
         )?;
         Ok(String::from_utf8_lossy(&out.data).trim_end().to_string())
+    }
+
+    /// `format_query` on the read-only connection.
+    fn format_query_on_reader(&self, sql: &str) -> Result<String, StorageError> {
+        let guard = self.reader.read().unwrap();
+        let conn = guard
+            .as_ref()
+            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+        // SAFETY: the connection stays open while `guard` is held.
+        self.format_query(unsafe { *conn.0 }, sql.as_bytes(), None)
     }
 
     /// The parser's message for text that did not parse, with positions in
@@ -1261,7 +1274,9 @@ impl Storage for EmbeddedStorage {
                 "TSVRaw",
                 None,
             )?;
+            let spelled = inner.format_query_on_reader(&text)?;
             if let Some(why) = reaches_host(&String::from_utf8_lossy(&ast), &inner.table_functions)
+                .or_else(|| hidden_calls(&spelled))
             {
                 return Err(StorageError::NotReadOnly(why));
             }

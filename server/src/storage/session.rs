@@ -257,6 +257,90 @@ pub fn url_setting(
     })
 }
 
+/// Why a read must not run, judged on its text as the engine spells it
+/// (`formatQuery`): the second view beside `EXPLAIN AST`, which shows a
+/// `SHOW`'s `WHERE` and `LIMIT` as nothing at all although the engine
+/// evaluates them (`SHOW DATABASES LIMIT toUInt8(file('/etc/passwd'))` read
+/// the file into its error). A call of `file` anywhere outside a string
+/// literal is refused, and a `SHOW` may carry no expression at all (no call,
+/// no subquery: a `LIKE` pattern or a number).
+pub fn hidden_calls(formatted: &str) -> Option<String> {
+    let calls = called_functions(formatted);
+    if calls.iter().any(|c| c.eq_ignore_ascii_case("file")) {
+        return Some("the function file() is not available here".into());
+    }
+    let show = formatted
+        .trim_start()
+        .get(..5)
+        .is_some_and(|w| w.eq_ignore_ascii_case("SHOW "));
+    if show && outside_literals(formatted).contains('(') {
+        return Some(
+            "SHOW takes no expressions here (no functions or subqueries in WHERE or LIMIT); \
+             select from system.tables or system.databases instead"
+                .into(),
+        );
+    }
+    None
+}
+
+/// `text` with string literals and quoted names blanked out.
+fn outside_literals(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' => {
+                out.push(' ');
+                while let Some(d) = chars.next() {
+                    match d {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '\'' => break,
+                        _ => {}
+                    }
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The names called as functions in `text` (a name, then `(`), string
+/// literals skipped, quoted names unquoted.
+fn called_functions(text: &str) -> Vec<String> {
+    let text = outside_literals(text);
+    let b = text.as_bytes();
+    let mut calls = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let (name, end) = match b[i] {
+            q @ (b'`' | b'"') => match text[i + 1..].find(q as char) {
+                Some(len) => (text[i + 1..i + 1 + len].to_string(), i + len + 2),
+                None => break,
+            },
+            c if c.is_ascii_alphabetic() || c == b'_' => {
+                let len = b[i..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+                    .count();
+                (text[i..i + len].to_string(), i + len)
+            }
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let after = text[end..].trim_start();
+        if after.starts_with('(') {
+            calls.push(name);
+        }
+        i = end;
+    }
+    calls
+}
+
 /// Whether the statement's first word is INSERT.
 pub fn starts_with_insert(sql: &str) -> bool {
     sql.trim_start()
@@ -565,6 +649,27 @@ mod tests {
                 backup_statement(refused, home, &["bilten_remote"]).is_err(),
                 "{refused}"
             );
+        }
+    }
+
+    #[test]
+    fn a_file_call_or_a_shows_expression_is_seen_in_the_engines_spelling() {
+        for refused in [
+            "SHOW DATABASES LIMIT toUInt8(file('/etc/passwd'))",
+            "SHOW TABLES FROM system WHERE toUInt8(file('/etc/passwd'))",
+            "SHOW TABLES WHERE name IN (SELECT 'x')",
+            "SELECT `file`('/etc/passwd')",
+            "SELECT \"FILE\" ('/etc/passwd')",
+        ] {
+            assert!(hidden_calls(refused).is_some(), "{refused}");
+        }
+        for ok in [
+            "SHOW DATABASES",
+            "SHOW TABLES FROM bilten_analytics LIKE '%(file(%' LIMIT 10",
+            "SELECT 'file(x)', count() FROM t",
+            "SELECT profile, files FROM t",
+        ] {
+            assert_eq!(hidden_calls(ok), None, "{ok}");
         }
     }
 

@@ -100,15 +100,19 @@ pub fn chromium() -> Option<&'static str> {
         .find(|p| Path::new(p).exists())
 }
 
-/// Chromium, or `None` outside CI (where its absence fails the test).
+/// Chromium; without it the test fails, unless skipping the browser
+/// checks was asked for by name (`BILTEN_SKIP_BROWSER_TESTS=1`): then
+/// `None`, and the test says it skipped.
 pub fn chromium_or_skip() -> Option<&'static str> {
     let found = chromium();
     if found.is_none() {
-        eprintln!("SKIPPED: no chromium at /usr/bin/chromium (apt-get install chromium)");
         assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have chromium: scripts/test.sh installs it"
+            std::env::var("BILTEN_SKIP_BROWSER_TESTS").as_deref() == Ok("1"),
+            "no chromium at /usr/bin/chromium: install it (apt-get install chromium; \
+             scripts/test.sh does), or set BILTEN_SKIP_BROWSER_TESTS=1 to skip the browser \
+             checks knowingly"
         );
+        eprintln!("SKIPPED (BILTEN_SKIP_BROWSER_TESTS=1): no chromium at /usr/bin/chromium");
     }
     found
 }
