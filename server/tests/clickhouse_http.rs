@@ -10,15 +10,12 @@ use std::process::Command;
 
 use bilten_analytics::config::{Backend, HttpUser};
 use common::install::{npm, output, pip, script};
+use common::interface::{self, BACKUPER, READER, WRITER, post, post_to};
 use common::{TestServer, as_u64, free_port};
 use serde_json::{Value, json};
 
-const READER: (&str, &str) = ("reader", "reader-secret");
-const WRITER: (&str, &str) = ("writer", "writer-secret");
-const BACKUPER: (&str, &str) = ("backuper", "backuper-secret");
-
 /// A server with the interface on, a read-only, a read-write and a backup
-/// user; the interface's base URL.
+/// user (queries limited to 3 s); the interface's base URL.
 async fn server() -> (TestServer, String) {
     server_with(|_| {}).await
 }
@@ -26,27 +23,11 @@ async fn server() -> (TestServer, String) {
 async fn server_with(
     tweak: impl FnOnce(&mut bilten_analytics::config::Config),
 ) -> (TestServer, String) {
-    let s = TestServer::start(|c| {
+    interface::server_with(|c| {
         tweak(c);
         c.storage.query_limits.timeout = std::time::Duration::from_secs(3);
-        c.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        c.clickhouse_http.users = [
-            (READER, true, false),
-            (WRITER, false, false),
-            (BACKUPER, false, true),
-        ]
-        .map(|((name, password), readonly, backup)| HttpUser {
-            name: name.into(),
-            password: Some(password.into()),
-            password_sha256: None,
-            readonly,
-            backup,
-        })
-        .to_vec();
     })
-    .await;
-    let url = s.clickhouse_url.clone().expect("the interface listens");
-    (s, url)
+    .await
 }
 
 /// An ingest server on the `clickhouse` backend, storing through the
@@ -65,32 +46,6 @@ async fn ingest_through(
         tweak(c);
     })
     .await
-}
-
-/// POSTs `sql` as `user`; the status, the exception code header, the body.
-async fn post(url: &str, user: (&str, &str), sql: &str) -> (u16, Option<String>, String) {
-    post_to(url, "", user, sql).await
-}
-
-/// `post` with a query string (`?name=value…`).
-async fn post_to(
-    url: &str,
-    query: &str,
-    user: (&str, &str),
-    sql: &str,
-) -> (u16, Option<String>, String) {
-    let r = reqwest::Client::new()
-        .post(format!("{url}/{query}"))
-        .basic_auth(user.0, Some(user.1))
-        .body(sql.to_string())
-        .send()
-        .await
-        .unwrap();
-    let code = r
-        .headers()
-        .get("X-ClickHouse-Exception-Code")
-        .map(|v| v.to_str().unwrap().to_string());
-    (r.status().as_u16(), code, r.text().await.unwrap())
 }
 
 /// Rows of the project's `settings` table (the crate checks a row type
@@ -1062,17 +1017,6 @@ async fn a_backup_user_cannot_drop_the_live_database_nor_keep_the_server_down() 
     s.stop().await.unwrap();
 }
 
-/// The peak resident memory of this process, from the kernel (VmHWM).
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// Bodies that decompress to 40 MiB each, sent ten at once by a
 /// read-only user: a body is read only once its statement has a turn
 /// (`clickhouse_http.concurrency`), and a statement's text that large is
@@ -1085,7 +1029,7 @@ async fn bodies_are_read_one_turn_at_a_time_and_long_texts_refused_before_parsin
     text.resize(40 << 20, b'a');
     let bomb = bilten_analytics::codec::encode_content("gzip", &text);
     drop(text);
-    let before = peak_rss();
+    let before = common::peak_rss_bytes();
     let sends = (0..10).map(|_| {
         let (url, bomb) = (url.clone(), bomb.clone());
         async move {
@@ -1112,7 +1056,7 @@ async fn bodies_are_read_one_turn_at_a_time_and_long_texts_refused_before_parsin
         answers.iter().all(|a| *a == (400, Some("62".to_string()))),
         "{answers:?}"
     );
-    let grown = peak_rss().saturating_sub(before);
+    let grown = common::peak_rss_bytes().saturating_sub(before);
     assert!(
         grown < 300 << 20,
         "memory grew by {} MiB for ten 40 MiB bodies",

@@ -520,17 +520,6 @@ async fn data_log_and_backups_are_readable_by_the_owner_only() {
     s.stop().await.unwrap();
 }
 
-/// Peak resident memory of this process (the server runs in it).
-fn peak_rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
-}
-
 /// 10 KB of gzip that inflates to five million JSON values: refused as too
 /// many events while it is read, without building them all in memory.
 #[tokio::test]
@@ -549,7 +538,7 @@ async fn a_small_gzip_body_of_millions_of_values_costs_no_memory() {
         .post_json("/v1/events", &event(&uuid::Uuid::now_v7().to_string(), "o"))
         .await;
     assert_eq!(status, 202);
-    let before = peak_rss_bytes();
+    let before = common::peak_rss_bytes();
     let r = post_gzip(&s, gz).await;
     let (status, body) = common::status_and_body(r).await;
     assert_eq!(status, 413, "{body}");
@@ -557,7 +546,7 @@ async fn a_small_gzip_body_of_millions_of_values_costs_no_memory() {
         body["error"].as_str().unwrap().contains("too many events"),
         "{body}"
     );
-    let grew = peak_rss_bytes().saturating_sub(before);
+    let grew = common::peak_rss_bytes().saturating_sub(before);
     // The inflated body itself is 10 MB; a value per element would be 160 MB+.
     assert!(grew < 64 << 20, "peak memory grew by {} MiB", grew >> 20);
     s.stop().await.unwrap();

@@ -6,52 +6,13 @@
 
 mod common;
 
-use bilten_analytics::config::HttpUser;
-use common::{TestServer, free_port};
+use common::TestServer;
+use common::interface::{self, BACKUPER, READER, WRITER, post};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const READER: (&str, &str) = ("reader", "reader-secret");
-const WRITER: (&str, &str) = ("writer", "writer-secret");
-const BACKUPER: (&str, &str) = ("backuper", "backuper-secret");
-
 async fn server(tweak: impl FnOnce(&mut bilten_analytics::config::Config)) -> (TestServer, String) {
-    let s = TestServer::start(|c| {
-        tweak(c);
-        c.clickhouse_http.listen = Some(format!("127.0.0.1:{}", free_port()).parse().unwrap());
-        c.clickhouse_http.users = [
-            (READER, true, false),
-            (WRITER, false, false),
-            (BACKUPER, false, true),
-        ]
-        .map(|((name, password), readonly, backup)| HttpUser {
-            name: name.into(),
-            password: Some(password.into()),
-            password_sha256: None,
-            readonly,
-            backup,
-        })
-        .to_vec();
-    })
-    .await;
-    let url = s.clickhouse_url.clone().expect("the interface listens");
-    (s, url)
-}
-
-/// POSTs `sql` as `user`: the status, the exception code, the body.
-async fn post(url: &str, user: (&str, &str), sql: &str) -> (u16, Option<String>, String) {
-    let r = reqwest::Client::new()
-        .post(format!("{url}/"))
-        .basic_auth(user.0, Some(user.1))
-        .body(sql.to_string())
-        .send()
-        .await
-        .unwrap();
-    let code = r
-        .headers()
-        .get("X-ClickHouse-Exception-Code")
-        .map(|v| v.to_str().unwrap().to_string());
-    (r.status().as_u16(), code, r.text().await.unwrap())
+    interface::server_with(tweak).await
 }
 
 /// What must not change outside `bilten_analytics`: the databases, the

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod install;
+pub mod interface;
 pub mod process;
 pub mod views;
 pub mod wasm;
@@ -367,4 +368,16 @@ pub fn as_u64(v: &Value) -> u64 {
         Value::String(s) => s.parse().unwrap(),
         other => other.as_u64().unwrap(),
     }
+}
+
+/// Peak resident memory of this process (a test's server runs in it), from
+/// the kernel (VmHWM).
+pub fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
 }
