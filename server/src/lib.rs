@@ -3,8 +3,9 @@
 //! # The path of an event
 //! ```text
 //! POST /v1/events | /v1/page-views | /v1/ticket-sales        routes::ingest
-//!   ──► ingest key (optionally scoped to organizers)           routes::auth
-//!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
+//!   ──► layers, outermost first: trace → inflate (gzip) →     router()
+//!       body limit (on the inflated bytes) → CORS → load shed
+//!       (past `max_in_flight`) → ingest key                    routes::auth
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
 //!   ──► drop ids seen in the last 10 min (resends)             intake::Intake
 //!   ──► gathered with requests queued meanwhile (micro-batch)  intake::gather
@@ -21,9 +22,12 @@
 //! ```
 //!
 //! # Modules
-//! - [`model`]: the tables and the facts about them, each client table's
-//!   fields declared once (validation, metric labels, the plugin layout
-//!   and `sql/` are held to it); imports nothing else.
+//! - [`model`]: the tables and the databases; each client table's fields
+//!   come from the one declaration, the `bilten-schema` crate, from which
+//!   `cargo xtask codegen` also writes the typed rows (`ingest::rows`), the
+//!   plugin layout (`plugins::layout`), the WIT, the SDKs' event views and
+//!   the JavaScript client's types (`CONTRIBUTING.md`); imports nothing
+//!   else of this crate.
 //! - [`files`]: owner-only files and directories (the log, the engine's data).
 //! - [`config`]: one `Config`, TOML + environment, validated at start;
 //!   imports only `model`.

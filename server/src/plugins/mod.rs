@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod host;
+mod layout;
 pub mod scaffold;
 pub mod trial;
 
