@@ -60,8 +60,12 @@
 //! none of them back; `model` imports nothing; `config` only `model`; no
 //! two modules import each other (`tests/architecture.rs` checks this).
 //! - [`telemetry`]: Prometheus metric names and the recorder.
-//! - [`loadgen`]: realistic traffic for demos and benchmarks.
-//! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
+//! - [`synth`]: synthetic traffic from a seed, for `loadgen`, tests and
+//!   benches.
+//!
+//! The binary's commands live apart from the library, in `src/cli/`
+//! (`loadgen` and the admin commands over HTTP, the plugin authors'
+//! tools); only they use clap, reqwest and toml.
 //!
 //! - [`codec`]: HTTP content encodings and ClickHouse's compressed blocks,
 //!   each decoder capped.
@@ -82,7 +86,6 @@
 //! end-to-end tests both call; it serves plain HTTP, or HTTPS when a
 //! certificate is configured.
 
-pub mod admin_client;
 pub mod batch;
 pub mod charts;
 pub mod codec;
@@ -92,12 +95,12 @@ pub mod error;
 pub mod files;
 pub mod ingest;
 pub mod intake;
-pub mod loadgen;
 pub mod model;
 pub mod ops;
 pub mod plugins;
 pub mod routes;
 pub mod storage;
+pub mod synth;
 pub mod telemetry;
 pub mod wal;
 

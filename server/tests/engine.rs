@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::{self, BodyFormat, Table};
-use bilten_analytics::loadgen::Generator;
 use bilten_analytics::ops::migrations;
 use bilten_analytics::storage::{self, Storage, StorageError, query_text};
+use bilten_analytics::synth::Generator;
 use bytes::Bytes;
 use serde_json::Value;
 

@@ -11,7 +11,6 @@
 pub mod chain;
 pub mod host;
 mod layout;
-pub mod scaffold;
 pub mod trial;
 
 use std::collections::{HashMap, VecDeque};
