@@ -39,12 +39,16 @@
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
-//! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
-//!   and `clickhouse` (the official crate over HTTP); for ClickHouse's HTTP
-//!   interface, `session` (a request, reads' rules), `allow` (the shapes a
-//!   writer may run, judged on the engine's spelling) and `walls` (the
-//!   roles and settings constraints the engine enforces); `startup`, a table
-//!   that cannot load set aside; `cluster`, `sql/` rendered for a cluster.
+//! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API,
+//!   with `embedded::interface`, the engine's side of ClickHouse's HTTP
+//!   interface) and `clickhouse` (the official crate over HTTP);
+//!   `startup`, a table that cannot load set aside; `cluster`, `sql/`
+//!   rendered for a cluster.
+//! - [`clickhouse_http`]: ClickHouse's own HTTP interface, mapped in one
+//!   place: the request and reads' rules (`session`), the shapes a writer
+//!   may run (`allow`), the roles and settings the engine enforces
+//!   (`walls`), compression (`codec`); its settings, engine side and
+//!   handler where the layers put them, named in its map.
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
 //!   the report, the audit log's batched writer, and `records`, the system
 //!   database's tables they keep; none of it knows HTTP.
@@ -55,25 +59,17 @@
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
 //!   admin, dashboard, health, auth and audit); [`error`]: the one
 //!   `IntoResponse`.
-//!
-//! Dependencies point one way: the root wires modules together and names
-//! none of them back; `model` imports nothing; `config` only `model`; no
-//! two modules import each other (`tests/architecture.rs` checks this).
 //! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`synth`]: synthetic traffic from a seed, for `loadgen`, tests and
 //!   benches.
 //!
+//! Dependencies point one way: the root wires modules together and names
+//! none of them back; `model` imports nothing; `config` only `model`; no
+//! two modules import each other (`tests/architecture.rs` checks this).
+//!
 //! The binary's commands live apart from the library, in `src/cli/`
 //! (`loadgen` and the admin commands over HTTP, the plugin authors'
 //! tools); only they use clap, reqwest and toml.
-//!
-//! - [`codec`]: HTTP content encodings and ClickHouse's compressed blocks,
-//!   each decoder capped.
-//!
-//! `[clickhouse_http]` serves ClickHouse's own HTTP interface on the
-//! embedded engine, on a listener of its own (`routes::clickhouse_http`);
-//! what its users may run is an allow-list (`storage::allow`) behind the
-//! engine's own walls (`storage::walls`).
 //!
 //! Shutdown: the signal stops both listeners; `shutdown_timeout` after it,
 //! the engine's running statements are cancelled, and whatever is not
@@ -88,7 +84,7 @@
 
 pub mod batch;
 pub mod charts;
-pub mod codec;
+pub mod clickhouse_http;
 pub mod config;
 pub mod dashboard;
 pub mod error;
@@ -143,7 +139,7 @@ pub async fn serve(
         move || plugins::Plugins::start(host, &chain, source)
     })
     .await??;
-    let walls = storage::walls::Walls {
+    let walls = clickhouse_http::walls::Walls {
         home: config.clickhouse_http.database.clone(),
         guest: config.clickhouse_http.system_database.clone(),
         system: model::SYSTEM_DATABASE.into(),
