@@ -21,6 +21,9 @@ if ! cargo nextest --version >/dev/null 2>&1; then
     echo "installing cargo-nextest…" >&2
     cargo install cargo-nextest --locked
 fi
+# Every file made from the event schema's declaration is what it makes
+# (schema/src/lib.rs; `cargo xtask codegen` writes them).
+cargo xtask codegen --check
 # The built-in plugins' own unit tests, natively (their workspace is apart).
 cargo test --quiet --manifest-path plugins/Cargo.toml --target-dir target/plugins-host
 # Fault-injection tests need the failpoints compiled in.

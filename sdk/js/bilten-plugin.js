@@ -22,11 +22,20 @@ export const reject = (code, field, message) => ({
 /** Store this event instead: same id and organizer, validated again. */
 export const modify = (event) => ({ tag: 'modify', val: toWit(event) })
 
+// @generated begin fields
 // The text fields in the batch's layout (the contract's `text-field` order).
-const TEXT = ['id', 'event_type', 'event_name', 'organizer_id', 'user_id', 'session_id', 'event_id',
-  'properties', 'user_agent', 'ip', 'url', 'referrer', 'order_id', 'currency']
+const TEXT = ['id', 'event_type', 'event_name', 'organizer_id', 'user_id', 'session_id', 'event_id', 'properties', 'user_agent', 'ip', 'url', 'referrer', 'order_id', 'currency']
 const TABLES = ['events', 'page_views', 'ticket_sales']
 const WIT_TABLES = { events: 'events', page_views: 'page-views', ticket_sales: 'ticket-sales' }
+// The numbers: each member's batch column and whether it crosses as a
+// BigInt (64 bits).
+const NUMBERS = [
+  { name: 'timestamp_ms', wit: 'timestampMs', column: 'timestampsMs', big: true },
+  { name: 'duration_ms', wit: 'durationMs', column: 'durationsMs', big: true },
+  { name: 'quantity', wit: 'quantity', column: 'quantities', big: false },
+  { name: 'price_cents', wit: 'priceCents', column: 'pricesCents', big: true },
+]
+// @generated end fields
 
 // Where an event came from (its batch and index), under a symbol, so that a
 // copy made with `{ ...event, field: value }` still carries every field it
@@ -61,14 +70,10 @@ TEXT.forEach((k, f) => {
     },
   })
 })
-const NUMBERS = {
-  table: (b, i) => TABLES[b.tables[i]],
-  timestamp_ms: (b, i) => Number(b.timestampsMs[i]),
-  duration_ms: (b, i) => Number(b.durationsMs[i]),
-  quantity: (b, i) => b.quantities[i],
-  price_cents: (b, i) => Number(b.pricesCents[i]),
-}
-for (const [k, read] of Object.entries(NUMBERS)) {
+// Each number read from its batch column; the table from its position.
+const READ = { table: (b, i) => TABLES[b.tables[i]] }
+for (const n of NUMBERS) READ[n.name] = (b, i) => Number(b[n.column][i])
+for (const [k, read] of Object.entries(READ)) {
   Object.defineProperty(PluginEvent.prototype, k, {
     get() {
       const { batch, i } = this[SRC]
@@ -89,34 +94,20 @@ function field(e, k) {
   return src ? new PluginEvent(src.batch, src.i)[k] : undefined
 }
 
+const camel = (k) => k.replace(/_([a-z])/g, (_, c) => c.toUpperCase())
+
 function toWit(e) {
-  const text = (k) => {
+  const out = { table: WIT_TABLES[field(e, 'table')] ?? 'events' }
+  for (const k of TEXT) {
     const v = field(e, k)
-    return v == null ? '' : String(v)
+    // An object (`properties`) crosses as its JSON text.
+    out[camel(k)] = v != null && typeof v === 'object' ? JSON.stringify(v) : v == null ? '' : String(v)
   }
-  const num = (k) => Math.trunc(field(e, k) ?? 0)
-  const p = field(e, 'properties')
-  return {
-    id: text('id'),
-    table: WIT_TABLES[field(e, 'table')] ?? 'events',
-    timestampMs: BigInt(num('timestamp_ms')),
-    eventType: text('event_type'),
-    eventName: text('event_name'),
-    organizerId: text('organizer_id'),
-    userId: text('user_id'),
-    sessionId: text('session_id'),
-    eventId: text('event_id'),
-    properties: typeof p === 'string' ? p : JSON.stringify(p ?? {}),
-    userAgent: text('user_agent'),
-    ip: text('ip'),
-    url: text('url'),
-    referrer: text('referrer'),
-    durationMs: BigInt(num('duration_ms')),
-    orderId: text('order_id'),
-    quantity: num('quantity'),
-    priceCents: BigInt(num('price_cents')),
-    currency: text('currency'),
+  for (const n of NUMBERS) {
+    const v = Math.trunc(field(e, n.name) ?? 0)
+    out[n.wit] = n.big ? BigInt(v) : v
   }
+  return out
 }
 
 /** The component's export for a plugin module (the build's entry uses it). */

@@ -19,29 +19,31 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Union
 
 
+# @generated begin event
 @dataclass
 class Event:
     """One event, as `check` reads it. Fields a table does not have are empty or zero."""
 
-    id: str = ""
-    table: str = "events"  # events, page_views or ticket_sales
-    timestamp_ms: int = 0
-    event_type: str = ""
-    event_name: str = ""
-    organizer_id: str = ""
-    user_id: str = ""
-    session_id: str = ""
-    event_id: str = ""
-    properties: dict = field(default_factory=dict)
-    user_agent: str = ""
-    ip: str = ""
-    url: str = ""
-    referrer: str = ""
-    duration_ms: int = 0
-    order_id: str = ""
-    quantity: int = 0
-    price_cents: int = 0  # hundredths of the currency unit: 12.50 is 1250
-    currency: str = ""
+    id: str = ""  # The event's id (a UUID); sent again, the event is stored once. Made by the server when absent.
+    table: str = "events"  # events, page_views, ticket_sales
+    timestamp_ms: int = 0  # Milliseconds since the Unix epoch, UTC.
+    event_type: str = ""  # What happened: `page_view`, `add_to_cart`, `purchase`, … Only `events`; elsewhere `page-views`: "page_view", `ticket-sales`: "ticket_sale".
+    event_name: str = ""  # A name for it, shown in reports. Only `events`; elsewhere empty.
+    organizer_id: str = ""  # The organizer the event belongs to.
+    user_id: str = ""  # Who did it.
+    session_id: str = ""  # The visit it belongs to. Only `events`, `page-views`; elsewhere empty.
+    event_id: str = ""  # The ticketed event (concert, show) it concerns.
+    properties: dict = field(default_factory=dict)  # A JSON object of anything else (at most 64 KiB). Only `events`; elsewhere `{}`.
+    user_agent: str = ""  # The browser's User-Agent. Only `events`, `page-views`; elsewhere empty.
+    ip: str = ""  # The client's address (truncated by the privacy plugin). Only `events`, `page-views`; elsewhere empty.
+    url: str = ""  # The page's URL. Only `page-views`; elsewhere empty.
+    referrer: str = ""  # The page the visitor came from. Only `page-views`; elsewhere empty.
+    duration_ms: int = 0  # Time on the page, in milliseconds. Only `page-views`; elsewhere zero.
+    order_id: str = ""  # The order the tickets were bought in. Only `ticket-sales`; elsewhere empty.
+    quantity: int = 0  # Tickets sold. Only `ticket-sales`; elsewhere zero.
+    price_cents: int = 0  # Hundredths of the currency unit: 12.50 is 1250. Only `ticket-sales`; elsewhere zero.
+    currency: str = ""  # ISO 4217 code, e.g. EUR. Only `ticket-sales`; elsewhere empty.
+# @generated end event
 
 
 @dataclass(frozen=True)
@@ -89,19 +91,23 @@ def modify(event: Event) -> Verdict:
     return Modify(event)
 
 
+# @generated begin fields
 # The text fields in the batch's layout (the contract's `text-field` order).
-_TEXT = ("id", "event_type", "event_name", "organizer_id", "user_id", "session_id", "event_id",
-         "properties", "user_agent", "ip", "url", "referrer", "order_id", "currency")
-_TABLES = ("events", "page_views", "ticket_sales")
-
-
-_NUMBERS = {
-    "table": lambda b, i: _TABLES[b.tables[i]],
-    "timestamp_ms": lambda b, i: b.timestamps_ms[i],
-    "duration_ms": lambda b, i: b.durations_ms[i],
-    "quantity": lambda b, i: b.quantities[i],
-    "price_cents": lambda b, i: b.prices_cents[i],
+_TEXT = ("id", "event_type", "event_name", "organizer_id", "user_id", "session_id", "event_id", "properties", "user_agent", "ip", "url", "referrer", "order_id", "currency",)
+_TABLES = ("events", "page_views", "ticket_sales",)
+# Each number's member and batch column.
+_NUMBER_COLUMNS = {
+    "timestamp_ms": "timestamps_ms",
+    "duration_ms": "durations_ms",
+    "quantity": "quantities",
+    "price_cents": "prices_cents",
 }
+# @generated end fields
+
+
+_NUMBERS = {"table": lambda b, i: _TABLES[b.tables[i]]}
+for _member, _column in _NUMBER_COLUMNS.items():
+    _NUMBERS[_member] = (lambda c: lambda b, i: getattr(b, c)[i])(_column)
 _FIELD = {name: f for f, name in enumerate(_TEXT)}
 
 
@@ -153,14 +159,12 @@ def to_wit(types: Any, verdict: Optional[Verdict]) -> Any:
         return types.Verdict_Reject(types.Rejection(code=verdict.code, message=verdict.message, field=verdict.field))
     if isinstance(verdict, Modify):
         e = verdict.event
-        table = {"events": types.Table.EVENTS, "page_views": types.Table.PAGE_VIEWS,
-                 "ticket_sales": types.Table.TICKET_SALES}[e.table]
-        props = e.properties if isinstance(e.properties, str) else json.dumps(e.properties, separators=(",", ":"))
-        return types.Verdict_Modify(types.Event(
-            id=e.id, table=table, timestamp_ms=int(e.timestamp_ms), event_type=e.event_type,
-            event_name=e.event_name, organizer_id=e.organizer_id, user_id=e.user_id,
-            session_id=e.session_id, event_id=e.event_id, properties=props, user_agent=e.user_agent,
-            ip=e.ip, url=e.url, referrer=e.referrer, duration_ms=int(e.duration_ms),
-            order_id=e.order_id, quantity=int(e.quantity), price_cents=int(e.price_cents),
-            currency=e.currency))
+        fields = {name: getattr(e, name) for name in _TEXT}
+        props = e.properties
+        # An object (`properties`) crosses as its JSON text.
+        fields["properties"] = props if isinstance(props, str) else json.dumps(props, separators=(",", ":"))
+        for member in _NUMBER_COLUMNS:
+            fields[member] = int(getattr(e, member))
+        table = getattr(types.Table, e.table.upper())
+        return types.Verdict_Modify(types.Event(table=table, **fields))
     raise TypeError(f"check returned {verdict!r}: return keep(), drop(), reject(...) or modify(event)")

@@ -50,10 +50,6 @@ pub use bindings::bilten::plugin::types::{
     Batch, Event, PluginInfo, Rejection, Table, TextField, Verdict,
 };
 
-/// The interface version plugins built with this SDK implement; the server
-/// checks it when it loads a plugin.
-pub const INTERFACE_VERSION: &str = "1.0.0";
-
 /// A validation or enrichment plugin.
 ///
 /// The server creates a fresh instance for every batch (nothing leaks from
@@ -109,34 +105,9 @@ impl Verdict {
     }
 }
 
-/// One event of the batch, as `check` reads it: text borrowed from the
-/// batch, every field typed. Fields a table does not have are empty or zero.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct EventRef<'a> {
-    pub id: &'a str,
-    pub table: Table,
-    pub timestamp_ms: i64,
-    pub event_type: &'a str,
-    pub event_name: &'a str,
-    pub organizer_id: &'a str,
-    pub user_id: &'a str,
-    pub session_id: &'a str,
-    pub event_id: &'a str,
-    /// A JSON object as text; [`EventRef::properties`] parses it.
-    pub properties: &'a str,
-    pub user_agent: &'a str,
-    pub ip: &'a str,
-    pub url: &'a str,
-    pub referrer: &'a str,
-    pub duration_ms: u64,
-    pub order_id: &'a str,
-    pub quantity: u32,
-    pub price_cents: i64,
-    pub currency: &'a str,
-}
+mod event;
 
-/// Text fields per event in [`Batch::offsets`].
-const TEXT_FIELDS: usize = 14;
+pub use event::{EventRef, INTERFACE_VERSION, TEXT_FIELDS};
 
 impl Batch {
     /// How many events the batch holds.
@@ -148,118 +119,9 @@ impl Batch {
         self.tables.is_empty()
     }
 
-    /// Event `i` (`i < len()`). A field the batch does not lay out as the
-    /// contract says reads as empty or zero rather than panicking.
-    pub fn event(&self, i: usize) -> EventRef<'_> {
-        let text = |f: TextField| {
-            let at = TEXT_FIELDS * i + f as usize;
-            match (self.offsets.get(at), self.offsets.get(at + 1)) {
-                (Some(&start), Some(&end)) => self.text.get(start as usize..end as usize),
-                _ => None,
-            }
-            .unwrap_or("")
-        };
-        let number = |column: &[i64]| column.get(i).copied().unwrap_or(0);
-        EventRef {
-            id: text(TextField::Id),
-            table: match self.tables.get(i) {
-                Some(1) => Table::PageViews,
-                Some(2) => Table::TicketSales,
-                _ => Table::Events,
-            },
-            timestamp_ms: number(&self.timestamps_ms),
-            event_type: text(TextField::EventType),
-            event_name: text(TextField::EventName),
-            organizer_id: text(TextField::OrganizerId),
-            user_id: text(TextField::UserId),
-            session_id: text(TextField::SessionId),
-            event_id: text(TextField::EventId),
-            properties: text(TextField::Properties),
-            user_agent: text(TextField::UserAgent),
-            ip: text(TextField::Ip),
-            url: text(TextField::Url),
-            referrer: text(TextField::Referrer),
-            duration_ms: self.durations_ms.get(i).copied().unwrap_or(0),
-            order_id: text(TextField::OrderId),
-            quantity: self.quantities.get(i).copied().unwrap_or(0),
-            price_cents: number(&self.prices_cents),
-            currency: text(TextField::Currency),
-        }
-    }
-
     /// Every event, in order.
     pub fn events(&self) -> impl Iterator<Item = EventRef<'_>> {
         (0..self.len()).map(|i| self.event(i))
-    }
-
-    /// A batch of these events, laid out as the host lays one out (for
-    /// plugins' unit tests).
-    pub fn of(events: &[Event]) -> Batch {
-        let mut b = Batch {
-            text: String::new(),
-            offsets: Vec::with_capacity(events.len() * TEXT_FIELDS + 1),
-            tables: Vec::new(),
-            timestamps_ms: Vec::new(),
-            durations_ms: Vec::new(),
-            quantities: Vec::new(),
-            prices_cents: Vec::new(),
-        };
-        for e in events {
-            for field in [
-                &e.id,
-                &e.event_type,
-                &e.event_name,
-                &e.organizer_id,
-                &e.user_id,
-                &e.session_id,
-                &e.event_id,
-                &e.properties,
-                &e.user_agent,
-                &e.ip,
-                &e.url,
-                &e.referrer,
-                &e.order_id,
-                &e.currency,
-            ] {
-                b.offsets.push(b.text.len() as u32);
-                b.text.push_str(field);
-            }
-            b.tables.push(e.table as u8);
-            b.timestamps_ms.push(e.timestamp_ms);
-            b.durations_ms.push(e.duration_ms);
-            b.quantities.push(e.quantity);
-            b.prices_cents.push(e.price_cents);
-        }
-        b.offsets.push(b.text.len() as u32);
-        b
-    }
-}
-
-impl EventRef<'static> {
-    /// An event of `table` with every field empty or zero: a base for unit
-    /// tests (`EventRef { event_type: "purchase", ..EventRef::empty(Table::Events) }`).
-    pub fn empty(table: Table) -> EventRef<'static> {
-        EventRef {
-            id: "",
-            table,
-            timestamp_ms: 0,
-            event_type: "",
-            event_name: "",
-            organizer_id: "",
-            user_id: "",
-            session_id: "",
-            event_id: "",
-            properties: "{}",
-            user_agent: "",
-            ip: "",
-            url: "",
-            referrer: "",
-            duration_ms: 0,
-            order_id: "",
-            quantity: 0,
-            price_cents: 0,
-            currency: "",
-        }
     }
 }
 
@@ -267,31 +129,6 @@ impl<'a> EventRef<'a> {
     /// The properties as a JSON object.
     pub fn properties(&self) -> Result<Map<String, Value>, Error> {
         parse_properties(self.properties)
-    }
-
-    /// An owned copy, to change and return in `Verdict::Modify`.
-    pub fn to_event(&self) -> Event {
-        Event {
-            id: self.id.into(),
-            table: self.table,
-            timestamp_ms: self.timestamp_ms,
-            event_type: self.event_type.into(),
-            event_name: self.event_name.into(),
-            organizer_id: self.organizer_id.into(),
-            user_id: self.user_id.into(),
-            session_id: self.session_id.into(),
-            event_id: self.event_id.into(),
-            properties: self.properties.into(),
-            user_agent: self.user_agent.into(),
-            ip: self.ip.into(),
-            url: self.url.into(),
-            referrer: self.referrer.into(),
-            duration_ms: self.duration_ms,
-            order_id: self.order_id.into(),
-            quantity: self.quantity,
-            price_cents: self.price_cents,
-            currency: self.currency.into(),
-        }
     }
 }
 

@@ -17,8 +17,8 @@ use std::time::Instant;
 
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::{self, BodyFormat, Parsed, Table};
-use bilten_analytics::loadgen::Generator;
 use bilten_analytics::plugins::{self, PluginConfig, Plugins, chain};
+use bilten_analytics::synth::Generator;
 use serde_json::Value;
 
 fn plugin(name: &str, path: PathBuf) -> PluginConfig {

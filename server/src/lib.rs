@@ -3,8 +3,9 @@
 //! # The path of an event
 //! ```text
 //! POST /v1/events | /v1/page-views | /v1/ticket-sales        routes::ingest
-//!   ──► ingest key (optionally scoped to organizers)           routes::auth
-//!   ──► load shedding, gzip, body limit (tower, tower-http)    router()
+//!   ──► layers, outermost first: trace → inflate (gzip) →     router()
+//!       body limit (on the inflated bytes) → CORS → load shed
+//!       (past `max_in_flight`) → ingest key                    routes::auth
 //!   ──► decode JSON / array / NDJSON, validate each event      ingest
 //!   ──► drop ids seen in the last 10 min (resends)             intake::Intake
 //!   ──► gathered with requests queued meanwhile (micro-batch)  intake::gather
@@ -21,9 +22,12 @@
 //! ```
 //!
 //! # Modules
-//! - [`model`]: the tables and the facts about them, each client table's
-//!   fields declared once (validation, metric labels, the plugin layout
-//!   and `sql/` are held to it); imports nothing else.
+//! - [`model`]: the tables and the databases; each client table's fields
+//!   come from the one declaration, the `bilten-schema` crate, from which
+//!   `cargo xtask codegen` also writes the typed rows (`ingest::rows`), the
+//!   plugin layout (`plugins::layout`), the WIT, the SDKs' event views and
+//!   the JavaScript client's types (`CONTRIBUTING.md`); imports nothing
+//!   else of this crate.
 //! - [`files`]: owner-only files and directories (the log, the engine's data).
 //! - [`config`]: one `Config`, TOML + environment, validated at start;
 //!   imports only `model`.
@@ -35,12 +39,16 @@
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
-//! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API)
-//!   and `clickhouse` (the official crate over HTTP); for ClickHouse's HTTP
-//!   interface, `session` (a request, reads' rules), `allow` (the shapes a
-//!   writer may run, judged on the engine's spelling) and `walls` (the
-//!   roles and settings constraints the engine enforces); `startup`, a table
-//!   that cannot load set aside; `cluster`, `sql/` rendered for a cluster.
+//! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API,
+//!   with `embedded::interface`, the engine's side of ClickHouse's HTTP
+//!   interface) and `clickhouse` (the official crate over HTTP);
+//!   `startup`, a table that cannot load set aside; `cluster`, `sql/`
+//!   rendered for a cluster.
+//! - [`clickhouse_http`]: ClickHouse's own HTTP interface, mapped in one
+//!   place: the request and reads' rules (`session`), the shapes a writer
+//!   may run (`allow`), the roles and settings the engine enforces
+//!   (`walls`), compression (`codec`); its settings, engine side and
+//!   handler where the layers put them, named in its map.
 //! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
 //!   the report, the audit log's batched writer, and `records`, the system
 //!   database's tables they keep; none of it knows HTTP.
@@ -51,21 +59,17 @@
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
 //!   admin, dashboard, health, auth and audit); [`error`]: the one
 //!   `IntoResponse`.
+//! - [`telemetry`]: Prometheus metric names and the recorder.
+//! - [`synth`]: synthetic traffic from a seed, for `loadgen`, tests and
+//!   benches.
 //!
 //! Dependencies point one way: the root wires modules together and names
 //! none of them back; `model` imports nothing; `config` only `model`; no
 //! two modules import each other (`tests/architecture.rs` checks this).
-//! - [`telemetry`]: Prometheus metric names and the recorder.
-//! - [`loadgen`]: realistic traffic for demos and benchmarks.
-//! - [`admin_client`]: the CLI's `health`, `monitor`, `report`, `backup`.
 //!
-//! - [`codec`]: HTTP content encodings and ClickHouse's compressed blocks,
-//!   each decoder capped.
-//!
-//! `[clickhouse_http]` serves ClickHouse's own HTTP interface on the
-//! embedded engine, on a listener of its own (`routes::clickhouse_http`);
-//! what its users may run is an allow-list (`storage::allow`) behind the
-//! engine's own walls (`storage::walls`).
+//! The binary's commands live apart from the library, in `src/cli/`
+//! (`loadgen` and the admin commands over HTTP, the plugin authors'
+//! tools); only they use clap, reqwest and toml.
 //!
 //! Shutdown: the signal stops both listeners; `shutdown_timeout` after it,
 //! the engine's running statements are cancelled, and whatever is not
@@ -78,22 +82,21 @@
 //! end-to-end tests both call; it serves plain HTTP, or HTTPS when a
 //! certificate is configured.
 
-pub mod admin_client;
 pub mod batch;
 pub mod charts;
-pub mod codec;
+pub mod clickhouse_http;
 pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod files;
 pub mod ingest;
 pub mod intake;
-pub mod loadgen;
 pub mod model;
 pub mod ops;
 pub mod plugins;
 pub mod routes;
 pub mod storage;
+pub mod synth;
 pub mod telemetry;
 pub mod wal;
 
@@ -136,7 +139,7 @@ pub async fn serve(
         move || plugins::Plugins::start(host, &chain, source)
     })
     .await??;
-    let walls = storage::walls::Walls {
+    let walls = clickhouse_http::walls::Walls {
         home: config.clickhouse_http.database.clone(),
         guest: config.clickhouse_http.system_database.clone(),
         system: model::SYSTEM_DATABASE.into(),

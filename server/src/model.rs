@@ -1,7 +1,6 @@
-//! What the data is: the tables, as the rest of the server names them, and
-//! the one declaration of each client table's fields ([`Table::fields`]):
-//! validation takes its rules from it, metric labels and the plugin batch
-//! layout are checked against it, and a test holds it to `sql/`.
+//! What the data is: the tables, as the rest of the server names them, each
+//! client table's fields from the one declaration (`bilten_schema`,
+//! [`Table::fields`]), and the databases.
 //! A leaf: it imports no other module of this crate, so configuration,
 //! ingest, storage and operations can all depend on it.
 
@@ -72,15 +71,20 @@ impl Table {
         Table::INGEST.into_iter().find(|t| t.route() == route)
     }
 
+    /// Its declaration (`bilten_schema`), for the tables clients write.
+    pub fn client(self) -> Option<&'static ClientTable> {
+        match self {
+            Table::Events => Some(&bilten_schema::EVENTS),
+            Table::PageViews => Some(&bilten_schema::PAGE_VIEWS),
+            Table::TicketSales => Some(&bilten_schema::TICKET_SALES),
+            Table::RejectedEvents | Table::PluginQuarantine => None,
+        }
+    }
+
     /// The fields clients send for this table, in column order (none for
     /// the tables the server writes itself).
     pub fn fields(self) -> &'static [Field] {
-        match self {
-            Table::Events => EVENTS,
-            Table::PageViews => PAGE_VIEWS,
-            Table::TicketSales => TICKET_SALES,
-            Table::RejectedEvents | Table::PluginQuarantine => &[],
-        }
+        self.client().map_or(&[], |t| t.fields)
     }
 
     /// One of its fields, by name.
@@ -112,127 +116,19 @@ pub const AGED_TABLES: &[(&str, &str)] = &[
     ("dashboard_sketches", "toDateTime(date)"),
 ];
 
-/// What a field holds, and so how a client's value is checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A UUID; a time-ordered one is made when it is absent.
-    Id,
-    /// RFC 3339 text or epoch milliseconds, years 2000 to 2099; now when absent.
-    Time,
-    /// Text of at most this many characters.
-    Text(usize),
-    /// Letters, digits and `_ - . :`, at most this many.
-    Name(usize),
-    /// A JSON object, at most this many bytes as JSON; stored as its text.
-    Object(usize),
-    /// A whole number from the first to the second.
-    Count(u64, u64),
-    /// Money: a decimal with at most two places, below 10^16.
-    Money,
-    /// A three-letter ISO 4217 code, stored in capitals.
-    Currency,
-}
-
-/// One field of a client table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Field {
-    pub name: &'static str,
-    pub kind: Kind,
-    /// Absent, null or empty is refused.
-    pub required: bool,
-    /// Its column's type in `sql/`.
-    pub column: &'static str,
-}
-
-/// Columns the server fills itself, in every client table.
-pub const SERVER_COLUMNS: &[(&str, &str)] = &[
-    ("received_at", "DateTime64(3, 'UTC')"),
-    ("plugins_skipped", "Array(LowCardinality(String))"),
-];
-
-const ID_LEN: usize = 256;
-const TEXT_LEN: usize = 1024;
-const URL_LEN: usize = 8192;
-const IP_LEN: usize = 64;
-
-const fn field(name: &'static str, kind: Kind, required: bool, column: &'static str) -> Field {
-    Field {
-        name,
-        kind,
-        required,
-        column,
-    }
-}
-
-const ID: Field = field("id", Kind::Id, false, "UUID");
-const TIMESTAMP: Field = field("timestamp", Kind::Time, false, "DateTime64(3, 'UTC')");
-const ORGANIZER: Field = field("organizer_id", Kind::Text(ID_LEN), true, "String");
-const USER: Field = field("user_id", Kind::Text(ID_LEN), false, "String");
-const SESSION: Field = field("session_id", Kind::Text(ID_LEN), false, "String");
-const EVENT_ID: Field = field("event_id", Kind::Text(ID_LEN), false, "String");
-const USER_AGENT: Field = field("user_agent", Kind::Text(TEXT_LEN), false, "String");
-const IP: Field = field("ip", Kind::Text(IP_LEN), false, "String");
-
-const EVENTS: &[Field] = &[
-    ID,
-    TIMESTAMP,
-    field("event_type", Kind::Name(64), true, "LowCardinality(String)"),
-    field("event_name", Kind::Text(TEXT_LEN), false, "String"),
-    ORGANIZER,
-    USER,
-    SESSION,
-    EVENT_ID,
-    field("properties", Kind::Object(64 * 1024), false, "String"),
-    USER_AGENT,
-    IP,
-];
-
-const PAGE_VIEWS: &[Field] = &[
-    ID,
-    TIMESTAMP,
-    ORGANIZER,
-    USER,
-    SESSION,
-    EVENT_ID,
-    field("url", Kind::Text(URL_LEN), true, "String"),
-    field("referrer", Kind::Text(URL_LEN), false, "String"),
-    // One day: a longer time on one page is a broken tracker.
-    field("duration_ms", Kind::Count(0, 86_400_000), false, "UInt32"),
-    USER_AGENT,
-    IP,
-];
-
-const TICKET_SALES: &[Field] = &[
-    ID,
-    TIMESTAMP,
-    field("event_id", Kind::Text(ID_LEN), true, "String"),
-    ORGANIZER,
-    USER,
-    field("order_id", Kind::Text(ID_LEN), false, "String"),
-    field("quantity", Kind::Count(1, 10_000), true, "UInt32"),
-    field("price", Kind::Money, true, "Decimal(18, 2)"),
-    field("currency", Kind::Currency, true, "LowCardinality(String)"),
-];
+pub use bilten_schema::{ClientTable, Field, Kind, SERVER_COLUMNS};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn every_client_table_has_its_id_time_and_organizer() {
-        for table in Table::INGEST {
-            for name in ["id", "timestamp", "organizer_id"] {
-                assert!(table.field(name).is_some(), "{} lacks {name}", table.name());
-            }
-            let mut names: Vec<&str> = table.fields().iter().map(|f| f.name).collect();
-            names.sort();
-            names.dedup();
-            assert_eq!(
-                names.len(),
-                table.fields().len(),
-                "a field twice in {}",
-                table.name()
-            );
+    fn the_client_tables_are_the_declarations_in_its_order() {
+        for (table, declared) in Table::INGEST.iter().zip(bilten_schema::CLIENT_TABLES) {
+            assert_eq!(table.name(), declared.name);
+            assert_eq!(table.route(), declared.route);
+            assert_eq!(Table::from_route(declared.route), Some(*table));
         }
+        assert_eq!(Table::INGEST.len(), bilten_schema::CLIENT_TABLES.len());
     }
 }

@@ -1,26 +1,36 @@
 //! The shape of the crate, checked from its source: the top-level modules
 //! form no import cycle, `model` imports no other module, `config` only
-//! `model`, and no module reaches back into the crate root (which wires the
-//! modules together and re-exports, nothing more).
+//! `model`, no module reaches back into the crate root (which wires the
+//! modules together and re-exports, nothing more), and the library uses
+//! none of the binary's crates (`src/cli/`'s clap, reqwest and toml).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Top-level module -> the top-level modules (or root items) it names.
-fn graph() -> BTreeMap<String, BTreeSet<String>> {
+/// The library's source files: all of `src/` but the binary's `main.rs`
+/// and `cli/`.
+fn library_files() -> Vec<std::path::PathBuf> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
         for e in std::fs::read_dir(dir).unwrap() {
             let p = e.unwrap().path();
-            if p.is_dir() {
+            if p.is_dir() && p != src.join("cli") {
                 stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "rs") {
+            } else if p.extension().is_some_and(|x| x == "rs") && p != src.join("main.rs") {
                 files.push(p);
             }
         }
     }
+    files
+}
+
+/// Top-level module -> the top-level modules (or root items) it names.
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = library_files();
+    assert!(files.len() > 40, "{files:?}");
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for file in files {
         let rel = file.strip_prefix(&src).unwrap();
@@ -32,7 +42,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
             .to_str()
             .unwrap();
         let module = first.trim_end_matches(".rs").to_string();
-        if module == "lib" || module == "main" {
+        if module == "lib" {
             continue;
         }
         let text = std::fs::read_to_string(&file).unwrap();
@@ -128,4 +138,38 @@ fn the_scanner_sees_grouped_imports() {
         crate_paths("use crate::{a::B, c, d::{e}};\nlet x = crate::f::g();"),
         ["a", "c", "d", "f"]
     );
+}
+
+/// The command line's crates are optional (`cli` feature) and used only by
+/// the binary; `cargo check -p bilten-analytics --lib --no-default-features`
+/// builds the library without them.
+#[test]
+fn the_library_uses_none_of_the_binarys_crates() {
+    let binary_only = ["clap", "reqwest", "toml"];
+    for file in library_files() {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for name in binary_only {
+            let used = text.lines().any(|line| {
+                let code = line.split("//").next().unwrap_or("");
+                code.contains(&format!("{name}::"))
+                    || code.contains(&format!("use {name}"))
+                    || code.contains(&format!("{name}::{{"))
+            });
+            assert!(!used, "{} uses {name}", file.display());
+        }
+    }
+    let manifest =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let dependencies = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .and_then(|rest| rest.split("\n[").next())
+        .unwrap();
+    for name in binary_only {
+        let line = dependencies
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("{name} is not a dependency"));
+        assert!(line.contains("optional = true"), "{line}");
+    }
 }

@@ -3,9 +3,32 @@
 
 mod common;
 
-use std::time::Duration;
+use serde_json::{Value, json};
 
 use common::process::{cmd, run, serve};
+
+/// `bilten-analytics loadgen --quiet` against `base`, with or without the
+/// admin token (the final flush); its JSON summary from stdout.
+fn loadgen(base: &str, args: &[&str], admin_token: bool) -> Value {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cmd(dir.path());
+    if !admin_token {
+        c.env_remove("BILTEN_ADMIN_TOKEN");
+    }
+    let out = c
+        .args(["loadgen", "--quiet", "--target", base])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
 
 #[test]
 fn migrate_dry_run_status_and_apply() {
@@ -57,31 +80,36 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
             ("BILTEN_BATCH__MAX_ROWS", "100000"),
         ],
     );
-    let summary = bilten_analytics::loadgen::run(bilten_analytics::loadgen::Args {
-        target: server.base.clone(),
-        rate: 10.0,
-        duration: Duration::from_secs(1),
-        total: Some(700),
-        seed: 3,
-        batch: Some(50),
-        concurrency: 2,
-        api_key: None,
-        admin_token: None,
-        spread: None,
-        quiet: true,
-    })
-    .await
-    .unwrap();
+    // No admin token: loadgen's final flush would store the rows itself.
+    let summary = loadgen(
+        &server.base,
+        &[
+            "--total",
+            "700",
+            "--seed",
+            "3",
+            "--batch",
+            "50",
+            "--concurrency",
+            "2",
+        ],
+        false,
+    );
     assert_eq!(
         (
-            summary.sent,
-            summary.accepted,
-            summary.rejected,
-            summary.failed_requests
+            &summary["sent"],
+            &summary["accepted"],
+            &summary["rejected"],
+            &summary["failed_requests"]
         ),
-        (700, 700, 0, 0)
+        (&json!(700), &json!(700), &json!(0), &json!(0)),
+        "{summary}"
     );
-    assert!(summary.latency_ms_p50 > 0.0 && summary.latency_ms_p99 >= summary.latency_ms_p50);
+    let (p50, p99) = (
+        summary["latency_ms_p50"].as_f64().unwrap(),
+        summary["latency_ms_p99"].as_f64().unwrap(),
+    );
+    assert!(p50 > 0.0 && p99 >= p50, "{summary}");
     let status = server.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
@@ -107,30 +135,31 @@ async fn loadgen_then_sigterm_drains_and_a_restart_sees_every_row() {
 async fn loadgen_reports_the_servers_cpu_per_stored_event() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = serve(dir.path(), &[("BILTEN_BATCH__MAX_AGE", "1h")]);
-    let summary = bilten_analytics::loadgen::run(bilten_analytics::loadgen::Args {
-        target: server.base.clone(),
-        rate: 10.0,
-        duration: Duration::from_secs(1),
-        total: Some(1500),
-        seed: 5,
-        batch: Some(100),
-        concurrency: 2,
-        api_key: None,
-        admin_token: Some(common::process::TOKEN.to_string()),
-        // History for dashboards: timestamps over the last three days.
-        spread: Some(Duration::from_secs(3 * 86400)),
-        quiet: true,
-    })
-    .await
-    .unwrap();
-    assert_eq!(summary.accepted, 1500);
-    assert_eq!(summary.server_events_stored, Some(1500), "{summary:?}");
-    let cpu = summary.server_cpu_seconds.unwrap();
-    assert!(cpu > 0.0, "{summary:?}");
-    let per_event = summary.server_cpu_us_per_event.unwrap();
+    // History for dashboards: timestamps over the last three days.
+    let summary = loadgen(
+        &server.base,
+        &[
+            "--total",
+            "1500",
+            "--seed",
+            "5",
+            "--batch",
+            "100",
+            "--concurrency",
+            "2",
+            "--spread",
+            "3days",
+        ],
+        true,
+    );
+    assert_eq!(summary["accepted"], 1500, "{summary}");
+    assert_eq!(summary["server_events_stored"], 1500, "{summary}");
+    let cpu = summary["server_cpu_seconds"].as_f64().unwrap();
+    assert!(cpu > 0.0, "{summary}");
+    let per_event = summary["server_cpu_us_per_event"].as_f64().unwrap();
     assert!(
         (per_event - cpu * 1e6 / 1500.0).abs() < 1e-6 && per_event < 1e6,
-        "{summary:?}"
+        "{summary}"
     );
     let body = server
         .query("SELECT dateDiff('hour', min(timestamp), max(timestamp)) AS hours, countIf(timestamp > now()) AS future FROM bilten_analytics.events")

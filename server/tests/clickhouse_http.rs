@@ -541,7 +541,7 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
             .header("X-ClickHouse-User", WRITER.0)
             .header("X-ClickHouse-Key", WRITER.1)
             .header("Content-Encoding", enc)
-            .body(bilten_analytics::codec::encode_content(
+            .body(bilten_analytics::clickhouse_http::codec::encode_content(
                 enc,
                 rows.as_bytes(),
             ))
@@ -574,7 +574,8 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
             .unwrap();
         assert_eq!(r.headers()["Content-Encoding"], enc);
         let packed = r.bytes().await.unwrap();
-        let plain = bilten_analytics::codec::decode_content(enc, packed, 1 << 20).unwrap();
+        let plain =
+            bilten_analytics::clickhouse_http::codec::decode_content(enc, packed, 1 << 20).unwrap();
         assert_eq!(plain, b"5000\n", "{enc}");
     }
     let r = http
@@ -586,13 +587,14 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
         .unwrap();
     let packed = r.bytes().await.unwrap();
     assert_eq!(
-        bilten_analytics::codec::decompress_blocks(&packed, 1 << 20).unwrap(),
+        bilten_analytics::clickhouse_http::codec::decompress_blocks(&packed, 1 << 20).unwrap(),
         b"5000\n"
     );
 
     // A damaged block and a gzip bomb get a 4xx that says so; nothing stored.
-    let mut block =
-        bilten_analytics::codec::compress_blocks(b"{\"order_id\":\"bad\",\"quantity\":1}\n");
+    let mut block = bilten_analytics::clickhouse_http::codec::compress_blocks(
+        b"{\"order_id\":\"bad\",\"quantity\":1}\n",
+    );
     let last = block.len() - 1;
     block[last] ^= 0xff;
     let r = http
@@ -606,7 +608,8 @@ async fn ping_parameters_headers_and_compression_follow_clickhouse() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("checksum"));
-    let bomb = bilten_analytics::codec::encode_content("gzip", &vec![b' '; 300 << 20]);
+    let bomb =
+        bilten_analytics::clickhouse_http::codec::encode_content("gzip", &vec![b' '; 300 << 20]);
     let r = http
         .post(format!(
             "{url}/?query=INSERT%20INTO%20ticket_sales%20FORMAT%20JSONEachRow"
@@ -1027,7 +1030,7 @@ async fn bodies_are_read_one_turn_at_a_time_and_long_texts_refused_before_parsin
     let (s, url) = server_with(|c| c.clickhouse_http.concurrency = 2).await;
     let mut text = b"SELECT 1 -- ".to_vec();
     text.resize(40 << 20, b'a');
-    let bomb = bilten_analytics::codec::encode_content("gzip", &text);
+    let bomb = bilten_analytics::clickhouse_http::codec::encode_content("gzip", &text);
     drop(text);
     let before = common::peak_rss_bytes();
     let sends = (0..10).map(|_| {

@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::{self, BodyFormat, Table};
-use bilten_analytics::loadgen::Generator;
 use bilten_analytics::ops::migrations;
 use bilten_analytics::storage::{self, Storage, StorageError, query_text};
+use bilten_analytics::synth::Generator;
 use bytes::Bytes;
 use serde_json::Value;
 
@@ -193,11 +193,11 @@ async fn the_error_codes_we_classify_by_are_the_engines() {
 /// The writers' profile freezes every setting that points the engine at a
 /// file, a path, a URL, a schema, a disk or credentials, by the engine's own
 /// list: a setting a new engine version adds with such a name fails this
-/// until it is frozen too (`storage::walls::FROZEN_SETTINGS`) or named here
+/// until it is frozen too (`clickhouse_http::walls::FROZEN_SETTINGS`) or named here
 /// as harmless.
 #[tokio::test]
 async fn every_setting_that_names_a_path_is_frozen_for_the_interfaces_writers() {
-    use bilten_analytics::storage::walls::{FROZEN_SETTINGS, FROZEN_TABLE_SETTINGS};
+    use bilten_analytics::clickhouse_http::walls::{FROZEN_SETTINGS, FROZEN_TABLE_SETTINGS};
     // Their values name no file: inference hints, read methods, a codec,
     // profile events.
     const HARMLESS: &[&str] = &[

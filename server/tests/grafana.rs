@@ -6,7 +6,7 @@
 
 mod common;
 
-use bilten_analytics::loadgen::Generator;
+use bilten_analytics::synth::Generator;
 use chrono::{Duration, Utc};
 use common::{TestServer, as_u64};
 use serde_json::{Value, json};

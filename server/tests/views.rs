@@ -4,9 +4,9 @@ mod common;
 
 use bilten_analytics::config::Config;
 use bilten_analytics::ingest::{self, BodyFormat, Table};
-use bilten_analytics::loadgen::Generator;
 use bilten_analytics::ops::migrations;
 use bilten_analytics::storage;
+use bilten_analytics::synth::Generator;
 use chrono::{Duration, Utc};
 use common::{TestServer, as_u64};
 use serde_json::{Value, json};

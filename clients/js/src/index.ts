@@ -7,6 +7,7 @@ import { uuidv7 } from './uuid'
 
 export { uuidv7 }
 
+// @generated begin tables
 /** The server's tables, as its routes name them. */
 export type Table = 'events' | 'page-views' | 'ticket-sales'
 
@@ -14,46 +15,78 @@ type Time = string | number | Date
 
 /** `POST /v1/events`: a page view, click, funnel step or any custom event. */
 export interface TrackedEvent {
+  /** What happened: `page_view`, `add_to_cart`, `purchase`, … */
   event_type: string
+  /** The organizer the event belongs to. */
   organizer_id: string
-  event_name?: string
-  user_id?: string
-  session_id?: string
-  event_id?: string
-  properties?: Record<string, unknown>
-  user_agent?: string
-  ip?: string
-  timestamp?: Time
+  /** The event's id (a UUID); sent again, the event is stored once. Made by the server when absent. */
   id?: string
+  /** When it happened: RFC 3339 text or epoch milliseconds; now when absent. */
+  timestamp?: Time
+  /** A name for it, shown in reports. */
+  event_name?: string
+  /** Who did it. */
+  user_id?: string
+  /** The visit it belongs to. */
+  session_id?: string
+  /** The ticketed event (concert, show) it concerns. */
+  event_id?: string
+  /** A JSON object of anything else (at most 64 KiB). */
+  properties?: Record<string, unknown>
+  /** The browser's User-Agent. */
+  user_agent?: string
+  /** The client's address (truncated by the privacy plugin). */
+  ip?: string
 }
 
 /** `POST /v1/page-views`. */
 export interface PageView {
-  url: string
+  /** The organizer the event belongs to. */
   organizer_id: string
-  referrer?: string
-  duration_ms?: number
-  user_id?: string
-  session_id?: string
-  event_id?: string
-  user_agent?: string
-  ip?: string
-  timestamp?: Time
+  /** The page's URL. */
+  url: string
+  /** The event's id (a UUID); sent again, the event is stored once. Made by the server when absent. */
   id?: string
+  /** When it happened: RFC 3339 text or epoch milliseconds; now when absent. */
+  timestamp?: Time
+  /** Who did it. */
+  user_id?: string
+  /** The visit it belongs to. */
+  session_id?: string
+  /** The ticketed event (concert, show) it concerns. */
+  event_id?: string
+  /** The page the visitor came from. */
+  referrer?: string
+  /** Time on the page, in milliseconds (at most a day). */
+  duration_ms?: number
+  /** The browser's User-Agent. */
+  user_agent?: string
+  /** The client's address (truncated by the privacy plugin). */
+  ip?: string
 }
 
 /** `POST /v1/ticket-sales`. Prices as numbers or decimal text ("50.00"). */
 export interface TicketSale {
+  /** The ticketed event (concert, show) it concerns. */
   event_id: string
+  /** The organizer the event belongs to. */
   organizer_id: string
+  /** Tickets sold (1 to 10 000). */
   quantity: number
+  /** The price of the sale, in the currency: at most two decimals. */
   price: number | string
+  /** ISO 4217 code, e.g. EUR. */
   currency: string
-  user_id?: string
-  order_id?: string
-  timestamp?: Time
+  /** The event's id (a UUID); sent again, the event is stored once. Made by the server when absent. */
   id?: string
+  /** When it happened: RFC 3339 text or epoch milliseconds; now when absent. */
+  timestamp?: Time
+  /** Who did it. */
+  user_id?: string
+  /** The order the tickets were bought in. */
+  order_id?: string
 }
+// @generated end tables
 
 /** An event the server refused, and why. It is not sent again. */
 export interface Rejection {

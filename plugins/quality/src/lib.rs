@@ -121,20 +121,12 @@ impl Quality {
             return Ok(());
         };
         for field in fields {
-            let present = match field.as_str() {
-                "event_id" => !e.event_id.is_empty(),
-                "user_id" => !e.user_id.is_empty(),
-                "session_id" => !e.session_id.is_empty(),
-                "event_name" => !e.event_name.is_empty(),
-                "order_id" => !e.order_id.is_empty(),
-                "user_agent" => !e.user_agent.is_empty(),
-                "ip" => !e.ip.is_empty(),
-                "url" => !e.url.is_empty(),
-                "referrer" => !e.referrer.is_empty(),
+            let present = match e.text(field).filter(|_| field != "properties") {
+                Some(value) => !value.is_empty(),
                 // Anything else is looked for in the properties.
-                other => e
+                None => e
                     .properties()
-                    .map(|p| p.get(other).is_some_and(|v| !v.is_null()))
+                    .map(|p| p.get(field.as_str()).is_some_and(|v| !v.is_null()))
                     .unwrap_or(false),
             };
             if !present {
@@ -149,17 +141,16 @@ impl Quality {
     }
 
     fn lengths(&self, e: &EventRef) -> Result<(), Error> {
-        let text = [
-            ("event_name", &e.event_name, self.max_length),
-            ("organizer_id", &e.organizer_id, self.max_length),
-            ("user_id", &e.user_id, self.max_length),
-            ("session_id", &e.session_id, self.max_length),
-            ("event_id", &e.event_id, self.max_length),
-            ("order_id", &e.order_id, self.max_length),
-            ("user_agent", &e.user_agent, self.max_length),
-            ("url", &e.url, self.max_url_length),
-            ("referrer", &e.referrer, self.max_url_length),
-        ];
+        // Every text field but those with rules of their own elsewhere
+        // (the id, the type, the properties, the address, the currency).
+        let text = e.texts().into_iter().filter_map(|(field, value)| {
+            let max = match field {
+                "id" | "event_type" | "properties" | "ip" | "currency" => return None,
+                "url" | "referrer" => self.max_url_length,
+                _ => self.max_length,
+            };
+            Some((field, value, max))
+        });
         for (field, value, max) in text {
             let n = value.chars().count();
             if n > max {

@@ -6,7 +6,6 @@
 //! currencies, plausible timestamps) belong to the plugin chain.
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use std::borrow::Cow;
@@ -23,126 +22,19 @@ pub type Invalid = (Option<String>, String);
 /// Decimal(18, 2) holds up to 10^16 - 0.01.
 const MAX_PRICE_CENTS: u64 = 10u64.pow(18) - 1;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRow {
-    pub id: Uuid,
-    pub timestamp: String,
-    /// The same instant in epoch milliseconds, for the plugins.
-    #[serde(skip)]
-    pub timestamp_ms: i64,
-    pub event_type: String,
-    pub event_name: String,
-    pub organizer_id: String,
-    pub user_id: String,
-    pub session_id: String,
-    pub event_id: String,
-    pub properties: String,
-    pub user_agent: String,
-    pub ip: String,
-    /// Plugins that failed open on this event: it skipped their checks.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub plugins_skipped: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct PageViewRow {
-    pub id: Uuid,
-    pub timestamp: String,
-    /// The same instant in epoch milliseconds, for the plugins.
-    #[serde(skip)]
-    pub timestamp_ms: i64,
-    pub organizer_id: String,
-    pub user_id: String,
-    pub session_id: String,
-    pub event_id: String,
-    pub url: String,
-    pub referrer: String,
-    pub duration_ms: u64,
-    pub user_agent: String,
-    pub ip: String,
-    /// Plugins that failed open on this event: it skipped their checks.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub plugins_skipped: Vec<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TicketSaleRow {
-    pub id: Uuid,
-    pub timestamp: String,
-    /// The same instant in epoch milliseconds, for the plugins.
-    #[serde(skip)]
-    pub timestamp_ms: i64,
-    pub event_id: String,
-    pub organizer_id: String,
-    pub user_id: String,
-    pub order_id: String,
-    pub quantity: u64,
-    /// Exact decimal text: money never passes through a float.
-    pub price: String,
-    #[serde(skip)]
-    pub price_cents: u64,
-    pub currency: String,
-    /// Plugins that failed open on this event: it skipped their checks.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub plugins_skipped: Vec<String>,
-}
-
-/// One validated event, typed, as it will be stored.
-#[derive(Debug, Clone)]
-pub enum Row {
-    Event(EventRow),
-    PageView(PageViewRow),
-    TicketSale(TicketSaleRow),
-}
+pub use super::rows::{EventRow, PageViewRow, Row, TicketSaleRow, build};
 
 impl Row {
-    pub fn id(&self) -> Uuid {
-        match self {
-            Row::Event(r) => r.id,
-            Row::PageView(r) => r.id,
-            Row::TicketSale(r) => r.id,
-        }
-    }
-
-    pub fn organizer_id(&self) -> &str {
-        match self {
-            Row::Event(r) => &r.organizer_id,
-            Row::PageView(r) => &r.organizer_id,
-            Row::TicketSale(r) => &r.organizer_id,
-        }
-    }
-
-    /// Appends its JSONEachRow line.
-    pub fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            Row::Event(r) => serde_json::to_writer(&mut *out, r),
-            Row::PageView(r) => serde_json::to_writer(&mut *out, r),
-            Row::TicketSale(r) => serde_json::to_writer(&mut *out, r),
-        }
-        .expect("rows of strings and numbers serialize");
-        out.push(b'\n');
-    }
-
     /// Fills the user agent and IP an event left empty from its request's
     /// (a browser's: see [`Stamp`]). A field the event set is kept.
     pub fn stamp(&mut self, stamp: &Stamp) {
-        let (user_agent, ip) = match self {
-            Row::Event(r) => (&mut r.user_agent, &mut r.ip),
-            Row::PageView(r) => (&mut r.user_agent, &mut r.ip),
-            Row::TicketSale(_) => return,
+        let Some((user_agent, ip)) = self.user_agent_and_ip() else {
+            return;
         };
         for (field, value) in [(user_agent, &stamp.user_agent), (ip, &stamp.ip)] {
             if field.is_empty() {
                 field.clone_from(value);
             }
-        }
-    }
-
-    pub fn plugins_skipped(&mut self) -> &mut Vec<String> {
-        match self {
-            Row::Event(r) => &mut r.plugins_skipped,
-            Row::PageView(r) => &mut r.plugins_skipped,
-            Row::TicketSale(r) => &mut r.plugins_skipped,
         }
     }
 }
@@ -208,89 +100,11 @@ pub trait Source {
     fn text(&mut self, name: &str) -> Result<String, Invalid>;
     /// A whole-number field; 0 when absent (and not required).
     fn count(&mut self, name: &str) -> Result<u64, Invalid>;
-    /// `properties`, as the text of a JSON object.
+    /// `properties`, as the text of a JSON object; read before any other
+    /// field (a client may send `event_id` inside it).
     fn properties(&mut self) -> Result<String, Invalid>;
-    /// An event's `event_id`; taken after [`Source::properties`], since a
-    /// client may send it inside them.
-    fn event_id(&mut self) -> Result<String, Invalid> {
-        self.text("event_id")
-    }
     fn price_cents(&mut self) -> Result<u64, Invalid>;
     fn currency(&mut self) -> Result<String, Invalid>;
-}
-
-/// A table's row from its values: the one place each table's row is put
-/// together, for client events and plugins' modified ones alike.
-pub fn build(
-    table: Table,
-    id: Uuid,
-    (timestamp, timestamp_ms): (String, i64),
-    src: &mut impl Source,
-) -> Result<Row, Invalid> {
-    Ok(match table {
-        Table::Events => {
-            let properties = src.properties()?;
-            let event_id = src.event_id()?;
-            Row::Event(EventRow {
-                id,
-                timestamp,
-                timestamp_ms,
-                event_type: src.text("event_type")?,
-                event_name: src.text("event_name")?,
-                organizer_id: src.text("organizer_id")?,
-                user_id: src.text("user_id")?,
-                session_id: src.text("session_id")?,
-                event_id,
-                properties,
-                user_agent: src.text("user_agent")?,
-                ip: src.text("ip")?,
-                plugins_skipped: Vec::new(),
-            })
-        }
-        Table::PageViews => Row::PageView(PageViewRow {
-            id,
-            timestamp,
-            timestamp_ms,
-            organizer_id: src.text("organizer_id")?,
-            user_id: src.text("user_id")?,
-            session_id: src.text("session_id")?,
-            event_id: src.text("event_id")?,
-            url: src.text("url")?,
-            referrer: src.text("referrer")?,
-            duration_ms: src.count("duration_ms")?,
-            user_agent: src.text("user_agent")?,
-            ip: src.text("ip")?,
-            plugins_skipped: Vec::new(),
-        }),
-        Table::TicketSales => {
-            let event_id = src.text("event_id")?;
-            let organizer_id = src.text("organizer_id")?;
-            let user_id = src.text("user_id")?;
-            let order_id = src.text("order_id")?;
-            let quantity = src.count("quantity")?;
-            let cents = src.price_cents()?;
-            Row::TicketSale(TicketSaleRow {
-                id,
-                timestamp,
-                timestamp_ms,
-                event_id,
-                organizer_id,
-                user_id,
-                order_id,
-                quantity,
-                price: format!("{}.{:02}", cents / 100, cents % 100),
-                price_cents: cents,
-                currency: src.currency()?,
-                plugins_skipped: Vec::new(),
-            })
-        }
-        Table::RejectedEvents | Table::PluginQuarantine => {
-            return Err((
-                None,
-                format!("{} takes no events from clients", table.name()),
-            ));
-        }
-    })
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
@@ -544,7 +358,12 @@ impl<'a> Fields<'a> {
 
 impl Source for Fields<'_> {
     fn text(&mut self, name: &str) -> Result<String, Invalid> {
-        Ok(self.opt_text(name)?.unwrap_or_default())
+        match self.opt_text(name)? {
+            Some(text) => Ok(text),
+            // A client may send an event's `event_id` inside `properties`.
+            None if name == "event_id" => properties_event_id(self.table, self.properties),
+            None => Ok(String::new()),
+        }
     }
 
     fn count(&mut self, name: &str) -> Result<u64, Invalid> {
@@ -571,13 +390,6 @@ impl Source for Fields<'_> {
         let text = compact_json(raw.get()).map_err(|reason| invalid("properties", reason))?;
         self.properties = Some(raw);
         properties_size_rule(self.table, text)
-    }
-
-    fn event_id(&mut self) -> Result<String, Invalid> {
-        match self.opt_text("event_id")? {
-            Some(id) => Ok(id),
-            None => properties_event_id(self.table, self.properties),
-        }
     }
 
     fn price_cents(&mut self) -> Result<u64, Invalid> {

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
 
+use crate::clickhouse_http::session::{ASIDE_INFIX, FAILED_INFIX, SCRATCH_PREFIX};
 use crate::model::{DATABASE, plain_identifier};
-use crate::storage::session::{ASIDE_INFIX, FAILED_INFIX, SCRATCH_PREFIX};
 use crate::storage::{Storage, StorageError, json_rows, query_text};
 
 /// Where backups are written, and the key that signs their catalog rows.
@@ -127,7 +127,7 @@ impl CatalogKey {
     }
 }
 
-pub use crate::storage::session::backup_name;
+pub use crate::clickhouse_http::session::backup_name;
 
 impl Location {
     /// Where backups are written, for the configured backend.

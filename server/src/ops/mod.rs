@@ -10,7 +10,7 @@ pub mod retention;
 
 /// Every statement a `clickhouse` backend sends word for word, with `home`
 /// its data's database and `system` its records': what ClickHouse's HTTP
-/// interface lets its writers run as they are (`storage::allow::Policy`).
+/// interface lets its writers run as they are (`clickhouse_http::allow::Policy`).
 pub fn fixed_statements(home: &str, system: &str) -> Vec<String> {
     migrations::fixed()
         .into_iter()

@@ -75,7 +75,7 @@ fn copy(system: &str, table: &str, columns: &str, read: &str) -> String {
 
 /// Every statement of the records a `clickhouse` backend sends word for
 /// word (with `system` its system database): what ClickHouse's HTTP
-/// interface lets its writers run as they are (`storage::allow`).
+/// interface lets its writers run as they are (`clickhouse_http::allow`).
 pub fn fixed(system: &str) -> Vec<String> {
     let mut out = ddl(system);
     out.extend(MOVED.iter().map(|(t, c, r)| copy(system, t, c, r)));

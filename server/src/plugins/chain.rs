@@ -11,7 +11,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
-use super::host::{Batch, Event, Fault, FaultKind, Verdict, WitTable};
+use super::host::{Batch, Event, Fault, FaultKind, Verdict};
+use super::layout::{self, TEXT_FIELDS, event_text_len};
 use super::{Chain, FailurePolicy, Loaded, Plugins};
 use crate::ingest::{self, Parsed, Rejection, Row, Table};
 use crate::telemetry;
@@ -384,125 +385,10 @@ pub fn batch_of<'a>(rows: impl Iterator<Item = &'a Row>) -> Batch {
         prices_cents: Vec::with_capacity(n),
     };
     for row in rows {
-        push(&mut b, row);
+        layout::push(&mut b, row);
     }
     b.offsets.push(b.text.len() as u32);
     b
-}
-
-/// Text fields per event: the cases of the WIT's `text-field`.
-const TEXT_FIELDS: usize = 14;
-
-fn push(b: &mut Batch, row: &Row) {
-    let mut id = uuid::Uuid::encode_buffer();
-    let id = &*row.id().hyphenated().encode_lower(&mut id);
-    // In `text-field` order: id, event-type, event-name, organizer-id,
-    // user-id, session-id, event-id, properties, user-agent, ip, url,
-    // referrer, order-id, currency.
-    let (table, fields, ts, duration, quantity, price): (_, [&str; TEXT_FIELDS], _, _, _, _) =
-        match row {
-            Row::Event(r) => (
-                WitTable::Events,
-                [
-                    id,
-                    &r.event_type,
-                    &r.event_name,
-                    &r.organizer_id,
-                    &r.user_id,
-                    &r.session_id,
-                    &r.event_id,
-                    &r.properties,
-                    &r.user_agent,
-                    &r.ip,
-                    "",
-                    "",
-                    "",
-                    "",
-                ],
-                r.timestamp_ms,
-                0,
-                0,
-                0,
-            ),
-            Row::PageView(r) => (
-                WitTable::PageViews,
-                [
-                    id,
-                    "page_view",
-                    "",
-                    &r.organizer_id,
-                    &r.user_id,
-                    &r.session_id,
-                    &r.event_id,
-                    "{}",
-                    &r.user_agent,
-                    &r.ip,
-                    &r.url,
-                    &r.referrer,
-                    "",
-                    "",
-                ],
-                r.timestamp_ms,
-                r.duration_ms,
-                0,
-                0,
-            ),
-            Row::TicketSale(r) => (
-                WitTable::TicketSales,
-                [
-                    id,
-                    "ticket_sale",
-                    "",
-                    &r.organizer_id,
-                    &r.user_id,
-                    "",
-                    &r.event_id,
-                    "{}",
-                    "",
-                    "",
-                    "",
-                    "",
-                    &r.order_id,
-                    &r.currency,
-                ],
-                r.timestamp_ms,
-                0,
-                r.quantity as u32,
-                r.price_cents as i64,
-            ),
-        };
-    for field in fields {
-        b.offsets.push(b.text.len() as u32);
-        b.text.push_str(field);
-    }
-    b.tables.push(table as u8);
-    b.timestamps_ms.push(ts);
-    b.durations_ms.push(duration);
-    b.quantities.push(quantity);
-    b.prices_cents.push(price);
-}
-
-/// The bytes of text a modified event brings back, all fields counted.
-fn event_text_len(e: &Event) -> usize {
-    [
-        &e.id,
-        &e.event_type,
-        &e.event_name,
-        &e.organizer_id,
-        &e.user_id,
-        &e.session_id,
-        &e.event_id,
-        &e.properties,
-        &e.user_agent,
-        &e.ip,
-        &e.url,
-        &e.referrer,
-        &e.order_id,
-        &e.currency,
-    ]
-    .iter()
-    .map(|s| s.len())
-    .sum()
 }
 
 /// A modified event's row, put together by the same builder as a client's
@@ -523,30 +409,14 @@ struct Modified {
 
 impl ingest::Source for Modified {
     fn text(&mut self, name: &str) -> Result<String, ingest::Invalid> {
-        let e = &mut self.e;
-        let field = match name {
-            "event_type" => &mut e.event_type,
-            "event_name" => &mut e.event_name,
-            "organizer_id" => &mut e.organizer_id,
-            "user_id" => &mut e.user_id,
-            "session_id" => &mut e.session_id,
-            "event_id" => &mut e.event_id,
-            "user_agent" => &mut e.user_agent,
-            "ip" => &mut e.ip,
-            "url" => &mut e.url,
-            "referrer" => &mut e.referrer,
-            "order_id" => &mut e.order_id,
-            other => unreachable!("the WIT event has no text field {other}"),
-        };
+        let field = layout::text_mut(&mut self.e, name)
+            .unwrap_or_else(|| unreachable!("the WIT event has no text field {name}"));
         self.check.text(name, std::mem::take(field))
     }
 
     fn count(&mut self, name: &str) -> Result<u64, ingest::Invalid> {
-        let value = match name {
-            "duration_ms" => self.e.duration_ms,
-            "quantity" => u64::from(self.e.quantity),
-            other => unreachable!("the WIT event has no count {other}"),
-        };
+        let value = layout::count(&self.e, name)
+            .unwrap_or_else(|| unreachable!("the WIT event has no count {name}"));
         self.check.count(name, value)
     }
 
@@ -591,6 +461,7 @@ pub fn samples(now_ms: i64) -> Vec<(Table, Row)> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::host::WitTable;
     use super::*;
     use crate::model::Kind;
 

@@ -24,7 +24,7 @@ pub use wit::bilten::plugin::types::{
 };
 
 /// The interface this server implements: `bilten:plugin/validator@<this>`.
-pub const INTERFACE_VERSION: &str = "1.0.0";
+pub use bilten_schema::PLUGIN_INTERFACE as INTERFACE_VERSION;
 pub(crate) const EXPORT: &str = "bilten:plugin/validator";
 /// The WASI version whose clocks we replace (see `deny_waiting`).
 const WASI_CLOCKS: &str = "wasi:clocks/monotonic-clock@0.2.12";

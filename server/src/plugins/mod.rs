@@ -10,7 +10,7 @@
 
 pub mod chain;
 pub mod host;
-pub mod scaffold;
+mod layout;
 pub mod trial;
 
 use std::collections::{HashMap, VecDeque};

@@ -6,7 +6,7 @@
 //! This module decodes the request the way ClickHouse documents it (routes,
 //! credentials, parameters, compression) and encodes the answer with its
 //! headers and its error text and statuses; what a user may run is decided
-//! in `storage::session`. Errors here are ClickHouse's, not the API's JSON:
+//! in `clickhouse_http::session`. Errors here are ClickHouse's, not the API's JSON:
 //! clients parse `Code: N. DB::Exception: …` and `X-ClickHouse-Exception-Code`.
 
 use std::sync::Arc;
@@ -21,10 +21,10 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
-use crate::codec;
+use crate::clickhouse_http::allow::Policy;
+use crate::clickhouse_http::codec;
+use crate::clickhouse_http::session::{Access, SessionAnswer, SessionRequest, split_insert};
 use crate::config::ClickHouseHttpConfig;
-use crate::storage::allow::Policy;
-use crate::storage::session::{Access, SessionAnswer, SessionRequest, split_insert};
 use crate::storage::{Storage, StorageError, exception_code};
 
 /// What the interface's handlers share.

@@ -28,7 +28,7 @@ pub struct QueryAnalysis {
 /// `CHDB_QUERY_READ_ONLY` in `chdb_query_class`.
 pub const QUERY_CLASS_READ_ONLY: u32 = 0;
 // The other classes (`CHDB_QUERY_MUTATING`, `CHDB_QUERY_CONTROL`) are not
-// told apart: whatever does not only read is judged by `storage::allow`.
+// told apart: whatever does not only read is judged by `clickhouse_http::allow`.
 
 pub struct Api {
     pub connect: unsafe extern "C" fn(c_int, *mut *mut c_char) -> *mut Connection,

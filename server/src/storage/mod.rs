@@ -2,14 +2,11 @@
 //! migrations: the embedded engine (chDB, in-process) and a ClickHouse server
 //! (the official `clickhouse` crate, over HTTP).
 
-pub mod allow;
 mod clickhouse;
 pub mod cluster;
 mod embedded;
 mod ffi;
-pub mod session;
 pub mod startup;
-pub mod walls;
 
 use std::sync::Arc;
 
@@ -184,12 +181,12 @@ pub trait Storage: Send + Sync + 'static {
     /// `token` identifies the batch: the same token again is a retry, and
     /// storage keeps the rows (and what views derive from them) once.
     async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError>;
-    /// One statement of ClickHouse's HTTP interface (`storage::session`):
+    /// One statement of ClickHouse's HTTP interface (`clickhouse_http::session`):
     /// only the embedded engine serves one; a server has its own.
     async fn session(
         &self,
-        req: session::SessionRequest,
-    ) -> Result<session::SessionAnswer, StorageError> {
+        req: crate::clickhouse_http::session::SessionRequest,
+    ) -> Result<crate::clickhouse_http::session::SessionAnswer, StorageError> {
         let _ = req;
         Err(StorageError::Rejected(
             "only the embedded engine serves ClickHouse's HTTP interface".into(),
@@ -210,7 +207,7 @@ pub trait Storage: Send + Sync + 'static {
 /// Opens the configured backend, with the interface's walls drawn around
 /// this project's database.
 pub async fn open(cfg: &StorageConfig) -> anyhow::Result<Arc<dyn Storage>> {
-    let walls = walls::Walls {
+    let walls = crate::clickhouse_http::walls::Walls {
         home: DATABASE.into(),
         guest: crate::model::GUEST_SYSTEM_DATABASE.into(),
         system: crate::model::SYSTEM_DATABASE.into(),
@@ -232,7 +229,7 @@ pub fn limit_settings(limits: &crate::config::QueryLimits) -> Vec<(String, Strin
 /// around its HTTP interface (`walls`).
 pub async fn open_with(
     cfg: &StorageConfig,
-    walls: walls::Walls,
+    walls: crate::clickhouse_http::walls::Walls,
 ) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match cfg.backend {
         Backend::Embedded => Arc::new(

@@ -3,8 +3,8 @@
 //! request, and the rules for reads and for a request's own settings.
 //!
 //! Reads run in the engine's read-only mode with the readers' role
-//! (`storage::walls`); before that, `EXPLAIN AST` must name no `file()`
-//! function, which no grant covers. Writes are `storage::allow`'s.
+//! (`clickhouse_http::walls`); before that, `EXPLAIN AST` must name no `file()`
+//! function, which no grant covers. Writes are `clickhouse_http::allow`'s.
 
 use std::sync::Arc;
 
@@ -183,7 +183,7 @@ pub struct SessionRequest {
     pub database: Option<String>,
     /// The database read-write users may change, and the default one.
     pub home: String,
-    /// What writers may run (`storage::allow`).
+    /// What writers may run (`clickhouse_http::allow`).
     pub policy: Arc<Policy>,
     /// Engine settings from the URL, names checked against the engine's.
     pub settings: Vec<(String, String)>,
@@ -227,7 +227,7 @@ pub fn harmless_setting(name: &str) -> bool {
 /// Whether a user of `access` may send `name = value` as a setting of the
 /// request: output and HTTP settings, the limits (which only tighten:
 /// `limits` are the reader's connection arguments), and for writers an
-/// insert's settings (`storage::allow::INSERT_SETTINGS`) with their values.
+/// insert's settings (`clickhouse_http::allow::INSERT_SETTINGS`) with their values.
 /// Anything else reaches what a request must not (files, schemas, URLs,
 /// the gates), so it is refused by name: an allow-list.
 pub fn url_setting(

@@ -12,7 +12,7 @@
 //! the engine refuses to loosen a limit or to change a setting that names
 //! a file, a path, a URL, a schema or a disk, whatever the statement.
 //!
-//! What no grant covers, and only the parser (`storage::allow`) stops: the
+//! What no grant covers, and only the parser (`clickhouse_http::allow`) stops: the
 //! scalar `file()` function (unchecked in the engine's local mode),
 //! `INSERT … FROM INFILE` (read by the client side of the engine), and a
 //! second `SET ROLE`, which is why nothing but the allow-listed shapes runs

@@ -1,0 +1,10 @@
+//! The binary's own commands, apart from the server library: clients of a
+//! running server (`loadgen`, `health`, `monitor`, `report`, `backup`) and
+//! plugin authors' tools (`plugin new/build/check/test`). Only this side
+//! uses `clap` and `reqwest`; the library builds without them (`cli`
+//! feature off).
+
+pub mod admin_client;
+pub mod loadgen;
+pub mod plugin;
+pub mod scaffold;
