@@ -46,8 +46,8 @@ pub enum ApiError {
 impl From<StorageError> for ApiError {
     fn from(e: StorageError) -> Self {
         match e {
-            StorageError::Transient(detail) => ApiError::Unavailable(detail),
-            StorageError::Rejected(message) => ApiError::BadQuery(message),
+            StorageError::Transient(detail) => ApiError::Unavailable(detail.message),
+            StorageError::Rejected(e) => ApiError::BadQuery(e.message),
             e @ (StorageError::NotReadOnly(_) | StorageError::LimitExceeded(_)) => {
                 ApiError::BadQuery(e.to_string())
             }

@@ -13,7 +13,7 @@ const READ_KEY: &str = "read-key-of-org-a-0123";
 
 async fn start() -> TestServer {
     TestServer::start(|c| {
-        c.read_keys = vec![format!("{READ_KEY}@org-a")];
+        c.read_keys = vec![format!("{READ_KEY}@org-a").into()];
     })
     .await
 }

@@ -484,13 +484,13 @@ impl Batcher {
                         "Code: 60. DB::Exception: Table {}.{table} does not exist. (UNKNOWN_TABLE)",
                         crate::model::DATABASE
                     )),
-                    _ => StorageError::Transient("injected storage outage".into()),
+                    _ => StorageError::transient("injected storage outage"),
                 }),
                 None => self.storage.insert(table, rows.clone(), token).await,
             };
             let result = match (result, fail::eval("storage::lost_ack", |_| ())) {
-                (Ok(()), Some(())) => Err(StorageError::Transient(
-                    "injected: timed out after the insert succeeded".into(),
+                (Ok(()), Some(())) => Err(StorageError::transient(
+                    "injected: timed out after the insert succeeded",
                 )),
                 (result, _) => result,
             };
@@ -595,7 +595,7 @@ mod tests {
             tokio::time::sleep(self.delay).await;
             if self.fail_first.load(Ordering::SeqCst) > 0 {
                 self.fail_first.fetch_sub(1, Ordering::SeqCst);
-                return Err(StorageError::Transient("down".into()));
+                return Err(StorageError::transient("down"));
             }
             if let Some((e, n)) = self.env_error.lock().unwrap().as_mut()
                 && *n > 0
@@ -611,7 +611,7 @@ mod tests {
             }
             let text = String::from_utf8(rows.to_vec()).unwrap();
             if table != "dead_letter" && text.contains("bad") {
-                return Err(StorageError::Rejected("Code: 27. cannot parse".into()));
+                return Err(StorageError::rejected("Code: 27. cannot parse"));
             }
             self.inserts.lock().unwrap().push((
                 table.to_string(),

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 pub mod browser;
 pub mod clickhouse_http;
+mod keys;
 pub mod plugins;
 pub mod retention;
 
 pub use clickhouse_http::{ClickHouseHttpConfig, HttpUser};
+pub use keys::ScopedKey;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -53,14 +55,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Bearer token for `/admin`. Without one the admin routes are refused.
     pub admin_token: Option<String>,
-    /// When non-empty, ingest routes need one of these keys.
-    #[serde(deserialize_with = "comma_list")]
-    pub ingest_keys: Vec<String>,
+    /// When non-empty, ingest routes need one of these keys: `KEY`, or
+    /// `KEY@organizer` for one organizer's events only.
+    #[serde(deserialize_with = "keys::key_list")]
+    pub ingest_keys: Vec<ScopedKey>,
     /// Keys that sign in to `/dashboard` and see one organizer's figures:
     /// `KEY@org-123` entries (`BILTEN_READ_KEYS`, comma-separated). They
     /// write nothing and reach no `/admin` route.
-    #[serde(deserialize_with = "comma_list")]
-    pub read_keys: Vec<String>,
+    #[serde(deserialize_with = "keys::key_list")]
+    pub read_keys: Vec<ScopedKey>,
     /// Apply pending `sql/` migrations when the server starts.
     pub migrate_on_start: bool,
     pub storage: StorageConfig,
@@ -619,8 +622,8 @@ impl Config {
             return Err(invalid("admin_token", "is set but empty"));
         }
         for entry in &self.read_keys {
-            match entry.split_once('@') {
-                Some((key, organizer)) if key.len() >= 16 && !organizer.is_empty() => {}
+            match entry.organizer.as_deref() {
+                Some(organizer) if entry.key.len() >= 16 && !organizer.is_empty() => {}
                 _ => {
                     return Err(invalid(
                         "read_keys",
@@ -630,7 +633,15 @@ impl Config {
                 }
             }
         }
-        let secrets: Vec<&str> = (self.ingest_keys.iter().map(String::as_str))
+        for entry in &self.ingest_keys {
+            if entry.key.is_empty() || entry.organizer.as_deref() == Some("") {
+                return Err(invalid(
+                    "ingest_keys",
+                    "each entry is KEY, or KEY@organizer_id for one organizer's events",
+                ));
+            }
+        }
+        let secrets: Vec<&str> = (self.ingest_keys.iter().map(|k| k.key.as_str()))
             .chain(self.admin_token.as_deref())
             .collect();
         self.browser.validate(&secrets)?;
@@ -783,6 +794,29 @@ mod tests {
             jail.set_env("BILTEN_ADMIN_TOKEN", "secret-token");
             jail.set_env("BILTEN_INGEST_KEYS", "k1");
             assert!(Config::load(None).is_ok());
+            Ok(())
+        });
+    }
+
+    /// Ingest keys are split into key and organizer once, at load; an
+    /// entry with an empty key or organizer is refused, with the form.
+    #[test]
+    fn ingest_keys_are_split_at_load_and_checked() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("BILTEN_INGEST_KEYS", "k123@org-123, kall");
+            let c = Config::load(None).unwrap();
+            assert_eq!(c.ingest_keys[0].key, "k123");
+            assert_eq!(c.ingest_keys[0].organizer.as_deref(), Some("org-123"));
+            assert_eq!(c.ingest_keys[1].organizer, None);
+            for bad in ["k123@", "@org-123", "kall, @"] {
+                jail.set_env("BILTEN_INGEST_KEYS", bad);
+                let err = Config::load(None).unwrap_err();
+                assert!(
+                    matches!(&err, ConfigError::Invalid { setting, reason }
+                        if setting == "ingest_keys" && reason.contains("KEY@organizer_id")),
+                    "{bad}: {err}"
+                );
+            }
             Ok(())
         });
     }

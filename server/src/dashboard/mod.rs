@@ -54,11 +54,11 @@ pub fn authenticate(config: &Config, given: &str) -> Option<Viewer> {
         found = Some(Viewer::Admin);
     }
     for entry in &config.read_keys {
-        if let Some((key, organizer)) = entry.split_once('@')
-            && same(key)
+        if let Some(organizer) = &entry.organizer
+            && same(&entry.key)
             && found.is_none()
         {
-            found = Some(Viewer::Organizer(organizer.to_string()));
+            found = Some(Viewer::Organizer(organizer.clone()));
         }
     }
     found

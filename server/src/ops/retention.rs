@@ -69,7 +69,7 @@ pub async fn apply_policy(
     cfg: &RetentionConfig,
 ) -> Result<(), StorageError> {
     cfg.validate()
-        .map_err(|e| StorageError::Rejected(e.to_string()))?;
+        .map_err(|e| StorageError::rejected(e.to_string()))?;
     let moves = has_policy(storage).await?;
     if !moves {
         tracing::warn!(
@@ -92,8 +92,8 @@ pub async fn apply_policy(
         };
         match storage.execute(&sql).await {
             // REMOVE TTL on a table without one is not an error worth stopping for.
-            Err(StorageError::Rejected(m))
-                if sql.ends_with("REMOVE TTL") && m.contains("BAD_ARGUMENTS") => {}
+            Err(StorageError::Rejected(e)) if sql.ends_with("REMOVE TTL") && e.code == Some(36) => {
+            }
             other => other?,
         }
     }
@@ -174,7 +174,7 @@ async fn move_due_parts(
             Ok(()) => {}
             // A merge or a background move has the part: the next pass
             // looks again, after the engine's moves settle.
-            Err(StorageError::Rejected(m)) if busy_part(&m) => {}
+            Err(StorageError::Rejected(e)) if busy_part(&e) => {}
             Err(e) => return Err(e),
         }
     }
@@ -183,9 +183,8 @@ async fn move_due_parts(
 
 /// The part was merged away (NO_SUCH_DATA_PART), is being merged or moved
 /// (PART_IS_TEMPORARILY_LOCKED), or is already moving.
-fn busy_part(message: &str) -> bool {
-    matches!(crate::storage::exception_code(message), Some(232 | 384))
-        || message.contains("already")
+fn busy_part(e: &crate::storage::EngineError) -> bool {
+    matches!(e.code, Some(232 | 384)) || e.message.contains("already")
 }
 
 /// Waits (up to a minute) for background moves of our parts to finish: a
@@ -259,12 +258,12 @@ pub async fn load_stored(storage: &dyn Storage) -> Result<Option<RetentionConfig
         .query(&format!("SELECT argMax(value, updated_at) AS v FROM {DATABASE}.settings WHERE key = 'retention'"), "JSONEachRow")
         .await?;
     let row: Value =
-        serde_json::from_slice(&out).map_err(|e| StorageError::Rejected(e.to_string()))?;
+        serde_json::from_slice(&out).map_err(|e| StorageError::rejected(e.to_string()))?;
     match row["v"].as_str() {
         None | Some("") => Ok(None),
         Some(json) => serde_json::from_str(json)
             .map(Some)
-            .map_err(|e| StorageError::Rejected(format!("stored retention policy: {e}"))),
+            .map_err(|e| StorageError::rejected(format!("stored retention policy: {e}"))),
     }
 }
 
@@ -288,13 +287,14 @@ mod tests {
     #[test]
     fn a_part_being_merged_or_moved_is_looked_at_again_not_an_error() {
         assert!(busy_part(
-            "Code: 384. DB::Exception: Cannot move part 'all_1_1_0' because it's participating in background process. (PART_IS_TEMPORARILY_LOCKED)"
+            &"Code: 384. DB::Exception: Cannot move part 'all_1_1_0' because it's participating in background process. (PART_IS_TEMPORARILY_LOCKED)".into()
         ));
         assert!(busy_part(
-            "Code: 232. DB::Exception: No part all_1_1_0 in committed state. (NO_SUCH_DATA_PART)"
+            &"Code: 232. DB::Exception: No part all_1_1_0 in committed state. (NO_SUCH_DATA_PART)"
+                .into()
         ));
         assert!(!busy_part(
-            "Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)"
+            &"Code: 243. DB::Exception: Cannot reserve 1.00 MiB, not enough space. (NOT_ENOUGH_SPACE)".into()
         ));
     }
 

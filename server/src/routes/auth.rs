@@ -94,18 +94,14 @@ pub async fn require_ingest_key(
     let mut unrestricted = false;
     let mut organizers = Vec::new();
     for entry in keys {
-        let (key, organizer) = match entry.split_once('@') {
-            Some((k, o)) => (k, Some(o)),
-            None => (entry.as_str(), None),
-        };
-        if matches(given, key) {
+        if matches(given, &entry.key) {
             matched = true;
-            match organizer {
-                Some(o) => organizers.push(o.to_string()),
+            match &entry.organizer {
+                Some(o) => organizers.push(o.clone()),
                 None => unrestricted = true,
             }
         }
-        if in_url.as_deref().is_some_and(|u| matches(u, key)) {
+        if in_url.as_deref().is_some_and(|u| matches(u, &entry.key)) {
             return Err(ApiError::Forbidden(
                 "an ingest key is secret: send it in the Authorization header, never in a URL \
                  (and replace this one, which may now be in logs)"

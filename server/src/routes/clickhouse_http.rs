@@ -273,8 +273,9 @@ async fn handle(
     let answer = match state.storage.session(request).await {
         Ok(a) => a,
         Err(e) => {
+            let refused = matches!(e.code(), Some(164 | 497));
             let text = error_text(e);
-            if matches!(exception_code(&text), Some(164 | 497)) {
+            if refused {
                 // Who tried what: the operator's view of refused statements.
                 tracing::info!(%user, %statement, error = %text, "ClickHouse interface refused a statement");
             }
@@ -364,10 +365,12 @@ fn credentials(headers: &HeaderMap, pairs: &[(String, String)]) -> (String, Stri
 /// code; ours (the engine closed, a task failed) become code 1000.
 fn error_text(e: StorageError) -> String {
     match e {
-        StorageError::Rejected(text)
-        | StorageError::Transient(text)
-        | StorageError::NotReadOnly(text)
-        | StorageError::LimitExceeded(text)
+        StorageError::Rejected(x) | StorageError::Transient(x)
+            if x.message.starts_with("Code: ") =>
+        {
+            x.message
+        }
+        StorageError::NotReadOnly(text) | StorageError::LimitExceeded(text)
             if text.starts_with("Code: ") =>
         {
             text

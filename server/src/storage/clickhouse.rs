@@ -92,7 +92,7 @@ impl ClickHouseStorage {
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| {
-                Err(StorageError::Transient(format!(
+                Err(StorageError::transient(format!(
                     "no answer from ClickHouse within {:?}",
                     self.timeout
                 )))
@@ -119,15 +119,15 @@ impl ClickHouseStorage {
 fn classify(e: clickhouse::error::Error) -> StorageError {
     use clickhouse::error::Error;
     match e {
-        Error::Network(_) | Error::TimedOut => StorageError::Transient(e.to_string()),
+        Error::Network(_) | Error::TimedOut => StorageError::transient(e.to_string()),
         Error::BadResponse(text) => {
             // The crate folds HTTP 5xx without an exception code into this text.
             match super::exception_code(&text) {
-                None => StorageError::Transient(text),
+                None => StorageError::transient(text),
                 Some(_) => StorageError::from_exception(text),
             }
         }
-        other => StorageError::Rejected(other.to_string()),
+        other => StorageError::rejected(other.to_string()),
     }
 }
 
@@ -159,7 +159,7 @@ impl Storage for ClickHouseStorage {
         let sql = self.named(sql);
         match &self.cluster {
             Some(cluster) => super::cluster::render(&sql, cluster)
-                .map_err(|e| StorageError::Rejected(e.to_string())),
+                .map_err(|e| StorageError::rejected(e.to_string())),
             None => Ok(vec![sql.into_owned()]),
         }
     }
@@ -176,7 +176,7 @@ impl Storage for ClickHouseStorage {
             .readers
             .acquire()
             .await
-            .map_err(|_| StorageError::Transient("closed".into()))?;
+            .map_err(|_| StorageError::transient("closed"))?;
         let mut query = self.statement(sql).with_setting("readonly", "1");
         for (name, value) in self.limits.settings() {
             query = query.with_setting(name, value);

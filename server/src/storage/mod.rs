@@ -32,10 +32,10 @@ use crate::model::DATABASE;
 pub enum StorageError {
     /// The engine or server could not be reached or is busy: retry later.
     #[error("storage unavailable: {0}")]
-    Transient(String),
+    Transient(EngineError),
     /// The engine answered with an error (its text, with its code).
     #[error("{0}")]
-    Rejected(String),
+    Rejected(EngineError),
     /// `query_readonly` refused a statement that would change something.
     #[error("only read-only statements are allowed here: {0}")]
     NotReadOnly(String),
@@ -44,7 +44,57 @@ pub enum StorageError {
     LimitExceeded(String),
 }
 
+/// An error's text and, when the engine gave one, its code as a number:
+/// read once, where the text arrives (`Code: 252. DB::Exception: …`), and
+/// asked by number after that. Our own errors have none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineError {
+    pub code: Option<u32>,
+    pub message: String,
+}
+
+impl From<String> for EngineError {
+    fn from(message: String) -> Self {
+        EngineError {
+            code: exception_code(&message),
+            message,
+        }
+    }
+}
+
+impl From<&str> for EngineError {
+    fn from(message: &str) -> Self {
+        EngineError::from(message.to_string())
+    }
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl StorageError {
+    /// An error of ours (the engine closed, a task failed): retry later.
+    pub fn transient(message: impl Into<String>) -> Self {
+        StorageError::Transient(EngineError::from(message.into()))
+    }
+
+    /// A refusal, in the engine's words or ours.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        StorageError::Rejected(EngineError::from(message.into()))
+    }
+
+    /// The engine's code, when it gave one.
+    pub fn code(&self) -> Option<u32> {
+        match self {
+            StorageError::Transient(e) | StorageError::Rejected(e) => e.code,
+            StorageError::NotReadOnly(text) | StorageError::LimitExceeded(text) => {
+                exception_code(text)
+            }
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         matches!(self, StorageError::Transient(_))
     }
@@ -53,9 +103,7 @@ impl StorageError {
     /// engine's parse and conversion errors. Only then is retrying useless.
     pub fn is_data_error(&self) -> bool {
         match self {
-            StorageError::Rejected(text) => {
-                exception_code(text).is_some_and(|c| listed(DATA_CODES, c))
-            }
+            StorageError::Rejected(e) => e.code.is_some_and(|c| listed(DATA_CODES, c)),
             _ => false,
         }
     }
@@ -63,22 +111,23 @@ impl StorageError {
     /// Classifies a ClickHouse exception text ("Code: 252. DB::Exception: …")
     /// by its code. Only codes that mean "try again later" are transient.
     pub fn from_exception(text: String) -> Self {
-        match exception_code(&text) {
-            Some(code) if listed(TRANSIENT_CODES, code) => StorageError::Transient(text),
-            _ => StorageError::Rejected(text),
+        let e = EngineError::from(text);
+        match e.code {
+            Some(code) if listed(TRANSIENT_CODES, code) => StorageError::Transient(e),
+            _ => StorageError::Rejected(e),
         }
     }
 
     /// For a read-only query: a limit it ran into, or a refusal, is the
     /// caller's to fix, not an outage.
     pub fn for_readonly_query(self) -> Self {
-        let text = match &self {
-            StorageError::Transient(t) | StorageError::Rejected(t) => t,
+        let e = match &self {
+            StorageError::Transient(e) | StorageError::Rejected(e) => e,
             _ => return self,
         };
-        match exception_code(text) {
-            Some(c) if listed(LIMIT_CODES, c) => StorageError::LimitExceeded(text.clone()),
-            Some(READONLY) => StorageError::NotReadOnly(text.clone()),
+        match e.code {
+            Some(c) if listed(LIMIT_CODES, c) => StorageError::LimitExceeded(e.message.clone()),
+            Some(READONLY) => StorageError::NotReadOnly(e.message.clone()),
             _ => self,
         }
     }
@@ -188,8 +237,8 @@ pub trait Storage: Send + Sync + 'static {
         req: crate::clickhouse_http::session::SessionRequest,
     ) -> Result<crate::clickhouse_http::session::SessionAnswer, StorageError> {
         let _ = req;
-        Err(StorageError::Rejected(
-            "only the embedded engine serves ClickHouse's HTTP interface".into(),
+        Err(StorageError::rejected(
+            "only the embedded engine serves ClickHouse's HTTP interface",
         ))
     }
     /// Tables the engine could not load and set aside to start
@@ -323,7 +372,7 @@ pub async fn json_rows(
     };
     String::from_utf8_lossy(&out)
         .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| StorageError::Rejected(e.to_string())))
+        .map(|l| serde_json::from_str(l).map_err(|e| StorageError::rejected(e.to_string())))
         .collect()
 }
 
@@ -365,6 +414,29 @@ mod tests {
         assert!(!e.is_transient());
         let e = StorageError::from_exception("no code at all".into());
         assert!(matches!(e, StorageError::Rejected(_)));
+        assert_eq!(e.code(), None);
+    }
+
+    /// The code is read once, as a number, where the text arrives; our own
+    /// messages have none, even when they quote an engine's text.
+    #[test]
+    fn an_error_carries_the_engines_code_as_a_number() {
+        let e = StorageError::from_exception(
+            "Code: 241. DB::Exception: Memory limit exceeded. (MEMORY_LIMIT_EXCEEDED)".into(),
+        );
+        assert_eq!(e.code(), Some(241));
+        let StorageError::Transient(inner) = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(inner.code, Some(241));
+        assert!(inner.message.starts_with("Code: 241."));
+        assert_eq!(StorageError::transient("the engine is closed").code(), None);
+        let limit = StorageError::from_exception(
+            "Code: 159. DB::Exception: Timeout exceeded. (TIMEOUT_EXCEEDED)".into(),
+        )
+        .for_readonly_query();
+        assert!(matches!(limit, StorageError::LimitExceeded(_)), "{limit:?}");
+        assert_eq!(limit.code(), Some(159));
     }
 
     #[test]
@@ -389,7 +461,7 @@ mod tests {
         ] {
             assert!(!data(env), "{env}");
         }
-        assert!(!StorageError::Transient("Code: 27. x".into()).is_data_error());
+        assert!(!StorageError::transient("Code: 27. x").is_data_error());
     }
 
     #[test]

@@ -29,9 +29,7 @@ impl Inner {
     ) -> Result<SessionConn<'_>, StorageError> {
         let open = self.conn.read().unwrap();
         if open.is_none() {
-            return Err(StorageError::Transient(
-                "the embedded engine is closed".into(),
-            ));
+            return Err(StorageError::transient("the embedded engine is closed"));
         }
         let mut args = match role {
             None => self.reader_args.clone(),
@@ -66,7 +64,7 @@ impl Inner {
         }
         let Some(conn) = connect(self.api, &args) else {
             return Err(if settings.is_empty() {
-                StorageError::Transient("the embedded engine refused a session connection".into())
+                StorageError::transient("the embedded engine refused a session connection")
             } else {
                 refusal(36, "BAD_ARGUMENTS", "the engine refused a setting's value")
             });
@@ -87,7 +85,7 @@ impl Inner {
             self.query_on(session.raw(), sql.as_bytes(), "TSV", &[], None)
                 .map_err(|e| {
                     tracing::error!(error = %e, sql, "a session could not be walled in");
-                    StorageError::Transient(format!("the session could not be walled in: {e}"))
+                    StorageError::transient(format!("the session could not be walled in: {e}"))
                 })?;
         }
         let name = database.unwrap_or(home);
@@ -103,12 +101,7 @@ impl Inner {
             Ok(_) => Ok(session),
             // Before the first migration this project's database is not
             // there; a client that named none starts in `default`.
-            Err(e)
-                if database.is_none()
-                    && crate::storage::exception_code(&e.to_string()) == Some(81) =>
-            {
-                Ok(session)
-            }
+            Err(e) if database.is_none() && e.code() == Some(81) => Ok(session),
             Err(e) => Err(e),
         }
     }
@@ -343,5 +336,5 @@ impl Inner {
 
 /// An error in the engine's own words and code, for the interface's clients.
 fn refusal(code: u32, name: &str, message: &str) -> StorageError {
-    StorageError::Rejected(format!("Code: {code}. DB::Exception: {message}. ({name})"))
+    StorageError::rejected(format!("Code: {code}. DB::Exception: {message}. ({name})"))
 }

@@ -195,11 +195,11 @@ impl EmbeddedStorage {
         let _permit = permits
             .acquire()
             .await
-            .map_err(|_| StorageError::Transient("engine closed".into()))?;
+            .map_err(|_| StorageError::transient("engine closed"))?;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || f(&inner))
             .await
-            .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
+            .map_err(|e| StorageError::transient(format!("engine task failed: {e}")))?
     }
 }
 
@@ -311,7 +311,7 @@ impl Inner {
         let guard = self.connection(on).read().unwrap();
         let conn = guard
             .as_ref()
-            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+            .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
         // SAFETY: the connection stays open while `guard` is held.
         self.query_on(unsafe { *conn.0 }, sql, format, &[], log_text)
             .map(|o| o.data)
@@ -327,7 +327,7 @@ impl Inner {
             .expect("an insert permit leaves an inserter free");
         let conn = guard
             .as_ref()
-            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+            .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
         // SAFETY: the connection stays open while `guard` is held.
         let conn = unsafe { *conn.0 };
         self.stream(conn, statement, super::INSERT_FORMAT, rows)
@@ -355,8 +355,8 @@ impl Inner {
             )
         };
         if stream.is_null() {
-            return Err(StorageError::Transient(
-                "the embedded engine returned no insert stream".into(),
+            return Err(StorageError::transient(
+                "the embedded engine returned no insert stream",
             ));
         }
         let stream_error = || {
@@ -420,8 +420,8 @@ impl Inner {
     ) -> Result<Output, StorageError> {
         let api = self.api;
         if result.is_null() {
-            return Err(StorageError::Transient(
-                "the embedded engine returned no result".into(),
+            return Err(StorageError::transient(
+                "the embedded engine returned no result",
             ));
         }
         let err = unsafe { (api.result_error)(result) };
@@ -453,7 +453,7 @@ impl Inner {
         let guard = self.reader.read().unwrap();
         let conn = guard
             .as_ref()
-            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+            .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
         // SAFETY: the connection stays open while `guard` is held.
         self.classify_on(unsafe { *conn.0 }, sql.as_bytes(), DATABASE)
     }
@@ -481,8 +481,8 @@ impl Inner {
             )
         };
         if rc != 0 {
-            return Err(StorageError::Transient(
-                "the embedded engine could not classify the statement".into(),
+            return Err(StorageError::transient(
+                "the embedded engine could not classify the statement",
             ));
         }
         Ok(analysis)
@@ -562,7 +562,7 @@ impl Inner {
         let guard = self.reader.read().unwrap();
         let conn = guard
             .as_ref()
-            .ok_or_else(|| StorageError::Transient("the embedded engine is closed".into()))?;
+            .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
         // SAFETY: the connection stays open while `guard` is held.
         self.format_query(unsafe { *conn.0 }, sql.as_bytes(), None)
     }
@@ -572,20 +572,21 @@ impl Inner {
     fn syntax_error(&self, sql: &str) -> StorageError {
         let guard = self.reader.read().unwrap();
         let Some(conn) = guard.as_ref() else {
-            return StorageError::Transient("the embedded engine is closed".into());
+            return StorageError::transient("the embedded engine is closed");
         };
         // Logged under the caller's text, so the query log counts the error.
         // SAFETY: the connection stays open while `guard` is held.
         let outcome = self.format_query(unsafe { *conn.0 }, sql.as_bytes(), Some(sql.to_string()));
         drop(guard);
         match outcome {
-            Err(StorageError::Rejected(m)) | Err(StorageError::Transient(m)) => {
+            Err(StorageError::Rejected(e)) | Err(StorageError::Transient(e)) => {
                 // "…: In scope SELECT formatQuery('…')" repeats the text.
-                let m = m
+                let m = e
+                    .message
                     .split(": In scope SELECT formatQuery(")
                     .next()
-                    .unwrap_or(&m);
-                StorageError::Rejected(m.trim_end().to_string())
+                    .unwrap_or(&e.message);
+                StorageError::rejected(m.trim_end())
             }
             Err(e) => e,
             Ok(_) => StorageError::NotReadOnly("the statement could not be classified".into()),
@@ -789,9 +790,8 @@ unsafe fn log_entry(
     let (kind, exception, code) = match outcome {
         Ok(_) => ("QueryFinish", String::new(), 0),
         Err(e) => {
-            let text = e.to_string();
-            let code = super::exception_code(&text).map_or(0, |c| c as i32);
-            ("ExceptionWhileProcessing", text, code)
+            let code = e.code().map_or(0, |c| c as i32);
+            ("ExceptionWhileProcessing", e.to_string(), code)
         }
     };
     QueryLogEntry {
@@ -986,7 +986,7 @@ impl Storage for EmbeddedStorage {
             .insert_permits
             .acquire()
             .await
-            .map_err(|_| StorageError::Transient("engine closed".into()))?;
+            .map_err(|_| StorageError::transient("engine closed"))?;
         self.call(&self.permits, move |inner| inner.insert(statement, &rows))
             .await
     }
@@ -1002,7 +1002,7 @@ impl Storage for EmbeddedStorage {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || inner.session(req))
             .await
-            .map_err(|e| StorageError::Transient(format!("engine task failed: {e}")))?
+            .map_err(|e| StorageError::transient(format!("engine task failed: {e}")))?
     }
 
     async fn cancel_running(&self) {
@@ -1075,7 +1075,7 @@ fn static_format(format: &str) -> Result<&'static str, StorageError> {
         .iter()
         .find(|f| f.eq_ignore_ascii_case(format))
         .copied()
-        .ok_or_else(|| StorageError::Rejected(format!("unsupported output format {format}")))
+        .ok_or_else(|| StorageError::rejected(format!("unsupported output format {format}")))
 }
 
 impl Drop for EmbeddedStorage {
