@@ -695,9 +695,9 @@ fn server_rows(tables: &[ClientTable]) -> String {
     }
     out.push_str(
         "        other => {\n            \
-         return Err((\n                None,\n                \
-         format!(\"{} takes no events from clients\", other.name()),\n            \
-         ));\n        }\n    })\n}\n",
+         return Err(Invalid::whole(format!(\n                \
+         \"{} takes no events from clients\",\n                \
+         other.name()\n            )));\n        }\n    })\n}\n",
     );
     out
 }

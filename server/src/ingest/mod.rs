@@ -140,8 +140,8 @@ pub fn revalidate(
     table: Table,
     value: serde_json::Value,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<Row, (Option<String>, String)> {
-    let raw = serde_json::value::to_raw_value(&value).map_err(|e| (None, e.to_string()))?;
+) -> Result<Row, Invalid> {
+    let raw = serde_json::value::to_raw_value(&value).map_err(|e| Invalid::whole(e.to_string()))?;
     validate::validate(table, &raw, now, None)
 }
 
@@ -181,7 +181,7 @@ pub fn parse(
             .map_err(|reason| Rejection::structural(index, None, reason))
             .and_then(|raw| {
                 validate::validate(table, raw, now, scope)
-                    .map_err(|(field, reason)| Rejection::structural(index, field, reason))
+                    .map_err(|e| Rejection::structural(index, e.field, e.reason))
             });
         match result {
             Ok(row) => out.rows.push((index, row)),

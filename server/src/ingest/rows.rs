@@ -219,10 +219,10 @@ pub fn build(
             })
         }
         other => {
-            return Err((
-                None,
-                format!("{} takes no events from clients", other.name()),
-            ));
+            return Err(Invalid::whole(format!(
+                "{} takes no events from clients",
+                other.name()
+            )));
         }
     })
 }

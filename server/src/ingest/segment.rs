@@ -21,7 +21,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value, json};
 
-use super::{DecodeError, Rejection, Table};
+use super::{DecodeError, Invalid, Rejection, Table};
 
 /// The routes, `/v1/<call>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,16 +121,21 @@ pub fn translate(
         match message_event(call, message, &shared, sent_at, organizer, received) {
             Ok((Table::PageViews, event)) => out.page_views.push((index, event)),
             Ok((_, event)) => out.events.push((index, event)),
-            Err((field, reason)) => {
-                out.rejections
-                    .push(Rejection::structural(index, Some(field.into()), reason))
-            }
+            Err(Invalid { field, reason }) => out
+                .rejections
+                .push(Rejection::structural(index, field, reason)),
         }
     }
     Ok(out)
 }
 
-type Refused = (&'static str, String);
+/// A message refused for one field; the reason names it.
+fn refused(field: &str, reason: impl Into<String>) -> Invalid {
+    Invalid {
+        field: Some(field.to_string()),
+        reason: reason.into(),
+    }
+}
 
 fn message_event(
     call: Call,
@@ -139,9 +144,9 @@ fn message_event(
     batch_sent_at: Option<DateTime<Utc>>,
     organizer: Option<&str>,
     received: DateTime<Utc>,
-) -> Result<(Table, Value), Refused> {
+) -> Result<(Table, Value), Invalid> {
     let Value::Object(mut m) = message else {
-        return Err((
+        return Err(refused(
             "type",
             format!("each message must be a JSON object, got {}", kind(&message)),
         ));
@@ -150,9 +155,9 @@ fn message_event(
     let kind_name = match (call, m.get("type")) {
         (Call::Batch, Some(Value::String(t))) => t.to_ascii_lowercase(),
         (Call::Batch, _) => {
-            return Err((
+            return Err(refused(
                 "type",
-                "type: each message of a batch needs its type (track, page, identify, …)".into(),
+                "type: each message of a batch needs its type (track, page, identify, …)",
             ));
         }
         (_, _) => call.route().into(),
@@ -168,7 +173,7 @@ fn message_event(
         Some(Value::Object(p)) => p,
         None | Some(Value::Null) => Map::new(),
         Some(other) => {
-            return Err((
+            return Err(refused(
                 "properties",
                 format!("properties: must be an object, got {}", kind(&other)),
             ));
@@ -219,7 +224,10 @@ fn message_event(
         }
         "track" => {
             let Some(name) = text(m.get("event")).filter(|n| !n.trim().is_empty()) else {
-                return Err(("event", "event: a track call needs the event's name".into()));
+                return Err(refused(
+                    "event",
+                    "event: a track call needs the event's name",
+                ));
             };
             (normalise(&name), name, properties)
         }
@@ -244,7 +252,7 @@ fn message_event(
             ("alias".into(), String::new(), p)
         }
         other => {
-            return Err((
+            return Err(refused(
                 "type",
                 format!(
                     "type: {other:?} is not a Segment call (track, page, identify, screen, group, \

@@ -16,8 +16,23 @@ use super::Table;
 use super::decode::raw_kind;
 use crate::model::Kind;
 
-/// A field name (when one is at fault) and the reason.
-pub type Invalid = (Option<String>, String);
+/// Why an event is invalid: the field at fault, when one is, and the
+/// reason the client reads (which names the field).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+impl Invalid {
+    /// Not one field's fault: the event is no object, or unreadable.
+    pub fn whole(reason: impl Into<String>) -> Self {
+        Invalid {
+            field: None,
+            reason: reason.into(),
+        }
+    }
+}
 
 /// Decimal(18, 2) holds up to 10^16 - 0.01.
 const MAX_PRICE_CENTS: u64 = 10u64.pow(18) - 1;
@@ -73,12 +88,13 @@ pub fn validate(
     scope: Option<&[String]>,
 ) -> Result<Row, Invalid> {
     if raw_kind(raw) != "an object" {
-        return Err((
-            None,
-            format!("each event must be a JSON object, got {}", raw_kind(raw)),
-        ));
+        return Err(Invalid::whole(format!(
+            "each event must be a JSON object, got {}",
+            raw_kind(raw)
+        )));
     }
-    let Entries(entries) = serde_json::from_str(raw.get()).map_err(|e| (None, e.to_string()))?;
+    let Entries(entries) =
+        serde_json::from_str(raw.get()).map_err(|e| Invalid::whole(e.to_string()))?;
     let mut f = Fields {
         entries,
         table,
@@ -108,10 +124,10 @@ pub trait Source {
 }
 
 fn invalid(field: &str, reason: impl Into<String>) -> Invalid {
-    (
-        Some(field.to_string()),
-        format!("{field}: {}", reason.into()),
-    )
+    Invalid {
+        field: Some(field.to_string()),
+        reason: format!("{field}: {}", reason.into()),
+    }
 }
 
 /// An object's members as written: names (borrowed unless escaped) and raw
@@ -210,9 +226,9 @@ impl<'a> Fields<'a> {
             .find(|(k, _)| k == "organizer_id")
             .and_then(|(_, v)| serde_json::from_str::<String>(v.get()).ok());
         match organizer {
-            Some(org) if !scope.contains(&org) => Err((
-                Some("organizer_id".into()),
-                format!("organizer_id: this API key may not write events for organizer {org:?}"),
+            Some(org) if !scope.contains(&org) => Err(invalid(
+                "organizer_id",
+                format!("this API key may not write events for organizer {org:?}"),
             )),
             _ => Ok(()),
         }
@@ -764,7 +780,7 @@ mod tests {
         assert_eq!(row.properties.len(), max);
         assert!(row.properties.starts_with(r#"{"a":"xx"#));
         let over = format!(r#"{{"a":"{}"}}"#, "x".repeat(max - 7));
-        let (field, reason) = take(&over).unwrap_err();
+        let Invalid { field, reason } = take(&over).unwrap_err();
         assert_eq!(field.as_deref(), Some("properties"));
         assert_eq!(
             reason,
@@ -779,7 +795,7 @@ mod tests {
             row.properties
         );
         assert_eq!(
-            Check(Table::Events).properties(over).unwrap_err().1,
+            Check(Table::Events).properties(over).unwrap_err().reason,
             format!("properties: is {} bytes as JSON, more than {max}", max + 1)
         );
     }
@@ -828,7 +844,7 @@ mod tests {
             panic!("an event")
         };
         assert_eq!(row.event_id, "outer", "the field apart wins");
-        let (field, reason) = take(&event(r#"{"event_id":5}"#)).unwrap_err();
+        let Invalid { field, reason } = take(&event(r#"{"event_id":5}"#)).unwrap_err();
         assert_eq!(field.as_deref(), Some("properties.event_id"));
         assert_eq!(
             reason,
@@ -839,7 +855,7 @@ mod tests {
             ("\"{}\"", "a string"),
             ("7", "a number"),
         ] {
-            let (field, reason) = take(&event(props)).unwrap_err();
+            let Invalid { field, reason } = take(&event(props)).unwrap_err();
             assert_eq!(field.as_deref(), Some("properties"));
             assert_eq!(reason, format!("properties: must be an object, got {kind}"));
         }
@@ -847,7 +863,8 @@ mod tests {
         // Nesting: 128 levels are taken, 129 refused with the reason.
         let nested = |n: usize| format!("{}{}", "[".repeat(n - 1), "]".repeat(n - 1));
         assert!(take(&event(&format!(r#"{{"d":{}}}"#, nested(128)))).is_ok());
-        let (field, reason) = take(&event(&format!(r#"{{"d":{}}}"#, nested(129)))).unwrap_err();
+        let Invalid { field, reason } =
+            take(&event(&format!(r#"{{"d":{}}}"#, nested(129)))).unwrap_err();
         assert_eq!(field.as_deref(), Some("properties"));
         assert!(reason.contains("recursion limit"), "{reason}");
     }
@@ -883,7 +900,7 @@ mod tests {
     }
 
     fn reason(table: Table, v: Value) -> (String, String) {
-        let (field, reason) = row(table, v).unwrap_err();
+        let Invalid { field, reason } = row(table, v).unwrap_err();
         (field.unwrap_or_default(), reason)
     }
 
@@ -929,9 +946,9 @@ mod tests {
         assert_eq!(row.organizer_id(), "o");
         let err =
             parse(r#"{"event_type":"a","organizer_id":"o","zz":1,"color":null}"#).unwrap_err();
-        assert_eq!(err.0.as_deref(), Some("color"));
+        assert_eq!(err.field.as_deref(), Some("color"));
         let err = parse(r#"{"event_type":"a","organizer_id":7}"#).unwrap_err();
-        assert_eq!(err.1, "organizer_id: must be a string, got a number");
+        assert_eq!(err.reason, "organizer_id: must be a string, got a number");
         // Whitespace around values and null as absent, read from the raw text.
         let row =
             parse("{ \"event_type\" : \"a\" ,\n \"organizer_id\": \"o\", \"user_id\" : null }")
@@ -943,11 +960,11 @@ mod tests {
         };
         let err = pv(r#"{"organizer_id":"o","url":"u","duration_ms":1.5}"#).unwrap_err();
         assert_eq!(
-            err.1,
+            err.reason,
             "duration_ms: must be a whole number from 0 to 86400000, got 1.5"
         );
         let err = pv(r#"{"organizer_id":"o","url":"u","duration_ms":"5"}"#).unwrap_err();
-        assert_eq!(err.1, "duration_ms: must be a number, got a string");
+        assert_eq!(err.reason, "duration_ms: must be a number, got a string");
         let Row::PageView(p) =
             pv(r#"{"organizer_id":"o","url":"u","duration_ms": 1500 }"#).unwrap()
         else {
@@ -958,7 +975,7 @@ mod tests {
         let raw =
             RawValue::from_string(r#"{"organizer_id":"other","event_type":"!"}"#.into()).unwrap();
         let err = validate(Table::Events, &raw, now(), Some(&["mine".to_string()])).unwrap_err();
-        assert_eq!(err.0.as_deref(), Some("organizer_id"));
+        assert_eq!(err.field.as_deref(), Some("organizer_id"));
     }
 
     #[test]

@@ -175,12 +175,13 @@ pub(crate) fn decide(
                         format!("event {i}: a plugin may not change an event's organizer_id"),
                     ));
                 }
-                let row = row_of(table, *id, after).map_err(|(_, reason)| {
-                    Fault::new(
-                        FaultKind::BadOutput,
-                        format!("event {i}: the modified event is invalid: {reason}"),
-                    )
-                })?;
+                let row =
+                    row_of(table, *id, after).map_err(|ingest::Invalid { reason, .. }| {
+                        Fault::new(
+                            FaultKind::BadOutput,
+                            format!("event {i}: the modified event is invalid: {reason}"),
+                        )
+                    })?;
                 Ok(Decision::Modify(Box::new(row)))
             }
         })

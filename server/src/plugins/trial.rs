@@ -225,9 +225,11 @@ pub fn events_from_json(text: &str) -> Result<Vec<(Table, Row)>, String> {
                     return Err(format!("event {i}: table must be a string, got {other}"));
                 }
             };
-            let row = crate::ingest::revalidate(table, item, now).map_err(|(_, reason)| {
-                format!("event {i} is not valid before any plugin: {reason}")
-            })?;
+            let row = crate::ingest::revalidate(table, item, now).map_err(
+                |crate::ingest::Invalid { reason, .. }| {
+                    format!("event {i} is not valid before any plugin: {reason}")
+                },
+            )?;
             Ok((table, row))
         })
         .collect()
