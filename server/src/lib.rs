@@ -34,7 +34,8 @@
 //! - [`ingest`]: body decoding and per-event validation; no HTTP types.
 //! - [`intake`]: `Intake::accept`, a request's events from body to buffer:
 //!   resends, then micro-batches with other requests through the plugin
-//!   chain and the log, `?wait`; no HTTP types.
+//!   chain and the log, `?wait`; `accept_segment`, Segment's calls the
+//!   same way; no HTTP types.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
@@ -49,8 +50,8 @@
 //!   may run (`allow`), the roles and settings the engine enforces
 //!   (`walls`), compression (`codec`); its settings, engine side and
 //!   handler where the layers put them, named in its map.
-//! - [`ops`]: schema migrations, retention tiers, backups, monitoring and
-//!   the report, the audit log's batched writer, and `records`, the system
+//! - [`ops`]: schema migrations, retention tiers, backups, health's rules
+//!   (`health`), monitoring and the report, the audit log's batched writer, and `records`, the system
 //!   database's tables they keep; none of it knows HTTP.
 //! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
 //!   keys), filters, figures read from the views, sessions and HTML; no

@@ -7,6 +7,7 @@
 
 mod gather;
 mod recent;
+mod segment;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +45,12 @@ pub struct Receipt {
 
 impl Receipt {
     /// Adds another part of the same request (its indexes already the request's).
+    /// Events taken one way or another: stored, already had, dropped or
+    /// quarantined by a plugin; not rejected.
+    pub fn taken(&self) -> usize {
+        self.accepted + self.duplicates + self.dropped + self.quarantined
+    }
+
     pub fn add(&mut self, part: Receipt) {
         let earlier_rows = self.accepted > 0;
         self.accepted += part.accepted;

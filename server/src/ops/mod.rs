@@ -1,8 +1,9 @@
-//! Operations: schema migrations, retention tiers, backups, monitoring, and
-//! the records they keep (`records`).
+//! Operations: schema migrations, retention tiers, backups, health and
+//! monitoring, and the records they keep (`records`).
 
 pub mod audit;
 pub mod backups;
+pub mod health;
 pub mod migrations;
 pub mod monitor;
 pub mod records;

@@ -1,7 +1,6 @@
 //! `/admin` routes. The admin token layer is applied where they are mounted.
 
 use std::sync::atomic::Ordering;
-use std::time::Instant;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::error::ApiError;
-use crate::ops::{backups, migrations, monitor, retention};
+use crate::ops::{backups, health, migrations, monitor, retention};
 
 /// Writes every buffered row now; answers once it is stored.
 pub async fn flush(State(app): State<AppState>) -> Json<Value> {
@@ -36,115 +35,22 @@ pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response,
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 
-/// `system.disks` rows (name, free, total; tab-separated) judged against the
-/// share of free space an operator wants kept.
-fn disks_health(text: &str, min_free_percent: f64) -> Value {
-    let mut volumes = Vec::new();
-    let mut low = Vec::new();
-    for line in text.lines() {
-        let mut f = line.split('\t');
-        let (Some(name), Some(Ok(free)), Some(Ok(total))) = (
-            f.next(),
-            f.next().map(str::parse::<u64>),
-            f.next().map(str::parse::<u64>),
-        ) else {
-            continue;
-        };
-        let disk = if name == "default" { "hot" } else { name };
-        if (free as f64) * 100.0 < total as f64 * min_free_percent {
-            low.push(disk);
-        }
-        volumes.push(json!({ "disk": disk, "free_bytes": free, "total_bytes": total }));
-    }
-    let mut out =
-        json!({ "status": if low.is_empty() { "ok" } else { "degraded" }, "volumes": volumes });
-    if !low.is_empty() {
-        out["reason"] = json!(format!(
-            "under {min_free_percent} % free on: {}",
-            low.join(", ")
-        ));
-    }
-    out
-}
-
-/// A deep check: storage, schema, buffers. 503 when storage is down.
+/// A deep check (`ops::health`): storage, schema, buffers, the log,
+/// disks, plugins, tables. 503 when it is down.
 pub async fn health(State(app): State<AppState>) -> (StatusCode, Json<Value>) {
-    let started = Instant::now();
-    let storage = match app.storage.ping().await {
-        Ok(()) => {
-            json!({ "status": "ok", "backend": app.storage.kind(), "latency_ms": started.elapsed().as_secs_f64() * 1000.0 })
-        }
-        Err(e) => {
-            json!({ "status": "down", "backend": app.storage.kind(), "error": e.to_string() })
-        }
+    let report = health::check(health::Parts {
+        storage: &*app.storage,
+        batcher: &app.batcher,
+        wal: app.wal.as_deref(),
+        plugins: app.plugins.health(),
+        min_free_disk_percent: app.config.health.min_free_disk_percent,
+    })
+    .await;
+    let code = match report.down() {
+        true => StatusCode::SERVICE_UNAVAILABLE,
+        false => StatusCode::OK,
     };
-    let schema = match migrations::status(&*app.storage).await {
-        Ok(s) => json!({
-            "status": if s.pending == 0 && s.changed == 0 { "ok" } else { "degraded" },
-            "pending": s.pending, "changed": s.changed,
-        }),
-        Err(e) => json!({ "status": "down", "error": e.to_string() }),
-    };
-    let (depth, oldest) = app.batcher.depth();
-    let stats = &app.batcher.stats;
-    let dead = stats.rows_dead_lettered.load(Ordering::Relaxed);
-    let failing = stats.inserts_failing.load(Ordering::Relaxed);
-    let mut buffers = json!({
-        "status": if dead == 0 && failing == 0 { "ok" } else { "degraded" },
-        "rows_buffered": depth,
-        "oldest_buffered_row_age_ms": oldest.map(|d| d.as_millis() as u64),
-        "rows_stored": stats.rows_stored.load(Ordering::Relaxed),
-        "rows_dead_lettered": dead,
-        "insert_retries": stats.insert_retries.load(Ordering::Relaxed),
-        "inserts_failing": failing,
-    });
-    if failing > 0 {
-        buffers["last_insert_error"] = json!(stats.last_error.lock().unwrap().clone());
-    }
-    let log = match &app.wal {
-        Some(wal) => json!({
-            "status": if wal.live_bytes() * 10 >= wal.max_bytes() * 8 { "degraded" } else { "ok" },
-            "enabled": true,
-            "live_bytes": wal.live_bytes(),
-            "max_bytes": wal.max_bytes(),
-        }),
-        None => json!({ "status": "ok", "enabled": false }),
-    };
-    let disks = match crate::storage::query_text(
-        &*app.storage,
-        "SELECT name, free_space, total_space FROM system.disks",
-    )
-    .await
-    {
-        Ok(text) => disks_health(&text, app.config.health.min_free_disk_percent),
-        Err(e) => json!({ "status": "degraded", "error": e.to_string() }),
-    };
-    let plugins = app.plugins.health();
-    // Tables the engine could not load, set aside so that it started.
-    let set_aside = app.storage.set_aside_tables();
-    let tables = json!({
-        "status": if set_aside.is_empty() { "ok" } else { "degraded" },
-        "set_aside": set_aside,
-    });
-    let parts = [&storage, &schema, &buffers, &log, &disks, &plugins, &tables];
-    let overall = if parts.iter().any(|p| p["status"] == "down") {
-        "down"
-    } else if parts.iter().any(|p| p["status"] == "degraded") {
-        "degraded"
-    } else {
-        "ok"
-    };
-    let code = if overall == "down" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
-    };
-    (
-        code,
-        Json(
-            json!({ "status": overall, "storage": storage, "migrations": schema, "buffers": buffers, "wal": log, "disks": disks, "plugins": plugins, "tables": tables }),
-        ),
-    )
+    (code, Json(report.0))
 }
 
 /// The retention policy and where each table's data is now, per tier.
@@ -361,27 +267,4 @@ pub async fn reload_plugins(
         StatusCode::OK
     };
     Ok((code, Json(json!({ "ok": !failed, "plugins": entries }))))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::disks_health;
-
-    const DISKS: &str = "default\t50\t1000\ncold\t500\t1000\n";
-
-    #[test]
-    fn a_disk_under_the_free_share_is_degraded_and_named() {
-        let h = disks_health(DISKS, 10.0);
-        assert_eq!(h["status"], "degraded");
-        assert_eq!(h["reason"], "under 10 % free on: hot");
-        assert_eq!(h["volumes"][0]["free_bytes"], 50);
-        assert_eq!(h["volumes"][1]["disk"], "cold");
-    }
-
-    #[test]
-    fn enough_free_space_or_a_zero_share_is_ok() {
-        assert_eq!(disks_health(DISKS, 5.0)["status"], "ok");
-        assert_eq!(disks_health(DISKS, 0.0)["status"], "ok");
-        assert!(disks_health(DISKS, 0.0).get("reason").is_none());
-    }
 }
