@@ -8,7 +8,8 @@
 //! - `GET /dashboard/realtime`: the realtime panel alone, for its refresh.
 
 use axum::Form;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -121,30 +122,35 @@ fn unavailable(viewer: &Viewer, e: crate::storage::StorageError) -> Response {
     )
 }
 
-/// The signed-in viewer and their filter, or the status and page instead:
-/// the form (with `no_session` as its status), or the filter's refusal.
-fn signed_in(
-    app: &AppState,
-    headers: &HeaderMap,
-    params: &FilterParams,
-    no_session: StatusCode,
-) -> Result<(Viewer, Filter), (StatusCode, String)> {
-    let Some(viewer) = viewer(app, headers) else {
-        return Err((no_session, page::login(None)));
-    };
-    let filter = filter(&viewer, params)?;
-    Ok((viewer, filter))
+/// A signed-in viewer and their filter, from the session cookie and the
+/// query string. Without a session the answer is the sign-in form, with
+/// `NO_SESSION` as its status (200 for the page, 401 for the realtime
+/// panel's refresh); a filter the viewer may not have, its refusal.
+pub struct SignedIn<const NO_SESSION: u16> {
+    viewer: Viewer,
+    filter: Filter,
+}
+
+impl<const NO_SESSION: u16> FromRequestParts<AppState> for SignedIn<NO_SESSION> {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Response> {
+        let Query(params) = Query::<FilterParams>::from_request_parts(parts, app)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Some(viewer) = viewer(app, &parts.headers) else {
+            let status = StatusCode::from_u16(NO_SESSION).expect("a status code");
+            return Err(page(status, page::login(None)));
+        };
+        let filter = filter(&viewer, &params).map_err(|(status, html)| page(status, html))?;
+        Ok(SignedIn { viewer, filter })
+    }
 }
 
 pub async fn show(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    Query(params): Query<FilterParams>,
+    SignedIn { viewer, filter }: SignedIn<200>,
 ) -> Response {
-    let (viewer, filter) = match signed_in(&app, &headers, &params, StatusCode::OK) {
-        Ok(signed_in) => signed_in,
-        Err((status, html)) => return page(status, html),
-    };
     match dashboard::figures(&*app.storage, &viewer, &filter).await {
         Ok(figures) => page(StatusCode::OK, page::dashboard(&viewer, &filter, &figures)),
         Err(e) => unavailable(&viewer, e),
@@ -153,13 +159,8 @@ pub async fn show(
 
 pub async fn realtime(
     State(app): State<AppState>,
-    headers: HeaderMap,
-    Query(params): Query<FilterParams>,
+    SignedIn { viewer, filter }: SignedIn<401>,
 ) -> Response {
-    let (viewer, filter) = match signed_in(&app, &headers, &params, StatusCode::UNAUTHORIZED) {
-        Ok(signed_in) => signed_in,
-        Err((status, html)) => return page(status, html),
-    };
     match dashboard::realtime(&*app.storage, &filter).await {
         Ok((now, points)) => page(StatusCode::OK, page::realtime_panel(now, &points)),
         Err(e) => unavailable(&viewer, e),
