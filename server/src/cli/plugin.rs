@@ -96,7 +96,7 @@ pub fn run(
     // it is linked, so that an import the sandbox refuses is shown by name.
     let component = match host.load(&wasm) {
         Ok(c) => c,
-        Err(e) => return refused(e),
+        Err(e) => return refused(e.to_string()),
     };
     let found = trial::inspect(&host, &component, wasm.len());
     let check = matches!(action, PluginCommand::Check { .. });
@@ -128,7 +128,7 @@ pub fn run(
     }
     let compiled = match host.link(&component) {
         Ok(c) => c,
-        Err(e) => return refused(e),
+        Err(e) => return refused(e.to_string()),
     };
     let config_json = match plugin_config {
         None => "{}".to_string(),

@@ -663,6 +663,7 @@ impl Config {
 
 /// A TOML list of `T`, or one string of comma-separated items (as from the
 /// environment), each read by `item`; blank items are skipped.
+/// `item`'s error is text: it becomes serde's custom error, which is text.
 fn list_or_items<'de, D, T>(
     d: D,
     item: impl Fn(&str) -> Result<T, String>,

@@ -85,6 +85,15 @@ impl<'de> serde::de::Visitor<'de> for Bounded {
     }
 }
 
+/// An NDJSON line that is not JSON: where, and the parser's reason.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("malformed JSON at line {line}, column {column}: {message}")]
+pub struct BadLine {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
 /// Each item is an event to validate, or (NDJSON only) why its line did not
 /// parse: one bad line does not sink the others. More than `max` events is
 /// an error found while reading, before the rest is decoded.
@@ -92,7 +101,7 @@ pub fn decode(
     body: &[u8],
     format: BodyFormat,
     max: usize,
-) -> Result<Vec<Result<&RawValue, String>>, DecodeError> {
+) -> Result<Vec<Result<&RawValue, BadLine>>, DecodeError> {
     let malformed = |e: serde_json::Error| DecodeError::Malformed {
         line: e.line(),
         column: e.column(),
@@ -124,13 +133,10 @@ pub fn decode(
             }
             Ok(lines(body)
                 .map(|(n, line)| {
-                    serde_json::from_slice::<&RawValue>(line).map_err(|e| {
-                        format!(
-                            "malformed JSON at line {}, column {}: {}",
-                            n + 1,
-                            e.column(),
-                            strip_position(&e.to_string())
-                        )
+                    serde_json::from_slice::<&RawValue>(line).map_err(|e| BadLine {
+                        line: n + 1,
+                        column: e.column(),
+                        message: strip_position(&e.to_string()),
                     })
                 })
                 .collect())
@@ -187,7 +193,8 @@ mod tests {
         assert!(items[0].is_ok() && items[2].is_ok());
         let err = items[1].as_ref().unwrap_err();
         assert!(
-            err.starts_with("malformed JSON at line 3, column 2"),
+            err.to_string()
+                .starts_with("malformed JSON at line 3, column 2"),
             "{err}"
         );
     }

@@ -178,7 +178,7 @@ pub fn parse(
     };
     for (index, item) in items.into_iter().enumerate() {
         let result = item
-            .map_err(|reason| Rejection::structural(index, None, reason))
+            .map_err(|bad| Rejection::structural(index, None, bad.to_string()))
             .and_then(|raw| {
                 validate::validate(table, raw, now, scope)
                     .map_err(|e| Rejection::structural(index, e.field, e.reason))

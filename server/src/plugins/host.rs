@@ -35,7 +35,8 @@ const KEEP_RESIDENT: usize = 4 << 20;
 const TICK: Duration = Duration::from_millis(2);
 
 /// What went wrong in one plugin call.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}: {detail}", .kind.name())]
 pub struct Fault {
     pub kind: FaultKind,
     pub detail: String,
@@ -169,23 +170,23 @@ impl Host {
     }
 
     /// Compiles a component and checks it implements our interface version.
-    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, String> {
+    pub fn compile(&self, wasm: &[u8]) -> Result<Compiled, Refused> {
         self.link(&self.load(wasm)?)
     }
 
     /// Compiles a component, not yet checked or linked.
-    pub fn load(&self, wasm: &[u8]) -> Result<Component, String> {
-        Component::new(&self.engine, wasm)
-            .map_err(|e| format!("not a valid WebAssembly component: {e:#}"))
+    pub fn load(&self, wasm: &[u8]) -> Result<Component, Refused> {
+        Component::new(&self.engine, wasm).map_err(|e| Refused::NotAComponent(format!("{e:#}")))
     }
 
     /// Checks a compiled component's interface version and links it to the sandbox.
-    pub fn link(&self, component: &Component) -> Result<Compiled, String> {
+    pub fn link(&self, component: &Component) -> Result<Compiled, Refused> {
         check_interface(&self.engine, component)?;
-        let pre = self.linker.instantiate_pre(component).map_err(|e| {
-            format!("it imports what the sandbox does not provide (only WASI 0.2 without capabilities): {e:#}")
-        })?;
-        let pre = wit::PluginPre::new(pre).map_err(|e| format!("{e:#}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| Refused::Imports(format!("{e:#}")))?;
+        let pre = wit::PluginPre::new(pre).map_err(|e| Refused::Link(format!("{e:#}")))?;
         Ok(Compiled { pre })
     }
 
@@ -331,20 +332,37 @@ fn classify(e: CallError, store: &Store<Sandbox>, limits: Limits) -> Fault {
     Fault::new(FaultKind::Trap, what)
 }
 
-fn check_interface(engine: &Engine, component: &Component) -> Result<(), String> {
+/// Why the server will not run a component.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Refused {
+    #[error("not a valid WebAssembly component: {0}")]
+    NotAComponent(String),
+    #[error("it does not export {export} (it exports {0:?}): build it with bilten-plugin-sdk", export = EXPORT)]
+    NoExport(Vec<String>),
+    #[error(
+        "it implements {export}@{0}, and this server supports only @{version}: \
+         rebuild it with a bilten-plugin-sdk for interface {version}",
+        export = EXPORT,
+        version = INTERFACE_VERSION
+    )]
+    OtherVersion(String),
+    #[error(
+        "it imports what the sandbox does not provide (only WASI 0.2 without capabilities): {0}"
+    )]
+    Imports(String),
+    #[error("{0}")]
+    Link(String),
+}
+
+fn check_interface(engine: &Engine, component: &Component) -> Result<(), Refused> {
     let ty = component.component_type();
     let names: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_string()).collect();
     let Some(name) = names.iter().find(|n| n.starts_with(EXPORT)) else {
-        return Err(format!(
-            "it does not export {EXPORT} (it exports {names:?}): build it with bilten-plugin-sdk"
-        ));
+        return Err(Refused::NoExport(names));
     };
     let version = name.split_once('@').map(|(_, v)| v).unwrap_or("");
     if version != INTERFACE_VERSION {
-        return Err(format!(
-            "it implements {EXPORT}@{version}, and this server supports only @{INTERFACE_VERSION}: \
-             rebuild it with a bilten-plugin-sdk for interface {INTERFACE_VERSION}"
-        ));
+        return Err(Refused::OtherVersion(version.to_string()));
     }
     Ok(())
 }

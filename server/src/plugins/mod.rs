@@ -43,8 +43,8 @@ pub enum PluginError {
     Read { path: PathBuf, reason: String },
     /// Not a component, the wrong interface version, or imports the sandbox
     /// does not provide.
-    #[error("{0}")]
-    Compile(String),
+    #[error(transparent)]
+    Compile(#[from] host::Refused),
     /// A `[[plugins]]` entry, or the config file holding them, is refused.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
@@ -293,7 +293,7 @@ impl Plugins {
         cfg: &PluginConfig,
         (path, wasm, checksum): (PathBuf, Vec<u8>, String),
     ) -> Result<Loaded, PluginError> {
-        let compiled = self.host.compile(&wasm).map_err(PluginError::Compile)?;
+        let compiled = self.host.compile(&wasm)?;
         let stats = self
             .stats
             .lock()

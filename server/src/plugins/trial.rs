@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::chain::{self, Decision};
-use super::host::{Compiled, Host, Limits};
+use super::host::{Compiled, Fault, Host, Limits};
 use crate::ingest::Row;
 use crate::model::Table;
 
@@ -102,7 +102,7 @@ pub struct Trial {
     pub name: String,
     pub version: String,
     /// One per event, in order; or the fault that sank the batch.
-    pub outcomes: Result<Vec<Outcome>, String>,
+    pub outcomes: Result<Vec<Outcome>, Fault>,
     /// What it wrote to stdout and stderr.
     pub output: String,
     /// The first call (instantiate, `init`, `process`) and the median of the
@@ -137,11 +137,7 @@ pub fn run(
     let (result, output) = first.expect("called at least once");
     let output = String::from_utf8_lossy(&output.text).into_owned();
     let (name, version, outcomes) = match result {
-        Err(fault) => (
-            String::new(),
-            String::new(),
-            Err(format!("{}: {}", fault.kind.name(), fault.detail)),
-        ),
+        Err(fault) => (String::new(), String::new(), Err(fault)),
         Ok((info, verdicts)) => {
             let (name, version) = info.map(|i| (i.name, i.version)).unwrap_or_default();
             let outcomes = rows
@@ -149,8 +145,7 @@ pub fn run(
                 .zip(verdicts)
                 .map(|((table, row), verdict)| {
                     let ids = [(row.id(), row.organizer_id())];
-                    let decision = chain::decide(*table, &ids, vec![verdict], usize::MAX)
-                        .map_err(|f| format!("{}: {}", f.kind.name(), f.detail))?
+                    let decision = chain::decide(*table, &ids, vec![verdict], usize::MAX)?
                         .pop()
                         .expect("one verdict, one decision");
                     Ok(match decision {
@@ -164,7 +159,7 @@ pub fn run(
                         Decision::Modify(after) => Outcome::Modify(changes(row, &after)),
                     })
                 })
-                .collect::<Result<Vec<_>, String>>();
+                .collect::<Result<Vec<_>, Fault>>();
             (name, version, outcomes)
         }
     };
@@ -202,12 +197,27 @@ fn changes(before: &Row, after: &Row) -> Vec<(String, Value, Value)> {
     out
 }
 
+/// Why `plugin test --events` cannot use a file's events.
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("not a JSON array of events: {0}")]
+    NotAnArray(#[from] serde_json::Error),
+    #[error("event {index}: table {name:?}: events, page_views or ticket_sales")]
+    UnknownTable { index: usize, name: String },
+    #[error("event {index}: table must be a string, got {got}")]
+    TableNotText { index: usize, got: Value },
+    #[error("event {index} is not valid before any plugin: {}", .invalid.reason)]
+    Invalid {
+        index: usize,
+        invalid: crate::ingest::Invalid,
+    },
+}
+
 /// Events from a JSON array; an item's `"table"` (`events`, `page_views`,
 /// `ticket_sales`; `events` when absent) says where it goes. Each is
 /// validated as a client's would be.
-pub fn events_from_json(text: &str) -> Result<Vec<(Table, Row)>, String> {
-    let items: Vec<Value> =
-        serde_json::from_str(text).map_err(|e| format!("not a JSON array of events: {e}"))?;
+pub fn events_from_json(text: &str) -> Result<Vec<(Table, Row)>, EventsError> {
+    let items: Vec<Value> = serde_json::from_str(text)?;
     let now = chrono::Utc::now();
     items
         .into_iter()
@@ -218,18 +228,11 @@ pub fn events_from_json(text: &str) -> Result<Vec<(Table, Row)>, String> {
                 Some(Value::String(t)) => Table::INGEST
                     .into_iter()
                     .find(|x| x.name() == t)
-                    .ok_or_else(|| {
-                        format!("event {i}: table {t:?}: events, page_views or ticket_sales")
-                    })?,
-                Some(other) => {
-                    return Err(format!("event {i}: table must be a string, got {other}"));
-                }
+                    .ok_or(EventsError::UnknownTable { index: i, name: t })?,
+                Some(got) => return Err(EventsError::TableNotText { index: i, got }),
             };
-            let row = crate::ingest::revalidate(table, item, now).map_err(
-                |crate::ingest::Invalid { reason, .. }| {
-                    format!("event {i} is not valid before any plugin: {reason}")
-                },
-            )?;
+            let row = crate::ingest::revalidate(table, item, now)
+                .map_err(|invalid| EventsError::Invalid { index: i, invalid })?;
             Ok((table, row))
         })
         .collect()

@@ -6,7 +6,7 @@
 //! chDB 26.7.
 
 use std::ffi::{c_char, c_int, c_void};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 /// `chdb_connection` is a pointer to an opaque struct.
@@ -82,35 +82,51 @@ pub struct Api {
     pub destroy_insert_stream: unsafe extern "C" fn(InsertStream),
 }
 
-static API: OnceLock<Result<Api, String>> = OnceLock::new();
+static API: OnceLock<Result<Api, LoadError>> = OnceLock::new();
+
+/// Why the engine's library could not be loaded. Kept (the first attempt's
+/// answer stands for the process), so the loader's error is kept as text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "the embedded ClickHouse engine is not at {} (it is fetched by the build; \
+         rebuild, or set BILTEN_CHDB_LIB / storage.embedded.library)",
+        .0.display()
+    )]
+    Missing(PathBuf),
+    #[error("cannot load {}: {reason}", .path.display())]
+    Open { path: PathBuf, reason: String },
+    #[error("{} lacks {symbol}: {reason}", .path.display())]
+    Symbol {
+        path: PathBuf,
+        symbol: String,
+        reason: String,
+    },
+}
 
 /// Loads the library once per process. It is never unloaded: unloading a
 /// C++ engine whose threads may still run is a crash waiting to happen.
-pub fn load(path: &Path) -> Result<&'static Api, String> {
+pub fn load(path: &Path) -> Result<&'static Api, LoadError> {
     API.get_or_init(|| unsafe { load_uncached(path) })
         .as_ref()
         .map_err(Clone::clone)
 }
 
-unsafe fn load_uncached(path: &Path) -> Result<Api, String> {
+unsafe fn load_uncached(path: &Path) -> Result<Api, LoadError> {
     if !path.exists() {
-        return Err(format!(
-            "the embedded ClickHouse engine is not at {} (it is fetched by the build; \
-             rebuild, or set BILTEN_CHDB_LIB / storage.embedded.library)",
-            path.display()
-        ));
+        return Err(LoadError::Missing(path.to_path_buf()));
     }
-    let lib = unsafe { libloading::Library::new(path) }
-        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+    let lib = unsafe { libloading::Library::new(path) }.map_err(|e| LoadError::Open {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let lib: &'static libloading::Library = Box::leak(Box::new(lib));
     macro_rules! sym {
         ($name:literal) => {
-            *unsafe { lib.get($name) }.map_err(|e| {
-                format!(
-                    "{} lacks {}: {e}",
-                    path.display(),
-                    String::from_utf8_lossy($name)
-                )
+            *unsafe { lib.get($name) }.map_err(|e| LoadError::Symbol {
+                path: path.to_path_buf(),
+                symbol: String::from_utf8_lossy($name).into_owned(),
+                reason: e.to_string(),
             })?
         };
     }

@@ -89,29 +89,43 @@ pub fn failed_tables(stderr: &str) -> Vec<(String, String)> {
     out
 }
 
+/// Why a table could not be set aside.
+#[derive(Debug, thiserror::Error)]
+pub enum SetAsideError {
+    #[error("{0}: not a database.table name")]
+    NotATable(String),
+    #[error("{0}: only tables with plain names can be set aside automatically")]
+    NotPlain(String),
+    #[error("{}: cannot set it aside: {source}", .path.display())]
+    Rename {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
 /// Sets `database.table` aside under `engine_dir` (renames its definition);
 /// the record of it, or why it could not be done.
-pub fn set_aside(engine_dir: &Path, table: &str, error: &str) -> Result<SetAside, String> {
+pub fn set_aside(engine_dir: &Path, table: &str, error: &str) -> Result<SetAside, SetAsideError> {
     let (db, name) = table
         .split_once('.')
-        .ok_or_else(|| format!("{table}: not a database.table name"))?;
+        .ok_or_else(|| SetAsideError::NotATable(table.to_string()))?;
     let plain = |s: &str| {
         !s.is_empty()
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     };
     if !plain(db) || !plain(name) {
-        return Err(format!(
-            "{table}: only tables with plain names can be set aside automatically"
-        ));
+        return Err(SetAsideError::NotPlain(table.to_string()));
     }
     let definition = engine_dir
         .join("metadata")
         .join(db)
         .join(format!("{name}.sql"));
     let detached = definition.with_extension("sql.detached");
-    std::fs::rename(&definition, &detached)
-        .map_err(|e| format!("{}: cannot set it aside: {e}", definition.display()))?;
+    std::fs::rename(&definition, &detached).map_err(|source| SetAsideError::Rename {
+        path: definition.clone(),
+        source,
+    })?;
     Ok(SetAside {
         table: table.to_string(),
         error: error.to_string(),

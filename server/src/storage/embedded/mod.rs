@@ -205,7 +205,7 @@ impl EmbeddedStorage {
 
 impl Inner {
     fn open(cfg: &EmbeddedConfig, limits: &QueryLimits, walls: &Walls) -> anyhow::Result<Inner> {
-        let api = ffi::load(&cfg.library_path()).map_err(anyhow::Error::msg)?;
+        let api = ffi::load(&cfg.library_path())?;
         let engine_dir = cfg.data_dir.join("engine");
         private_dir(&cfg.data_dir)?;
         private_dir(&engine_dir)?;
