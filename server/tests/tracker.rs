@@ -229,6 +229,19 @@ async fn public_keys_cors_and_stamping_hold_to_their_rules() {
         body["error"].as_str().unwrap().contains("never in a URL"),
         "{body}"
     );
+    // …wherever it stands, behind a public key too.
+    let (status, body) = post(
+        &s,
+        &format!("/v1/events?key={PUBLIC}&key={SECRET}"),
+        &from_site,
+        &event,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("never in a URL"),
+        "{body}"
+    );
     // A backend's request: its own user agent is not its users'.
     let (status, _) = post(
         &s,

@@ -67,8 +67,8 @@ impl BrowserConfig {
             {
                 return Err(invalid(
                     at,
-                    "is also an ingest key or the admin token: a public key is published in \
-                     pages, so it must be a key of its own",
+                    "is also an ingest key, a read key or the admin token: a public key is \
+                     published in pages, so it must be a key of its own",
                 ));
             }
             if k.origins.is_empty() {

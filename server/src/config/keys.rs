@@ -45,6 +45,8 @@ impl From<ScopedKey> for String {
     }
 }
 
+/// Compares with the configured form, for tests and config checks. Not a
+/// key check: requests compare keys in constant time (`subtle`).
 impl PartialEq<&str> for ScopedKey {
     fn eq(&self, entry: &&str) -> bool {
         match entry.trim().split_once('@') {

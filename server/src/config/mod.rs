@@ -641,7 +641,10 @@ impl Config {
                 ));
             }
         }
+        // A read key too: a public key is published in pages, and one equal
+        // to a read key would sign anyone in to that organizer's dashboard.
         let secrets: Vec<&str> = (self.ingest_keys.iter().map(|k| k.key.as_str()))
+            .chain(self.read_keys.iter().map(|k| k.key.as_str()))
             .chain(self.admin_token.as_deref())
             .collect();
         self.browser.validate(&secrets)?;
@@ -890,6 +893,13 @@ mod tests {
             jail.set_env("BILTEN_INGEST_KEYS", "same-key-as-ingest@org-1");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("a key of its own"), "{err}");
+            // Nor a read key, which signs in to an organizer's dashboard.
+            jail.set_env("BILTEN_INGEST_KEYS", "");
+            jail.set_env("BILTEN_PUBLIC_KEYS", "published-in-pages-01@org-2=*");
+            jail.set_env("BILTEN_READ_KEYS", "published-in-pages-01@org-1");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("a key of its own"), "{err}");
+            jail.set_env("BILTEN_READ_KEYS", "");
             jail.set_env("BILTEN_PUBLIC_KEYS", "");
             jail.set_env("BILTEN_TRUSTED_PROXIES", "10.0.0.0/33");
             let err = Config::load(None).unwrap_err().to_string();

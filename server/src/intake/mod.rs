@@ -44,13 +44,13 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    /// Adds another part of the same request (its indexes already the request's).
     /// Events taken one way or another: stored, already had, dropped or
     /// quarantined by a plugin; not rejected.
     pub fn taken(&self) -> usize {
         self.accepted + self.duplicates + self.dropped + self.quarantined
     }
 
+    /// Adds another part of the same request (its indexes already the request's).
     pub fn add(&mut self, part: Receipt) {
         let earlier_rows = self.accepted > 0;
         self.accepted += part.accepted;

@@ -50,10 +50,13 @@ pub(super) fn basic_auth(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// `?key=`: where a page's beacon, which sets no headers, puts its public key.
-fn url_key(uri: &axum::http::Uri) -> Option<String> {
-    form_urlencoded::parse(uri.query()?.as_bytes())
-        .find(|(k, _)| k == "key")
+/// Every `key=` in the URL, in order: a secret one is refused wherever it
+/// stands, not only first.
+fn url_keys(uri: &axum::http::Uri) -> Vec<String> {
+    form_urlencoded::parse(uri.query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == "key")
         .map(|(_, v)| v.into_owned())
+        .collect()
 }
 
 /// Ingest routes take:
@@ -84,7 +87,8 @@ pub async fn require_ingest_key(
                 .map(str::to_string)
         })
         .or_else(|| basic_auth(headers).map(|(user, _)| user));
-    let in_url = url_key(request.uri());
+    let url_keys = url_keys(request.uri());
+    let in_url = url_keys.first().cloned();
     if in_header.is_none() && in_url.is_none() && keys.is_empty() {
         return Ok(next.run(request).await);
     }
@@ -101,7 +105,7 @@ pub async fn require_ingest_key(
                 None => unrestricted = true,
             }
         }
-        if in_url.as_deref().is_some_and(|u| matches(u, &entry.key)) {
+        if url_keys.iter().any(|u| matches(u, &entry.key)) {
             return Err(ApiError::Forbidden(
                 "an ingest key is secret: send it in the Authorization header, never in a URL \
                  (and replace this one, which may now be in logs)"
