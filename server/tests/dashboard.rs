@@ -284,8 +284,9 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         Utc::now().date_naive(),
     )
     .unwrap();
-    s.assert_reads_projection(
+    s.assert_reads_projection_with(
         &bilten_analytics::dashboard::page_views_over_time(&filter),
+        &filter.params(),
         "hourly",
     )
     .await;
@@ -304,8 +305,9 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     )
     .unwrap();
     assert_eq!(long_filter.traffic_bucket_secs(), 86400);
-    s.assert_reads_projection(
+    s.assert_reads_projection_with(
         &bilten_analytics::dashboard::page_views_over_time(&long_filter),
+        &long_filter.params(),
         "hourly",
     )
     .await;

@@ -149,6 +149,36 @@ async fn sql_that_does_not_parse_runs_nothing() {
     s.stop().await.unwrap();
 }
 
+/// Parameters are bound as values: quotes, backslashes, tabs and newlines
+/// in one come back as sent and end nothing, on either backend.
+#[tokio::test]
+async fn admin_sql_parameters_are_values_never_sql() {
+    let s = TestServer::start(|_| {}).await;
+    let hostile = "o' OR 1=1 --\\ \t\n'); DROP TABLE x; --";
+    let params = [
+        ("v".to_string(), hostile.to_string()),
+        ("d".to_string(), "2026-12-01".to_string()),
+    ];
+    let (status, body) = s
+        .admin_query_with(
+            "SELECT {v:String} AS v, toUInt32(length({v:String})) AS n, {d:Date} + 1 AS next",
+            &params,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"][0]["v"], hostile, "{body}");
+    assert_eq!(body["data"][0]["n"], hostile.len(), "{body}");
+    assert_eq!(body["data"][0]["next"], "2026-12-02", "{body}");
+    // A parameter the statement names but the request lacks: a clear 400.
+    let (status, body) = s.admin_query_with("SELECT {missing:String}", &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap_or("").contains("missing"),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn admin_sql_cannot_reach_files_the_network_processes_or_settings() {
     let s = TestServer::start(|_| {}).await;

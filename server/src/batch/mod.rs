@@ -588,7 +588,12 @@ mod tests {
         async fn query(&self, _: &str, _: &str) -> Result<Bytes, StorageError> {
             Ok(Bytes::new())
         }
-        async fn query_readonly(&self, _: &str, _: &str) -> Result<Bytes, StorageError> {
+        async fn query_readonly_with(
+            &self,
+            _: &str,
+            _: &[(String, String)],
+            _: &str,
+        ) -> Result<Bytes, StorageError> {
             Ok(Bytes::new())
         }
         async fn insert(&self, table: &str, rows: Bytes, token: &str) -> Result<(), StorageError> {

@@ -134,23 +134,39 @@ impl Filter {
         })
     }
 
-    /// ` AND organizer_id = '…'` when one organizer is chosen.
-    fn organizer_sql(&self) -> String {
+    /// The values every statement of the page binds, never spliced into
+    /// its text: `{from:Date}` and `{to:Date}` (both included), `{after:Date}`
+    /// (the day after `to`), and `{organizer:String}` when one is chosen.
+    pub fn params(&self) -> Vec<(String, String)> {
+        let mut params = vec![
+            ("from".to_string(), self.from.to_string()),
+            ("to".to_string(), self.to.to_string()),
+            (
+                "after".to_string(),
+                (self.to + Duration::days(1)).to_string(),
+            ),
+        ];
+        if let Some(org) = &self.organizer {
+            params.push(("organizer".to_string(), org.clone()));
+        }
+        params
+    }
+
+    /// ` AND organizer_id = {organizer:String}` when one organizer is chosen.
+    fn organizer_sql(&self) -> &'static str {
         match &self.organizer {
-            Some(org) => format!(" AND organizer_id = {}", literal(org)),
-            None => String::new(),
+            Some(_) => " AND organizer_id = {organizer:String}",
+            None => "",
         }
     }
 
     fn dates_sql(&self, column: &str) -> String {
-        format!("{column} BETWEEN '{}' AND '{}'", self.from, self.to)
+        format!("{column} BETWEEN {{from:Date}} AND {{to:Date}}")
     }
 
     fn hours_sql(&self, column: &str) -> String {
         format!(
-            "{column} >= toDateTime('{} 00:00:00', 'UTC') AND {column} < toDateTime('{} 00:00:00', 'UTC')",
-            self.from,
-            self.to + Duration::days(1)
+            "{column} >= toDateTime({{from:Date}}, 'UTC') AND {column} < toDateTime({{after:Date}}, 'UTC')"
         )
     }
 
@@ -163,8 +179,8 @@ impl Filter {
     }
 }
 
-/// An organizer id as the model declares it (its length), before it goes
-/// into a statement as a quoted literal.
+/// An organizer id as the model declares it (its length), before it is
+/// bound to a statement's parameter.
 fn checked_organizer(org: &str) -> Result<String, FilterError> {
     let max = match Table::Events.field("organizer_id").map(|f| f.kind) {
         Some(crate::model::Kind::Text(max)) => max,
@@ -176,11 +192,6 @@ fn checked_organizer(org: &str) -> Result<String, FilterError> {
         )));
     }
     Ok(org.to_string())
-}
-
-/// A ClickHouse string literal: quotes and backslashes escaped.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// One day's figures for the filter's organizer(s).
@@ -251,8 +262,12 @@ pub const FUNNEL: [(&str, &str); 5] = [
 /// How far back the realtime panel looks.
 pub const REALTIME_MINUTES: i64 = 120;
 
-async fn rows(storage: &dyn Storage, sql: &str) -> Result<Vec<Value>, StorageError> {
-    crate::storage::json_rows(storage, sql, true).await
+async fn rows(
+    storage: &dyn Storage,
+    sql: &str,
+    params: &[(String, String)],
+) -> Result<Vec<Value>, StorageError> {
+    crate::storage::json_rows_with(storage, sql, params).await
 }
 
 fn time(v: &Value) -> DateTime<Utc> {
@@ -276,7 +291,7 @@ pub async fn realtime(
          GROUP BY interval_start ORDER BY interval_start",
         filter.organizer_sql()
     );
-    let points = rows(storage, &sql)
+    let points = rows(storage, &sql, &filter.params())
         .await?
         .iter()
         .map(|r| (time(&r["t"]), num(&r["events"]), num(&r["users"])))
@@ -308,7 +323,7 @@ impl Filter {
 
 /// The traffic panel's page views per bucket: grouped by what the `hourly`
 /// projection of page_views holds (`sql/0016_page_views_hourly.sql`), so
-/// the engine reads that instead of the rows.
+/// the engine reads that instead of the rows. It binds `filter.params()`.
 pub fn page_views_over_time(filter: &Filter) -> String {
     let bucket = filter.bucket_sql("toStartOfHour(timestamp)");
     format!(
@@ -334,9 +349,9 @@ pub async fn figures(
     );
     let hourly_page_views = page_views_over_time(filter);
     let daily = format!(
-        "SELECT toString(date) AS date, sum(events) AS events, sum(page_views) AS page_views, \
+        "SELECT toString(date) AS day, sum(events) AS events, sum(page_views) AS page_views, \
          sum(ticket_sales) AS ticket_sales, sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue_text \
-         FROM {DATABASE}.organizer_daily_metrics_mv WHERE {dates}{org} GROUP BY date ORDER BY date"
+         FROM {DATABASE}.organizer_daily_metrics_mv WHERE {dates}{org} GROUP BY day ORDER BY day"
     );
     // Distinct users over the range: the daily sketches merged, not a sum
     // of daily counts (a user seen on two days counts once).
@@ -344,7 +359,14 @@ pub async fn figures(
         "SELECT measure, event_id, uniqHLL12Merge(users) AS users FROM {DATABASE}.dashboard_sketches \
          WHERE measure IN ('users', 'visitors', 'buyers') AND {dates}{org} GROUP BY measure, event_id"
     );
-    let steps: Vec<String> = FUNNEL.iter().map(|(step, _)| literal(step)).collect();
+    let params = filter.params();
+    // The funnel's steps bound too: `{step0:String}`, `{step1:String}`…
+    let mut funnel_params = params.clone();
+    let mut steps = Vec::new();
+    for (i, (step, _)) in FUNNEL.iter().enumerate() {
+        funnel_params.push((format!("step{i}"), step.to_string()));
+        steps.push(format!("{{step{i}:String}}"));
+    }
     let funnel = format!(
         "SELECT measure AS step, uniqHLL12Merge(users) AS users FROM {DATABASE}.dashboard_sketches \
          WHERE measure IN ({}) AND {dates}{org} GROUP BY measure",
@@ -364,6 +386,7 @@ pub async fn figures(
                 &format!(
                     "SELECT DISTINCT organizer_id FROM {DATABASE}.metrics_daily ORDER BY organizer_id LIMIT 1000"
                 ),
+                &[],
             )
             .await?
             .iter()
@@ -375,12 +398,12 @@ pub async fn figures(
     let ((now, realtime), hourly, hourly_page_views, daily, sketches, events, reached, organizers) =
         tokio::try_join!(
             realtime(storage, filter),
-            rows(storage, &hourly),
-            rows(storage, &hourly_page_views),
-            rows(storage, &daily),
-            rows(storage, &sketches),
-            rows(storage, &events),
-            rows(storage, &funnel),
+            rows(storage, &hourly, &params),
+            rows(storage, &hourly_page_views, &params),
+            rows(storage, &daily, &params),
+            rows(storage, &sketches, &params),
+            rows(storage, &events, &params),
+            rows(storage, &funnel, &funnel_params),
             organizers,
         )?;
     let distinct = |measure: &str, event_id: &str| {
@@ -401,7 +424,7 @@ pub async fn figures(
         .iter()
         .filter_map(|r| {
             Some(Day {
-                date: NaiveDate::parse_from_str(r["date"].as_str()?, "%Y-%m-%d").ok()?,
+                date: NaiveDate::parse_from_str(r["day"].as_str()?, "%Y-%m-%d").ok()?,
                 events: num(&r["events"]),
                 page_views: num(&r["page_views"]),
                 ticket_sales: num(&r["ticket_sales"]),
@@ -490,7 +513,11 @@ mod tests {
         let long = Filter::new(&admin, None, Some("2024-01-01"), None, today());
         assert!(matches!(long, Err(FilterError::Invalid(m)) if m.contains("366")));
         let f = Filter::new(&admin, Some(r"o' OR 1=1 --\"), None, None, today()).unwrap();
-        assert_eq!(f.organizer_sql(), r" AND organizer_id = 'o\' OR 1=1 --\\'");
+        assert_eq!(f.organizer_sql(), " AND organizer_id = {organizer:String}");
+        assert!(
+            f.params()
+                .contains(&("organizer".into(), r"o' OR 1=1 --\".into()))
+        );
     }
 
     #[test]

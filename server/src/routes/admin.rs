@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -24,14 +24,27 @@ pub async fn flush(State(app): State<AppState>) -> Json<Value> {
     }))
 }
 
-/// Runs one read-only statement; answers in ClickHouse's JSON format.
-pub async fn query(State(app): State<AppState>, sql: String) -> Result<Response, ApiError> {
+/// Runs one read-only statement; answers in ClickHouse's JSON format. Its
+/// parameters (`{name:Type}`) take `param_<name>` from the URL, as
+/// ClickHouse's HTTP interface does.
+pub async fn query(
+    State(app): State<AppState>,
+    RawQuery(url): RawQuery,
+    sql: String,
+) -> Result<Response, ApiError> {
     if sql.trim().is_empty() {
         return Err(ApiError::BadQuery(
             "send the SQL statement as the request body".into(),
         ));
     }
-    let out: Bytes = app.storage.query_readonly(&sql, "JSON").await?;
+    let params: Vec<(String, String)> =
+        form_urlencoded::parse(url.as_deref().unwrap_or("").as_bytes())
+            .filter_map(|(k, v)| Some((k.strip_prefix("param_")?.to_string(), v.into_owned())))
+            .collect();
+    let out: Bytes = app
+        .storage
+        .query_readonly_with(&sql, &params, "JSON")
+        .await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 

@@ -168,7 +168,12 @@ impl Storage for ClickHouseStorage {
         self.fetch(self.statement(sql), format).await
     }
 
-    async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
+    async fn query_readonly_with(
+        &self,
+        sql: &str,
+        params: &[(String, String)],
+        format: &str,
+    ) -> Result<Bytes, StorageError> {
         // readonly=1: the server refuses writes, DDL, settings changes and
         // table functions (files, URLs, other servers, processes). The HTTP
         // interface runs one statement per request.
@@ -178,6 +183,9 @@ impl Storage for ClickHouseStorage {
             .await
             .map_err(|_| StorageError::transient("closed"))?;
         let mut query = self.statement(sql).with_setting("readonly", "1");
+        for (name, value) in params {
+            query = query.param(name, value.as_str());
+        }
         for (name, value) in self.limits.settings() {
             query = query.with_setting(name, value);
         }

@@ -225,7 +225,18 @@ pub trait Storage: Send + Sync + 'static {
     /// Runs a query and returns its output in the named ClickHouse format.
     async fn query(&self, sql: &str, format: &str) -> Result<Bytes, StorageError>;
     /// Like `query`, but refuses anything that would change data or schema.
-    async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError>;
+    async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
+        self.query_readonly_with(sql, &[], format).await
+    }
+    /// `query_readonly` with values bound to the statement's parameters
+    /// (`{name:Type}`), never spliced into its text: `(name, value)`, the
+    /// value as text (`2026-12-01` for a Date).
+    async fn query_readonly_with(
+        &self,
+        sql: &str,
+        params: &[(String, String)],
+        format: &str,
+    ) -> Result<Bytes, StorageError>;
     /// Inserts JSONEachRow rows into `database.table` in one statement.
     /// `token` identifies the batch: the same token again is a retry, and
     /// storage keeps the rows (and what views derive from them) once.
@@ -358,6 +369,21 @@ pub fn in_database(sql: &str, db: &str) -> String {
 pub async fn query_text(storage: &dyn Storage, sql: &str) -> Result<String, StorageError> {
     let out = storage.query(sql, "TabSeparated").await?;
     Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A read-only query's rows as JSON objects, its parameters bound.
+pub async fn json_rows_with(
+    storage: &dyn Storage,
+    sql: &str,
+    params: &[(String, String)],
+) -> Result<Vec<serde_json::Value>, StorageError> {
+    let out = storage
+        .query_readonly_with(sql, params, "JSONEachRow")
+        .await?;
+    String::from_utf8_lossy(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).map_err(|e| StorageError::rejected(e.to_string())))
+        .collect()
 }
 
 /// A query's rows as JSON objects (JSONEachRow), read-only or not.

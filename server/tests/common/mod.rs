@@ -167,7 +167,21 @@ impl TestServer {
     /// Asserts the engine answers `sql` from the projection `name`, not
     /// from the table's rows (its plan, `EXPLAIN projections = 1`).
     pub async fn assert_reads_projection(&self, sql: &str, name: &str) {
-        let plan = self.query(&format!("EXPLAIN projections = 1 {sql}")).await;
+        self.assert_reads_projection_with(sql, &[], name).await
+    }
+
+    /// `assert_reads_projection` for a statement with parameters bound.
+    pub async fn assert_reads_projection_with(
+        &self,
+        sql: &str,
+        params: &[(String, String)],
+        name: &str,
+    ) {
+        let (status, body) = self
+            .admin_query_with(&format!("EXPLAIN projections = 1 {sql}"), params)
+            .await;
+        assert_eq!(status, 200, "{sql}: {body}");
+        let plan = body["data"].as_array().cloned().unwrap_or_default();
         let wanted = format!("ReadFromMergeTree ({name})");
         assert!(
             plan.iter()
@@ -311,9 +325,20 @@ impl TestServer {
     }
 
     pub async fn admin_query(&self, sql: &str) -> (u16, Value) {
+        self.admin_query_with(sql, &[]).await
+    }
+
+    /// `/admin/query` with `param_<name>` values for the statement's
+    /// parameters.
+    pub async fn admin_query_with(&self, sql: &str, params: &[(String, String)]) -> (u16, Value) {
+        let params: Vec<(String, &str)> = params
+            .iter()
+            .map(|(n, v)| (format!("param_{n}"), v.as_str()))
+            .collect();
         let r = self
             .client
             .post(format!("{}/admin/query", self.base))
+            .query(&params)
             .bearer_auth(ADMIN)
             .body(sql.to_string())
             .send()

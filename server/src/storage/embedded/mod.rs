@@ -308,12 +308,24 @@ impl Inner {
         format: &str,
         log_text: Option<String>,
     ) -> Result<Vec<u8>, StorageError> {
+        self.run_with(on, sql, format, &[], log_text)
+    }
+
+    /// `run`, binding `params` (names and escaped values).
+    fn run_with(
+        &self,
+        on: On,
+        sql: &[u8],
+        format: &str,
+        params: &[(String, String)],
+        log_text: Option<String>,
+    ) -> Result<Vec<u8>, StorageError> {
         let guard = self.connection(on).read().unwrap();
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
         // SAFETY: the connection stays open while `guard` is held.
-        self.query_on(unsafe { *conn.0 }, sql, format, &[], log_text)
+        self.query_on(unsafe { *conn.0 }, sql, format, params, log_text)
             .map(|o| o.data)
     }
 
@@ -919,9 +931,19 @@ impl Storage for EmbeddedStorage {
             .map(Bytes::from)
     }
 
-    async fn query_readonly(&self, sql: &str, format: &str) -> Result<Bytes, StorageError> {
+    async fn query_readonly_with(
+        &self,
+        sql: &str,
+        params: &[(String, String)],
+        format: &str,
+    ) -> Result<Bytes, StorageError> {
         let format = static_format(format)?;
         let text = sql.to_string();
+        // The engine reads a parameter's value in its escaped text form.
+        let params: Vec<(String, String)> = params
+            .iter()
+            .map(|(name, value)| (name.clone(), tsv_escape(value)))
+            .collect();
         self.read(move |inner| {
             // Nothing runs unless the engine's parser finds exactly one
             // statement, and a read one.
@@ -943,10 +965,11 @@ impl Storage for EmbeddedStorage {
                 }
             }
             // Read-only mode stops table functions, not the `file` function.
-            let ast = inner.run(
+            let ast = inner.run_with(
                 On::Reader,
                 format!("EXPLAIN AST {text}").as_bytes(),
                 "TSVRaw",
+                &params,
                 None,
             )?;
             let ast = String::from_utf8_lossy(&ast);
@@ -962,7 +985,13 @@ impl Storage for EmbeddedStorage {
             // The engine enforces readonly and the limits on this connection;
             // the answer is held to the result limit too.
             let out = inner
-                .run(On::Reader, text.as_bytes(), format, Some(text.clone()))
+                .run_with(
+                    On::Reader,
+                    text.as_bytes(),
+                    format,
+                    &params,
+                    Some(text.clone()),
+                )
                 .map_err(StorageError::for_readonly_query)?;
             let mut out = Output {
                 data: out,
