@@ -1,44 +1,57 @@
 //! The dashboard's HTML: the sign-in form, and the page of figures drawn
 //! with [`crate::charts`]. The one script sorts the table and refreshes the
-//! realtime panel; everything else is drawn here.
-
-use std::fmt::Write;
+//! realtime panel; everything else is drawn here. Markup is `maud`'s, which
+//! escapes every value it is given; the charts' SVG comes in as markup.
 
 use chrono::{DateTime, Duration, Utc};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{Figures, Filter, REALTIME_MINUTES, Viewer};
-use crate::charts::{self, Series, TimeChart, Unit, esc, format_value};
+use crate::charts::{self, Series, TimeChart, Unit, format_value};
 
-fn shell(title: &str, header: &str, body: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{}</title><style>{}</style></head>
-<body><header><h1>Bilten Analytics</h1>{header}</header><main>{body}</main></body></html>
-"#,
-        esc(title),
-        charts::STYLE
-    )
+fn shell(title: &str, header: Markup, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width,initial-scale=1";
+                title { (title) }
+                style { (PreEscaped(charts::STYLE)) }
+            }
+            body {
+                header { h1 { "Bilten Analytics" } (header) }
+                main { (body) }
+            }
+        }
+    }
+    .into_string()
 }
 
 /// The sign-in form; `error` says why the last attempt failed.
 pub fn login(error: Option<&str>) -> String {
-    let error = error
-        .map(|e| format!(r#"<p class="error" role="alert">{}</p>"#, esc(e)))
-        .unwrap_or_default();
     shell(
         "Sign in · Bilten Analytics",
-        "",
-        &format!(
-            r#"<section class="card" style="max-width:420px;margin:3em auto">
-<h2>Sign in to the dashboard</h2>
-<p style="color:var(--muted);font-size:.9em">With the admin token (every organizer) or an organizer's read key.</p>
-{error}
-<form method="post" action="/dashboard/login" class="filters">
-<label>Token or read key <input type="password" name="token" autocomplete="current-password" required autofocus></label>
-<button class="primary" type="submit">Sign in</button>
-</form></section>"#
-        ),
+        html! {},
+        html! {
+            section.card style="max-width:420px;margin:3em auto" {
+                h2 { "Sign in to the dashboard" }
+                p style="color:var(--muted);font-size:.9em" {
+                    "With the admin token (every organizer) or an organizer's read key."
+                }
+                @if let Some(e) = error {
+                    p.error role="alert" { (e) }
+                }
+                form.filters method="post" action="/dashboard/login" {
+                    label {
+                        "Token or read key "
+                        input type="password" name="token" autocomplete="current-password" required autofocus;
+                    }
+                    " "
+                    button.primary type="submit" { "Sign in" }
+                }
+            }
+        },
     )
 }
 
@@ -47,19 +60,23 @@ pub fn login(error: Option<&str>) -> String {
 pub fn problem(viewer: &Viewer, message: &str) -> String {
     shell(
         "Bilten Analytics",
-        &who(viewer),
-        &format!(
-            r#"<section class="card"><p class="error" role="alert">{}</p><p><a href="/dashboard">Back to the dashboard</a></p></section>"#,
-            esc(message)
-        ),
+        who(viewer),
+        html! {
+            section.card {
+                p.error role="alert" { (message) }
+                p { a href="/dashboard" { "Back to the dashboard" } }
+            }
+        },
     )
 }
 
-fn who(viewer: &Viewer) -> String {
-    format!(
-        r#"<span class="who">Signed in as {}</span><form method="post" action="/dashboard/logout"><button class="primary" type="submit" id="sign-out">Sign out</button></form>"#,
-        esc(&viewer.describe())
-    )
+fn who(viewer: &Viewer) -> Markup {
+    html! {
+        span.who { "Signed in as " (viewer.describe()) }
+        form method="post" action="/dashboard/logout" {
+            button.primary type="submit" id="sign-out" { "Sign out" }
+        }
+    }
 }
 
 /// The realtime panel: events and active users per five minutes, the last
@@ -105,60 +122,19 @@ pub fn realtime_panel(now: DateTime<Utc>, points: &[(DateTime<Utc>, f64, f64)]) 
     .svg()
 }
 
-fn kpi(id: &str, label: &str, v: f64, unit: Unit) -> String {
-    format!(
-        r#"<div class="kpi" data-kpi="{id}" data-v="{v}"><div class="label">{}</div><div class="value">{}</div></div>"#,
-        esc(label),
-        esc(&format_value(v, unit))
-    )
+fn kpi(id: &str, label: &str, v: f64, unit: Unit) -> Markup {
+    html! {
+        div.kpi data-kpi=(id) data-v=(v) {
+            div.label { (label) }
+            div.value { (format_value(v, unit)) }
+        }
+    }
 }
 
 /// The whole page for `filter`.
 pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
-    let mut body = String::new();
-    // Filters: a GET form (no secret in it), organizer and dates.
-    let _ = write!(
-        body,
-        r#"<form class="filters card" method="get" action="/dashboard" id="filters"><label>Organizer <select name="organizer"{}>"#,
-        if matches!(viewer, Viewer::Organizer(_)) {
-            " disabled"
-        } else {
-            ""
-        }
-    );
-    if matches!(viewer, Viewer::Admin) {
-        let _ = write!(
-            body,
-            r#"<option value=""{}>All organizers</option>"#,
-            if filter.organizer.is_none() {
-                " selected"
-            } else {
-                ""
-            }
-        );
-    }
-    for org in &f.organizers {
-        let selected = filter.organizer.as_deref() == Some(org.as_str());
-        let _ = write!(
-            body,
-            r#"<option value="{}"{}>{}</option>"#,
-            esc(org),
-            if selected { " selected" } else { "" },
-            esc(org)
-        );
-    }
-    let _ = write!(
-        body,
-        r#"</select></label><label>From <input type="date" name="from" value="{}"></label><label>To <input type="date" name="to" value="{}"></label><button class="primary" type="submit">Apply</button><span class="who">Dates in UTC · {} to {}</span></form>"#,
-        filter.from,
-        filter.to,
-        filter.from.format("%-d %b %Y"),
-        filter.to.format("%-d %b %Y"),
-    );
-
     let sum = |pick: fn(&super::Day) -> f64| f.daily.iter().map(pick).sum::<f64>();
-    body.push_str(r#"<section class="kpis">"#);
-    for (id, label, v, unit) in [
+    let kpis = [
         ("events", "Events", sum(|d| d.events), Unit::Count("events")),
         (
             "users",
@@ -185,12 +161,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             Unit::Count("tickets"),
         ),
         ("revenue", "Revenue", sum(|d| d.revenue), Unit::Money),
-    ] {
-        body.push_str(&kpi(id, label, v, unit));
-    }
-    body.push_str("</section>");
-
-    body.push_str(&realtime_panel(f.now, &f.realtime));
+    ];
 
     // The four charts side by side: one series each, over the filter's range.
     let (start, end) = (filter.start(), filter.end());
@@ -226,47 +197,47 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             .collect()
     };
     let traffic = filter.traffic_bucket_secs();
-    body.push_str(r#"<div class="grid2">"#);
-    body.push_str(&half(
-        (
-            "traffic",
-            "events",
-            "Traffic: events",
-            Unit::Count("events"),
+    let charts = [
+        half(
+            (
+                "traffic",
+                "events",
+                "Traffic: events",
+                Unit::Count("events"),
+            ),
+            traffic,
+            f.hourly.clone(),
+            "No events in this period.",
         ),
-        traffic,
-        f.hourly.clone(),
-        "No events in this period.",
-    ));
-    body.push_str(&half(
-        (
-            "page_views",
-            "page_views",
-            "Traffic: page views",
-            Unit::Count("page views"),
+        half(
+            (
+                "page_views",
+                "page_views",
+                "Traffic: page views",
+                Unit::Count("page views"),
+            ),
+            traffic,
+            f.hourly_page_views.clone(),
+            "No page views in this period.",
         ),
-        traffic,
-        f.hourly_page_views.clone(),
-        "No page views in this period.",
-    ));
-    body.push_str(&half(
-        ("revenue", "revenue", "Sales: revenue", Unit::Money),
-        86400,
-        daily(|d| d.revenue),
-        "No sales in this period.",
-    ));
-    body.push_str(&half(
-        (
-            "tickets",
-            "tickets",
-            "Sales: tickets sold",
-            Unit::Count("tickets"),
+        half(
+            ("revenue", "revenue", "Sales: revenue", Unit::Money),
+            86400,
+            daily(|d| d.revenue),
+            "No sales in this period.",
         ),
-        86400,
-        daily(|d| d.tickets),
-        "No tickets sold in this period.",
-    ));
-    body.push_str("</div>");
+        half(
+            (
+                "tickets",
+                "tickets",
+                "Sales: tickets sold",
+                Unit::Count("tickets"),
+            ),
+            86400,
+            daily(|d| d.tickets),
+            "No tickets sold in this period.",
+        ),
+    ];
 
     // The funnel, with the share of the step before.
     let steps: Vec<(String, f64, String)> = f
@@ -287,28 +258,55 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (name.clone(), *users, note)
         })
         .collect();
-    body.push_str(&charts::category_bars(
+    let funnel = charts::category_bars(
         "funnel",
         "Purchase funnel: users reaching each step",
         Unit::Count("users"),
         &steps,
         "No funnel steps in this period.",
-    ));
+    );
 
-    body.push_str(&performance_table(f));
-    body.push_str(SCRIPT);
-    shell("Dashboard · Bilten Analytics", &who(viewer), &body)
+    let admin = matches!(viewer, Viewer::Admin);
+    let body = html! {
+        // Filters: a GET form (no secret in it), organizer and dates.
+        form.filters.card method="get" action="/dashboard" id="filters" {
+            label {
+                "Organizer "
+                select name="organizer" disabled[!admin] {
+                    @if admin {
+                        option value="" selected[filter.organizer.is_none()] { "All organizers" }
+                    }
+                    @for org in &f.organizers {
+                        option value=(org) selected[filter.organizer.as_deref() == Some(org.as_str())] { (org) }
+                    }
+                }
+            }
+            label { "From " input type="date" name="from" value=(filter.from); }
+            label { "To " input type="date" name="to" value=(filter.to); }
+            button.primary type="submit" { "Apply" }
+            span.who {
+                "Dates in UTC · " (filter.from.format("%-d %b %Y")) " to " (filter.to.format("%-d %b %Y"))
+            }
+        }
+        section.kpis {
+            @for (id, label, v, unit) in kpis {
+                (kpi(id, label, v, unit))
+            }
+        }
+        (PreEscaped(realtime_panel(f.now, &f.realtime)))
+        div.grid2 {
+            @for chart in &charts {
+                (PreEscaped(chart))
+            }
+        }
+        (PreEscaped(funnel))
+        (performance_table(f))
+        (PreEscaped(SCRIPT))
+    };
+    shell("Dashboard · Bilten Analytics", who(viewer), body)
 }
 
-fn performance_table(f: &Figures) -> String {
-    let mut out = String::from(
-        r#"<section class="card" id="performance"><h2>Event performance <span class="sub" style="font-weight:400;color:var(--muted)">· top 200 by revenue; click a column to sort</span></h2>"#,
-    );
-    if f.events.is_empty() {
-        out.push_str(r#"<p class="empty">No ticketed events in this period.</p></section>"#);
-        return out;
-    }
-    out.push_str(r#"<table class="sortable"><thead><tr>"#);
+fn performance_table(f: &Figures) -> Markup {
     let columns = [
         ("Event", false),
         ("Interactions", true),
@@ -318,37 +316,45 @@ fn performance_table(f: &Figures) -> String {
         ("Revenue", true),
         ("Conversion", true),
     ];
-    for (name, numeric) in columns {
-        let _ = write!(
-            out,
-            r#"<th{}><button type="button">{name}</button></th>"#,
-            if numeric { r#" class="num""# } else { "" }
-        );
+    let cell = |v: f64, unit: Unit| {
+        html! { td.num data-v=(v) { (format_value(v, unit)) } }
+    };
+    html! {
+        section.card id="performance" {
+            h2 {
+                "Event performance "
+                span.sub style="font-weight:400;color:var(--muted)" {
+                    "· top 200 by revenue; click a column to sort"
+                }
+            }
+            @if f.events.is_empty() {
+                p.empty { "No ticketed events in this period." }
+            } @else {
+                table.sortable {
+                    thead {
+                        tr {
+                            @for (name, numeric) in columns {
+                                th class=[numeric.then_some("num")] { button type="button" { (name) } }
+                            }
+                        }
+                    }
+                    tbody {
+                        @for e in &f.events {
+                            tr data-event=(e.event_id) {
+                                td data-v=(e.event_id) { (e.event_id) }
+                                (cell(e.interactions, Unit::Count("")))
+                                (cell(e.visitors, Unit::Count("")))
+                                (cell(e.page_views, Unit::Count("")))
+                                (cell(e.tickets, Unit::Count("")))
+                                (cell(e.revenue, Unit::Money))
+                                (cell(e.conversion(), Unit::Percent))
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
-    out.push_str("</tr></thead><tbody>");
-    for e in &f.events {
-        let cell = |v: f64, unit: Unit| {
-            format!(
-                r#"<td class="num" data-v="{v}">{}</td>"#,
-                esc(&format_value(v, unit))
-            )
-        };
-        let _ = write!(
-            out,
-            r#"<tr data-event="{}"><td data-v="{}">{}</td>{}{}{}{}{}{}</tr>"#,
-            esc(&e.event_id),
-            esc(&e.event_id),
-            esc(&e.event_id),
-            cell(e.interactions, Unit::Count("")),
-            cell(e.visitors, Unit::Count("")),
-            cell(e.page_views, Unit::Count("")),
-            cell(e.tickets, Unit::Count("")),
-            cell(e.revenue, Unit::Money),
-            cell(e.conversion(), Unit::Percent),
-        );
-    }
-    out.push_str("</tbody></table></section>");
-    out
 }
 
 /// Sorting by a column (numbers as numbers), and the realtime panel
@@ -374,3 +380,67 @@ setInterval(async () => {
   if (r.ok) document.getElementById('realtime').outerHTML = await r.text();
 }, 30000);
 </script>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dashboard::{Day, EventFigures};
+    use chrono::{NaiveDate, TimeZone};
+
+    /// Every value that reaches a page (an organizer id, an event id, a
+    /// sign-in error) is text in it, never markup.
+    #[test]
+    fn values_are_escaped_on_every_page() {
+        let hostile = "o'<b>&\"x";
+        let now = Utc.with_ymd_and_hms(2026, 12, 4, 18, 0, 0).unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+        let admin = Viewer::Admin;
+        let filter = Filter::new(&admin, Some(hostile), Some("2026-11-20"), None, today).unwrap();
+        let f = Figures {
+            now,
+            realtime: vec![],
+            hourly: vec![],
+            hourly_page_views: vec![],
+            daily: vec![Day {
+                date: NaiveDate::from_ymd_opt(2026, 11, 21).unwrap(),
+                events: 10.0,
+                page_views: 5.0,
+                ticket_sales: 1.0,
+                tickets: 2.0,
+                revenue: 35.0,
+            }],
+            unique_users: 3.0,
+            events: vec![EventFigures {
+                event_id: format!("evt-{hostile}"),
+                interactions: 10.0,
+                visitors: 4.0,
+                page_views: 3.0,
+                tickets: 2.0,
+                revenue: 35.0,
+                buyers: 1.0,
+            }],
+            funnel: vec![],
+            organizers: vec!["org-a".into(), hostile.into()],
+        };
+        let escaped = "o&#39;&lt;b&gt;&amp;&quot;x";
+        let pages = [
+            dashboard(&admin, &filter, &f),
+            dashboard(&Viewer::Organizer(hostile.into()), &filter, &f),
+            problem(&Viewer::Organizer(hostile.into()), hostile),
+            login(Some(hostile)),
+        ];
+        for page in pages {
+            assert!(!page.contains("<b>"), "{page}");
+            // maud writes `'` as is: text, not markup, outside a tag.
+            assert!(
+                page.contains(&escaped.replace("&#39;", "'")) || page.contains(escaped),
+                "{page}"
+            );
+        }
+        // The chosen organizer stays selected, its value escaped.
+        assert!(
+            dashboard(&admin, &filter, &f)
+                .contains("<option value=\"o'&lt;b&gt;&amp;&quot;x\" selected>")
+        );
+    }
+}
