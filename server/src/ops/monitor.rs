@@ -220,7 +220,8 @@ pub async fn report(
 
 /// The report as one HTML page, drawn with the dashboard's charts.
 pub fn report_html(report: &Value) -> String {
-    use crate::charts::{self, Series, TimeChart, Unit, esc, format_value};
+    use crate::charts::{self, Series, TimeChart, Unit, format_value};
+    use maud::{DOCTYPE, PreEscaped, html};
     let list = |k: &str| report[k].as_array().cloned().unwrap_or_default();
     let generated = report["generated_at"]
         .as_str()
@@ -282,37 +283,19 @@ pub fn report_html(report: &Value) -> String {
     );
     let slow_ms = num(&report["slow_ms"]);
     let queries = list("slow_queries");
-    let slow = if queries.is_empty() {
-        format!(
-            r#"<section class="card" id="slow"><h2>Slow queries</h2><p class="empty">No query took longer than {} in the last day.</p></section>"#,
-            format_value(slow_ms, Unit::Millis)
-        )
-    } else {
-        let bars: Vec<(String, f64, String)> = queries
-            .iter()
-            .map(|q| {
-                (
-                    q["time"].as_str().unwrap_or("").to_string(),
-                    num(&q["query_duration_ms"]),
-                    String::new(),
-                )
-            })
-            .collect();
-        let mut table = String::from(
-            r#"<table><thead><tr><th>When (UTC)</th><th class="num">Duration</th><th class="num">Rows read</th><th>Query</th></tr></thead><tbody>"#,
-        );
-        for q in &queries {
-            table.push_str(&format!(
-                r#"<tr><td>{}</td><td class="num">{}</td><td class="num">{}</td><td><code>{}</code></td></tr>"#,
-                esc(q["time"].as_str().unwrap_or("")),
-                format_value(num(&q["query_duration_ms"]), Unit::Millis),
-                format_value(num(&q["read_rows"]), Unit::Count("rows")),
-                esc(q["query"].as_str().unwrap_or(""))
-            ));
-        }
-        table.push_str("</tbody></table>");
-        format!(
-            r#"{}<section class="card" id="slow-table"><h2>Slow queries, slowest first</h2>{table}</section>"#,
+    let slow_bars = match queries.is_empty() {
+        true => String::new(),
+        false => {
+            let bars: Vec<(String, f64, String)> = queries
+                .iter()
+                .map(|q| {
+                    (
+                        q["time"].as_str().unwrap_or("").to_string(),
+                        num(&q["query_duration_ms"]),
+                        String::new(),
+                    )
+                })
+                .collect();
             charts::category_bars(
                 "slow",
                 &format!(
@@ -323,28 +306,102 @@ pub fn report_html(report: &Value) -> String {
                 &bars,
                 "",
             )
-        )
+        }
     };
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Bilten Analytics report</title><style>{style}</style></head>
-<body><header><h1>Bilten Analytics report</h1><span class="who">Generated {generated} UTC</span></header>
-<main>
-{ingestion}
-{storage}
-{slow}
-</main>
-<script>
-// Marks how many charts the browser laid out with a real size: a check for
-// the report's own tests, harmless elsewhere.
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "Bilten Analytics report" }
+                style { (PreEscaped(charts::STYLE)) }
+            }
+            body {
+                header {
+                    h1 { "Bilten Analytics report" }
+                    span.who { "Generated " (generated.format("%-d %b %Y %H:%M")) " UTC" }
+                }
+                main {
+                    (PreEscaped(ingestion))
+                    (PreEscaped(storage))
+                    @if queries.is_empty() {
+                        section.card id="slow" {
+                            h2 { "Slow queries" }
+                            p.empty {
+                                "No query took longer than " (format_value(slow_ms, Unit::Millis)) " in the last day."
+                            }
+                        }
+                    } @else {
+                        (PreEscaped(slow_bars))
+                        section.card id="slow-table" {
+                            h2 { "Slow queries, slowest first" }
+                            table {
+                                thead {
+                                    tr {
+                                        th { "When (UTC)" }
+                                        th.num { "Duration" }
+                                        th.num { "Rows read" }
+                                        th { "Query" }
+                                    }
+                                }
+                                tbody {
+                                    @for q in &queries {
+                                        tr {
+                                            td { (text(&q["time"])) }
+                                            td.num { (format_value(num(&q["query_duration_ms"]), Unit::Millis)) }
+                                            td.num { (format_value(num(&q["read_rows"]), Unit::Count("rows"))) }
+                                            td { code { (text(&q["query"])) } }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                (PreEscaped(REPORT_SCRIPT))
+            }
+        }
+    }
+    .into_string()
+}
+
+/// Marks how many charts the browser laid out with a real size: a check for
+/// the report's own tests, harmless elsewhere.
+const REPORT_SCRIPT: &str = r#"<script>
 document.body.dataset.chartsRendered = [...document.querySelectorAll('svg.chart')]
-  .filter(s => {{ const b = s.getBoundingClientRect(); return b.width > 0 && b.height > 0; }}).length;
+  .filter(s => { const b = s.getBoundingClientRect(); return b.width > 0 && b.height > 0; }).length;
 document.body.dataset.barsRendered = [...document.querySelectorAll('svg.chart rect.bar')]
   .filter(r => r.getBBox().height > 0).length;
-</script>
-</body></html>
-"#,
-        style = charts::STYLE,
-        generated = esc(&generated.format("%-d %b %Y %H:%M").to_string()),
-    )
+</script>"#;
+
+#[cfg(test)]
+mod report_tests {
+    /// A slow query's text and a table's name are text on the page, never
+    /// markup; an empty report says so.
+    #[test]
+    fn the_report_holds_values_to_text() {
+        let report = serde_json::json!({
+            "generated_at": "2026-12-04T18:00:00Z",
+            "slow_ms": 1000,
+            "storage_by_table_and_tier": [{"table": "events<b>", "tier": "hot", "bytes": 123456, "rows": 1000}],
+            "slow_queries": [{"time": "2026-12-04 10:01:02", "query_duration_ms": 2500, "read_rows": 10,
+                              "query": "SELECT '<script>alert(1)</script>' & \"x\""}],
+        });
+        let page = super::report_html(&report);
+        assert!(!page.contains("<script>alert"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{page}"
+        );
+        assert!(!page.contains("events<b>"), "{page}");
+        assert!(page.contains("Generated 4 Dec 2026 18:00 UTC"), "{page}");
+        let empty = super::report_html(
+            &serde_json::json!({"generated_at": "2026-12-04T18:00:00Z", "slow_ms": 1000}),
+        );
+        assert!(
+            empty.contains("No query took longer than 1,000 ms in the last day."),
+            "{empty}"
+        );
+    }
 }
