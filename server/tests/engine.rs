@@ -174,6 +174,46 @@ async fn inserts_run_beside_a_long_read_and_beside_each_other() {
     storage.close().await;
 }
 
+/// Reads with parameters, at once on the shared read-only connection and
+/// beside reads the engine formats (a SHOW's text is bound as a parameter
+/// of formatQuery): each gets its own values. Shared, a call's parameters
+/// were once unset by another's ("Substitution `v` is not set").
+#[tokio::test]
+async fn concurrent_reads_each_keep_their_own_parameters() {
+    let (_dir, storage) = open().await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for task in 0..8 {
+        let storage = storage.clone();
+        tasks.spawn(async move {
+            for i in 0..40 {
+                let v = format!("t{task}-{i}");
+                if i % 4 == 0 {
+                    storage
+                        .query_readonly("SHOW TABLES FROM bilten_analytics", "TabSeparated")
+                        .await
+                        .unwrap();
+                }
+                let out = storage
+                    .query_readonly_with(
+                        "SELECT {v:String} AS v, {d:Date} AS d",
+                        &[("v".into(), v.clone()), ("d".into(), "2026-12-04".into())],
+                        "TabSeparated",
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{v}: {e}"));
+                assert_eq!(
+                    String::from_utf8_lossy(&out).trim(),
+                    format!("{v}\t2026-12-04")
+                );
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap();
+    }
+    storage.close().await;
+}
+
 #[tokio::test]
 async fn the_error_codes_we_classify_by_are_the_engines() {
     let (_dir, storage) = open().await;

@@ -77,6 +77,11 @@ struct Inner {
     conn: RwLock<Option<ConnPtr>>,
     /// The `readonly=1` connection, with the query limits as its settings.
     reader: RwLock<Option<ConnPtr>>,
+    /// Query parameters are the connection's while a call with them runs:
+    /// one with parameters runs alone on the shared read-only connection
+    /// (write), calls without them together (read). Seen: a dashboard
+    /// query's `{from:Date}` unset by another call's parameters.
+    reader_params: RwLock<()>,
     /// Connections for inserts; a caller holding an insert permit finds one free.
     inserters: Vec<Mutex<Option<ConnPtr>>>,
     log: Mutex<Vec<QueryLogEntry>>,
@@ -94,6 +99,17 @@ struct Inner {
     settings: HashSet<String>,
     /// The engine's table functions (`system.table_functions`).
     table_functions: Vec<String>,
+}
+
+/// A turn on the read-only connection (`Inner::params_gate`), held while
+/// a call runs.
+enum ParamsGate<'a> {
+    Alone {
+        _turn: std::sync::RwLockWriteGuard<'a, ()>,
+    },
+    Together {
+        _turn: std::sync::RwLockReadGuard<'a, ()>,
+    },
 }
 
 /// Which connection a call runs on.
@@ -259,6 +275,7 @@ impl Inner {
             api,
             conn: RwLock::new(Some(ConnPtr(conn))),
             reader: RwLock::new(Some(ConnPtr(reader))),
+            reader_params: RwLock::new(()),
             inserters: inserters
                 .into_iter()
                 .map(|c| Mutex::new(Some(ConnPtr(c))))
@@ -324,9 +341,26 @@ impl Inner {
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
+        let _alone = match on {
+            On::Reader => Some(self.params_gate(!params.is_empty())),
+            On::Writer => None,
+        };
         // SAFETY: the connection stays open while `guard` is held.
         self.query_on(unsafe { *conn.0 }, sql, format, params, log_text)
             .map(|o| o.data)
+    }
+
+    /// The read-only connection's turn for a call with parameters (alone)
+    /// or without (with the others).
+    fn params_gate(&self, with_params: bool) -> ParamsGate<'_> {
+        match with_params {
+            true => ParamsGate::Alone {
+                _turn: self.reader_params.write().unwrap(),
+            },
+            false => ParamsGate::Together {
+                _turn: self.reader_params.read().unwrap(),
+            },
+        }
     }
 
     /// Streams `rows` into `statement` on a free inserter connection; the
@@ -575,6 +609,7 @@ impl Inner {
         let conn = guard
             .as_ref()
             .ok_or_else(|| StorageError::transient("the embedded engine is closed"))?;
+        let _alone = self.params_gate(true);
         // SAFETY: the connection stays open while `guard` is held.
         self.format_query(unsafe { *conn.0 }, sql.as_bytes(), None)
     }
@@ -587,8 +622,10 @@ impl Inner {
             return StorageError::transient("the embedded engine is closed");
         };
         // Logged under the caller's text, so the query log counts the error.
+        let alone = self.params_gate(true);
         // SAFETY: the connection stays open while `guard` is held.
         let outcome = self.format_query(unsafe { *conn.0 }, sql.as_bytes(), Some(sql.to_string()));
+        drop(alone);
         drop(guard);
         match outcome {
             Err(StorageError::Rejected(e)) | Err(StorageError::Transient(e)) => {
