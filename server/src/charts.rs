@@ -7,17 +7,12 @@
 //! to draw. Each mark carries its value in `data-*` attributes, so a test
 //! (or a curious user's devtools) reads the figures the chart shows.
 
-use std::fmt::Write;
-
 use chrono::{DateTime, Utc};
+use maud::{Markup, html};
 
-/// Text for HTML and SVG.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
+/// A coordinate as the SVG writes it: one decimal.
+fn c(v: f64) -> String {
+    format!("{v:.1}")
 }
 
 /// What a number counts: shown on the axis, in tooltips and in tables.
@@ -150,20 +145,19 @@ const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 40.0;
 
-fn open(out: &mut String, id: &str, title: &str, subtitle: &str) {
-    let _ = write!(
-        out,
-        r#"<figure class="chart-box" id="{id}"><figcaption>{}<span class="sub">{}</span></figcaption>"#,
-        esc(title),
-        esc(subtitle)
-    );
+/// A chart's frame: its caption (title and unit) around `inner`.
+fn figure(id: &str, title: &str, subtitle: &str, inner: Markup) -> String {
+    html! {
+        figure.chart-box id=(id) {
+            figcaption { (title) span.sub { (subtitle) } }
+            (inner)
+        }
+    }
+    .into_string()
 }
 
 fn empty_state(id: &str, title: &str, subtitle: &str, message: &str) -> String {
-    let mut out = String::new();
-    open(&mut out, id, title, subtitle);
-    let _ = write!(out, r#"<p class="empty">{}</p></figure>"#, esc(message));
-    out
+    figure(id, title, subtitle, html! { p.empty { (message) } })
 }
 
 impl TimeChart<'_> {
@@ -185,100 +179,62 @@ impl TimeChart<'_> {
         let (pw, ph) = (w - LEFT - RIGHT, H - TOP - BOTTOM);
         let x = |t: DateTime<Utc>| LEFT + (t - self.from).num_seconds() as f64 / span as f64 * pw;
         let y = |v: f64| TOP + ph - v / top * ph;
-        let mut out = String::new();
-        open(&mut out, self.id, self.title, &subtitle);
-        let _ = write!(
-            out,
-            r#"<svg class="chart" viewBox="0 0 {w} {H}" role="img" aria-label="{}">"#,
-            esc(self.title)
-        );
-        // Value axis: gridlines and labels.
-        for t in &ticks {
-            let _ = write!(
-                out,
-                r##"<line class="grid" x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}"/><text class="tick y" x="{}" y="{:.1}" text-anchor="end">{}</text>"##,
-                w - RIGHT,
-                LEFT - 6.0,
-                y(*t) + 4.0,
-                esc(&short_value(*t, self.unit)),
-                y = y(*t),
-            );
-        }
-        // Time axis: readable ticks at round times.
-        for (t, label) in time_ticks(self.from, self.to) {
-            let _ = write!(
-                out,
-                r#"<line class="axis" x1="{x:.1}" x2="{x:.1}" y1="{}" y2="{}"/><text class="tick x" x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
-                TOP + ph,
-                TOP + ph + 4.0,
-                TOP + ph + 18.0,
-                esc(&label),
-                x = x(t),
-            );
-        }
         let bucket_w = self.bucket_secs as f64 / span as f64 * pw;
-        if self.series.len() == 1 {
-            let s = &self.series[0];
-            for (t, v) in s.points.iter().filter(|p| p.1 > 0.0) {
-                let bw = (bucket_w * 0.8).clamp(1.0, 40.0);
-                let _ = write!(
-                    out,
-                    r#"<rect class="bar" data-series="{}" data-t="{}" data-v="{v}" x="{:.1}" y="{:.1}" width="{bw:.1}" height="{:.1}" fill="{}"><title>{}: {} {}</title></rect>"#,
-                    esc(&s.name),
-                    t.to_rfc3339(),
-                    x(*t) + (bucket_w - bw) / 2.0,
-                    y(*v),
-                    TOP + ph - y(*v),
-                    s.color,
-                    esc(&label_time(*t, self.bucket_secs)),
-                    esc(&format_value(*v, self.unit)),
-                    esc(&unit),
-                );
-            }
-        } else {
-            for s in &self.series {
-                let path: Vec<String> = s
-                    .points
-                    .iter()
-                    .map(|(t, v)| format!("{:.1},{:.1}", x(*t) + bucket_w / 2.0, y(*v)))
-                    .collect();
-                let _ = write!(
-                    out,
-                    r#"<polyline class="line" fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
-                    s.color,
-                    path.join(" ")
-                );
-                for (t, v) in &s.points {
-                    let _ = write!(
-                        out,
-                        r#"<circle class="point" data-series="{}" data-t="{}" data-v="{v}" cx="{:.1}" cy="{:.1}" r="2.5" fill="{}"><title>{} · {}: {}</title></circle>"#,
-                        esc(&s.name),
-                        t.to_rfc3339(),
-                        x(*t) + bucket_w / 2.0,
-                        y(*v),
-                        s.color,
-                        esc(&s.name),
-                        esc(&label_time(*t, self.bucket_secs)),
-                        esc(&format_value(*v, self.unit)),
-                    );
+        let bw = (bucket_w * 0.8).clamp(1.0, 40.0);
+        let inner = html! {
+            svg.chart viewBox=(format!("0 0 {w} {H}")) role="img" aria-label=(self.title) {
+                // Value axis: gridlines and labels.
+                @for t in &ticks {
+                    line.grid x1=(LEFT) x2=(w - RIGHT) y1=(c(y(*t))) y2=(c(y(*t))) {}
+                    text.tick.y x=(LEFT - 6.0) y=(c(y(*t) + 4.0)) text-anchor="end" {
+                        (short_value(*t, self.unit))
+                    }
+                }
+                // Time axis: readable ticks at round times.
+                @for (t, label) in time_ticks(self.from, self.to) {
+                    line.axis x1=(c(x(t))) x2=(c(x(t))) y1=(TOP + ph) y2=(TOP + ph + 4.0) {}
+                    text.tick.x x=(c(x(t))) y=(TOP + ph + 18.0) text-anchor="middle" { (label) }
+                }
+                @if let [s] = self.series.as_slice() {
+                    @for (t, v) in s.points.iter().filter(|p| p.1 > 0.0) {
+                        rect.bar data-series=(s.name) data-t=(t.to_rfc3339()) data-v=(v)
+                            x=(c(x(*t) + (bucket_w - bw) / 2.0)) y=(c(y(*v)))
+                            width=(c(bw)) height=(c(TOP + ph - y(*v))) fill=(s.color) {
+                            title {
+                                (label_time(*t, self.bucket_secs)) ": "
+                                (format_value(*v, self.unit)) " " (unit)
+                            }
+                        }
+                    }
+                } @else {
+                    @for s in &self.series {
+                        @let path: Vec<String> = s
+                            .points
+                            .iter()
+                            .map(|(t, v)| format!("{},{}", c(x(*t) + bucket_w / 2.0), c(y(*v))))
+                            .collect();
+                        polyline.line fill="none" stroke=(s.color) stroke-width="2" points=(path.join(" ")) {}
+                        @for (t, v) in &s.points {
+                            circle.point data-series=(s.name) data-t=(t.to_rfc3339()) data-v=(v)
+                                cx=(c(x(*t) + bucket_w / 2.0)) cy=(c(y(*v))) r="2.5" fill=(s.color) {
+                                title {
+                                    (s.name) " · " (label_time(*t, self.bucket_secs)) ": "
+                                    (format_value(*v, self.unit))
+                                }
+                            }
+                        }
+                    }
                 }
             }
-        }
-        out.push_str("</svg>");
-        if self.series.len() > 1 {
-            out.push_str(r#"<div class="legend">"#);
-            for s in &self.series {
-                let _ = write!(
-                    out,
-                    r#"<span><i style="background:{}"></i>{}</span>"#,
-                    s.color,
-                    esc(&s.name)
-                );
+            @if self.series.len() > 1 {
+                div.legend {
+                    @for s in &self.series {
+                        span { i style=(format!("background:{}", s.color)) {} (s.name) }
+                    }
+                }
             }
-            out.push_str("</div>");
-        }
-        out.push_str("</figure>");
-        out
+        };
+        figure(self.id, self.title, &subtitle, inner)
     }
 }
 
@@ -363,34 +319,23 @@ pub fn category_bars(
     let (row, label_w) = (28.0, 200.0);
     let h = bars.len() as f64 * row + 8.0;
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
-    let mut out = String::new();
-    open(&mut out, id, title, &subtitle);
-    let _ = write!(
-        out,
-        r#"<svg class="chart" viewBox="0 0 {FULL} {h}" role="img" aria-label="{}">"#,
-        esc(title)
-    );
-    for (i, (label, value, note)) in bars.iter().enumerate() {
-        let y = 4.0 + i as f64 * row;
-        let bw = (value / max * (FULL - label_w - 360.0)).max(if *value > 0.0 { 1.0 } else { 0.0 });
-        let _ = write!(
-            out,
-            r##"<text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text><rect class="bar" data-series="{}" data-v="{value}" x="{label_w}" y="{y:.1}" width="{bw:.1}" height="{:.1}" fill="#3b6ea5"><title>{}: {}</title></rect><text class="value" x="{:.1}" y="{:.1}">{}{}</text>"##,
-            label_w - 8.0,
-            y + row * 0.6,
-            esc(label),
-            esc(label),
-            row * 0.7,
-            esc(label),
-            esc(&format_value(*value, unit)),
-            label_w + bw + 6.0,
-            y + row * 0.6,
-            esc(&format_value(*value, unit)),
-            esc(note),
-        );
-    }
-    out.push_str("</svg></figure>");
-    out
+    let inner = html! {
+        svg.chart viewBox=(format!("0 0 {FULL} {h}")) role="img" aria-label=(title) {
+            @for (i, (label, value, note)) in bars.iter().enumerate() {
+                @let y = 4.0 + i as f64 * row;
+                @let bw = (value / max * (FULL - label_w - 360.0)).max(if *value > 0.0 { 1.0 } else { 0.0 });
+                text.tick x=(c(label_w - 8.0)) y=(c(y + row * 0.6)) text-anchor="end" { (label) }
+                rect.bar data-series=(label) data-v=(value) x=(label_w) y=(c(y)) width=(c(bw))
+                    height=(c(row * 0.7)) fill="#3b6ea5" {
+                    title { (label) ": " (format_value(*value, unit)) }
+                }
+                text.value x=(c(label_w + bw + 6.0)) y=(c(y + row * 0.6)) {
+                    (format_value(*value, unit)) (note)
+                }
+            }
+        }
+    };
+    figure(id, title, &subtitle, inner)
 }
 
 /// The look the dashboard and the report share.
@@ -450,7 +395,21 @@ mod tests {
         assert_eq!(format_value(2_500_000.0, Unit::Bytes), "2.5 MB");
         assert_eq!(short_value(12_000.0, Unit::Count("x")), "12k");
         assert_eq!(short_value(1_500_000.0, Unit::Count("x")), "1.5M");
-        assert_eq!(esc(r#"<a href="x">'"#), "&lt;a href=&quot;x&quot;&gt;&#39;");
+    }
+
+    /// A series' or a category's name is text in the chart, never markup.
+    #[test]
+    fn names_are_escaped_in_the_svg() {
+        let bars = [("<b>x</b> & \"y\"".to_string(), 3.0, " · <i>".to_string())];
+        let svg = category_bars("c", "T <t>", Unit::Count("n"), &bars, "none");
+        assert!(
+            !svg.contains("<b>") && !svg.contains("<i>") && !svg.contains("<t>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("&lt;b&gt;x&lt;/b&gt; &amp; &quot;y&quot;"),
+            "{svg}"
+        );
     }
 
     /// Two ends of an axis never carry the same label; a span of a day or
