@@ -2,6 +2,18 @@
 //! config is read rather than on every request.
 
 use serde::{Deserialize, Deserializer, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Whether a key someone sent is a configured secret, in time that depends
+/// on neither: their digests, always 32 bytes, are compared in constant
+/// time (comparing the texts would stop early when the lengths differ, and
+/// so tell a key's length).
+pub fn same_secret(given: &str, secret: &str) -> bool {
+    Sha256::digest(given.as_bytes())
+        .ct_eq(&Sha256::digest(secret.as_bytes()))
+        .into()
+}
 
 /// An ingest or read key and the one organizer it is bound to, if any.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +80,15 @@ pub(super) fn key_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ScopedKey>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_compare_whole_whatever_their_lengths() {
+        assert!(same_secret("k123", "k123"));
+        assert!(!same_secret("k12", "k123"));
+        assert!(!same_secret("k1234", "k123"));
+        assert!(!same_secret("", "k123"));
+        assert!(same_secret("", ""));
+    }
 
     #[test]
     fn a_key_is_split_at_its_first_at_sign_and_written_back_as_it_came() {

@@ -20,7 +20,7 @@ pub mod plugins;
 pub mod retention;
 
 pub use clickhouse_http::{ClickHouseHttpConfig, HttpUser};
-pub use keys::ScopedKey;
+pub use keys::{ScopedKey, same_secret};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};

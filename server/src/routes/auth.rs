@@ -4,7 +4,6 @@ use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::error::ApiError;
@@ -20,7 +19,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 fn matches(given: &str, expected: &str) -> bool {
-    given.as_bytes().ct_eq(expected.as_bytes()).into()
+    crate::config::same_secret(given, expected)
 }
 
 /// Who an ingest request is from, once its key is checked.
