@@ -380,10 +380,7 @@ pub async fn json_rows_with(
     let out = storage
         .query_readonly_with(sql, params, "JSONEachRow")
         .await?;
-    String::from_utf8_lossy(&out)
-        .lines()
-        .map(|l| serde_json::from_str(l).map_err(|e| StorageError::rejected(e.to_string())))
-        .collect()
+    each_row(&out)
 }
 
 /// A query's rows as JSON objects (JSONEachRow), read-only or not.
@@ -396,7 +393,12 @@ pub async fn json_rows(
         true => storage.query_readonly(sql, "JSONEachRow").await?,
         false => storage.query(sql, "JSONEachRow").await?,
     };
-    String::from_utf8_lossy(&out)
+    each_row(&out)
+}
+
+/// JSONEachRow output, one object per line.
+fn each_row(out: &[u8]) -> Result<Vec<serde_json::Value>, StorageError> {
+    String::from_utf8_lossy(out)
         .lines()
         .map(|l| serde_json::from_str(l).map_err(|e| StorageError::rejected(e.to_string())))
         .collect()
