@@ -5,14 +5,27 @@ use serde::{Deserialize, Deserializer, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-/// Whether a key someone sent is a configured secret, in time that depends
-/// on neither: their digests, always 32 bytes, are compared in constant
-/// time (comparing the texts would stop early when the lengths differ, and
-/// so tell a key's length).
+/// A secret's SHA-256 digest: what keys are compared by, in time that
+/// depends on neither side (the digests are always 32 bytes; comparing the
+/// texts would stop early when the lengths differ, and so tell a key's
+/// length).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    pub fn of(secret: &str) -> Self {
+        SecretDigest(Sha256::digest(secret.as_bytes()).into())
+    }
+
+    /// In constant time.
+    pub fn matches(&self, other: &SecretDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+/// Whether a key someone sent is `secret`, compared by digests.
 pub fn same_secret(given: &str, secret: &str) -> bool {
-    Sha256::digest(given.as_bytes())
-        .ct_eq(&Sha256::digest(secret.as_bytes()))
-        .into()
+    SecretDigest::of(given).matches(&SecretDigest::of(secret))
 }
 
 /// An ingest or read key and the one organizer it is bound to, if any.
@@ -23,20 +36,21 @@ pub struct ScopedKey {
     /// `KEY@org`: only this organizer's events (ingest) or figures (read).
     /// `None`: any organizer.
     pub organizer: Option<String>,
+    /// The key's digest, taken once here rather than on every request.
+    pub digest: SecretDigest,
 }
 
 impl From<&str> for ScopedKey {
     fn from(entry: &str) -> Self {
         let entry = entry.trim();
-        match entry.split_once('@') {
-            Some((key, organizer)) => ScopedKey {
-                key: key.to_string(),
-                organizer: Some(organizer.to_string()),
-            },
-            None => ScopedKey {
-                key: entry.to_string(),
-                organizer: None,
-            },
+        let (key, organizer) = match entry.split_once('@') {
+            Some((key, organizer)) => (key, Some(organizer.to_string())),
+            None => (entry, None),
+        };
+        ScopedKey {
+            key: key.to_string(),
+            organizer,
+            digest: SecretDigest::of(key),
         }
     }
 }
@@ -53,17 +67,6 @@ impl From<ScopedKey> for String {
         match k.organizer {
             Some(org) => format!("{}@{org}", k.key),
             None => k.key,
-        }
-    }
-}
-
-/// Compares with the configured form, for tests and config checks. Not a
-/// key check: requests compare keys in constant time (`subtle`).
-impl PartialEq<&str> for ScopedKey {
-    fn eq(&self, entry: &&str) -> bool {
-        match entry.trim().split_once('@') {
-            Some((key, org)) => self.key == key && self.organizer.as_deref() == Some(org),
-            None => self.key == entry.trim() && self.organizer.is_none(),
         }
     }
 }
@@ -101,6 +104,7 @@ mod tests {
         let k = ScopedKey::from("k@org@x");
         assert_eq!(k.organizer.as_deref(), Some("org@x"));
         let k = ScopedKey::from("plain");
+        assert_eq!(k.digest, SecretDigest::of("plain"));
         assert_eq!((k.key.as_str(), k.organizer), ("plain", None));
     }
 }

@@ -20,7 +20,7 @@ pub mod plugins;
 pub mod retention;
 
 pub use clickhouse_http::{ClickHouseHttpConfig, HttpUser};
-pub use keys::{ScopedKey, same_secret};
+pub use keys::{ScopedKey, SecretDigest, same_secret};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -762,7 +762,8 @@ mod tests {
             let c = Config::load(Some(Path::new("b.toml"))).unwrap();
             assert_eq!(c.batch.max_rows, 20);
             assert_eq!(c.batch.max_age, Duration::from_secs(2));
-            assert_eq!(c.ingest_keys, vec!["k1", "k2"]);
+            let entries: Vec<String> = c.ingest_keys.into_iter().map(String::from).collect();
+            assert_eq!(entries, vec!["k1", "k2"]);
             assert_eq!(c.storage.embedded.data_dir, PathBuf::from("/tmp/x"));
             assert_eq!(c.storage.backend, Backend::Clickhouse);
             assert!(!c.wal.enabled);
@@ -835,8 +836,9 @@ mod tests {
                 "key-of-org-one-0001@org-1, key-of-org-two-0002@org-2",
             );
             let c = Config::load(None).unwrap();
+            let entries: Vec<String> = c.read_keys.into_iter().map(String::from).collect();
             assert_eq!(
-                c.read_keys,
+                entries,
                 vec!["key-of-org-one-0001@org-1", "key-of-org-two-0002@org-2"]
             );
             for bad in ["key-of-org-one-0001", "short@org-1", "key-of-org-one-0001@"] {

@@ -6,6 +6,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use crate::config::SecretDigest;
 use crate::error::ApiError;
 use crate::ops::audit::AuditRow;
 
@@ -91,20 +92,22 @@ pub async fn require_ingest_key(
     if in_header.is_none() && in_url.is_none() && keys.is_empty() {
         return Ok(next.run(request).await);
     }
-    // Compare against every entry so the time taken does not reveal which matched.
-    let given = in_header.as_deref().unwrap_or("");
+    // Compare against every entry so the time taken does not reveal which
+    // matched; what was sent is hashed once, the keys were at load.
+    let given = SecretDigest::of(in_header.as_deref().unwrap_or(""));
+    let sent_in_url: Vec<SecretDigest> = url_keys.iter().map(|k| SecretDigest::of(k)).collect();
     let mut matched = false;
     let mut unrestricted = false;
     let mut organizers = Vec::new();
     for entry in keys {
-        if matches(given, &entry.key) {
+        if entry.digest.matches(&given) {
             matched = true;
             match &entry.organizer {
                 Some(o) => organizers.push(o.clone()),
                 None => unrestricted = true,
             }
         }
-        if url_keys.iter().any(|u| matches(u, &entry.key)) {
+        if sent_in_url.iter().any(|u| entry.digest.matches(u)) {
             return Err(ApiError::Forbidden(
                 "an ingest key is secret: send it in the Authorization header, never in a URL \
                  (and replace this one, which may now be in logs)"
