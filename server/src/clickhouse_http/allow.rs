@@ -200,10 +200,33 @@ pub enum Verdict {
     RestoreAs { sql: String, database: String },
 }
 
+impl Shape {
+    fn name(self) -> &'static str {
+        match self {
+            Shape::Insert => "insert",
+            Shape::Fixed => "fixed",
+            Shape::Retention => "retention",
+            Shape::Delete => "delete",
+            Shape::Backup => "backup",
+        }
+    }
+}
+
 /// Why not, and under which rule.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{why} (rule: {}; see the README's list of what writers may run)", .shape.name())]
 pub struct Refusal {
+    pub shape: Shape,
     pub why: String,
+}
+
+impl Refusal {
+    fn new(shape: Shape, why: impl Into<String>) -> Refusal {
+        Refusal {
+            shape,
+            why: why.into(),
+        }
+    }
 }
 
 /// Judges one write statement. `formatted` is the engine's spelling of
@@ -221,48 +244,31 @@ pub fn judge(
         return Ok(Verdict::Run(f.to_string()));
     }
     let home = policy.home.as_str();
-    let refuse = |shape: Shape, why: String| -> Result<Verdict, Refusal> {
-        let rule = match shape {
-            Shape::Insert => "insert",
-            Shape::Fixed => "fixed",
-            Shape::Retention => "retention",
-            Shape::Delete => "delete",
-            Shape::Backup => "backup",
-        };
-        Err(Refusal {
-            why: format!("{why} (rule: {rule}; see the README's list of what writers may run)"),
-        })
-    };
     if let Some(rest) = f.strip_prefix("INSERT INTO ") {
-        return match insert(rest, policy, current) {
-            Ok((statement, format)) => Ok(Verdict::Insert { statement, format }),
-            Err(why) => refuse(Shape::Insert, why),
-        };
+        let (statement, format) = insert(rest, policy, current)?;
+        return Ok(Verdict::Insert { statement, format });
     }
     if let Some(rest) = f.strip_prefix("ALTER TABLE ") {
-        return match retention(rest, home, current) {
-            Ok(()) => Ok(Verdict::Run(f.to_string())),
-            Err(why) => refuse(Shape::Retention, why),
-        };
+        retention(rest, home, current)?;
+        return Ok(Verdict::Run(f.to_string()));
     }
     if let Some(rest) = f.strip_prefix("DELETE FROM ") {
-        return match delete(rest, home, current) {
-            Ok(()) => Ok(Verdict::Run(f.to_string())),
-            Err(why) => refuse(Shape::Delete, why),
-        };
+        delete(rest, home, current)?;
+        return Ok(Verdict::Run(f.to_string()));
     }
     if access == Access::Backup
         && ["BACKUP ", "RESTORE ", "RENAME DATABASE ", "DROP DATABASE "]
             .iter()
             .any(|p| f.starts_with(p))
     {
-        return match backup_statement(f, home, &[policy.guest.as_str()]) {
-            Ok(None) => Ok(Verdict::Run(f.to_string())),
-            Ok(Some(database)) => Ok(Verdict::RestoreAs {
+        let restore = backup_statement(f, home, &[policy.guest.as_str()])
+            .map_err(|e| Refusal::new(Shape::Backup, e.to_string()))?;
+        return match restore {
+            None => Ok(Verdict::Run(f.to_string())),
+            Some(database) => Ok(Verdict::RestoreAs {
                 sql: f.to_string(),
                 database,
             }),
-            Err(why) => refuse(Shape::Backup, why),
         };
     }
     let mut shown: String = f.chars().take(100).collect();
@@ -279,7 +285,7 @@ pub fn judge(
     } else {
         String::new()
     };
-    refuse(
+    Err(Refusal::new(
         Shape::Fixed,
         format!(
             "a writer may run only what a clickhouse backend sends: inserts of rows into {home}, \
@@ -290,7 +296,7 @@ pub fn judge(
                 ""
             }
         ),
-    )
+    ))
 }
 
 /// A plain name, possibly qualified (`db.t`): the database (`current` when
@@ -309,29 +315,41 @@ fn qualified<'a>(text: &'a str, current: &'a str) -> Option<(&'a str, &'a str, &
 
 /// `INSERT INTO` then `rest`: the statement without its `FORMAT` clause,
 /// and the format.
-fn insert(rest: &str, policy: &Policy, current: &str) -> Result<(String, String), String> {
-    let (db, table, mut tail) =
-        qualified(rest, current).ok_or("inserts name a plain table: `INSERT INTO db.table`")?;
+fn insert(rest: &str, policy: &Policy, current: &str) -> Result<(String, String), Refusal> {
+    let (db, table, mut tail) = qualified(rest, current).ok_or_else(|| {
+        Refusal::new(
+            Shape::Insert,
+            "inserts name a plain table: `INSERT INTO db.table`",
+        )
+    })?;
     if db == policy.home {
     } else if db == policy.guest {
         if !GUEST_TABLES.contains(&table) {
-            return Err(format!(
-                "in {}, only a server's records may be inserted: {GUEST_TABLES:?}",
-                policy.guest
+            return Err(Refusal::new(
+                Shape::Insert,
+                format!(
+                    "in {}, only a server's records may be inserted: {GUEST_TABLES:?}",
+                    policy.guest
+                ),
             ));
         }
     } else {
-        return Err(format!(
-            "inserts go into {} (or a server's records in {}), not {db}",
-            policy.home, policy.guest
+        return Err(Refusal::new(
+            Shape::Insert,
+            format!(
+                "inserts go into {} (or a server's records in {}), not {db}",
+                policy.home, policy.guest
+            ),
         ));
     }
     // Columns: plain names, as the engine spells them.
     let mut columns = String::new();
     if let Some(cols) = tail.strip_prefix(" (") {
-        let close = cols.find(')').ok_or("unbalanced column list")?;
+        let close = cols
+            .find(')')
+            .ok_or_else(|| Refusal::new(Shape::Insert, "unbalanced column list"))?;
         if !cols[..close].split(", ").all(plain_identifier) {
-            return Err("columns are plain names".into());
+            return Err(Refusal::new(Shape::Insert, "columns are plain names"));
         }
         columns = format!(" ({})", &cols[..close]);
         tail = &cols[close + 1..];
@@ -339,33 +357,42 @@ fn insert(rest: &str, policy: &Policy, current: &str) -> Result<(String, String)
     let tail = tail.trim_start_matches([' ', '\n']);
     let (settings, format_clause) = match tail.strip_prefix("SETTINGS ") {
         Some(s) => {
-            let at = s
-                .find("\nFORMAT ")
-                .ok_or("an insert ends with FORMAT and its rows")?;
+            let at = s.find("\nFORMAT ").ok_or_else(|| {
+                Refusal::new(Shape::Insert, "an insert ends with FORMAT and its rows")
+            })?;
             (Some(&s[..at]), &s[at + 1..])
         }
         None => (None, tail),
     };
     let format = format_clause
         .strip_prefix("FORMAT ")
-        .ok_or("an insert takes its rows in a data format (`FORMAT JSONEachRow`, …), apart from the statement; not VALUES, SELECT or FROM INFILE")?;
+        .ok_or_else(|| Refusal::new(Shape::Insert, "an insert takes its rows in a data format (`FORMAT JSONEachRow`, …), apart from the statement; not VALUES, SELECT or FROM INFILE"))?;
     if !DATA_FORMATS.contains(&format) {
-        return Err(format!(
-            "FORMAT {format} is not taken: rows come as data, in one of {DATA_FORMATS:?}"
+        return Err(Refusal::new(
+            Shape::Insert,
+            format!("FORMAT {format} is not taken: rows come as data, in one of {DATA_FORMATS:?}"),
         ));
     }
     if let Some(settings) = settings {
         for pair in settings.split(", ") {
             let (name, value) = pair
                 .split_once(" = ")
-                .ok_or("a setting is `name = value`")?;
+                .ok_or_else(|| Refusal::new(Shape::Insert, "a setting is `name = value`"))?;
             match insert_setting(name) {
                 Some(v) if v.accepts(value) => {}
-                Some(_) => return Err(format!("the value of {name} is not one it may take")),
+                Some(_) => {
+                    return Err(Refusal::new(
+                        Shape::Insert,
+                        format!("the value of {name} is not one it may take"),
+                    ));
+                }
                 None => {
-                    return Err(format!(
-                        "an insert's SETTINGS may name only {:?}, not {name}",
-                        INSERT_SETTINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+                    return Err(Refusal::new(
+                        Shape::Insert,
+                        format!(
+                            "an insert's SETTINGS may name only {:?}, not {name}",
+                            INSERT_SETTINGS.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+                        ),
                     ));
                 }
             }
@@ -380,28 +407,35 @@ fn insert(rest: &str, policy: &Policy, current: &str) -> Result<(String, String)
 
 /// `ALTER TABLE` then `rest`: one of retention's commands on an aged table
 /// of the home database.
-fn retention(rest: &str, home: &str, current: &str) -> Result<(), String> {
-    let (db, table, tail) = qualified(rest, current).ok_or("a plain table name")?;
+fn retention(rest: &str, home: &str, current: &str) -> Result<(), Refusal> {
+    let (db, table, tail) = qualified(rest, current)
+        .ok_or_else(|| Refusal::new(Shape::Retention, "a plain table name"))?;
     if db != home {
-        return Err(format!("retention changes tables of {home}, not of {db}"));
+        return Err(Refusal::new(
+            Shape::Retention,
+            format!("retention changes tables of {home}, not of {db}"),
+        ));
     }
     let Some((_, column)) = AGED_TABLES.iter().find(|(t, _)| *t == table) else {
-        return Err(format!(
-            "retention changes the aged tables only ({:?})",
-            AGED_TABLES.iter().map(|(t, _)| *t).collect::<Vec<_>>()
+        return Err(Refusal::new(
+            Shape::Retention,
+            format!(
+                "retention changes the aged tables only ({:?})",
+                AGED_TABLES.iter().map(|(t, _)| *t).collect::<Vec<_>>()
+            ),
         ));
     };
     let mut lines = tail.split('\n');
     let (Some(""), Some(command), settings, None) =
         (lines.next(), lines.next(), lines.next(), lines.next())
     else {
-        return Err("one command at a time".into());
+        return Err(Refusal::new(Shape::Retention, "one command at a time"));
     };
     let command = command
         .trim_start()
         .strip_prefix('(')
         .and_then(|c| c.strip_suffix(')'))
-        .ok_or("one command at a time")?;
+        .ok_or_else(|| Refusal::new(Shape::Retention, "one command at a time"))?;
     let settings_ok = |allowed: &[&str]| match settings {
         None => true,
         Some(s) => allowed.contains(&s),
@@ -428,11 +462,11 @@ fn retention(rest: &str, home: &str, current: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(
+        Err(Refusal::new(
+            Shape::Retention,
             "retention's commands only: the tiered policy, its TTL rules, REMOVE TTL, \
-             MATERIALIZE TTL, MOVE PART to the cold or archive volume"
-                .into(),
-        )
+             MATERIALIZE TTL, MOVE PART to the cold or archive volume",
+        ))
     }
 }
 
@@ -470,14 +504,18 @@ fn ttl_rules(ttl: &str, column: &str) -> bool {
 }
 
 /// `DELETE FROM` then `rest`: rows of a home table chosen by parameters.
-fn delete(rest: &str, home: &str, current: &str) -> Result<(), String> {
-    let (db, _, tail) = qualified(rest, current).ok_or("a plain table name")?;
+fn delete(rest: &str, home: &str, current: &str) -> Result<(), Refusal> {
+    let (db, _, tail) = qualified(rest, current)
+        .ok_or_else(|| Refusal::new(Shape::Delete, "a plain table name"))?;
     if db != home {
-        return Err(format!("deletes are in {home}, not {db}"));
+        return Err(Refusal::new(
+            Shape::Delete,
+            format!("deletes are in {home}, not {db}"),
+        ));
     }
     let conditions = tail
         .strip_prefix(" WHERE ")
-        .ok_or("a delete needs WHERE conditions")?;
+        .ok_or_else(|| Refusal::new(Shape::Delete, "a delete needs WHERE conditions"))?;
     let one = |c: &str| -> bool {
         let Some(c) = c.strip_prefix('(').and_then(|c| c.strip_suffix(')')) else {
             return false;
@@ -505,11 +543,11 @@ fn delete(rest: &str, home: &str, current: &str) -> Result<(), String> {
     if all {
         Ok(())
     } else {
-        Err(
+        Err(Refusal::new(
+            Shape::Delete,
             "a delete chooses rows by `column = {p:String}` or `column IN {p:Array(String)}`, \
-             joined by AND, with the values bound as parameters"
-                .into(),
-        )
+             joined by AND, with the values bound as parameters",
+        ))
     }
 }
 
@@ -576,7 +614,7 @@ mod tests {
         ] {
             let r = judged(refused);
             assert!(
-                matches!(&r, Err(Refusal { why }) if why.contains("rule: insert")),
+                matches!(&r, Err(e) if e.shape == Shape::Insert && e.to_string().contains("rule: insert")),
                 "{refused}: {r:?}"
             );
         }
@@ -651,7 +689,7 @@ mod tests {
         ] {
             let r = judged(refused);
             assert!(
-                matches!(&r, Err(Refusal { why }) if why.contains("rule: fixed")),
+                matches!(&r, Err(e) if e.shape == Shape::Fixed && e.to_string().contains("rule: fixed")),
                 "{refused}: {r:?}"
             );
         }

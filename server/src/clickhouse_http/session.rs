@@ -76,6 +76,13 @@ const RESERVED_DATABASES: &[&str] = &[
     crate::model::SYSTEM_DATABASE,
 ];
 
+/// A statement outside a backup user's shapes (`backup_statement`).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a backup user may back up and restore {home} on the {BACKUPS_DISK} disk only")]
+pub struct NotABackup {
+    pub home: String,
+}
+
 /// What a backup user may run beyond a read-write user's statements, judged
 /// on the statement as the engine formats it (`formatQuery`: one spelling
 /// per statement, so case, spacing, comments and quoting cannot disguise
@@ -96,11 +103,11 @@ pub fn backup_statement(
     formatted: &str,
     home: &str,
     reserved: &[&str],
-) -> Result<Option<String>, String> {
+) -> Result<Option<String>, NotABackup> {
     let refuse = || {
-        Err(format!(
-            "a backup user may back up and restore {home} on the {BACKUPS_DISK} disk only"
-        ))
+        Err(NotABackup {
+            home: home.to_string(),
+        })
     };
     let target = |s: &str| -> Option<usize> {
         let name = s.strip_prefix(&format!("Disk('{BACKUPS_DISK}', '"))?;
@@ -235,7 +242,7 @@ pub fn url_setting(
     access: Access,
     name: &str,
     value: &str,
-) -> Result<(), String> {
+) -> Result<(), SettingRefused> {
     let limit = limits.iter().any(|a| {
         a.strip_prefix("--")
             .and_then(|a| a.split_once('='))
@@ -249,12 +256,21 @@ pub fn url_setting(
         return Ok(());
     }
     Err(match access {
-        Access::ReadOnly => format!("Cannot modify '{name}' setting in readonly mode"),
-        _ => format!(
-            "Cannot modify '{name}' setting: a request may set output and HTTP settings, tighten \
-             the limits, and for an insert its deduplication and input settings"
-        ),
+        Access::ReadOnly => SettingRefused::ReadOnly(name.to_string()),
+        _ => SettingRefused::NotListed(name.to_string()),
     })
+}
+
+/// A setting a request may not send (`url_setting`), in ClickHouse's words.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SettingRefused {
+    #[error("Cannot modify '{0}' setting in readonly mode")]
+    ReadOnly(String),
+    #[error(
+        "Cannot modify '{0}' setting: a request may set output and HTTP settings, tighten the \
+         limits, and for an insert its deduplication and input settings"
+    )]
+    NotListed(String),
 }
 
 /// Why a read must not run, judged on its text as the engine spells it

@@ -115,21 +115,22 @@ fn is_origin(text: &str) -> bool {
 
 /// A TOML list of tables, or `KEY@organizer=origin|origin` items separated by commas.
 fn public_keys<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<PublicKey>, D::Error> {
-    super::list_or_items(d, |item| {
-        let parsed = item.split_once('@').and_then(|(key, rest)| {
+    super::list_or_items(
+        d,
+        (
+            "browser.public_keys",
+            "KEY@organizer=origin|origin (\"pk_site@org-123=https://tickets.example.com\")",
+        ),
+        |item| {
+            let (key, rest) = item.split_once('@')?;
             let (organizer, origins) = rest.split_once('=')?;
             Some(PublicKey {
                 key: key.to_string(),
                 organizer: organizer.to_string(),
                 origins: origins.split('|').map(|o| o.trim().to_string()).collect(),
             })
-        });
-        parsed.ok_or_else(|| {
-            "browser.public_keys: each item is KEY@organizer=origin|origin \
-             (\"pk_site@org-123=https://tickets.example.com\")"
-                .to_string()
-        })
-    })
+        },
+    )
 }
 
 /// A list or a comma-separated string of addresses and CIDR ranges.

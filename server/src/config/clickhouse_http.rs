@@ -169,21 +169,18 @@ impl ClickHouseHttpConfig {
 
 /// A TOML list of tables, or `name:password[:rw|:backup]` items separated by commas.
 fn users<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<HttpUser>, D::Error> {
-    super::list_or_items(d, |item| {
+    let expected = ("clickhouse_http.users", "name:password or name:password:rw");
+    super::list_or_items(d, expected, |item| {
         // The name ends at the first colon; a trailing `:rw`, `:ro` or
         // `:backup` is the mode; the password is everything between.
-        let Some((name, rest)) = item.split_once(':') else {
-            return Err(
-                "clickhouse_http.users: each item is name:password or name:password:rw".into(),
-            );
-        };
+        let (name, rest) = item.split_once(':')?;
         let (password, readonly, backup) = match rest.rsplit_once(':') {
             Some((p, "rw")) => (p, false, false),
             Some((p, "backup")) => (p, false, true),
             Some((p, "ro")) => (p, true, false),
             _ => (rest, true, false),
         };
-        Ok(HttpUser {
+        Some(HttpUser {
             name: name.to_string(),
             password: Some(password.to_string()),
             password_sha256: None,

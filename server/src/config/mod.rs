@@ -665,11 +665,13 @@ impl Config {
 }
 
 /// A TOML list of `T`, or one string of comma-separated items (as from the
-/// environment), each read by `item`; blank items are skipped.
-/// `item`'s error is text: it becomes serde's custom error, which is text.
+/// environment), each read by `item`; blank items are skipped. An item
+/// `item` cannot read is refused, naming `setting` and the form its items
+/// take (`expected`, said to the operator).
 fn list_or_items<'de, D, T>(
     d: D,
-    item: impl Fn(&str) -> Result<T, String>,
+    (setting, expected): (&str, &str),
+    item: impl Fn(&str) -> Option<T>,
 ) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
@@ -687,14 +689,18 @@ where
             .split(',')
             .map(str::trim)
             .filter(|s| !s.is_empty())
-            .map(|s| item(s).map_err(serde::de::Error::custom))
+            .map(|s| {
+                item(s).ok_or_else(|| {
+                    serde::de::Error::custom(format_args!("{setting}: each item is {expected}"))
+                })
+            })
             .collect(),
     }
 }
 
 /// Accepts a TOML list or one comma-separated string (as from the environment).
 fn comma_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
-    let items: Vec<String> = list_or_items(d, |s| Ok(s.to_string()))?;
+    let items: Vec<String> = list_or_items(d, ("a list", "text"), |s| Some(s.to_string()))?;
     Ok(items
         .into_iter()
         .map(|s| s.trim().to_string())

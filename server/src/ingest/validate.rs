@@ -360,7 +360,7 @@ impl<'a> Fields<'a> {
                 }
             },
         };
-        parse_cents(&text).map_err(|reason| invalid("price", reason))
+        parse_cents(&text)
     }
 
     /// Anything not taken by now is a field this table does not have.
@@ -403,7 +403,7 @@ impl Source for Fields<'_> {
                 format!("must be an object, got {}", raw_kind(raw)),
             ));
         }
-        let text = compact_json(raw.get()).map_err(|reason| invalid("properties", reason))?;
+        let text = compact_json(raw.get())?;
         self.properties = Some(raw);
         properties_size_rule(self.table, text)
     }
@@ -605,7 +605,7 @@ const MAX_DEPTH: usize = 128;
 /// there is none (what `JSON.stringify` sends). Hand-written because the
 /// text is already checked JSON: one pass over its bytes that tracks only
 /// strings and depth, where a transcoder would parse it again.
-fn compact_json(text: &str) -> Result<String, String> {
+fn compact_json(text: &str) -> Result<String, Invalid> {
     let text = text.trim();
     let bytes = text.as_bytes();
     let (mut in_string, mut escaped, mut depth) = (false, false, 0usize);
@@ -624,8 +624,11 @@ fn compact_json(text: &str) -> Result<String, String> {
                 b'{' | b'[' => {
                     depth += 1;
                     if depth > MAX_DEPTH {
-                        return Err(format!(
-                            "cannot be read: nested deeper than {MAX_DEPTH} levels (the recursion limit)"
+                        return Err(invalid(
+                            "properties",
+                            format!(
+                                "cannot be read: nested deeper than {MAX_DEPTH} levels (the recursion limit)"
+                            ),
                         ));
                     }
                 }
@@ -662,34 +665,41 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 
 /// "12", "12.5", "12.50" → cents. More than two decimals, a sign or an
 /// exponent is refused rather than rounded.
-fn parse_cents(text: &str) -> Result<u64, String> {
+fn parse_cents(text: &str) -> Result<u64, Invalid> {
     if text.starts_with('-') {
-        return Err(format!("must be 0 or more, got {text}"));
+        return Err(invalid("price", format!("must be 0 or more, got {text}")));
     }
     let numeric = |c: char| c.is_ascii_digit() || "eE+-.".contains(c);
     if text.contains(['e', 'E']) && text.chars().all(numeric) {
-        return Err(format!(
-            "must be written without an exponent, such as 49.99, got {text}"
+        return Err(invalid(
+            "price",
+            format!("must be written without an exponent, such as 49.99, got {text}"),
         ));
     }
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-        return Err(format!(
-            "must be a decimal number such as 49.99, got {text}"
+        return Err(invalid(
+            "price",
+            format!("must be a decimal number such as 49.99, got {text}"),
         ));
     }
     let frac = frac.trim_end_matches('0');
     if frac.len() > 2 {
-        return Err(format!("may have at most 2 decimal places, got {text}"));
+        return Err(invalid(
+            "price",
+            format!("may have at most 2 decimal places, got {text}"),
+        ));
     }
-    let whole: u64 = whole.parse().map_err(|_| format!("is too large: {text}"))?;
+    let whole: u64 = whole
+        .parse()
+        .map_err(|_| invalid("price", format!("is too large: {text}")))?;
     let frac: u64 = format!("{frac:0<2}").parse().expect("two digits");
     whole
         .checked_mul(100)
         .and_then(|c| c.checked_add(frac))
         .filter(|c| *c <= MAX_PRICE_CENTS)
-        .ok_or_else(|| format!("is too large: {text}"))
+        .ok_or_else(|| invalid("price", format!("is too large: {text}")))
 }
 
 #[cfg(test)]

@@ -128,6 +128,47 @@ const TRANSPORT: &[&str] = &[
     "cancel_http_readonly_queries_on_client_close",
 ];
 
+/// An answer in ClickHouse's words: `Code: N. DB::Exception: …. (NAME)`,
+/// which clients parse, with the code the status comes from.
+#[derive(Debug)]
+struct Exception(String);
+
+impl Exception {
+    fn new(code: u32, name: &str, message: impl std::fmt::Display) -> Exception {
+        Exception(format!("Code: {code}. DB::Exception: {message}. ({name})"))
+    }
+
+    fn into_response(self, query_id: &str) -> Response {
+        let code = exception_code(&self.0).unwrap_or(1000);
+        let mut r = error(status_of(code), Some(code), &self.0);
+        r.headers_mut()
+            .insert("X-ClickHouse-Query-Id", header_value(query_id));
+        r
+    }
+}
+
+/// Storage errors in ClickHouse's words: they carry the engine's text and
+/// code; ours (the engine closed, a task failed) become code 1000.
+impl From<StorageError> for Exception {
+    fn from(e: StorageError) -> Exception {
+        match e {
+            StorageError::Rejected(x) | StorageError::Transient(x)
+                if x.message.starts_with("Code: ") =>
+            {
+                Exception(x.message)
+            }
+            StorageError::NotReadOnly(text) | StorageError::LimitExceeded(text)
+                if text.starts_with("Code: ") =>
+            {
+                Exception(text)
+            }
+            e => Exception::new(1000, "UNKNOWN_EXCEPTION", e),
+        }
+    }
+}
+
+/// One request: who sends it, its body decoded, its statement, run; the
+/// answer encoded as asked.
 async fn handle(
     State(state): State<Arc<ClickHouseHttp>>,
     method: Method,
@@ -139,110 +180,151 @@ async fn handle(
         form_urlencoded::parse(raw.unwrap_or_default().as_bytes())
             .into_owned()
             .collect();
-    let param = |name: &str| last_param(&pairs, name);
-    let query_id = param("query_id")
+    let query_id = last_param(&pairs, "query_id")
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let fail = |text: String| {
-        let code = exception_code(&text).unwrap_or(1000);
-        let mut r = error(status_of(code), Some(code), &text);
-        r.headers_mut()
-            .insert("X-ClickHouse-Query-Id", header_value(&query_id));
-        r
-    };
+    match run(&state, method, &mut pairs, &headers, body).await {
+        Ok(Some(answer)) => respond(answer, &pairs, &headers, &query_id),
+        Ok(None) => "Ok.\n".into_response(),
+        Err(e) => e.into_response(&query_id),
+    }
+}
 
+/// The request's statement run for its user; `None`: an empty `GET`
+/// (ClickHouse's liveness answer).
+async fn run(
+    state: &ClickHouseHttp,
+    method: Method,
+    pairs: &mut Vec<(String, String)>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Option<SessionAnswer>, Exception> {
     // Credentials: Basic auth, the X-ClickHouse-* headers, or parameters.
-    let (user, password) = credentials(&headers, &pairs);
+    let (user, password) = credentials(headers, pairs);
     let Some(access) = state.authenticate(&user, &password) else {
-        return fail(format!(
-            "Code: 516. DB::Exception: {user}: Authentication failed: password is incorrect, or \
-             there is no user with such name. (AUTHENTICATION_FAILED)"
+        return Err(Exception::new(
+            516,
+            "AUTHENTICATION_FAILED",
+            format_args!(
+                "{user}: Authentication failed: password is incorrect, or there is no user \
+                 with such name"
+            ),
         ));
     };
-
     // A statement's turn is taken before its body is read: at most
     // `concurrency` bodies (each at most `max_body_bytes` decoded) are held
     // at once, whoever sends them.
     let _permit = state.permits.acquire().await;
-    let body = match axum::body::to_bytes(body, state.max_body).await {
-        Ok(b) => b,
-        Err(_) => {
-            return fail(format!(
-                "Code: 1001. DB::Exception: the request body is larger than {} bytes or could \
-                 not be read. (STD_EXCEPTION)",
-                state.max_body
-            ));
-        }
+    let body = read_body(state, pairs, headers, body).await?;
+    let Some((sql, data)) = statement(last_param(pairs, "query"), body)? else {
+        return match method {
+            Method::GET => Ok(None),
+            _ => Err(Exception::new(62, "SYNTAX_ERROR", "Empty query")),
+        };
     };
+    let request = session_request(state, method, pairs, access, sql, data);
+    let statement: String = request.sql.chars().take(300).collect();
+    state.storage.session(request).await.map(Some).map_err(|e| {
+        let refused = matches!(e.code(), Some(164 | 497));
+        let e = Exception::from(e);
+        if refused {
+            // Who tried what: the operator's view of refused statements.
+            tracing::info!(%user, %statement, error = %e.0, "ClickHouse interface refused a statement");
+        }
+        e
+    })
+}
+
+/// The body, bounded, its content encoding and ClickHouse's block
+/// compression undone; a multipart form's fields go to `pairs` (as the
+/// Rust crate sends a query with parameters).
+async fn read_body(
+    state: &ClickHouseHttp,
+    pairs: &mut Vec<(String, String)>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, Exception> {
+    let too_large = |_| {
+        Exception::new(
+            1001,
+            "STD_EXCEPTION",
+            format_args!(
+                "the request body is larger than {} bytes or could not be read",
+                state.max_body
+            ),
+        )
+    };
+    let body = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(too_large)?;
     let encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let mut body = match codec::decode_content(encoding, body, state.max_body) {
-        Ok(b) => b,
-        Err(e) => return fail(format!("Code: 1001. DB::Exception: {e}. (STD_EXCEPTION)")),
-    };
-    if param("decompress") == Some("1") {
-        body = match codec::decompress_blocks(&body, state.max_body) {
-            Ok(b) => b,
-            Err(e) => {
-                return fail(format!(
-                    "Code: 271. DB::Exception: {e}. (CANNOT_DECOMPRESS)"
-                ));
-            }
-        };
+    let mut body = codec::decode_content(encoding, body, state.max_body)
+        .map_err(|e| Exception::new(1001, "STD_EXCEPTION", e))?;
+    if last_param(pairs, "decompress") == Some("1") {
+        body = codec::decompress_blocks(&body, state.max_body)
+            .map_err(|e| Exception::new(271, "CANNOT_DECOMPRESS", e))?;
     }
-
-    // A multipart form carries parameters (the query, `param_*`) as fields,
-    // as the Rust crate sends them when a query has parameters.
     if let Some(boundary) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .filter(|ct| ct.starts_with("multipart/form-data"))
         .and_then(|ct| multer::parse_boundary(ct).ok())
     {
-        match form_fields(std::mem::take(&mut body), boundary).await {
-            Ok(fields) => pairs.extend(fields),
-            Err(e) => return fail(format!("Code: 1001. DB::Exception: {e}. (STD_EXCEPTION)")),
-        }
+        let fields = form_fields(std::mem::take(&mut body), boundary).await?;
+        pairs.extend(fields);
     }
-    let param = |name: &str| last_param(&pairs, name);
+    Ok(body)
+}
 
-    // The statement: the `query` parameter, with the body as its rows (or
-    // its continuation); or the body alone, which may hold an INSERT and
-    // then its rows.
-    let (sql, data) = match param("query") {
+/// The statement and its rows: the `query` parameter, with the body as its
+/// rows (or its continuation); or the body alone, which may hold an INSERT
+/// and then its rows. `None`: no statement.
+fn statement(
+    query: Option<&str>,
+    body: Vec<u8>,
+) -> Result<Option<(String, Option<Bytes>)>, Exception> {
+    let (sql, data) = match query {
         Some(q) => (q.to_string(), (!body.is_empty()).then(|| Bytes::from(body))),
         None => match split_insert(&body) {
             Some((statement, rows)) => {
                 let (statement, from) = (statement.to_string(), body.len() - rows.len());
                 (statement, Some(Bytes::from(body).slice(from..)))
             }
-            None => match String::from_utf8(body) {
-                Ok(text) => (text, None),
-                Err(_) => {
-                    return fail(
-                        "Code: 62. DB::Exception: the statement is not UTF-8 text; send binary \
-                         rows after `INSERT … FORMAT x` and a line break, or after a `query` \
-                         parameter. (SYNTAX_ERROR)"
-                            .into(),
-                    );
-                }
-            },
+            None => {
+                let text = String::from_utf8(body).map_err(|_| {
+                    Exception::new(
+                        62,
+                        "SYNTAX_ERROR",
+                        "the statement is not UTF-8 text; send binary rows after \
+                         `INSERT … FORMAT x` and a line break, or after a `query` parameter",
+                    )
+                })?;
+                (text, None)
+            }
         },
     };
-    if sql.trim().is_empty() {
-        if method == Method::GET {
-            return "Ok.\n".into_response();
-        }
-        return fail("Code: 62. DB::Exception: Empty query. (SYNTAX_ERROR)".into());
-    }
+    Ok((!sql.trim().is_empty()).then_some((sql, data)))
+}
+
+/// The request's parameters sorted into bound values (`param_*`), the
+/// interface's own (`TRANSPORT`) and engine settings, for the session.
+fn session_request(
+    state: &ClickHouseHttp,
+    method: Method,
+    pairs: &[(String, String)],
+    access: Access,
+    sql: String,
+    data: Option<Bytes>,
+) -> SessionRequest {
     let mut settings = Vec::new();
     let mut params = Vec::new();
     // `readonly=1` (or 2) only tightens: the statement must read, as a
     // `clickhouse` backend's /admin/query asks. Nobody may loosen it.
     let mut reads_only = method == Method::GET;
-    for (k, v) in &pairs {
+    for (k, v) in pairs {
         if let Some(name) = k.strip_prefix("param_") {
             params.push((name.to_string(), v.clone()));
         } else if k == "readonly" && v != "0" {
@@ -253,13 +335,13 @@ async fn handle(
             settings.push((k.clone(), v.clone()));
         }
     }
-    let request = SessionRequest {
+    SessionRequest {
         sql,
         data,
-        default_format: param("default_format")
+        default_format: last_param(pairs, "default_format")
             .unwrap_or("TabSeparated")
             .to_string(),
-        database: param("database")
+        database: last_param(pairs, "database")
             .filter(|d| !d.is_empty())
             .map(str::to_string),
         home: state.home.clone(),
@@ -268,26 +350,22 @@ async fn handle(
         params,
         access,
         reads_only,
-    };
-    let statement: String = request.sql.chars().take(300).collect();
-    let answer = match state.storage.session(request).await {
-        Ok(a) => a,
-        Err(e) => {
-            let refused = matches!(e.code(), Some(164 | 497));
-            let text = error_text(e);
-            if refused {
-                // Who tried what: the operator's view of refused statements.
-                tracing::info!(%user, %statement, error = %text, "ClickHouse interface refused a statement");
-            }
-            return fail(text);
-        }
-    };
+    }
+}
 
-    // The answer, compressed as asked: ClickHouse's blocks, or an HTTP
-    // content encoding when `enable_http_compression=1`.
+/// The answer with ClickHouse's headers, compressed as asked: its blocks
+/// (`compress=1`), or an HTTP content encoding when
+/// `enable_http_compression=1`.
+fn respond(
+    answer: SessionAnswer,
+    pairs: &[(String, String)],
+    headers: &HeaderMap,
+    query_id: &str,
+) -> Response {
+    let param = |name: &str| last_param(pairs, name);
     let mut response_headers = HeaderMap::new();
     response_headers.insert(header::CONTENT_TYPE, content_type(&answer.format));
-    response_headers.insert("X-ClickHouse-Query-Id", header_value(&query_id));
+    response_headers.insert("X-ClickHouse-Query-Id", header_value(query_id));
     response_headers.insert("X-ClickHouse-Format", header_value(&answer.format));
     response_headers.insert("X-ClickHouse-Timezone", HeaderValue::from_static("UTC"));
     response_headers.insert(
@@ -313,23 +391,27 @@ async fn handle(
 
 /// A multipart form's fields, as parameters. File fields would be external
 /// tables, which this interface does not offer.
-async fn form_fields(body: Vec<u8>, boundary: String) -> Result<Vec<(String, String)>, String> {
+async fn form_fields(body: Vec<u8>, boundary: String) -> Result<Vec<(String, String)>, Exception> {
+    let malformed = |e: multer::Error| {
+        Exception::new(
+            1001,
+            "STD_EXCEPTION",
+            format_args!("the multipart form is malformed: {e}"),
+        )
+    };
     let stream = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(body)) });
     let mut form = multer::Multipart::new(stream, boundary);
     let mut fields = Vec::new();
-    while let Some(field) = form
-        .next_field()
-        .await
-        .map_err(|e| format!("the multipart form is malformed: {e}"))?
-    {
+    while let Some(field) = form.next_field().await.map_err(malformed)? {
         if field.file_name().is_some() {
-            return Err("external tables (file fields) are not supported".into());
+            return Err(Exception::new(
+                1001,
+                "STD_EXCEPTION",
+                "external tables (file fields) are not supported",
+            ));
         }
         let name = field.name().unwrap_or("").to_string();
-        let value = field
-            .text()
-            .await
-            .map_err(|e| format!("the multipart form is malformed: {e}"))?;
+        let value = field.text().await.map_err(malformed)?;
         fields.push((name, value));
     }
     Ok(fields)
@@ -359,24 +441,6 @@ fn credentials(headers: &HeaderMap, pairs: &[(String, String)]) -> (String, Stri
         last_param(pairs, "user").unwrap_or("default").to_string(),
         last_param(pairs, "password").unwrap_or("").to_string(),
     )
-}
-
-/// Storage errors in ClickHouse's words: they carry the engine's text and
-/// code; ours (the engine closed, a task failed) become code 1000.
-fn error_text(e: StorageError) -> String {
-    match e {
-        StorageError::Rejected(x) | StorageError::Transient(x)
-            if x.message.starts_with("Code: ") =>
-        {
-            x.message
-        }
-        StorageError::NotReadOnly(text) | StorageError::LimitExceeded(text)
-            if text.starts_with("Code: ") =>
-        {
-            text
-        }
-        e => format!("Code: 1000. DB::Exception: {e}. (UNKNOWN_EXCEPTION)"),
-    }
 }
 
 /// ClickHouse's choice of status for an exception code (its HTTP handler's).

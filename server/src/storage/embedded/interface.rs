@@ -114,7 +114,7 @@ impl Inner {
     pub(super) fn session(&self, req: SessionRequest) -> Result<SessionAnswer, StorageError> {
         for (name, value) in &req.settings {
             if let Err(why) = url_setting(&self.reader_args, req.access, name, value) {
-                return Err(refusal(164, "READONLY", &why));
+                return Err(refusal(164, "READONLY", &why.to_string()));
             }
             if !self.settings.contains(name) {
                 return Err(refusal(
@@ -293,14 +293,8 @@ impl Inner {
             .policy
             .formatted(|sql| self.format_query(conn.raw(), sql.as_bytes(), None))?;
         let current = req.database.as_deref().unwrap_or(&req.home);
-        let verdict =
-            allow::judge(&formatted, &req.policy, fixed, current, req.access).map_err(|r| {
-                refusal(
-                    497,
-                    "ACCESS_DENIED",
-                    &format!("Not enough privileges: {}", r.why),
-                )
-            })?;
+        let verdict = allow::judge(&formatted, &req.policy, fixed, current, req.access)
+            .map_err(|r| refusal(497, "ACCESS_DENIED", &format!("Not enough privileges: {r}")))?;
         match verdict {
             Verdict::Insert { statement, format } => match (&req.data, streamed) {
                 (Some(rows), Some(_)) => self.stream(conn.raw(), statement, &format, rows),
