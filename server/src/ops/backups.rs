@@ -26,7 +26,7 @@ use sha2::Sha256;
 
 use crate::clickhouse_http::session::{ASIDE_INFIX, FAILED_INFIX, SCRATCH_PREFIX};
 use crate::model::{DATABASE, plain_identifier};
-use crate::storage::{Storage, StorageError, json_rows, query_text};
+use crate::storage::{Storage, StorageError, json_rows, query_text, query_text_with};
 
 /// Where backups are written, and the key that signs their catalog rows.
 #[derive(Debug, Clone)]
@@ -394,10 +394,10 @@ pub async fn restore(
             "{database:?} is not a plain database name"
         )));
     }
-    // A plain identifier: no quote can end the literal.
-    let exists = query_text(
+    let exists = query_text_with(
         storage,
-        &format!("SELECT count() FROM system.databases WHERE name = '{database}'"),
+        "SELECT count() FROM system.databases WHERE name = {database:String}",
+        &[("database", database)],
     )
     .await?;
     let target = at.target(id)?;

@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::model::DATABASE;
-use crate::storage::{Storage, StorageError, query_text};
+use crate::storage::{Storage, StorageError, query_text, query_text_with};
 
 /// One file of `sql/`: `NNNN_name.sql`.
 pub struct Migration {
@@ -174,9 +174,11 @@ pub async fn status(storage: &dyn Storage) -> Result<Status, StorageError> {
         if sources.contains(&db) {
             continue;
         }
-        let exists = query_text(
+        let exists = query_text_with(
             storage,
-            &format!("SELECT count() FROM system.tables WHERE database = '{db}' AND name = 'schema_migrations'"),
+            "SELECT count() FROM system.tables WHERE database = {db:String} \
+             AND name = 'schema_migrations'",
+            &[("db", db)],
         )
         .await?;
         if exists.trim() != "0" {

@@ -168,6 +168,14 @@ async fn move_due_parts(
         if disk == target || (disk == "archive" && target == "cold") {
             continue;
         }
+        // The name is the engine's own, but it is written into the
+        // statement (ALTER takes no query parameters): only the form the
+        // engine gives parts (partition, block numbers, level, in letters,
+        // digits and `_`) is.
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            tracing::warn!(%table, part = %name.escape_debug(), "a part with an unexpected name is not moved");
+            continue;
+        }
         due_any = true;
         let sql = format!("ALTER TABLE {DATABASE}.{table} MOVE PART '{name}' TO VOLUME '{target}'");
         match storage.execute(&sql).await {

@@ -371,6 +371,24 @@ pub async fn query_text(storage: &dyn Storage, sql: &str) -> Result<String, Stor
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// A read-only query's TabSeparated output as text, its parameters bound
+/// (`{name:Type}` in `sql`): how a value from outside (a name from a
+/// request, the config or the engine itself) reaches a statement.
+pub async fn query_text_with(
+    storage: &dyn Storage,
+    sql: &str,
+    params: &[(&str, &str)],
+) -> Result<String, StorageError> {
+    let params: Vec<(String, String)> = params
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    let out = storage
+        .query_readonly_with(sql, &params, "TabSeparated")
+        .await?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
 /// A read-only query's rows as JSON objects, its parameters bound.
 pub async fn json_rows_with(
     storage: &dyn Storage,
