@@ -121,6 +121,9 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    // A config built in code (tests, embedders) is held to the rules a
+    // loaded one is (`Config::load` checks them too).
+    config.validate()?;
     // The interface's port next to the API's, before anything is opened: a
     // port in use stops the start with nothing to close.
     let clickhouse_listener = match config.clickhouse_http.listen {

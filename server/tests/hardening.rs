@@ -604,3 +604,26 @@ async fn the_admin_token_is_checked_before_the_body_is_read() {
     assert!(head.starts_with("HTTP/1.1 401"), "{head}");
     s.stop().await.unwrap();
 }
+
+/// A config built in code (an embedder's, a test's) meets the rules a
+/// loaded one does: an empty admin token would otherwise open nothing, or
+/// everything, depending on how it is compared.
+#[tokio::test]
+async fn a_config_built_in_code_is_checked_before_anything_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.admin_token = Some(String::new());
+    let err = match TestServer::try_start_with(cfg).await {
+        Ok(_) => panic!("a server with an empty admin token started"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("admin_token") && err.contains("empty"),
+        "{err}"
+    );
+    let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(
+        made.is_empty(),
+        "nothing is opened before the config is checked: {made:?}"
+    );
+}
