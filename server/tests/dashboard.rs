@@ -40,7 +40,7 @@ async fn with_sales(s: &TestServer) {
         .collect();
     let sales = json!([
         {"event_id": "evt-1", "organizer_id": "org-a", "user_id": "u0", "quantity": 2, "price": "25.50", "currency": "EUR", "timestamp": at},
-        {"event_id": "evt-2", "organizer_id": "org-a", "user_id": "u1", "quantity": 1, "price": 100, "currency": "EUR", "timestamp": at},
+        {"event_id": "evt-2", "organizer_id": "org-a", "user_id": "u1", "quantity": 1, "price": 100, "currency": "USD", "timestamp": at},
         {"event_id": "evt-9", "organizer_id": "org-b", "user_id": "x", "quantity": 4, "price": "10.00", "currency": "EUR", "timestamp": at},
     ]);
     for (route, body) in [
@@ -129,6 +129,38 @@ fn kpi(html: &str, name: &str) -> f64 {
     value_after(html, &format!(r#"data-kpi="{name}""#))
 }
 
+/// Amounts by currency in `html` (`data-currency="EUR" data-v="51"`), in
+/// the order shown.
+fn amounts(html: &str) -> Vec<(String, f64)> {
+    html.split(r#"data-currency=""#)
+        .skip(1)
+        .map(|a| {
+            let currency = a[..a.find('"').unwrap()].to_string();
+            let v = a.split(r#"data-v=""#).nth(1).unwrap();
+            (currency, v[..v.find('"').unwrap()].parse().unwrap())
+        })
+        .collect()
+}
+
+/// The revenue tile's amounts, one per currency.
+fn revenue_kpi(html: &str) -> Vec<(String, f64)> {
+    let tile = &html[html.find(r#"data-kpi="revenue""#).unwrap()..];
+    amounts(&tile[..tile.find("</div></div>").unwrap()])
+}
+
+/// A `Map(String, Decimal)` from the views (a JSON object), as amounts.
+fn amounts_of(v: &Value) -> Vec<(String, f64)> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(c, a)| (c.clone(), number(a)))
+        .collect()
+}
+
+fn eur_usd(eur: f64, usd: f64) -> Vec<(String, f64)> {
+    vec![("EUR".into(), eur), ("USD".into(), usd)]
+}
+
 fn number(v: &Value) -> f64 {
     v.to_string().trim_matches('"').parse().unwrap()
 }
@@ -145,7 +177,7 @@ async fn from_views(s: &TestServer, organizer: &str) -> Value {
     let daily = &s
         .query(&format!(
             "SELECT sum(events) AS events, sum(page_views) AS page_views, sum(ticket_sales) AS orders, \
-             sum(tickets_sold) AS tickets, toString(sum(revenue)) AS revenue \
+             sum(tickets_sold) AS tickets, sumMap(revenue) AS revenue \
              FROM bilten_analytics.organizer_daily_metrics_mv WHERE {range} AND {cond}"
         ))
         .await[0];
@@ -157,7 +189,7 @@ async fn from_views(s: &TestServer, organizer: &str) -> Value {
         .await;
     let events = s
         .query(&format!(
-            "SELECT event_id, toString(sum(revenue)) AS revenue, sum(tickets_sold) AS tickets \
+            "SELECT event_id, sumMap(revenue) AS revenue, sum(tickets_sold) AS tickets \
              FROM bilten_analytics.event_performance_mv WHERE {range} AND {cond} GROUP BY event_id"
         ))
         .await;
@@ -208,8 +240,8 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     let views = from_views(&s, "").await;
     let d = &views["daily"];
     assert_eq!(
-        number(&d["revenue"]),
-        191.0,
+        amounts_of(&d["revenue"]),
+        eur_usd(91.0, 100.0),
         "the views themselves: {views}"
     );
     for (name, key) in [
@@ -217,10 +249,12 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         ("page_views", "page_views"),
         ("orders", "orders"),
         ("tickets", "tickets"),
-        ("revenue", "revenue"),
     ] {
         assert_eq!(kpi(&html, name), number(&d[key]), "{name}: {views}");
     }
+    // Revenue per currency, never one sum of euros and dollars.
+    assert_eq!(revenue_kpi(&html), amounts_of(&d["revenue"]));
+    assert!(!html.contains("191.00"), "a sum across currencies is shown");
     assert_eq!(kpi(&html, "tickets"), 7.0);
     // Distinct users over the range, as the raw rows count them.
     let raw = s
@@ -263,7 +297,8 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
             _ => 0.0,
         };
         assert_eq!(cells[1], visitors, "{id}: distinct users of its events");
-        assert_eq!(cells[4], number(&e["revenue"]), "{id}");
+        let row = &row[..row.find("</tr>").unwrap()];
+        assert_eq!(amounts(row), amounts_of(&e["revenue"]), "{id}");
     }
     // The realtime panel has the events of ten minutes ago.
     assert_eq!(
@@ -313,12 +348,12 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     .await;
     // One organizer, chosen by the admin.
     let (_, html) = page(&s, Some(&cookie), "?organizer=org-b").await;
-    assert_eq!(kpi(&html, "revenue"), 40.0);
+    assert_eq!(revenue_kpi(&html), [("EUR".to_string(), 40.0)]);
     assert_eq!(kpi(&html, "tickets"), 4.0);
     // Hostile and broken filters: quoted, or refused with the reason.
     let (status, html) = page(&s, Some(&cookie), "?organizer=o%27%20OR%201%3D1%20--").await;
     assert_eq!(status, 200);
-    assert_eq!(kpi(&html, "revenue"), 0.0);
+    assert_eq!(revenue_kpi(&html), []);
     assert!(html.contains("No sales in this period."));
     let (status, html) = page(&s, Some(&cookie), "?from=yesterday").await;
     assert_eq!(status, 400);
@@ -334,8 +369,8 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     assert!(html.contains("organizer org-a"));
     assert!(!html.contains("org-b"), "another organizer's name leaks");
     let views = from_views(&s, "org-a").await;
-    assert_eq!(kpi(&html, "revenue"), number(&views["daily"]["revenue"]));
-    assert_eq!(kpi(&html, "revenue"), 151.0);
+    assert_eq!(revenue_kpi(&html), amounts_of(&views["daily"]["revenue"]));
+    assert_eq!(revenue_kpi(&html), eur_usd(51.0, 100.0));
     let (status, html) = page(&s, Some(&reader), "?organizer=org-b").await;
     assert_eq!(status, 403);
     assert!(html.contains("this key sees organizer org-a only"));
@@ -437,7 +472,8 @@ async fn an_empty_store_shows_sentences_not_empty_charts() {
         assert!(html.contains(sentence), "{sentence}");
     }
     assert!(!html.contains("<svg"), "no empty chart frames");
-    assert_eq!(kpi(&html, "revenue"), 0.0);
+    assert_eq!(revenue_kpi(&html), []);
+    assert!(html.contains(">No sales<"));
     s.stop().await.unwrap();
 }
 

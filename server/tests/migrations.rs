@@ -387,3 +387,90 @@ async fn page_views_per_hour_follow_a_lightweight_delete() {
     );
     storage.close().await;
 }
+
+/// `0018_revenue_per_currency.sql` on a store that already has sales: each
+/// day's revenue is split by currency from the stored sales; a day whose
+/// sales retention has since deleted keeps its amount under the unknown
+/// currency ''; a second run adds nothing; later sales are split as they
+/// arrive. No amount is lost or counted twice.
+#[tokio::test]
+async fn the_currency_migration_splits_stored_revenue_and_loses_none() {
+    let (_dir, storage) = open().await;
+    let at = MIGRATIONS
+        .iter()
+        .position(|m| m.name == "0018_revenue_per_currency.sql")
+        .unwrap();
+    let (before, currency) = MIGRATIONS.split_at(at);
+    storage
+        .execute(&migrations::bookkeeping()[0])
+        .await
+        .unwrap();
+    for m in before {
+        for statement in m.statements() {
+            storage.execute(&statement).await.unwrap();
+        }
+    }
+    let sales = |rows: &[(&str, &str, &str, u32)]| {
+        let lines: Vec<String> = rows
+            .iter()
+            .map(|(day, price, currency, quantity)| {
+                format!(
+                    r#"{{"id":"{}","timestamp":"{day} 12:00:00.000","received_at":"{day} 12:00:00.000","event_id":"evt-1","organizer_id":"o","user_id":"u","order_id":"x","quantity":{quantity},"price":"{price}","currency":"{currency}"}}"#,
+                    uuid::Uuid::new_v4()
+                )
+            })
+            .collect();
+        bytes::Bytes::from(lines.join("\n") + "\n")
+    };
+    storage
+        .insert(
+            "ticket_sales",
+            sales(&[
+                ("2026-10-01", "30.00", "USD", 1),
+                ("2026-11-28", "49.99", "EUR", 2),
+                ("2026-11-28", "10.00", "USD", 3),
+            ]),
+            "before",
+        )
+        .await
+        .unwrap();
+    // Retention's stand-in: October's sales are gone, its aggregate stays.
+    storage
+        .execute(
+            "ALTER TABLE bilten_analytics.ticket_sales DELETE WHERE toMonth(timestamp) = 10 \
+             SETTINGS mutations_sync = 2",
+        )
+        .await
+        .unwrap();
+    // Run twice: an interrupted migration is run again whole.
+    for _ in 0..2 {
+        for statement in currency[0].statements() {
+            storage.execute(&statement).await.unwrap();
+        }
+    }
+    storage
+        .insert(
+            "ticket_sales",
+            sales(&[
+                ("2026-11-28", "5.50", "GBP", 2),
+                ("2026-11-28", "1.01", "EUR", 1),
+            ]),
+            "after",
+        )
+        .await
+        .unwrap();
+    for view in ["organizer_daily_metrics_mv", "event_performance_mv"] {
+        let text = query_text(
+            &*storage,
+            &format!("SELECT date, toString(revenue) FROM bilten_analytics.{view} ORDER BY date"),
+        )
+        .await
+        .unwrap()
+        .replace("\\'", "'");
+        assert_eq!(
+            text, "2026-10-01\t{'':30}\n2026-11-28\t{'EUR':100.99,'GBP':11,'USD':30}\n",
+            "{view}"
+        );
+    }
+    storage.close().await;
+}

@@ -150,6 +150,13 @@ async fn a_generated_dataset_end_to_end() {
         common::views::assert_same(view, &from_view, &from_raw);
     }
 
+    // Sales in several currencies, so the views' revenue per currency
+    // above is a real check, not a single-currency sum.
+    let currencies = s
+        .query("SELECT uniqExact(currency) AS n FROM bilten_analytics.ticket_sales")
+        .await;
+    assert!(as_u64(&currencies[0]["n"]) >= 2, "{currencies:?}");
+
     // The seed's queries, verbatim, with the figures a user would check.
     let results: Vec<Vec<Value>> = {
         let mut out = Vec::new();

@@ -6,7 +6,7 @@
 use chrono::{DateTime, Duration, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
-use super::{Figures, Filter, REALTIME_MINUTES, Viewer};
+use super::{Figures, Filter, REALTIME_MINUTES, Revenue, Viewer, add_revenue};
 use crate::charts::{self, Series, TimeChart, Unit, format_value};
 
 fn shell(title: &str, header: Markup, body: Markup) -> String {
@@ -131,9 +131,56 @@ fn kpi(id: &str, label: &str, v: f64, unit: Unit) -> Markup {
     }
 }
 
+/// Colours of the revenue chart's currencies, in code order.
+const PALETTE: &[&str] = &[
+    "#3b6ea5", "#e07b39", "#4f9a5b", "#8e5ea2", "#c0392b", "#7f8c8d",
+];
+
+/// A currency's name on the page: its code, or what '' means.
+fn currency_name(code: &str) -> &str {
+    match code {
+        "" => "currency unknown",
+        code => code,
+    }
+}
+
+/// Amounts, one line per currency (`12.50 EUR`), each with its figure in
+/// `data-*`; `empty` when there are none.
+fn amounts(revenue: &Revenue, empty: &str) -> Markup {
+    html! {
+        @if revenue.is_empty() {
+            span.amount { (empty) }
+        }
+        @for (currency, amount) in revenue {
+            span.amount data-currency=(currency) data-v=(amount) {
+                (format_value(*amount, Unit::Money)) " " (currency_name(currency))
+            }
+        }
+    }
+}
+
+/// The revenue tile: one line per currency, never one sum across them.
+fn revenue_kpi(total: &Revenue) -> Markup {
+    html! {
+        div.kpi data-kpi="revenue" {
+            div.label { "Revenue" }
+            div.value { (amounts(total, "No sales")) }
+        }
+    }
+}
+
 /// The whole page for `filter`.
 pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
     let sum = |pick: fn(&super::Day) -> f64| f.daily.iter().map(pick).sum::<f64>();
+    let revenue = f
+        .daily
+        .iter()
+        .fold(Revenue::new(), |total, d| add_revenue(total, &d.revenue));
+    // The currency with the most revenue: what the table sorts revenue by.
+    let main_currency = revenue
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(c, _)| c.clone());
     let kpis = [
         ("events", "Events", sum(|d| d.events), Unit::Count("events")),
         (
@@ -160,7 +207,6 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             sum(|d| d.tickets),
             Unit::Count("tickets"),
         ),
-        ("revenue", "Revenue", sum(|d| d.revenue), Unit::Money),
     ];
 
     // The four charts side by side: one series each, over the filter's range.
@@ -220,12 +266,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             f.hourly_page_views.clone(),
             "No page views in this period.",
         ),
-        half(
-            ("revenue", "revenue", "Sales: revenue", Unit::Money),
-            86400,
-            daily(|d| d.revenue),
-            "No sales in this period.",
-        ),
+        revenue_chart(f, start, end, &revenue),
         half(
             (
                 "tickets",
@@ -292,6 +333,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             @for (id, label, v, unit) in kpis {
                 (kpi(id, label, v, unit))
             }
+            (revenue_kpi(&revenue))
         }
         (PreEscaped(realtime_panel(f.now, &f.realtime)))
         div.grid2 {
@@ -300,13 +342,63 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             }
         }
         (PreEscaped(funnel))
-        (performance_table(f))
+        (performance_table(f, main_currency.as_deref()))
         (PreEscaped(SCRIPT))
     };
     shell("Dashboard · Bilten Analytics", who(viewer), body)
 }
 
-fn performance_table(f: &Figures) -> Markup {
+/// Revenue per day, a line per currency (bars when there is one).
+fn revenue_chart(f: &Figures, from: DateTime<Utc>, to: DateTime<Utc>, total: &Revenue) -> String {
+    // Every day of the range, at zero without sales: lines go through the
+    // days between sales instead of jumping over them.
+    let mut days = Vec::new();
+    let mut day = from;
+    while day < to {
+        days.push(day);
+        day += Duration::days(1);
+    }
+    let series = total
+        .keys()
+        .enumerate()
+        .map(|(i, currency)| Series {
+            name: currency_name(currency).to_string(),
+            color: PALETTE[i % PALETTE.len()],
+            points: days
+                .iter()
+                .map(|t| {
+                    let amount = f
+                        .daily
+                        .iter()
+                        .find(|d| d.date == t.date_naive())
+                        .and_then(|d| d.revenue.get(currency));
+                    (*t, amount.copied().unwrap_or(0.0))
+                })
+                .collect(),
+        })
+        .collect::<Vec<_>>();
+    let currency = match total.keys().collect::<Vec<_>>().as_slice() {
+        [one] => currency_name(one).to_string(),
+        _ => "in each sale's currency".to_string(),
+    };
+    TimeChart {
+        id: "revenue",
+        title: "Sales: revenue per currency",
+        unit: Unit::Money,
+        currency: &currency,
+        from,
+        to,
+        bucket_secs: 86400,
+        series,
+        empty: "No sales in this period.",
+        width: charts::HALF,
+    }
+    .svg()
+}
+
+/// `main_currency`: the one revenue sorts by (amounts in others cannot be
+/// compared with it).
+fn performance_table(f: &Figures, main_currency: Option<&str>) -> Markup {
     let columns = [
         ("Event", false),
         ("Interactions", true),
@@ -324,7 +416,10 @@ fn performance_table(f: &Figures) -> Markup {
             h2 {
                 "Event performance "
                 span.sub style="font-weight:400;color:var(--muted)" {
-                    "· top 200 by revenue; click a column to sort"
+                    "· top 200 by tickets sold; click a column to sort"
+                    @if let Some(c) = main_currency {
+                        " (revenue sorts by " (currency_name(c)) ")"
+                    }
                 }
             }
             @if f.events.is_empty() {
@@ -346,7 +441,9 @@ fn performance_table(f: &Figures) -> Markup {
                                 (cell(e.visitors, Unit::Count("")))
                                 (cell(e.page_views, Unit::Count("")))
                                 (cell(e.tickets, Unit::Count("")))
-                                (cell(e.revenue, Unit::Money))
+                                td.num data-v=(main_currency.and_then(|c| e.revenue.get(c)).copied().unwrap_or(0.0)) {
+                                    (amounts(&e.revenue, "–"))
+                                }
                                 (cell(e.conversion(), Unit::Percent))
                             }
                         }
@@ -407,7 +504,7 @@ mod tests {
                 page_views: 5.0,
                 ticket_sales: 1.0,
                 tickets: 2.0,
-                revenue: 35.0,
+                revenue: [(hostile.to_string(), 35.0)].into(),
             }],
             unique_users: 3.0,
             events: vec![EventFigures {
@@ -416,7 +513,7 @@ mod tests {
                 visitors: 4.0,
                 page_views: 3.0,
                 tickets: 2.0,
-                revenue: 35.0,
+                revenue: [(hostile.to_string(), 35.0)].into(),
                 buyers: 1.0,
             }],
             funnel: vec![],
@@ -437,10 +534,76 @@ mod tests {
                 "{page}"
             );
         }
+        // A currency code is text too, in the tile, the chart and the table.
+        assert!(!dashboard(&admin, &filter, &f).contains(&format!("data-currency=\"{hostile}")));
         // The chosen organizer stays selected, its value escaped.
         assert!(
             dashboard(&admin, &filter, &f)
                 .contains("<option value=\"o'&lt;b&gt;&amp;&quot;x\" selected>")
         );
+    }
+
+    /// Revenue in two currencies is shown apart in the tile, the chart and
+    /// the table, never as one sum; an amount of unknown currency is named.
+    #[test]
+    fn revenue_is_shown_per_currency_never_summed_across() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 4).unwrap();
+        let admin = Viewer::Admin;
+        let filter = Filter::new(&admin, None, Some("2026-11-20"), None, today).unwrap();
+        let day = |d: u32, revenue: &[(&str, f64)]| Day {
+            date: NaiveDate::from_ymd_opt(2026, 11, d).unwrap(),
+            events: 1.0,
+            page_views: 0.0,
+            ticket_sales: 1.0,
+            tickets: 1.0,
+            revenue: revenue.iter().map(|(c, a)| (c.to_string(), *a)).collect(),
+        };
+        let f = Figures {
+            now: Utc.with_ymd_and_hms(2026, 12, 4, 18, 0, 0).unwrap(),
+            realtime: vec![],
+            hourly: vec![],
+            hourly_page_views: vec![],
+            daily: vec![
+                day(21, &[("EUR", 1000.0), ("USD", 5.5)]),
+                day(22, &[("EUR", 234.5), ("", 2.0)]),
+            ],
+            unique_users: 1.0,
+            events: vec![EventFigures {
+                event_id: "e-1".into(),
+                interactions: 1.0,
+                visitors: 1.0,
+                page_views: 0.0,
+                tickets: 2.0,
+                revenue: [("EUR".to_string(), 1234.5), ("USD".to_string(), 5.5)].into(),
+                buyers: 1.0,
+            }],
+            funnel: vec![],
+            organizers: vec![],
+        };
+        let page = dashboard(&admin, &filter, &f);
+        let tile = &page[page.find("data-kpi=\"revenue\"").unwrap()..];
+        let tile = &tile[..tile.find("</div></div>").unwrap()];
+        assert!(tile.contains(">1,234.50 EUR<"), "{tile}");
+        assert!(tile.contains(">5.50 USD<"), "{tile}");
+        assert!(tile.contains(">2.00 currency unknown<"), "{tile}");
+        assert!(
+            !tile.contains("1,242.00") && !tile.contains("1,240.00"),
+            "{tile}"
+        );
+        // The chart has a series per currency.
+        let chart = &page[page.find("id=\"revenue\"").unwrap()..];
+        for name in ["EUR", "USD", "currency unknown"] {
+            assert!(chart.contains(name), "{name}");
+        }
+        // The table sorts revenue by the main currency, and shows both.
+        assert!(page.contains("(revenue sorts by EUR)"));
+        assert!(page.contains("data-v=\"1234.5\""));
+        // No sales: the tile says so.
+        let none = Figures {
+            daily: vec![],
+            events: vec![],
+            ..f
+        };
+        assert!(dashboard(&admin, &filter, &none).contains(">No sales<"));
     }
 }

@@ -49,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     15 "0015_dashboard_sketches.sql",
     16 "0016_page_views_hourly.sql",
     17 "0017_records_moved.sql",
+    18 "0018_revenue_per_currency.sql",
 ];
 
 impl Migration {

@@ -42,6 +42,12 @@ pub fn render(sql: &str, cluster: &str) -> Result<Vec<String>, RenderError> {
             Ok(vec![out])
         }
         ["CREATE", "VIEW", "IF", "NOT", "EXISTS", ..] => Ok(vec![after_name(sql, 6, &on)?]),
+        ["CREATE", "OR", "REPLACE", "VIEW", ..] => Ok(vec![after_name(sql, 5, &on)?]),
+        // A materialized view's new query: the view keeps its name on every
+        // node, and reads the local tables as when it was made.
+        ["ALTER", "TABLE", _, "MODIFY", "QUERY", ..] => {
+            Ok(vec![local_references(&after_name(sql, 3, &on)?)])
+        }
         // A table is two on a cluster: the Distributed one, then its local ones.
         ["DROP", "TABLE", "IF", "EXISTS", ..] => {
             let name = name_in(sql, 4)?;
@@ -258,6 +264,24 @@ mod tests {
         assert_eq!(
             render("CREATE DATABASE IF NOT EXISTS db", "c").unwrap(),
             ["CREATE DATABASE IF NOT EXISTS db ON CLUSTER c"]
+        );
+        assert_eq!(
+            render(
+                "ALTER TABLE db.mv MODIFY QUERY\nSELECT a FROM db.events\nGROUP BY a",
+                "c"
+            )
+            .unwrap(),
+            [
+                "ALTER TABLE db.mv ON CLUSTER c MODIFY QUERY\nSELECT a FROM db.events_local\nGROUP BY a"
+            ]
+        );
+        assert_eq!(
+            render(
+                "CREATE OR REPLACE VIEW db.v AS\nSELECT 1 FROM db.daily",
+                "c"
+            )
+            .unwrap(),
+            ["CREATE OR REPLACE VIEW db.v ON CLUSTER c AS\nSELECT 1 FROM db.daily"]
         );
         assert_eq!(render("SELECT 1", "c").unwrap(), ["SELECT 1"]);
         assert!(render("DROP TABLE db.t", "c").is_err());

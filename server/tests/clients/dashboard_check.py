@@ -35,6 +35,20 @@ def kpi(page, name):
     return number(page.locator(f'[data-kpi="{name}"] .value').inner_text())
 
 
+def revenue_shown(page):
+    """The revenue tile's amounts by currency, as its lines carry them."""
+    lines = page.locator('[data-kpi="revenue"] .amount[data-currency]')
+    return {
+        lines.nth(i).get_attribute("data-currency"): float(lines.nth(i).get_attribute("data-v"))
+        for i in range(lines.count())
+    }
+
+
+def per_currency(amounts):
+    """The views' Map(String, Decimal) as {currency: float}."""
+    return {c: float(a) for c, a in amounts.items()}
+
+
 def main():
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -60,10 +74,21 @@ def main():
             ("page_views", "page_views"),
             ("orders", "orders"),
             ("tickets", "tickets"),
-            ("revenue", "revenue"),
         ]:
             shown, want = kpi(page, name), float(daily[key])
             assert shown == want, f"{name}: the page shows {shown}, the views say {want}"
+        # Revenue: a line per currency, as the views keep it; never one sum.
+        want = per_currency(daily["revenue"])
+        assert len(want) >= 2, want
+        assert revenue_shown(page) == want, (revenue_shown(page), want)
+        tile = page.locator('[data-kpi="revenue"] .value').inner_text()
+        for currency, amount in want.items():
+            assert f"{amount:,.2f} {currency}" in tile, tile
+        # The revenue chart: a line per currency, each named in the legend.
+        legend = page.locator("#revenue .legend").inner_text()
+        for currency in want:
+            assert currency in legend, legend
+            assert page.locator(f'#revenue [data-series="{currency}"]').count() > 0, currency
         # The session cookie is out of the page's scripts' reach.
         assert page.evaluate("document.cookie") == "", "the session cookie is HttpOnly"
         cookie = [c for c in context.cookies() if c["name"] == "bilten_session"][0]
@@ -85,32 +110,37 @@ def main():
         for i, step in enumerate(steps):
             assert float(bars.nth(i).get_attribute("data-v")) == funnel.get(step, 0.0), step
 
-        # The table sorts by a column when its header is clicked.
-        revenue_by_event = {r["event_id"]: float(r["revenue"]) for r in EXPECTED["events"]}
+        # The table sorts by a column when its header is clicked; revenue by
+        # the currency with the most of it (amounts in others do not compare).
+        main = max(want, key=want.get)
         table = page.locator("#performance table")
-        table.get_by_role("button", name="Revenue").click()
-        shown = [
-            number(t)
-            for t in table.locator("tbody tr td:nth-child(6)").all_inner_texts()
-        ]
-        assert shown == sorted(revenue_by_event.values(), reverse=True), shown
-        table.get_by_role("button", name="Revenue").click()
-        shown = [
-            number(t)
-            for t in table.locator("tbody tr td:nth-child(6)").all_inner_texts()
-        ]
-        assert shown == sorted(revenue_by_event.values()), shown
+        expect(page.locator("#performance h2")).to_contain_text(f"revenue sorts by {main}")
+        in_main = {
+            r["event_id"]: float(r["revenue"].get(main, 0)) for r in EXPECTED["events"]
+        }
+        for order in (True, False):
+            table.get_by_role("button", name="Revenue").click()
+            shown = [
+                float(v)
+                for v in table.locator("tbody tr td:nth-child(6)").evaluate_all(
+                    "cells => cells.map(c => c.dataset.v)"
+                )
+            ]
+            assert shown == sorted(in_main.values(), reverse=order), shown
+        for row in EXPECTED["events"]:
+            cell = table.locator(f'tr[data-event="{row["event_id"]}"] td:nth-child(6)').inner_text()
+            for currency, amount in per_currency(row["revenue"]).items():
+                assert f"{amount:,.2f} {currency}" in cell, (row, cell)
         table.get_by_role("button", name="Event").click()
 
         # The filter: one organizer, through the form.
         page.select_option("select[name=organizer]", "org-b")
         page.get_by_role("button", name="Apply").click()
-        expect(page.locator('[data-kpi="revenue"] .value')).to_have_text("40.00")
+        expect(page.locator('[data-kpi="revenue"] .value')).to_have_text("40.00 EUR")
         page.select_option("select[name=organizer]", "")
         page.get_by_role("button", name="Apply").click()
-        expect(page.locator('[data-kpi="revenue"] .value')).to_have_text(
-            f"{float(daily['revenue']):,.2f}"
-        )
+        expect(page.locator('[data-kpi="revenue"] .amount')).to_have_count(len(want))
+        assert revenue_shown(page) == want
         page.screenshot(path=os.environ["SCREENSHOT"], full_page=True)
 
         # The realtime panel refreshes itself in place every 30 s: the
@@ -133,7 +163,7 @@ def main():
         # A read key sees its organizer only, and cannot ask for another.
         sign_in(page, os.environ["READ_KEY"])
         assert page.locator("select[name=organizer] option").all_inner_texts() == ["org-a"]
-        assert kpi(page, "revenue") == 151.0
+        assert revenue_shown(page) == {"EUR": 51.0, "USD": 100.0}, revenue_shown(page)
         response = page.goto(URL + "?organizer=org-b")
         assert response.status == 403
         expect(page.get_by_role("alert")).to_contain_text("org-a only")

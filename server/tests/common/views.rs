@@ -1,6 +1,11 @@
 //! Each dashboard view, and the same aggregation computed from the raw tables.
 //! The two must return identical rows.
 
+/// Revenue per currency from raw sales, as the views keep it (0018).
+const BY_CURRENCY: &str = "sumMap(map(toString(currency), toDecimal128(price * quantity, 2)))";
+/// No revenue, in the same type.
+const NO_REVENUE: &str = "CAST(map(), 'Map(String, Decimal(38, 2))')";
+
 pub const FUNNEL: &str = "['page_view', 'view_event', 'add_to_cart', 'checkout', 'purchase']";
 
 pub fn pairs() -> Vec<(&'static str, String, String)> {
@@ -15,31 +20,31 @@ pub fn pairs() -> Vec<(&'static str, String, String)> {
             "organizer_daily_metrics_mv",
             "SELECT date, organizer_id, events, unique_users, page_views, ticket_sales, tickets_sold, revenue \
              FROM bilten_analytics.organizer_daily_metrics_mv ORDER BY date, organizer_id".into(),
-            "SELECT date, organizer_id, sum(e) AS events, sum(u) AS unique_users, sum(pv) AS page_views, sum(ts) AS ticket_sales, \
-                    sum(q) AS tickets_sold, sum(r) AS revenue FROM ( \
-               SELECT toDate(timestamp) AS date, organizer_id, count() AS e, uniq(user_id) AS u, 0 AS pv, 0 AS ts, 0 AS q, toDecimal128(0, 2) AS r \
+            format!("SELECT date, organizer_id, sum(e) AS events, sum(u) AS unique_users, sum(pv) AS page_views, sum(ts) AS ticket_sales, \
+                    sum(q) AS tickets_sold, sumMap(r) AS revenue FROM ( \
+               SELECT toDate(timestamp) AS date, organizer_id, count() AS e, uniq(user_id) AS u, 0 AS pv, 0 AS ts, 0 AS q, {NO_REVENUE} AS r \
                FROM bilten_analytics.events GROUP BY date, organizer_id \
-               UNION ALL SELECT toDate(timestamp) AS date, organizer_id, 0, 0, count(), 0, 0, toDecimal128(0, 2) \
+               UNION ALL SELECT toDate(timestamp) AS date, organizer_id, 0, 0, count(), 0, 0, {NO_REVENUE} \
                FROM bilten_analytics.page_views GROUP BY date, organizer_id \
-               UNION ALL SELECT toDate(timestamp) AS date, organizer_id, 0, 0, 0, count(), sum(toUInt64(quantity)), sum(toDecimal128(price * quantity, 2)) \
+               UNION ALL SELECT toDate(timestamp) AS date, organizer_id, 0, 0, 0, count(), sum(toUInt64(quantity)), {BY_CURRENCY} \
                FROM bilten_analytics.ticket_sales GROUP BY date, organizer_id \
-             ) GROUP BY date, organizer_id ORDER BY date, organizer_id".into(),
+             ) GROUP BY date, organizer_id ORDER BY date, organizer_id"),
         ),
         (
             "event_performance_mv",
             "SELECT date, organizer_id, event_id, interactions, unique_visitors, page_views, transactions, tickets_sold, revenue, buyers, conversion_rate \
              FROM bilten_analytics.event_performance_mv ORDER BY date, organizer_id, event_id".into(),
-            "SELECT date, organizer_id, event_id, sum(i) AS interactions, sum(uv) AS unique_visitors, sum(pv) AS page_views, sum(t) AS transactions, \
-                    sum(q) AS tickets_sold, sum(r) AS revenue, sum(b) AS buyers, \
+            format!("SELECT date, organizer_id, event_id, sum(i) AS interactions, sum(uv) AS unique_visitors, sum(pv) AS page_views, sum(t) AS transactions, \
+                    sum(q) AS tickets_sold, sumMap(r) AS revenue, sum(b) AS buyers, \
                     if(unique_visitors = 0, 0, round(buyers / unique_visitors * 100, 2)) AS conversion_rate FROM ( \
-               SELECT toDate(timestamp) AS date, organizer_id, event_id, count() AS i, uniq(user_id) AS uv, 0 AS pv, 0 AS t, 0 AS q, toDecimal128(0, 2) AS r, 0 AS b \
+               SELECT toDate(timestamp) AS date, organizer_id, event_id, count() AS i, uniq(user_id) AS uv, 0 AS pv, 0 AS t, 0 AS q, {NO_REVENUE} AS r, 0 AS b \
                FROM bilten_analytics.events WHERE event_id != '' GROUP BY date, organizer_id, event_id \
-               UNION ALL SELECT toDate(timestamp) AS date, organizer_id, event_id, 0, 0, count(), 0, 0, toDecimal128(0, 2), 0 \
+               UNION ALL SELECT toDate(timestamp) AS date, organizer_id, event_id, 0, 0, count(), 0, 0, {NO_REVENUE}, 0 \
                FROM bilten_analytics.page_views WHERE event_id != '' GROUP BY date, organizer_id, event_id \
                UNION ALL SELECT toDate(timestamp) AS date, organizer_id, event_id, 0, 0, 0, count(), sum(toUInt64(quantity)), \
-                    sum(toDecimal128(price * quantity, 2)), uniq(user_id) \
+                    {BY_CURRENCY}, uniq(user_id) \
                FROM bilten_analytics.ticket_sales GROUP BY date, organizer_id, event_id \
-             ) GROUP BY date, organizer_id, event_id ORDER BY date, organizer_id, event_id".into(),
+             ) GROUP BY date, organizer_id, event_id ORDER BY date, organizer_id, event_id"),
         ),
         (
             "user_funnel_mv",
