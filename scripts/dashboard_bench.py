@@ -37,7 +37,7 @@ PANELS = [
     ("page views per hour (projection)", "count() AS page_views FROM bilten_analytics.page_views"),
     ("daily metrics", "organizer_daily_metrics_mv"),
     ("distinct users, visitors, buyers (sketches)", "measure IN ('users'"),
-    ("event performance (sums)", "FROM bilten_analytics.event_performance "),
+    ("event performance (sums, revenue per currency)", "FROM bilten_analytics.event_performance_mv "),
     ("funnel (sketches)", "measure AS step"),
     ("organizer list", "SELECT DISTINCT organizer_id"),
 ]

@@ -114,24 +114,50 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
     };
     // Decimals come as JSON numbers or strings, depending on the settings.
     let number = |v: &Value| -> f64 { v.to_string().trim_matches('"').parse().unwrap() };
-    let revenue = number(
-        &s.query(&format!(
-            "SELECT sum(revenue) AS r FROM ({})",
+    // Revenue per currency, as the raw sales add up in each currency.
+    let shown = s
+        .query(&format!(
+            "SELECT currency, toString(sum(amount)) AS r FROM ({}) GROUP BY currency ORDER BY currency",
             expand(&panel(4), from, to, "all")
         ))
-        .await[0]["r"],
-    );
+        .await;
     let raw = s
         .query(&format!(
-            "SELECT toString(sum(toDecimal128(price * quantity, 2))) AS r, sum(quantity) AS q FROM bilten_analytics.ticket_sales \
+            "SELECT currency, toString(sum(toDecimal128(price * quantity, 2))) AS r FROM bilten_analytics.ticket_sales \
+             WHERE toDate(timestamp) >= toDate({from}) AND toDate(timestamp) <= toDate({to}) \
+             GROUP BY currency ORDER BY currency"
+        ))
+        .await;
+    assert!(raw.len() >= 2, "sales in several currencies: {raw:?}");
+    let pairs = |rows: &[Value]| -> Vec<(String, f64)> {
+        rows.iter()
+            .map(|r| (r["currency"].as_str().unwrap().to_string(), number(&r["r"])))
+            .collect()
+    };
+    assert_eq!(pairs(&shown), pairs(&raw));
+    let raw = s
+        .query(&format!(
+            "SELECT sum(quantity) AS q FROM bilten_analytics.ticket_sales \
              WHERE toDate(timestamp) >= toDate({from}) AND toDate(timestamp) <= toDate({to})"
         ))
         .await;
-    let raw_revenue = number(&raw[0]["r"]);
-    assert!(
-        (revenue - raw_revenue).abs() < 0.005,
-        "{revenue} vs {raw_revenue}"
-    );
+    // The table writes each event's revenue per currency, never a sum.
+    let table = s.query(&expand(&panel(6), from, to, "all")).await;
+    assert!(!table.is_empty());
+    for row in &table {
+        let text = row["revenue"].as_str().unwrap();
+        for amount in text.split(", ") {
+            let (number, currency) = amount.split_once(' ').unwrap();
+            assert!(
+                number
+                    .split_once('.')
+                    .is_some_and(|(_, cents)| cents.len() == 2)
+                    && currency.len() == 3
+                    && currency.bytes().all(|b| b.is_ascii_uppercase()),
+                "{text}: an amount then its currency, in each currency"
+            );
+        }
+    }
     let tickets = s
         .query(&format!(
             "SELECT sum(tickets) AS t FROM ({})",
