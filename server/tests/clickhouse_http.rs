@@ -1067,3 +1067,424 @@ async fn bodies_are_read_one_turn_at_a_time_and_long_texts_refused_before_parsin
     );
     s.stop().await.unwrap();
 }
+
+/// One raw HTTP/1.1 exchange: `head` (request line and headers, no blank
+/// line), then `body`; the response's text as far as it comes within
+/// `wait` (the server may answer before the body is all sent).
+async fn raw_exchange(url: &str, head: &str, body: &[u8], wait: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(format!("{head}\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    c.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&buf[..n]);
+                // Enough once the headers and a little of the body are in.
+                if out.windows(4).any(|w| w == b"\r\n\r\n") && out.len() > 200 {
+                    break;
+                }
+            }
+            Ok(Err(_)) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The handler's steps answer as the one handler did: who before the body,
+/// the turn before the body and through the statement, credentials never
+/// from a form, a form's settings through the allow-list, the empty
+/// statement's two answers, and each refusal's code, status and query id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handlers_steps_keep_auth_turns_forms_and_codes() {
+    use std::time::Duration;
+    let (s, url) = server_with(|c| {
+        c.clickhouse_http.concurrency = 1;
+        c.clickhouse_http.max_body_bytes = 1 << 20;
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let basic = |u: (&str, &str)| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", u.0, u.1))
+    };
+
+    // No credentials, a 100 MB body announced, 8 bytes sent: refused at
+    // once, the body never waited for, the query id echoed.
+    let answer = raw_exchange(
+        &url,
+        "POST /?query_id=attack-1 HTTP/1.1\r\nContent-Length: 100000000",
+        b"SELECT 1",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-clickhouse-exception-code: 516"),
+        "{answer}"
+    );
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-clickhouse-query-id: attack-1"),
+        "{answer}"
+    );
+
+    // A reader's body half sent holds the one turn: another reader's
+    // statement waits; a stranger is still refused at once (no turn taken).
+    let holder = {
+        let (url, auth) = (url.clone(), basic(READER));
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let addr = url
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string();
+            let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            c.write_all(
+                format!(
+                    "POST / HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Basic {auth}\r\nContent-Length: 10\r\n\r\nSELECT"
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+            tokio::time::sleep(Duration::from_secs(4)).await;
+            c.write_all(b" 7\n\n").await.unwrap();
+            let mut out = vec![0u8; 4096];
+            let n = c.read(&mut out).await.unwrap();
+            String::from_utf8_lossy(&out[..n]).into_owned()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let waited = http
+        .post(format!("{url}/"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body("SELECT 1")
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await;
+    assert!(
+        waited.is_err(),
+        "ran while another held the turn: {waited:?}"
+    );
+    let stranger = http
+        .post(format!("{url}/"))
+        .basic_auth("reader", Some("nope"))
+        .body("SELECT 1")
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("a stranger is answered without a turn");
+    assert_eq!(stranger.status(), 403);
+    let held = holder.await.unwrap();
+    assert!(held.starts_with("HTTP/1.1 200"), "{held}");
+    assert!(held.ends_with("7\n"), "{held}");
+
+    // The empty statement: GET is ClickHouse's liveness answer, POST an
+    // error; neither without credentials.
+    let r = http
+        .get(format!("{url}/"))
+        .basic_auth(READER.0, Some(READER.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, "Ok.\n".to_string())
+    );
+    let r = http
+        .get(format!("{url}/?query=%20%20"))
+        .basic_auth(READER.0, Some(READER.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap()),
+        (200, "Ok.\n".to_string())
+    );
+    let r = http.get(format!("{url}/")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    for body in ["", "  \n\t"] {
+        let (status, code, text) = post_to(&url, "?query_id=empty", READER, body).await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (400, Some("62")),
+            "{body:?}: {text}"
+        );
+        assert!(text.contains("Empty query"), "{text}");
+    }
+
+    // Credentials in a form are not credentials: the URL's or the
+    // headers' are taken before the body is read.
+    let form = |fields: &[(&str, &str)], boundary: &str| -> String {
+        let mut f = String::new();
+        for (name, value) in fields {
+            f.push_str(&format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            ));
+        }
+        f.push_str(&format!("--{boundary}--\r\n"));
+        f
+    };
+    let send_form =
+        |query: &'static str, auth: Option<(&'static str, &'static str)>, body: String| {
+            let http = http.clone();
+            let url = url.clone();
+            async move {
+                let mut r = http
+                    .post(format!("{url}/{query}"))
+                    .header("Content-Type", "multipart/form-data; boundary=XyZ")
+                    .body(body);
+                if let Some((u, p)) = auth {
+                    r = r.basic_auth(u, Some(p));
+                }
+                let r = r.send().await.unwrap();
+                let code = r
+                    .headers()
+                    .get("X-ClickHouse-Exception-Code")
+                    .map(|v| v.to_str().unwrap().to_string());
+                (r.status().as_u16(), code, r.text().await.unwrap())
+            }
+        };
+    let insert = "INSERT INTO settings (key) FORMAT JSONEachRow {\"key\":\"form\"}";
+    let (status, code, text) = send_form(
+        "",
+        None,
+        form(
+            &[
+                ("user", WRITER.0),
+                ("password", WRITER.1),
+                ("query", insert),
+            ],
+            "XyZ",
+        ),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (403, Some("516")), "{text}");
+    let (status, code, text) = send_form(
+        "",
+        Some(READER),
+        form(
+            &[
+                ("user", WRITER.0),
+                ("password", WRITER.1),
+                ("query", insert),
+            ],
+            "XyZ",
+        ),
+    )
+    .await;
+    assert_eq!(
+        status, 403,
+        "a reader wrote with a form's credentials: {code:?} {text}"
+    );
+    // A form's settings go through the allow-list; `readonly` only tightens.
+    for (name, value, want) in [
+        ("readonly", "0", "164"),
+        ("format_template_resultset", "/etc/passwd", "164"),
+        ("no_such_setting", "1", "164"),
+    ] {
+        let (status, code, text) = send_form(
+            "",
+            Some(READER),
+            form(&[("query", "SELECT 1"), (name, value)], "XyZ"),
+        )
+        .await;
+        assert_eq!(
+            (status, code.as_deref()),
+            (403, Some(want)),
+            "{name}: {text}"
+        );
+    }
+    let (status, _, text) = send_form(
+        "",
+        Some(WRITER),
+        form(&[("query", insert), ("readonly", "1")], "XyZ"),
+    )
+    .await;
+    assert_eq!(status, 403, "readonly=1 in a form did not tighten: {text}");
+    // A form's `param_*` is bound, never spliced.
+    let (status, _, text) = send_form(
+        "",
+        Some(READER),
+        form(
+            &[
+                ("query", "SELECT {v:String}"),
+                ("param_v", "x'); SELECT ('y"),
+            ],
+            "XyZ",
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, text.as_str()),
+        (200, "x\\'); SELECT (\\'y\n"),
+        "{text}"
+    );
+    // A file field, a broken form.
+    let file = "--XyZ\r\nContent-Disposition: form-data; name=\"t\"; filename=\"t.tsv\"\r\n\r\n1\r\n--XyZ--\r\n";
+    let (status, code, text) = send_form("?query=SELECT%201", Some(READER), file.into()).await;
+    assert_eq!((status, code.as_deref()), (413, Some("1001")), "{text}");
+    assert!(text.contains("external tables"), "{text}");
+    let (status, code, text) = send_form(
+        "?query=SELECT%201",
+        Some(READER),
+        "--XyZ\r\nnonsense".into(),
+    )
+    .await;
+    assert_eq!((status, code.as_deref()), (413, Some("1001")), "{text}");
+    assert!(text.contains("multipart form is malformed"), "{text}");
+
+    // Bounds and decoding: each with its code, status and query id.
+    let big = vec![b'a'; (1 << 20) + 1];
+    let r = http
+        .post(format!("{url}/?query_id=big"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["X-ClickHouse-Exception-Code"], "1001");
+    assert_eq!(r.headers()["X-ClickHouse-Query-Id"], "big");
+    let bomb =
+        bilten_analytics::clickhouse_http::codec::encode_content("gzip", &vec![b' '; 8 << 20]);
+    let r = http
+        .post(format!("{url}/"))
+        .basic_auth(READER.0, Some(READER.1))
+        .header("Content-Encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413, "{:?}", r.headers());
+    assert_eq!(r.headers()["X-ClickHouse-Exception-Code"], "1001");
+    let r = http
+        .post(format!("{url}/?decompress=1&query_id=dc"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body("not blocks at all, not at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["X-ClickHouse-Exception-Code"], "271");
+    assert_eq!(r.headers()["X-ClickHouse-Query-Id"], "dc");
+    let r = http
+        .post(format!("{url}/"))
+        .basic_auth(READER.0, Some(READER.1))
+        .header("Content-Encoding", "compress")
+        .body("SELECT 1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["X-ClickHouse-Exception-Code"], "1001");
+    let r = http
+        .post(format!("{url}/"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body(b"SELECT 1 \xff\xfe".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["X-ClickHouse-Exception-Code"], "62");
+
+    assert_eq!(s.count("settings").await, 0);
+    s.stop().await.unwrap();
+}
+
+/// A limit a reader sends only tightens: a value smaller than ours that
+/// the engine reads as 0 (no limit at all) must not loosen it. The engine
+/// keeps `max_execution_time` in whole microseconds, so anything under
+/// 1 µs (0.0000001, 1e-300) became 0: no timeout. A client that then hangs
+/// up gives its turn back while the statement runs on in the engine.
+#[tokio::test]
+async fn a_limit_below_the_engines_resolution_is_not_no_limit() {
+    let (s, url) = server_with(|c| c.clickhouse_http.concurrency = 1).await;
+    let mut failures = Vec::new();
+    for query in [
+        "?max_execution_time=0.0000001",
+        "?max_execution_time=1e-300",
+        "?max_execution_time=0.0000009",
+    ] {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/{query}"))
+            .basic_auth(READER.0, Some(READER.1))
+            .body("SELECT count() FROM numbers(100000000000)")
+            .timeout(std::time::Duration::from_secs(8))
+            .send()
+            .await;
+        match r {
+            Err(e) => failures.push(format!("{query}: the 3 s limit did not hold: {e}")),
+            Ok(r) => {
+                let code = r
+                    .headers()
+                    .get("X-ClickHouse-Exception-Code")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let text = r.text().await.unwrap();
+                // Refused as a value, or run under a limit: never unlimited.
+                if !matches!(code.as_deref(), Some("159" | "36" | "164")) {
+                    failures.push(format!("{query}: {code:?} {text}"));
+                }
+            }
+        }
+    }
+    // Statements whose clients hung up, still running, past any limit.
+    let (_, _, running) = post(
+        &url,
+        READER,
+        "SELECT count() FROM system.processes WHERE query LIKE '%numbers(100000000000)%' AND query NOT LIKE '%system.processes%'",
+    )
+    .await;
+    if running.trim() != "0" {
+        failures.push(format!(
+            "{} unlimited statements still run in the engine",
+            running.trim()
+        ));
+    }
+    if let Err(e) = s.stop().await {
+        failures.push(format!("the server did not stop: {e}"));
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A client that hangs up does not give its statement's turn back while
+/// the engine still runs it: with one turn, the next statement waits for
+/// the abandoned one to end (its 3 s limit), and so finds it gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_up_statement_keeps_its_turn_until_the_engine_ends_it() {
+    let (s, url) = server_with(|c| c.clickhouse_http.concurrency = 1).await;
+    let long = "SELECT count() FROM numbers(100000000000)";
+    let abandoned = reqwest::Client::new()
+        .post(format!("{url}/"))
+        .basic_auth(READER.0, Some(READER.1))
+        .body(long)
+        .timeout(std::time::Duration::from_millis(700))
+        .send()
+        .await;
+    assert!(abandoned.is_err(), "the client hung up before the answer");
+    let (status, _, running) = post(
+        &url,
+        READER,
+        "SELECT count() FROM system.processes WHERE query LIKE '%numbers(100000000000)%' \
+         AND query NOT LIKE '%system.processes%'",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        running.trim(),
+        "0",
+        "the next statement ran beside the abandoned one: the turn was given back early"
+    );
+    s.stop().await.unwrap();
+}

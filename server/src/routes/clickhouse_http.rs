@@ -32,7 +32,9 @@ pub struct ClickHouseHttp {
     storage: Arc<dyn Storage>,
     /// Name, password SHA-256, access.
     users: Vec<(String, [u8; 32], Access)>,
-    permits: Semaphore,
+    /// Statements in the engine at once (`concurrency`), each holding its
+    /// turn from its body's first byte to its end in the engine.
+    permits: Arc<Semaphore>,
     max_body: usize,
     home: String,
     /// What writers may run: the `clickhouse` backend's statements for the
@@ -57,7 +59,7 @@ impl ClickHouseHttp {
         Arc::new(ClickHouseHttp {
             storage,
             users,
-            permits: Semaphore::new(cfg.concurrency),
+            permits: Arc::new(Semaphore::new(cfg.concurrency)),
             max_body: cfg.max_body_bytes,
             home: cfg.database.clone(),
             policy: Arc::new(Policy::new(
@@ -214,7 +216,12 @@ async fn run(
     // A statement's turn is taken before its body is read: at most
     // `concurrency` bodies (each at most `max_body_bytes` decoded) are held
     // at once, whoever sends them.
-    let _permit = state.permits.acquire().await;
+    let permit = state
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .expect("the semaphore is never closed");
     let body = read_body(state, pairs, headers, body).await?;
     let Some((sql, data)) = statement(last_param(pairs, "query"), body)? else {
         return match method {
@@ -224,7 +231,21 @@ async fn run(
     };
     let request = session_request(state, method, pairs, access, sql, data);
     let statement: String = request.sql.chars().take(300).collect();
-    state.storage.session(request).await.map(Some).map_err(|e| {
+    // The statement keeps its turn until the engine is done with it, even
+    // if its client hangs up: the engine does not stop with the request, so
+    // a turn given back early would let any number run at once.
+    let storage = state.storage.clone();
+    let ran = tokio::spawn(async move {
+        let _turn = permit;
+        storage.session(request).await
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(StorageError::transient(format!(
+            "the statement's task failed: {e}"
+        )))
+    });
+    ran.map(Some).map_err(|e| {
         let refused = matches!(e.code(), Some(164 | 497));
         let e = Exception::from(e);
         if refused {

@@ -51,11 +51,7 @@ impl Inner {
             let prefix = format!("--{name}=");
             match args.iter_mut().find(|a| a.starts_with(&prefix)) {
                 Some(ours) => {
-                    if let (Ok(theirs), Ok(current)) =
-                        (value.parse::<f64>(), ours[prefix.len()..].parse::<f64>())
-                        && theirs > 0.0
-                        && theirs < current
-                    {
+                    if tightens(name, value, &ours[prefix.len()..]) {
                         *ours = format!("{prefix}{value}");
                     }
                 }
@@ -329,6 +325,56 @@ impl Inner {
 }
 
 /// An error in the engine's own words and code, for the interface's clients.
+/// Whether a user's `theirs` for the limit `name` is tighter than `ours`
+/// as the engine reads it. The engine keeps time in whole microseconds and
+/// byte counts in whole bytes, and reads 0 as no limit at all: so a time
+/// under a millisecond (`1e-7` became 0) or a count under one byte would
+/// lift the limit it claims to tighten. Those keep ours.
+fn tightens(name: &str, theirs: &str, ours: &str) -> bool {
+    match name {
+        "max_execution_time" => match (theirs.parse::<f64>(), ours.parse::<f64>()) {
+            (Ok(t), Ok(o)) => t.is_finite() && t >= 0.001 && t < o,
+            _ => false,
+        },
+        _ => match (theirs.parse::<u64>(), ours.parse::<u64>()) {
+            (Ok(t), Ok(o)) => t >= 1 && t < o,
+            _ => false,
+        },
+    }
+}
+
 fn refusal(code: u32, name: &str, message: &str) -> StorageError {
     StorageError::rejected(format!("Code: {code}. DB::Exception: {message}. ({name})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tightens;
+
+    /// A value the engine would read as 0 (no limit) never replaces ours.
+    #[test]
+    fn a_limit_only_tightens_as_the_engine_reads_it() {
+        for (name, theirs, ours, want) in [
+            ("max_execution_time", "1", "30", true),
+            ("max_execution_time", "0.5", "30", true),
+            ("max_execution_time", "0.001", "30", true),
+            ("max_execution_time", "0.0000001", "30", false),
+            ("max_execution_time", "1e-300", "30", false),
+            ("max_execution_time", "0", "30", false),
+            ("max_execution_time", "-1", "30", false),
+            ("max_execution_time", "NaN", "30", false),
+            ("max_execution_time", "60", "30", false),
+            ("max_memory_usage", "1000", "1000000", true),
+            ("max_memory_usage", "0.5", "1000000", false),
+            ("max_memory_usage", "0", "1000000", false),
+            ("max_result_bytes", "1e3", "1000000", false),
+            ("max_result_bytes", "2000000", "1000000", false),
+        ] {
+            assert_eq!(
+                tightens(name, theirs, ours),
+                want,
+                "{name}={theirs} vs {ours}"
+            );
+        }
+    }
 }
