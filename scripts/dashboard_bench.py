@@ -35,9 +35,9 @@ PANELS = [
     ("realtime (5-minute buckets)", "realtime_dashboard"),
     ("events per hour", "events_hourly_mv"),
     ("page views per hour (projection)", "count() AS page_views FROM bilten_analytics.page_views"),
-    ("daily metrics", "organizer_daily_metrics_mv"),
+    ("daily metrics (revenue per currency)", "FROM bilten_analytics.metrics_daily WHERE"),
     ("distinct users, visitors, buyers (sketches)", "measure IN ('users'"),
-    ("event performance (sums, revenue per currency)", "FROM bilten_analytics.event_performance_mv "),
+    ("event performance (sums, revenue per currency)", "FROM bilten_analytics.event_performance WHERE"),
     ("funnel (sketches)", "measure AS step"),
     ("organizer list", "SELECT DISTINCT organizer_id"),
 ]

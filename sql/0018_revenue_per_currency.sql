@@ -13,8 +13,11 @@ ALTER TABLE bilten_analytics.metrics_daily ADD COLUMN IF NOT EXISTS revenue_by_c
 ALTER TABLE bilten_analytics.event_performance ADD COLUMN IF NOT EXISTS revenue_by_currency SimpleAggregateFunction(sumMap, Map(String, Decimal(38, 2)));
 
 -- What was stored before this migration, by the same SELECTs as the views
--- below. The token makes a second run (an interrupted migration run
--- again) add nothing: the tables deduplicate inserts (0009).
+-- below, for the days that have no amount per currency yet. So a second
+-- run (an interrupted migration run again, or its text sent again by a
+-- writer of the ClickHouse interface, which may send migrations word for
+-- word) adds nothing: every day with sales has its amounts after the
+-- first. The token also makes a retried insert a no-op (0009).
 INSERT INTO bilten_analytics.metrics_daily (date, organizer_id, revenue_by_currency)
 SETTINGS insert_deduplication_token = 'migration-0018-metrics-daily'
 SELECT
@@ -22,6 +25,8 @@ SELECT
     organizer_id,
     sumMap(map(toString(currency), toDecimal128(price * quantity, 2))) AS revenue_by_currency
 FROM bilten_analytics.ticket_sales
+WHERE (toDate(timestamp), organizer_id) GLOBAL NOT IN (
+    SELECT date, organizer_id FROM bilten_analytics.metrics_daily WHERE notEmpty(revenue_by_currency))
 GROUP BY date, organizer_id;
 
 INSERT INTO bilten_analytics.event_performance (date, organizer_id, event_id, revenue_by_currency)
@@ -32,6 +37,8 @@ SELECT
     event_id,
     sumMap(map(toString(currency), toDecimal128(price * quantity, 2))) AS revenue_by_currency
 FROM bilten_analytics.ticket_sales
+WHERE (toDate(timestamp), organizer_id, event_id) GLOBAL NOT IN (
+    SELECT date, organizer_id, event_id FROM bilten_analytics.event_performance WHERE notEmpty(revenue_by_currency))
 GROUP BY date, organizer_id, event_id;
 
 -- The views that feed them now add each sale's amount under its currency

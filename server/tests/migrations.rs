@@ -391,8 +391,9 @@ async fn page_views_per_hour_follow_a_lightweight_delete() {
 /// `0018_revenue_per_currency.sql` on a store that already has sales: each
 /// day's revenue is split by currency from the stored sales; a day whose
 /// sales retention has since deleted keeps its amount under the unknown
-/// currency ''; a second run adds nothing; later sales are split as they
-/// arrive. No amount is lost or counted twice.
+/// currency ''; a second run adds nothing, even once its insert tokens are
+/// forgotten; later sales are split as they arrive. No amount is lost or
+/// counted twice.
 #[tokio::test]
 async fn the_currency_migration_splits_stored_revenue_and_loses_none() {
     let (_dir, storage) = open().await;
@@ -459,6 +460,13 @@ async fn the_currency_migration_splits_stored_revenue_and_loses_none() {
         )
         .await
         .unwrap();
+    // Sent again long after, when the tables no longer remember its
+    // tokens (a writer of the ClickHouse interface may send migrations):
+    // the days already split are left alone.
+    for statement in currency[0].statements() {
+        let statement = statement.replace("'migration-0018-", "'much-later-");
+        storage.execute(&statement).await.unwrap();
+    }
     for view in ["organizer_daily_metrics_mv", "event_performance_mv"] {
         let text = query_text(
             &*storage,
