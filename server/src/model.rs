@@ -34,7 +34,7 @@ pub fn plain_identifier(name: &str) -> bool {
 }
 
 /// The tables rows are buffered for: the three kinds clients send, each with
-/// its route, and the two the plugin chain writes.
+/// its route, and the three the plugin chain writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -43,15 +43,17 @@ pub enum Table {
     TicketSales,
     RejectedEvents,
     PluginQuarantine,
+    FilteredTraffic,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [
+    pub const ALL: [Table; 6] = [
         Table::Events,
         Table::PageViews,
         Table::TicketSales,
         Table::RejectedEvents,
         Table::PluginQuarantine,
+        Table::FilteredTraffic,
     ];
     /// The tables clients write to.
     pub const INGEST: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
@@ -64,6 +66,7 @@ impl Table {
             Table::TicketSales => "ticket-sales",
             Table::RejectedEvents => "rejected-events",
             Table::PluginQuarantine => "plugin-quarantine",
+            Table::FilteredTraffic => "filtered-traffic",
         }
     }
 
@@ -77,7 +80,7 @@ impl Table {
             Table::Events => Some(&bilten_schema::EVENTS),
             Table::PageViews => Some(&bilten_schema::PAGE_VIEWS),
             Table::TicketSales => Some(&bilten_schema::TICKET_SALES),
-            Table::RejectedEvents | Table::PluginQuarantine => None,
+            Table::RejectedEvents | Table::PluginQuarantine | Table::FilteredTraffic => None,
         }
     }
 
@@ -99,6 +102,7 @@ impl Table {
             Table::TicketSales => "ticket_sales",
             Table::RejectedEvents => "rejected_events",
             Table::PluginQuarantine => "plugin_quarantine",
+            Table::FilteredTraffic => "filtered_traffic",
         }
     }
 }

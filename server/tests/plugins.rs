@@ -337,6 +337,34 @@ async fn concurrent_requests_share_plugin_calls_and_keep_their_own_verdicts() {
         calls < 300,
         "300 requests in flight together should share calls, made {calls}"
     );
+    // What the bots plugin filtered out is counted, not just gone: 75
+    // crawlers, today, for org-1 (one row per batch, added up).
+    let (status, filtered) = s.admin_get("/admin/traffic/filtered").await;
+    assert_eq!(status, 200, "{filtered}");
+    assert_eq!(filtered["events"], 75, "{filtered}");
+    let rows = filtered["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{filtered}");
+    let today = chrono::Utc::now().date_naive().to_string();
+    assert_eq!(
+        (
+            rows[0]["date"].as_str().unwrap(),
+            rows[0]["organizer_id"].as_str().unwrap(),
+            rows[0]["source_table"].as_str().unwrap(),
+            rows[0]["plugin"].as_str().unwrap(),
+            rows[0]["events"].as_u64().unwrap(),
+        ),
+        (today.as_str(), "org-1", "events", "bots", 75),
+        "{filtered}"
+    );
+    let (status, other) = s.admin_get("/admin/traffic/filtered?organizer=org-2").await;
+    assert_eq!(
+        (status, other["events"].as_u64()),
+        (200, Some(0)),
+        "{other}"
+    );
+    let (status, bad) = s.admin_get("/admin/traffic/filtered?from=yesterday").await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(bad.to_string().contains("from: expected a date"), "{bad}");
     s.stop().await.unwrap();
 }
 

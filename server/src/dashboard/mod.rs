@@ -282,6 +282,8 @@ pub struct Figures {
     pub funnel: Vec<(String, f64)>,
     /// Organizers to choose from (the admin's filter).
     pub organizers: Vec<String>,
+    /// Events the plugins filtered out over the range, per plugin.
+    pub filtered: Vec<(String, f64)>,
 }
 
 /// The funnel's steps, as `sql/0007_user_funnel.sql` orders them.
@@ -295,6 +297,56 @@ pub const FUNNEL: [(&str, &str); 5] = [
 
 /// How far back the realtime panel looks.
 pub const REALTIME_MINUTES: i64 = 120;
+
+/// Events a plugin dropped (bots, …) on one day, for one organizer, table,
+/// plugin and reason: what `filtered_traffic` counts.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Filtered {
+    pub date: NaiveDate,
+    pub organizer_id: String,
+    pub source_table: String,
+    pub plugin: String,
+    pub reason: String,
+    pub events: u64,
+}
+
+/// Most rows [`filtered_traffic`] answers with (366 days of a few plugins
+/// for many organizers); the rest are counted in its total only.
+pub const MAX_FILTERED_ROWS: usize = 10_000;
+
+/// The filter's filtered traffic, per day, organizer, table, plugin and
+/// reason, and the total of every row (listed or not).
+pub async fn filtered_traffic(
+    storage: &dyn Storage,
+    filter: &Filter,
+) -> Result<(Vec<Filtered>, u64), StorageError> {
+    let sql = format!(
+        "SELECT toString(date) AS day, organizer_id, source_table, plugin, reason, \
+         sum(events) AS events FROM {DATABASE}.filtered_traffic WHERE {}{} \
+         GROUP BY date, organizer_id, source_table, plugin, reason \
+         ORDER BY date, organizer_id, source_table, plugin, reason",
+        filter.dates_sql("date"),
+        filter.organizer_sql()
+    );
+    let found = rows(storage, &sql, &filter.params()).await?;
+    let total = found.iter().map(|r| num(&r["events"]) as u64).sum();
+    let listed = found
+        .iter()
+        .take(MAX_FILTERED_ROWS)
+        .filter_map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            Some(Filtered {
+                date: NaiveDate::parse_from_str(r["day"].as_str()?, "%Y-%m-%d").ok()?,
+                organizer_id: text("organizer_id"),
+                source_table: text("source_table"),
+                plugin: text("plugin"),
+                reason: text("reason"),
+                events: num(&r["events"]) as u64,
+            })
+        })
+        .collect();
+    Ok((listed, total))
+}
 
 async fn rows(
     storage: &dyn Storage,
@@ -431,17 +483,34 @@ pub async fn figures(
         }
     };
     // At once: the page waits for the slowest panel, not for their sum.
-    let ((now, realtime), hourly, hourly_page_views, daily, sketches, events, reached, organizers) =
-        tokio::try_join!(
-            realtime(storage, filter),
-            rows(storage, &hourly, &params),
-            rows(storage, &hourly_page_views, &params),
-            rows(storage, &daily, &params),
-            rows(storage, &sketches, &params),
-            rows(storage, &events, &params),
-            rows(storage, &funnel, &funnel_params),
-            organizers,
-        )?;
+    let (
+        (now, realtime),
+        hourly,
+        hourly_page_views,
+        daily,
+        sketches,
+        events,
+        reached,
+        organizers,
+        (filtered, _),
+    ) = tokio::try_join!(
+        realtime(storage, filter),
+        rows(storage, &hourly, &params),
+        rows(storage, &hourly_page_views, &params),
+        rows(storage, &daily, &params),
+        rows(storage, &sketches, &params),
+        rows(storage, &events, &params),
+        rows(storage, &funnel, &funnel_params),
+        organizers,
+        filtered_traffic(storage, filter),
+    )?;
+    let mut by_plugin: Vec<(String, f64)> = Vec::new();
+    for f in &filtered {
+        match by_plugin.iter_mut().find(|(p, _)| *p == f.plugin) {
+            Some((_, n)) => *n += f.events as f64,
+            None => by_plugin.push((f.plugin.clone(), f.events as f64)),
+        }
+    }
     let distinct = |measure: &str, event_id: &str| {
         sketches
             .iter()
@@ -507,6 +576,7 @@ pub async fn figures(
         events,
         funnel,
         organizers,
+        filtered: by_plugin,
     })
 }
 

@@ -307,6 +307,21 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         "No funnel steps in this period.",
     );
 
+    // What the plugins filtered out (bots, …): kept out of every figure
+    // above, shown so nobody wonders where the traffic went.
+    let filtered_bars: Vec<(String, f64, String)> = f
+        .filtered
+        .iter()
+        .map(|(plugin, n)| (plugin.clone(), *n, String::new()))
+        .collect();
+    let filtered = charts::category_bars(
+        "filtered",
+        "Filtered out: events dropped by plugins",
+        Unit::Count("events"),
+        &filtered_bars,
+        "No events were filtered out in this period.",
+    );
+
     let admin = matches!(viewer, Viewer::Admin);
     let body = html! {
         // Filters: a GET form (no secret in it), organizer and dates.
@@ -342,6 +357,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             }
         }
         (PreEscaped(funnel))
+        (PreEscaped(filtered))
         (performance_table(f, main_currency.as_deref()))
         (PreEscaped(SCRIPT))
     };
@@ -518,6 +534,7 @@ mod tests {
             }],
             funnel: vec![],
             organizers: vec!["org-a".into(), hostile.into()],
+            filtered: vec![(hostile.into(), 3.0)],
         };
         let escaped = "o&#39;&lt;b&gt;&amp;&quot;x";
         let pages = [
@@ -534,6 +551,10 @@ mod tests {
                 "{page}"
             );
         }
+        // What the plugins filtered out is drawn, its plugin's name as text.
+        let page = dashboard(&admin, &filter, &f);
+        let chart = &page[page.find("id=\"filtered\"").unwrap()..];
+        assert!(chart.contains("data-v=\"3\""), "{chart}");
         // A currency code is text too, in the tile, the chart and the table.
         assert!(!dashboard(&admin, &filter, &f).contains(&format!("data-currency=\"{hostile}")));
         // The chosen organizer stays selected, its value escaped.
@@ -579,6 +600,7 @@ mod tests {
             }],
             funnel: vec![],
             organizers: vec![],
+            filtered: vec![],
         };
         let page = dashboard(&admin, &filter, &f);
         let tile = &page[page.find("data-kpi=\"revenue\"").unwrap()..];

@@ -151,6 +151,11 @@ impl Pipeline {
                 Bytes::from(out.quarantine_rows),
                 quarantined,
             ),
+            (
+                Table::FilteredTraffic,
+                Bytes::from(out.filtered_rows),
+                out.filtered,
+            ),
         ]
         .into_iter()
         .filter(|(_, _, n)| *n > 0)

@@ -50,6 +50,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     16 "0016_page_views_hourly.sql",
     17 "0017_records_moved.sql",
     18 "0018_revenue_per_currency.sql",
+    19 "0019_filtered_traffic.sql",
 ];
 
 impl Migration {

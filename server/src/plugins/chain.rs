@@ -24,6 +24,11 @@ pub struct ChainOutput {
     pub parsed: Parsed,
     /// The indexes of the events a plugin's verdict dropped (bots, …).
     pub dropped: Vec<usize>,
+    /// JSONEachRow lines for `filtered_traffic`: dropped events counted
+    /// per day, organizer and plugin, one line each.
+    pub filtered_rows: Vec<u8>,
+    /// How many lines `filtered_rows` holds.
+    pub filtered: usize,
     /// JSONEachRow lines for `rejected_events`: one per plugin rejection.
     pub rejected_rows: Vec<u8>,
     /// The index and id of each event a plugin rejected.
@@ -200,6 +205,8 @@ fn apply(
     let stats = &plugin.stats;
     let mut gone = vec![false; out.parsed.rows.len()];
     let mut counts = [0u64; 4];
+    // Dropped events per organizer: what `filtered_traffic` counts.
+    let mut filtered: std::collections::BTreeMap<String, u64> = Default::default();
     for (&pos, decision) in seen.iter().zip(decisions) {
         match decision {
             Decision::Keep => counts[0] += 1,
@@ -212,7 +219,9 @@ fn apply(
             }
             Decision::Drop => {
                 gone[pos] = true;
-                out.dropped.push(out.parsed.rows[pos].0);
+                let (index, row) = &out.parsed.rows[pos];
+                out.dropped.push(*index);
+                *filtered.entry(row.organizer_id().to_string()).or_default() += 1;
                 counts[2] += 1;
             }
             Decision::Reject(r) => {
@@ -256,6 +265,24 @@ fn apply(
         if *n > 0 {
             metrics::counter!(telemetry::PLUGIN_VERDICTS, "plugin" => name.to_string(), "verdict" => verdict).increment(*n);
         }
+    }
+    // The day the events were filtered (received), not the day they claim:
+    // a bot's timestamps are whatever it sends.
+    let date = received.get(..10).unwrap_or(received);
+    for (organizer_id, events) in filtered {
+        write_line(
+            &mut out.filtered_rows,
+            &FilteredRow {
+                date,
+                organizer_id: &organizer_id,
+                source_table: table.name(),
+                plugin: name,
+                // The contract's drop verdict carries no reason yet.
+                reason: "drop",
+                events,
+            },
+        );
+        out.filtered += 1;
     }
     remove(out, &gone);
 }
@@ -323,6 +350,18 @@ fn remove(out: &mut ChainOutput, gone: &[bool]) {
         i += 1;
         !gone[i - 1]
     });
+}
+
+/// A `filtered_traffic` row: how many of an organizer's events a plugin
+/// dropped in one batch.
+#[derive(Serialize)]
+struct FilteredRow<'a> {
+    date: &'a str,
+    organizer_id: &'a str,
+    source_table: &'a str,
+    plugin: &'a str,
+    reason: &'a str,
+    events: u64,
 }
 
 /// A `rejected_events` row.

@@ -187,6 +187,39 @@ fn default_slow_ms() -> u64 {
     1000
 }
 
+#[derive(serde::Deserialize)]
+pub struct FilteredParams {
+    organizer: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Events the plugins filtered out (bots, …), per day, organizer, table,
+/// plugin and reason, over a range of days (the dashboard's filter: the
+/// last 30 by default, at most 366).
+pub async fn filtered_traffic(
+    State(app): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<FilteredParams>,
+) -> Result<Json<Value>, ApiError> {
+    let filter = crate::dashboard::Filter::new(
+        &crate::dashboard::Viewer::Admin,
+        p.organizer.as_deref(),
+        p.from.as_deref(),
+        p.to.as_deref(),
+        chrono::Utc::now().date_naive(),
+    )
+    .map_err(|e| ApiError::BadQuery(e.to_string()))?;
+    let (rows, total) = crate::dashboard::filtered_traffic(&*app.storage, &filter).await?;
+    Ok(Json(json!({
+        "from": filter.from,
+        "to": filter.to,
+        "organizer": filter.organizer,
+        "events": total,
+        "truncated": rows.len() == crate::dashboard::MAX_FILTERED_ROWS,
+        "rows": rows,
+    })))
+}
+
 /// Slow queries, errors, storage and growth, parts, merges, ingestion rate,
 /// memory and CPU, replication.
 pub async fn monitor(

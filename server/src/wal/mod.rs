@@ -145,6 +145,7 @@ fn table_code(t: Table) -> u8 {
         Table::TicketSales => 3,
         Table::RejectedEvents => 4,
         Table::PluginQuarantine => 5,
+        Table::FilteredTraffic => 6,
     }
 }
 
