@@ -8,7 +8,14 @@
 //! Nothing is linked: the server loads the library at run time, only when the
 //! embedded backend is used, so a server-mode binary runs without it.
 //!
+//! The country database (IP ranges to ISO country codes, public domain)
+//! ships in the npm package `@ip-location-db/geo-whois-asn-country-mmdb`;
+//! it is fetched the same way and baked in as `BILTEN_GEO_DEFAULT_DB`.
+//!
 //! Environment:
+//! - `BILTEN_GEO_DB`: use this country database instead; nothing is fetched.
+//! - `BILTEN_SKIP_GEO_FETCH=1`: fetch no country database (countries stay
+//!   empty unless `geo.database` names one).
 //! - `BILTEN_CHDB_LIB`: use this library instead; nothing is fetched.
 //! - `BILTEN_CHDB_CACHE`: cache directory (default `~/.cache/bilten-analytics`).
 //! - `BILTEN_SKIP_CHDB_FETCH=1`: fetch nothing (for builds that only use a
@@ -20,9 +27,15 @@ use std::process::Command;
 const PACKAGE: &str = "@chdb/lib-linux-x64-gnu";
 const VERSION: &str = "26.7.3-stable.1";
 
+const GEO_PACKAGE: &str = "@ip-location-db/geo-whois-asn-country-mmdb";
+/// `bilten-analytics geo update` fetches a newer one at run time.
+const GEO_VERSION: &str = "2.3.2026061719";
+const GEO_FILE: &str = "geo-whois-asn-country.mmdb";
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     build_plugins();
+    country_database();
     for var in [
         "BILTEN_CHDB_LIB",
         "BILTEN_CHDB_CACHE",
@@ -43,7 +56,7 @@ fn main() {
     if lib.exists() || std::env::var_os("BILTEN_SKIP_CHDB_FETCH").is_some() {
         return;
     }
-    if let Err(e) = fetch(&cache, &lib) {
+    if let Err(e) = fetch(&format!("{PACKAGE}@{VERSION}"), "libchdb.so", &cache, &lib) {
         panic!(
             "could not fetch the embedded ClickHouse engine ({PACKAGE}@{VERSION}) with npm: {e}\n\
              Install Node.js/npm, or set BILTEN_CHDB_LIB to an existing libchdb.so, \
@@ -65,16 +78,48 @@ fn cache_dir() -> PathBuf {
     }
 }
 
+/// The country database: fetched once into the cache, its path baked in.
+fn country_database() {
+    for var in ["BILTEN_GEO_DB", "BILTEN_SKIP_GEO_FETCH"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    println!("cargo:rustc-env=BILTEN_GEO_VERSION={GEO_VERSION}");
+    if let Ok(db) = std::env::var("BILTEN_GEO_DB") {
+        println!("cargo:rustc-env=BILTEN_GEO_DEFAULT_DB={db}");
+        return;
+    }
+    let cache = cache_dir().join(format!("geo-{GEO_VERSION}"));
+    let db = cache.join(GEO_FILE);
+    println!("cargo:rustc-env=BILTEN_GEO_DEFAULT_DB={}", db.display());
+    println!("cargo:rerun-if-changed={}", db.display());
+    if db.exists() || std::env::var_os("BILTEN_SKIP_GEO_FETCH").is_some() {
+        return;
+    }
+    if let Err(e) = fetch(
+        &format!("{GEO_PACKAGE}@{GEO_VERSION}"),
+        GEO_FILE,
+        &cache,
+        &db,
+    ) {
+        panic!(
+            "could not fetch the country database ({GEO_PACKAGE}@{GEO_VERSION}) with npm: {e}\n\
+             Install Node.js/npm, or set BILTEN_GEO_DB to an existing .mmdb file, \
+             or BILTEN_SKIP_GEO_FETCH=1 to build without one (countries stay empty)."
+        );
+    }
+}
+
+/// Unpacks `file` of the npm package `spec` (`name@version`) to `dest`.
 /// Downloads into a private temporary directory and renames into place, so
 /// two builds racing (cargo build and clippy, say) never see a partial file.
-fn fetch(cache: &Path, lib: &Path) -> Result<(), String> {
+fn fetch(spec: &str, file: &str, cache: &Path, dest: &Path) -> Result<(), String> {
     std::fs::create_dir_all(cache).map_err(|e| format!("create {}: {e}", cache.display()))?;
     let tmp = cache.join(format!(".fetch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
     let result = (|| {
         let out = Command::new("npm")
-            .args(["pack", &format!("{PACKAGE}@{VERSION}"), "--silent"])
+            .args(["pack", spec, "--silent"])
             .current_dir(&tmp)
             .output()
             .map_err(|e| format!("running npm: {e}"))?;
@@ -90,19 +135,20 @@ fn fetch(cache: &Path, lib: &Path) -> Result<(), String> {
             .last()
             .unwrap_or("")
             .to_string();
-        let file = std::fs::File::open(tmp.join(&tgz)).map_err(|e| format!("open {tgz}: {e}"))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let tarball =
+            std::fs::File::open(tmp.join(&tgz)).map_err(|e| format!("open {tgz}: {e}"))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
         for entry in archive.entries().map_err(|e| e.to_string())? {
             let mut entry = entry.map_err(|e| e.to_string())?;
             let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-            if path.file_name().is_some_and(|n| n == "libchdb.so") {
-                let staged = tmp.join("libchdb.so");
+            if path.file_name().is_some_and(|n| n == file) {
+                let staged = tmp.join(file);
                 entry.unpack(&staged).map_err(|e| e.to_string())?;
-                std::fs::rename(&staged, lib).map_err(|e| e.to_string())?;
+                std::fs::rename(&staged, dest).map_err(|e| e.to_string())?;
                 return Ok(());
             }
         }
-        Err(format!("{tgz} holds no libchdb.so"))
+        Err(format!("{tgz} holds no {file}"))
     })();
     let _ = std::fs::remove_dir_all(&tmp);
     result

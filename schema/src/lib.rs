@@ -103,6 +103,34 @@ pub const SERVER_COLUMNS: &[(&str, &str)] = &[
     ("plugins_skipped", "Array(LowCardinality(String))"),
 ];
 
+/// A column the host fills from one of a row's fields before the plugins
+/// run, in the client tables that have that field; not part of the plugin
+/// contract (a plugin neither sees nor changes it) nor of what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostColumn {
+    pub name: &'static str,
+    /// Its column's type in `sql/`.
+    pub column: &'static str,
+    /// The field it is read from.
+    pub from: &'static str,
+    pub doc: &'static str,
+}
+
+/// The host-filled columns.
+pub const HOST_COLUMNS: &[HostColumn] = &[HostColumn {
+    name: "country",
+    column: "LowCardinality(String)",
+    from: "ip",
+    doc: "The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.",
+}];
+
+impl ClientTable {
+    /// The host-filled columns of this table: those whose field it has.
+    pub fn host_columns(&self) -> impl Iterator<Item = &'static HostColumn> + '_ {
+        HOST_COLUMNS.iter().filter(|c| self.field(c.from).is_some())
+    }
+}
+
 const ID_LEN: usize = 256;
 const TEXT_LEN: usize = 1024;
 const URL_LEN: usize = 8192;

@@ -49,6 +49,9 @@ async fn start(
         batcher,
         wal,
         plugins,
+        bilten_analytics::geo::Countries::from_settings(&cfg.geo, &cfg.storage.embedded.data_dir)
+            .unwrap()
+            .map(Arc::new),
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1/events", listener.local_addr().unwrap());

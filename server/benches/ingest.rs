@@ -149,6 +149,12 @@ async fn main() -> anyhow::Result<()> {
             batcher,
             wal,
             plugins,
+            bilten_analytics::geo::Countries::from_settings(
+                &cfg.geo,
+                &cfg.storage.embedded.data_dir,
+            )
+            .unwrap()
+            .map(Arc::new),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         bases.push(format!("http://{}", listener.local_addr()?));

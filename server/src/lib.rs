@@ -90,6 +90,7 @@ pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod files;
+pub mod geo;
 pub mod ingest;
 pub mod intake;
 pub mod model;
@@ -124,6 +125,10 @@ pub async fn serve(
     // A config built in code (tests, embedders) is held to the rules a
     // loaded one is (`Config::load` checks them too).
     config.validate()?;
+    // A country database named in the config that cannot be read stops the
+    // start before anything opens.
+    let countries = geo::Countries::from_settings(&config.geo, &config.storage.embedded.data_dir)?
+        .map(Arc::new);
     // The interface's port next to the API's, before anything is opened: a
     // port in use stops the start with nothing to close.
     let clickhouse_listener = match config.clickhouse_http.listen {
@@ -151,7 +156,14 @@ pub async fn serve(
     };
     let storage = storage::open_with(&config.storage, walls).await?;
     let listeners = (listener, clickhouse_listener);
-    let result = run(config, listeners, shutdown, storage.clone(), plugins).await;
+    let result = run(
+        config,
+        listeners,
+        shutdown,
+        storage.clone(),
+        (plugins, countries),
+    )
+    .await;
     // Statements still running were cancelled at the deadline; one the
     // engine does not let go of must not hold the process forever.
     if tokio::time::timeout(CLOSE_GRACE, storage.close())
@@ -234,7 +246,7 @@ async fn run(
     (listener, clickhouse_listener): (TcpListener, Option<TcpListener>),
     shutdown: impl Future<Output = ()> + Send + 'static,
     storage: Arc<dyn Storage>,
-    plugins: Arc<plugins::Plugins>,
+    (plugins, countries): (Arc<plugins::Plugins>, Option<Arc<geo::Countries>>),
 ) -> anyhow::Result<()> {
     if config.migrate_on_start {
         let applied = ops::migrations::apply(&*storage).await?;
@@ -280,6 +292,7 @@ async fn run(
         batcher.clone(),
         wal.clone(),
         plugins,
+        countries,
     );
     *state.retention.write().await = retention;
     if let Some(recovered) = recovered {

@@ -10,7 +10,7 @@ use bilten_analytics::config::Config;
 use bilten_analytics::{ops, storage};
 
 mod cli;
-use cli::{admin_client, loadgen, plugin};
+use cli::{admin_client, geo, loadgen, plugin};
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +61,11 @@ enum Command {
     Plugin {
         #[command(subcommand)]
         action: plugin::PluginCommand,
+    },
+    /// The country database: `geo update` fetches a newer one.
+    Geo {
+        #[command(subcommand)]
+        action: geo::GeoCommand,
     },
     /// Backups: create, list, restore, verify.
     Backup {
@@ -129,6 +134,10 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let mut config = Config::load(cli.config.as_deref())
         .map_err(anyhow::Error::msg)
         .context("invalid configuration")?;
+    if let Command::Geo { action } = &cli.command {
+        geo::run(action, &config)?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
     match cli.command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {

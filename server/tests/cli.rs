@@ -169,3 +169,40 @@ async fn loadgen_reports_the_servers_cpu_per_stored_event() {
     assert_eq!(body["data"][0]["future"], 0, "{body}");
     assert!(server.terminate().success());
 }
+
+/// `geo update` puts the country database beside the data, where the next
+/// start reads it instead of the build's; a version that cannot be fetched
+/// fails with npm's reason and leaves the database as it was.
+#[test]
+fn geo_update_fetches_the_country_database_for_the_next_start() {
+    use bilten_analytics::config::GeoSettings;
+    use bilten_analytics::geo::{Countries, updated_path};
+    let dir = tempfile::tempdir().unwrap();
+    let version = env!("BILTEN_GEO_VERSION");
+    let (ok, out) = run(cmd(dir.path()).args(["geo", "update", "--version", version]));
+    assert!(ok, "{out}");
+    let db = updated_path(dir.path());
+    assert!(out.contains(&db.display().to_string()), "{out}");
+    let next_start = Countries::from_settings(&GeoSettings::default(), dir.path())
+        .unwrap()
+        .unwrap();
+    assert_eq!(next_start.path(), db);
+    assert_eq!(next_start.country("8.8.8.8").as_deref(), Some("US"));
+
+    let before = std::fs::read(&db).unwrap();
+    let (ok, out) = run(cmd(dir.path()).args(["geo", "update", "--version", "0.0.0-no-such"]));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("npm pack") && !out.contains("panicked"),
+        "{out}"
+    );
+    assert!(
+        std::fs::read(&db).unwrap() == before,
+        "the database is unchanged"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(db.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("country.mmdb")]);
+}

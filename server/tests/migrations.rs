@@ -166,6 +166,13 @@ async fn the_tables_in_sql_have_the_models_fields_and_types() {
                     .iter()
                     .map(|(n, t)| (n.to_string(), t.to_string())),
             )
+            .chain(
+                table
+                    .client()
+                    .unwrap()
+                    .host_columns()
+                    .map(|c| (c.name.to_string(), c.column.to_string())),
+            )
             .collect();
         declared.sort();
         assert_eq!(in_sql, declared, "{}", table.name());

@@ -912,3 +912,81 @@ async fn text_past_the_verdict_budget_is_a_fault() {
     a_page_view_is_accepted(&s).await;
     s.stop().await.unwrap();
 }
+
+/// Each event's country is looked up from its address before the plugins
+/// run, so the privacy plugin's truncation loses the address, not the
+/// country; a modified event keeps it. No address, a private one or text
+/// that is none: no country, and the event is stored all the same.
+#[tokio::test]
+async fn countries_are_found_before_the_privacy_plugin_truncates_the_address() {
+    let s = TestServer::start(|c| c.plugins = plugins::default_chain()).await;
+    let ids: Vec<String> = (0..5).map(|_| id()).collect();
+    let ev = |i: usize, ip: Option<&str>| {
+        let mut e = json!({"id": ids[i], "event_type": "page_view", "organizer_id": "org-1",
+                           "user_agent": CHROME});
+        if let Some(ip) = ip {
+            e["ip"] = json!(ip);
+        }
+        e
+    };
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                ev(0, Some("8.8.8.8")),
+                ev(1, Some("2001:4860:4860::8888")),
+                ev(2, Some("10.1.2.3")),
+                ev(3, None),
+                ev(4, Some("not an address")),
+            ]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(5)),
+        "{body}"
+    );
+    let pv = id();
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"id": pv, "organizer_id": "org-1", "url": "https://bilten.example/e/1",
+                     "user_agent": CHROME, "ip": "8.8.4.4"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let row = row_of(&s, "events", &ids[0]).await;
+    assert_eq!(row["country"], "US", "{row}");
+    assert_ne!(
+        row["ip"], "8.8.8.8",
+        "the privacy plugin truncated it: {row}"
+    );
+    assert_eq!(row_of(&s, "events", &ids[1]).await["country"], "US");
+    for id in &ids[2..5] {
+        assert_eq!(row_of(&s, "events", id).await["country"], "", "{id}");
+    }
+    assert_eq!(row_of(&s, "page_views", &pv).await["country"], "US");
+    s.stop().await.unwrap();
+
+    // Off: nothing looked up. A database named but unreadable: no start.
+    let s = TestServer::start(|c| c.geo.enabled = false).await;
+    let (status, _) = s
+        .post_json("/v1/events", &json!([ev(0, Some("8.8.8.8"))]))
+        .await;
+    assert_eq!(status, 202);
+    s.flush().await;
+    assert_eq!(row_of(&s, "events", &ids[0]).await["country"], "");
+    s.stop().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.geo.database = Some(dir.path().join("missing.mmdb"));
+    let err = match TestServer::try_start_with(cfg).await {
+        Ok(_) => panic!("a server with an unreadable country database started"),
+        Err(e) => e,
+    };
+    assert!(
+        err.contains("missing.mmdb") && err.contains("country database"),
+        "{err}"
+    );
+}

@@ -35,6 +35,7 @@ fn app(tweak: impl FnOnce(&mut Config)) -> Router {
         batcher,
         None,
         plugins,
+        None,
     ))
 }
 

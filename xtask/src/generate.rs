@@ -576,6 +576,9 @@ fn server_rows(tables: &[ClientTable]) -> String {
                 let _ = writeln!(out, "    pub {name}: {ty},");
             }
         }
+        for c in t.host_columns() {
+            let _ = writeln!(out, "    /// {}\n    pub {}: String,", c.doc, c.name);
+        }
         out.push_str(
             "    /// Plugins that failed open on this event: it skipped their checks.\n    \
              #[serde(skip_serializing_if = \"Vec::is_empty\")]\n    \
@@ -607,6 +610,49 @@ fn server_rows(tables: &[ClientTable]) -> String {
         each("serde_json::to_writer(&mut *out, r)"),
         each("&mut r.plugins_skipped"),
     );
+    // The host-filled columns, each with the field it is read from.
+    out.push_str(
+        "    /// A host-filled column (`bilten_schema::HOST_COLUMNS`) and the field it\n    \
+         /// is read from, for a table that has them.\n    \
+         pub fn host_column(&mut self, column: &str) -> Option<(&str, &mut String)> {\n        \
+         match (self, column) {\n",
+    );
+    for t in tables {
+        for c in t.host_columns() {
+            let _ = writeln!(
+                out,
+                "            (Row::{}(r), {:?}) => Some((&r.{}, &mut r.{})),",
+                variant(t),
+                c.name,
+                c.from,
+                c.name
+            );
+        }
+    }
+    out.push_str("            _ => None,\n        }\n    }\n\n");
+    // A row a plugin modified keeps what the host filled.
+    out.push_str(
+        "    /// Takes `from`'s host-filled columns: a row a plugin modified keeps\n    \
+         /// what the host filled in the row it replaces.\n    \
+         pub fn keep_host_columns(&mut self, from: &mut Row) {\n        \
+         match (self, from) {\n",
+    );
+    for t in tables {
+        let cols: Vec<&str> = t.host_columns().map(|c| c.name).collect();
+        if cols.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "            (Row::{v}(a), Row::{v}(b)) => {{",
+            v = variant(t)
+        );
+        for c in cols {
+            let _ = writeln!(out, "                a.{c} = std::mem::take(&mut b.{c});");
+        }
+        out.push_str("            }\n");
+    }
+    out.push_str("            _ => {}\n        }\n    }\n\n");
     // The user agent and address a request carries, for tables with both.
     out.push_str(
         "    /// The row's user agent and address, for a table that has them: a\n    \
@@ -690,6 +736,9 @@ fn server_rows(tables: &[ClientTable]) -> String {
                     let _ = writeln!(out, "                {},", f.name);
                 }
             }
+        }
+        for c in t.host_columns() {
+            let _ = writeln!(out, "                {}: String::new(),", c.name);
         }
         out.push_str("                plugins_skipped: Vec::new(),\n            })\n        }\n");
     }

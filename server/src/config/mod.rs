@@ -73,6 +73,8 @@ pub struct Config {
     pub retention: retention::RetentionConfig,
     pub backups: BackupSettings,
     pub health: HealthSettings,
+    /// Countries from client addresses (`geo`).
+    pub geo: GeoSettings,
     /// Serve HTTPS (rustls) with this certificate chain and key, PEM files.
     pub tls: Option<TlsSettings>,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
@@ -135,6 +137,26 @@ pub struct HealthSettings {
     /// `/admin/health` reports the disks degraded when any storage disk has
     /// less than this share of its space free (0 turns the check off).
     pub min_free_disk_percent: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GeoSettings {
+    /// Look up each event's country from its address.
+    pub enabled: bool,
+    /// The country database (MaxMind DB format, `country_code` per range);
+    /// default: the one the build fetched, or a newer one
+    /// `bilten-analytics geo update` put beside it.
+    pub database: Option<PathBuf>,
+}
+
+impl Default for GeoSettings {
+    fn default() -> Self {
+        GeoSettings {
+            enabled: true,
+            database: None,
+        }
+    }
 }
 
 impl Default for HealthSettings {
@@ -312,6 +334,7 @@ impl Default for Config {
             retention: Default::default(),
             backups: BackupSettings::default(),
             health: HealthSettings::default(),
+            geo: GeoSettings::default(),
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
             plugins: plugins::default_chain(),
@@ -458,6 +481,7 @@ const TOP_LEVEL: &[&str] = &[
     "retention",
     "backups",
     "health",
+    "geo",
     "tls",
     "shutdown_timeout",
     "plugins",

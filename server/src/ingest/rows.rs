@@ -28,6 +28,8 @@ pub struct EventRow {
     pub properties: String,
     pub user_agent: String,
     pub ip: String,
+    /// The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.
+    pub country: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins_skipped: Vec<String>,
@@ -50,6 +52,8 @@ pub struct PageViewRow {
     pub duration_ms: u64,
     pub user_agent: String,
     pub ip: String,
+    /// The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.
+    pub country: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins_skipped: Vec<String>,
@@ -122,6 +126,30 @@ impl Row {
         }
     }
 
+    /// A host-filled column (`bilten_schema::HOST_COLUMNS`) and the field it
+    /// is read from, for a table that has them.
+    pub fn host_column(&mut self, column: &str) -> Option<(&str, &mut String)> {
+        match (self, column) {
+            (Row::Event(r), "country") => Some((&r.ip, &mut r.country)),
+            (Row::PageView(r), "country") => Some((&r.ip, &mut r.country)),
+            _ => None,
+        }
+    }
+
+    /// Takes `from`'s host-filled columns: a row a plugin modified keeps
+    /// what the host filled in the row it replaces.
+    pub fn keep_host_columns(&mut self, from: &mut Row) {
+        match (self, from) {
+            (Row::Event(a), Row::Event(b)) => {
+                a.country = std::mem::take(&mut b.country);
+            }
+            (Row::PageView(a), Row::PageView(b)) => {
+                a.country = std::mem::take(&mut b.country);
+            }
+            _ => {}
+        }
+    }
+
     /// The row's user agent and address, for a table that has them: a
     /// browser's request fills those the event left empty.
     pub fn user_agent_and_ip(&mut self) -> Option<(&mut String, &mut String)> {
@@ -166,6 +194,7 @@ pub fn build(
                 properties,
                 user_agent,
                 ip,
+                country: String::new(),
                 plugins_skipped: Vec::new(),
             })
         }
@@ -192,6 +221,7 @@ pub fn build(
                 duration_ms,
                 user_agent,
                 ip,
+                country: String::new(),
                 plugins_skipped: Vec::new(),
             })
         }

@@ -101,6 +101,8 @@ pub struct Intake {
     batcher: Arc<Batcher>,
     /// One per table of [`Table::INGEST`], in that order.
     gatherers: Vec<mpsc::UnboundedSender<gather::Job>>,
+    /// Each event's country from its address, before the plugins.
+    countries: Option<Arc<crate::geo::Countries>>,
 }
 
 impl Intake {
@@ -109,6 +111,7 @@ impl Intake {
         plugins: Arc<Plugins>,
         wal: Option<Arc<Wal>>,
         batcher: Arc<Batcher>,
+        countries: Option<Arc<crate::geo::Countries>>,
     ) -> Intake {
         let recent = recent::Recent::new(cfg.dedup_window, cfg.dedup_capacity);
         let pipeline = Arc::new(gather::Pipeline {
@@ -126,6 +129,7 @@ impl Intake {
                 .iter()
                 .map(|t| gather::start(*t, pipeline.clone()))
                 .collect(),
+            countries,
         }
     }
 
@@ -160,6 +164,10 @@ impl Intake {
         let mut parsed = ingest::parse(table, body, format, self.max_events, now, sender.scope)?;
         if let Some(stamp) = sender.stamp {
             parsed.rows.iter_mut().for_each(|(_, row)| row.stamp(stamp));
+        }
+        // Before the plugins: the privacy plugin truncates the address.
+        if let Some(countries) = &self.countries {
+            countries.fill(parsed.rows.iter_mut().map(|(_, row)| row));
         }
         let events = parsed.rows.len() + parsed.rejections.len();
         // An id seen within the window (in this request or an earlier one) is

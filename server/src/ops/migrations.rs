@@ -51,6 +51,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     17 "0017_records_moved.sql",
     18 "0018_revenue_per_currency.sql",
     19 "0019_filtered_traffic.sql",
+    20 "0020_countries.sql",
 ];
 
 impl Migration {

@@ -214,6 +214,7 @@ fn apply(
                 let mut row = *row;
                 let slot = &mut out.parsed.rows[pos].1;
                 *row.plugins_skipped() = std::mem::take(slot.plugins_skipped());
+                row.keep_host_columns(slot);
                 *slot = row;
                 counts[1] += 1;
             }
@@ -668,6 +669,7 @@ mod tests {
                 properties: "properties".into(),
                 user_agent: "user_agent".into(),
                 ip: "ip".into(),
+                country: "country".into(),
                 plugins_skipped: Vec::new(),
             }),
             Row::PageView(PageViewRow {
@@ -683,6 +685,7 @@ mod tests {
                 duration_ms: 0,
                 user_agent: "user_agent".into(),
                 ip: "ip".into(),
+                country: "country".into(),
                 plugins_skipped: Vec::new(),
             }),
             Row::TicketSale(TicketSaleRow {

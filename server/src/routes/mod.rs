@@ -56,12 +56,14 @@ impl AppState {
         batcher: Arc<Batcher>,
         wal: Option<Arc<Wal>>,
         plugins: Arc<plugins::Plugins>,
+        countries: Option<Arc<crate::geo::Countries>>,
     ) -> AppState {
         let intake = Arc::new(Intake::new(
             &config.ingest,
             plugins.clone(),
             wal.clone(),
             batcher.clone(),
+            countries,
         ));
         let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
         let audit = ops::audit::AuditLog::start(storage.clone());
