@@ -24,43 +24,83 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const PACKAGE: &str = "@chdb/lib-linux-x64-gnu";
-const VERSION: &str = "26.7.3-stable.1";
+/// A file of an npm package the server needs at run time: fetched once
+/// into the cache, its path baked into the binary.
+struct Fetched {
+    what: &'static str,
+    package: &'static str,
+    version: &'static str,
+    file: &'static str,
+    /// The cache's subdirectory, before `-<version>`.
+    dir: &'static str,
+    /// The compile-time variable its path is baked in as.
+    baked: &'static str,
+    /// Names an existing file to use instead: nothing is fetched.
+    instead: &'static str,
+    /// Set: nothing is fetched.
+    skip: &'static str,
+    /// What to do when fetching fails.
+    hint: &'static str,
+}
 
-const GEO_PACKAGE: &str = "@ip-location-db/geo-whois-asn-country-mmdb";
+const ENGINE: Fetched = Fetched {
+    what: "the embedded ClickHouse engine",
+    package: "@chdb/lib-linux-x64-gnu",
+    version: "26.7.3-stable.1",
+    file: "libchdb.so",
+    dir: "chdb",
+    baked: "BILTEN_CHDB_DEFAULT_LIB",
+    instead: "BILTEN_CHDB_LIB",
+    skip: "BILTEN_SKIP_CHDB_FETCH",
+    hint: "Install Node.js/npm, or set BILTEN_CHDB_LIB to an existing libchdb.so, \
+           or BILTEN_SKIP_CHDB_FETCH=1 to build for a ClickHouse server only.",
+};
+
 /// `bilten-analytics geo update` fetches a newer one at run time.
-const GEO_VERSION: &str = "2.3.2026061719";
-const GEO_FILE: &str = "geo-whois-asn-country.mmdb";
+const COUNTRIES: Fetched = Fetched {
+    what: "the country database",
+    package: "@ip-location-db/geo-whois-asn-country-mmdb",
+    version: "2.3.2026061719",
+    file: "geo-whois-asn-country.mmdb",
+    dir: "geo",
+    baked: "BILTEN_GEO_DEFAULT_DB",
+    instead: "BILTEN_GEO_DB",
+    skip: "BILTEN_SKIP_GEO_FETCH",
+    hint: "Install Node.js/npm, or set BILTEN_GEO_DB to an existing .mmdb file, \
+           or BILTEN_SKIP_GEO_FETCH=1 to build without one (countries stay empty).",
+};
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=BILTEN_CHDB_CACHE");
     build_plugins();
-    country_database();
-    for var in [
-        "BILTEN_CHDB_LIB",
-        "BILTEN_CHDB_CACHE",
-        "BILTEN_SKIP_CHDB_FETCH",
-    ] {
+    println!("cargo:rustc-env=BILTEN_CHDB_VERSION={}", ENGINE.version);
+    println!("cargo:rustc-env=BILTEN_GEO_VERSION={}", COUNTRIES.version);
+    for needed in [&ENGINE, &COUNTRIES] {
+        fetched(needed);
+    }
+}
+
+fn fetched(f: &Fetched) {
+    for var in [f.instead, f.skip] {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    println!("cargo:rustc-env=BILTEN_CHDB_VERSION={VERSION}");
-
-    if let Ok(lib) = std::env::var("BILTEN_CHDB_LIB") {
-        println!("cargo:rustc-env=BILTEN_CHDB_DEFAULT_LIB={lib}");
+    if let Ok(path) = std::env::var(f.instead) {
+        println!("cargo:rustc-env={}={path}", f.baked);
         return;
     }
-    let cache = cache_dir().join(format!("chdb-{VERSION}"));
-    let lib = cache.join("libchdb.so");
-    println!("cargo:rustc-env=BILTEN_CHDB_DEFAULT_LIB={}", lib.display());
-    println!("cargo:rerun-if-changed={}", lib.display());
-    if lib.exists() || std::env::var_os("BILTEN_SKIP_CHDB_FETCH").is_some() {
+    let cache = cache_dir().join(format!("{}-{}", f.dir, f.version));
+    let dest = cache.join(f.file);
+    println!("cargo:rustc-env={}={}", f.baked, dest.display());
+    println!("cargo:rerun-if-changed={}", dest.display());
+    if dest.exists() || std::env::var_os(f.skip).is_some() {
         return;
     }
-    if let Err(e) = fetch(&format!("{PACKAGE}@{VERSION}"), "libchdb.so", &cache, &lib) {
+    let spec = format!("{}@{}", f.package, f.version);
+    if let Err(e) = fetch(&spec, f.file, &cache, &dest) {
         panic!(
-            "could not fetch the embedded ClickHouse engine ({PACKAGE}@{VERSION}) with npm: {e}\n\
-             Install Node.js/npm, or set BILTEN_CHDB_LIB to an existing libchdb.so, \
-             or BILTEN_SKIP_CHDB_FETCH=1 to build for a ClickHouse server only."
+            "could not fetch {} ({spec}) with npm: {e}\n{}",
+            f.what, f.hint
         );
     }
 }
@@ -75,37 +115,6 @@ fn cache_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(home) => PathBuf::from(home).join(".cache").join("bilten-analytics"),
         None => PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("chdb-cache"),
-    }
-}
-
-/// The country database: fetched once into the cache, its path baked in.
-fn country_database() {
-    for var in ["BILTEN_GEO_DB", "BILTEN_SKIP_GEO_FETCH"] {
-        println!("cargo:rerun-if-env-changed={var}");
-    }
-    println!("cargo:rustc-env=BILTEN_GEO_VERSION={GEO_VERSION}");
-    if let Ok(db) = std::env::var("BILTEN_GEO_DB") {
-        println!("cargo:rustc-env=BILTEN_GEO_DEFAULT_DB={db}");
-        return;
-    }
-    let cache = cache_dir().join(format!("geo-{GEO_VERSION}"));
-    let db = cache.join(GEO_FILE);
-    println!("cargo:rustc-env=BILTEN_GEO_DEFAULT_DB={}", db.display());
-    println!("cargo:rerun-if-changed={}", db.display());
-    if db.exists() || std::env::var_os("BILTEN_SKIP_GEO_FETCH").is_some() {
-        return;
-    }
-    if let Err(e) = fetch(
-        &format!("{GEO_PACKAGE}@{GEO_VERSION}"),
-        GEO_FILE,
-        &cache,
-        &db,
-    ) {
-        panic!(
-            "could not fetch the country database ({GEO_PACKAGE}@{GEO_VERSION}) with npm: {e}\n\
-             Install Node.js/npm, or set BILTEN_GEO_DB to an existing .mmdb file, \
-             or BILTEN_SKIP_GEO_FETCH=1 to build without one (countries stay empty)."
-        );
     }
 }
 

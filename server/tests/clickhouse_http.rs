@@ -1257,9 +1257,7 @@ async fn the_handlers_steps_keep_auth_turns_forms_and_codes() {
             }
         };
     let insert = "INSERT INTO settings (key) FORMAT JSONEachRow {\"key\":\"form\"}";
-    let (status, code, text) = send_form(
-        "",
-        None,
+    let writer_in_form = || {
         form(
             &[
                 ("user", WRITER.0),
@@ -1267,23 +1265,11 @@ async fn the_handlers_steps_keep_auth_turns_forms_and_codes() {
                 ("query", insert),
             ],
             "XyZ",
-        ),
-    )
-    .await;
+        )
+    };
+    let (status, code, text) = send_form("", None, writer_in_form()).await;
     assert_eq!((status, code.as_deref()), (403, Some("516")), "{text}");
-    let (status, code, text) = send_form(
-        "",
-        Some(READER),
-        form(
-            &[
-                ("user", WRITER.0),
-                ("password", WRITER.1),
-                ("query", insert),
-            ],
-            "XyZ",
-        ),
-    )
-    .await;
+    let (status, code, text) = send_form("", Some(READER), writer_in_form()).await;
     assert_eq!(
         status, 403,
         "a reader wrote with a form's credentials: {code:?} {text}"

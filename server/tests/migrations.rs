@@ -16,6 +16,29 @@ async fn open() -> (tempfile::TempDir, std::sync::Arc<dyn storage::Storage>) {
     (dir, storage::open(&cfg.storage).await.unwrap())
 }
 
+/// A store migrated up to (not including) the migration `name`, and that
+/// migration: how a store of an older version meets it.
+async fn migrated_before(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::sync::Arc<dyn storage::Storage>,
+    &'static migrations::Migration,
+) {
+    let (dir, storage) = open().await;
+    let at = MIGRATIONS.iter().position(|m| m.name == name).unwrap();
+    storage
+        .execute(&migrations::bookkeeping()[0])
+        .await
+        .unwrap();
+    for m in &MIGRATIONS[..at] {
+        for statement in m.statements() {
+            storage.execute(&statement).await.unwrap();
+        }
+    }
+    (dir, storage, &MIGRATIONS[at])
+}
+
 #[tokio::test]
 async fn two_instances_starting_at_once_apply_each_migration_once() {
     let (_dir, storage) = open().await;
@@ -244,14 +267,9 @@ async fn the_cluster_layout_renders_every_migration_into_statements_the_engine_p
 /// views add each insert; a user seen before and after counts once.
 #[tokio::test]
 async fn the_sketches_migration_counts_what_was_stored_before_it() {
-    let (_dir, storage) = open().await;
-    let at = MIGRATIONS
-        .iter()
-        .position(|m| m.name == "0015_dashboard_sketches.sql")
-        .unwrap();
-    let (before, sketches) = MIGRATIONS.split_at(at);
+    let (_dir, storage, sketches) = migrated_before("0015_dashboard_sketches.sql").await;
     // The backfill is the views' own SELECTs, word for word.
-    let statements = sketches[0].statements();
+    let statements = sketches.statements();
     let body = |s: &str, after: &str| s.split_once(after).map(|(_, b)| b.trim().to_string());
     let views: Vec<String> = statements
         .iter()
@@ -263,15 +281,6 @@ async fn the_sketches_migration_counts_what_was_stored_before_it() {
         .collect();
     assert_eq!(views.len(), 2);
     assert_eq!(views, backfills);
-    storage
-        .execute(&migrations::bookkeeping()[0])
-        .await
-        .unwrap();
-    for m in before {
-        for statement in m.statements() {
-            storage.execute(&statement).await.unwrap();
-        }
-    }
     let events = |users: std::ops::Range<u32>| {
         let lines: Vec<String> = users
             .map(|u| {
@@ -287,7 +296,7 @@ async fn the_sketches_migration_counts_what_was_stored_before_it() {
         .insert("events", events(0..300), "before")
         .await
         .unwrap();
-    for statement in sketches[0].statements() {
+    for statement in sketches.statements() {
         storage.execute(&statement).await.unwrap();
     }
     let distinct = |measure: &'static str| {
@@ -403,21 +412,7 @@ async fn page_views_per_hour_follow_a_lightweight_delete() {
 /// counted twice.
 #[tokio::test]
 async fn the_currency_migration_splits_stored_revenue_and_loses_none() {
-    let (_dir, storage) = open().await;
-    let at = MIGRATIONS
-        .iter()
-        .position(|m| m.name == "0018_revenue_per_currency.sql")
-        .unwrap();
-    let (before, currency) = MIGRATIONS.split_at(at);
-    storage
-        .execute(&migrations::bookkeeping()[0])
-        .await
-        .unwrap();
-    for m in before {
-        for statement in m.statements() {
-            storage.execute(&statement).await.unwrap();
-        }
-    }
+    let (_dir, storage, currency) = migrated_before("0018_revenue_per_currency.sql").await;
     let sales = |rows: &[(&str, &str, &str, u32)]| {
         let lines: Vec<String> = rows
             .iter()
@@ -452,7 +447,7 @@ async fn the_currency_migration_splits_stored_revenue_and_loses_none() {
         .unwrap();
     // Run twice: an interrupted migration is run again whole.
     for _ in 0..2 {
-        for statement in currency[0].statements() {
+        for statement in currency.statements() {
             storage.execute(&statement).await.unwrap();
         }
     }
@@ -470,7 +465,7 @@ async fn the_currency_migration_splits_stored_revenue_and_loses_none() {
     // Sent again long after, when the tables no longer remember its
     // tokens (a writer of the ClickHouse interface may send migrations):
     // the days already split are left alone.
-    for statement in currency[0].statements() {
+    for statement in currency.statements() {
         let statement = statement.replace("'migration-0018-", "'much-later-");
         storage.execute(&statement).await.unwrap();
     }
