@@ -35,8 +35,15 @@ async fn with_sales(s: &TestServer) {
         }
     }
     events.push(json!({"event_type": "click", "organizer_id": "org-b", "user_id": "x", "event_id": "evt-9", "timestamp": at}));
+    // Three from the US (Google's resolver's address), two from nowhere known.
     let page_views: Vec<Value> = (0..5)
-        .map(|i| json!({"organizer_id": "org-a", "url": format!("https://tickets.example/e/{i}"), "user_id": format!("u{i}"), "event_id": "evt-1", "timestamp": at}))
+        .map(|i| {
+            let mut pv = json!({"organizer_id": "org-a", "url": format!("https://tickets.example/e/{i}"), "user_id": format!("u{i}"), "event_id": "evt-1", "timestamp": at});
+            if i < 3 {
+                pv["ip"] = json!("8.8.8.8");
+            }
+            pv
+        })
         .collect();
     let sales = json!([
         {"event_id": "evt-1", "organizer_id": "org-a", "user_id": "u0", "quantity": 2, "price": "25.50", "currency": "EUR", "timestamp": at},
@@ -323,6 +330,16 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         &bilten_analytics::dashboard::page_views_over_time(&filter),
         &filter.params(),
         "hourly",
+    )
+    .await;
+    // Countries: page views per country, the unknown ones named, from the
+    // `countries` projection.
+    assert_eq!(value_after(&html, r#"data-series="US""#), 3.0);
+    assert_eq!(value_after(&html, r#"data-series="Unknown""#), 2.0);
+    s.assert_reads_projection_with(
+        &bilten_analytics::dashboard::page_views_by_country(&filter),
+        &filter.params(),
+        "countries",
     )
     .await;
     // A long range is drawn per day, from the same views and projection.

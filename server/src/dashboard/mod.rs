@@ -284,6 +284,8 @@ pub struct Figures {
     pub organizers: Vec<String>,
     /// Events the plugins filtered out over the range, per plugin.
     pub filtered: Vec<(String, f64)>,
+    /// Page views per country (ISO code; '' unknown), the most first.
+    pub countries: Vec<(String, f64)>,
 }
 
 /// The funnel's steps, as `sql/0007_user_funnel.sql` orders them.
@@ -420,6 +422,20 @@ pub fn page_views_over_time(filter: &Filter) -> String {
     )
 }
 
+/// Most countries the countries panel lists.
+pub const TOP_COUNTRIES: usize = 10;
+
+/// Page views per country over the filter's range, the most first: read
+/// from `page_views`' `countries` projection (0020), never its rows.
+pub fn page_views_by_country(filter: &Filter) -> String {
+    format!(
+        "SELECT country, count() AS page_views FROM {DATABASE}.page_views \
+         WHERE {}{} GROUP BY country ORDER BY page_views DESC, country LIMIT {TOP_COUNTRIES}",
+        filter.dates_sql("toDate(timestamp)"),
+        filter.organizer_sql()
+    )
+}
+
 /// Every panel's figures for `filter`.
 pub async fn figures(
     storage: &dyn Storage,
@@ -483,6 +499,7 @@ pub async fn figures(
         }
     };
     // At once: the page waits for the slowest panel, not for their sum.
+    let by_country = page_views_by_country(filter);
     let (
         (now, realtime),
         hourly,
@@ -493,6 +510,7 @@ pub async fn figures(
         reached,
         organizers,
         (filtered, _),
+        countries,
     ) = tokio::try_join!(
         realtime(storage, filter),
         rows(storage, &hourly, &params),
@@ -503,6 +521,7 @@ pub async fn figures(
         rows(storage, &funnel, &funnel_params),
         organizers,
         filtered_traffic(storage, filter),
+        rows(storage, &by_country, &params),
     )?;
     let mut by_plugin: Vec<(String, f64)> = Vec::new();
     for f in &filtered {
@@ -577,6 +596,13 @@ pub async fn figures(
         funnel,
         organizers,
         filtered: by_plugin,
+        countries: countries
+            .iter()
+            .map(|r| {
+                let code = r["country"].as_str().unwrap_or("").to_string();
+                (code, num(&r["page_views"]))
+            })
+            .collect(),
     })
 }
 

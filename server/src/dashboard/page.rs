@@ -322,6 +322,25 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         "No events were filtered out in this period.",
     );
 
+    let country_bars: Vec<(String, f64, String)> = f
+        .countries
+        .iter()
+        .map(|(code, n)| {
+            let name = match code.as_str() {
+                "" => "Unknown".to_string(),
+                code => code.to_string(),
+            };
+            (name, *n, String::new())
+        })
+        .collect();
+    let countries = charts::category_bars(
+        "countries",
+        "Countries: page views (the 10 with the most)",
+        Unit::Count("page views"),
+        &country_bars,
+        "No page views in this period.",
+    );
+
     let admin = matches!(viewer, Viewer::Admin);
     let body = html! {
         // Filters: a GET form (no secret in it), organizer and dates.
@@ -357,6 +376,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             }
         }
         (PreEscaped(funnel))
+        (PreEscaped(countries))
         (PreEscaped(filtered))
         (performance_table(f, main_currency.as_deref()))
         (PreEscaped(SCRIPT))
@@ -535,6 +555,7 @@ mod tests {
             funnel: vec![],
             organizers: vec!["org-a".into(), hostile.into()],
             filtered: vec![(hostile.into(), 3.0)],
+            countries: vec![("DE".into(), 4.0), (String::new(), 1.0)],
         };
         let escaped = "o&#39;&lt;b&gt;&amp;&quot;x";
         let pages = [
@@ -555,6 +576,9 @@ mod tests {
         let page = dashboard(&admin, &filter, &f);
         let chart = &page[page.find("id=\"filtered\"").unwrap()..];
         assert!(chart.contains("data-v=\"3\""), "{chart}");
+        // Countries by code, the unknown ones named.
+        let chart = &page[page.find("id=\"countries\"").unwrap()..];
+        assert!(chart.contains("DE") && chart.contains("Unknown"), "{chart}");
         // A currency code is text too, in the tile, the chart and the table.
         assert!(!dashboard(&admin, &filter, &f).contains(&format!("data-currency=\"{hostile}")));
         // The chosen organizer stays selected, its value escaped.
@@ -601,6 +625,7 @@ mod tests {
             funnel: vec![],
             organizers: vec![],
             filtered: vec![],
+            countries: vec![],
         };
         let page = dashboard(&admin, &filter, &f);
         let tile = &page[page.find("data-kpi=\"revenue\"").unwrap()..];
