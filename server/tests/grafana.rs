@@ -58,7 +58,8 @@ fn expand(sql: &str, from: i64, to: i64, organizer: &str) -> String {
 
 #[tokio::test]
 async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
-    let s = TestServer::start(|_| {}).await;
+    // The built-in plugins on, so the filtered-traffic panel has a crawler.
+    let s = TestServer::start(|c| c.plugins = bilten_analytics::plugins::default_chain()).await;
     let mut g = Generator::new(5);
     let now = Utc::now();
     for i in 0..1500 {
@@ -69,6 +70,21 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
             .await;
         assert_eq!(status, 202, "{body}");
     }
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"event_type": "page_view", "organizer_id": "org-1",
+                     "user_agent": "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"}]),
+        )
+        .await;
+    assert_eq!((status, body["dropped"].clone()), (200, json!(1)), "{body}");
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"organizer_id": "org-1", "url": "https://tickets.example/", "ip": "8.8.8.8"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
     s.flush().await;
     let (from, to) = (
         (now - Duration::hours(24)).timestamp(),
@@ -82,7 +98,7 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
     let org = organizers[0]["organizer_id"].as_str().unwrap().to_string();
 
     let panels = d["panels"].as_array().unwrap();
-    assert!(panels.len() >= 7);
+    assert!(panels.len() >= 9);
     for panel in panels {
         let title = panel["title"].as_str().unwrap();
         let sql = panel["targets"][0]["rawSql"].as_str().unwrap();
@@ -99,7 +115,11 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
             let rows = s.query(&expand(sql, from, to, organizer)).await;
             assert!(!rows.is_empty(), "{title} ({organizer}) is empty");
             if raw {
-                s.assert_reads_projection(&expand(sql, from, to, organizer), "hourly")
+                let projection = match sql.contains("country") {
+                    true => "countries",
+                    false => "hourly",
+                };
+                s.assert_reads_projection(&expand(sql, from, to, organizer), projection)
                     .await;
             }
         }
@@ -165,6 +185,23 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
         ))
         .await;
     assert_eq!(as_u64(&tickets[0]["t"]), as_u64(&raw[0]["q"]));
+    // Countries and what the plugins filtered out.
+    let countries = s.query(&expand(&panel(8), from, to, "all")).await;
+    assert!(
+        countries
+            .iter()
+            .any(|r| r["place"] == "US" && as_u64(&r["page_views"]) == 1),
+        "{countries:?}"
+    );
+    let filtered = s.query(&expand(&panel(9), from, to, "all")).await;
+    assert_eq!(filtered.len(), 1, "{filtered:?}");
+    assert_eq!(
+        (
+            filtered[0]["plugin"].as_str(),
+            as_u64(&filtered[0]["events"])
+        ),
+        (Some("bots"), 1)
+    );
     // The funnel's steps come in the purchase order.
     let funnel = s.query(&expand(&panel(7), from, to, "all")).await;
     let orders: Vec<u64> = funnel.iter().map(|r| as_u64(&r["step_order"])).collect();
