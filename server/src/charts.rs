@@ -361,7 +361,7 @@ svg .bar:hover{opacity:.8}
 .kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(160px,1fr));gap:1em;margin-bottom:1.2em}
 .kpi{background:#fff;border:1px solid var(--line);border-radius:10px;padding:.8em 1em}
 .kpi .label{color:var(--muted);font-size:.8em} .kpi .value{font-size:1.5em;font-weight:600;margin-top:.2em}
-.amount{display:block;white-space:nowrap}
+.amount{display:block;white-space:nowrap} .kpi .value .amount:not(:only-child){font-size:.7em}
 table{border-collapse:collapse;width:100%;font-size:.9em}
 th,td{padding:.45em .6em;border-bottom:1px solid var(--line);text-align:left}
 td.num,th.num{text-align:right;font-variant-numeric:tabular-nums}
