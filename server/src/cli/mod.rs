@@ -8,5 +8,6 @@
 pub mod admin_client;
 pub mod geo;
 pub mod loadgen;
+pub mod npm_pack;
 pub mod plugin;
 pub mod scaffold;

@@ -316,12 +316,22 @@ pub struct Filtered {
 /// for many organizers); the rest are counted in its total only.
 pub const MAX_FILTERED_ROWS: usize = 10_000;
 
+/// Filtered traffic over a range: its rows (at most [`MAX_FILTERED_ROWS`]),
+/// and the total of every row, listed or not.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilteredTraffic {
+    pub rows: Vec<Filtered>,
+    pub events: u64,
+    /// Rows were left out of `rows`.
+    pub truncated: bool,
+}
+
 /// The filter's filtered traffic, per day, organizer, table, plugin and
-/// reason, and the total of every row (listed or not).
+/// reason.
 pub async fn filtered_traffic(
     storage: &dyn Storage,
     filter: &Filter,
-) -> Result<(Vec<Filtered>, u64), StorageError> {
+) -> Result<FilteredTraffic, StorageError> {
     let sql = format!(
         "SELECT toString(date) AS day, organizer_id, source_table, plugin, reason, \
          sum(events) AS events FROM {DATABASE}.filtered_traffic WHERE {}{} \
@@ -331,8 +341,8 @@ pub async fn filtered_traffic(
         filter.organizer_sql()
     );
     let found = rows(storage, &sql, &filter.params()).await?;
-    let total = found.iter().map(|r| num(&r["events"]) as u64).sum();
-    let listed = found
+    let events = found.iter().map(|r| num(&r["events"]) as u64).sum();
+    let rows = found
         .iter()
         .take(MAX_FILTERED_ROWS)
         .filter_map(|r| {
@@ -347,7 +357,11 @@ pub async fn filtered_traffic(
             })
         })
         .collect();
-    Ok((listed, total))
+    Ok(FilteredTraffic {
+        rows,
+        events,
+        truncated: found.len() > MAX_FILTERED_ROWS,
+    })
 }
 
 async fn rows(
@@ -418,6 +432,17 @@ pub fn page_views_over_time(filter: &Filter) -> String {
         "SELECT toString({bucket}) AS t, count() AS page_views FROM {DATABASE}.page_views \
          WHERE {}{} GROUP BY {bucket} ORDER BY {bucket}",
         filter.hours_sql("toStartOfHour(timestamp)"),
+        filter.organizer_sql()
+    )
+}
+
+/// Events the plugins filtered out over the filter's range, per plugin, the
+/// most first: the dashboard's panel (the admin route lists every row).
+fn filtered_by_plugin(filter: &Filter) -> String {
+    format!(
+        "SELECT plugin, sum(events) AS events FROM {DATABASE}.filtered_traffic \
+         WHERE {}{} GROUP BY plugin ORDER BY events DESC, plugin",
+        filter.dates_sql("date"),
         filter.organizer_sql()
     )
 }
@@ -499,7 +524,7 @@ pub async fn figures(
         }
     };
     // At once: the page waits for the slowest panel, not for their sum.
-    let by_country = page_views_by_country(filter);
+    let (by_country, by_plugin) = (page_views_by_country(filter), filtered_by_plugin(filter));
     let (
         (now, realtime),
         hourly,
@@ -509,7 +534,7 @@ pub async fn figures(
         events,
         reached,
         organizers,
-        (filtered, _),
+        filtered,
         countries,
     ) = tokio::try_join!(
         realtime(storage, filter),
@@ -520,16 +545,9 @@ pub async fn figures(
         rows(storage, &events, &params),
         rows(storage, &funnel, &funnel_params),
         organizers,
-        filtered_traffic(storage, filter),
+        rows(storage, &by_plugin, &params),
         rows(storage, &by_country, &params),
     )?;
-    let mut by_plugin: Vec<(String, f64)> = Vec::new();
-    for f in &filtered {
-        match by_plugin.iter_mut().find(|(p, _)| *p == f.plugin) {
-            Some((_, n)) => *n += f.events as f64,
-            None => by_plugin.push((f.plugin.clone(), f.events as f64)),
-        }
-    }
     let distinct = |measure: &str, event_id: &str| {
         sketches
             .iter()
@@ -595,7 +613,13 @@ pub async fn figures(
         events,
         funnel,
         organizers,
-        filtered: by_plugin,
+        filtered: filtered
+            .iter()
+            .map(|r| {
+                let plugin = r["plugin"].as_str().unwrap_or("").to_string();
+                (plugin, num(&r["events"]))
+            })
+            .collect(),
         countries: countries
             .iter()
             .map(|r| {

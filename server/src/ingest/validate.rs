@@ -666,40 +666,38 @@ fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 /// "12", "12.5", "12.50" → cents. More than two decimals, a sign or an
 /// exponent is refused rather than rounded.
 fn parse_cents(text: &str) -> Result<u64, Invalid> {
+    let bad = |reason: String| invalid("price", reason);
     if text.starts_with('-') {
-        return Err(invalid("price", format!("must be 0 or more, got {text}")));
+        return Err(bad(format!("must be 0 or more, got {text}")));
     }
     let numeric = |c: char| c.is_ascii_digit() || "eE+-.".contains(c);
     if text.contains(['e', 'E']) && text.chars().all(numeric) {
-        return Err(invalid(
-            "price",
-            format!("must be written without an exponent, such as 49.99, got {text}"),
-        ));
+        return Err(bad(format!(
+            "must be written without an exponent, such as 49.99, got {text}"
+        )));
     }
     let (whole, frac) = text.split_once('.').unwrap_or((text, ""));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if !digits(whole) || !(frac.is_empty() || digits(frac)) {
-        return Err(invalid(
-            "price",
-            format!("must be a decimal number such as 49.99, got {text}"),
-        ));
+        return Err(bad(format!(
+            "must be a decimal number such as 49.99, got {text}"
+        )));
     }
     let frac = frac.trim_end_matches('0');
     if frac.len() > 2 {
-        return Err(invalid(
-            "price",
-            format!("may have at most 2 decimal places, got {text}"),
-        ));
+        return Err(bad(format!(
+            "may have at most 2 decimal places, got {text}"
+        )));
     }
     let whole: u64 = whole
         .parse()
-        .map_err(|_| invalid("price", format!("is too large: {text}")))?;
+        .map_err(|_| bad(format!("is too large: {text}")))?;
     let frac: u64 = format!("{frac:0<2}").parse().expect("two digits");
     whole
         .checked_mul(100)
         .and_then(|c| c.checked_add(frac))
         .filter(|c| *c <= MAX_PRICE_CENTS)
-        .ok_or_else(|| invalid("price", format!("is too large: {text}")))
+        .ok_or_else(|| bad(format!("is too large: {text}")))
 }
 
 #[cfg(test)]

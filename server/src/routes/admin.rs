@@ -209,14 +209,14 @@ pub async fn filtered_traffic(
         chrono::Utc::now().date_naive(),
     )
     .map_err(|e| ApiError::BadQuery(e.to_string()))?;
-    let (rows, total) = crate::dashboard::filtered_traffic(&*app.storage, &filter).await?;
+    let found = crate::dashboard::filtered_traffic(&*app.storage, &filter).await?;
     Ok(Json(json!({
         "from": filter.from,
         "to": filter.to,
         "organizer": filter.organizer,
-        "events": total,
-        "truncated": rows.len() == crate::dashboard::MAX_FILTERED_ROWS,
-        "rows": rows,
+        "events": found.events,
+        "truncated": found.truncated,
+        "rows": found.rows,
     })))
 }
 
