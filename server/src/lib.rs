@@ -36,6 +36,10 @@
 //!   resends, then micro-batches with other requests through the plugin
 //!   chain and the log, `?wait`; `accept_segment`, Segment's calls the
 //!   same way; no HTTP types.
+//! - Host steps, run on each request's rows before the plugins (columns
+//!   declared in `bilten_schema::HOST_COLUMNS`): [`geo`], the country of
+//!   an address; [`visits`], the server's sessions and each visit's origin,
+//!   read by [`sources`] (channel, source, campaign) from its first page.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
@@ -57,6 +61,8 @@
 //!   keys), filters, figures read from the views, sessions and HTML; no
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the
 //!   admin report; imports nothing.
+//! - [`stats`]: the Stats API's queries (Plausible's v2 shape) checked
+//!   against allow-lists and run on the `sessions` aggregate; no HTTP types.
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
 //!   admin, dashboard, health, auth and audit); [`error`]: the one
 //!   `IntoResponse`.
@@ -97,9 +103,12 @@ pub mod model;
 pub mod ops;
 pub mod plugins;
 pub mod routes;
+pub mod sources;
+pub mod stats;
 pub mod storage;
 pub mod synth;
 pub mod telemetry;
+pub mod visits;
 pub mod wal;
 
 use std::future::Future;
@@ -295,6 +304,8 @@ async fn run(
         countries,
     );
     *state.retention.write().await = retention;
+    // Before traffic: a sale is credited to the visits of the last 30 days.
+    state.intake.visits().warm(&*state.storage).await;
     if let Some(recovered) = recovered {
         // A client whose 202 was lost in the crash will resend: remember
         // what the log already holds so the resend is dropped as a duplicate.

@@ -118,6 +118,8 @@ pub const AGED_TABLES: &[(&str, &str)] = &[
     ("user_funnel", "toDateTime(date)"),
     ("realtime_dashboard", "interval_start"),
     ("dashboard_sketches", "toDateTime(date)"),
+    ("sessions", "toDateTime(date)"),
+    ("attribution_daily", "toDateTime(date)"),
 ];
 
 pub use bilten_schema::{ClientTable, Field, Kind, SERVER_COLUMNS};

@@ -263,3 +263,354 @@ async fn views_are_final_before_any_merge() {
     }
     storage.close().await;
 }
+
+/// Visits: page views and events a visitor sends within 30 minutes of each
+/// other are one visit, whose origin is its first page's referrer and
+/// campaign; `sessions` holds each visit's figures as they arrive. Referrers
+/// and URLs that are no URLs, or 10 KB long, are stored all the same.
+#[tokio::test]
+async fn visits_and_their_origins_are_kept_as_events_arrive() {
+    let s = TestServer::start(|c| {
+        c.read_keys = vec![
+            "read-key-of-org-v@org-v".to_string().into(),
+            "read-key-of-org-w@org-w".to_string().into(),
+        ];
+    })
+    .await;
+    let t0 = Utc::now() - Duration::hours(3);
+    let at = |minutes: i64| (t0 + Duration::minutes(minutes)).timestamp_millis();
+    let view = |tab: &str, minutes: i64, url: &str, referrer: &str| {
+        json!({"organizer_id": "org-v", "session_id": tab, "timestamp": at(minutes),
+               "url": url, "referrer": referrer, "duration_ms": 1000})
+    };
+    let long = format!("https://bilten.example/e/9?q={}", "x".repeat(10_000));
+    let views = json!([
+        view(
+            "tab-1",
+            0,
+            "https://bilten.example/e/1?utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale",
+            "https://mail.google.com/"
+        ),
+        view(
+            "tab-1",
+            10,
+            "https://bilten.example/e/1/tickets",
+            "https://bilten.example/e/1"
+        ),
+        view(
+            "tab-1",
+            25,
+            "https://bilten.example/checkout",
+            "https://bilten.example/e/1/tickets"
+        ),
+        // 31 minutes of silence: a second visit, direct.
+        view("tab-1", 56, "https://bilten.example/", ""),
+        view(
+            "tab-2",
+            5,
+            "https://bilten.example/e/2",
+            "https://www.google.com/search?q=concert"
+        ),
+        view("tab-3", 7, "not a url", "%%%"),
+        view(
+            "tab-4",
+            8,
+            &long,
+            &format!("https://www.facebook.com/?{}", "%ZZ".repeat(3000))
+        ),
+    ]);
+    let (status, body) = s.post_json("/v1/page-views", &views).await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(7)),
+        "{body}"
+    );
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"organizer_id": "org-v", "session_id": "tab-1", "event_type": "add_to_cart",
+                     "timestamp": at(12), "user_id": "buyer-1"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let visits = s
+        .query(
+            "SELECT toString(visit_id) AS visit, max(session_id) AS tab, sum(pageviews) AS pageviews, \
+             sum(events) AS events, argMinMerge(entry_page) AS entry, argMaxMerge(exit_page) AS exit, \
+             max(channel) AS channel, max(source) AS source, max(utm_campaign) AS campaign, \
+             max(user_id) AS user, toUnixTimestamp64Milli(min(started)) AS started_ms \
+             FROM bilten_analytics.sessions WHERE organizer_id = 'org-v' \
+             GROUP BY visit_id ORDER BY started_ms, tab",
+        )
+        .await;
+    // Tab, page views, events, entry, exit, channel, source, campaign, user.
+    let brief: Vec<Value> = visits
+        .iter()
+        .map(|v| {
+            json!([
+                v["tab"],
+                as_u64(&v["pageviews"]),
+                as_u64(&v["events"]),
+                v["entry"],
+                v["exit"],
+                v["channel"],
+                v["source"],
+                v["campaign"],
+                v["user"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        [
+            json!([
+                "tab-1",
+                3,
+                1,
+                "/e/1",
+                "/checkout",
+                "email",
+                "newsletter",
+                "spring_sale",
+                "buyer-1"
+            ]),
+            json!(["tab-2", 1, 0, "/e/2", "/e/2", "search", "Google", "", ""]),
+            json!(["tab-3", 1, 0, "", "", "direct", "", "", ""]),
+            json!(["tab-4", 1, 0, "/e/9", "/e/9", "social", "Facebook", "", ""]),
+            json!(["tab-1", 1, 0, "/", "/", "direct", "", "", ""]),
+        ]
+    );
+    // The visit's id holds its start; its rows carry it and its origin.
+    let first = visits[0]["visit"].as_str().unwrap();
+    let rows = s
+        .query(&format!(
+            "SELECT count() AS n, uniqExact(channel, source, utm_campaign) AS origins, \
+             toUnixTimestamp64Milli(min(timestamp)) AS first \
+             FROM (SELECT timestamp, channel, source, utm_campaign FROM bilten_analytics.page_views \
+                   WHERE visit_id = '{first}' UNION ALL SELECT timestamp, channel, source, utm_campaign \
+                   FROM bilten_analytics.events WHERE visit_id = '{first}')"
+        ))
+        .await;
+    assert_eq!(as_u64(&rows[0]["n"]), 4, "{rows:?}");
+    assert_eq!(as_u64(&rows[0]["origins"]), 1, "{rows:?}");
+    assert_eq!(as_u64(&visits[0]["started_ms"]), at(0) as u64);
+
+    // The Stats API (Plausible's v2 shape) answers the same from `sessions`.
+    let stats = |key: &'static str, q: Value| {
+        let req = s
+            .client
+            .post(format!("{}/api/v2/query", s.base))
+            .bearer_auth(key)
+            .json(&q);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let day = t0.date_naive().to_string();
+    let today = Utc::now().date_naive().to_string();
+    let (status, body) = stats(
+        "read-key-of-org-v",
+        json!({"site_id": "org-v", "date_range": [day, today],
+               "metrics": ["visits", "visitors", "pageviews", "bounce_rate", "events"],
+               "dimensions": ["visit:channel"], "order_by": [["visits", "desc"]]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let rows: Vec<(String, Vec<i64>)> = body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["dimensions"][0].as_str().unwrap().to_string(),
+                r["metrics"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m.as_i64().unwrap())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("direct".to_string(), vec![2, 2, 2, 100, 2]),
+            ("email".to_string(), vec![1, 1, 3, 0, 4]),
+            ("search".to_string(), vec![1, 1, 1, 100, 1]),
+            ("social".to_string(), vec![1, 1, 1, 100, 1]),
+        ],
+        "{body}"
+    );
+    assert!(body["meta"]["rows_read"].as_u64().unwrap() > 0, "{body}");
+    // A campaign, filtered; and the visit's length in seconds.
+    let (status, body) = stats(
+        "read-key-of-org-v",
+        json!({"site_id": "org-v", "date_range": [day, today], "metrics": ["visits", "visit_duration"],
+               "dimensions": ["visit:utm_campaign", "visit:entry_page"],
+               "filters": [["is", "visit:utm_campaign", ["spring_sale"]]]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([{"dimensions": ["spring_sale", "/e/1"], "metrics": [1, 25 * 60]}])
+    );
+    // Another organizer's key reads nothing of org-v, through any field.
+    let (status, body) = stats(
+        "read-key-of-org-w",
+        json!({"site_id": "org-v", "date_range": "7d", "metrics": ["visits"]}),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = stats(
+        "read-key-of-org-w",
+        json!({"site_id": "org-w", "date_range": "7d", "metrics": ["visits"],
+               "filters": [["is", "visit:source", ["x' OR organizer_id = 'org-v"]]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["results"].clone()),
+        (200, json!([{"dimensions": [], "metrics": [0]}])),
+        "{body}"
+    );
+    let (status, body) = stats(
+        "nobody",
+        json!({"site_id": "org-v", "date_range": "7d", "metrics": ["visits"]}),
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = stats(
+        "read-key-of-org-v",
+        json!({"site_id": "org-v", "date_range": "7d", "metrics": ["visits", "nope"]}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("\"nope\""),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}
+
+/// Attribution, in the order a buyer goes: an anonymous visit from a
+/// campaign, then `identify` in that visit, then a sale sent by the backend
+/// with only the user's id. The sale is credited to the campaign, first and
+/// last; a buyer with no visit to direct. The Stats API breaks tickets and
+/// revenue down by campaign, per currency, and says when currencies mix.
+#[tokio::test]
+async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
+    let s = TestServer::start(|c| c.read_keys = vec!["read-key-of-org-a@org-a".to_string().into()])
+        .await;
+    let t0 = Utc::now() - Duration::hours(2);
+    let at = |minutes: i64| (t0 + Duration::minutes(minutes)).timestamp_millis();
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([
+                {"organizer_id": "org-a", "session_id": "anon-tab", "timestamp": at(0),
+                 "url": "https://bilten.example/e/1?utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale",
+                 "referrer": "https://mail.google.com/"},
+                // An earlier visit of another campaign, from another tab.
+                {"organizer_id": "org-a", "session_id": "tab-0", "user_id": "buyer-1", "timestamp": at(-60),
+                 "url": "https://bilten.example/?utm_source=facebook&utm_medium=cpc&utm_campaign=winter",
+                 "referrer": "https://m.facebook.com/"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"organizer_id": "org-a", "session_id": "anon-tab", "user_id": "buyer-1",
+                     "event_type": "identify", "timestamp": at(3)}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let sale = |user: &str, price: &str, currency: &str| {
+        json!({"organizer_id": "org-a", "event_id": "concert-1", "user_id": user, "quantity": 2,
+               "price": price, "currency": currency, "timestamp": at(10)})
+    };
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([
+                sale("buyer-1", "80.00", "EUR"),
+                sale("walk-in", "30.00", "USD")
+            ]),
+        )
+        .await;
+    assert_eq!(
+        (status, body["accepted"].clone()),
+        (202, json!(2)),
+        "{body}"
+    );
+    s.flush().await;
+    let sales = s
+        .query(
+            "SELECT user_id, first_utm_campaign AS first, last_utm_campaign AS last, \
+             last_channel AS channel, last_source AS source FROM bilten_analytics.ticket_sales \
+             WHERE organizer_id = 'org-a' ORDER BY user_id",
+        )
+        .await;
+    assert_eq!(
+        sales,
+        [
+            json!({"user_id": "buyer-1", "first": "winter", "last": "spring_sale", "channel": "email", "source": "newsletter"}),
+            json!({"user_id": "walk-in", "first": "", "last": "", "channel": "direct", "source": ""}),
+        ]
+    );
+    let stats = |q: Value| {
+        let req = s
+            .client
+            .post(format!("{}/api/v2/query", s.base))
+            .bearer_auth("read-key-of-org-a")
+            .json(&q);
+        async move {
+            let r = req.send().await.unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, body) = stats(json!({
+        "site_id": "org-a", "date_range": "7d",
+        "metrics": ["visits", "tickets", "revenue", "average_order_value"],
+        "dimensions": ["visit:utm_campaign"], "order_by": [["tickets", "desc"], ["visits", "desc"]]
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([
+            {"dimensions": ["spring_sale"], "metrics": [1, 2, {"EUR": 80}, {"EUR": 80}]},
+            {"dimensions": [""], "metrics": [0, 2, {"USD": 30}, {"USD": 30}]},
+            {"dimensions": ["winter"], "metrics": [1, 0, {}, {}]},
+        ]),
+        "{body}"
+    );
+    let warning = body["meta"]["warnings"][0].as_str().unwrap_or("");
+    assert!(warning.contains("EUR, USD"), "{body}");
+    // By currency, no warning; a dimension the sales do not have is refused.
+    let (status, body) = stats(json!({
+        "site_id": "org-a", "date_range": "7d", "metrics": ["revenue", "orders"],
+        "dimensions": ["currency"], "filters": [["is", "visit:channel", ["email"]]]
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([{"dimensions": ["EUR"], "metrics": [{"EUR": 80}, 1]}])
+    );
+    assert_eq!(body["meta"]["warnings"], json!([]));
+    let (status, body) = stats(json!({
+        "site_id": "org-a", "date_range": "7d", "metrics": ["revenue"], "dimensions": ["visit:country"]
+    }))
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("visit:country"),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}

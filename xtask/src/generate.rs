@@ -6,7 +6,8 @@
 use std::fmt::Write;
 
 use bilten_schema::{
-    ClientTable, Field, Kind, Member, PLUGIN_INTERFACE, Wire, members, text_layout,
+    ClientTable, Field, HOST_COLUMNS, HOST_INPUTS, HostColumn, HostType, Kind, Member,
+    PLUGIN_INTERFACE, Wire, members, text_layout,
 };
 
 /// A piece of a file the declaration makes.
@@ -545,6 +546,13 @@ fn row_fields(f: &Field) -> Vec<(String, String, Option<&'static str>)> {
     }
 }
 
+fn host_type(c: &HostColumn) -> &'static str {
+    match c.rust {
+        HostType::Text => "String",
+        HostType::Uuid => "Uuid",
+    }
+}
+
 fn variant(t: &ClientTable) -> String {
     t.row.trim_end_matches("Row").to_string()
 }
@@ -565,7 +573,7 @@ fn server_rows(tables: &[ClientTable]) -> String {
         let _ = writeln!(out, "/// A row of `{}`.", t.name);
         let _ = writeln!(
             out,
-            "#[derive(Debug, Clone, Serialize)]\npub struct {} {{",
+            "#[derive(Debug, Clone, Default, Serialize)]\npub struct {} {{",
             t.row
         );
         for f in t.fields {
@@ -577,7 +585,13 @@ fn server_rows(tables: &[ClientTable]) -> String {
             }
         }
         for c in t.host_columns() {
-            let _ = writeln!(out, "    /// {}\n    pub {}: String,", c.doc, c.name);
+            let _ = writeln!(
+                out,
+                "    /// {}\n    pub {}: {},",
+                c.doc,
+                c.name,
+                host_type(c)
+            );
         }
         out.push_str(
             "    /// Plugins that failed open on this event: it skipped their checks.\n    \
@@ -588,6 +602,20 @@ fn server_rows(tables: &[ClientTable]) -> String {
     out.push_str("/// One validated event, typed, as it will be stored.\n#[derive(Debug, Clone)]\npub enum Row {\n");
     for t in tables {
         let _ = writeln!(out, "    {}({}),", variant(t), t.row);
+    }
+    out.push_str("}\n\n");
+    // What host steps read and fill.
+    out.push_str(
+        "/// A row's host-filled columns (`None`: not in its table) and the\n\
+         /// fields they are read from (`bilten_schema::HOST_INPUTS`; empty for\n\
+         /// a table without one).\n\
+         pub struct Host<'a> {\n    pub timestamp_ms: i64,\n",
+    );
+    for input in HOST_INPUTS {
+        let _ = writeln!(out, "    pub {input}: &'a str,");
+    }
+    for c in HOST_COLUMNS {
+        let _ = writeln!(out, "    pub {}: Option<&'a mut {}>,", c.name, host_type(c));
     }
     out.push_str("}\n\n");
     // Accessors over every table.
@@ -610,26 +638,46 @@ fn server_rows(tables: &[ClientTable]) -> String {
         each("serde_json::to_writer(&mut *out, r)"),
         each("&mut r.plugins_skipped"),
     );
-    // The host-filled columns, each with the field it is read from.
+    // The host-filled columns, with the fields they are read from.
     out.push_str(
-        "    /// A host-filled column (`bilten_schema::HOST_COLUMNS`) and the field it\n    \
-         /// is read from, for a table that has them.\n    \
-         pub fn host_column(&mut self, column: &str) -> Option<(&str, &mut String)> {\n        \
-         match (self, column) {\n",
+        "    /// The row's host-filled columns (`bilten_schema::HOST_COLUMNS`) and\n    \
+         /// what they are read from, for a table that has them.\n    \
+         pub fn host(&mut self) -> Option<Host<'_>> {\n        \
+         match self {\n",
     );
     for t in tables {
-        for c in t.host_columns() {
-            let _ = writeln!(
-                out,
-                "            (Row::{}(r), {:?}) => Some((&r.{}, &mut r.{})),",
-                variant(t),
-                c.name,
-                c.from,
-                c.name
-            );
+        let cols: Vec<_> = t.host_columns().collect();
+        if cols.is_empty() {
+            continue;
         }
+        let _ = writeln!(out, "            Row::{}(r) => Some(Host {{", variant(t));
+        out.push_str("                timestamp_ms: r.timestamp_ms,\n");
+        for input in HOST_INPUTS {
+            match t.field(input) {
+                Some(_) => {
+                    let _ = writeln!(out, "                {input}: &r.{input},");
+                }
+                None => {
+                    let _ = writeln!(out, "                {input}: \"\",");
+                }
+            }
+        }
+        for c in HOST_COLUMNS {
+            match cols.contains(&c) {
+                true => {
+                    let _ = writeln!(out, "                {n}: Some(&mut r.{n}),", n = c.name);
+                }
+                false => {
+                    let _ = writeln!(out, "                {}: None,", c.name);
+                }
+            }
+        }
+        out.push_str("            }),\n");
     }
-    out.push_str("            _ => None,\n        }\n    }\n\n");
+    if tables.iter().any(|t| t.host_columns().next().is_none()) {
+        out.push_str("            _ => None,\n");
+    }
+    out.push_str("        }\n    }\n\n");
     // A row a plugin modified keeps what the host filled.
     out.push_str(
         "    /// Takes `from`'s host-filled columns: a row a plugin modified keeps\n    \
@@ -738,7 +786,12 @@ fn server_rows(tables: &[ClientTable]) -> String {
             }
         }
         for c in t.host_columns() {
-            let _ = writeln!(out, "                {}: String::new(),", c.name);
+            let _ = writeln!(
+                out,
+                "                {}: {}::default(),",
+                c.name,
+                host_type(c)
+            );
         }
         out.push_str("                plugins_skipped: Vec::new(),\n            })\n        }\n");
     }

@@ -75,6 +75,8 @@ pub struct Config {
     pub health: HealthSettings,
     /// Countries from client addresses (`geo`).
     pub geo: GeoSettings,
+    /// Visits (the server's sessions) and where they came from (`visits`).
+    pub visits: VisitSettings,
     /// Serve HTTPS (rustls) with this certificate chain and key, PEM files.
     pub tls: Option<TlsSettings>,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
@@ -148,6 +150,30 @@ pub struct GeoSettings {
     /// default: the one the build fetched, or a newer one
     /// `bilten-analytics geo update` put beside it.
     pub database: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VisitSettings {
+    /// A visitor's next event after this long without one starts a new visit.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most visits followed at once (each about 200 bytes); past it, a new
+    /// visitor's events are each a visit of their own until some end.
+    pub max_open: usize,
+    /// A ticket sale is credited to its buyer's visits of this long before it.
+    #[serde(with = "humantime_serde")]
+    pub attribution_window: Duration,
+}
+
+impl Default for VisitSettings {
+    fn default() -> Self {
+        VisitSettings {
+            timeout: Duration::from_secs(30 * 60),
+            max_open: 1_000_000,
+            attribution_window: Duration::from_secs(30 * 86_400),
+        }
+    }
 }
 
 impl Default for GeoSettings {
@@ -335,6 +361,7 @@ impl Default for Config {
             backups: BackupSettings::default(),
             health: HealthSettings::default(),
             geo: GeoSettings::default(),
+            visits: VisitSettings::default(),
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
             plugins: plugins::default_chain(),
@@ -542,6 +569,17 @@ impl Config {
         }
         if self.batch.max_age.is_zero() {
             return Err(invalid("batch.max_age", "must be more than 0"));
+        }
+        if self.visits.timeout < Duration::from_secs(1)
+            || self.visits.timeout > Duration::from_secs(86_400)
+        {
+            return Err(invalid("visits.timeout", "must be from 1s to 24h"));
+        }
+        if self.visits.attribution_window > Duration::from_secs(366 * 86_400) {
+            return Err(invalid(
+                "visits.attribution_window",
+                "must be at most 366 days",
+            ));
         }
         if self.batch.max_insert_rows < self.batch.max_rows {
             return Err(invalid(

@@ -286,6 +286,55 @@ pub struct Figures {
     pub filtered: Vec<(String, f64)>,
     /// Page views per country (ISO code; '' unknown), the most first.
     pub countries: Vec<(String, f64)>,
+    /// Visits per channel and source, the most first.
+    pub sources: Vec<((String, String), f64)>,
+    /// Visits per campaign (`utm_campaign`), the most first.
+    pub campaigns: Vec<(String, f64)>,
+}
+
+/// Most sources and campaigns their panels list.
+pub const TOP_SOURCES: usize = 10;
+
+/// The Stats API's queries (`stats`) behind the sources and campaigns
+/// panels: the same figures an app reads from `/api/v2/query`.
+pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 2] {
+    let range = serde_json::json!([filter.from.to_string(), filter.to.to_string()]);
+    let page = serde_json::json!({"limit": TOP_SOURCES});
+    [
+        serde_json::json!({"metrics": ["visits"], "date_range": range,
+                           "dimensions": ["visit:channel", "visit:source"], "pagination": page}),
+        serde_json::json!({"metrics": ["visits"], "date_range": range,
+                           "dimensions": ["visit:utm_campaign"], "pagination": page,
+                           "filters": [["is_not", "visit:utm_campaign", [""]]]}),
+    ]
+}
+
+async fn visit_panel(
+    storage: &dyn Storage,
+    filter: &Filter,
+    query: &serde_json::Value,
+) -> Result<Vec<(Vec<String>, f64)>, StorageError> {
+    let plan = crate::stats::plan_for(query, filter.organizer.as_deref(), filter.to)
+        .expect("the dashboard's queries, over at most 366 days, are valid");
+    let answer = match crate::stats::run(storage, &plan).await {
+        Ok(a) => a,
+        Err(crate::stats::StatsError::Storage(e)) => return Err(e),
+        Err(e) => unreachable!("only the engine fails a planned query: {e}"),
+    };
+    Ok(answer["results"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            let dims = r["dimensions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|d| d.as_str().unwrap_or("").to_string())
+                .collect();
+            (dims, num(&r["metrics"][0]))
+        })
+        .collect())
 }
 
 /// The funnel's steps, as `sql/0007_user_funnel.sql` orders them.
@@ -525,6 +574,7 @@ pub async fn figures(
     };
     // At once: the page waits for the slowest panel, not for their sum.
     let (by_country, by_plugin) = (page_views_by_country(filter), filtered_by_plugin(filter));
+    let [by_source, by_campaign] = visit_panels(filter);
     let (
         (now, realtime),
         hourly,
@@ -536,6 +586,8 @@ pub async fn figures(
         organizers,
         filtered,
         countries,
+        sources,
+        campaigns,
     ) = tokio::try_join!(
         realtime(storage, filter),
         rows(storage, &hourly, &params),
@@ -547,6 +599,8 @@ pub async fn figures(
         organizers,
         rows(storage, &by_plugin, &params),
         rows(storage, &by_country, &params),
+        visit_panel(storage, filter, &by_source),
+        visit_panel(storage, filter, &by_campaign),
     )?;
     let distinct = |measure: &str, event_id: &str| {
         sketches
@@ -626,6 +680,17 @@ pub async fn figures(
                 let code = r["country"].as_str().unwrap_or("").to_string();
                 (code, num(&r["page_views"]))
             })
+            .collect(),
+        sources: sources
+            .into_iter()
+            .map(|(mut d, n)| {
+                let source = d.pop().unwrap_or_default();
+                ((d.pop().unwrap_or_default(), source), n)
+            })
+            .collect(),
+        campaigns: campaigns
+            .into_iter()
+            .map(|(mut d, n)| (d.pop().unwrap_or_default(), n))
             .collect(),
     })
 }

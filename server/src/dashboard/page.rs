@@ -122,6 +122,20 @@ pub fn realtime_panel(now: DateTime<Utc>, points: &[(DateTime<Utc>, f64, f64)]) 
     .svg()
 }
 
+/// A channel as the sources panel names it.
+fn channel_label(channel: &str) -> String {
+    match channel {
+        "" => "Unknown".to_string(),
+        c => {
+            let mut chars = c.chars();
+            chars
+                .next()
+                .map(|first| first.to_uppercase().chain(chars).collect())
+                .unwrap_or_default()
+        }
+    }
+}
+
 fn kpi(id: &str, label: &str, v: f64, unit: Unit) -> Markup {
     html! {
         div.kpi data-kpi=(id) data-v=(v) {
@@ -341,6 +355,37 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         "No page views in this period.",
     );
 
+    let source_bars: Vec<(String, f64, String)> = f
+        .sources
+        .iter()
+        .map(|((channel, source), n)| {
+            let mut label = channel_label(channel);
+            if !source.is_empty() {
+                label = format!("{label} · {source}");
+            }
+            (label, *n, String::new())
+        })
+        .collect();
+    let sources = charts::category_bars(
+        "sources",
+        "Sources: visits by channel and source (the 10 with the most)",
+        Unit::Count("visits"),
+        &source_bars,
+        "No visits in this period.",
+    );
+    let campaign_bars: Vec<(String, f64, String)> = f
+        .campaigns
+        .iter()
+        .map(|(c, n)| (c.clone(), *n, String::new()))
+        .collect();
+    let campaigns = charts::category_bars(
+        "campaigns",
+        "Campaigns: visits by utm_campaign (the 10 with the most)",
+        Unit::Count("visits"),
+        &campaign_bars,
+        "No visits came from a campaign (utm_campaign) in this period.",
+    );
+
     let admin = matches!(viewer, Viewer::Admin);
     let body = html! {
         // Filters: a GET form (no secret in it), organizer and dates.
@@ -376,6 +421,10 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             }
         }
         (PreEscaped(funnel))
+        div.grid2 {
+            (PreEscaped(sources))
+            (PreEscaped(campaigns))
+        }
         (PreEscaped(countries))
         (PreEscaped(filtered))
         (performance_table(f, main_currency.as_deref()))
@@ -556,6 +605,8 @@ mod tests {
             organizers: vec!["org-a".into(), hostile.into()],
             filtered: vec![(hostile.into(), 3.0)],
             countries: vec![("DE".into(), 4.0), (String::new(), 1.0)],
+            sources: vec![(("search".into(), "Google".into()), 3.0)],
+            campaigns: vec![("spring_sale".into(), 2.0)],
         };
         let escaped = "o&#39;&lt;b&gt;&amp;&quot;x";
         let pages = [
@@ -626,6 +677,8 @@ mod tests {
             organizers: vec![],
             filtered: vec![],
             countries: vec![],
+            sources: vec![],
+            campaigns: vec![],
         };
         let page = dashboard(&admin, &filter, &f);
         let tile = &page[page.find("data-kpi=\"revenue\"").unwrap()..];

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 pub use decode::{BodyFormat, DecodeError};
 pub use validate::{
-    Check, EventRow, Invalid, PageViewRow, Row, Source, Stamp, TicketSaleRow, build,
+    Check, EventRow, Host, Invalid, PageViewRow, Row, Source, Stamp, TicketSaleRow, build,
 };
 
 pub use crate::model::Table;

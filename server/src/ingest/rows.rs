@@ -12,7 +12,7 @@ use super::validate::{Invalid, Source};
 use crate::model::Table;
 
 /// A row of `events`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EventRow {
     pub id: Uuid,
     pub timestamp: String,
@@ -30,13 +30,29 @@ pub struct EventRow {
     pub ip: String,
     /// The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.
     pub country: String,
+    /// The visit (the server's session) it belongs to: a UUIDv7 whose time is the visit's start; nil when the event names no visitor.
+    pub visit_id: Uuid,
+    /// How the visit came: search, social, email, paid, other (a referrer not classified) or direct; from its first page.
+    pub channel: String,
+    /// Where the visit came from: the landing URL's utm_source, ref or source parameter, else the referrer's name (Google) or host; empty when direct.
+    pub source: String,
+    /// The visit's landing URL's utm_medium.
+    pub utm_medium: String,
+    /// The visit's landing URL's utm_source.
+    pub utm_source: String,
+    /// The visit's landing URL's utm_campaign.
+    pub utm_campaign: String,
+    /// The visit's landing URL's utm_content.
+    pub utm_content: String,
+    /// The visit's landing URL's utm_term.
+    pub utm_term: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins_skipped: Vec<String>,
 }
 
 /// A row of `page_views`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct PageViewRow {
     pub id: Uuid,
     pub timestamp: String,
@@ -54,13 +70,29 @@ pub struct PageViewRow {
     pub ip: String,
     /// The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.
     pub country: String,
+    /// The visit (the server's session) it belongs to: a UUIDv7 whose time is the visit's start; nil when the event names no visitor.
+    pub visit_id: Uuid,
+    /// How the visit came: search, social, email, paid, other (a referrer not classified) or direct; from its first page.
+    pub channel: String,
+    /// Where the visit came from: the landing URL's utm_source, ref or source parameter, else the referrer's name (Google) or host; empty when direct.
+    pub source: String,
+    /// The visit's landing URL's utm_medium.
+    pub utm_medium: String,
+    /// The visit's landing URL's utm_source.
+    pub utm_source: String,
+    /// The visit's landing URL's utm_campaign.
+    pub utm_campaign: String,
+    /// The visit's landing URL's utm_content.
+    pub utm_content: String,
+    /// The visit's landing URL's utm_term.
+    pub utm_term: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins_skipped: Vec<String>,
 }
 
 /// A row of `ticket_sales`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct TicketSaleRow {
     pub id: Uuid,
     pub timestamp: String,
@@ -77,6 +109,34 @@ pub struct TicketSaleRow {
     #[serde(skip)]
     pub price_cents: u64,
     pub currency: String,
+    /// The channel of the first visit of the buyer's last 30 days that was not direct; direct when none was.
+    pub first_channel: String,
+    /// That first visit's source.
+    pub first_source: String,
+    /// That first visit's utm_medium.
+    pub first_utm_medium: String,
+    /// That first visit's utm_source.
+    pub first_utm_source: String,
+    /// That first visit's utm_campaign.
+    pub first_utm_campaign: String,
+    /// That first visit's utm_content.
+    pub first_utm_content: String,
+    /// That first visit's utm_term.
+    pub first_utm_term: String,
+    /// The channel of the last visit of the buyer's last 30 days that was not direct; direct when none was.
+    pub last_channel: String,
+    /// That last visit's source.
+    pub last_source: String,
+    /// That last visit's utm_medium.
+    pub last_utm_medium: String,
+    /// That last visit's utm_source.
+    pub last_utm_source: String,
+    /// That last visit's utm_campaign.
+    pub last_utm_campaign: String,
+    /// That last visit's utm_content.
+    pub last_utm_content: String,
+    /// That last visit's utm_term.
+    pub last_utm_term: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plugins_skipped: Vec<String>,
@@ -88,6 +148,43 @@ pub enum Row {
     Event(EventRow),
     PageView(PageViewRow),
     TicketSale(TicketSaleRow),
+}
+
+/// A row's host-filled columns (`None`: not in its table) and the
+/// fields they are read from (`bilten_schema::HOST_INPUTS`; empty for
+/// a table without one).
+pub struct Host<'a> {
+    pub timestamp_ms: i64,
+    pub organizer_id: &'a str,
+    pub user_id: &'a str,
+    pub session_id: &'a str,
+    pub url: &'a str,
+    pub referrer: &'a str,
+    pub user_agent: &'a str,
+    pub ip: &'a str,
+    pub country: Option<&'a mut String>,
+    pub visit_id: Option<&'a mut Uuid>,
+    pub channel: Option<&'a mut String>,
+    pub source: Option<&'a mut String>,
+    pub utm_medium: Option<&'a mut String>,
+    pub utm_source: Option<&'a mut String>,
+    pub utm_campaign: Option<&'a mut String>,
+    pub utm_content: Option<&'a mut String>,
+    pub utm_term: Option<&'a mut String>,
+    pub first_channel: Option<&'a mut String>,
+    pub first_source: Option<&'a mut String>,
+    pub first_utm_medium: Option<&'a mut String>,
+    pub first_utm_source: Option<&'a mut String>,
+    pub first_utm_campaign: Option<&'a mut String>,
+    pub first_utm_content: Option<&'a mut String>,
+    pub first_utm_term: Option<&'a mut String>,
+    pub last_channel: Option<&'a mut String>,
+    pub last_source: Option<&'a mut String>,
+    pub last_utm_medium: Option<&'a mut String>,
+    pub last_utm_source: Option<&'a mut String>,
+    pub last_utm_campaign: Option<&'a mut String>,
+    pub last_utm_content: Option<&'a mut String>,
+    pub last_utm_term: Option<&'a mut String>,
 }
 
 impl Row {
@@ -126,13 +223,109 @@ impl Row {
         }
     }
 
-    /// A host-filled column (`bilten_schema::HOST_COLUMNS`) and the field it
-    /// is read from, for a table that has them.
-    pub fn host_column(&mut self, column: &str) -> Option<(&str, &mut String)> {
-        match (self, column) {
-            (Row::Event(r), "country") => Some((&r.ip, &mut r.country)),
-            (Row::PageView(r), "country") => Some((&r.ip, &mut r.country)),
-            _ => None,
+    /// The row's host-filled columns (`bilten_schema::HOST_COLUMNS`) and
+    /// what they are read from, for a table that has them.
+    pub fn host(&mut self) -> Option<Host<'_>> {
+        match self {
+            Row::Event(r) => Some(Host {
+                timestamp_ms: r.timestamp_ms,
+                organizer_id: &r.organizer_id,
+                user_id: &r.user_id,
+                session_id: &r.session_id,
+                url: "",
+                referrer: "",
+                user_agent: &r.user_agent,
+                ip: &r.ip,
+                country: Some(&mut r.country),
+                visit_id: Some(&mut r.visit_id),
+                channel: Some(&mut r.channel),
+                source: Some(&mut r.source),
+                utm_medium: Some(&mut r.utm_medium),
+                utm_source: Some(&mut r.utm_source),
+                utm_campaign: Some(&mut r.utm_campaign),
+                utm_content: Some(&mut r.utm_content),
+                utm_term: Some(&mut r.utm_term),
+                first_channel: None,
+                first_source: None,
+                first_utm_medium: None,
+                first_utm_source: None,
+                first_utm_campaign: None,
+                first_utm_content: None,
+                first_utm_term: None,
+                last_channel: None,
+                last_source: None,
+                last_utm_medium: None,
+                last_utm_source: None,
+                last_utm_campaign: None,
+                last_utm_content: None,
+                last_utm_term: None,
+            }),
+            Row::PageView(r) => Some(Host {
+                timestamp_ms: r.timestamp_ms,
+                organizer_id: &r.organizer_id,
+                user_id: &r.user_id,
+                session_id: &r.session_id,
+                url: &r.url,
+                referrer: &r.referrer,
+                user_agent: &r.user_agent,
+                ip: &r.ip,
+                country: Some(&mut r.country),
+                visit_id: Some(&mut r.visit_id),
+                channel: Some(&mut r.channel),
+                source: Some(&mut r.source),
+                utm_medium: Some(&mut r.utm_medium),
+                utm_source: Some(&mut r.utm_source),
+                utm_campaign: Some(&mut r.utm_campaign),
+                utm_content: Some(&mut r.utm_content),
+                utm_term: Some(&mut r.utm_term),
+                first_channel: None,
+                first_source: None,
+                first_utm_medium: None,
+                first_utm_source: None,
+                first_utm_campaign: None,
+                first_utm_content: None,
+                first_utm_term: None,
+                last_channel: None,
+                last_source: None,
+                last_utm_medium: None,
+                last_utm_source: None,
+                last_utm_campaign: None,
+                last_utm_content: None,
+                last_utm_term: None,
+            }),
+            Row::TicketSale(r) => Some(Host {
+                timestamp_ms: r.timestamp_ms,
+                organizer_id: &r.organizer_id,
+                user_id: &r.user_id,
+                session_id: "",
+                url: "",
+                referrer: "",
+                user_agent: "",
+                ip: "",
+                country: None,
+                visit_id: None,
+                channel: None,
+                source: None,
+                utm_medium: None,
+                utm_source: None,
+                utm_campaign: None,
+                utm_content: None,
+                utm_term: None,
+                first_channel: Some(&mut r.first_channel),
+                first_source: Some(&mut r.first_source),
+                first_utm_medium: Some(&mut r.first_utm_medium),
+                first_utm_source: Some(&mut r.first_utm_source),
+                first_utm_campaign: Some(&mut r.first_utm_campaign),
+                first_utm_content: Some(&mut r.first_utm_content),
+                first_utm_term: Some(&mut r.first_utm_term),
+                last_channel: Some(&mut r.last_channel),
+                last_source: Some(&mut r.last_source),
+                last_utm_medium: Some(&mut r.last_utm_medium),
+                last_utm_source: Some(&mut r.last_utm_source),
+                last_utm_campaign: Some(&mut r.last_utm_campaign),
+                last_utm_content: Some(&mut r.last_utm_content),
+                last_utm_term: Some(&mut r.last_utm_term),
+            }),
         }
     }
 
@@ -142,9 +335,41 @@ impl Row {
         match (self, from) {
             (Row::Event(a), Row::Event(b)) => {
                 a.country = std::mem::take(&mut b.country);
+                a.visit_id = std::mem::take(&mut b.visit_id);
+                a.channel = std::mem::take(&mut b.channel);
+                a.source = std::mem::take(&mut b.source);
+                a.utm_medium = std::mem::take(&mut b.utm_medium);
+                a.utm_source = std::mem::take(&mut b.utm_source);
+                a.utm_campaign = std::mem::take(&mut b.utm_campaign);
+                a.utm_content = std::mem::take(&mut b.utm_content);
+                a.utm_term = std::mem::take(&mut b.utm_term);
             }
             (Row::PageView(a), Row::PageView(b)) => {
                 a.country = std::mem::take(&mut b.country);
+                a.visit_id = std::mem::take(&mut b.visit_id);
+                a.channel = std::mem::take(&mut b.channel);
+                a.source = std::mem::take(&mut b.source);
+                a.utm_medium = std::mem::take(&mut b.utm_medium);
+                a.utm_source = std::mem::take(&mut b.utm_source);
+                a.utm_campaign = std::mem::take(&mut b.utm_campaign);
+                a.utm_content = std::mem::take(&mut b.utm_content);
+                a.utm_term = std::mem::take(&mut b.utm_term);
+            }
+            (Row::TicketSale(a), Row::TicketSale(b)) => {
+                a.first_channel = std::mem::take(&mut b.first_channel);
+                a.first_source = std::mem::take(&mut b.first_source);
+                a.first_utm_medium = std::mem::take(&mut b.first_utm_medium);
+                a.first_utm_source = std::mem::take(&mut b.first_utm_source);
+                a.first_utm_campaign = std::mem::take(&mut b.first_utm_campaign);
+                a.first_utm_content = std::mem::take(&mut b.first_utm_content);
+                a.first_utm_term = std::mem::take(&mut b.first_utm_term);
+                a.last_channel = std::mem::take(&mut b.last_channel);
+                a.last_source = std::mem::take(&mut b.last_source);
+                a.last_utm_medium = std::mem::take(&mut b.last_utm_medium);
+                a.last_utm_source = std::mem::take(&mut b.last_utm_source);
+                a.last_utm_campaign = std::mem::take(&mut b.last_utm_campaign);
+                a.last_utm_content = std::mem::take(&mut b.last_utm_content);
+                a.last_utm_term = std::mem::take(&mut b.last_utm_term);
             }
             _ => {}
         }
@@ -194,7 +419,15 @@ pub fn build(
                 properties,
                 user_agent,
                 ip,
-                country: String::new(),
+                country: String::default(),
+                visit_id: Uuid::default(),
+                channel: String::default(),
+                source: String::default(),
+                utm_medium: String::default(),
+                utm_source: String::default(),
+                utm_campaign: String::default(),
+                utm_content: String::default(),
+                utm_term: String::default(),
                 plugins_skipped: Vec::new(),
             })
         }
@@ -221,7 +454,15 @@ pub fn build(
                 duration_ms,
                 user_agent,
                 ip,
-                country: String::new(),
+                country: String::default(),
+                visit_id: Uuid::default(),
+                channel: String::default(),
+                source: String::default(),
+                utm_medium: String::default(),
+                utm_source: String::default(),
+                utm_campaign: String::default(),
+                utm_content: String::default(),
+                utm_term: String::default(),
                 plugins_skipped: Vec::new(),
             })
         }
@@ -245,6 +486,20 @@ pub fn build(
                 price: format!("{}.{:02}", price_cents / 100, price_cents % 100),
                 price_cents,
                 currency,
+                first_channel: String::default(),
+                first_source: String::default(),
+                first_utm_medium: String::default(),
+                first_utm_source: String::default(),
+                first_utm_campaign: String::default(),
+                first_utm_content: String::default(),
+                first_utm_term: String::default(),
+                last_channel: String::default(),
+                last_source: String::default(),
+                last_utm_medium: String::default(),
+                last_utm_source: String::default(),
+                last_utm_campaign: String::default(),
+                last_utm_content: String::default(),
+                last_utm_term: String::default(),
                 plugins_skipped: Vec::new(),
             })
         }

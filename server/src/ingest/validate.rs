@@ -37,7 +37,7 @@ impl Invalid {
 /// Decimal(18, 2) holds up to 10^16 - 0.01.
 const MAX_PRICE_CENTS: u64 = 10u64.pow(18) - 1;
 
-pub use super::rows::{EventRow, PageViewRow, Row, TicketSaleRow, build};
+pub use super::rows::{EventRow, Host, PageViewRow, Row, TicketSaleRow, build};
 
 impl Row {
     /// Fills the user agent and IP an event left empty from its request's

@@ -103,6 +103,8 @@ pub struct Intake {
     gatherers: Vec<mpsc::UnboundedSender<gather::Job>>,
     /// Each event's country from its address, before the plugins.
     countries: Option<Arc<crate::geo::Countries>>,
+    /// Each page view's and event's visit and its origin, before the plugins.
+    visits: Arc<crate::visits::Visits>,
 }
 
 impl Intake {
@@ -112,6 +114,7 @@ impl Intake {
         wal: Option<Arc<Wal>>,
         batcher: Arc<Batcher>,
         countries: Option<Arc<crate::geo::Countries>>,
+        visits: Arc<crate::visits::Visits>,
     ) -> Intake {
         let recent = recent::Recent::new(cfg.dedup_window, cfg.dedup_capacity);
         let pipeline = Arc::new(gather::Pipeline {
@@ -130,6 +133,7 @@ impl Intake {
                 .map(|t| gather::start(*t, pipeline.clone()))
                 .collect(),
             countries,
+            visits,
         }
     }
 
@@ -147,6 +151,11 @@ impl Intake {
                 self.recent.claim(k);
             });
         }
+    }
+
+    /// The visits the host follows, and their users' touches.
+    pub fn visits(&self) -> &crate::visits::Visits {
+        &self.visits
     }
 
     /// Takes a request's events: `sender.scope` is the organizers its key
@@ -169,6 +178,10 @@ impl Intake {
         if let Some(countries) = &self.countries {
             countries.fill(parsed.rows.iter_mut().map(|(_, row)| row));
         }
+        self.visits.fill(
+            parsed.rows.iter_mut().map(|(_, row)| row),
+            now.timestamp_millis(),
+        );
         let events = parsed.rows.len() + parsed.rejections.len();
         // An id seen within the window (in this request or an earlier one) is
         // a resend: drop it. Claimed atomically, so two racing resends keep one.

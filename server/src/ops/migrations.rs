@@ -52,6 +52,8 @@ pub const MIGRATIONS: &[Migration] = migrations![
     18 "0018_revenue_per_currency.sql",
     19 "0019_filtered_traffic.sql",
     20 "0020_countries.sql",
+    21 "0021_visits.sql",
+    22 "0022_attribution.sql",
 ];
 
 impl Migration {

@@ -670,7 +670,7 @@ mod tests {
                 user_agent: "user_agent".into(),
                 ip: "ip".into(),
                 country: "country".into(),
-                plugins_skipped: Vec::new(),
+                ..Default::default()
             }),
             Row::PageView(PageViewRow {
                 id,
@@ -686,7 +686,7 @@ mod tests {
                 user_agent: "user_agent".into(),
                 ip: "ip".into(),
                 country: "country".into(),
-                plugins_skipped: Vec::new(),
+                ..Default::default()
             }),
             Row::TicketSale(TicketSaleRow {
                 id,
@@ -700,7 +700,7 @@ mod tests {
                 price: "1.00".into(),
                 price_cents: 100,
                 currency: "currency".into(),
-                plugins_skipped: Vec::new(),
+                ..Default::default()
             }),
         ];
         let batch = batch_of(rows.iter());

@@ -10,7 +10,7 @@ use crate::config::SecretDigest;
 use crate::error::ApiError;
 use crate::ops::audit::AuditRow;
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("authorization")?
         .to_str()

@@ -7,6 +7,7 @@ pub mod dashboard;
 pub mod health;
 pub mod ingest;
 pub mod segment;
+pub mod stats;
 
 use std::sync::Arc;
 
@@ -64,6 +65,7 @@ impl AppState {
             wal.clone(),
             batcher.clone(),
             countries,
+            Arc::new(crate::visits::Visits::new(&config.visits)),
         ));
         let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
         let audit = ops::audit::AuditLog::start(storage.clone());
@@ -135,6 +137,7 @@ pub fn router(state: AppState) -> Router {
         .route("/dashboard/realtime", get(dashboard::realtime))
         .route("/dashboard/login", post(dashboard::login))
         .route("/dashboard/logout", post(dashboard::logout))
+        .route("/api/v2/query", post(stats::query))
         .route(
             "/v1/tracker.js",
             get(ingest::tracker_js).layer(tower_http::compression::CompressionLayer::new()),

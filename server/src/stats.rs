@@ -1,0 +1,901 @@
+//! The Stats API, compatible with Plausible's Stats API v2
+//! (`POST /api/v2/query`): a query in Plausible's JSON shape, for one
+//! organizer (its `site_id`), answered from the `sessions` aggregate
+//! (`sql/0021_visits.sql`), never from raw rows.
+//!
+//! Everything a client sends reaches the engine as a bound parameter or as
+//! one of the expressions named here (an allow-list: metrics, dimensions,
+//! operators); anything else is refused with the field named. The engine's
+//! read-only limits bound every statement; a range is at most
+//! [`MAX_DAYS`] days and a query at most [`MAX_DIMENSIONS`] dimensions.
+//!
+//! Two aggregates answer: `sessions` the visit metrics (`visitors`,
+//! `visits`, `pageviews`, …) and `attribution_daily` (0022) the ticketing
+//! ones (`tickets`, `orders`, `revenue`, `average_order_value`), a sale
+//! broken down by a `visit:` dimension being credited to its buyer's last
+//! visit that was not direct. A query asking both joins the two on its
+//! dimensions. Revenue is a map of currency to amount, never one sum.
+//!
+//! Supported: the metrics and dimensions below, filters (`is`, `is_not`,
+//! `contains`, `contains_not`, `matches`, `matches_not`, `and`, `or`,
+//! `not`), `order_by`, `pagination` and `include.total_rows`. Named by
+//! Plausible but not answered yet (refused by name): `conversion_rate`,
+//! `event:page`, `visit:device`, `visit:browser`, `visit:os`, …
+
+use chrono::{Datelike, Duration, NaiveDate};
+use serde_json::{Value, json};
+
+use crate::model::DATABASE;
+use crate::storage::{Storage, StorageError};
+
+/// The longest range a query covers, in days.
+pub const MAX_DAYS: i64 = 731;
+/// Most dimensions in one query.
+pub const MAX_DIMENSIONS: usize = 8;
+/// Most filters, counted through `and`/`or`/`not`.
+const MAX_FILTERS: usize = 64;
+/// Most values a filter lists, and the longest value.
+const MAX_VALUES: usize = 100;
+const MAX_VALUE_LEN: usize = 1000;
+/// The most rows a page holds (Plausible's limit).
+pub const MAX_LIMIT: u64 = 10_000;
+
+/// A query refused, the field at fault named.
+#[derive(Debug, thiserror::Error)]
+pub enum StatsError {
+    #[error("{0}")]
+    Invalid(String),
+    /// The key reads another organizer.
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, StatsError> {
+    Err(StatsError::Invalid(msg.into()))
+}
+
+/// Which aggregate answers a metric or a dimension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Table {
+    /// `sessions`, one row per visit (see [`visits_sql`]).
+    Visits,
+    /// `attribution_daily`, its 'last' model.
+    Sales,
+}
+
+/// A metric: its name, its aggregate and its expression there.
+const METRICS: &[(&str, Table, &str)] = &[
+    ("visitors", Table::Visits, "toFloat64(uniq(visitor))"),
+    ("visits", Table::Visits, "toFloat64(count())"),
+    ("pageviews", Table::Visits, "toFloat64(sum(pageviews))"),
+    (
+        "views_per_visit",
+        Table::Visits,
+        "round(sum(pageviews) / greatest(count(), 1), 2)",
+    ),
+    (
+        "bounce_rate",
+        Table::Visits,
+        "round(100 * countIf(pageviews <= 1) / greatest(count(), 1))",
+    ),
+    ("visit_duration", Table::Visits, "round(avg(duration_s))"),
+    (
+        "events",
+        Table::Visits,
+        "toFloat64(sum(pageviews) + sum(events))",
+    ),
+    ("tickets", Table::Sales, "toFloat64(sum(tickets))"),
+    ("orders", Table::Sales, "toFloat64(sum(orders))"),
+    ("revenue", Table::Sales, "sumMap(map(currency, revenue))"),
+    (
+        "average_order_value",
+        Table::Sales,
+        "mapApply((k, v) -> (k, round(toFloat64(v) / sumMap(map(currency, orders))[k], 2)), \
+         sumMap(map(currency, revenue)))",
+    ),
+];
+
+/// Metrics whose value is a map of currency to amount.
+const PER_CURRENCY: &[&str] = &["revenue", "average_order_value"];
+
+/// Named by Plausible, but not answered yet.
+const NOT_YET: &[&str] = &[
+    "conversion_rate",
+    "group_conversion_rate",
+    "percentage",
+    "time_on_page",
+    "scroll_depth",
+    "exit_rate",
+];
+
+/// A dimension: its name and its expression in each aggregate (`None`:
+/// that aggregate does not know it).
+const DIMENSIONS: &[(&str, Option<&str>, Option<&str>)] = &[
+    ("visit:source", Some("source"), Some("source")),
+    ("visit:channel", Some("channel"), Some("channel")),
+    ("visit:utm_source", Some("utm_source"), Some("utm_source")),
+    ("visit:utm_medium", Some("utm_medium"), Some("utm_medium")),
+    (
+        "visit:utm_campaign",
+        Some("utm_campaign"),
+        Some("utm_campaign"),
+    ),
+    (
+        "visit:utm_content",
+        Some("utm_content"),
+        Some("utm_content"),
+    ),
+    ("visit:utm_term", Some("utm_term"), Some("utm_term")),
+    ("visit:country", Some("country"), None),
+    ("visit:entry_page", Some("entry_page"), None),
+    ("visit:exit_page", Some("exit_page"), None),
+    ("time:hour", Some("toString(toStartOfHour(started))"), None),
+    (
+        "time:day",
+        Some("toString(toDate(started))"),
+        Some("toString(date)"),
+    ),
+    (
+        "time:week",
+        Some("toString(toMonday(started))"),
+        Some("toString(toMonday(date))"),
+    ),
+    (
+        "time:month",
+        Some("toString(toStartOfMonth(started))"),
+        Some("toString(toStartOfMonth(date))"),
+    ),
+    ("currency", None, Some("currency")),
+    ("event:event_id", None, Some("event_id")),
+];
+
+fn expression(dim: &Dimension, table: Table) -> Option<&'static str> {
+    match table {
+        Table::Visits => dim.1,
+        Table::Sales => dim.2,
+    }
+}
+
+type Dimension = (&'static str, Option<&'static str>, Option<&'static str>);
+
+/// One row per visit (of the organizer, when `one`) that started in the range.
+fn visits_sql(one: bool) -> String {
+    let organizer = match one {
+        true => "organizer_id = {organizer:String} AND ",
+        false => "",
+    };
+    format!(
+        "SELECT visit_id, min(started) AS started, max(ended) AS last_seen, \
+         toFloat64(dateDiff('millisecond', started, last_seen)) / 1000 AS duration_s, \
+         sum(pageviews) AS pageviews, sum(events) AS events, \
+         argMinMerge(entry_page) AS entry_page, argMaxMerge(exit_page) AS exit_page, \
+         max(channel) AS channel, max(source) AS source, max(utm_source) AS utm_source, \
+         max(utm_medium) AS utm_medium, max(utm_campaign) AS utm_campaign, \
+         max(utm_content) AS utm_content, max(utm_term) AS utm_term, max(country) AS country, \
+         multiIf(max(user_id) != '', max(user_id), max(session_id) != '', max(session_id), \
+                 toString(visit_id)) AS visitor \
+         FROM {DATABASE}.sessions \
+         WHERE {organizer}date BETWEEN {{from:Date}} AND {{to:Date}} \
+         GROUP BY visit_id"
+    )
+}
+
+/// A query, checked, as SQL and its parameters.
+#[derive(Debug)]
+pub struct Plan {
+    pub sql: String,
+    pub params: Vec<(String, String)>,
+    pub metrics: Vec<String>,
+    pub dimensions: Vec<String>,
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub total_rows: bool,
+}
+
+/// Checks `query` for `organizer` (`None`: the admin, any site); `today`
+/// anchors relative ranges.
+pub fn plan(query: &Value, organizer: Option<&str>, today: NaiveDate) -> Result<Plan, StatsError> {
+    let Some(q) = query.as_object() else {
+        return invalid("the query must be a JSON object");
+    };
+    const KNOWN: &[&str] = &[
+        "site_id",
+        "metrics",
+        "date_range",
+        "dimensions",
+        "filters",
+        "order_by",
+        "include",
+        "pagination",
+    ];
+    if let Some(k) = q.keys().find(|k| !KNOWN.contains(&k.as_str())) {
+        return invalid(format!(
+            "unknown field {k:?}: a query takes {}",
+            KNOWN.join(", ")
+        ));
+    }
+    let site = match q.get("site_id") {
+        Some(Value::String(s)) if !s.is_empty() => s.clone(),
+        _ => return invalid("site_id: the organizer's id is required"),
+    };
+    if let Some(org) = organizer
+        && org != site
+    {
+        return Err(StatsError::Forbidden(format!(
+            "site_id {site:?}: this key reads organizer {org:?} only"
+        )));
+    }
+    plan_for(query, Some(&site), today)
+}
+
+/// Checks `query` (its `site_id` aside) for one organizer, or for all
+/// (`None`: the admin's dashboard, never the API).
+pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<Plan, StatsError> {
+    let Some(q) = query.as_object() else {
+        return invalid("the query must be a JSON object");
+    };
+    let metrics = strings(q.get("metrics"), "metrics")?;
+    if metrics.is_empty() {
+        return invalid("metrics: at least one metric is required");
+    }
+    let mut chosen = Vec::new();
+    for (i, m) in metrics.iter().enumerate() {
+        if metrics[..i].contains(m) {
+            return invalid(format!("metrics: {m:?} is named twice"));
+        }
+        chosen.push(metric(m)?);
+    }
+    let tables: Vec<Table> = [Table::Visits, Table::Sales]
+        .into_iter()
+        .filter(|t| chosen.iter().any(|m| m.1 == *t))
+        .collect();
+    let dimensions = match q.get("dimensions") {
+        None => Vec::new(),
+        v => strings(v, "dimensions")?,
+    };
+    if dimensions.len() > MAX_DIMENSIONS {
+        return invalid(format!(
+            "dimensions: at most {MAX_DIMENSIONS}, not {}",
+            dimensions.len()
+        ));
+    }
+    let mut dims = Vec::new();
+    for (i, d) in dimensions.iter().enumerate() {
+        if dimensions[..i].contains(d) {
+            return invalid(format!("dimensions: {d:?} is named twice"));
+        }
+        dims.push(dimension(d, "dimensions", &tables)?);
+    }
+    let (from, to) = date_range(q.get("date_range"), today)?;
+    let mut params = vec![
+        ("from".to_string(), from.to_string()),
+        ("to".to_string(), to.to_string()),
+    ];
+    if let Some(site) = site {
+        params.push(("organizer".to_string(), site.to_string()));
+    }
+    let mut count = 0;
+    let filters: Vec<Cond> = match q.get("filters") {
+        None => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|f| filter(f, &tables, &mut params, &mut count))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return invalid("filters: a list of filters"),
+    };
+    let order = order_by(q.get("order_by"), &metrics, &dimensions)?;
+    let (limit, offset) = pagination(q.get("pagination"))?;
+    let total_rows = include(q.get("include"))?;
+    let dim_names: Vec<String> = (0..dims.len()).map(|i| format!("d{i}")).collect();
+    let sub = |table: Table| {
+        let select: Vec<String> = dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!("{} AS d{i}", expression(d, table).expect("checked")))
+            .chain(
+                chosen
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, m)| m.1 == table)
+                    .map(|(i, m)| format!("{} AS m{i}", m.2)),
+            )
+            .collect();
+        let mut conds: Vec<String> = filters.iter().map(|f| f.sql(table)).collect();
+        let from_sql = match table {
+            Table::Visits => format!("({})", visits_sql(site.is_some())),
+            Table::Sales => {
+                conds.insert(
+                    0,
+                    "model = 'last' AND date BETWEEN {from:Date} AND {to:Date}".into(),
+                );
+                if site.is_some() {
+                    conds.insert(0, "organizer_id = {organizer:String}".into());
+                }
+                format!("{DATABASE}.attribution_daily")
+            }
+        };
+        let where_sql = match conds.is_empty() {
+            true => String::new(),
+            false => format!(" WHERE {}", conds.join(" AND ")),
+        };
+        let group = match dim_names.is_empty() {
+            true => String::new(),
+            false => format!(" GROUP BY {}", dim_names.join(", ")),
+        };
+        format!(
+            "SELECT {} FROM {from_sql}{where_sql}{group}",
+            select.join(", ")
+        )
+    };
+    let body = match tables.as_slice() {
+        [one] => sub(*one),
+        _ => {
+            let join = match dim_names.is_empty() {
+                true => "CROSS JOIN".to_string(),
+                false => "FULL OUTER JOIN".to_string(),
+            };
+            let using = match dim_names.is_empty() {
+                true => String::new(),
+                false => format!(" USING ({})", dim_names.join(", ")),
+            };
+            let columns: Vec<String> = dim_names
+                .iter()
+                .cloned()
+                .chain((0..chosen.len()).map(|i| format!("m{i}")))
+                .collect();
+            format!(
+                "SELECT {} FROM ({}) AS v {join} ({}) AS s{using}",
+                columns.join(", "),
+                sub(Table::Visits),
+                sub(Table::Sales)
+            )
+        }
+    };
+    let sql = format!("SELECT * FROM ({body}) ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+    Ok(Plan {
+        sql,
+        params,
+        metrics,
+        dimensions,
+        from,
+        to,
+        total_rows,
+    })
+}
+
+fn strings(v: Option<&Value>, field: &str) -> Result<Vec<String>, StatsError> {
+    let Some(Value::Array(list)) = v else {
+        return invalid(format!("{field}: a list of names"));
+    };
+    list.iter()
+        .map(|x| match x.as_str() {
+            Some(s) => Ok(s.to_string()),
+            None => invalid(format!("{field}: {x} is not a name")),
+        })
+        .collect()
+}
+
+fn metric(name: &str) -> Result<&'static (&'static str, Table, &'static str), StatsError> {
+    if let Some(m) = METRICS.iter().find(|(n, _, _)| *n == name) {
+        return Ok(m);
+    }
+    if NOT_YET.contains(&name) {
+        return invalid(format!("metrics: {name:?} is not answered yet"));
+    }
+    invalid(format!(
+        "metrics: unknown metric {:?}; known: {}",
+        cut(name),
+        METRICS
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+}
+
+/// A dimension that every aggregate in `tables` knows.
+fn dimension(name: &str, field: &str, tables: &[Table]) -> Result<&'static Dimension, StatsError> {
+    let known = DIMENSIONS
+        .iter()
+        .map(|d| d.0)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(d) = DIMENSIONS.iter().find(|d| d.0 == name) else {
+        if name.starts_with("event:") || name.starts_with("visit:") {
+            return invalid(format!(
+                "{field}: {:?} is not answered yet; known: {known}",
+                cut(name)
+            ));
+        }
+        return invalid(format!(
+            "{field}: unknown dimension {:?}; known: {known}",
+            cut(name)
+        ));
+    };
+    for t in tables {
+        if expression(d, *t).is_none() {
+            let (these, kind) = match t {
+                Table::Visits => (
+                    "visitors, visits, pageviews, views_per_visit, bounce_rate, visit_duration, events",
+                    "visit",
+                ),
+                Table::Sales => ("tickets, orders, revenue, average_order_value", "ticketing"),
+            };
+            return invalid(format!(
+                "{field}: {name} does not apply to the {kind} metrics ({these})"
+            ));
+        }
+    }
+    Ok(d)
+}
+
+/// A name from a client, shortened for a message.
+fn cut(s: &str) -> String {
+    match s.chars().count() > 64 {
+        true => format!("{}…", s.chars().take(64).collect::<String>()),
+        false => s.to_string(),
+    }
+}
+
+fn date_range(v: Option<&Value>, today: NaiveDate) -> Result<(NaiveDate, NaiveDate), StatsError> {
+    let days = |n: i64| (today - Duration::days(n - 1), today);
+    let (from, to) = match v {
+        Some(Value::String(s)) => match s.as_str() {
+            "day" => days(1),
+            "7d" => days(7),
+            "28d" => days(28),
+            "30d" => days(30),
+            "91d" => days(91),
+            "month" => (today.with_day(1).unwrap(), today),
+            "6mo" => (months_back(today, 5), today),
+            "12mo" => (months_back(today, 11), today),
+            "year" => (NaiveDate::from_ymd_opt(today.year(), 1, 1).unwrap(), today),
+            "all" => days(MAX_DAYS),
+            other => {
+                return invalid(format!(
+                    "date_range: {:?} is none of day, 7d, 28d, 30d, 91d, month, 6mo, 12mo, year, all, or [from, to]",
+                    cut(other)
+                ));
+            }
+        },
+        Some(Value::Array(pair)) if pair.len() == 2 => {
+            let day = |v: &Value| {
+                v.as_str().and_then(|s| {
+                    NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d").ok()
+                })
+            };
+            match (day(&pair[0]), day(&pair[1])) {
+                (Some(a), Some(b)) => (a, b),
+                _ => return invalid("date_range: [from, to] as ISO 8601 dates (2026-01-31)"),
+            }
+        }
+        None => {
+            return invalid("date_range: required (\"7d\", or [\"2026-01-01\", \"2026-01-31\"])");
+        }
+        _ => return invalid("date_range: a name (\"7d\") or [from, to]"),
+    };
+    if to < from {
+        return invalid(format!("date_range: {to} is before {from}"));
+    }
+    if (to - from).num_days() >= MAX_DAYS {
+        return invalid(format!("date_range: at most {MAX_DAYS} days"));
+    }
+    Ok((from, to))
+}
+
+fn months_back(today: NaiveDate, n: u32) -> NaiveDate {
+    let first = today.with_day(1).unwrap();
+    first
+        .checked_sub_months(chrono::Months::new(n))
+        .unwrap_or(first)
+}
+
+/// A checked filter; its values are bound parameters.
+#[derive(Debug)]
+enum Cond {
+    All(Vec<Cond>),
+    Any(Vec<Cond>),
+    Not(Box<Cond>),
+    /// The dimension, the operator (`is`, `contains`, `matches`), negated,
+    /// and its values' parameter names.
+    Test(&'static Dimension, &'static str, bool, Vec<String>),
+}
+
+impl Cond {
+    fn sql(&self, table: Table) -> String {
+        let join = |list: &[Cond], sep: &str| {
+            let parts: Vec<String> = list.iter().map(|c| c.sql(table)).collect();
+            format!("({})", parts.join(sep))
+        };
+        match self {
+            Cond::All(list) => join(list, " AND "),
+            Cond::Any(list) => join(list, " OR "),
+            Cond::Not(c) => format!("NOT ({})", c.sql(table)),
+            Cond::Test(dim, op, negated, names) => {
+                let column = expression(dim, table).expect("checked for every table");
+                let each: Vec<String> = names
+                    .iter()
+                    .map(|name| match *op {
+                        "is" => format!("{column} = {{{name}:String}}"),
+                        "contains" => format!("position({column}, {{{name}:String}}) > 0"),
+                        _ => format!("match({column}, {{{name}:String}})"),
+                    })
+                    .collect();
+                let any = format!("({})", each.join(" OR "));
+                match negated {
+                    true => format!("NOT {any}"),
+                    false => any,
+                }
+            }
+        }
+    }
+}
+
+/// A filter checked, its values bound as parameters.
+fn filter(
+    f: &Value,
+    tables: &[Table],
+    params: &mut Vec<(String, String)>,
+    count: &mut usize,
+) -> Result<Cond, StatsError> {
+    *count += 1;
+    if *count > MAX_FILTERS {
+        return invalid(format!("filters: at most {MAX_FILTERS}"));
+    }
+    let Some(parts) = f.as_array().filter(|p| !p.is_empty()) else {
+        return invalid(format!(
+            "filters: {} is not a filter ([operator, dimension, values])",
+            cut(&f.to_string())
+        ));
+    };
+    let op = parts[0].as_str().unwrap_or("");
+    match op {
+        "and" | "or" => {
+            let Some(Value::Array(inner)) = parts.get(1).filter(|_| parts.len() == 2) else {
+                return invalid(format!("filters: {op:?} takes a list of filters"));
+            };
+            if inner.is_empty() {
+                return invalid(format!("filters: {op:?} takes at least one filter"));
+            }
+            let list = inner
+                .iter()
+                .map(|g| filter(g, tables, params, count))
+                .collect::<Result<_, _>>()?;
+            Ok(match op {
+                "and" => Cond::All(list),
+                _ => Cond::Any(list),
+            })
+        }
+        "not" => match parts.get(1).filter(|_| parts.len() == 2) {
+            Some(g) => Ok(Cond::Not(Box::new(filter(g, tables, params, count)?))),
+            None => invalid("filters: \"not\" takes one filter"),
+        },
+        "is" | "is_not" | "contains" | "contains_not" | "matches" | "matches_not" => {
+            let Some(dim) = parts.get(1).and_then(Value::as_str) else {
+                return invalid(format!("filters: {op:?} takes a dimension name"));
+            };
+            let d = dimension(dim, "filters", tables)?;
+            if dim.starts_with("time:") {
+                return invalid(format!("filters: {dim} cannot be filtered; use date_range"));
+            }
+            let Some(Value::Array(values)) = parts.get(2).filter(|_| parts.len() <= 4) else {
+                return invalid(format!("filters: {op:?} on {dim} takes a list of values"));
+            };
+            if values.is_empty() || values.len() > MAX_VALUES {
+                return invalid(format!("filters: {dim} takes 1 to {MAX_VALUES} values"));
+            }
+            let mut names = Vec::new();
+            for v in values {
+                let Some(text) = v.as_str() else {
+                    return invalid(format!(
+                        "filters: {dim}'s values are text, not {}",
+                        cut(&v.to_string())
+                    ));
+                };
+                if text.chars().count() > MAX_VALUE_LEN {
+                    return invalid(format!(
+                        "filters: a value of {dim} is longer than {MAX_VALUE_LEN} characters"
+                    ));
+                }
+                let name = format!("f{}", params.len());
+                params.push((name.clone(), text.to_string()));
+                names.push(name);
+            }
+            let base = op.trim_end_matches("_not");
+            let base = ["is", "contains", "matches"]
+                .into_iter()
+                .find(|b| *b == base)
+                .expect("one of the three");
+            Ok(Cond::Test(d, base, op.ends_with("_not"), names))
+        }
+        other => invalid(format!(
+            "filters: unknown operator {:?}; known: is, is_not, contains, contains_not, matches, matches_not, and, or, not",
+            cut(other)
+        )),
+    }
+}
+
+fn order_by(
+    v: Option<&Value>,
+    metrics: &[String],
+    dimensions: &[String],
+) -> Result<String, StatsError> {
+    let position = |name: &str| {
+        metrics
+            .iter()
+            .position(|m| m == name)
+            .map(|i| format!("m{i}"))
+            .or_else(|| {
+                dimensions
+                    .iter()
+                    .position(|d| d == name)
+                    .map(|i| format!("d{i}"))
+            })
+    };
+    let mut keys = Vec::new();
+    match v {
+        None => {
+            // Plausible's default: time ascending, else the first metric
+            // descending; then the dimensions, so pages are stable.
+            if let Some(i) = dimensions.iter().position(|d| d.starts_with("time:")) {
+                keys.push(format!("d{i} ASC"));
+            } else if let Some(i) = metrics
+                .iter()
+                .position(|m| !PER_CURRENCY.contains(&m.as_str()))
+            {
+                keys.push(format!("m{i} DESC"));
+            }
+        }
+        Some(Value::Array(list)) => {
+            for item in list {
+                let pair = item.as_array().filter(|p| p.len() == 2);
+                let (Some(name), Some(dir)) = (
+                    pair.and_then(|p| p[0].as_str()),
+                    pair.and_then(|p| p[1].as_str()),
+                ) else {
+                    return invalid("order_by: a list of [name, \"asc\" | \"desc\"]");
+                };
+                if PER_CURRENCY.contains(&name) {
+                    return invalid(format!(
+                        "order_by: {name} is per currency and has no one order; order by tickets or orders"
+                    ));
+                }
+                let Some(col) = position(name) else {
+                    return invalid(format!(
+                        "order_by: {:?} is not among the query's metrics or dimensions",
+                        cut(name)
+                    ));
+                };
+                let dir = match dir {
+                    "asc" => "ASC",
+                    "desc" => "DESC",
+                    other => {
+                        return invalid(format!(
+                            "order_by: {:?} is neither asc nor desc",
+                            cut(other)
+                        ));
+                    }
+                };
+                keys.push(format!("{col} {dir}"));
+            }
+        }
+        Some(_) => return invalid("order_by: a list of [name, \"asc\" | \"desc\"]"),
+    }
+    keys.extend((0..dimensions.len()).map(|i| format!("d{i}")));
+    if keys.is_empty() {
+        // One row, one order.
+        keys.push("tuple()".to_string());
+    }
+    Ok(keys.join(", "))
+}
+
+fn pagination(v: Option<&Value>) -> Result<(u64, u64), StatsError> {
+    let Some(v) = v else {
+        return Ok((MAX_LIMIT, 0));
+    };
+    let Some(p) = v.as_object() else {
+        return invalid("pagination: {\"limit\": n, \"offset\": n}");
+    };
+    let get = |k: &str, default: u64| match p.get(k) {
+        None => Ok(default),
+        Some(x) => x.as_u64().ok_or_else(|| {
+            StatsError::Invalid(format!("pagination: {k} is a whole number, not {x}"))
+        }),
+    };
+    let limit = get("limit", MAX_LIMIT)?;
+    if limit == 0 || limit > MAX_LIMIT {
+        return invalid(format!("pagination: limit is 1 to {MAX_LIMIT}"));
+    }
+    let offset = get("offset", 0)?;
+    if offset > 1_000_000 {
+        return invalid("pagination: offset is at most 1000000");
+    }
+    Ok((limit, offset))
+}
+
+fn include(v: Option<&Value>) -> Result<bool, StatsError> {
+    let Some(v) = v else { return Ok(false) };
+    let Some(o) = v.as_object() else {
+        return invalid("include: an object");
+    };
+    let mut total_rows = false;
+    for (k, x) in o {
+        match (k.as_str(), x.as_bool()) {
+            ("total_rows", Some(b)) => total_rows = b,
+            ("imports" | "time_labels", Some(_)) => {}
+            _ => return invalid(format!("include: {:?} is not supported", cut(k))),
+        }
+    }
+    Ok(total_rows)
+}
+
+/// Runs a checked query: Plausible's `results`, `meta` and `query`.
+pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError> {
+    let started = std::time::Instant::now();
+    let out = storage
+        .query_readonly_with(&plan.sql, &plan.params, "JSON")
+        .await?;
+    let parsed: Value = serde_json::from_slice(&out)
+        .map_err(|e| StatsError::Invalid(format!("the engine's answer could not be read: {e}")))?;
+    let rows_read = parsed["statistics"]["rows_read"].as_u64().unwrap_or(0);
+    let mut currencies = std::collections::BTreeSet::new();
+    let results: Vec<Value> = parsed["data"]
+        .as_array()
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    let dims: Vec<Value> = (0..plan.dimensions.len())
+                        .map(|i| r[format!("d{i}")].clone())
+                        .collect();
+                    let metrics: Vec<Value> = plan
+                        .metrics
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| {
+                            let v = &r[format!("m{i}")];
+                            match PER_CURRENCY.contains(&name.as_str()) {
+                                true => per_currency(v, &mut currencies),
+                                false => number(crate::storage::json_number(v)),
+                            }
+                        })
+                        .collect();
+                    json!({"dimensions": dims, "metrics": metrics})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut meta = json!({
+        "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
+        "rows_read": rows_read,
+        "warnings": [],
+    });
+    if currencies.len() > 1 {
+        let list: Vec<&str> = currencies.iter().map(String::as_str).collect();
+        meta["warnings"] = json!([format!(
+            "revenue is in several currencies ({}): each figure is per currency, never summed across them; the currency dimension gives each its own row",
+            list.join(", ")
+        )]);
+    }
+    if plan.total_rows {
+        let count_sql = format!("SELECT count() AS n FROM ({})", strip_paging(&plan.sql));
+        let rows = crate::storage::json_rows_with(storage, &count_sql, &plan.params).await?;
+        meta["total_rows"] = json!(
+            rows.first()
+                .map(|r| crate::storage::json_number(&r["n"]))
+                .unwrap_or(0.0) as u64
+        );
+    }
+    Ok(json!({
+        "results": results,
+        "meta": meta,
+        "query": {
+            "metrics": plan.metrics,
+            "dimensions": plan.dimensions,
+            "date_range": [format!("{}T00:00:00Z", plan.from), format!("{}T23:59:59Z", plan.to)],
+        },
+    }))
+}
+
+/// A whole number as an integer, else as it is.
+fn number(x: f64) -> Value {
+    match x.fract() == 0.0 && x.abs() < 9e15 {
+        true => json!(x as i64),
+        false => json!(x),
+    }
+}
+
+/// A per-currency map, amounts as numbers; notes its currencies.
+fn per_currency(v: &Value, seen: &mut std::collections::BTreeSet<String>) -> Value {
+    let mut out = serde_json::Map::new();
+    for (currency, amount) in v.as_object().into_iter().flatten() {
+        let amount = crate::storage::json_number(amount);
+        if amount == 0.0 && currency.is_empty() {
+            continue;
+        }
+        seen.insert(currency.clone());
+        out.insert(currency.clone(), number((amount * 100.0).round() / 100.0));
+    }
+    Value::Object(out)
+}
+
+/// The statement without its ORDER BY and paging: what total_rows counts.
+fn strip_paging(sql: &str) -> &str {
+    sql.rfind(" ORDER BY ").map(|i| &sql[..i]).unwrap_or(sql)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 12, 4).unwrap()
+    }
+
+    fn err(q: Value) -> String {
+        plan(&q, Some("org-a"), today()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_plausible_query_becomes_one_statement_with_its_values_bound() {
+        let q = json!({"site_id": "org-a", "metrics": ["visitors", "bounce_rate"], "date_range": "7d",
+                       "dimensions": ["visit:source"],
+                       "filters": [["is", "visit:utm_campaign", ["spring'; DROP TABLE x --"]],
+                                   ["or", [["contains", "visit:entry_page", ["/e/"]], ["not", ["is", "visit:country", ["DE"]]]]]]});
+        let p = plan(&q, Some("org-a"), today()).unwrap();
+        assert!(!p.sql.contains("DROP"), "{}", p.sql);
+        assert!(
+            p.params
+                .iter()
+                .any(|(_, v)| v == "spring'; DROP TABLE x --")
+        );
+        assert_eq!(p.from, NaiveDate::from_ymd_opt(2026, 11, 28).unwrap());
+        assert!(p.sql.contains("ORDER BY m0 DESC, d0"), "{}", p.sql);
+    }
+
+    #[test]
+    fn refusals_name_the_field_at_fault() {
+        let base = |k: &str, v: Value| {
+            let mut q = json!({"site_id": "org-a", "metrics": ["visits"], "date_range": "7d"});
+            q[k] = v;
+            q
+        };
+        assert!(err(base("site_id", json!("org-b"))).contains("reads organizer \"org-a\" only"));
+        assert!(
+            err(base("metrics", json!(["visits", "nope"]))).contains("unknown metric \"nope\"")
+        );
+        assert!(err(base("metrics", json!(["conversion_rate"]))).contains("not answered yet"));
+        assert!(err(base("order_by", json!([["revenue", "desc"]]))).contains("per currency"));
+        assert!(err(base("dimensions", json!(["visit:nope"]))).contains("dimensions"));
+        let many: Vec<String> = (0..100).map(|i| format!("d{i}")).collect();
+        assert!(err(base("dimensions", json!(many))).contains("at most 8"));
+        assert!(
+            err(base("date_range", json!(["2016-01-01", "2026-01-01"])))
+                .contains("at most 731 days")
+        );
+        assert!(
+            err(base("filters", json!([["like", "visit:source", ["x"]]])))
+                .contains("unknown operator \"like\"")
+        );
+        assert!(
+            err(base(
+                "filters",
+                json!([["is", "visit:source", ["x".repeat(10_000)]]])
+            ))
+            .contains("longer than 1000")
+        );
+        assert!(
+            err(base("filters", json!([["is", "visit:source", [1]]]))).contains("values are text")
+        );
+        assert!(err(base("order_by", json!([["visitors", "desc"]]))).contains("order_by"));
+        assert!(err(base("pagination", json!({"limit": 0}))).contains("pagination"));
+        assert!(err(base("sql", json!("SELECT 1"))).contains("unknown field \"sql\""));
+        // Deep nesting stops at the filter count.
+        let mut deep = json!(["is", "visit:source", ["x"]]);
+        for _ in 0..200 {
+            deep = json!(["not", deep]);
+        }
+        assert!(err(base("filters", json!([deep]))).contains("at most 64"));
+    }
+}

@@ -1,0 +1,551 @@
+//! Visits, the server's sessions: the host gives each page view and event
+//! the visit it belongs to (`visit_id`) and that visit's origin (`channel`,
+//! `source`, `utm_*`, from [`crate::sources`]) before the plugins run.
+//! The `sessions` table (`sql/0021_visits.sql`) aggregates them by
+//! `visit_id` as they are inserted: no query scans raw rows to find visits.
+//!
+//! A visitor is the tracker's tab (`session_id`), else the signed-in user
+//! (`user_id`), else the address and user agent, within one organizer.
+//! Their next event after `visits.timeout` (30 minutes) of silence starts a
+//! new visit. A visit's id is a UUIDv7 whose time is its start, so the
+//! `sessions` table can order and partition by that day without ever
+//! moving a visit.
+//!
+//! Kept in memory: a visit going on when the server restarts, or whose
+//! visitor's events reach two servers, is split in two. The last few
+//! visits of a visitor are kept while any of them is active, so a row that
+//! arrives late joins the visit whose span (give or take the timeout) it
+//! falls in; one that falls in none is a visit of its own.
+//!
+//! Attribution: a row of a visit that names its user (`user_id`: after the
+//! tracker's or Segment's `identify`, the anonymous visit's later rows do)
+//! records that visit's origin as a touch of that user, when it is not
+//! direct. A ticket sale with that `user_id` is credited to the first and
+//! the last touch of the 30 days before it (`first_*`, `last_*` columns);
+//! with none, to direct. Touches are read back from `sessions` at start
+//! ([`Visits::warm`]), so a restart loses none of the last 30 days.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use dashmap::DashMap;
+use dashmap::mapref::entry::Entry;
+use uuid::Uuid;
+
+use crate::ingest::{Host, Row};
+use crate::sources::Sources;
+
+/// How often (at most) ended visits are forgotten.
+const SWEEP_EVERY_MS: i64 = 60_000;
+/// Most touches kept per user: the newest ones.
+const TOUCHES_PER_USER: usize = 16;
+/// Most recent visits kept per visitor, so that a late row (a beacon sent
+/// when its page closed, a retried request) still finds its visit.
+const VISITS_PER_VISITOR: usize = 4;
+/// A sale's clock may run behind the visits' (the backend's against the
+/// browser's): touches this much after it still count.
+const CLOCK_SLACK_MS: i64 = 5 * 60_000;
+
+struct Open {
+    id: Uuid,
+    start_ms: i64,
+    last_ms: i64,
+    /// When it was last touched, by the server's clock: what sweeping reads,
+    /// so that a backfill of old events keeps its visits while it runs.
+    seen_ms: i64,
+    /// From its first page view; `None` while it has had only events.
+    sources: Option<Arc<Sources>>,
+}
+
+/// A visit's start and origin, remembered for its user.
+#[derive(Clone)]
+struct Touch {
+    at_ms: i64,
+    visit: Uuid,
+    sources: Arc<Sources>,
+}
+
+/// The visits going on, and users' touches.
+pub struct Visits {
+    /// By visitor: their recent visits.
+    open: DashMap<u64, Vec<Open>>,
+    /// By (organizer, user): their non-direct visits, oldest first.
+    touches: DashMap<u64, Vec<Touch>>,
+    window_ms: i64,
+    hasher: RandomState,
+    timeout_ms: i64,
+    max_open: usize,
+    last_sweep_ms: AtomicI64,
+}
+
+impl Visits {
+    pub fn new(settings: &crate::config::VisitSettings) -> Visits {
+        Visits {
+            open: DashMap::new(),
+            touches: DashMap::new(),
+            window_ms: settings
+                .attribution_window
+                .as_millis()
+                .min(i64::MAX as u128) as i64,
+            hasher: RandomState::new(),
+            timeout_ms: settings.timeout.as_millis().min(i64::MAX as u128) as i64,
+            max_open: settings.max_open,
+            last_sweep_ms: AtomicI64::new(0),
+        }
+    }
+
+    /// Visits followed now.
+    pub fn open(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Fills each row's visit and origin; `now_ms` is the server's clock.
+    pub fn fill<'a>(&self, rows: impl Iterator<Item = &'a mut Row>, now_ms: i64) {
+        self.sweep(now_ms);
+        for row in rows {
+            if let Some(h) = row.host() {
+                self.place(h, now_ms);
+            }
+        }
+    }
+
+    fn visitor(&self, h: &Host<'_>) -> Option<u64> {
+        let (kind, a, b) = if !h.session_id.is_empty() {
+            (0u8, h.session_id, "")
+        } else if !h.user_id.is_empty() {
+            (1, h.user_id, "")
+        } else if !h.ip.is_empty() {
+            (2, h.ip, h.user_agent)
+        } else {
+            return None;
+        };
+        Some(self.hasher.hash_one((h.organizer_id, kind, a, b)))
+    }
+
+    fn place(&self, mut h: Host<'_>, now_ms: i64) {
+        if h.first_channel.is_some() {
+            return self.attribute(h);
+        }
+        if h.visit_id.is_none() {
+            return;
+        }
+        let ts = h.timestamp_ms;
+        let page = !h.url.is_empty();
+        let Some(visitor) = self.visitor(&h) else {
+            // Nobody to follow: a page view is a visit of its own.
+            if page {
+                let sources = Sources::of(h.url, h.referrer);
+                write(&mut h, Uuid::nil(), Some(&sources));
+            }
+            return;
+        };
+        let fresh = |h: &Host<'_>| Open {
+            id: visit_id(ts),
+            start_ms: ts,
+            last_ms: ts,
+            seen_ms: now_ms,
+            sources: page.then(|| Arc::new(Sources::of(h.url, h.referrer))),
+        };
+        let full = self.open.len() >= self.max_open;
+        let timeout = self.timeout_ms;
+        let touch = match self.open.entry(visitor) {
+            Entry::Occupied(mut o) => {
+                let visits = o.get_mut();
+                // The visit it falls in (within the timeout of its span),
+                // the nearest if two do; rows may arrive out of order.
+                let distance = |v: &Open| (v.start_ms - ts).max(ts - v.last_ms).max(0);
+                let near = visits
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, v)| distance(v) <= timeout)
+                    .min_by_key(|(_, v)| distance(v))
+                    .map(|(i, _)| i);
+                let i = match near {
+                    Some(i) => {
+                        let v = &mut visits[i];
+                        v.start_ms = v.start_ms.min(ts);
+                        v.last_ms = v.last_ms.max(ts);
+                        v.seen_ms = now_ms;
+                        if v.sources.is_none() && page {
+                            v.sources = Some(Arc::new(Sources::of(h.url, h.referrer)));
+                        }
+                        i
+                    }
+                    None => {
+                        if visits.len() >= VISITS_PER_VISITOR {
+                            // The one that ended first goes.
+                            let oldest = (0..visits.len())
+                                .min_by_key(|&i| visits[i].last_ms)
+                                .unwrap_or(0);
+                            visits.remove(oldest);
+                        }
+                        visits.push(fresh(&h));
+                        visits.len() - 1
+                    }
+                };
+                let v = &visits[i];
+                write(&mut h, v.id, v.sources.as_deref());
+                self.touch_of(&h, v)
+            }
+            Entry::Vacant(e) => {
+                let v = fresh(&h);
+                write(&mut h, v.id, v.sources.as_deref());
+                let touch = self.touch_of(&h, &v);
+                if !full {
+                    e.insert(vec![v]);
+                }
+                touch
+            }
+        };
+        // Outside the visit's entry: the two maps' locks are never nested.
+        if let Some((user, t)) = touch {
+            self.remember(user, t);
+        }
+    }
+
+    /// The touch a row of visit `v` records: when it names its user and
+    /// the visit's origin is not direct.
+    fn touch_of(&self, h: &Host<'_>, v: &Open) -> Option<(u64, Touch)> {
+        let sources = v.sources.as_ref()?;
+        if h.user_id.is_empty() || sources.channel == crate::sources::DIRECT {
+            return None;
+        }
+        let user = self.hasher.hash_one((h.organizer_id, 1u8, h.user_id));
+        Some((
+            user,
+            Touch {
+                at_ms: v.start_ms,
+                visit: v.id,
+                sources: sources.clone(),
+            },
+        ))
+    }
+
+    fn remember(&self, user: u64, t: Touch) {
+        if self.touches.len() >= self.max_open && !self.touches.contains_key(&user) {
+            return;
+        }
+        let mut list = self.touches.entry(user).or_default();
+        if list.iter().any(|old| old.visit == t.visit) {
+            return;
+        }
+        let at = list.partition_point(|old| old.at_ms <= t.at_ms);
+        list.insert(at, t);
+        if list.len() > TOUCHES_PER_USER {
+            list.remove(0);
+        }
+    }
+
+    /// Credits a sale to its buyer's first and last touch of the window
+    /// before it; to direct without one.
+    fn attribute(&self, mut h: Host<'_>) {
+        let ts = h.timestamp_ms;
+        let (mut first, mut last) = (None, None);
+        if !h.user_id.is_empty() {
+            let user = self.hasher.hash_one((h.organizer_id, 1u8, h.user_id));
+            if let Some(list) = self.touches.get(&user) {
+                let within: Vec<&Touch> = list
+                    .iter()
+                    .filter(|t| t.at_ms >= ts - self.window_ms && t.at_ms <= ts + CLOCK_SLACK_MS)
+                    .collect();
+                first = within.first().map(|t| t.sources.clone());
+                last = within.last().map(|t| t.sources.clone());
+            }
+        }
+        let direct = Sources {
+            channel: crate::sources::DIRECT,
+            ..Sources::default()
+        };
+        let first_cols = [
+            h.first_channel.take(),
+            h.first_source.take(),
+            h.first_utm_medium.take(),
+            h.first_utm_source.take(),
+            h.first_utm_campaign.take(),
+            h.first_utm_content.take(),
+            h.first_utm_term.take(),
+        ];
+        fill(first.as_deref().unwrap_or(&direct), first_cols);
+        let last_cols = [
+            h.last_channel.take(),
+            h.last_source.take(),
+            h.last_utm_medium.take(),
+            h.last_utm_source.take(),
+            h.last_utm_campaign.take(),
+            h.last_utm_content.take(),
+            h.last_utm_term.take(),
+        ];
+        fill(last.as_deref().unwrap_or(&direct), last_cols);
+    }
+
+    /// Forgets visits untouched for longer than the timeout.
+    fn sweep(&self, now_ms: i64) {
+        let last = self.last_sweep_ms.load(Ordering::Relaxed);
+        if now_ms - last < SWEEP_EVERY_MS
+            || self
+                .last_sweep_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let timeout = self.timeout_ms;
+        self.open.retain(|_, visits| {
+            visits.retain(|v| now_ms - v.seen_ms <= timeout);
+            !visits.is_empty()
+        });
+        // A user's touches outlive the window by a day: sales' clocks vary.
+        let keep_from = now_ms - self.window_ms - 86_400_000;
+        self.touches.retain(|_, list| {
+            list.retain(|t| t.at_ms >= keep_from);
+            !list.is_empty()
+        });
+    }
+
+    /// Reads back the touches of the attribution window from `sessions`:
+    /// what a restart would otherwise forget. A failure is logged; sales
+    /// are then credited from the visits seen since.
+    pub async fn warm(&self, storage: &dyn crate::storage::Storage) {
+        let from = chrono::Utc::now() - chrono::Duration::milliseconds(self.window_ms);
+        let sql = format!(
+            "SELECT organizer_id, visit_id, user_id, toUnixTimestamp64Milli(started) AS at, channel, source, \
+             utm_medium, utm_source, utm_campaign, utm_content, utm_term FROM (\
+             SELECT organizer_id, visit_id, min(started) AS started, max(user_id) AS user_id, \
+             max(channel) AS channel, max(source) AS source, max(utm_medium) AS utm_medium, \
+             max(utm_source) AS utm_source, max(utm_campaign) AS utm_campaign, \
+             max(utm_content) AS utm_content, max(utm_term) AS utm_term \
+             FROM {}.sessions WHERE date >= {{from:Date}} GROUP BY organizer_id, visit_id) \
+             WHERE user_id != '' AND channel NOT IN ('', 'direct') ORDER BY at",
+            crate::model::DATABASE
+        );
+        let params = [("from".to_string(), from.date_naive().to_string())];
+        let rows = match crate::storage::json_rows_with(storage, &sql, &params).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "visits' touches could not be read back: sales are credited from new visits only");
+                return;
+            }
+        };
+        let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+        for r in &rows {
+            let channel = crate::sources::CHANNELS
+                .into_iter()
+                .find(|c| r["channel"] == *c)
+                .unwrap_or(crate::sources::OTHER);
+            let (Some(visit), Some(org), Some(user)) = (
+                r["visit_id"].as_str().and_then(|v| v.parse().ok()),
+                r["organizer_id"].as_str(),
+                r["user_id"].as_str(),
+            ) else {
+                continue;
+            };
+            let user = self.hasher.hash_one((org, 1u8, user));
+            self.remember(
+                user,
+                Touch {
+                    at_ms: crate::storage::json_number(&r["at"]) as i64,
+                    visit,
+                    sources: Arc::new(Sources {
+                        channel,
+                        source: text(r, "source"),
+                        utm_medium: text(r, "utm_medium"),
+                        utm_source: text(r, "utm_source"),
+                        utm_campaign: text(r, "utm_campaign"),
+                        utm_content: text(r, "utm_content"),
+                        utm_term: text(r, "utm_term"),
+                    }),
+                },
+            );
+        }
+        tracing::info!(
+            touches = rows.len(),
+            users = self.users(),
+            "visits' touches read back"
+        );
+    }
+
+    /// Users with touches remembered.
+    pub fn users(&self) -> usize {
+        self.touches.len()
+    }
+
+    /// The timeout, for the docs and tests.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms as u64)
+    }
+}
+
+/// A UUIDv7 whose time is the visit's start.
+fn visit_id(start_ms: i64) -> Uuid {
+    let ms = start_ms.max(0) as u64;
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        ms / 1000,
+        ((ms % 1000) * 1_000_000) as u32,
+    ))
+}
+
+fn write(h: &mut Host<'_>, id: Uuid, sources: Option<&Sources>) {
+    if let Some(v) = h.visit_id.as_deref_mut() {
+        *v = id;
+    }
+    if let Some(s) = sources {
+        fill(
+            s,
+            [
+                h.channel.as_deref_mut(),
+                h.source.as_deref_mut(),
+                h.utm_medium.as_deref_mut(),
+                h.utm_source.as_deref_mut(),
+                h.utm_campaign.as_deref_mut(),
+                h.utm_content.as_deref_mut(),
+                h.utm_term.as_deref_mut(),
+            ],
+        );
+    }
+}
+
+/// An origin into its columns: channel, source, then the five `utm_*` in
+/// `Sources`' order.
+fn fill(s: &Sources, columns: [Option<&mut String>; 7]) {
+    let values = [
+        s.channel,
+        &s.source,
+        &s.utm_medium,
+        &s.utm_source,
+        &s.utm_campaign,
+        &s.utm_content,
+        &s.utm_term,
+    ];
+    for (column, value) in columns.into_iter().zip(values) {
+        if let Some(c) = column {
+            c.clear();
+            c.push_str(value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::VisitSettings;
+    use crate::ingest::PageViewRow;
+
+    fn view(session: &str, ts: i64, url: &str, referrer: &str) -> Row {
+        Row::PageView(PageViewRow {
+            id: Uuid::now_v7(),
+            timestamp: String::new(),
+            timestamp_ms: ts,
+            organizer_id: "org".into(),
+            user_id: String::new(),
+            session_id: session.into(),
+            event_id: String::new(),
+            url: url.into(),
+            referrer: referrer.into(),
+            duration_ms: 0,
+            user_agent: String::new(),
+            ..Default::default()
+        })
+    }
+
+    fn visit(row: &mut Row) -> (Uuid, String) {
+        let h = row.host().unwrap();
+        (*h.visit_id.unwrap(), h.source.unwrap().clone())
+    }
+
+    const MIN: i64 = 60_000;
+
+    #[test]
+    fn thirty_minutes_of_silence_end_a_visit_and_its_origin_is_its_first_page() {
+        let v = Visits::new(&VisitSettings::default());
+        let t0 = 1_780_000_000_000;
+        let mut rows = [
+            view(
+                "tab",
+                t0,
+                "https://t.example/?utm_source=ads",
+                "https://www.google.com/",
+            ),
+            view(
+                "tab",
+                t0 + 29 * MIN,
+                "https://t.example/e/2",
+                "https://t.example/",
+            ),
+            view(
+                "tab",
+                t0 + 29 * MIN + 30 * MIN + 1,
+                "https://t.example/e/3",
+                "",
+            ),
+            view("other", t0, "https://t.example/", ""),
+        ];
+        v.fill(rows.iter_mut(), t0);
+        let got: Vec<_> = rows.iter_mut().map(visit).collect();
+        assert_eq!(got[0], got[1]);
+        assert_eq!(got[0].1, "ads");
+        assert_ne!(got[2].0, got[0].0);
+        assert_eq!(got[2].1, "");
+        assert_ne!(got[3].0, got[0].0);
+        // The id's time is the visit's start.
+        assert_eq!(
+            got[0].0.get_timestamp().unwrap().to_unix().0 as i64,
+            t0 / 1000
+        );
+        assert_eq!(v.open(), 2);
+        // Swept once silent for longer than the timeout.
+        v.fill(std::iter::empty(), t0 + 31 * MIN + SWEEP_EVERY_MS);
+        assert_eq!(v.open(), 0);
+    }
+
+    #[test]
+    fn a_visit_opened_by_an_event_takes_its_first_page_views_origin() {
+        let v = Visits::new(&VisitSettings::default());
+        let t0 = 1_780_000_000_000;
+        let mut event = Row::Event(crate::ingest::EventRow {
+            id: Uuid::now_v7(),
+            timestamp: String::new(),
+            timestamp_ms: t0 + 1000,
+            event_type: "click".into(),
+            event_name: String::new(),
+            organizer_id: "org".into(),
+            user_id: String::new(),
+            session_id: "tab".into(),
+            event_id: String::new(),
+            properties: String::new(),
+            user_agent: String::new(),
+            ..Default::default()
+        });
+        v.fill(std::iter::once(&mut event), t0);
+        let mut page = view("tab", t0, "https://t.example/", "https://www.facebook.com/");
+        v.fill(std::iter::once(&mut page), t0);
+        assert_eq!(visit(&mut event).0, visit(&mut page).0);
+        assert_eq!(visit(&mut page).1, "Facebook");
+        // A backfilled event from a day before is a visit of its own.
+        let mut old = view("tab", t0 - 24 * 60 * MIN, "https://t.example/", "");
+        v.fill(std::iter::once(&mut old), t0);
+        assert_ne!(visit(&mut old).0, visit(&mut page).0);
+    }
+
+    #[test]
+    fn past_the_limit_new_visitors_are_not_followed() {
+        let v = Visits::new(&VisitSettings {
+            max_open: 1,
+            ..VisitSettings::default()
+        });
+        let t0 = 1_780_000_000_000;
+        let mut rows = [
+            view("a", t0, "https://t.example/", ""),
+            view("b", t0, "https://t.example/", ""),
+            view("b", t0 + 1, "https://t.example/", ""),
+        ];
+        v.fill(rows.iter_mut(), t0);
+        assert_eq!(v.open(), 1);
+        let got: Vec<_> = rows.iter_mut().map(visit).collect();
+        assert_ne!(got[1].0, got[2].0);
+        assert!(!got[1].0.is_nil());
+    }
+}
