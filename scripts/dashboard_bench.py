@@ -10,6 +10,11 @@ settle, signs in to /dashboard as the admin and loads the page `--rounds`
 times for all organizers and for one. Reports, per panel query, the
 engine's own duration from `system.query_log` (min / median / max), and the
 whole page as the client waited for it.
+
+Then the Stats API (`POST /api/v2/query`, issue 23): each query of
+`STATS_QUERIES` for one organizer over the last 30 days, `--rounds` times
+(at least 100, for a p99); the client's wait and the engine's time,
+p50 / p99 / max, and the visits and sales the range holds.
 """
 
 import argparse
@@ -41,6 +46,35 @@ PANELS = [
     ("funnel (sketches)", "measure AS step"),
     ("organizer list", "SELECT DISTINCT organizer_id"),
 ]
+
+
+# The Stats API's queries: what an app asks, in Plausible's shape.
+STATS_QUERIES = [
+    ("aggregate: visitors, visits, pageviews, bounce, duration",
+     {"metrics": ["visitors", "visits", "pageviews", "bounce_rate", "visit_duration"]}),
+    ("visits per day", {"metrics": ["visits", "pageviews"], "dimensions": ["time:day"]}),
+    ("top sources", {"metrics": ["visitors", "visits", "bounce_rate"], "dimensions": ["visit:source"],
+                     "pagination": {"limit": 10}}),
+    ("entry pages, filtered by channel", {"metrics": ["visits", "bounce_rate"], "dimensions": ["visit:entry_page"],
+                                          "filters": [["is_not", "visit:channel", ["direct"]]],
+                                          "pagination": {"limit": 10}}),
+    ("tickets and revenue by campaign", {"metrics": ["tickets", "revenue"], "dimensions": ["visit:utm_campaign"]}),
+    ("visits and revenue by channel (both tables)",
+     {"metrics": ["visits", "tickets", "revenue"], "dimensions": ["visit:channel"]}),
+]
+
+
+def stats_query(base, query):
+    req = urllib.request.Request(base + "/api/v2/query", data=json.dumps(query).encode(),
+                                 headers={"authorization": f"Bearer {TOKEN}",
+                                          "content-type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=60))
+
+
+def percentiles(values):
+    v = sorted(values)
+    p99 = v[min(len(v) - 1, int(round(0.99 * (len(v) - 1))))]
+    return f"{statistics.median(v):.1f} / {p99:.1f} / {v[-1]:.1f}"
 
 
 def admin_query(base, sql):
@@ -119,6 +153,25 @@ def main():
                 print(f"| {name} | {spread(ms)} | {rows:,.0f} |")
             for name, ms in pages.items():
                 print(f"| whole page, {name} (client's wait) | {spread(ms)} | |")
+
+            visits = admin_query(base, "SELECT uniqExact(visit_id) AS n FROM bilten_analytics.sessions "
+                                 f"WHERE organizer_id = '{organizer}' AND date >= today() - 29")[0]["n"]
+            all_visits = admin_query(base, "SELECT uniqExact(visit_id) AS n FROM bilten_analytics.sessions")[0]["n"]
+            rounds = max(args.rounds, 100)
+            print(f"\nStats API, organizer {organizer}, last 30 days: {visits} of {all_visits} visits; "
+                  f"{rounds} rounds\n")
+            print("| query | client ms, p50 / p99 / max | rows read (median) |")
+            print("|---|---|---|")
+            for name, q in STATS_QUERIES:
+                query = dict(q, site_id=organizer, date_range="30d")
+                ms, rows = [], []
+                for _ in range(rounds):
+                    t = time.perf_counter()
+                    answer = stats_query(base, query)
+                    ms.append((time.perf_counter() - t) * 1000)
+                    rows.append(answer["meta"]["rows_read"])
+                    assert answer["results"], (name, answer)
+                print(f"| {name} | {percentiles(ms)} | {statistics.median(rows):,.0f} |")
     finally:
         if not args.keep and not args.data:
             shutil.rmtree(data, ignore_errors=True)

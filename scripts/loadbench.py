@@ -7,6 +7,7 @@ every case and round. Prints min / median / max over the rounds.
     cargo build --release -p bilten-analytics
     python3 scripts/loadbench.py --rounds 3            # every case
     python3 scripts/loadbench.py --only single --rounds 1
+    python3 scripts/loadbench.py --host-steps --rounds 5   # issue 23's budget
 
 Machines here are noisy: CPU time is the server's own (from its /metrics),
 per event stored, and latencies are open-loop (counted from when each
@@ -55,10 +56,14 @@ DATA_DIRS = []
 atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in DATA_DIRS])
 
 
-def run_case(args):
+# The host steps (countries, visits, sources, attribution) switched off.
+HOST_STEPS_OFF = {"BILTEN_GEO__ENABLED": "false", "BILTEN_VISITS__ENABLED": "false"}
+
+
+def run_case(args, extra_env=None):
     data = tempfile.mkdtemp(prefix="loadbench-")
     DATA_DIRS.append(data)
-    with release_server.running(data, TOKEN) as (server, base):
+    with release_server.running(data, TOKEN, extra_env) as (server, base):
         run = subprocess.run([BINARY, "loadgen", "--target", base, "--admin-token", TOKEN,
                               "--quiet", "--seed", "1", *args], capture_output=True, text=True)
         # It exits 1 when requests failed (503s when overloaded): the summary says how many.
@@ -78,8 +83,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", choices=sorted(CASES), action="append")
+    p.add_argument("--host-steps", action="store_true",
+                   help="bulk with addresses, host steps on and off taking turns: their CPU per event")
     a = p.parse_args()
     release_server.require_binary()
+    if a.host_steps:
+        return host_steps(a.rounds)
     print(f"| case | server CPU µs per stored event | events/s acknowledged | ack p50 ms | ack p99 ms "
           f"| failed requests | acknowledged, not stored | server peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -99,6 +108,25 @@ def main():
               f"| {spread([s['failed_requests'] for s in runs], '{:.0f}')} "
               f"| {spread([s['accepted'] - s.get('server_events_stored', 0) for s in runs], '{:.0f}')} "
               f"| {spread([s['server_peak_rss_mib'] for s in runs], '{:.0f}')} |")
+
+
+def host_steps(rounds):
+    """The bulk case with an address on every event and page view, the
+    host steps on and off in turns, so drift on the machine falls on both."""
+    args = CASES["bulk"][1] + ["--addresses"]
+    on, off = [], []
+    for r in range(rounds):
+        for runs, env in ((on, None), (off, HOST_STEPS_OFF)):
+            s = run_case(args, env)
+            runs.append(s.get("server_cpu_us_per_event") or 0)
+            print(f"  round {r + 1} {'off' if env else 'on'}: {json.dumps(s)}", file=sys.stderr)
+    diffs = [a - b for a, b in zip(on, off)]
+    print("| host steps | server CPU µs per stored event (min / median / max) | per round |")
+    print("|---|---|---|")
+    for name, runs in (("on", on), ("off", off)):
+        print(f"| {name} | {spread(runs)} | {', '.join(f'{v:.1f}' for v in runs)} |")
+    print(f"| on − off, round by round | {spread(diffs, '{:+.2f}')} | "
+          f"{', '.join(f'{v:+.2f}' for v in diffs)} |")
 
 
 if __name__ == "__main__":

@@ -103,7 +103,14 @@ impl Generator {
         let session = format!("sess-{:08x}", rng.random::<u32>());
         let browser = BROWSERS[rng.random_range(0..BROWSERS.len())];
         let device = DEVICES[rng.random_range(0..DEVICES.len())];
-        let url = format!("https://bilten.example/events/{event_id}");
+        // Every fifth visitor comes from a campaign, chosen by their number
+        // (not the random stream, which the tests' datasets rely on).
+        let campaign = match self.next_user % 10 {
+            1 => "?utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale",
+            6 => "?utm_source=facebook&utm_medium=cpc&utm_campaign=summer_fest",
+            _ => "",
+        };
+        let url = format!("https://bilten.example/events/{event_id}{campaign}");
         let event = |event_type: &str, name: &str| {
             json!({
                 "event_type": event_type, "event_name": name, "organizer_id": org, "user_id": user,

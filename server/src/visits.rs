@@ -45,6 +45,8 @@ const TOUCHES_PER_USER: usize = 16;
 /// Most recent visits kept per visitor, so that a late row (a beacon sent
 /// when its page closed, a retried request) still finds its visit.
 const VISITS_PER_VISITOR: usize = 4;
+/// Most users one visit remembers (a shared computer's few).
+const USERS_PER_VISIT: usize = 4;
 /// A sale's clock may run behind the visits' (the backend's against the
 /// browser's): touches this much after it still count.
 const CLOCK_SLACK_MS: i64 = 5 * 60_000;
@@ -58,6 +60,10 @@ struct Open {
     seen_ms: i64,
     /// From its first page view; `None` while it has had only events.
     sources: Option<Arc<Sources>>,
+    /// The users its rows named (a few): when its origin is learnt after
+    /// them (an `identify` before the page view, in one Segment batch),
+    /// each still gets the touch.
+    users: Vec<u64>,
 }
 
 /// A visit's start and origin, remembered for its user.
@@ -78,6 +84,7 @@ pub struct Visits {
     hasher: RandomState,
     timeout_ms: i64,
     max_open: usize,
+    enabled: bool,
     last_sweep_ms: AtomicI64,
 }
 
@@ -93,6 +100,7 @@ impl Visits {
             hasher: RandomState::new(),
             timeout_ms: settings.timeout.as_millis().min(i64::MAX as u128) as i64,
             max_open: settings.max_open,
+            enabled: settings.enabled,
             last_sweep_ms: AtomicI64::new(0),
         }
     }
@@ -104,6 +112,9 @@ impl Visits {
 
     /// Fills each row's visit and origin; `now_ms` is the server's clock.
     pub fn fill<'a>(&self, rows: impl Iterator<Item = &'a mut Row>, now_ms: i64) {
+        if !self.enabled {
+            return;
+        }
         self.sweep(now_ms);
         for row in rows {
             if let Some(h) = row.host() {
@@ -148,6 +159,7 @@ impl Visits {
             last_ms: ts,
             seen_ms: now_ms,
             sources: page.then(|| Arc::new(Sources::of(h.url, h.referrer))),
+            users: Vec::new(),
         };
         let full = self.open.len() >= self.max_open;
         let timeout = self.timeout_ms;
@@ -163,6 +175,7 @@ impl Visits {
                     .filter(|(_, v)| distance(v) <= timeout)
                     .min_by_key(|(_, v)| distance(v))
                     .map(|(i, _)| i);
+                let mut learnt = false;
                 let i = match near {
                     Some(i) => {
                         let v = &mut visits[i];
@@ -171,6 +184,7 @@ impl Visits {
                         v.seen_ms = now_ms;
                         if v.sources.is_none() && page {
                             v.sources = Some(Arc::new(Sources::of(h.url, h.referrer)));
+                            learnt = true;
                         }
                         i
                     }
@@ -186,42 +200,53 @@ impl Visits {
                         visits.len() - 1
                     }
                 };
-                let v = &visits[i];
+                let v = &mut visits[i];
                 write(&mut h, v.id, v.sources.as_deref());
-                self.touch_of(&h, v)
+                self.touches_of(&h, v, learnt)
             }
             Entry::Vacant(e) => {
-                let v = fresh(&h);
+                let mut v = fresh(&h);
                 write(&mut h, v.id, v.sources.as_deref());
-                let touch = self.touch_of(&h, &v);
+                let touches = self.touches_of(&h, &mut v, false);
                 if !full {
                     e.insert(vec![v]);
                 }
-                touch
+                touches
             }
         };
         // Outside the visit's entry: the two maps' locks are never nested.
-        if let Some((user, t)) = touch {
+        for (user, t) in touch {
             self.remember(user, t);
         }
     }
 
-    /// The touch a row of visit `v` records: when it names its user and
-    /// the visit's origin is not direct.
-    fn touch_of(&self, h: &Host<'_>, v: &Open) -> Option<(u64, Touch)> {
-        let sources = v.sources.as_ref()?;
-        if h.user_id.is_empty() || sources.channel == crate::sources::DIRECT {
-            return None;
+    /// The touches a row of visit `v` records: its user's, when it names
+    /// one and the visit's origin is not direct; every user the visit named
+    /// when its origin was `learnt` with this row.
+    fn touches_of(&self, h: &Host<'_>, v: &mut Open, learnt: bool) -> Vec<(u64, Touch)> {
+        let user =
+            (!h.user_id.is_empty()).then(|| self.hasher.hash_one((h.organizer_id, 1u8, h.user_id)));
+        if let Some(u) = user
+            && !v.users.contains(&u)
+            && v.users.len() < USERS_PER_VISIT
+        {
+            v.users.push(u);
         }
-        let user = self.hasher.hash_one((h.organizer_id, 1u8, h.user_id));
-        Some((
-            user,
-            Touch {
-                at_ms: v.start_ms,
-                visit: v.id,
-                sources: sources.clone(),
-            },
-        ))
+        let Some(sources) = v.sources.as_ref() else {
+            return Vec::new();
+        };
+        if sources.channel == crate::sources::DIRECT {
+            return Vec::new();
+        }
+        let touch = Touch {
+            at_ms: v.start_ms,
+            visit: v.id,
+            sources: sources.clone(),
+        };
+        match learnt {
+            true => v.users.iter().map(|u| (*u, touch.clone())).collect(),
+            false => user.map(|u| (u, touch)).into_iter().collect(),
+        }
     }
 
     fn remember(&self, user: u64, t: Touch) {
@@ -309,6 +334,9 @@ impl Visits {
     /// what a restart would otherwise forget. A failure is logged; sales
     /// are then credited from the visits seen since.
     pub async fn warm(&self, storage: &dyn crate::storage::Storage) {
+        if !self.enabled {
+            return;
+        }
         let from = chrono::Utc::now() - chrono::Duration::milliseconds(self.window_ms);
         let sql = format!(
             "SELECT organizer_id, visit_id, user_id, toUnixTimestamp64Milli(started) AS at, channel, source, \
@@ -528,6 +556,55 @@ mod tests {
         let mut old = view("tab", t0 - 24 * 60 * MIN, "https://t.example/", "");
         v.fill(std::iter::once(&mut old), t0);
         assert_ne!(visit(&mut old).0, visit(&mut page).0);
+    }
+
+    fn sale(user: &str, ts: i64) -> Row {
+        Row::TicketSale(crate::ingest::TicketSaleRow {
+            id: Uuid::now_v7(),
+            timestamp_ms: ts,
+            organizer_id: "org".into(),
+            user_id: user.into(),
+            ..Default::default()
+        })
+    }
+
+    fn credited(row: &mut Row) -> (String, String) {
+        let h = row.host().unwrap();
+        (
+            h.first_source.unwrap().clone(),
+            h.last_source.unwrap().clone(),
+        )
+    }
+
+    #[test]
+    fn a_sale_is_credited_to_the_first_and_last_touch_of_its_window() {
+        let v = Visits::new(&VisitSettings::default());
+        let day = 24 * 60 * MIN;
+        let t0 = 1_780_000_000_000;
+        let touch = |tab: &str, ts: i64, referrer: &str| {
+            let mut r = view(tab, ts, "https://t.example/", referrer);
+            if let Row::PageView(p) = &mut r {
+                p.user_id = "buyer".into();
+            }
+            r
+        };
+        let mut rows = [
+            // Too old for a sale at t0 + 40 days.
+            touch("a", t0, "https://www.bing.com/"),
+            touch("b", t0 + 15 * day, "https://www.google.com/"),
+            touch("c", t0 + 20 * day, ""),
+            touch("d", t0 + 25 * day, "https://www.facebook.com/"),
+        ];
+        v.fill(rows.iter_mut(), t0);
+        let mut late = sale("buyer", t0 + 40 * day);
+        let mut early = sale("buyer", t0 + 10 * day);
+        let mut stranger = sale("someone", t0 + 40 * day);
+        v.fill([&mut late, &mut early, &mut stranger].into_iter(), t0);
+        assert_eq!(credited(&mut late), ("Google".into(), "Facebook".into()));
+        assert_eq!(credited(&mut early), ("Bing".into(), "Bing".into()));
+        assert_eq!(credited(&mut stranger), (String::new(), String::new()));
+        let h = stranger.host().unwrap();
+        assert_eq!(h.first_channel.unwrap().as_str(), "direct");
     }
 
     #[test]

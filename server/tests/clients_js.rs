@@ -10,6 +10,7 @@ use common::install::{js_package, output};
 use common::{ADMIN, TestServer};
 
 const KEY: &str = "js-client-test-key";
+const READ_KEY: &str = "js-client-read-key-org-stats";
 
 /// The package's node tests (node's own runner): the seed's example
 /// verbatim, batching, rejections, resends, a wrong key, the CommonJS build,
@@ -17,12 +18,17 @@ const KEY: &str = "js-client-test-key";
 #[tokio::test]
 async fn the_js_package_tests_pass_against_a_real_server() {
     let dir = js_package();
-    let s = TestServer::start(|c| c.ingest_keys = vec![KEY.into()]).await;
+    let s = TestServer::start(|c| {
+        c.ingest_keys = vec![KEY.into()];
+        c.read_keys = vec![format!("{READ_KEY}@org-stats").into()];
+    })
+    .await;
     let mut npm = Command::new("npm");
     npm.args(["test", "--silent"])
         .current_dir(&dir)
         .env("BILTEN_ANALYTICS_URL", &s.base)
         .env("BILTEN_INGEST_KEY", KEY)
+        .env("BILTEN_READ_KEY", READ_KEY)
         .env("BILTEN_ADMIN_TOKEN", ADMIN);
     let ran = output(npm).await;
     let text = ran.text;
@@ -34,7 +40,7 @@ async fn the_js_package_tests_pass_against_a_real_server() {
         .find_map(|l| l.strip_prefix("# pass "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or(0);
-    assert!(passed >= 13, "{text}");
+    assert!(passed >= 14, "{text}");
     s.stop().await.unwrap();
 }
 

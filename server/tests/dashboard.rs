@@ -42,6 +42,13 @@ async fn with_sales(s: &TestServer) {
             if i < 3 {
                 pv["ip"] = json!("8.8.8.8");
             }
+            // Two from Google, one from a campaign's newsletter.
+            if i < 2 {
+                pv["referrer"] = json!("https://www.google.com/");
+            }
+            if i == 4 {
+                pv["url"] = json!("https://tickets.example/e/4?utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale");
+            }
             pv
         })
         .collect();
@@ -342,6 +349,61 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         "countries",
     )
     .await;
+    // Sources and campaigns: the Stats API's answer for the same range,
+    // bar for bar.
+    let day = Utc::now().date_naive();
+    let range = json!([(day - Duration::days(29)).to_string(), day.to_string()]);
+    let stats = |q: Value| {
+        let req = s
+            .client
+            .post(format!("{}/api/v2/query", s.base))
+            .bearer_auth(ADMIN)
+            .json(&q);
+        async move { req.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let sources = stats(
+        json!({"site_id": "org-a", "date_range": range, "metrics": ["visits"],
+                               "dimensions": ["visit:channel", "visit:source"]}),
+    )
+    .await;
+    let shown: Vec<(String, f64)> = sources["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let (channel, source) = (
+                r["dimensions"][0].as_str().unwrap(),
+                r["dimensions"][1].as_str().unwrap(),
+            );
+            let mut label = format!("{}{}", channel[..1].to_uppercase(), &channel[1..]);
+            if !source.is_empty() {
+                label = format!("{label} · {source}");
+            }
+            (label, r["metrics"][0].as_f64().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("Direct".to_string(), 2.0),
+            ("Search · Google".to_string(), 2.0),
+            ("Email · newsletter".to_string(), 1.0)
+        ],
+        "{sources}"
+    );
+    let sources_panel = &html[html.find(r#"id="sources""#).unwrap()..];
+    for (label, visits) in &shown {
+        assert_eq!(
+            value_after(sources_panel, &format!(r#"data-series="{label}""#)),
+            *visits,
+            "{label}"
+        );
+    }
+    let campaigns_panel = &html[html.find(r#"id="campaigns""#).unwrap()..];
+    assert_eq!(
+        value_after(campaigns_panel, r#"data-series="spring_sale""#),
+        1.0
+    );
     // A long range is drawn per day, from the same views and projection.
     let from = (Utc::now() - Duration::days(90)).format("%Y-%m-%d");
     let (_, long) = page(&s, Some(&cookie), &format!("?from={from}")).await;

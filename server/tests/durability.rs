@@ -564,3 +564,39 @@ async fn wait_true_answers_within_its_timeout_when_storage_is_down() {
     assert_eq!(s.count("events").await, ids.len() as u64);
     s.stop().await.unwrap();
 }
+
+/// A restart forgets no touch: a buyer who came from a campaign before it
+/// is credited to that campaign after it (touches read back from
+/// `sessions` at start).
+#[tokio::test]
+async fn a_sale_after_a_restart_is_still_credited_to_the_campaign_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::config(dir.path());
+    let s = TestServer::start_with(cfg.clone()).await;
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"organizer_id": "org-r", "session_id": "tab", "user_id": "buyer",
+                     "url": "https://bilten.example/?utm_source=ig&utm_medium=social&utm_campaign=encore"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    s.stop().await.unwrap();
+
+    let s = TestServer::start_with(cfg).await;
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"organizer_id": "org-r", "event_id": "e", "user_id": "buyer", "quantity": 1,
+                     "price": "10.00", "currency": "EUR"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let sale = s
+        .query("SELECT first_utm_campaign AS f, last_utm_campaign AS l, last_channel AS c FROM bilten_analytics.ticket_sales")
+        .await;
+    assert_eq!(sale, [json!({"f": "encore", "l": "encore", "c": "social"})]);
+    s.stop().await.unwrap();
+}

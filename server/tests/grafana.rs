@@ -185,6 +185,16 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
         ))
         .await;
     assert_eq!(as_u64(&tickets[0]["t"]), as_u64(&raw[0]["q"]));
+    // Campaigns: every ticket credited once, whatever to (this dataset's
+    // times are shuffled, so which visit came before a sale is chance).
+    let campaigns = s.query(&expand(&panel(11), from, to, "all")).await;
+    let credited: u64 = campaigns.iter().map(|r| as_u64(&r["tickets"])).sum();
+    assert_eq!(credited, as_u64(&raw[0]["q"]), "{campaigns:?}");
+    let sources = s.query(&expand(&panel(10), from, to, "all")).await;
+    assert!(
+        sources.iter().any(|r| r["origin"] == "search · Google"),
+        "{sources:?}"
+    );
     // Countries and what the plugins filtered out.
     let countries = s.query(&expand(&panel(8), from, to, "all")).await;
     assert!(

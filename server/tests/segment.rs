@@ -255,3 +255,49 @@ async fn segments_python_library_lands_rows_too() {
     );
     s.stop().await.unwrap();
 }
+
+/// Segment's `anonymousId` is the visitor: a `page` from a campaign, then
+/// `identify` with the same `anonymousId`, then a sale sent by the backend
+/// with only the user's id: the sale is credited to that campaign.
+#[tokio::test]
+async fn an_identify_credits_the_anonymous_visits_campaign_to_the_user() {
+    let s = start().await;
+    let (status, body) = segment(
+        &s,
+        "/v1/batch",
+        ANY,
+        &json!({"batch": [
+            {"type": "page", "anonymousId": "anon-7", "properties": {"organizer_id": "org-seg"},
+             "context": {"page": {"url": "https://tickets.example/e/1?utm_source=ig&utm_medium=social&utm_campaign=spring_sale",
+                                  "referrer": "https://l.instagram.com/"}}},
+            {"type": "identify", "anonymousId": "anon-7", "userId": "buyer-7",
+             "traits": {"organizer_id": "org-seg"}},
+        ]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let r = s
+        .client
+        .post(format!("{}/v1/ticket-sales", s.base))
+        .bearer_auth(ANY)
+        .json(
+            &json!({"organizer_id": "org-seg", "event_id": "e-1", "user_id": "buyer-7",
+                      "quantity": 2, "price": "45.00", "currency": "EUR"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    s.flush().await;
+    let sale = s
+        .query(
+            "SELECT last_utm_campaign AS campaign, last_channel AS channel, last_source AS source \
+             FROM bilten_analytics.ticket_sales",
+        )
+        .await;
+    assert_eq!(
+        sale,
+        [json!({"campaign": "spring_sale", "channel": "social", "source": "ig"})]
+    );
+    s.stop().await.unwrap();
+}

@@ -135,11 +135,32 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
 
     let events = s
         .query(
-            "SELECT event_type, event_id, properties, user_agent, session_id \
-             FROM bilten_analytics.events",
+            "SELECT event_type, event_id, properties, user_agent, session_id, user_id, \
+             toString(visit_id) AS visit FROM bilten_analytics.events",
         )
         .await;
-    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    // identify() is said at once, in the tab's visit: the one its views are in.
+    let identify = events
+        .iter()
+        .position(|e| e["event_type"] == "identify")
+        .expect("the identify event");
+    assert_eq!(events[identify]["user_id"], "user-77");
+    assert_eq!(events[identify]["session_id"], session);
+    let visits = s
+        .query("SELECT DISTINCT toString(visit_id) AS visit FROM bilten_analytics.page_views")
+        .await;
+    assert_eq!(
+        visits,
+        [json!({"visit": events[identify]["visit"]})],
+        "one tab, one visit"
+    );
+    let events: Vec<Value> = events
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != identify)
+        .map(|(_, e)| e.clone())
+        .collect();
     // The package itself, in the page: its Authorization header needs a
     // CORS preflight, which the browser made and the server answered.
     let package = events

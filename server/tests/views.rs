@@ -612,5 +612,67 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
         body["error"].as_str().unwrap().contains("visit:country"),
         "{body}"
     );
+    // Hostile queries: a 400 naming the field, and nothing injected.
+    for (bad, field) in [
+        (
+            json!({"filters": [["is", "visit:source", ["x".repeat(10_000)]]]}),
+            "filters",
+        ),
+        (
+            json!({"filters": [["sql", "visit:source", ["1"]]]}),
+            "filters",
+        ),
+        (
+            json!({"filters": [["is", "visit:source') OR 1=1 --", ["x"]]]}),
+            "filters",
+        ),
+        (
+            json!({"date_range": ["2016-01-01", "2026-01-01"]}),
+            "date_range",
+        ),
+        (
+            json!({"dimensions": (0..100).map(|i| format!("visit:d{i}")).collect::<Vec<_>>()}),
+            "dimensions",
+        ),
+        (json!({"metrics": ["visits); DROP TABLE x; --"]}), "metrics"),
+    ] {
+        let mut q = json!({"site_id": "org-a", "date_range": "7d", "metrics": ["visits"]});
+        for (k, v) in bad.as_object().unwrap() {
+            q[k] = v.clone();
+        }
+        let (status, body) = stats(q).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"].as_str().unwrap().starts_with(field),
+            "{field}: {body}"
+        );
+    }
+    // Answered from the aggregates: the plan reads `sessions` and
+    // `attribution_daily`, never the raw tables.
+    let plan = bilten_analytics::stats::plan(
+        &json!({"site_id": "org-a", "date_range": "7d", "metrics": ["visits", "bounce_rate", "tickets", "revenue"],
+                "dimensions": ["visit:source", "time:day"], "filters": [["contains", "visit:utm_campaign", ["sale"]]]}),
+        Some("org-a"),
+        Utc::now().date_naive(),
+    )
+    .unwrap();
+    let (status, body) = s
+        .admin_query_with(&format!("EXPLAIN {}", plan.sql), &plan.params)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let read: Vec<String> = body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["explain"].as_str())
+        .filter(|l| l.contains("ReadFrom"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(read.len(), 2, "{read:?}");
+    assert!(
+        read.iter()
+            .all(|l| l.contains("sessions") || l.contains("attribution_daily")),
+        "{read:?}"
+    );
     s.stop().await.unwrap();
 }

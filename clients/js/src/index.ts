@@ -129,6 +129,38 @@ export interface Options {
   onError?: (error: Error) => void
   /** The `fetch` to use. Default: the global one. */
   fetch?: typeof fetch
+  /** An organizer's read key, for `stats()`. Default: `BILTEN_READ_KEY` in Node. */
+  readKey?: string
+}
+
+/** A Stats API query, in Plausible's Stats API v2 shape (`site_id` is the organizer). */
+export interface StatsQuery {
+  site_id: string
+  metrics: string[]
+  date_range: string | [string, string]
+  dimensions?: string[]
+  filters?: unknown[]
+  order_by?: [string, 'asc' | 'desc'][]
+  include?: { total_rows?: boolean; imports?: boolean; time_labels?: boolean }
+  pagination?: { limit?: number; offset?: number }
+}
+
+/** A Stats API answer: a metric is a number, or per currency (`revenue`) a map of currency to amount. */
+export interface StatsResult {
+  results: { dimensions: string[]; metrics: (number | Record<string, number>)[] }[]
+  meta: { elapsed_ms: number; rows_read: number; warnings: string[]; total_rows?: number }
+  query: { metrics: string[]; dimensions: string[]; date_range: [string, string] }
+}
+
+/** A query the Stats API refused (`status` 400: the message names the field at fault). */
+export class StatsError extends Error {
+  constructor(
+    message: string,
+    readonly status: number,
+  ) {
+    super(message)
+    this.name = 'StatsError'
+  }
 }
 
 /** A batch the server did not take. `retriable`: it is back in the queue. */
@@ -180,6 +212,7 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 export class AnalyticsIngestionService {
   private readonly url: string
   private readonly apiKey?: string
+  private readonly readKey?: string
   private readonly batchSize: number
   private readonly maxQueueSize: number
   private readonly maxRetries: number
@@ -209,6 +242,7 @@ export class AnalyticsIngestionService {
     const env = nodeProcess()?.env ?? {}
     this.url = (options.url ?? env.BILTEN_ANALYTICS_URL ?? 'http://localhost:8080').replace(/\/+$/, '')
     this.apiKey = options.apiKey ?? env.BILTEN_INGEST_KEY
+    this.readKey = options.readKey ?? env.BILTEN_READ_KEY
     this.batchSize = positive(options.batchSize ?? 1000, 'batchSize')
     this.maxQueueSize = positive(options.maxQueueSize ?? 10_000, 'maxQueueSize')
     this.maxRetries = Math.max(0, options.maxRetries ?? 5)
@@ -253,6 +287,30 @@ export class AnalyticsIngestionService {
   /** Queues a ticket sale for `/v1/ticket-sales`. */
   trackTicketSale(sale: TicketSale): Promise<void> {
     return this.enqueue('ticket-sales', sale)
+  }
+
+  /**
+   * Asks the Stats API (`POST /api/v2/query`) with the read key. Rejects
+   * with a `StatsError` carrying the server's message when it refuses.
+   */
+  async stats(query: StatsQuery): Promise<StatsResult> {
+    if (!this.readKey) throw new StatsError('stats() needs a read key: options.readKey or BILTEN_READ_KEY', 0)
+    const abort = new AbortController()
+    const timer = setTimeout(() => abort.abort(), this.timeout)
+    try {
+      const send = this.fetch
+      const res = await send(`${this.url}/api/v2/query`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${this.readKey}` },
+        body: JSON.stringify(query),
+        signal: abort.signal,
+      })
+      const body = (await res.json().catch(() => ({}))) as { error?: string }
+      if (!res.ok) throw new StatsError(body.error ?? `the Stats API answered ${res.status}`, res.status)
+      return body as unknown as StatsResult
+    } finally {
+      clearTimeout(timer)
+    }
   }
 
   /** Events queued and not yet sent. */

@@ -8,7 +8,8 @@
 //   or the SPA navigates), so that it carries `duration_ms`: the time the
 //   page was visible.
 // - `window.bilten.track(event_type, properties)` for custom events, and
-//   `window.bilten.identify(user_id)` once the visitor signs in.
+//   `window.bilten.identify(user_id)` once the visitor signs in (sent at
+//   once as an `identify` event, which ties the visit to the user).
 // - Sent with `sendBeacon` (or `fetch` with `keepalive`) as text/plain, so a
 //   page of another origin needs no CORS preflight, and nothing is lost when
 //   the page closes. No cookies: the session id lives in sessionStorage (the
@@ -99,6 +100,10 @@ interface View {
     },
     identify(id: string) {
       user = String(id || '')
+      // Said at once, in this visit: the campaign that brought the visitor
+      // in is then the user's, and a sale the backend sends later with only
+      // the user's id is credited to it.
+      if (user) send('events', { event_type: 'identify' })
     },
   }
   begin(document.referrer)

@@ -86,3 +86,28 @@ test('the CommonJS build works too', { skip }, async () => {
   const r = await rows("SELECT url, duration_ms FROM bilten_analytics.page_views WHERE organizer_id = 'org-cjs'")
   assert.deepEqual(r, [{ url: 'https://tickets.example/e/1', duration_ms: 1200 }])
 })
+
+test('stats() asks the Stats API with the read key; a refusal names the field', { skip }, async () => {
+  const analytics = new AnalyticsIngestionService({ url: URL, apiKey: KEY, readKey: process.env.BILTEN_READ_KEY })
+  const at = Date.now() - 60_000
+  for (const [i, url] of ['https://t.example/?utm_campaign=launch', 'https://t.example/e/1'].entries()) {
+    await analytics.trackPageView({ organizer_id: 'org-stats', session_id: 'tab-1', url, timestamp: at + i * 1000 })
+  }
+  await analytics.close()
+  await rows('SELECT 1')
+  const answer = await analytics.stats({
+    site_id: 'org-stats',
+    date_range: '7d',
+    metrics: ['visits', 'pageviews'],
+    dimensions: ['visit:utm_campaign'],
+  })
+  assert.deepEqual(answer.results, [{ dimensions: ['launch'], metrics: [1, 2] }])
+  await assert.rejects(
+    analytics.stats({ site_id: 'org-stats', date_range: '7d', metrics: ['nope'] }),
+    (e) => e.name === 'StatsError' && e.status === 400 && /"nope"/.test(e.message),
+  )
+  await assert.rejects(
+    analytics.stats({ site_id: 'org-other', date_range: '7d', metrics: ['visits'] }),
+    (e) => e.name === 'StatsError' && e.status === 403,
+  )
+})

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rand::SeedableRng;
 use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::sync::{Mutex, Semaphore};
@@ -55,6 +55,10 @@ pub struct Args {
     /// now: history for the dashboard, in minutes.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub spread: Option<Duration>,
+    /// Give each event and page view a random public IPv4 address, as a
+    /// browser's request would have: the country lookup then runs.
+    #[arg(long)]
+    pub addresses: bool,
     /// No progress lines.
     #[arg(long)]
     pub quiet: bool,
@@ -129,6 +133,7 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut generator = Generator::new(args.seed);
+    let mut addresses = SmallRng::seed_from_u64(args.seed ^ 0xadd7);
     let mut past = args.spread.map(|spread| {
         (
             spread,
@@ -164,6 +169,12 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
         let mut groups: Vec<(Table, Vec<Value>)> = Vec::new();
         for _ in 0..want {
             let (table, mut event) = generator.next_event();
+            if args.addresses && table != Table::TicketSales {
+                let [a, b, c, d]: [u8; 4] = addresses.random();
+                // Outside 0.x, 10.x, 127.x and the multicast and reserved ranges.
+                let a = 11 + a % 212;
+                event["ip"] = serde_json::json!(format!("{a}.{b}.{c}.{d}"));
+            }
             if let Some((spread, rng, now)) = past.as_mut() {
                 event["timestamp"] = serde_json::json!(past_time(rng, *now, *spread).to_rfc3339());
             }

@@ -155,6 +155,9 @@ pub struct GeoSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct VisitSettings {
+    /// Follow visits and their origins, and credit sales to them. Off: the
+    /// columns stay empty (and `sessions` and attribution with them).
+    pub enabled: bool,
     /// A visitor's next event after this long without one starts a new visit.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
@@ -169,6 +172,7 @@ pub struct VisitSettings {
 impl Default for VisitSettings {
     fn default() -> Self {
         VisitSettings {
+            enabled: true,
             timeout: Duration::from_secs(30 * 60),
             max_open: 1_000_000,
             attribution_window: Duration::from_secs(30 * 86_400),

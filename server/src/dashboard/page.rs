@@ -122,10 +122,11 @@ pub fn realtime_panel(now: DateTime<Utc>, points: &[(DateTime<Utc>, f64, f64)]) 
     .svg()
 }
 
-/// A channel as the sources panel names it.
+/// A channel as the sources panel names it ('': a visit of events only,
+/// no page view to read an origin from).
 fn channel_label(channel: &str) -> String {
     match channel {
-        "" => "Unknown".to_string(),
+        "" => "Unknown (no page view)".to_string(),
         c => {
             let mut chars = c.chars();
             chars

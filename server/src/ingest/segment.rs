@@ -9,6 +9,8 @@
 //! - `identify`, `screen`, `group` and `alias` are `events` rows of that
 //!   type: traits, the screen's properties, the group's traits with
 //!   `group_id`, `previous_id`.
+//! - `userId` is `user_id` (else `anonymousId`); `anonymousId` is also
+//!   `session_id`, the visitor the server's visits follow.
 //! - `messageId` is the id: a UUID as it is, any other text its UUIDv5, so a
 //!   resent batch is deduplicated.
 //! - The time is `timestamp`; without it `originalTimestamp` corrected for
@@ -201,6 +203,11 @@ fn message_event(
     }
     if let Some(user) = text(m.get("userId")).or_else(|| text(m.get("anonymousId"))) {
         event.insert("user_id".into(), json!(user));
+    }
+    // The device's id is the visitor: an `identify` joins the anonymous
+    // visit it happens in, so that visit's campaign is the user's.
+    if let Some(anonymous) = text(m.get("anonymousId")) {
+        event.insert("session_id".into(), json!(anonymous));
     }
     if let Some(e) = text(properties.get("event_id")) {
         event.insert("event_id".into(), json!(e));
