@@ -60,10 +60,10 @@ atexit.register(lambda: [shutil.rmtree(d, ignore_errors=True) for d in DATA_DIRS
 HOST_STEPS_OFF = {"BILTEN_GEO__ENABLED": "false", "BILTEN_VISITS__ENABLED": "false"}
 
 
-def run_case(args, extra_env=None):
+def run_case(args, extra_env=None, binary=None):
     data = tempfile.mkdtemp(prefix="loadbench-")
     DATA_DIRS.append(data)
-    with release_server.running(data, TOKEN, extra_env) as (server, base):
+    with release_server.running(data, TOKEN, extra_env, binary) as (server, base):
         run = subprocess.run([BINARY, "loadgen", "--target", base, "--admin-token", TOKEN,
                               "--quiet", "--seed", "1", *args], capture_output=True, text=True)
         # It exits 1 when requests failed (503s when overloaded): the summary says how many.
@@ -85,10 +85,12 @@ def main():
     p.add_argument("--only", choices=sorted(CASES), action="append")
     p.add_argument("--host-steps", action="store_true",
                    help="bulk with addresses, host steps on and off taking turns: their CPU per event")
+    p.add_argument("--before", metavar="BINARY",
+                   help="with --host-steps: also this older build's server, in the same turns")
     a = p.parse_args()
     release_server.require_binary()
     if a.host_steps:
-        return host_steps(a.rounds)
+        return host_steps(a.rounds, a.before)
     print(f"| case | server CPU µs per stored event | events/s acknowledged | ack p50 ms | ack p99 ms "
           f"| failed requests | acknowledged, not stored | server peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
@@ -110,23 +112,29 @@ def main():
               f"| {spread([s['server_peak_rss_mib'] for s in runs], '{:.0f}')} |")
 
 
-def host_steps(rounds):
-    """The bulk case with an address on every event and page view, the
-    host steps on and off in turns, so drift on the machine falls on both."""
+def host_steps(rounds, before=None):
+    """The bulk case with an address on every event and page view: the host
+    steps on and off, and an older build (`before`), in turns, so drift on
+    the machine falls on all of them. The load comes from this build's
+    loadgen in every case."""
     args = CASES["bulk"][1] + ["--addresses"]
-    on, off = [], []
+    builds = [("on", None, None), ("off", HOST_STEPS_OFF, None)]
+    if before:
+        builds.append(("before", None, before))
+    runs = {name: [] for name, _, _ in builds}
     for r in range(rounds):
-        for runs, env in ((on, None), (off, HOST_STEPS_OFF)):
-            s = run_case(args, env)
-            runs.append(s.get("server_cpu_us_per_event") or 0)
-            print(f"  round {r + 1} {'off' if env else 'on'}: {json.dumps(s)}", file=sys.stderr)
-    diffs = [a - b for a, b in zip(on, off)]
-    print("| host steps | server CPU µs per stored event (min / median / max) | per round |")
+        for name, env, binary in builds:
+            s = run_case(args, env, binary)
+            runs[name].append(s.get("server_cpu_us_per_event") or 0)
+            print(f"  round {r + 1} {name}: {json.dumps(s)}", file=sys.stderr)
+    print("| server | server CPU µs per stored event (min / median / max) | per round |")
     print("|---|---|---|")
-    for name, runs in (("on", on), ("off", off)):
-        print(f"| {name} | {spread(runs)} | {', '.join(f'{v:.1f}' for v in runs)} |")
-    print(f"| on − off, round by round | {spread(diffs, '{:+.2f}')} | "
-          f"{', '.join(f'{v:+.2f}' for v in diffs)} |")
+    for name, values in runs.items():
+        print(f"| {name} | {spread(values)} | {', '.join(f'{v:.1f}' for v in values)} |")
+    for other in [n for n in runs if n != "on"]:
+        diffs = [a - b for a, b in zip(runs["on"], runs[other])]
+        print(f"| on − {other}, round by round | {spread(diffs, '{:+.2f}')} | "
+              f"{', '.join(f'{v:+.2f}' for v in diffs)} |")
 
 
 if __name__ == "__main__":

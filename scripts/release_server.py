@@ -20,7 +20,7 @@ def require_binary():
 
 
 @contextlib.contextmanager
-def running(data, token, extra_env=None):
+def running(data, token, extra_env=None, binary=None):
     """Yields (process, base URL); the server's log is `data`/server.log.
     `extra_env`: more BILTEN_* settings for this run."""
     with socket.socket() as s:
@@ -28,7 +28,7 @@ def running(data, token, extra_env=None):
         port = s.getsockname()[1]
     env = dict(os.environ, BILTEN_ADMIN_TOKEN=token, BILTEN_DATA_DIR=data,
                BILTEN_LISTEN=f"127.0.0.1:{port}", RUST_LOG="warn", **(extra_env or {}))
-    server = subprocess.Popen([BINARY, "serve"], env=env, stdout=subprocess.DEVNULL,
+    server = subprocess.Popen([binary or BINARY, "serve"], env=env, stdout=subprocess.DEVNULL,
                               stderr=open(os.path.join(data, "server.log"), "w"))
     base = f"http://127.0.0.1:{port}"
     try:

@@ -57,7 +57,8 @@ CREATE TABLE IF NOT EXISTS bilten_analytics.sessions
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(date)
-ORDER BY (organizer_id, date, visit_id);
+ORDER BY (organizer_id, date, visit_id)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS bilten_analytics.sessions_from_page_views
 TO bilten_analytics.sessions AS

@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS bilten_analytics.attribution_daily
 )
 ENGINE = SummingMergeTree((tickets, orders, revenue))
 PARTITION BY toYYYYMM(date)
-ORDER BY (organizer_id, date, model, channel, source, utm_medium, utm_source, utm_campaign, utm_content, utm_term, event_id, currency);
+ORDER BY (organizer_id, date, model, channel, source, utm_medium, utm_source, utm_campaign, utm_content, utm_term, event_id, currency)
+SETTINGS non_replicated_deduplication_window = 10000;
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS bilten_analytics.attribution_from_ticket_sales
 TO bilten_analytics.attribution_daily AS
@@ -62,7 +63,7 @@ SELECT
     currency,
     sum(quantity) AS tickets,
     count() AS orders,
-    sum(price) AS revenue
+    sum(toDecimal128(price * quantity, 2)) AS revenue
 FROM bilten_analytics.ticket_sales
 ARRAY JOIN [('first', first_channel, first_source, first_utm_medium, first_utm_source, first_utm_campaign, first_utm_content, first_utm_term), ('last', last_channel, last_source, last_utm_medium, last_utm_source, last_utm_campaign, last_utm_content, last_utm_term)] AS m
 GROUP BY date, organizer_id, event_id, model, channel, source, utm_medium, utm_source, utm_campaign, utm_content, utm_term, currency;
@@ -86,7 +87,7 @@ SELECT
     currency,
     sum(quantity) AS tickets,
     count() AS orders,
-    sum(price) AS revenue
+    sum(toDecimal128(price * quantity, 2)) AS revenue
 FROM bilten_analytics.ticket_sales
 ARRAY JOIN ['first', 'last'] AS model
 WHERE first_channel = ''

@@ -23,9 +23,10 @@ use url::Url;
 /// `{ "source": name, "medium": "search" | "social" | "email" | "paid" | … }`.
 const REFERRERS: &str = include_str!(env!("BILTEN_REFERRERS_JSON"));
 
-/// The longest value kept of a campaign parameter: they come from anyone's
-/// links, and a column of 10 KB strings helps no report.
-const MAX_VALUE: usize = 256;
+/// The longest value kept of a campaign parameter or source, in bytes: they
+/// come from anyone's links, a column of 10 KB strings helps no report, and
+/// the server keeps each visit's and each buyer's in memory (`visits`).
+pub const MAX_VALUE: usize = 64;
 
 #[derive(serde::Deserialize)]
 struct Known {
@@ -93,9 +94,15 @@ fn channel_of_medium(medium: &str) -> Option<&'static str> {
     })
 }
 
-/// A parameter's value as kept: trimmed, at most [`MAX_VALUE`] characters.
-fn kept(value: &str) -> String {
-    value.trim().chars().take(MAX_VALUE).collect()
+/// A value as kept: trimmed, at most [`MAX_VALUE`] bytes, cut at a
+/// character's edge.
+pub fn kept(value: &str) -> String {
+    let value = value.trim();
+    let mut end = value.len().min(MAX_VALUE);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    value[..end].to_string()
 }
 
 impl Sources {

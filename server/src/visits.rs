@@ -41,10 +41,12 @@ use crate::sources::Sources;
 /// How often (at most) ended visits are forgotten.
 const SWEEP_EVERY_MS: i64 = 60_000;
 /// Most touches kept per user: the newest ones.
-const TOUCHES_PER_USER: usize = 16;
+const TOUCHES_PER_USER: usize = 8;
 /// Most recent visits kept per visitor, so that a late row (a beacon sent
 /// when its page closed, a retried request) still finds its visit.
 const VISITS_PER_VISITOR: usize = 4;
+/// Entries looked at to choose one to evict.
+const EVICTION_SAMPLE: usize = 32;
 /// Most users one visit remembers (a shared computer's few).
 const USERS_PER_VISIT: usize = 4;
 /// A sale's clock may run behind the visits' (the backend's against the
@@ -161,7 +163,13 @@ impl Visits {
             sources: page.then(|| Arc::new(Sources::of(h.url, h.referrer))),
             users: Vec::new(),
         };
-        let full = self.open.len() >= self.max_open;
+        // Full: the visitor followed longest ago makes room, so a flood of
+        // made-up visitors cannot stop everyone else's visits being followed.
+        if self.open.len() >= self.max_open && !self.open.contains_key(&visitor) {
+            evict_one(&self.open, |visits| {
+                visits.iter().map(|v| v.seen_ms).max().unwrap_or(0)
+            });
+        }
         let timeout = self.timeout_ms;
         let touch = match self.open.entry(visitor) {
             Entry::Occupied(mut o) => {
@@ -208,9 +216,7 @@ impl Visits {
                 let mut v = fresh(&h);
                 write(&mut h, v.id, v.sources.as_deref());
                 let touches = self.touches_of(&h, &mut v, false);
-                if !full {
-                    e.insert(vec![v]);
-                }
+                e.insert(vec![v]);
                 touches
             }
         };
@@ -250,8 +256,10 @@ impl Visits {
     }
 
     fn remember(&self, user: u64, t: Touch) {
+        // Full: the buyer touched longest ago makes room (made-up users must
+        // not switch attribution off for everyone else).
         if self.touches.len() >= self.max_open && !self.touches.contains_key(&user) {
-            return;
+            evict_one(&self.touches, |list| list.last().map_or(0, |t| t.at_ms));
         }
         let mut list = self.touches.entry(user).or_default();
         if list.iter().any(|old| old.visit == t.visit) {
@@ -337,7 +345,34 @@ impl Visits {
         if !self.enabled {
             return;
         }
-        let from = chrono::Utc::now() - chrono::Duration::milliseconds(self.window_ms);
+        // A day at a time: each read stays within the engine's result limit,
+        // and a day that cannot be read costs only its own touches.
+        let today = chrono::Utc::now().date_naive();
+        let days = (self.window_ms / 86_400_000).max(1);
+        let (mut read, mut failed) = (0, 0);
+        for back in (0..=days).rev() {
+            let day = today - chrono::Duration::days(back);
+            match self.warm_day(storage, day).await {
+                Ok(n) => read += n,
+                Err(e) => {
+                    failed += 1;
+                    tracing::warn!(%day, error = %e, "that day's touches could not be read back: its visits credit no sale");
+                }
+            }
+        }
+        tracing::info!(
+            touches = read,
+            users = self.users(),
+            days_failed = failed,
+            "visits' touches read back"
+        );
+    }
+
+    async fn warm_day(
+        &self,
+        storage: &dyn crate::storage::Storage,
+        day: chrono::NaiveDate,
+    ) -> Result<usize, crate::storage::StorageError> {
         let sql = format!(
             "SELECT organizer_id, visit_id, user_id, toUnixTimestamp64Milli(started) AS at, channel, source, \
              utm_medium, utm_source, utm_campaign, utm_content, utm_term FROM (\
@@ -345,19 +380,14 @@ impl Visits {
              max(channel) AS channel, max(source) AS source, max(utm_medium) AS utm_medium, \
              max(utm_source) AS utm_source, max(utm_campaign) AS utm_campaign, \
              max(utm_content) AS utm_content, max(utm_term) AS utm_term \
-             FROM {}.sessions WHERE date >= {{from:Date}} GROUP BY organizer_id, visit_id) \
+             FROM {}.sessions WHERE date = {{day:Date}} GROUP BY organizer_id, visit_id) \
              WHERE user_id != '' AND channel NOT IN ('', 'direct') ORDER BY at",
             crate::model::DATABASE
         );
-        let params = [("from".to_string(), from.date_naive().to_string())];
-        let rows = match crate::storage::json_rows_with(storage, &sql, &params).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "visits' touches could not be read back: sales are credited from new visits only");
-                return;
-            }
-        };
-        let text = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or("").to_string();
+        let params = [("day".to_string(), day.to_string())];
+        let rows = crate::storage::json_rows_with(storage, &sql, &params).await?;
+        let text =
+            |r: &serde_json::Value, k: &str| crate::sources::kept(r[k].as_str().unwrap_or(""));
         for r in &rows {
             let channel = crate::sources::CHANNELS
                 .into_iter()
@@ -388,11 +418,7 @@ impl Visits {
                 },
             );
         }
-        tracing::info!(
-            touches = rows.len(),
-            users = self.users(),
-            "visits' touches read back"
-        );
+        Ok(rows.len())
     }
 
     /// Users with touches remembered.
@@ -403,6 +429,19 @@ impl Visits {
     /// The timeout, for the docs and tests.
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms as u64)
+    }
+}
+
+/// Drops, of a sample of a map's entries (the first its shards yield), the
+/// one whose `age` is least: room made at a bounded cost.
+fn evict_one<V>(map: &DashMap<u64, V>, age: impl Fn(&V) -> i64) {
+    let oldest = map
+        .iter()
+        .take(EVICTION_SAMPLE)
+        .min_by_key(|e| age(e.value()))
+        .map(|e| *e.key());
+    if let Some(key) = oldest {
+        map.remove(&key);
     }
 }
 
@@ -608,7 +647,7 @@ mod tests {
     }
 
     #[test]
-    fn past_the_limit_new_visitors_are_not_followed() {
+    fn past_the_limit_the_visitor_seen_longest_ago_is_forgotten() {
         let v = Visits::new(&VisitSettings {
             max_open: 1,
             ..VisitSettings::default()
@@ -618,11 +657,86 @@ mod tests {
             view("a", t0, "https://t.example/", ""),
             view("b", t0, "https://t.example/", ""),
             view("b", t0 + 1, "https://t.example/", ""),
+            view("a", t0 + 2, "https://t.example/", ""),
         ];
         v.fill(rows.iter_mut(), t0);
         assert_eq!(v.open(), 1);
         let got: Vec<_> = rows.iter_mut().map(visit).collect();
-        assert_ne!(got[1].0, got[2].0);
-        assert!(!got[1].0.is_nil());
+        // b made room by forgetting a, and keeps its visit; a comes back
+        // to a new one.
+        assert_eq!(got[1].0, got[2].0);
+        assert_ne!(got[0].0, got[3].0);
+    }
+
+    /// `visits.max_open` bounds how many visitors (and buyers) are kept; a
+    /// visitor's origin comes from anyone's landing URL, so each value is
+    /// cut at 64 bytes: at most about 2.6 KB a visitor and 4.8 KB a buyer
+    /// (README, `VisitSettings::max_open`).
+    #[test]
+    fn a_followed_visitor_and_a_buyer_cost_a_few_kb_at_most_whatever_their_urls() {
+        let v = Visits::new(&VisitSettings::default());
+        let t0 = 1_780_000_000_000;
+        let long: String = "\u{1D11E}".repeat(256);
+        let url = format!(
+            "https://t.example/?utm_source={long}&utm_medium={long}&utm_campaign={long}&utm_content={long}&utm_term={long}"
+        );
+        let visitors = 100;
+        let mut rows: Vec<Row> = (0..visitors)
+            .flat_map(|i| {
+                let url = url.clone();
+                (0..4).map(move |k| {
+                    let mut r = view(&format!("tab-{i}"), t0 + k * 31 * MIN, &url, "");
+                    if let Row::PageView(p) = &mut r {
+                        p.user_id = format!("user-{i}");
+                    }
+                    r
+                })
+            })
+            .collect();
+        v.fill(rows.iter_mut(), t0);
+        let held = |s: &Sources| {
+            std::mem::size_of::<Sources>()
+                + [
+                    &s.source,
+                    &s.utm_medium,
+                    &s.utm_source,
+                    &s.utm_campaign,
+                    &s.utm_content,
+                    &s.utm_term,
+                ]
+                .iter()
+                .map(|x| x.capacity())
+                .sum::<usize>()
+        };
+        let open: usize = v
+            .open
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|o| std::mem::size_of::<Open>() + o.sources.as_deref().map_or(0, held))
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        assert_eq!(v.open(), visitors as usize);
+        let per_visitor = open / visitors as usize;
+        // Each user's touches outlive the visits by 31 days: 16 of them a user.
+        let touches: usize = v
+            .touches
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|t| held(&t.sources))
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        let per_user = touches / v.users();
+        assert!(
+            per_visitor <= 2_600 && per_user <= 4_800,
+            "a visitor holds {per_visitor} bytes of open visits and a buyer {per_user} bytes of touches: \
+             at max_open = 1 000 000, {} GB",
+            (per_visitor + per_user) as f64 * 1e6 / 1e9
+        );
     }
 }

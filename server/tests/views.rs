@@ -583,8 +583,8 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
     assert_eq!(
         body["results"],
         json!([
-            {"dimensions": ["spring_sale"], "metrics": [1, 2, {"EUR": 80}, {"EUR": 80}]},
-            {"dimensions": [""], "metrics": [0, 2, {"USD": 30}, {"USD": 30}]},
+            {"dimensions": ["spring_sale"], "metrics": [1, 2, {"EUR": 160}, {"EUR": 160}]},
+            {"dimensions": [""], "metrics": [0, 2, {"USD": 60}, {"USD": 60}]},
             {"dimensions": ["winter"], "metrics": [1, 0, {}, {}]},
         ]),
         "{body}"
@@ -600,7 +600,7 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body["results"],
-        json!([{"dimensions": ["EUR"], "metrics": [{"EUR": 80}, 1]}])
+        json!([{"dimensions": ["EUR"], "metrics": [{"EUR": 160}, 1]}])
     );
     assert_eq!(body["meta"]["warnings"], json!([]));
     let (status, body) = stats(json!({
@@ -674,5 +674,297 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             .all(|l| l.contains("sessions") || l.contains("attribution_daily")),
         "{read:?}"
     );
+    s.stop().await.unwrap();
+}
+
+// What an attack review of the Stats API, visits and attribution found,
+// held as promises.
+
+/// POST /api/v2/query with `key`.
+async fn stats_query(s: &TestServer, key: &str, q: Value) -> (u16, Value) {
+    let r = s
+        .client
+        .post(format!("{}/api/v2/query", s.base))
+        .bearer_auth(key)
+        .json(&q)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// `price` is the price of one ticket (every other aggregate sums
+/// `price * quantity`): the Stats API's revenue must agree with them.
+#[tokio::test]
+async fn stats_revenue_counts_every_ticket_of_a_sale() {
+    let s = TestServer::start(|c| c.read_keys = vec!["read-key-of-org-r@org-r".to_string().into()])
+        .await;
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"organizer_id": "org-r", "event_id": "concert-1", "user_id": "u", "quantity": 2,
+                     "price": "80.00", "currency": "EUR"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let daily = s
+        .query(
+            "SELECT toString(sumMap(revenue_by_currency)['EUR']) AS eur FROM bilten_analytics.metrics_daily \
+             WHERE organizer_id = 'org-r'",
+        )
+        .await;
+    assert_eq!(daily[0]["eur"], "160", "metrics_daily: {daily:?}");
+    let (status, body) = stats_query(
+        &s,
+        "read-key-of-org-r",
+        json!({"site_id": "org-r", "date_range": "7d", "metrics": ["tickets", "orders", "revenue", "average_order_value"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"][0]["metrics"],
+        json!([2, 1, {"EUR": 160}, {"EUR": 160}]),
+        "the Stats API disagrees with metrics_daily (160 EUR): {body}"
+    );
+    s.stop().await.unwrap();
+}
+
+/// A batch whose insert succeeded but whose answer was lost is retried
+/// under the same token: `ticket_sales` keeps it once, and so must the
+/// aggregates the Stats API reads (`sessions`, `attribution_daily`).
+#[tokio::test]
+async fn a_retried_batch_is_counted_once_in_sessions_and_attribution() {
+    let s = TestServer::start(|c| {
+        c.read_keys = vec!["read-key-of-org-d@org-d".to_string().into()];
+        c.batch.retry_initial_backoff = std::time::Duration::from_millis(20);
+        c.batch.retry_max_backoff = std::time::Duration::from_millis(100);
+    })
+    .await;
+    // Every first insert's answer is lost: each batch is sent twice.
+    fail::cfg("storage::lost_ack", "2*return").unwrap();
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"organizer_id": "org-d", "session_id": "tab", "url": "https://t.example/?utm_campaign=c",
+                     "referrer": "https://www.google.com/"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"organizer_id": "org-d", "event_id": "e", "user_id": "u", "quantity": 1,
+                     "price": "10.00", "currency": "EUR"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    fail::remove("storage::lost_ack");
+    assert_eq!(s.count("page_views").await, 1);
+    assert_eq!(s.count("ticket_sales").await, 1);
+    let (status, body) = stats_query(
+        &s,
+        "read-key-of-org-d",
+        json!({"site_id": "org-d", "date_range": "7d", "metrics": ["pageviews", "visits", "orders", "tickets"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["metrics"], json!([1, 1, 1, 1]), "{body}");
+    s.stop().await.unwrap();
+}
+
+/// A sale credited to a campaign whose visit started before the range: the
+/// FULL OUTER JOIN's row from the sales side alone must keep its campaign,
+/// not take the empty default of the visits' side.
+#[tokio::test]
+async fn a_campaign_with_sales_but_no_visit_in_range_keeps_its_name() {
+    let s = TestServer::start(|c| c.read_keys = vec!["read-key-of-org-j@org-j".to_string().into()])
+        .await;
+    let now = Utc::now();
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([
+                // Three days ago, from a campaign, signed in.
+                {"organizer_id": "org-j", "session_id": "old-tab", "user_id": "buyer",
+                 "timestamp": (now - Duration::days(3)).timestamp_millis(),
+                 "url": "https://t.example/?utm_source=news&utm_medium=email&utm_campaign=autumn"},
+                // Today, a direct visit of someone else.
+                {"organizer_id": "org-j", "session_id": "other-tab",
+                 "timestamp": (now - Duration::minutes(5)).timestamp_millis(), "url": "https://t.example/"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"organizer_id": "org-j", "event_id": "e", "user_id": "buyer", "quantity": 1,
+                     "price": "10.00", "currency": "EUR", "timestamp": (now - Duration::minutes(1)).timestamp_millis()}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let today = (now - Duration::minutes(1)).date_naive().to_string();
+    let (status, body) = stats_query(
+        &s,
+        "read-key-of-org-j",
+        json!({"site_id": "org-j", "date_range": [today, today], "metrics": ["visits", "orders"],
+               "dimensions": ["visit:utm_campaign"], "order_by": [["visits", "desc"]]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([
+            {"dimensions": [""], "metrics": [1, 0]},
+            {"dimensions": ["autumn"], "metrics": [0, 1]},
+        ]),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}
+
+/// The dashboard's sources and campaigns panels plan their queries with
+/// `stats::plan_for` and `expect` it to succeed: a date the page's filter
+/// takes but the planner does not (a year past 9999) must be a refusal, not
+/// a panic that drops the connection.
+#[tokio::test]
+async fn a_dashboard_date_past_year_9999_is_refused_not_a_panic() {
+    let s = TestServer::start(|c| {
+        c.read_keys = vec!["read-key-of-org-p@org-p".to_string().into()];
+    })
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", "read-key-of-org-p")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = client
+        .get(format!(
+            "{}/dashboard?from=%2B10000-01-01&to=%2B10000-01-02",
+            s.base
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await;
+    let status = r.map(|r| r.status().as_u16()).map_err(|e| e.to_string());
+    assert!(
+        matches!(status, Ok(400..=499)),
+        "a date past 9999 on the dashboard: {status:?}"
+    );
+    s.stop().await.unwrap();
+}
+
+/// A flood of made-up users (one organizer's public key is enough) fills
+/// `visits.max_open`; the buyers seen longest ago make room, so a real
+/// buyer's touch is still kept and their sale credited. Here
+/// `max_open = 3`.
+#[tokio::test]
+async fn made_up_users_do_not_switch_off_attribution_for_everyone() {
+    let s = TestServer::start(|c| {
+        c.visits.max_open = 3;
+    })
+    .await;
+    // Another organizer's traffic: made-up users, each from a campaign.
+    let flood: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"organizer_id": "org-flood", "session_id": format!("f{i}"), "user_id": format!("fake-{i}"),
+                   "url": "https://flood.example/?utm_source=x&utm_campaign=flood"})
+        })
+        .collect();
+    let (status, body) = s.post_json("/v1/page-views", &json!(flood)).await;
+    assert_eq!(status, 202, "{body}");
+    // Sweeping forgets the visits after 30 minutes: only the touches stay.
+    // A real buyer of org-a comes from a campaign, and buys.
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"organizer_id": "org-a", "session_id": "tab", "user_id": "buyer",
+                     "url": "https://bilten.example/?utm_source=news&utm_medium=email&utm_campaign=spring"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"organizer_id": "org-a", "event_id": "e", "user_id": "buyer", "quantity": 1,
+                     "price": "10.00", "currency": "EUR"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let sale = s
+        .query(
+            "SELECT last_utm_campaign AS l, last_channel AS c FROM bilten_analytics.ticket_sales",
+        )
+        .await;
+    assert_eq!(sale, [json!({"l": "spring", "c": "email"})]);
+    s.stop().await.unwrap();
+}
+
+/// `Visits::warm` reads touches back a day at a time, each read within
+/// `storage.query_limits.max_result_bytes`: many long campaign values on
+/// one day cost at most that day's touches, never every touch. Here the
+/// limit is 64 KB.
+#[tokio::test]
+async fn many_long_touches_do_not_make_a_restart_forget_all_of_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.storage.query_limits.max_result_bytes = 64 << 10;
+    let s = TestServer::start_with(cfg.clone()).await;
+    // Yesterday: more touches than one read may return.
+    let long = "z".repeat(256);
+    let yesterday = (Utc::now() - Duration::days(1)).timestamp_millis();
+    let mut views: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({"organizer_id": "org-x", "session_id": format!("s{i}"), "user_id": format!("u{i}"),
+                   "timestamp": yesterday,
+                   "url": format!("https://x.example/?utm_source={long}&utm_medium={long}&utm_campaign={long}&utm_content={long}&utm_term={long}")})
+        })
+        .collect();
+    views.push(json!({"organizer_id": "org-a", "session_id": "tab", "user_id": "buyer",
+                      "url": "https://bilten.example/?utm_source=ig&utm_medium=social&utm_campaign=encore"}));
+    let (status, body) = s.post_json("/v1/page-views", &json!(views)).await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    s.stop().await.unwrap();
+
+    let s = TestServer::start_with(cfg).await;
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([{"organizer_id": "org-a", "event_id": "e", "user_id": "buyer", "quantity": 1,
+                     "price": "10.00", "currency": "EUR"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let sale = s
+        .query(
+            "SELECT last_utm_campaign AS l, last_channel AS c FROM bilten_analytics.ticket_sales",
+        )
+        .await;
+    assert_eq!(sale, [json!({"l": "encore", "c": "social"})]);
     s.stop().await.unwrap();
 }

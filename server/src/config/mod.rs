@@ -161,8 +161,10 @@ pub struct VisitSettings {
     /// A visitor's next event after this long without one starts a new visit.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most visits followed at once (each about 200 bytes); past it, a new
-    /// visitor's events are each a visit of their own until some end.
+    /// Most visitors followed at once, and most buyers whose touches are
+    /// kept: typically a few hundred bytes each, at most about 2.6 KB a
+    /// visitor and 4.8 KB a buyer (`visits.rs`). Past it, the one seen
+    /// longest ago is forgotten.
     pub max_open: usize,
     /// A ticket sale is credited to its buyer's visits of this long before it.
     #[serde(with = "humantime_serde")]
@@ -174,7 +176,7 @@ impl Default for VisitSettings {
         VisitSettings {
             enabled: true,
             timeout: Duration::from_secs(30 * 60),
-            max_open: 1_000_000,
+            max_open: 200_000,
             attribution_window: Duration::from_secs(30 * 86_400),
         }
     }

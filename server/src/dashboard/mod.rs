@@ -108,11 +108,14 @@ impl Filter {
             .filter(|v| !v.is_empty())
         {
             None => Ok(default),
-            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
-                FilterError::Invalid(format!(
-                    "{name}: expected a date such as 2026-11-28, got {v:?}"
-                ))
-            }),
+            Some(v) => NaiveDate::parse_from_str(v, "%Y-%m-%d")
+                .ok()
+                .filter(|d| (1970..=2149).contains(&chrono::Datelike::year(d)))
+                .ok_or_else(|| {
+                    FilterError::Invalid(format!(
+                        "{name}: expected a date such as 2026-11-28, got {v:?}"
+                    ))
+                }),
         };
         let to = date("to", to, today)?;
         let from = date("from", from, to - Duration::days(DEFAULT_DAYS - 1))?;
