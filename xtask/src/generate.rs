@@ -584,10 +584,17 @@ fn server_rows(tables: &[ClientTable]) -> String {
                 let _ = writeln!(out, "    pub {name}: {ty},");
             }
         }
+        // Unknown host columns are left out of the row: the engine fills
+        // their defaults ('' and the nil UUID), and parsing a JSON key costs
+        // it about a quarter of a microsecond (BENCHMARKS.md).
         for c in t.host_columns() {
+            let empty = match c.rust {
+                HostType::Text => "String::is_empty",
+                HostType::Uuid => "Uuid::is_nil",
+            };
             let _ = writeln!(
                 out,
-                "    /// {}\n    pub {}: {},",
+                "    /// {}\n    #[serde(skip_serializing_if = \"{empty}\")]\n    pub {}: {},",
                 c.doc,
                 c.name,
                 host_type(c)

@@ -498,30 +498,18 @@ const ENV_ALIASES: &[(&str, &str)] = &[
     ("trusted_proxies", "browser.trusted_proxies"),
 ];
 
-/// Top-level settings. Other `BILTEN_*` variables (the build's
-/// `BILTEN_CHDB_CACHE`, the CLI's `BILTEN_CONFIG`, loadgen's
-/// `BILTEN_INGEST_KEY`) are not the server's and are left alone.
-const TOP_LEVEL: &[&str] = &[
-    "listen",
-    "admin_token",
-    "ingest_keys",
-    "read_keys",
-    "migrate_on_start",
-    "storage",
-    "batch",
-    "ingest",
-    "wal",
-    "retention",
-    "backups",
-    "health",
-    "geo",
-    "tls",
-    "shutdown_timeout",
-    "plugins",
-    "plugin_host",
-    "clickhouse_http",
-    "browser",
-];
+/// Top-level settings: the keys of [`Config`] itself, read from its
+/// serialized defaults so that a new section is never forgotten here. Other
+/// `BILTEN_*` variables (the build's `BILTEN_CHDB_CACHE`, the CLI's
+/// `BILTEN_CONFIG`, loadgen's `BILTEN_INGEST_KEY`) are not the server's and
+/// are left alone.
+fn top_level() -> Vec<String> {
+    // `tls` is `None` by default and still a key (serialized as null).
+    match serde_json::to_value(Config::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
 
 impl Config {
     /// Where the write-ahead log lives.
@@ -541,11 +529,13 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let top_level = top_level();
         let env = Env::prefixed("BILTEN_")
-            .filter(|k| {
+            .filter(move |k| {
                 let key = k.as_str().to_ascii_lowercase();
                 let top = key.split("__").next().unwrap_or("");
-                TOP_LEVEL.contains(&top) || ENV_ALIASES.iter().any(|(alias, _)| *alias == key)
+                top_level.iter().any(|t| t == top)
+                    || ENV_ALIASES.iter().any(|(alias, _)| *alias == key)
             })
             .map(|k| {
                 let key = k.as_str().to_ascii_lowercase();
@@ -832,6 +822,9 @@ mod tests {
             jail.set_env("BILTEN_SKIP_CHDB_FETCH", "1");
             jail.set_env("BILTEN_WAL__ENABLED", "false");
             jail.set_env("BILTEN_SHUTDOWN_TIMEOUT", "3s");
+            // Sections added later are read from the environment too.
+            jail.set_env("BILTEN_VISITS__ENABLED", "false");
+            jail.set_env("BILTEN_GEO__ENABLED", "false");
             jail.set_env("BILTEN_RETENTION__DEFAULT__DELETE_AFTER", "1000days");
             let c = Config::load(Some(Path::new("b.toml"))).unwrap();
             assert_eq!(c.batch.max_rows, 20);
@@ -842,6 +835,7 @@ mod tests {
             assert_eq!(c.storage.backend, Backend::Clickhouse);
             assert!(!c.wal.enabled);
             assert_eq!(c.shutdown_timeout, Duration::from_secs(3));
+            assert!(!c.visits.enabled && !c.geo.enabled);
             assert_eq!(
                 c.retention.default.delete_after,
                 Some(Duration::from_secs(1000 * 86_400))

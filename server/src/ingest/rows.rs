@@ -29,22 +29,31 @@ pub struct EventRow {
     pub user_agent: String,
     pub ip: String,
     /// The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub country: String,
     /// The visit (the server's session) it belongs to: a UUIDv7 whose time is the visit's start; nil when the event names no visitor.
+    #[serde(skip_serializing_if = "Uuid::is_nil")]
     pub visit_id: Uuid,
     /// How the visit came: search, social, email, paid, other (a referrer not classified) or direct; from its first page.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub channel: String,
     /// Where the visit came from: the landing URL's utm_source, ref or source parameter, else the referrer's name (Google) or host; empty when direct.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub source: String,
     /// The visit's landing URL's utm_medium.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_medium: String,
     /// The visit's landing URL's utm_source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_source: String,
     /// The visit's landing URL's utm_campaign.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_campaign: String,
     /// The visit's landing URL's utm_content.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_content: String,
     /// The visit's landing URL's utm_term.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_term: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -69,22 +78,31 @@ pub struct PageViewRow {
     pub user_agent: String,
     pub ip: String,
     /// The client's country (ISO 3166-1 alpha-2), from its address before the privacy plugin truncates it; empty when unknown.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub country: String,
     /// The visit (the server's session) it belongs to: a UUIDv7 whose time is the visit's start; nil when the event names no visitor.
+    #[serde(skip_serializing_if = "Uuid::is_nil")]
     pub visit_id: Uuid,
     /// How the visit came: search, social, email, paid, other (a referrer not classified) or direct; from its first page.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub channel: String,
     /// Where the visit came from: the landing URL's utm_source, ref or source parameter, else the referrer's name (Google) or host; empty when direct.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub source: String,
     /// The visit's landing URL's utm_medium.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_medium: String,
     /// The visit's landing URL's utm_source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_source: String,
     /// The visit's landing URL's utm_campaign.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_campaign: String,
     /// The visit's landing URL's utm_content.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_content: String,
     /// The visit's landing URL's utm_term.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub utm_term: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -110,32 +128,46 @@ pub struct TicketSaleRow {
     pub price_cents: u64,
     pub currency: String,
     /// The channel of the first visit of the buyer's last 30 days that was not direct; direct when none was.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_channel: String,
     /// That first visit's source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_source: String,
     /// That first visit's utm_medium.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_utm_medium: String,
     /// That first visit's utm_source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_utm_source: String,
     /// That first visit's utm_campaign.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_utm_campaign: String,
     /// That first visit's utm_content.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_utm_content: String,
     /// That first visit's utm_term.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub first_utm_term: String,
     /// The channel of the last visit of the buyer's last 30 days that was not direct; direct when none was.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_channel: String,
     /// That last visit's source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_source: String,
     /// That last visit's utm_medium.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_utm_medium: String,
     /// That last visit's utm_source.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_utm_source: String,
     /// That last visit's utm_campaign.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_utm_campaign: String,
     /// That last visit's utm_content.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_utm_content: String,
     /// That last visit's utm_term.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub last_utm_term: String,
     /// Plugins that failed open on this event: it skipped their checks.
     #[serde(skip_serializing_if = "Vec::is_empty")]
