@@ -34,7 +34,8 @@ pub fn plain_identifier(name: &str) -> bool {
 }
 
 /// The tables rows are buffered for: the three kinds clients send, each with
-/// its route, and the three the plugin chain writes.
+/// its route, the three the plugin chain writes, and pages' engagements
+/// (the time a view was visible, sent when it is hidden or left).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -44,16 +45,18 @@ pub enum Table {
     RejectedEvents,
     PluginQuarantine,
     FilteredTraffic,
+    PageEngagements,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] = [
+    pub const ALL: [Table; 7] = [
         Table::Events,
         Table::PageViews,
         Table::TicketSales,
         Table::RejectedEvents,
         Table::PluginQuarantine,
         Table::FilteredTraffic,
+        Table::PageEngagements,
     ];
     /// The tables clients write to.
     pub const INGEST: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
@@ -67,6 +70,7 @@ impl Table {
             Table::RejectedEvents => "rejected-events",
             Table::PluginQuarantine => "plugin-quarantine",
             Table::FilteredTraffic => "filtered-traffic",
+            Table::PageEngagements => "engagements",
         }
     }
 
@@ -80,7 +84,10 @@ impl Table {
             Table::Events => Some(&bilten_schema::EVENTS),
             Table::PageViews => Some(&bilten_schema::PAGE_VIEWS),
             Table::TicketSales => Some(&bilten_schema::TICKET_SALES),
-            Table::RejectedEvents | Table::PluginQuarantine | Table::FilteredTraffic => None,
+            Table::RejectedEvents
+            | Table::PluginQuarantine
+            | Table::FilteredTraffic
+            | Table::PageEngagements => None,
         }
     }
 
@@ -103,6 +110,7 @@ impl Table {
             Table::RejectedEvents => "rejected_events",
             Table::PluginQuarantine => "plugin_quarantine",
             Table::FilteredTraffic => "filtered_traffic",
+            Table::PageEngagements => "page_engagements",
         }
     }
 }
@@ -112,6 +120,7 @@ pub const AGED_TABLES: &[(&str, &str)] = &[
     ("events", "toDateTime(timestamp)"),
     ("page_views", "toDateTime(timestamp)"),
     ("ticket_sales", "toDateTime(timestamp)"),
+    ("page_engagements", "toDateTime(timestamp)"),
     ("metrics_daily", "toDateTime(date)"),
     ("events_hourly", "hour"),
     ("event_performance", "toDateTime(date)"),

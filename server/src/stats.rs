@@ -161,6 +161,7 @@ fn expression(dim: &Dimension, table: Table) -> Option<&'static str> {
 type Dimension = (&'static str, Option<&'static str>, Option<&'static str>);
 
 /// One row per visit (of the organizer, when `one`) that started in the range.
+/// A visit only engagements name (its views were dropped as a bot's) is none.
 fn visits_sql(one: bool) -> String {
     let organizer = match one {
         true => "organizer_id = {organizer:String} AND ",
@@ -178,7 +179,8 @@ fn visits_sql(one: bool) -> String {
                  toString(visit_id)) AS visitor \
          FROM {DATABASE}.sessions \
          WHERE {organizer}date BETWEEN {{from:Date}} AND {{to:Date}} \
-         GROUP BY visit_id"
+         GROUP BY visit_id \
+         HAVING pageviews + events > 0"
     )
 }
 

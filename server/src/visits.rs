@@ -35,6 +35,7 @@ use dashmap::DashMap;
 use dashmap::mapref::entry::Entry;
 use uuid::Uuid;
 
+use crate::ingest::engagement::Engagement;
 use crate::ingest::{Host, Row};
 use crate::sources::Sources;
 
@@ -126,16 +127,56 @@ impl Visits {
     }
 
     fn visitor(&self, h: &Host<'_>) -> Option<u64> {
-        let (kind, a, b) = if !h.session_id.is_empty() {
-            (0u8, h.session_id, "")
-        } else if !h.user_id.is_empty() {
-            (1, h.user_id, "")
-        } else if !h.ip.is_empty() {
-            (2, h.ip, h.user_agent)
+        self.visitor_of(h.organizer_id, h.session_id, h.user_id, h.ip, h.user_agent)
+    }
+
+    fn visitor_of(
+        &self,
+        organizer: &str,
+        session: &str,
+        user: &str,
+        ip: &str,
+        user_agent: &str,
+    ) -> Option<u64> {
+        let (kind, a, b) = if !session.is_empty() {
+            (0u8, session, "")
+        } else if !user.is_empty() {
+            (1, user, "")
+        } else if !ip.is_empty() {
+            (2, ip, user_agent)
         } else {
             return None;
         };
-        Some(self.hasher.hash_one((h.organizer_id, kind, a, b)))
+        Some(self.hasher.hash_one((organizer, kind, a, b)))
+    }
+
+    /// Gives an engagement its view's visit: the visitor's visit its view's
+    /// start falls in, kept going until the engagement (a long read is not
+    /// silence). Nil when no such visit is followed (the server restarted,
+    /// or the view never came); an engagement opens no visit.
+    pub fn engaged(&self, e: &mut Engagement, ip: &str, user_agent: &str, now_ms: i64) {
+        if !self.enabled {
+            return;
+        }
+        let Some(visitor) =
+            self.visitor_of(&e.organizer_id, &e.session_id, &e.user_id, ip, user_agent)
+        else {
+            return;
+        };
+        let start = e.view_start_ms();
+        let Some(mut visits) = self.open.get_mut(&visitor) else {
+            return;
+        };
+        let distance = |v: &Open| (v.start_ms - start).max(start - v.last_ms).max(0);
+        if let Some(v) = visits
+            .iter_mut()
+            .filter(|v| distance(v) <= self.timeout_ms)
+            .min_by_key(|v| distance(v))
+        {
+            v.last_ms = v.last_ms.max(e.timestamp_ms);
+            v.seen_ms = now_ms;
+            e.visit_id = v.id;
+        }
     }
 
     fn place(&self, mut h: Host<'_>, now_ms: i64) {
@@ -566,6 +607,43 @@ mod tests {
         // Swept once silent for longer than the timeout.
         v.fill(std::iter::empty(), t0 + 31 * MIN + SWEEP_EVERY_MS);
         assert_eq!(v.open(), 0);
+    }
+
+    #[test]
+    fn an_engagement_joins_its_views_visit_and_keeps_it_going() {
+        let v = Visits::new(&VisitSettings::default());
+        let t0 = 1_780_000_000_000;
+        let mut first = view("tab", t0, "https://t.example/", "https://www.google.com/");
+        v.fill(std::iter::once(&mut first), t0);
+        let (visit_id, _) = visit(&mut first);
+        let at = |ms: i64| uuid::Timestamp::from_unix(uuid::NoContext, (ms / 1000) as u64, 0);
+        // Read for 40 minutes, then left: the engagement's view started at t0.
+        let mut e = Engagement {
+            id: Uuid::now_v7(),
+            timestamp_ms: t0 + 40 * MIN,
+            organizer_id: "org".into(),
+            view_id: Uuid::new_v7(at(t0)),
+            duration_ms: (40 * MIN) as u64,
+            session_id: "tab".into(),
+            user_id: String::new(),
+            visit_id: Uuid::nil(),
+        };
+        v.engaged(&mut e, "", "", t0 + 40 * MIN);
+        assert_eq!(e.visit_id, visit_id);
+        // The next page 45 minutes after the first is still that visit:
+        // the reading was no silence.
+        let mut next = view("tab", t0 + 45 * MIN, "https://t.example/e/2", "");
+        v.fill(std::iter::once(&mut next), t0 + 45 * MIN);
+        assert_eq!(visit(&mut next).0, visit_id);
+        // Another tab's engagement finds no visit, and opens none.
+        let mut stray = Engagement {
+            session_id: "unknown".into(),
+            visit_id: Uuid::nil(),
+            ..e.clone()
+        };
+        v.engaged(&mut stray, "", "", t0 + 45 * MIN);
+        assert!(stray.visit_id.is_nil());
+        assert_eq!(v.open(), 1);
     }
 
     #[test]

@@ -314,11 +314,12 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         let row = &row[..row.find("</tr>").unwrap()];
         assert_eq!(amounts(row), amounts_of(&e["revenue"]), "{id}");
     }
-    // The realtime panel has the events of ten minutes ago.
+    // The realtime panel has the events of ten minutes ago, and the page
+    // views (counted as they start: sql/0023_engagement.sql).
     assert_eq!(
         panel_sum(&html, "realtime", "events"),
-        13.0,
-        "twelve org-a events and one org-b"
+        18.0,
+        "twelve org-a events, one org-b, five page views"
     );
     // Per hour: the events, and the page views (from page_views' hourly
     // projection).

@@ -1,6 +1,7 @@
 //! The browser tracker and what the server does for pages: a real page on
-//! another origin in headless Chromium lands page views (with referrers and
-//! durations) and custom events, stamped with the browser's own user agent;
+//! another origin in headless Chromium lands page views (counted in realtime
+//! while the page is open; their visible time comes after, as engagements)
+//! and custom events, stamped with the browser's own user agent;
 //! public keys, CORS and the client's address are held to their rules.
 
 mod common;
@@ -87,19 +88,26 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
         .env("SITE", &origin)
         .env("SERVER", &s.base)
         .env("PUBLIC_KEY", PUBLIC)
+        .env("ADMIN_TOKEN", common::ADMIN)
         .env("CHROMIUM", chromium);
     let ran = common::install::output(check).await;
     assert!(ran.ok, "{}", ran.text);
     let report: Value = serde_json::from_str(&ran.stdout).unwrap();
     assert_eq!(report["failed"], json!([]), "{report}");
+    // The first page, a second after it opened and before it was left.
+    assert_eq!(report["realtime_views_while_open"], 1, "{report}");
     let user_agent = report["user_agent"].as_str().unwrap();
     assert!(user_agent.contains("Chrome"), "{user_agent}");
     s.flush().await;
 
     let views = s
         .query(
-            "SELECT url, referrer, duration_ms, user_agent, ip, session_id, user_id, organizer_id \
-             FROM bilten_analytics.page_views ORDER BY timestamp",
+            "SELECT url, referrer, v.duration_ms AS sent_ms, t.duration_ms AS visible_ms, \
+             user_agent, ip, session_id, user_id, v.organizer_id AS organizer_id, \
+             toString(visit_id) AS visit \
+             FROM bilten_analytics.page_views AS v \
+             LEFT JOIN bilten_analytics.page_view_time AS t ON t.view_id = v.id \
+             ORDER BY timestamp",
         )
         .await;
     let urls: Vec<(&str, &str)> = views
@@ -118,8 +126,29 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
         ],
         "{views:?}"
     );
-    // Visible for the 400 ms the script waited, at least.
-    assert!(as_u64(&views[0]["duration_ms"]) >= 300, "{views:?}");
+    // Each view's visible time came as engagements: the first page was
+    // open 5 s; the others' ends came too, as the tab navigated and left.
+    assert!(as_u64(&views[0]["visible_ms"]) >= 4_500, "{views:?}");
+    for v in &views {
+        assert_eq!(as_u64(&v["sent_ms"]), 0, "the view is sent before it ends");
+        assert!(as_u64(&v["visible_ms"]) > 0, "{views:?}");
+    }
+    // The visit's time and its engaged time take them in, once each.
+    let visit = s
+        .query(&format!(
+            "SELECT toUInt32(sum(pageviews)) AS pages, toUInt64(sum(engaged_ms)) AS engaged, \
+             toUInt64(dateDiff('millisecond', min(started), max(ended))) AS span \
+             FROM bilten_analytics.sessions WHERE visit_id = toUUID('{}')",
+            views[0]["visit"].as_str().unwrap()
+        ))
+        .await;
+    let total: u64 = views.iter().map(|v| as_u64(&v["visible_ms"])).sum();
+    assert_eq!(visit[0]["pages"], 3, "{visit:?}");
+    assert_eq!(as_u64(&visit[0]["engaged"]), total, "{visit:?}");
+    assert!(
+        as_u64(&visit[0]["span"]) >= 5_000,
+        "the last page's time counts: {visit:?}"
+    );
     let session = views[0]["session_id"].as_str().unwrap();
     assert_eq!(session.len(), 36);
     for v in &views {
@@ -128,10 +157,9 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
         assert_eq!(v["organizer_id"], "org-web");
         assert_eq!(v["session_id"], session, "one tab, one session");
     }
-    assert_eq!(
-        views[2]["user_id"], "user-77",
-        "identify() applies from then on"
-    );
+    // The third page's view went when it started, before identify(): it
+    // names no user. identify() applies from then on (its event, below).
+    assert_eq!(views[2]["user_id"], "", "{views:?}");
 
     let events = s
         .query(

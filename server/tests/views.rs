@@ -968,3 +968,118 @@ async fn many_long_touches_do_not_make_a_restart_forget_all_of_them() {
     assert_eq!(sale, [json!({"l": "encore", "c": "social"})]);
     s.stop().await.unwrap();
 }
+
+/// A view is counted when it starts; its visible time comes after, as
+/// engagements (the tracker sends one each time the page is hidden or
+/// left). They give the view its time and the visit its length, and count
+/// as nothing else: no second view, no visit of their own.
+#[tokio::test]
+async fn engagements_give_views_their_time_and_count_nothing_twice() {
+    let s = TestServer::start(|c| c.read_keys = vec!["read-key-of-org-g@org-g".to_string().into()])
+        .await;
+    let t0 = chrono::Utc::now().timestamp_millis() - 60_000;
+    let at = |ms: i64| {
+        uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            (ms / 1000) as u64,
+            (ms % 1000) as u32 * 1_000_000,
+        )
+    };
+    let view = uuid::Uuid::new_v7(at(t0));
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!({"id": view, "organizer_id": "org-g", "session_id": "tab-1", "timestamp": t0,
+                    "url": "https://g.example/?utm_campaign=autumn"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let engagement = |ms: u64, after: i64| {
+        json!({"organizer_id": "org-g", "session_id": "tab-1", "view_id": view,
+               "duration_ms": ms, "timestamp": t0 + after})
+    };
+    let (status, body) = s
+        .post_json(
+            "/v1/engagements",
+            &json!([engagement(4_000, 4_000), engagement(1_500, 5_500)]),
+        )
+        .await;
+    assert_eq!((status, &body["accepted"]), (202, &json!(2)), "{body}");
+    // A bad one is refused naming its field; its valid neighbour is kept.
+    let (status, body) = s
+        .post_json(
+            "/v1/engagements",
+            &json!([{"organizer_id": "org-g", "view_id": "not-a-uuid", "duration_ms": 5},
+                    engagement(500, 6_000)]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(body["errors"][0]["field"], "view_id", "{body}");
+    let (status, body) = s
+        .post_json(
+            "/v1/engagements",
+            &json!({"organizer_id": "org-g", "view_id": view, "duration_ms": 86_400_001}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["errors"][0]["field"], "duration_ms", "{body}");
+    // One whose view the server never saw (a bot's, dropped): stored with
+    // no visit, and no visit made of it.
+    let (status, body) = s
+        .post_json(
+            "/v1/collect/engagements",
+            &json!({"organizer_id": "org-g", "session_id": "bot-tab", "duration_ms": 9_000,
+                    "view_id": uuid::Uuid::now_v7()}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+
+    let time = s
+        .query(&format!(
+            "SELECT toUInt64(duration_ms) AS ms FROM bilten_analytics.page_view_time \
+             WHERE view_id = toUUID('{view}')"
+        ))
+        .await;
+    assert_eq!(as_u64(&time[0]["ms"]), 6_000, "{time:?}");
+    let stray = s
+        .query(
+            "SELECT toString(visit_id) AS visit FROM bilten_analytics.page_engagements \
+             WHERE duration_ms = 9000",
+        )
+        .await;
+    assert_eq!(
+        stray,
+        [json!({"visit": "00000000-0000-0000-0000-000000000000"})]
+    );
+    let realtime = s
+        .query(
+            "SELECT toUInt32(sum(events)) AS views FROM bilten_analytics.realtime_dashboard \
+             WHERE organizer_id = 'org-g' AND event_type = 'page_view'",
+        )
+        .await;
+    assert_eq!(realtime[0]["views"], 1, "{realtime:?}");
+    let (status, body) = stats_query(
+        &s,
+        "read-key-of-org-g",
+        json!({"site_id": "org-g", "date_range": "7d",
+               "metrics": ["visits", "pageviews", "visit_duration"],
+               "dimensions": ["visit:utm_campaign"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["results"],
+        json!([{"dimensions": ["autumn"], "metrics": [1, 1, 6]}]),
+        "one visit of one view, 6 s long (to the end of its last engagement): {body}"
+    );
+    let engaged = s
+        .query(
+            "SELECT toUInt64(sum(engaged_ms)) AS ms FROM bilten_analytics.sessions \
+             WHERE organizer_id = 'org-g'",
+        )
+        .await;
+    assert_eq!(as_u64(&engaged[0]["ms"]), 6_000, "{engaged:?}");
+    s.stop().await.unwrap();
+}

@@ -4,9 +4,11 @@
 //           data-organizer="org-123" data-key="PUBLIC_KEY"></script>
 //
 // - A page view per page and per SPA navigation (pushState, popstate), with
-//   its referrer. It is sent when the view ends (the page is hidden or left,
-//   or the SPA navigates), so that it carries `duration_ms`: the time the
-//   page was visible.
+//   its referrer, sent when it starts: realtime counts the visitor at once.
+// - Its engagement, each time the page is hidden or left (or the SPA
+//   navigates): the time the view was visible since the last one, for the
+//   view's id. The server adds them up; a view whose end never comes is
+//   still counted, with no time.
 // - `window.bilten.track(event_type, properties)` for custom events, and
 //   `window.bilten.identify(user_id)` once the visitor signs in (sent at
 //   once as an `identify` event, which ties the visit to the user).
@@ -18,12 +20,15 @@
 import { uuidv7 } from './uuid'
 
 interface View {
+  id: string
   url: string
-  referrer: string
-  start: number
+  // Visible time not yet sent, in ms.
   visible: number
   shownAt: number | null
 }
+
+// The most one engagement may say (the server's limit: a day).
+const MAX_MS = 86_400_000
 
 ;(() => {
   const script = document.currentScript as HTMLScriptElement | null
@@ -42,7 +47,7 @@ interface View {
   let user = ''
 
   const send = (kind: string, event: Record<string, unknown>) => {
-    event.id = uuidv7()
+    if (!event.id) event.id = uuidv7()
     event.organizer_id = organizer
     event.session_id = session
     if (user) event.user_id = user
@@ -56,26 +61,24 @@ interface View {
   const now = () => performance.now()
   let view: View | null = null
   const begin = (referrer: string) => {
-    view = {
-      url: location.href,
-      referrer,
-      start: Date.now(),
-      visible: 0,
-      shownAt: document.visibilityState === 'visible' ? now() : null,
-    }
+    const id = uuidv7()
+    view = { id, url: location.href, visible: 0, shownAt: document.visibilityState === 'visible' ? now() : null }
+    send('page-views', { id, url: location.href, referrer, timestamp: Date.now() })
   }
-  // Sends the current view, once.
-  const end = () => {
+  // Sends the time the current view was visible since the last time.
+  const engage = () => {
     const v = view
     if (!v) return
     if (v.shownAt !== null) v.visible += now() - v.shownAt
-    view = null
-    send('page-views', { url: v.url, referrer: v.referrer, timestamp: v.start, duration_ms: Math.round(v.visible) })
+    v.shownAt = null
+    const ms = Math.min(Math.round(v.visible), MAX_MS)
+    v.visible = 0
+    if (ms > 0) send('engagements', { view_id: v.id, duration_ms: ms, timestamp: Date.now() })
   }
   const navigated = () => {
     const from = view ? view.url : ''
     if (from === location.href) return
-    end()
+    engage()
     begin(from)
   }
 
@@ -85,9 +88,10 @@ interface View {
     navigated()
   }
   addEventListener('popstate', navigated)
-  addEventListener('pagehide', end)
+  addEventListener('pagehide', engage)
   document.addEventListener('visibilitychange', () => {
-    if (document.visibilityState === 'hidden') end()
+    if (document.visibilityState === 'hidden') engage()
+    else if (view && view.shownAt === null) view.shownAt = now()
   })
 
   ;(window as unknown as { bilten: object }).bilten = {

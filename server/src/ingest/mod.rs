@@ -3,6 +3,7 @@
 //! buffer and the rejections to report.
 
 mod decode;
+pub mod engagement;
 mod rows;
 pub mod segment;
 mod validate;

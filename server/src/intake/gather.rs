@@ -189,6 +189,20 @@ impl Pipeline {
         }
     }
 
+    /// Logs rows of a table the server writes itself (no chain runs) and
+    /// buffers them.
+    pub(super) async fn store(
+        &self,
+        table: Table,
+        rows: Bytes,
+        n: usize,
+    ) -> Result<(), IntakeError> {
+        let batch = [(table, rows, n)];
+        let lsn = self.log(&batch).await?.pop().flatten();
+        self.batcher.push(table, &batch[0].1, n, lsn, Vec::new());
+        Ok(())
+    }
+
     /// Appends the batches to the log (when it is on) and returns each one's
     /// record; refuses them all when the log is full or failing.
     async fn log(

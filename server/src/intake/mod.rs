@@ -105,6 +105,8 @@ pub struct Intake {
     countries: Option<Arc<crate::geo::Countries>>,
     /// Each page view's and event's visit and its origin, before the plugins.
     visits: Arc<crate::visits::Visits>,
+    /// The log and the buffers, for rows no chain judges (engagements).
+    pipeline: Arc<gather::Pipeline>,
 }
 
 impl Intake {
@@ -134,6 +136,7 @@ impl Intake {
                 .collect(),
             countries,
             visits,
+            pipeline,
         }
     }
 
@@ -265,6 +268,49 @@ impl Intake {
         receipt.rejected = receipt.errors.len();
         receipt.errors.sort_by_key(|r| r.index);
         record(table, &receipt);
+        Ok(receipt)
+    }
+}
+
+impl Intake {
+    /// Takes a request's engagements ([`ingest::engagement`]): checked,
+    /// given their view's visit, logged and buffered for
+    /// `page_engagements`. No plugin runs; no resend is looked for (a
+    /// beacon is sent once).
+    pub async fn engagements(
+        &self,
+        body: &[u8],
+        format: BodyFormat,
+        sender: Sender<'_>,
+    ) -> Result<Receipt, IntakeError> {
+        let now = chrono::Utc::now();
+        let (rows, errors) =
+            ingest::engagement::parse(body, format, self.max_events, now, sender.scope)?;
+        let (ip, user_agent) = sender
+            .stamp
+            .map_or(("", ""), |s| (s.ip.as_str(), s.user_agent.as_str()));
+        let mut lines = Vec::with_capacity(rows.len() * 192);
+        for (_, mut e) in rows.iter().cloned() {
+            self.visits
+                .engaged(&mut e, ip, user_agent, now.timestamp_millis());
+            e.write(&mut lines);
+        }
+        if !rows.is_empty() {
+            self.pipeline
+                .store(
+                    Table::PageEngagements,
+                    bytes::Bytes::from(lines),
+                    rows.len(),
+                )
+                .await?;
+        }
+        let receipt = Receipt {
+            accepted: rows.len(),
+            rejected: errors.len(),
+            errors,
+            ..Receipt::default()
+        };
+        record(Table::PageEngagements, &receipt);
         Ok(receipt)
     }
 }

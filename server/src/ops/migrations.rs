@@ -54,6 +54,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     20 "0020_countries.sql",
     21 "0021_visits.sql",
     22 "0022_attribution.sql",
+    23 "0023_engagement.sql",
 ];
 
 impl Migration {

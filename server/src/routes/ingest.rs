@@ -1,5 +1,6 @@
-//! `POST /v1/events`, `/v1/page-views`, `/v1/ticket-sales`; the browser
-//! tracker's `POST /v1/collect/{kind}` and `GET /v1/tracker.js`.
+//! `POST /v1/events`, `/v1/page-views`, `/v1/ticket-sales`,
+//! `/v1/engagements`; the browser tracker's `POST /v1/collect/{kind}` and
+//! `GET /v1/tracker.js`.
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
@@ -75,17 +76,23 @@ where
 /// `POST /v1/{kind}`: `events`, `page-views` or `ticket-sales`.
 #[tracing::instrument(skip_all, fields(kind = %kind))]
 pub async fn ingest(Path(kind): Path<String>, request: Request) -> Reply {
+    if kind == Table::PageEngagements.route() {
+        return counted(Table::PageEngagements, engagements(request, false).await);
+    }
     let table = Table::from_route(&kind).ok_or(ApiError::NotFound)?;
     counted(table, take(request, table, false).await)
 }
 
-/// `POST /v1/collect/{kind}`: the tracker's beacons, `events` or
-/// `page-views`. A beacon sets no headers: its body is JSON sent as
-/// `text/plain`, and its public key is in `?key=`.
+/// `POST /v1/collect/{kind}`: the tracker's beacons, `events`,
+/// `page-views` or `engagements`. A beacon sets no headers: its body is JSON
+/// sent as `text/plain`, and its public key is in `?key=`.
 #[tracing::instrument(skip_all, fields(kind = %kind))]
 pub async fn collect(Path(kind): Path<String>, request: Request) -> Reply {
     let table = match Table::from_route(&kind) {
         Some(t @ (Table::Events | Table::PageViews)) => t,
+        _ if kind == Table::PageEngagements.route() => {
+            return counted(Table::PageEngagements, engagements(request, true).await);
+        }
         _ => return Err(ApiError::NotFound),
     };
     counted(table, take(request, table, true).await)
@@ -140,16 +147,42 @@ async fn take(request: Request, table: Table, beacon: bool) -> Reply {
         scope: scope.as_ref().and_then(|s| s.organizers.as_deref()),
         stamp: stamp.as_ref(),
     };
+    let format = body_format(&headers, beacon)?;
+    accept(&app, table, wait, sender, format, body).await
+}
+
+/// The body's format, from its content type; a beacon's `text/plain` is JSON.
+fn body_format(headers: &HeaderMap, beacon: bool) -> Result<BodyFormat, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let format = match BodyFormat::from_content_type(content_type) {
-        Some(f) => f,
-        None if beacon && content_type.starts_with("text/plain") => BodyFormat::Json,
-        None => return Err(ApiError::UnsupportedMediaType(content_type.to_string())),
+    match BodyFormat::from_content_type(content_type) {
+        Some(f) => Ok(f),
+        None if beacon && content_type.starts_with("text/plain") => Ok(BodyFormat::Json),
+        None => Err(ApiError::UnsupportedMediaType(content_type.to_string())),
+    }
+}
+
+/// Engagements: the time page views were visible (`ingest::engagement`).
+async fn engagements(request: Request, beacon: bool) -> Reply {
+    let stamp = request.stamp(beacon);
+    let format = body_format(&request.headers, beacon)?;
+    let sender = Sender {
+        scope: request.scope.as_ref().and_then(|s| s.organizers.as_deref()),
+        stamp: stamp.as_ref(),
     };
-    accept(&app, table, wait, sender, format, body).await
+    let body = body_bytes(&request.app, request.body)?;
+    let receipt = request
+        .app
+        .intake
+        .engagements(&body, format, sender)
+        .await?;
+    let status = match (receipt.accepted, receipt.errors.is_empty()) {
+        (0, false) => StatusCode::BAD_REQUEST,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(receipt)))
 }
 
 impl Request {

@@ -146,6 +146,7 @@ fn table_code(t: Table) -> u8 {
         Table::RejectedEvents => 4,
         Table::PluginQuarantine => 5,
         Table::FilteredTraffic => 6,
+        Table::PageEngagements => 7,
     }
 }
 

@@ -1,16 +1,29 @@
 """The browser tracker in headless Chromium, on a page of another origin.
 
-Run by tests/tracker.rs: opens SITE/, sends a custom event, navigates the
-SPA way (pushState), then for real (a link), then leaves. Prints the
-browser's user agent as JSON; the test checks the rows.
+Run by tests/tracker.rs: opens SITE/, checks that its view is counted in
+realtime while the page is still open, keeps it open 5 s, sends a custom
+event, navigates the SPA way (pushState), then for real (a link), then
+leaves. Prints the browser's user agent and what realtime said as JSON; the
+test checks the rows.
 """
 
 import json
 import os
+import urllib.request
 
 from playwright.sync_api import sync_playwright
 
 SITE = os.environ["SITE"]
+SERVER = os.environ["SERVER"]
+
+
+def admin(path, body=b""):
+    request = urllib.request.Request(
+        SERVER + path, data=body, method="POST",
+        headers={"Authorization": "Bearer " + os.environ["ADMIN_TOKEN"]},
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+
 
 with sync_playwright() as p:
     browser = p.chromium.launch(
@@ -22,7 +35,15 @@ with sync_playwright() as p:
     page.goto(SITE + "/")
     page.wait_for_function("window.bilten !== undefined")
     user_agent = page.evaluate("navigator.userAgent")
-    page.wait_for_timeout(400)
+    # Counted while it is read: the view was sent when it started.
+    page.wait_for_timeout(1000)
+    admin("/admin/flush")
+    realtime = admin(
+        "/admin/query",
+        b"SELECT toUInt32(sum(events)) AS views FROM bilten_analytics.realtime_dashboard "
+        b"WHERE event_type = 'page_view' AND organizer_id = 'org-web'",
+    )["data"][0]["views"]
+    page.wait_for_timeout(4000)
     page.evaluate("bilten.track('add_to_cart', {event_id: 'evt-1', quantity: 2})")
     page.evaluate("history.pushState({}, '', '/events/evt-1')")
     page.wait_for_timeout(300)
@@ -47,4 +68,4 @@ with sync_playwright() as p:
     page.goto("about:blank")
     page.wait_for_timeout(500)
     browser.close()
-    print(json.dumps({"user_agent": user_agent, "failed": failed}))
+    print(json.dumps({"user_agent": user_agent, "failed": failed, "realtime_views_while_open": realtime}))

@@ -61,8 +61,11 @@ pub fn pairs() -> Vec<(&'static str, String, String)> {
             // The realtime table keeps 7 days (TTL); compare the last day.
             "SELECT interval_start, organizer_id, event_type, events, unique_users FROM bilten_analytics.realtime_dashboard_mv \
              WHERE interval_start >= now() - INTERVAL 1 DAY ORDER BY interval_start, organizer_id, event_type".into(),
+            // Page views count as they start (sql/0023), as `page_view`.
             "SELECT toDateTime(toStartOfFiveMinutes(timestamp), 'UTC') AS interval_start, organizer_id, event_type, count() AS events, \
-                    uniq(user_id) AS unique_users FROM bilten_analytics.events \
+                    uniq(user_id) AS unique_users FROM ( \
+                 SELECT timestamp, organizer_id, event_type, user_id FROM bilten_analytics.events \
+                 UNION ALL SELECT timestamp, organizer_id, 'page_view', user_id FROM bilten_analytics.page_views) \
              GROUP BY interval_start, organizer_id, event_type HAVING interval_start >= now() - INTERVAL 1 DAY ORDER BY interval_start, organizer_id, event_type".into(),
         ),
     ]
