@@ -134,11 +134,15 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
     let permits = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut generator = Generator::new(args.seed);
     let mut addresses = SmallRng::seed_from_u64(args.seed ^ 0xadd7);
+    // With `--spread`: a journey's events (one visitor's, in a row) a few
+    // seconds to two minutes apart from a time in the spread, so that they
+    // make one visit, as a real visitor's do (the visit, the user, the time).
     let mut past = args.spread.map(|spread| {
         (
             spread,
             SmallRng::seed_from_u64(args.seed ^ 0x5eed),
             chrono::Utc::now(),
+            None::<(String, chrono::DateTime<chrono::Utc>)>,
         )
     });
     let before = server_counters(&client, &args.target).await;
@@ -175,8 +179,16 @@ pub async fn run(args: Args) -> anyhow::Result<Summary> {
                 let a = 11 + a % 212;
                 event["ip"] = serde_json::json!(format!("{a}.{b}.{c}.{d}"));
             }
-            if let Some((spread, rng, now)) = past.as_mut() {
-                event["timestamp"] = serde_json::json!(past_time(rng, *now, *spread).to_rfc3339());
+            if let Some((spread, rng, now, last)) = past.as_mut() {
+                let user = event["user_id"].as_str().unwrap_or_default().to_string();
+                let at = match last.take() {
+                    Some((u, t)) if u == user => {
+                        (t + chrono::Duration::seconds(rng.random_range(5..120))).min(*now)
+                    }
+                    _ => past_time(rng, *now, *spread),
+                };
+                event["timestamp"] = serde_json::json!(at.to_rfc3339());
+                *last = Some((user, at));
             }
             match groups.iter_mut().find(|(t, _)| *t == table) {
                 Some((_, list)) => list.push(event),

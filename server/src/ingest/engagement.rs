@@ -68,15 +68,18 @@ impl Engagement {
     }
 }
 
-/// A request's engagements: the valid ones with their index, and why the
-/// others were refused. `scope`: the organizers the key may write for.
+/// A request's engagements: the valid ones with their index in it, and
+/// why the others were refused.
+pub type Parsed = (Vec<(usize, Engagement)>, Vec<Rejection>);
+
+/// A request's engagements. `scope`: the organizers the key may write for.
 pub fn parse(
     body: &[u8],
     format: BodyFormat,
     max: usize,
     now: DateTime<Utc>,
     scope: Option<&[String]>,
-) -> Result<(Vec<(usize, Engagement)>, Vec<Rejection>), DecodeError> {
+) -> Result<Parsed, DecodeError> {
     let items = decode::decode(body, format, max)?;
     if items.is_empty() {
         return Err(DecodeError::Empty);
