@@ -905,6 +905,13 @@ async fn made_up_users_do_not_switch_off_attribution_for_everyone() {
         )
         .await;
     assert_eq!(status, 202, "{body}");
+    let sale = last_touch_of_a_sale(&s).await;
+    assert_eq!(sale, [json!({"l": "spring", "c": "email"})]);
+    s.stop().await.unwrap();
+}
+
+/// A sale by `buyer` of org-a, sent now: the last touch it was credited to.
+async fn last_touch_of_a_sale(s: &TestServer) -> Vec<Value> {
     let (status, body) = s
         .post_json(
             "/v1/ticket-sales",
@@ -914,13 +921,8 @@ async fn made_up_users_do_not_switch_off_attribution_for_everyone() {
         .await;
     assert_eq!(status, 202, "{body}");
     s.flush().await;
-    let sale = s
-        .query(
-            "SELECT last_utm_campaign AS l, last_channel AS c FROM bilten_analytics.ticket_sales",
-        )
-        .await;
-    assert_eq!(sale, [json!({"l": "spring", "c": "email"})]);
-    s.stop().await.unwrap();
+    s.query("SELECT last_utm_campaign AS l, last_channel AS c FROM bilten_analytics.ticket_sales")
+        .await
 }
 
 /// `Visits::warm` reads touches back a day at a time, each read within
@@ -951,20 +953,7 @@ async fn many_long_touches_do_not_make_a_restart_forget_all_of_them() {
     s.stop().await.unwrap();
 
     let s = TestServer::start_with(cfg).await;
-    let (status, body) = s
-        .post_json(
-            "/v1/ticket-sales",
-            &json!([{"organizer_id": "org-a", "event_id": "e", "user_id": "buyer", "quantity": 1,
-                     "price": "10.00", "currency": "EUR"}]),
-        )
-        .await;
-    assert_eq!(status, 202, "{body}");
-    s.flush().await;
-    let sale = s
-        .query(
-            "SELECT last_utm_campaign AS l, last_channel AS c FROM bilten_analytics.ticket_sales",
-        )
-        .await;
+    let sale = last_touch_of_a_sale(&s).await;
     assert_eq!(sale, [json!({"l": "encore", "c": "social"})]);
     s.stop().await.unwrap();
 }
