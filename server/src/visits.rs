@@ -46,8 +46,8 @@ const TOUCHES_PER_USER: usize = 8;
 /// Most recent visits kept per visitor, so that a late row (a beacon sent
 /// when its page closed, a retried request) still finds its visit.
 const VISITS_PER_VISITOR: usize = 4;
-/// Entries looked at to choose one to evict.
-const EVICTION_SAMPLE: usize = 32;
+/// Entries whose ages set the cut when a full map makes room.
+const EVICTION_SAMPLE: usize = 1024;
 /// Most users one visit remembers (a shared computer's few).
 const USERS_PER_VISIT: usize = 4;
 /// A sale's clock may run behind the visits' (the backend's against the
@@ -204,10 +204,10 @@ impl Visits {
             sources: page.then(|| Arc::new(Sources::of(h.url, h.referrer))),
             users: Vec::new(),
         };
-        // Full: the visitor followed longest ago makes room, so a flood of
+        // Full: the visitors followed longest ago make room, so a flood of
         // made-up visitors cannot stop everyone else's visits being followed.
         if self.open.len() >= self.max_open && !self.open.contains_key(&visitor) {
-            evict_one(&self.open, |visits| {
+            make_room(&self.open, |visits| {
                 visits.iter().map(|v| v.seen_ms).max().unwrap_or(0)
             });
         }
@@ -300,7 +300,7 @@ impl Visits {
         // Full: the buyer touched longest ago makes room (made-up users must
         // not switch attribution off for everyone else).
         if self.touches.len() >= self.max_open && !self.touches.contains_key(&user) {
-            evict_one(&self.touches, |list| list.last().map_or(0, |t| t.at_ms));
+            make_room(&self.touches, |list| list.last().map_or(0, |t| t.at_ms));
         }
         let mut list = self.touches.entry(user).or_default();
         if list.iter().any(|old| old.visit == t.visit) {
@@ -475,15 +475,31 @@ impl Visits {
 
 /// Drops, of a sample of a map's entries (the first its shards yield), the
 /// one whose `age` is least: room made at a bounded cost.
-fn evict_one<V>(map: &DashMap<u64, V>, age: impl Fn(&V) -> i64) {
-    let oldest = map
+/// Makes room in a full map: a tenth of it (at least one entry) goes at
+/// once, the entries seen longest ago. The cut is the tenth-oldest age
+/// among a sample; the whole map is then walked, so no part of it is
+/// favoured (taking the oldest of the first few entries, as this did,
+/// evicted visitors that had just arrived whenever they landed there). One
+/// walk per tenth of the map in new entries: about ten entries looked at
+/// per new one.
+fn make_room<V>(map: &DashMap<u64, V>, age: impl Fn(&V) -> i64) {
+    let mut ages: Vec<i64> = map
         .iter()
         .take(EVICTION_SAMPLE)
-        .min_by_key(|e| age(e.value()))
-        .map(|e| *e.key());
-    if let Some(key) = oldest {
-        map.remove(&key);
+        .map(|e| age(e.value()))
+        .collect();
+    if ages.is_empty() {
+        return;
     }
+    ages.sort_unstable();
+    let cut = ages[ages.len() / 10];
+    let target = (map.len() / 10).max(1);
+    let mut removed = 0;
+    map.retain(|_, v| {
+        let goes = removed < target && age(v) <= cut;
+        removed += goes as usize;
+        !goes
+    });
 }
 
 /// A UUIDv7 whose time is the visit's start.
@@ -744,6 +760,37 @@ mod tests {
         // to a new one.
         assert_eq!(got[1].0, got[2].0);
         assert_ne!(got[0].0, got[3].0);
+    }
+
+    /// A full map forgets those seen longest ago, wherever they sit in it:
+    /// a visitor who just arrived keeps their visit however many come
+    /// after (the eviction looked only at the map's first entries, and
+    /// forgot new visitors that landed there).
+    #[test]
+    fn a_full_map_keeps_the_visitors_who_just_arrived() {
+        let v = Visits::new(&VisitSettings {
+            max_open: 1_000,
+            ..VisitSettings::default()
+        });
+        let t0 = 1_780_000_000_000;
+        let mut first = Vec::new();
+        for i in 0..20_000i64 {
+            let mut row = view(&format!("tab-{i}"), t0 + i, "https://t.example/", "");
+            v.fill(std::iter::once(&mut row), t0 + i);
+            first.push(visit(&mut row).0);
+            // Each visitor's next page, 200 visitors later, is the same visit.
+            if i >= 200 {
+                let j = i - 200;
+                let mut next = view(&format!("tab-{j}"), t0 + i, "https://t.example/e/2", "");
+                v.fill(std::iter::once(&mut next), t0 + i);
+                assert_eq!(
+                    visit(&mut next).0,
+                    first[j as usize],
+                    "visitor {j} was forgotten"
+                );
+            }
+        }
+        assert!(v.open() <= 1_000, "{}", v.open());
     }
 
     /// `visits.max_open` bounds how many visitors (and buyers) are kept; a
