@@ -163,8 +163,8 @@ pub struct VisitSettings {
     pub timeout: Duration,
     /// Most visitors followed at once, and most buyers whose touches are
     /// kept: typically a few hundred bytes each, at most about 2.6 KB a
-    /// visitor and 4.8 KB a buyer (`visits.rs`). Past it, the one seen
-    /// longest ago is forgotten.
+    /// visitor and 4.8 KB a buyer (`visits.rs`). Past it, the tenth seen
+    /// longest ago is forgotten at once.
     pub max_open: usize,
     /// A ticket sale is credited to its buyer's visits of this long before it.
     #[serde(with = "humantime_serde")]
