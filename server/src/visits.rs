@@ -167,12 +167,8 @@ impl Visits {
         let Some(mut visits) = self.open.get_mut(&visitor) else {
             return;
         };
-        let distance = |v: &Open| (v.start_ms - start).max(start - v.last_ms).max(0);
-        if let Some(v) = visits
-            .iter_mut()
-            .filter(|v| distance(v) <= self.timeout_ms)
-            .min_by_key(|v| distance(v))
-        {
+        if let Some(i) = nearest(&visits, start, self.timeout_ms) {
+            let v = &mut visits[i];
             v.last_ms = v.last_ms.max(e.timestamp_ms);
             v.seen_ms = now_ms;
             e.visit_id = v.id;
@@ -217,13 +213,7 @@ impl Visits {
                 let visits = o.get_mut();
                 // The visit it falls in (within the timeout of its span),
                 // the nearest if two do; rows may arrive out of order.
-                let distance = |v: &Open| (v.start_ms - ts).max(ts - v.last_ms).max(0);
-                let near = visits
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, v)| distance(v) <= timeout)
-                    .min_by_key(|(_, v)| distance(v))
-                    .map(|(i, _)| i);
+                let near = nearest(visits, ts, timeout);
                 let mut learnt = false;
                 let i = match near {
                     Some(i) => {
@@ -500,6 +490,18 @@ fn make_room<V>(map: &DashMap<u64, V>, age: impl Fn(&V) -> i64) {
         removed += goes as usize;
         !goes
     });
+}
+
+/// The visit a time falls in: within `timeout` of its span, the nearest if
+/// two are (rows and engagements may arrive out of order).
+fn nearest(visits: &[Open], ts: i64, timeout: i64) -> Option<usize> {
+    let distance = |v: &Open| (v.start_ms - ts).max(ts - v.last_ms).max(0);
+    visits
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| distance(v) <= timeout)
+        .min_by_key(|(_, v)| distance(v))
+        .map(|(i, _)| i)
 }
 
 /// A UUIDv7 whose time is the visit's start.
