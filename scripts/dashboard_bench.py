@@ -154,9 +154,9 @@ def main():
             for name, ms in pages.items():
                 print(f"| whole page, {name} (client's wait) | {spread(ms)} | |")
 
-            visits = admin_query(base, "SELECT uniqExact(visit_id) AS n FROM bilten_analytics.sessions "
+            visits = admin_query(base, "SELECT sum(sign) AS n FROM bilten_analytics.visits "
                                  f"WHERE organizer_id = '{organizer}' AND date >= today() - 29")[0]["n"]
-            all_visits = admin_query(base, "SELECT uniqExact(visit_id) AS n FROM bilten_analytics.sessions")[0]["n"]
+            all_visits = admin_query(base, "SELECT sum(sign) AS n FROM bilten_analytics.visits")[0]["n"]
             rounds = max(args.rounds, 100)
             print(f"\nStats API, organizer {organizer}, last 30 days: {visits} of {all_visits} visits; "
                   f"{rounds} rounds\n")

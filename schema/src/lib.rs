@@ -141,7 +141,7 @@ pub const HOST_INPUTS: &[&str] = &[
 
 const VISITED: &[&str] = &["events", "page_views"];
 
-/// A sale's attribution: the buyer's visits, by `user_id` (`visits.rs`).
+/// A sale's attribution: the buyer's visits, by `user_id` (`server/src/visits/`).
 const fn sale(name: &'static str, column: &'static str, doc: &'static str) -> HostColumn {
     HostColumn {
         name,

@@ -39,7 +39,9 @@
 //! - Host steps, run on each request's rows before the plugins (columns
 //!   declared in `bilten_schema::HOST_COLUMNS`): [`geo`], the country of
 //!   an address; [`visits`], the server's sessions and each visit's origin,
-//!   read by [`sources`] (channel, source, campaign) from its first page.
+//!   read by [`sources`] (channel, source, campaign) from its first page;
+//!   once the log has taken the rows, `visits::tally` counts them into
+//!   their visit, written to `visits` (one row per visit) every few seconds.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
@@ -62,7 +64,8 @@
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the
 //!   admin report; imports nothing.
 //! - [`stats`]: the Stats API's queries (Plausible's v2 shape) checked
-//!   against allow-lists and run on the `sessions` aggregate; no HTTP types.
+//!   against allow-lists and run on the `visits` table the server writes;
+//!   no HTTP types.
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
 //!   admin, dashboard, health, auth and audit); [`error`]: the one
 //!   `IntoResponse`.
@@ -250,6 +253,27 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 #[error("the engine did not close within {CLOSE_GRACE:?} of the shutdown deadline")]
 pub struct EngineStuck;
 
+/// Writes the visits that changed, every `every`.
+fn start_visits_writer(
+    intake: Arc<intake::Intake>,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = intake.write_visits().await {
+                tracing::warn!(error = %e, "visits could not be written; retried at the next tick");
+            }
+        }
+    })
+}
+
+/// The file a clean stop leaves in the log's directory once every visit
+/// going on was written (`visits::recover`).
+const VISITS_WRITTEN: &str = "visits.written";
+
 async fn run(
     config: Config,
     (listener, clickhouse_listener): (TcpListener, Option<TcpListener>),
@@ -257,6 +281,8 @@ async fn run(
     storage: Arc<dyn Storage>,
     (plugins, countries): (Arc<plugins::Plugins>, Option<Arc<geo::Countries>>),
 ) -> anyhow::Result<()> {
+    // Rows stored before this are of earlier runs (`visits::recover`).
+    let started = chrono::Utc::now();
     if config.migrate_on_start {
         let applied = ops::migrations::apply(&*storage).await?;
         if !applied.is_empty() {
@@ -312,6 +338,26 @@ async fn run(
         state.intake.remember(&recovered);
         batcher.recover(recovered);
     }
+    // Left by a clean stop, once every visit was written: nothing to recover.
+    let clean_stop = state.config.wal_dir().join(VISITS_WRITTEN);
+    let was_clean = std::fs::remove_file(&clean_stop).is_ok();
+    if state.config.visits.enabled && !was_clean {
+        // Once what the log replays is stored: visits a crash left behind
+        // are written again from their rows.
+        let (intake, batcher, storage) =
+            (state.intake.clone(), batcher.clone(), state.storage.clone());
+        let slack = state.config.visits.write_every + std::time::Duration::from_secs(300);
+        tokio::spawn(async move {
+            batcher.flush_all().await;
+            match intake.recover_visits(&*storage, started, slack).await {
+                Ok(0) => {}
+                Ok(rows) => tracing::info!(rows, "visits a crash left behind written again"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "visits a crash left behind could not be written again; their rows are stored")
+                }
+            }
+        });
+    }
     // One signal stops both listeners; `shutdown_timeout` after it, what
     // still runs is cancelled (`deadline`).
     let shutdown = futures::FutureExt::shared(Box::pin(shutdown));
@@ -337,6 +383,8 @@ async fn run(
         None => None,
     };
     let timer = batcher.start_timer();
+    let intake = state.intake.clone();
+    let visits_writer = start_visits_writer(intake.clone(), state.config.visits.write_every);
     tracing::info!(addr = %listener.local_addr()?, backend = state.storage.kind(), "listening");
     let tls = state.config.tls.clone();
     let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
@@ -382,6 +430,16 @@ async fn run(
             _ = deadline.passed() => task.abort(),
         }
     }
+    visits_writer.abort();
+    // Visits going on are written as they stand: a visitor who comes back
+    // after the restart starts a new one.
+    let visits_written = match intake.write_visits().await {
+        Ok(_) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "visits going on could not be written; their rows are stored, and the next start writes them");
+            false
+        }
+    };
     // Drain what we can within the deadline; the log keeps the rest.
     match tokio::time::timeout(deadline.remaining(), batcher.flush_all()).await {
         Ok(()) => tracing::info!("buffers drained"),
@@ -392,6 +450,10 @@ async fn run(
     }
     if let Some(wal) = wal {
         wal.close();
+        if visits_written {
+            // In the log at least: the next start stores them.
+            let _ = std::fs::write(&clean_stop, b"");
+        }
     }
     served.map_err(Into::into)
 }

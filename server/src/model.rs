@@ -35,7 +35,8 @@ pub fn plain_identifier(name: &str) -> bool {
 
 /// The tables rows are buffered for: the three kinds clients send, each with
 /// its route, the three the plugin chain writes, and pages' engagements
-/// (the time a view was visible, sent when it is hidden or left).
+/// (the time a view was visible, sent when it is hidden or left), and the
+/// visits the server writes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Table {
@@ -46,10 +47,11 @@ pub enum Table {
     PluginQuarantine,
     FilteredTraffic,
     PageEngagements,
+    Visits,
 }
 
 impl Table {
-    pub const ALL: [Table; 7] = [
+    pub const ALL: [Table; 8] = [
         Table::Events,
         Table::PageViews,
         Table::TicketSales,
@@ -57,6 +59,7 @@ impl Table {
         Table::PluginQuarantine,
         Table::FilteredTraffic,
         Table::PageEngagements,
+        Table::Visits,
     ];
     /// The tables clients write to.
     pub const INGEST: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
@@ -71,6 +74,7 @@ impl Table {
             Table::PluginQuarantine => "plugin-quarantine",
             Table::FilteredTraffic => "filtered-traffic",
             Table::PageEngagements => "engagements",
+            Table::Visits => "visits",
         }
     }
 
@@ -87,7 +91,8 @@ impl Table {
             Table::RejectedEvents
             | Table::PluginQuarantine
             | Table::FilteredTraffic
-            | Table::PageEngagements => None,
+            | Table::PageEngagements
+            | Table::Visits => None,
         }
     }
 
@@ -111,6 +116,7 @@ impl Table {
             Table::PluginQuarantine => "plugin_quarantine",
             Table::FilteredTraffic => "filtered_traffic",
             Table::PageEngagements => "page_engagements",
+            Table::Visits => "visits",
         }
     }
 }
@@ -127,6 +133,9 @@ pub const AGED_TABLES: &[(&str, &str)] = &[
     ("user_funnel", "toDateTime(date)"),
     ("realtime_dashboard", "interval_start"),
     ("dashboard_sketches", "toDateTime(date)"),
+    ("visits", "toDateTime(date)"),
+    ("visits_daily", "toDateTime(date)"),
+    // No longer written (0024); what it held still ages.
     ("sessions", "toDateTime(date)"),
     ("attribution_daily", "toDateTime(date)"),
 ];

@@ -171,6 +171,41 @@ async fn crash_and_recover_on(
         ))
         .await;
     assert_eq!(as_u64(&found["data"][0]["n"]), sample.len() as u64);
+    // The visits' figures, in memory only at the crash, are written again
+    // from the stored rows once the restart has replayed the log.
+    let mut last = Value::Null;
+    for _ in 0..60 {
+        server.flush().await;
+        last = server
+            .query(
+                "SELECT (SELECT count() FROM bilten_analytics.events \
+                         WHERE visit_id != toUUID('00000000-0000-0000-0000-000000000000')) AS rows, \
+                        (SELECT sum(sign * events) FROM bilten_analytics.visits) AS counted, \
+                        (SELECT count() FROM (SELECT visit_id, sum(sign) AS n, sum(sign * events) AS e \
+                           FROM bilten_analytics.visits GROUP BY visit_id) AS v \
+                         FULL OUTER JOIN (SELECT visit_id, count() AS c FROM bilten_analytics.events \
+                           WHERE visit_id != toUUID('00000000-0000-0000-0000-000000000000') \
+                           GROUP BY visit_id) AS r ON r.visit_id = v.visit_id \
+                         WHERE v.n != 1 OR v.e != r.c) AS wrong",
+            )
+            .await;
+        let row = &last["data"][0];
+        if as_u64(&row["wrong"]) == 0 && as_u64(&row["rows"]) == as_u64(&row["counted"]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let row = &last["data"][0];
+    assert_eq!(
+        as_u64(&row["rows"]),
+        rows,
+        "every event has a visit: {last}"
+    );
+    assert_eq!(
+        (as_u64(&row["counted"]), as_u64(&row["wrong"])),
+        (rows, 0),
+        "each visit counts its events once: {last}"
+    );
 }
 
 #[tokio::test]
@@ -567,7 +602,7 @@ async fn wait_true_answers_within_its_timeout_when_storage_is_down() {
 
 /// A restart forgets no touch: a buyer who came from a campaign before it
 /// is credited to that campaign after it (touches read back from
-/// `sessions` at start).
+/// `visits` at start).
 #[tokio::test]
 async fn a_sale_after_a_restart_is_still_credited_to_the_campaign_before_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -599,4 +634,66 @@ async fn a_sale_after_a_restart_is_still_credited_to_the_campaign_before_it() {
         .await;
     assert_eq!(sale, [json!({"f": "encore", "l": "encore", "c": "social"})]);
     s.stop().await.unwrap();
+}
+
+/// Visits are written by the server (`visits`, one row per visit): every
+/// `visits.write_every` while they change, with no flush asked for, and
+/// when it stops; a visit written again replaces its figures, never adds
+/// to them.
+#[tokio::test]
+async fn visits_are_written_as_they_change_and_when_the_server_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.visits.write_every = Duration::from_millis(200);
+    cfg.batch.max_age = Duration::from_millis(100);
+    let s = TestServer::start_with(cfg.clone()).await;
+    let view = |path: &str| json!({"organizer_id": "org-w", "session_id": "tab", "url": format!("https://t.example{path}")});
+    let (status, body) = s.post_json("/v1/page-views", &json!([view("/a")])).await;
+    assert_eq!(status, 202, "{body}");
+    // Written by the timer: no flush.
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = visit_figures(&s).await;
+        if as_u64(&seen[0]["rows"]) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (as_u64(&seen[0]["visits"]), as_u64(&seen[0]["pages"])),
+        (1, 1),
+        "{seen:?}"
+    );
+    // Two more pages, then a graceful stop before the timer's next write.
+    let (status, body) = s
+        .post_json("/v1/page-views", &json!([view("/b"), view("/c")]))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.stop().await.unwrap();
+    let s = TestServer::start_with(cfg).await;
+    let seen = visit_figures(&s).await;
+    assert_eq!(
+        (as_u64(&seen[0]["visits"]), as_u64(&seen[0]["pages"])),
+        (1, 3),
+        "{seen:?}"
+    );
+    let last = s
+        .query(
+            "SELECT pageviews, entry_page, exit_page FROM bilten_analytics.visits FINAL \
+             WHERE organizer_id = 'org-w'",
+        )
+        .await;
+    assert_eq!(
+        last,
+        [json!({"pageviews": 3, "entry_page": "/a", "exit_page": "/c"})]
+    );
+    s.stop().await.unwrap();
+}
+
+async fn visit_figures(s: &TestServer) -> Vec<Value> {
+    s.query(
+        "SELECT toUInt64(sum(sign)) AS visits, toInt64(sum(sign * pageviews)) AS pages, \
+         toUInt64(count()) AS rows FROM bilten_analytics.visits WHERE organizer_id = 'org-w'",
+    )
+    .await
 }

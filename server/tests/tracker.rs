@@ -136,9 +136,9 @@ async fn a_real_page_on_another_origin_lands_its_views_and_events() {
     // The visit's time and its engaged time take them in, once each.
     let visit = s
         .query(&format!(
-            "SELECT toUInt32(sum(pageviews)) AS pages, toUInt64(sum(engaged_ms)) AS engaged, \
-             toUInt64(dateDiff('millisecond', min(started), max(ended))) AS span \
-             FROM bilten_analytics.sessions WHERE visit_id = toUUID('{}')",
+            "SELECT toUInt32(pageviews) AS pages, engaged_ms AS engaged, \
+             toUInt64(dateDiff('millisecond', started, ended)) AS span \
+             FROM bilten_analytics.visits FINAL WHERE visit_id = toUUID('{}')",
             views[0]["visit"].as_str().unwrap()
         ))
         .await;

@@ -138,7 +138,8 @@ async fn a_generated_dataset_end_to_end() {
     }
     let flushed = s.flush().await;
     assert_eq!(flushed["rows_dead_lettered"], 0);
-    assert_eq!(as_u64(&flushed["rows_stored"]), 3000);
+    // The 3000 sent, and the visits the server wrote.
+    assert!(as_u64(&flushed["rows_stored"]) > 3000, "{flushed}");
     assert_eq!(s.count("events").await, sent[0]);
     assert_eq!(s.count("page_views").await, sent[1]);
     assert_eq!(s.count("ticket_sales").await, sent[2]);
@@ -149,6 +150,51 @@ async fn a_generated_dataset_end_to_end() {
         let from_raw = s.query(&raw_sql).await;
         common::views::assert_same(view, &from_view, &from_raw);
     }
+    // Each visit the server wrote has the figures of its stored rows, read
+    // with `sign` (rows written again cancel) as the Stats API reads them.
+    let written = s
+        .query(
+            "SELECT toString(visit_id) AS visit, organizer_id, toInt64(sum(sign * pageviews)) AS pages, \
+             toInt64(sum(sign * events)) AS events, toInt64(sum(sign)) AS n, \
+             toUnixTimestamp64Milli(minIf(started, sign > 0)) AS first \
+             FROM bilten_analytics.visits GROUP BY visit_id, organizer_id ORDER BY visit",
+        )
+        .await;
+    let raw = s
+        .query(
+            "SELECT toString(visit_id) AS visit, organizer_id, toInt64(countIf(page)) AS pages, \
+             toInt64(countIf(NOT page)) AS events, toInt64(1) AS n, \
+             toUnixTimestamp64Milli(min(timestamp)) AS first FROM ( \
+               SELECT visit_id, organizer_id, timestamp, true AS page FROM bilten_analytics.page_views \
+               UNION ALL SELECT visit_id, organizer_id, timestamp, false FROM bilten_analytics.events) \
+             WHERE visit_id != toUUID('00000000-0000-0000-0000-000000000000') \
+             GROUP BY visit_id, organizer_id ORDER BY visit",
+        )
+        .await;
+    assert!(raw.len() > 50, "{}", raw.len());
+    common::views::assert_same("visits", &written, &raw);
+    // The daily rollup the Stats API reads by origin, day and country
+    // agrees with the visits it sums.
+    let group = "organizer_id, date, channel, source, utm_medium, utm_source, utm_campaign, \
+                 utm_content, utm_term, country";
+    let daily = s
+        .query(&format!(
+            "SELECT {group}, toInt64(sum(visits)) AS v, toInt64(sum(pageviews)) AS p, \
+             toInt64(sum(events)) AS e, toInt64(sum(bounces)) AS b, toInt64(sum(duration_ms)) AS ms, \
+             uniqCombinedMerge(12)(visitors) AS u FROM bilten_analytics.visits_daily GROUP BY {group} \
+             HAVING v != 0 ORDER BY {group}"
+        ))
+        .await;
+    let summed = s
+        .query(&format!(
+            "SELECT {group}, toInt64(sum(sign)) AS v, toInt64(sum(sign * pageviews)) AS p, \
+             toInt64(sum(sign * events)) AS e, toInt64(sum(sign * (pageviews <= 1))) AS b, \
+             toInt64(sum(sign * dateDiff('millisecond', started, ended))) AS ms, uniqCombined(12)(visitor) AS u \
+             FROM bilten_analytics.visits GROUP BY {group} HAVING v != 0 ORDER BY {group}"
+        ))
+        .await;
+    assert!(daily.len() > 5, "{}", daily.len());
+    common::views::assert_same("visits_daily", &daily, &summed);
 
     // Sales in several currencies, so the views' revenue per currency
     // above is a real check, not a single-currency sum.
@@ -266,7 +312,7 @@ async fn views_are_final_before_any_merge() {
 
 /// Visits: page views and events a visitor sends within 30 minutes of each
 /// other are one visit, whose origin is its first page's referrer and
-/// campaign; `sessions` holds each visit's figures as they arrive. Referrers
+/// campaign; `visits` holds each visit's figures once written. Referrers
 /// and URLs that are no URLs, or 10 KB long, are stored all the same.
 #[tokio::test]
 async fn visits_and_their_origins_are_kept_as_events_arrive() {
@@ -336,12 +382,11 @@ async fn visits_and_their_origins_are_kept_as_events_arrive() {
     s.flush().await;
     let visits = s
         .query(
-            "SELECT toString(visit_id) AS visit, max(session_id) AS tab, sum(pageviews) AS pageviews, \
-             sum(events) AS events, argMinMerge(entry_page) AS entry, argMaxMerge(exit_page) AS exit, \
-             max(channel) AS channel, max(source) AS source, max(utm_campaign) AS campaign, \
-             max(user_id) AS user, toUnixTimestamp64Milli(min(started)) AS started_ms \
-             FROM bilten_analytics.sessions WHERE organizer_id = 'org-v' \
-             GROUP BY visit_id ORDER BY started_ms, tab",
+            "SELECT toString(visit_id) AS visit, session_id AS tab, pageviews, events, \
+             entry_page AS entry, exit_page AS exit, channel, source, utm_campaign AS campaign, \
+             user_id AS user, toUnixTimestamp64Milli(started) AS started_ms \
+             FROM bilten_analytics.visits FINAL WHERE organizer_id = 'org-v' \
+             ORDER BY started_ms, tab",
         )
         .await;
     // Tab, page views, events, entry, exit, channel, source, campaign, user.
@@ -396,7 +441,7 @@ async fn visits_and_their_origins_are_kept_as_events_arrive() {
     assert_eq!(as_u64(&rows[0]["origins"]), 1, "{rows:?}");
     assert_eq!(as_u64(&visits[0]["started_ms"]), at(0) as u64);
 
-    // The Stats API (Plausible's v2 shape) answers the same from `sessions`.
+    // The Stats API (Plausible's v2 shape) answers the same from `visits`.
     let stats = |key: &'static str, q: Value| {
         let req = s
             .client
@@ -647,33 +692,49 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             "{field}: {body}"
         );
     }
-    // Answered from the aggregates: the plan reads `sessions` and
-    // `attribution_daily`, never the raw tables.
-    let plan = bilten_analytics::stats::plan(
-        &json!({"site_id": "org-a", "date_range": "7d", "metrics": ["visits", "bounce_rate", "tickets", "revenue"],
-                "dimensions": ["visit:source", "time:day"], "filters": [["contains", "visit:utm_campaign", ["sale"]]]}),
-        Some("org-a"),
-        Utc::now().date_naive(),
-    )
-    .unwrap();
-    let (status, body) = s
-        .admin_query_with(&format!("EXPLAIN {}", plan.sql), &plan.params)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let read: Vec<String> = body["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|r| r["explain"].as_str())
-        .filter(|l| l.contains("ReadFrom"))
-        .map(|l| l.trim().to_string())
-        .collect();
-    assert_eq!(read.len(), 2, "{read:?}");
-    assert!(
-        read.iter()
-            .all(|l| l.contains("sessions") || l.contains("attribution_daily")),
-        "{read:?}"
-    );
+    // Answered from the aggregates, never the raw tables: by origin, day
+    // and country from `visits_daily`; by page from `visits`, a row per
+    // visit; sales from `attribution_daily`.
+    for (q, reads) in [
+        (
+            json!({"metrics": ["visits", "bounce_rate", "tickets", "revenue"],
+                   "dimensions": ["visit:source", "time:day"],
+                   "filters": [["contains", "visit:utm_campaign", ["sale"]]]}),
+            vec!["attribution_daily", "visits_daily"],
+        ),
+        (
+            json!({"metrics": ["visitors", "visits"], "dimensions": ["visit:exit_page"],
+                   "filters": [["is_not", "visit:country", ["DE"]]]}),
+            vec!["visits"],
+        ),
+    ] {
+        let mut q = q;
+        q["site_id"] = json!("org-a");
+        q["date_range"] = json!("7d");
+        let plan =
+            bilten_analytics::stats::plan(&q, Some("org-a"), Utc::now().date_naive()).unwrap();
+        let (status, body) = s
+            .admin_query_with(&format!("EXPLAIN {}", plan.sql), &plan.params)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let mut read: Vec<String> = body["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["explain"].as_str())
+            .filter(|l| l.contains("ReadFrom"))
+            .map(|l| {
+                l.trim()
+                    .rsplit("bilten_analytics.")
+                    .next()
+                    .unwrap()
+                    .trim_end_matches(')')
+                    .to_string()
+            })
+            .collect();
+        read.sort();
+        assert_eq!(read, reads, "{q}: {}", plan.sql);
+    }
     s.stop().await.unwrap();
 }
 
@@ -737,9 +798,9 @@ async fn stats_revenue_counts_every_ticket_of_a_sale() {
 
 /// A batch whose insert succeeded but whose answer was lost is retried
 /// under the same token: `ticket_sales` keeps it once, and so must the
-/// aggregates the Stats API reads (`sessions`, `attribution_daily`).
+/// aggregates the Stats API reads (`visits`, `attribution_daily`).
 #[tokio::test]
-async fn a_retried_batch_is_counted_once_in_sessions_and_attribution() {
+async fn a_retried_batch_is_counted_once_in_visits_and_attribution() {
     let s = TestServer::start(|c| {
         c.read_keys = vec!["read-key-of-org-d@org-d".to_string().into()];
         c.batch.retry_initial_backoff = std::time::Duration::from_millis(20);
@@ -1065,7 +1126,7 @@ async fn engagements_give_views_their_time_and_count_nothing_twice() {
     );
     let engaged = s
         .query(
-            "SELECT toUInt64(sum(engaged_ms)) AS ms FROM bilten_analytics.sessions \
+            "SELECT toUInt64(sum(sign * engaged_ms)) AS ms FROM bilten_analytics.visits \
              WHERE organizer_id = 'org-g'",
         )
         .await;

@@ -156,19 +156,25 @@ pub struct GeoSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct VisitSettings {
     /// Follow visits and their origins, and credit sales to them. Off: the
-    /// columns stay empty (and `sessions` and attribution with them).
+    /// columns stay empty (and `visits` and attribution with them).
     pub enabled: bool,
     /// A visitor's next event after this long without one starts a new visit.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Most visitors followed at once, and most buyers whose touches are
-    /// kept: typically a few hundred bytes each, at most about 2.6 KB a
-    /// visitor and 4.8 KB a buyer (`visits.rs`). Past it, the tenth seen
-    /// longest ago is forgotten at once.
+    /// Most visitors followed at once, most buyers whose touches are kept,
+    /// and most visits whose figures are kept between writes: typically a
+    /// few hundred bytes each, at most about 2.6 KB a visitor, 4.8 KB a
+    /// buyer and 1 KB a visit (`visits/`). Past it, the tenth seen longest
+    /// ago is forgotten at once (visits' figures: once written, those
+    /// touched longest ago).
     pub max_open: usize,
     /// A ticket sale is credited to its buyer's visits of this long before it.
     #[serde(with = "humantime_serde")]
     pub attribution_window: Duration,
+    /// A visit that changed is written to `visits` at most this often (and
+    /// when the server stops): how soon the Stats API sees it.
+    #[serde(with = "humantime_serde")]
+    pub write_every: Duration,
 }
 
 impl Default for VisitSettings {
@@ -178,6 +184,7 @@ impl Default for VisitSettings {
             timeout: Duration::from_secs(30 * 60),
             max_open: 200_000,
             attribution_window: Duration::from_secs(30 * 86_400),
+            write_every: Duration::from_secs(10),
         }
     }
 }
@@ -570,6 +577,11 @@ impl Config {
             || self.visits.timeout > Duration::from_secs(86_400)
         {
             return Err(invalid("visits.timeout", "must be from 1s to 24h"));
+        }
+        if self.visits.write_every < Duration::from_millis(100)
+            || self.visits.write_every > Duration::from_secs(600)
+        {
+            return Err(invalid("visits.write_every", "must be from 100ms to 10min"));
         }
         if self.visits.attribution_window > Duration::from_secs(366 * 86_400) {
             return Err(invalid(

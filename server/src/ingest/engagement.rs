@@ -5,7 +5,7 @@
 //!
 //! No plugin sees them: they add nothing a plugin judges (the view was
 //! judged when it came) and keep no address, user agent or user id (those
-//! only find the view's visit, in `visits.rs`).
+//! only find the view's visit, in `visits/`).
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::{Map, Value};

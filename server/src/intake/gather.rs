@@ -51,6 +51,8 @@ pub(super) struct Pipeline {
     pub batcher: Arc<Batcher>,
     /// Events in one micro-batch, at most.
     pub max_events: usize,
+    /// Counts stored page views and events into their visits.
+    pub visits: Arc<crate::visits::Visits>,
 }
 
 /// Starts a table's gatherer; it ends when the sender is dropped.
@@ -106,7 +108,7 @@ impl Pipeline {
                 .extend(job.rows.drain(..).map(|(i, row)| (base + i, row)));
             base += job.events;
         }
-        let out = if !merged.rows.is_empty() && self.plugins.applies_to(table) {
+        let mut out = if !merged.rows.is_empty() && self.plugins.applies_to(table) {
             self.plugins.run(table, merged, now).await
         } else {
             ChainOutput {
@@ -134,6 +136,12 @@ impl Pipeline {
             rejection.index -= bases[j];
             parts[j].rejections.push(rejection);
         }
+        let counted = match table {
+            Table::PageViews | Table::Events => {
+                crate::visits::tally::count(out.parsed.rows.iter_mut().map(|(_, r)| r))
+            }
+            _ => Default::default(),
+        };
         let mut outcome = out.parsed.encode();
         let batches: Vec<(Table, Bytes, usize)> = [
             (
@@ -169,6 +177,7 @@ impl Pipeline {
                 return;
             }
         };
+        self.visits.stored(counted, now.timestamp_millis());
         // Only a request with rows in the batch waits for it; the others'
         // waiters are dropped, so they hear at once that nothing was stored.
         let mut waiters = Vec::new();

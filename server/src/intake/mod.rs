@@ -107,6 +107,8 @@ pub struct Intake {
     visits: Arc<crate::visits::Visits>,
     /// The log and the buffers, for rows no chain judges (engagements).
     pipeline: Arc<gather::Pipeline>,
+    /// Held while visits are written: one write at a time.
+    visits_writing: tokio::sync::Mutex<()>,
 }
 
 impl Intake {
@@ -124,6 +126,7 @@ impl Intake {
             wal,
             batcher: batcher.clone(),
             max_events: cfg.max_events_per_request,
+            visits: visits.clone(),
         });
         Intake {
             max_events: cfg.max_events_per_request,
@@ -137,6 +140,7 @@ impl Intake {
             countries,
             visits,
             pipeline,
+            visits_writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -154,6 +158,52 @@ impl Intake {
                 self.recent.claim(k);
             });
         }
+    }
+
+    /// Writes the visits that changed since they were last written (see
+    /// [`crate::visits::tally`]); how many rows. When the log refuses
+    /// them, they stay due. One write at a time, in a task of its own: a
+    /// caller that goes away (a flush whose client hung up, the timer
+    /// stopped) cannot cut a write between marking lines written and
+    /// storing them.
+    pub async fn write_visits(self: &Arc<Self>) -> Result<usize, IntakeError> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _one = this.visits_writing.lock().await;
+            let now = chrono::Utc::now().timestamp_millis();
+            let mut due = this.visits.tallies().due(now);
+            let rows = due.rows;
+            let stored = match rows {
+                0 => Ok(()),
+                _ => {
+                    let lines = bytes::Bytes::from(std::mem::take(&mut due.lines));
+                    this.pipeline.store(Table::Visits, lines, rows).await
+                }
+            };
+            this.visits.tallies().settle(due, stored.is_ok(), now);
+            stored.map(|()| rows)
+        })
+        .await
+        .unwrap_or_else(|e| Err(IntakeError::Unavailable(format!("writing visits: {e}"))))
+    }
+
+    /// Writes again the visits of this server's earlier runs a crash left
+    /// behind (see [`crate::visits::recover`]); how many rows. `clean`:
+    /// the last run stopped cleanly, having written them all: nothing to
+    /// look for.
+    pub async fn recover_visits(
+        &self,
+        storage: &dyn crate::storage::Storage,
+        started: chrono::DateTime<chrono::Utc>,
+        slack: Duration,
+    ) -> Result<usize, IntakeError> {
+        let (lines, n) = crate::visits::recover::lost(storage, self.visits.tag(), started, slack)
+            .await
+            .map_err(|e| IntakeError::Unavailable(format!("visits could not be read: {e}")))?;
+        if n > 0 {
+            self.pipeline.store(Table::Visits, lines, n).await?;
+        }
+        Ok(n)
     }
 
     /// The visits the host follows, and their users' touches.
@@ -289,10 +339,11 @@ impl Intake {
         let (ip, user_agent) = sender
             .stamp
             .map_or(("", ""), |s| (s.ip.as_str(), s.user_agent.as_str()));
+        let mut rows = rows;
         let mut lines = Vec::with_capacity(rows.len() * 192);
-        for (_, mut e) in rows.iter().cloned() {
+        for (_, e) in &mut rows {
             self.visits
-                .engaged(&mut e, ip, user_agent, now.timestamp_millis());
+                .engaged(e, ip, user_agent, now.timestamp_millis());
             e.write(&mut lines);
         }
         if !rows.is_empty() {
@@ -303,6 +354,9 @@ impl Intake {
                     rows.len(),
                 )
                 .await?;
+            for (_, e) in &rows {
+                self.visits.engagement_stored(e, now.timestamp_millis());
+            }
         }
         let receipt = Receipt {
             accepted: rows.len(),

@@ -55,6 +55,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     21 "0021_visits.sql",
     22 "0022_attribution.sql",
     23 "0023_engagement.sql",
+    24 "0024_visits_written.sql",
 ];
 
 impl Migration {
@@ -290,7 +291,7 @@ pub fn made_by<'a>(
                 "EXISTS",
                 name,
             ] => (true, *name),
-            ["DROP", "TABLE", "IF", "EXISTS", name, ..] => (false, *name),
+            ["DROP", "TABLE" | "VIEW", "IF", "EXISTS", name, ..] => (false, *name),
             _ => continue,
         };
         let name = name.trim_end_matches('(');

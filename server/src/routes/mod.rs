@@ -65,7 +65,10 @@ impl AppState {
             wal.clone(),
             batcher.clone(),
             countries,
-            Arc::new(crate::visits::Visits::new(&config.visits)),
+            Arc::new(crate::visits::Visits::new(&config.visits).tagged(
+                crate::visits::recover::tag_of(&config.wal_dir()),
+                crate::visits::recover::run_of(std::time::SystemTime::now()),
+            )),
         ));
         let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
         let audit = ops::audit::AuditLog::start(storage.clone());

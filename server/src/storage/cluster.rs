@@ -48,6 +48,8 @@ pub fn render(sql: &str, cluster: &str) -> Result<Vec<String>, RenderError> {
         ["ALTER", "TABLE", _, "MODIFY", "QUERY", ..] => {
             Ok(vec![local_references(&after_name(sql, 3, &on)?)])
         }
+        // A materialized view is one on each node.
+        ["DROP", "VIEW", "IF", "EXISTS", ..] => Ok(vec![after_name(sql, 5, &on)?]),
         // A table is two on a cluster: the Distributed one, then its local ones.
         ["DROP", "TABLE", "IF", "EXISTS", ..] => {
             let name = name_in(sql, 4)?;

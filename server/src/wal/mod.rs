@@ -147,6 +147,7 @@ fn table_code(t: Table) -> u8 {
         Table::PluginQuarantine => 5,
         Table::FilteredTraffic => 6,
         Table::PageEngagements => 7,
+        Table::Visits => 8,
     }
 }
 

@@ -1,14 +1,16 @@
 //! Visits, the server's sessions: the host gives each page view and event
 //! the visit it belongs to (`visit_id`) and that visit's origin (`channel`,
 //! `source`, `utm_*`, from [`crate::sources`]) before the plugins run.
-//! The `sessions` table (`sql/0021_visits.sql`) aggregates them by
-//! `visit_id` as they are inserted: no query scans raw rows to find visits.
+//! Once the log has taken them, it counts them into their visit's figures
+//! ([`tally`]) and writes those to the `visits` table
+//! (`sql/0024_visits_written.sql`), one row per visit: no query scans raw
+//! rows to find visits.
 //!
 //! A visitor is the tracker's tab (`session_id`), else the signed-in user
 //! (`user_id`), else the address and user agent, within one organizer.
 //! Their next event after `visits.timeout` (30 minutes) of silence starts a
 //! new visit. A visit's id is a UUIDv7 whose time is its start, so the
-//! `sessions` table can order and partition by that day without ever
+//! `visits` table can order and partition by that day without ever
 //! moving a visit.
 //!
 //! Kept in memory: a visit going on when the server restarts, or whose
@@ -22,7 +24,7 @@
 //! records that visit's origin as a touch of that user, when it is not
 //! direct. A ticket sale with that `user_id` is credited to the first and
 //! the last touch of the 30 days before it (`first_*`, `last_*` columns);
-//! with none, to direct. Touches are read back from `sessions` at start
+//! with none, to direct. Touches are read back from `visits` at start
 //! ([`Visits::warm`]), so a restart loses none of the last 30 days.
 
 use std::collections::hash_map::RandomState;
@@ -38,6 +40,9 @@ use uuid::Uuid;
 use crate::ingest::engagement::Engagement;
 use crate::ingest::{Host, Row};
 use crate::sources::Sources;
+
+pub mod recover;
+pub(crate) mod tally;
 
 /// How often (at most) ended visits are forgotten.
 const SWEEP_EVERY_MS: i64 = 60_000;
@@ -89,6 +94,11 @@ pub struct Visits {
     max_open: usize,
     enabled: bool,
     last_sweep_ms: AtomicI64,
+    /// Each visit's figures, until written.
+    tallies: tally::Tallies,
+    /// Six bytes of each visit id: this server's tag and this run's
+    /// ([`recover::tag_of`], [`recover::run_of`]).
+    tag: (u32, u16),
 }
 
 impl Visits {
@@ -105,12 +115,51 @@ impl Visits {
             max_open: settings.max_open,
             enabled: settings.enabled,
             last_sweep_ms: AtomicI64::new(0),
+            tallies: tally::Tallies::new(
+                settings.timeout.as_millis().min(i64::MAX as u128) as i64,
+                settings.max_open,
+            ),
+            tag: (0, 0),
         }
+    }
+
+    /// Marks the visits this server makes as its own and this run's (see
+    /// [`recover`]).
+    pub fn tagged(mut self, tag: u32, run: u16) -> Visits {
+        self.tag = (tag, run);
+        self
+    }
+
+    pub fn tag(&self) -> (u32, u16) {
+        self.tag
     }
 
     /// Visits followed now.
     pub fn open(&self) -> usize {
         self.open.len()
+    }
+
+    /// The figures of visits not yet written or forgotten.
+    pub(crate) fn tallies(&self) -> &tally::Tallies {
+        &self.tallies
+    }
+
+    /// Counts stored rows (see [`tally::count`]) into their visits.
+    pub(crate) fn stored(&self, counted: tally::Counted, now_ms: i64) {
+        self.tallies.add(counted, now_ms);
+    }
+
+    /// Counts a stored engagement into its visit.
+    pub fn engagement_stored(&self, e: &Engagement, now_ms: i64) {
+        if !e.visit_id.is_nil() {
+            self.tallies.engaged(
+                &e.organizer_id,
+                e.visit_id,
+                e.timestamp_ms,
+                e.duration_ms,
+                now_ms,
+            );
+        }
     }
 
     /// Fills each row's visit and origin; `now_ms` is the server's clock.
@@ -193,7 +242,7 @@ impl Visits {
             return;
         };
         let fresh = |h: &Host<'_>| Open {
-            id: visit_id(ts),
+            id: visit_id(ts, self.tag),
             start_ms: ts,
             last_ms: ts,
             seen_ms: now_ms,
@@ -369,7 +418,7 @@ impl Visits {
         });
     }
 
-    /// Reads back the touches of the attribution window from `sessions`:
+    /// Reads back the touches of the attribution window from `visits`:
     /// what a restart would otherwise forget. A failure is logged; sales
     /// are then credited from the visits seen since.
     pub async fn warm(&self, storage: &dyn crate::storage::Storage) {
@@ -405,14 +454,10 @@ impl Visits {
         day: chrono::NaiveDate,
     ) -> Result<usize, crate::storage::StorageError> {
         let sql = format!(
-            "SELECT organizer_id, visit_id, user_id, toUnixTimestamp64Milli(started) AS at, channel, source, \
-             utm_medium, utm_source, utm_campaign, utm_content, utm_term FROM (\
-             SELECT organizer_id, visit_id, min(started) AS started, max(user_id) AS user_id, \
-             max(channel) AS channel, max(source) AS source, max(utm_medium) AS utm_medium, \
-             max(utm_source) AS utm_source, max(utm_campaign) AS utm_campaign, \
-             max(utm_content) AS utm_content, max(utm_term) AS utm_term \
-             FROM {}.sessions WHERE date = {{day:Date}} GROUP BY organizer_id, visit_id) \
-             WHERE user_id != '' AND channel NOT IN ('', 'direct') ORDER BY at",
+            "SELECT organizer_id, visit_id, user_id, toUnixTimestamp64Milli(started) AS at, channel, \
+             source, utm_medium, utm_source, utm_campaign, utm_content, utm_term \
+             FROM {}.visits FINAL WHERE date = {{day:Date}} AND sign = 1 AND user_id != '' \
+             AND channel NOT IN ('', 'direct') ORDER BY at",
             crate::model::DATABASE
         );
         let params = [("day".to_string(), day.to_string())];
@@ -504,14 +549,19 @@ fn nearest(visits: &[Open], ts: i64, timeout: i64) -> Option<usize> {
         .map(|(i, _)| i)
 }
 
-/// A UUIDv7 whose time is the visit's start.
-fn visit_id(start_ms: i64) -> Uuid {
+/// A UUIDv7 whose time is the visit's start, the server's tag in bytes
+/// 10 to 13 and its run in 14 and 15 (random in a UUIDv7; its last group).
+fn visit_id(start_ms: i64, (tag, run): (u32, u16)) -> Uuid {
     let ms = start_ms.max(0) as u64;
-    Uuid::new_v7(uuid::Timestamp::from_unix(
+    let id = Uuid::new_v7(uuid::Timestamp::from_unix(
         uuid::NoContext,
         ms / 1000,
         ((ms % 1000) * 1_000_000) as u32,
-    ))
+    ));
+    let mut bytes = *id.as_bytes();
+    bytes[10..14].copy_from_slice(&tag.to_be_bytes());
+    bytes[14..16].copy_from_slice(&run.to_be_bytes());
+    Uuid::from_bytes(bytes)
 }
 
 fn write(h: &mut Host<'_>, id: Uuid, sources: Option<&Sources>) {

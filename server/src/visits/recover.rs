@@ -1,0 +1,185 @@
+//! After a crash: the figures of visits that changed after their last
+//! write were in memory only. Their rows are stored (the log replays what
+//! was not), so at start each recent visit of this server is summed again
+//! from its rows, and one whose `visits` figures differ is written again:
+//! its live row cancelled, its figures from the rows. After a clean stop
+//! there is none (every visit was written as it stood).
+//!
+//! Recent: visits with a row received within `slack` of the last row of
+//! this server's earlier runs, however long ago that was. This server's:
+//! its visit ids carry its tag ([`tag_of`]), so a server sharing a
+//! ClickHouse with others never rewrites a visit another one follows, and
+//! the run that made them ([`run_of`]), so none this run follows is
+//! rewritten either. After a clean stop the server skips all this
+//! (`Intake::recover_visits`).
+
+use bytes::Bytes;
+
+use crate::model::DATABASE;
+use crate::storage::{Storage, StorageError};
+
+/// This server's tag, from what stays the same across its restarts (its
+/// host's name and its log's directory) and differs between two servers:
+/// four bytes of each visit id it makes.
+pub fn tag_of(dir: &std::path::Path) -> u32 {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    // A fixed hash (FNV-1a): the tag must not change with the process.
+    let mut h: u32 = 0x811c_9dc5;
+    for b in host.trim().bytes().chain(dir.to_string_lossy().bytes()) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    h
+}
+
+/// This run of the server, told from the others of the same tag: two bytes
+/// of each visit id it makes, the second it started at (they repeat every
+/// 18 hours, so two runs of one server meet only if started that far
+/// apart to the second).
+pub fn run_of(started: std::time::SystemTime) -> u16 {
+    let secs = started
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    (secs % 65_536) as u16
+}
+
+/// A visit id's tag and run, as the engine reads them in its text: the
+/// last group's first eight hex digits, then four.
+fn id_parts() -> (&'static str, &'static str) {
+    (
+        "substring(toString(visit_id), 25, 8)",
+        "substring(toString(visit_id), 33, 4)",
+    )
+}
+
+/// Each visit's figures from its stored rows (page views, events, and the
+/// engagements of visits with either), for the visits in `{recent}`, in
+/// the columns of `visits`.
+fn from_rows(recent: &str) -> String {
+    // Aggregates under names of their own: an alias that is a column's
+    // name would be read inside the other aggregates.
+    format!(
+        "SELECT 1 AS sign, organizer_id, toDate(UUIDv7ToDateTime(visit_id, 'UTC')) AS date, visit_id, \
+         a_visitor AS visitor, a_started AS started, a_ended AS ended, a_pages AS pageviews, \
+         a_events AS events, a_ms AS engaged_ms, a_entry AS entry_page, a_exit AS exit_page, \
+         a_user AS user_id, a_session AS session_id, a_origin.1 AS channel, a_origin.2 AS source, \
+         a_origin.3 AS utm_medium, a_origin.4 AS utm_source, a_origin.5 AS utm_campaign, \
+         a_origin.6 AS utm_content, a_origin.7 AS utm_term, a_country AS country, \
+         a_agent AS user_agent, toUInt64(toUnixTimestamp64Milli(now64(3))) AS version FROM ( \
+         SELECT organizer_id, visit_id, \
+         argMinIf(multiIf(user_id != '', user_id, session_id != '', session_id, toString(visit_id)), \
+                  timestamp, kind < 2) AS a_visitor, \
+         minIf(timestamp, kind < 2) AS a_started, max(timestamp) AS a_ended, \
+         toUInt32(countIf(kind = 1)) AS a_pages, toUInt32(countIf(kind = 0)) AS a_events, \
+         sumIf(ms, kind > 0) AS a_ms, \
+         argMinIf(page, timestamp, kind = 1) AS a_entry, \
+         argMaxIf(page, timestamp, kind = 1) AS a_exit, \
+         argMaxIf(user_id, timestamp, user_id != '') AS a_user, \
+         argMinIf(session_id, timestamp, session_id != '') AS a_session, \
+         argMinIf(origin, timestamp, origin.1 != '') AS a_origin, \
+         argMinIf(country, timestamp, country != '') AS a_country, \
+         argMinIf(user_agent, timestamp, user_agent != '') AS a_agent \
+         FROM ( \
+           SELECT organizer_id, visit_id, timestamp, 1 AS kind, toUInt64(duration_ms) AS ms, \
+                  path(url) AS page, \
+                  user_id, session_id, \
+                  (toString(channel), source, utm_medium, utm_source, utm_campaign, utm_content, \
+                   utm_term) AS origin, toString(country) AS country, user_agent \
+           FROM {DATABASE}.page_views WHERE visit_id GLOBAL IN ({recent}) \
+           UNION ALL \
+           SELECT organizer_id, visit_id, timestamp, 0, 0, '', user_id, session_id, \
+                  (toString(channel), source, utm_medium, utm_source, utm_campaign, utm_content, \
+                   utm_term), toString(country), user_agent \
+           FROM {DATABASE}.events WHERE visit_id GLOBAL IN ({recent}) \
+           UNION ALL \
+           SELECT organizer_id, visit_id, timestamp, 2, duration_ms, '', '', '', \
+                  ('', '', '', '', '', '', ''), '', '' \
+           FROM {DATABASE}.page_engagements WHERE visit_id GLOBAL IN ({recent})) \
+         GROUP BY organizer_id, visit_id \
+         HAVING a_pages + a_events > 0)"
+    )
+}
+
+/// The rows that set right the visits a crash left behind: each one's
+/// live rows cancelled, then its figures from its rows, as JSONEachRow
+/// lines for `visits`; and how many. `tag`, `run`: this server's and this
+/// run's ([`tag_of`], [`run_of`]); `started`: when this run started.
+pub async fn lost(
+    storage: &dyn Storage,
+    (tag, run): (u32, u16),
+    started: chrono::DateTime<chrono::Utc>,
+    slack: std::time::Duration,
+) -> Result<(Bytes, usize), StorageError> {
+    let nil = "toUUID('00000000-0000-0000-0000-000000000000')";
+    let (tag_part, run_part) = id_parts();
+    let mine = format!("{tag_part} = {{tag:String}} AND {run_part} != {{run:String}}");
+    let raw = |table: &str| {
+        format!("SELECT visit_id, received_at FROM {DATABASE}.{table} WHERE visit_id != {nil}")
+    };
+    let all = format!(
+        "{} UNION ALL {} UNION ALL {}",
+        raw("page_views"),
+        raw("events"),
+        raw("page_engagements")
+    );
+    // The last row of this server's earlier runs, stored before this one
+    // started (what the log replays is stored since, and is recent too).
+    let since = format!(
+        "SELECT toString(greatest(max(received_at), toDateTime64('2000-01-01', 3, 'UTC')) \
+         - toIntervalMillisecond({})) FROM ({all}) \
+         WHERE received_at < {{started:DateTime64(3, 'UTC')}} AND {mine}",
+        slack.as_millis().min(u32::MAX as u128)
+    );
+    let mut params = vec![
+        ("tag".to_string(), format!("{tag:08x}")),
+        ("run".to_string(), format!("{run:04x}")),
+        (
+            "started".to_string(),
+            crate::storage::datetime64_text(&started),
+        ),
+    ];
+    let since = crate::storage::query_text_with(
+        storage,
+        &since,
+        &params
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    )
+    .await?;
+    params.push(("since".to_string(), since.trim().to_string()));
+    let recent = format!(
+        "SELECT DISTINCT visit_id FROM ({all}) \
+         WHERE received_at >= {{since:DateTime64(3, 'UTC')}} AND {mine}"
+    );
+    let rows = from_rows(&recent);
+    let stored = format!(
+        "SELECT visit_id, sum(sign) AS n, sum(sign * pageviews) AS pv, sum(sign * events) AS ev, \
+         sum(sign * engaged_ms) AS eng FROM {DATABASE}.visits WHERE visit_id GLOBAL IN ({recent}) \
+         GROUP BY visit_id"
+    );
+    // Differs: never written, or its figures are not its rows'.
+    let differing = format!(
+        "SELECT r.visit_id FROM ({rows}) AS r LEFT JOIN ({stored}) AS s ON s.visit_id = r.visit_id \
+         WHERE s.n != 1 OR s.pv != r.pageviews OR s.ev != r.events OR s.eng != r.engaged_ms"
+    );
+    let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
+                   engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
+                   utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
+                   version";
+    // What the engine keeps of a visit (its live row, and any cancel left
+    // alone) is cancelled row for row: its rows then sum to nothing.
+    let sql = format!(
+        "SELECT * FROM ( \
+           SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
+           WHERE visit_id GLOBAL IN ({differing}) \
+           UNION ALL \
+           SELECT {columns} FROM ({rows}) WHERE visit_id GLOBAL IN ({differing})) \
+         ORDER BY visit_id, sign"
+    );
+    let out = storage
+        .query_readonly_with(&sql, &params, "JSONEachRow")
+        .await?;
+    let n = out.iter().filter(|b| **b == b'\n').count();
+    Ok((out, n))
+}
