@@ -259,7 +259,10 @@ fn start_visits_writer(
     every: std::time::Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(100)));
+        let every = every.max(std::time::Duration::from_millis(100));
+        // The first write a period after the start, not at once: when the
+        // task first runs may be after rows came.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
