@@ -66,11 +66,14 @@ enum Table {
     Sales,
 }
 
-/// A metric: its name, its aggregate and its expression there.
-type Metric = (&'static str, Table, &'static str);
-/// Visit metrics weigh each row by its `sign`: a visit written again
-/// cancels its earlier row (`sql/0024_visits_written.sql`).
-const METRICS: &[(&str, Table, &str)] = &[
+/// A metric: its name, its aggregate, its expression there, and for a
+/// visit metric its expression in `visits_daily` (0024), a visit's rows
+/// summed per day, organizer, origin and country: what most queries ask,
+/// read from a few rows a day instead of one per visit ([`daily_column`]).
+type Metric = (&'static str, Table, &'static str, Option<&'static str>);
+/// Visit metrics weigh each row of `visits` by its `sign`: a visit written
+/// again cancels its earlier row (`sql/0024_visits_written.sql`).
+const METRICS: &[Metric] = &[
     // The same estimate from rows or merged daily states: exact up to a
     // few thousand, within about 1.6 % past; a state of 3 KB merges fast
     // (uniq's grow to 0.5 MB: 5 times slower over a month of days).
@@ -78,64 +81,59 @@ const METRICS: &[(&str, Table, &str)] = &[
         "visitors",
         Table::Visits,
         "toFloat64(uniqCombined(12)(visitor))",
+        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
     ),
-    ("visits", Table::Visits, "toFloat64(sum(sign))"),
+    (
+        "visits",
+        Table::Visits,
+        "toFloat64(sum(sign))",
+        Some("toFloat64(sum(visits))"),
+    ),
     (
         "pageviews",
         Table::Visits,
         "toFloat64(sum(sign * pageviews))",
+        Some("toFloat64(sum(pageviews))"),
     ),
     (
         "views_per_visit",
         Table::Visits,
         "round(sum(sign * pageviews) / greatest(sum(sign), 1), 2)",
+        Some("round(sum(pageviews) / greatest(sum(visits), 1), 2)"),
     ),
     (
         "bounce_rate",
         Table::Visits,
         "round(100 * sum(sign * (pageviews <= 1)) / greatest(sum(sign), 1))",
+        Some("round(100 * sum(bounces) / greatest(sum(visits), 1))"),
     ),
     (
         "visit_duration",
         Table::Visits,
         "round(sum(sign * duration_s) / greatest(sum(sign), 1))",
+        Some("round(sum(duration_ms) / 1000 / greatest(sum(visits), 1))"),
     ),
     (
         "events",
         Table::Visits,
         "toFloat64(sum(sign * (pageviews + events)))",
+        Some("toFloat64(sum(pageviews) + sum(events))"),
     ),
-    ("tickets", Table::Sales, "toFloat64(sum(tickets))"),
-    ("orders", Table::Sales, "toFloat64(sum(orders))"),
-    ("revenue", Table::Sales, "sumMap(map(currency, revenue))"),
+    ("tickets", Table::Sales, "toFloat64(sum(tickets))", None),
+    ("orders", Table::Sales, "toFloat64(sum(orders))", None),
+    (
+        "revenue",
+        Table::Sales,
+        "sumMap(map(currency, revenue))",
+        None,
+    ),
     (
         "average_order_value",
         Table::Sales,
         "mapApply((k, v) -> (k, round(toFloat64(v) / sumMap(map(currency, orders))[k], 2)), \
          sumMap(map(currency, revenue)))",
+        None,
     ),
-];
-
-/// The visit metrics from `visits_daily` (0024), a visit's rows summed
-/// per day, organizer, origin and country: what most queries ask, read
-/// from a few rows a day instead of one per visit ([`daily_column`]).
-const DAILY_METRICS: &[(&str, &str)] = &[
-    ("visitors", "toFloat64(uniqCombinedMerge(12)(visitors))"),
-    ("visits", "toFloat64(sum(visits))"),
-    ("pageviews", "toFloat64(sum(pageviews))"),
-    (
-        "views_per_visit",
-        "round(sum(pageviews) / greatest(sum(visits), 1), 2)",
-    ),
-    (
-        "bounce_rate",
-        "round(100 * sum(bounces) / greatest(sum(visits), 1))",
-    ),
-    (
-        "visit_duration",
-        "round(sum(duration_ms) / 1000 / greatest(sum(visits), 1))",
-    ),
-    ("events", "toFloat64(sum(pageviews) + sum(events))"),
 ];
 
 /// Metrics whose value is a map of currency to amount.
@@ -372,11 +370,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                     .filter(|(_, m)| m.1 == table)
                     .map(|(i, m)| {
                         let expr = match daily {
-                            true => DAILY_METRICS
-                                .iter()
-                                .find(|(n, _)| *n == m.0)
-                                .map(|(_, e)| *e)
-                                .expect("every visit metric has its daily form"),
+                            true => m.3.expect("every visit metric has its daily form"),
                             false => m.2,
                         };
                         format!("{expr} AS m{i}")
@@ -473,8 +467,8 @@ fn strings(v: Option<&Value>, field: &str) -> Result<Vec<String>, StatsError> {
         .collect()
 }
 
-fn metric(name: &str) -> Result<&'static (&'static str, Table, &'static str), StatsError> {
-    if let Some(m) = METRICS.iter().find(|(n, _, _)| *n == name) {
+fn metric(name: &str) -> Result<&'static Metric, StatsError> {
+    if let Some(m) = METRICS.iter().find(|m| m.0 == name) {
         return Ok(m);
     }
     if NOT_YET.contains(&name) {
@@ -483,11 +477,7 @@ fn metric(name: &str) -> Result<&'static (&'static str, Table, &'static str), St
     invalid(format!(
         "metrics: unknown metric {:?}; known: {}",
         cut(name),
-        METRICS
-            .iter()
-            .map(|(n, _, _)| *n)
-            .collect::<Vec<_>>()
-            .join(", ")
+        METRICS.iter().map(|m| m.0).collect::<Vec<_>>().join(", ")
     ))
 }
 
@@ -608,9 +598,9 @@ enum Cond {
 /// well inside the estimate's own (about 1.6 %), for a read 4 to 5 times
 /// cheaper.
 fn needs_last(chosen: &[&Metric], dims: &[&Dimension], filters: &[Cond]) -> bool {
-    const CHANGES: &str = "visit:exit_page";
+    let unchanging = |d: &Dimension| d.0 != "visit:exit_page";
     chosen.iter().any(|m| m.0 == "visitors")
-        && (dims.iter().any(|d| d.0 == CHANGES) || filters.iter().any(|f| f.names(CHANGES)))
+        && !(dims.iter().all(|d| unchanging(d)) && filters.iter().all(|f| f.all(&unchanging)))
 }
 
 impl Cond {
@@ -620,15 +610,6 @@ impl Cond {
             Cond::All(list) | Cond::Any(list) => list.iter().all(|c| c.all(ok)),
             Cond::Not(c) => c.all(ok),
             Cond::Test(dim, ..) => ok(dim),
-        }
-    }
-
-    /// Whether it tests the dimension `name`.
-    fn names(&self, name: &str) -> bool {
-        match self {
-            Cond::All(list) | Cond::Any(list) => list.iter().any(|c| c.names(name)),
-            Cond::Not(c) => c.names(name),
-            Cond::Test(dim, ..) => dim.0 == name,
         }
     }
 

@@ -137,9 +137,9 @@ impl Pipeline {
             parts[j].rejections.push(rejection);
         }
         let counted = match table {
-            Table::PageViews | Table::Events => {
-                crate::visits::tally::count(out.parsed.rows.iter_mut().map(|(_, r)| r))
-            }
+            Table::PageViews | Table::Events => self
+                .visits
+                .count(out.parsed.rows.iter_mut().map(|(_, r)| r)),
             _ => Default::default(),
         };
         let mut outcome = out.parsed.encode();

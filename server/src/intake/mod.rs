@@ -188,9 +188,8 @@ impl Intake {
     }
 
     /// Writes again the visits of this server's earlier runs a crash left
-    /// behind (see [`crate::visits::recover`]); how many rows. `clean`:
-    /// the last run stopped cleanly, having written them all: nothing to
-    /// look for.
+    /// behind (see [`crate::visits::recover`]); how many rows. `started`:
+    /// when this run started.
     pub async fn recover_visits(
         &self,
         storage: &dyn crate::storage::Storage,
@@ -334,12 +333,11 @@ impl Intake {
         sender: Sender<'_>,
     ) -> Result<Receipt, IntakeError> {
         let now = chrono::Utc::now();
-        let (rows, errors) =
+        let (mut rows, errors) =
             ingest::engagement::parse(body, format, self.max_events, now, sender.scope)?;
         let (ip, user_agent) = sender
             .stamp
             .map_or(("", ""), |s| (s.ip.as_str(), s.user_agent.as_str()));
-        let mut rows = rows;
         let mut lines = Vec::with_capacity(rows.len() * 192);
         for (_, e) in &mut rows {
             self.visits

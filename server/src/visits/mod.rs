@@ -144,7 +144,16 @@ impl Visits {
         &self.tallies
     }
 
-    /// Counts stored rows (see [`tally::count`]) into their visits.
+    /// A batch's rows' figures, by visit ([`tally::count`]), before the
+    /// log takes them; nothing when visits are off.
+    pub(crate) fn count<'a>(&self, rows: impl Iterator<Item = &'a mut Row>) -> tally::Counted {
+        match self.enabled {
+            true => tally::count(rows),
+            false => tally::Counted::default(),
+        }
+    }
+
+    /// Counts stored rows (see [`Visits::count`]) into their visits.
     pub(crate) fn stored(&self, counted: tally::Counted, now_ms: i64) {
         self.tallies.add(counted, now_ms);
     }
