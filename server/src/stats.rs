@@ -21,7 +21,12 @@
 //! `contains`, `contains_not`, `matches`, `matches_not`, `and`, `or`,
 //! `not`), `order_by`, `pagination` and `include.total_rows`. Named by
 //! Plausible but not answered yet (refused by name): `conversion_rate`,
-//! `event:page`, `visit:device`, `visit:browser`, `visit:os`, …
+//! `event:page`, `event:name`, …
+//!
+//! Rollups answer most queries in a few rows a day: `visits_daily` those
+//! whose dimensions and filters are the origin, the country and days;
+//! `visit_facets_daily` (0025) those about one of the pages or device
+//! columns, and days.
 
 use chrono::{Datelike, Duration, NaiveDate};
 use serde_json::{Value, json};
@@ -170,6 +175,9 @@ const DIMENSIONS: &[(&str, Option<&str>, Option<&str>)] = &[
     ("visit:country", Some("country"), None),
     ("visit:entry_page", Some("entry_page"), None),
     ("visit:exit_page", Some("exit_page"), None),
+    ("visit:device", Some("device"), None),
+    ("visit:browser", Some("browser"), None),
+    ("visit:os", Some("os"), None),
     ("time:hour", Some("toString(toStartOfHour(started))"), None),
     (
         "time:day",
@@ -198,23 +206,72 @@ fn expression(dim: &Dimension, table: Table) -> Option<&'static str> {
 }
 
 /// A dimension's column in `visits_daily`: the origin's and the days' as
-/// in `attribution_daily`, and the country; `None` for the pages and the
-/// hour, which only `visits` knows.
+/// in `attribution_daily`, and the country; `None` for the pages, the
+/// devices and the hour, which it does not know.
 fn daily_column(dim: &Dimension) -> Option<&'static str> {
     match dim.0 {
         "visit:country" => Some("country"),
-        "visit:entry_page" | "visit:exit_page" | "time:hour" => None,
+        "time:hour" => None,
         _ => dim.2,
     }
 }
 
-/// Where a dimension is read: `daily` is `visits_daily` for the visit
-/// metrics.
-fn column(dim: &Dimension, table: Table, daily: bool) -> Option<&'static str> {
-    match (table, daily) {
-        (Table::Visits, true) => daily_column(dim),
+/// The dimensions `visit_facets_daily` (0025) sums visits by, one at a
+/// time: its `facet` is their column in `visits`.
+const FACETS: &[&str] = &[
+    "visit:entry_page",
+    "visit:exit_page",
+    "visit:device",
+    "visit:browser",
+    "visit:os",
+];
+
+/// Which table the visit metrics are read from: each visit's rows, or a
+/// rollup that knows every dimension and filter of the query.
+#[derive(Clone, Copy, PartialEq)]
+enum Rollup {
+    No,
+    /// `visits_daily`.
+    Daily,
+    /// `visit_facets_daily`, the rows of this facet.
+    Facet(&'static str),
+}
+
+/// Where a dimension is read from, for `table`'s metrics.
+fn column(dim: &Dimension, table: Table, rollup: Rollup) -> Option<&'static str> {
+    match (table, rollup) {
+        (Table::Visits, Rollup::Daily) => daily_column(dim),
+        (Table::Visits, Rollup::Facet(f)) if dim.1 == Some(f) => Some("value"),
+        (Table::Visits, Rollup::Facet(_)) => {
+            daily_column(dim).filter(|_| dim.0.starts_with("time:"))
+        }
         _ => expression(dim, table),
     }
+}
+
+/// The rollup that answers a query with these dimensions and filters:
+/// the daily one when it knows them all, else the facets' when they are
+/// one facet and days at most.
+fn rollup(dims: &[&Dimension], filters: &[Cond], last: bool) -> Rollup {
+    let known = |r: Rollup| {
+        dims.iter().all(|d| column(d, Table::Visits, r).is_some())
+            && filters
+                .iter()
+                .all(|f| f.all(&|d| column(d, Table::Visits, r).is_some()))
+    };
+    if known(Rollup::Daily) {
+        return Rollup::Daily;
+    }
+    // `last`: visitors by exit page, which only `visits` counts right.
+    if last {
+        return Rollup::No;
+    }
+    FACETS
+        .iter()
+        .filter_map(|f| DIMENSIONS.iter().find(|d| d.0 == *f).and_then(|d| d.1))
+        .map(Rollup::Facet)
+        .find(|r| known(*r))
+        .unwrap_or(Rollup::No)
 }
 
 type Dimension = (&'static str, Option<&'static str>, Option<&'static str>);
@@ -352,17 +409,17 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     let total_rows = include(q.get("include"))?;
     let dim_names: Vec<String> = (0..dims.len()).map(|i| format!("d{i}")).collect();
     let last = needs_last(&chosen, &dims, &filters);
-    // The daily rollup answers when it knows every dimension and filter.
-    let daily = dims.iter().all(|d| daily_column(d).is_some())
-        && filters
-            .iter()
-            .all(|f| f.all(&|d| daily_column(d).is_some()));
+    let rollup = rollup(&dims, &filters, last);
     let sub = |table: Table| {
-        let daily = daily && table == Table::Visits;
+        let rollup = match table {
+            Table::Visits => rollup,
+            Table::Sales => Rollup::No,
+        };
+        let daily = rollup != Rollup::No;
         let select: Vec<String> = dims
             .iter()
             .enumerate()
-            .map(|(i, d)| format!("{} AS d{i}", column(d, table, daily).expect("checked")))
+            .map(|(i, d)| format!("{} AS d{i}", column(d, table, rollup).expect("checked")))
             .chain(
                 chosen
                     .iter()
@@ -377,14 +434,22 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                     }),
             )
             .collect();
-        let mut conds: Vec<String> = filters.iter().map(|f| f.sql(table, daily)).collect();
+        let mut conds: Vec<String> = filters.iter().map(|f| f.sql(table, rollup)).collect();
         let from_sql = match table {
             Table::Visits if daily => {
                 conds.insert(0, "date BETWEEN {from:Date} AND {to:Date}".into());
+                let from = match rollup {
+                    Rollup::Facet(facet) => {
+                        // A name of ours, never the client's.
+                        conds.insert(0, format!("facet = '{facet}'"));
+                        "visit_facets_daily"
+                    }
+                    _ => "visits_daily",
+                };
                 if site.is_some() {
                     conds.insert(0, "organizer_id = {organizer:String}".into());
                 }
-                format!("{DATABASE}.visits_daily")
+                format!("{DATABASE}.{from}")
             }
             Table::Visits => format!("({})", visits_sql(site.is_some(), last)),
             Table::Sales => {
@@ -613,17 +678,17 @@ impl Cond {
         }
     }
 
-    fn sql(&self, table: Table, daily: bool) -> String {
+    fn sql(&self, table: Table, rollup: Rollup) -> String {
         let join = |list: &[Cond], sep: &str| {
-            let parts: Vec<String> = list.iter().map(|c| c.sql(table, daily)).collect();
+            let parts: Vec<String> = list.iter().map(|c| c.sql(table, rollup)).collect();
             format!("({})", parts.join(sep))
         };
         match self {
             Cond::All(list) => join(list, " AND "),
             Cond::Any(list) => join(list, " OR "),
-            Cond::Not(c) => format!("NOT ({})", c.sql(table, daily)),
+            Cond::Not(c) => format!("NOT ({})", c.sql(table, rollup)),
             Cond::Test(dim, op, negated, names) => {
-                let column = column(dim, table, daily).expect("checked for every table");
+                let column = column(dim, table, rollup).expect("checked for every table");
                 let each: Vec<String> = names
                     .iter()
                     .map(|name| match *op {
@@ -979,6 +1044,28 @@ mod tests {
         for (cheap, reads) in [
             (
                 json!({"metrics": ["visits", "pageviews"], "dimensions": ["visit:exit_page"]}),
+                "visit_facets_daily WHERE organizer_id = {organizer:String} AND facet = 'exit_page'",
+            ),
+            (
+                json!({"metrics": ["visitors", "bounce_rate"], "dimensions": ["visit:entry_page", "time:day"],
+                       "filters": [["contains", "visit:entry_page", ["/e/"]]]}),
+                "facet = 'entry_page'",
+            ),
+            (
+                json!({"metrics": ["visitors"], "dimensions": ["visit:browser"]}),
+                "facet = 'browser'",
+            ),
+            (
+                json!({"metrics": ["visits"], "dimensions": ["visit:entry_page"],
+                       "filters": [["is", "visit:source", ["Google"]]]}),
+                "visits WHERE",
+            ),
+            (
+                json!({"metrics": ["visits"], "dimensions": ["visit:entry_page", "visit:os"]}),
+                "visits WHERE",
+            ),
+            (
+                json!({"metrics": ["visits"], "dimensions": ["visit:device", "time:hour"]}),
                 "visits WHERE",
             ),
             (

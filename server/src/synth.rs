@@ -45,6 +45,45 @@ const FUNNEL: [(&str, &str, f64); 4] = [
 const BROWSERS: [&str; 4] = ["Chrome", "Safari", "Firefox", "Edge"];
 const DEVICES: [&str; 3] = ["desktop", "mobile", "tablet"];
 const CURRENCIES: [&str; 3] = ["USD", "EUR", "GBP"];
+
+/// The user agent a visitor's browser on their device sends (from what
+/// is drawn already: the datasets tests rely on keep their random stream).
+fn user_agent(browser: &str, device: &str) -> &'static str {
+    match (device, browser) {
+        ("desktop", "Safari") => {
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+             Version/17.1 Safari/605.1.15"
+        }
+        ("desktop", "Firefox") => {
+            "Mozilla/5.0 (X11; Linux x86_64; rv:121.0) Gecko/20100101 Firefox/121.0"
+        }
+        ("desktop", "Edge") => {
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/120.0.0.0 Safari/537.36 Edg/120.0.0.0"
+        }
+        ("desktop", _) => {
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/120.0.0.0 Safari/537.36"
+        }
+        ("tablet", "Safari") => {
+            "Mozilla/5.0 (iPad; CPU OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) \
+             Version/17.1 Mobile/15E148 Safari/604.1"
+        }
+        ("tablet", _) => {
+            "Mozilla/5.0 (Linux; Android 13; SM-X700) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/120.0.0.0 Safari/537.36"
+        }
+        (_, "Safari") => {
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, \
+             like Gecko) Version/17.1 Mobile/15E148 Safari/604.1"
+        }
+        (_, "Firefox") => "Mozilla/5.0 (Android 14; Mobile; rv:121.0) Gecko/121.0 Firefox/121.0",
+        _ => {
+            "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) \
+             Chrome/120.0.0.0 Mobile Safari/537.36"
+        }
+    }
+}
 const REFERRERS: [&str; 4] = [
     "",
     "https://www.google.com/",
@@ -103,6 +142,7 @@ impl Generator {
         let session = format!("sess-{:08x}", rng.random::<u32>());
         let browser = BROWSERS[rng.random_range(0..BROWSERS.len())];
         let device = DEVICES[rng.random_range(0..DEVICES.len())];
+        let agent = user_agent(browser, device);
         // Every fifth visitor comes from a campaign, chosen by their number
         // (not the random stream, which the tests' datasets rely on).
         let campaign = match self.next_user % 10 {
@@ -114,7 +154,7 @@ impl Generator {
         let event = |event_type: &str, name: &str| {
             json!({
                 "event_type": event_type, "event_name": name, "organizer_id": org, "user_id": user,
-                "session_id": session,
+                "session_id": session, "user_agent": agent,
                 "properties": { "event_id": event_id, "browser": browser, "device_type": device },
             })
         };
@@ -124,6 +164,7 @@ impl Generator {
             Table::PageViews,
             json!({
                 "organizer_id": org, "user_id": user, "session_id": session, "event_id": event_id, "url": url,
+                "user_agent": agent,
                 "referrer": REFERRERS[rng.random_range(0..REFERRERS.len())],
                 "duration_ms": rng.random_range(2_000..180_000),
             }),

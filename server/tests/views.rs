@@ -195,6 +195,38 @@ async fn a_generated_dataset_end_to_end() {
         .await;
     assert!(daily.len() > 5, "{}", daily.len());
     common::views::assert_same("visits_daily", &daily, &summed);
+    // So does the rollup by one page or device column at a time; and the
+    // server read the visits' devices from their user agents.
+    for facet in ["entry_page", "exit_page", "device", "browser", "os"] {
+        let rolled = s
+            .query(&format!(
+                "SELECT organizer_id, date, value, toInt64(sum(visits)) AS v, \
+                 toInt64(sum(pageviews)) AS p, toInt64(sum(events)) AS e, toInt64(sum(bounces)) AS b, \
+                 toInt64(sum(duration_ms)) AS ms, uniqCombinedMerge(12)(visitors) AS u \
+                 FROM bilten_analytics.visit_facets_daily WHERE facet = '{facet}' \
+                 GROUP BY organizer_id, date, value HAVING v != 0 ORDER BY organizer_id, date, value"
+            ))
+            .await;
+        let summed = s
+            .query(&format!(
+                "SELECT organizer_id, date, toString({facet}) AS value, toInt64(sum(sign)) AS v, \
+                 toInt64(sum(sign * pageviews)) AS p, toInt64(sum(sign * events)) AS e, \
+                 toInt64(sum(sign * (pageviews <= 1))) AS b, \
+                 toInt64(sum(sign * dateDiff('millisecond', started, ended))) AS ms, \
+                 uniqCombined(12)(visitor) AS u FROM bilten_analytics.visits \
+                 GROUP BY organizer_id, date, value HAVING v != 0 ORDER BY organizer_id, date, value"
+            ))
+            .await;
+        assert!(rolled.len() > 5, "{facet}: {}", rolled.len());
+        common::views::assert_same(facet, &rolled, &summed);
+    }
+    let browsers = s
+        .query(
+            "SELECT uniqExact(browser) AS n, countIf(device = '') AS unread \
+             FROM bilten_analytics.visits WHERE sign > 0",
+        )
+        .await;
+    assert!(as_u64(&browsers[0]["n"]) >= 2, "{browsers:?}");
 
     // Sales in several currencies, so the views' revenue per currency
     // above is a real check, not a single-currency sum.
@@ -545,6 +577,11 @@ async fn visits_and_their_origins_are_kept_as_events_arrive() {
 /// with only the user's id. The sale is credited to the campaign, first and
 /// last; a buyer with no visit to direct. The Stats API breaks tickets and
 /// revenue down by campaign, per currency, and says when currencies mix.
+const IPHONE: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 \
+                      (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1";
+const WINDOWS_CHROME: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 \
+                              (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
+
 #[tokio::test]
 async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
     let s = TestServer::start(|c| c.read_keys = vec!["read-key-of-org-a@org-a".to_string().into()])
@@ -557,11 +594,11 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             &json!([
                 {"organizer_id": "org-a", "session_id": "anon-tab", "timestamp": at(0),
                  "url": "https://bilten.example/e/1?utm_source=newsletter&utm_medium=email&utm_campaign=spring_sale",
-                 "referrer": "https://mail.google.com/"},
+                 "referrer": "https://mail.google.com/", "user_agent": IPHONE},
                 // An earlier visit of another campaign, from another tab.
                 {"organizer_id": "org-a", "session_id": "tab-0", "user_id": "buyer-1", "timestamp": at(-60),
                  "url": "https://bilten.example/?utm_source=facebook&utm_medium=cpc&utm_campaign=winter",
-                 "referrer": "https://m.facebook.com/"},
+                 "referrer": "https://m.facebook.com/", "user_agent": WINDOWS_CHROME},
             ]),
         )
         .await;
@@ -636,6 +673,41 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
     );
     let warning = body["meta"]["warnings"][0].as_str().unwrap_or("");
     assert!(warning.contains("EUR, USD"), "{body}");
+    // Each visit's device, browser and system, from its user agent, and
+    // its entry page, from the rollup by one of them at a time.
+    for (dimension, filters, want) in [
+        (
+            "visit:device",
+            json!([]),
+            json!([{"dimensions": ["Desktop"], "metrics": [1, 1]},
+                   {"dimensions": ["Mobile"], "metrics": [1, 1]}]),
+        ),
+        (
+            "visit:browser",
+            json!([["is", "visit:browser", ["Safari", "Chrome"]]]),
+            json!([{"dimensions": ["Chrome"], "metrics": [1, 1]},
+                   {"dimensions": ["Safari"], "metrics": [1, 1]}]),
+        ),
+        (
+            "visit:os",
+            json!([["is_not", "visit:os", ["Windows"]]]),
+            json!([{"dimensions": ["iOS"], "metrics": [1, 1]}]),
+        ),
+        (
+            "visit:entry_page",
+            json!([]),
+            json!([{"dimensions": ["/"], "metrics": [1, 1]},
+                   {"dimensions": ["/e/1"], "metrics": [1, 1]}]),
+        ),
+    ] {
+        let (status, body) = stats(json!({
+            "site_id": "org-a", "date_range": "7d", "metrics": ["visits", "visitors"],
+            "dimensions": [dimension], "filters": filters, "order_by": [["visits", "desc"]]
+        }))
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["results"], want, "{dimension}: {body}");
+    }
     // By currency, no warning; a dimension the sales do not have is refused.
     let (status, body) = stats(json!({
         "site_id": "org-a", "date_range": "7d", "metrics": ["revenue", "orders"],
@@ -693,8 +765,9 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
         );
     }
     // Answered from the aggregates, never the raw tables: by origin, day
-    // and country from `visits_daily`; by page from `visits`, a row per
-    // visit; sales from `attribution_daily`.
+    // and country from `visits_daily`; by one page or device column from
+    // `visit_facets_daily`; otherwise from `visits`, a row per visit; sales
+    // from `attribution_daily`.
     for (q, reads) in [
         (
             json!({"metrics": ["visits", "bounce_rate", "tickets", "revenue"],
@@ -706,6 +779,15 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             json!({"metrics": ["visitors", "visits"], "dimensions": ["visit:exit_page"],
                    "filters": [["is_not", "visit:country", ["DE"]]]}),
             vec!["visits"],
+        ),
+        (
+            json!({"metrics": ["visitors", "visits", "bounce_rate"], "dimensions": ["visit:entry_page"]}),
+            vec!["visit_facets_daily"],
+        ),
+        (
+            json!({"metrics": ["visits", "visit_duration"], "dimensions": ["visit:browser", "time:week"],
+                   "filters": [["contains", "visit:browser", ["Fire"]]]}),
+            vec!["visit_facets_daily"],
         ),
     ] {
         let mut q = q;

@@ -56,6 +56,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     22 "0022_attribution.sql",
     23 "0023_engagement.sql",
     24 "0024_visits_written.sql",
+    25 "0025_visit_facets.sql",
 ];
 
 impl Migration {

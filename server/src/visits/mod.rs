@@ -41,6 +41,7 @@ use crate::ingest::engagement::Engagement;
 use crate::ingest::{Host, Row};
 use crate::sources::Sources;
 
+pub(crate) mod device;
 pub mod recover;
 pub(crate) mod tally;
 

@@ -65,7 +65,8 @@ fn from_rows(recent: &str) -> String {
          a_user AS user_id, a_session AS session_id, a_origin.1 AS channel, a_origin.2 AS source, \
          a_origin.3 AS utm_medium, a_origin.4 AS utm_source, a_origin.5 AS utm_campaign, \
          a_origin.6 AS utm_content, a_origin.7 AS utm_term, a_country AS country, \
-         a_agent AS user_agent, toUInt64(toUnixTimestamp64Milli(now64(3))) AS version FROM ( \
+         a_agent AS user_agent, '' AS device, '' AS browser, '' AS os, \
+         toUInt64(toUnixTimestamp64Milli(now64(3))) AS version FROM ( \
          SELECT organizer_id, visit_id, \
          argMinIf(multiIf(user_id != '', user_id, session_id != '', session_id, toString(visit_id)), \
                   timestamp, kind < 2) AS a_visitor, \
@@ -166,13 +167,14 @@ pub async fn lost(
     let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
                    engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
                    utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
-                   version";
+                   device, browser, os, version";
     // What the engine keeps of a visit (its live row, and any cancel left
     // alone) is cancelled row for row: its rows then sum to nothing.
     let sql = format!(
         "SELECT * FROM ( \
-           SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
-           WHERE visit_id GLOBAL IN ({differing}) \
+           SELECT {columns} FROM ( \
+             SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
+             WHERE visit_id GLOBAL IN ({differing})) \
            UNION ALL \
            SELECT {columns} FROM ({rows}) WHERE visit_id GLOBAL IN ({differing})) \
          ORDER BY visit_id, sign"
@@ -181,5 +183,26 @@ pub async fn lost(
         .query_readonly_with(&sql, &params, "JSONEachRow")
         .await?;
     let n = out.iter().filter(|b| **b == b'\n').count();
-    Ok((out, n))
+    Ok((with_devices(&out)?, n))
+}
+
+/// The rows summed again read their device from their user agent, as the
+/// server reads a visit's when it writes it (no SQL reads one as woothee
+/// does); a cancel keeps what the row it cancels had.
+fn with_devices(lines: &[u8]) -> Result<Bytes, StorageError> {
+    let mut out = Vec::with_capacity(lines.len() + lines.len() / 8);
+    for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
+            .map_err(|e| StorageError::transient(format!("a visit read back: {e}")))?;
+        if row.get("sign").and_then(|s| s.as_i64()) == Some(1) {
+            let agent = row.get("user_agent").and_then(|a| a.as_str()).unwrap_or("");
+            let d = super::device::read(agent);
+            row.insert("device".into(), d.kind.into());
+            row.insert("browser".into(), d.browser.into());
+            row.insert("os".into(), d.os.into());
+        }
+        serde_json::to_writer(&mut out, &row).expect("JSON values serialize");
+        out.push(b'\n');
+    }
+    Ok(Bytes::from(out))
 }

@@ -41,6 +41,8 @@ pub(crate) struct Figures {
     pub origin: [String; 7],
     pub country: String,
     pub user_agent: String,
+    /// What its user agent says, read once it is known.
+    pub device: super::device::Device,
 }
 
 impl Figures {
@@ -133,7 +135,10 @@ impl Figures {
         keep(&mut self.visitor, &o.visitor);
         keep(&mut self.session_id, &o.session_id);
         keep(&mut self.country, &o.country);
-        keep(&mut self.user_agent, &o.user_agent);
+        if self.user_agent.is_empty() && !o.user_agent.is_empty() {
+            self.user_agent.clone_from(&o.user_agent);
+            self.device = super::device::read(&self.user_agent);
+        }
         // The user it last named: an `identify` names them from then on.
         if !o.user_id.is_empty() {
             self.user_id.clone_from(&o.user_id);
@@ -171,6 +176,9 @@ impl Figures {
             utm_term: &'a str,
             country: &'a str,
             user_agent: &'a str,
+            device: &'a str,
+            browser: &'a str,
+            os: &'a str,
             version: u64,
         }
         let time = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
@@ -204,6 +212,9 @@ impl Figures {
             utm_term: &o[6],
             country: &self.country,
             user_agent: &self.user_agent,
+            device: self.device.kind,
+            browser: &self.device.browser,
+            os: &self.device.os,
             version,
         };
         let mut out = Vec::with_capacity(512);

@@ -145,6 +145,13 @@ impl TestServer {
         {
             return Box::pin(TestServer::through_interface(cfg)).await;
         }
+        let dir = &cfg.storage.embedded.data_dir;
+        if matches!(cfg.storage.backend, Backend::Embedded)
+            && cfg.migrate_on_start
+            && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_none())
+        {
+            install::migrated_copy(dir);
+        }
         // A port found free may be taken by another test before the server
         // binds it: then the interface gets another.
         let mut cfg = cfg;
