@@ -8,10 +8,11 @@ ALTER TABLE bilten_analytics.visits
     ADD COLUMN IF NOT EXISTS browser LowCardinality(String) AFTER device,
     ADD COLUMN IF NOT EXISTS os LowCardinality(String) AFTER browser;
 
--- Visits per day and organizer by one of their pages or device columns at
--- a time (`facet` names which): "top entry pages" or "visits by browser"
--- over a month reads a few rows a day per value here, where `visits` holds
--- a row per visit (an organizer's 675 000 a month took 46 ms). Summed with
+-- Visits per day, organizer and channel by one of their pages or device
+-- columns at a time (`facet` names which): "top entry pages", "visits by
+-- browser", or either for visits not direct, over a month reads a few rows
+-- a day per value here, where `visits` holds a row per visit (an
+-- organizer's 675 000 a month took 46 ms). Summed with
 -- `sign` as visits are written, like `visits_daily`. `visitors` counts a
 -- visit's visitor under each value a written row of it had: exact for the
 -- entry page and the device columns, which a visit keeps; the Stats API
@@ -23,6 +24,7 @@ CREATE TABLE IF NOT EXISTS bilten_analytics.visit_facets_daily
     date Date,
     -- entry_page, exit_page, device, browser or os.
     facet LowCardinality(String),
+    channel LowCardinality(String),
     value String,
     visits SimpleAggregateFunction(sum, Int64),
     pageviews SimpleAggregateFunction(sum, Int64),
@@ -33,7 +35,7 @@ CREATE TABLE IF NOT EXISTS bilten_analytics.visit_facets_daily
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(date)
-ORDER BY (organizer_id, facet, date, value)
+ORDER BY (organizer_id, facet, date, channel, value)
 SETTINGS non_replicated_deduplication_window = 10000;
 
 -- The visits stored before this (once: a day already in the rollup is
@@ -41,12 +43,12 @@ SETTINGS non_replicated_deduplication_window = 10000;
 -- below sums what is written after.
 INSERT INTO bilten_analytics.visit_facets_daily
 SELECT
-    organizer_id, date, facet, value,
+    organizer_id, date, facet, channel, value,
     sum(s), sum(pv), sum(ev), sum(b), sum(ms), uniqCombinedStateIf(12)(v, s > 0)
 FROM
 (
     SELECT
-        organizer_id, date, f.1 AS facet, f.2 AS value,
+        organizer_id, date, f.1 AS facet, channel, f.2 AS value,
         sign AS s,
         sign * pageviews AS pv,
         sign * events AS ev,
@@ -59,14 +61,14 @@ FROM
     WHERE (organizer_id, date) GLOBAL NOT IN
         (SELECT organizer_id, date FROM bilten_analytics.visit_facets_daily)
 )
-GROUP BY organizer_id, date, facet, value;
+GROUP BY organizer_id, date, facet, channel, value;
 
 -- Its sums under names of their own first: an alias that is a column's
 -- name would be read inside the other aggregates.
 CREATE MATERIALIZED VIEW IF NOT EXISTS bilten_analytics.visit_facets_daily_from_visits
 TO bilten_analytics.visit_facets_daily AS
 SELECT
-    organizer_id, date, facet, value,
+    organizer_id, date, facet, channel, value,
     sum(s) AS visits,
     sum(pv) AS pageviews,
     sum(ev) AS events,
@@ -76,7 +78,7 @@ SELECT
 FROM
 (
     SELECT
-        organizer_id, date, f.1 AS facet, f.2 AS value,
+        organizer_id, date, f.1 AS facet, channel, f.2 AS value,
         sign AS s,
         sign * pageviews AS pv,
         sign * events AS ev,
@@ -87,4 +89,4 @@ FROM
     ARRAY JOIN [('entry_page', entry_page), ('exit_page', exit_page), ('device', toString(device)),
         ('browser', toString(browser)), ('os', toString(os))] AS f
 )
-GROUP BY organizer_id, date, facet, value;
+GROUP BY organizer_id, date, facet, channel, value;

@@ -243,7 +243,7 @@ fn column(dim: &Dimension, table: Table, rollup: Rollup) -> Option<&'static str>
         (Table::Visits, Rollup::Daily) => daily_column(dim),
         (Table::Visits, Rollup::Facet(f)) if dim.1 == Some(f) => Some("value"),
         (Table::Visits, Rollup::Facet(_)) => {
-            daily_column(dim).filter(|_| dim.0.starts_with("time:"))
+            daily_column(dim).filter(|_| dim.0.starts_with("time:") || dim.0 == "visit:channel")
         }
         _ => expression(dim, table),
     }
@@ -251,7 +251,7 @@ fn column(dim: &Dimension, table: Table, rollup: Rollup) -> Option<&'static str>
 
 /// The rollup that answers a query with these dimensions and filters:
 /// the daily one when it knows them all, else the facets' when they are
-/// one facet and days at most.
+/// one facet, and at most the channel and days besides.
 fn rollup(dims: &[&Dimension], filters: &[Cond], last: bool) -> Rollup {
     let known = |r: Rollup| {
         dims.iter().all(|d| column(d, Table::Visits, r).is_some())
@@ -1059,6 +1059,11 @@ mod tests {
                 json!({"metrics": ["visits"], "dimensions": ["visit:entry_page"],
                        "filters": [["is", "visit:source", ["Google"]]]}),
                 "visits WHERE",
+            ),
+            (
+                json!({"metrics": ["visits", "bounce_rate"], "dimensions": ["visit:entry_page"],
+                       "filters": [["is_not", "visit:channel", ["direct"]]]}),
+                "facet = 'entry_page' AND date BETWEEN {from:Date} AND {to:Date} AND NOT (channel = {f3:String})",
             ),
             (
                 json!({"metrics": ["visits"], "dimensions": ["visit:entry_page", "visit:os"]}),

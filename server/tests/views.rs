@@ -200,21 +200,23 @@ async fn a_generated_dataset_end_to_end() {
     for facet in ["entry_page", "exit_page", "device", "browser", "os"] {
         let rolled = s
             .query(&format!(
-                "SELECT organizer_id, date, value, toInt64(sum(visits)) AS v, \
+                "SELECT organizer_id, date, channel, value, toInt64(sum(visits)) AS v, \
                  toInt64(sum(pageviews)) AS p, toInt64(sum(events)) AS e, toInt64(sum(bounces)) AS b, \
                  toInt64(sum(duration_ms)) AS ms, uniqCombinedMerge(12)(visitors) AS u \
                  FROM bilten_analytics.visit_facets_daily WHERE facet = '{facet}' \
-                 GROUP BY organizer_id, date, value HAVING v != 0 ORDER BY organizer_id, date, value"
+                 GROUP BY organizer_id, date, channel, value HAVING v != 0 \
+                 ORDER BY organizer_id, date, channel, value"
             ))
             .await;
         let summed = s
             .query(&format!(
-                "SELECT organizer_id, date, toString({facet}) AS value, toInt64(sum(sign)) AS v, \
+                "SELECT organizer_id, date, channel, toString({facet}) AS value, toInt64(sum(sign)) AS v, \
                  toInt64(sum(sign * pageviews)) AS p, toInt64(sum(sign * events)) AS e, \
                  toInt64(sum(sign * (pageviews <= 1))) AS b, \
                  toInt64(sum(sign * dateDiff('millisecond', started, ended))) AS ms, \
                  uniqCombined(12)(visitor) AS u FROM bilten_analytics.visits \
-                 GROUP BY organizer_id, date, value HAVING v != 0 ORDER BY organizer_id, date, value"
+                 GROUP BY organizer_id, date, channel, value HAVING v != 0 \
+                 ORDER BY organizer_id, date, channel, value"
             ))
             .await;
         assert!(rolled.len() > 5, "{facet}: {}", rolled.len());
@@ -786,7 +788,7 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
         ),
         (
             json!({"metrics": ["visits", "visit_duration"], "dimensions": ["visit:browser", "time:week"],
-                   "filters": [["contains", "visit:browser", ["Fire"]]]}),
+                   "filters": [["contains", "visit:browser", ["Fire"]], ["is_not", "visit:channel", ["direct"]]]}),
             vec!["visit_facets_daily"],
         ),
     ] {
