@@ -19,7 +19,8 @@
 //!
 //! Supported: the metrics and dimensions below, filters (`is`, `is_not`,
 //! `contains`, `contains_not`, `matches`, `matches_not`, `and`, `or`,
-//! `not`), `order_by`, `pagination` and `include.total_rows`. Named by
+//! `not`), `order_by`, `pagination`, `include.total_rows` and
+//! `include.time_labels`. Named by
 //! Plausible but not answered yet (refused by name): `conversion_rate`,
 //! `event:page`, `event:name`, …
 //!
@@ -311,6 +312,8 @@ pub struct Plan {
     pub from: NaiveDate,
     pub to: NaiveDate,
     pub total_rows: bool,
+    /// Every time bucket of the range, when asked for.
+    pub time_labels: Option<Vec<String>>,
 }
 
 /// Checks `query` for `organizer` (`None`: the admin, any site); `today`
@@ -406,7 +409,12 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     };
     let order = order_by(q.get("order_by"), &metrics, &dimensions)?;
     let (limit, offset) = pagination(q.get("pagination"))?;
-    let total_rows = include(q.get("include"))?;
+    let (total_rows, labels) = include(q.get("include"))?;
+    let time_labels = match (labels, dims.iter().find(|d| d.0.starts_with("time:"))) {
+        (false, _) => None,
+        (true, Some(d)) => Some(time_labels(d.0, from, to)),
+        (true, None) => return invalid("include: time_labels needs a time dimension"),
+    };
     let dim_names: Vec<String> = (0..dims.len()).map(|i| format!("d{i}")).collect();
     let last = needs_last(&chosen, &dims, &filters);
     let rollup = rollup(&dims, &filters, last);
@@ -517,6 +525,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         from,
         to,
         total_rows,
+        time_labels,
     })
 }
 
@@ -889,20 +898,51 @@ fn pagination(v: Option<&Value>) -> Result<(u64, u64), StatsError> {
     Ok((limit, offset))
 }
 
-fn include(v: Option<&Value>) -> Result<bool, StatsError> {
-    let Some(v) = v else { return Ok(false) };
+/// `include`: whether to count every row (`total_rows`) and to list every
+/// time bucket of the range (`time_labels`).
+fn include(v: Option<&Value>) -> Result<(bool, bool), StatsError> {
+    let Some(v) = v else {
+        return Ok((false, false));
+    };
     let Some(o) = v.as_object() else {
         return invalid("include: an object");
     };
-    let mut total_rows = false;
+    let (mut total_rows, mut labels) = (false, false);
     for (k, x) in o {
         match (k.as_str(), x.as_bool()) {
             ("total_rows", Some(b)) => total_rows = b,
-            ("imports" | "time_labels", Some(_)) => {}
+            ("time_labels", Some(b)) => labels = b,
+            ("imports", Some(_)) => {}
             _ => return invalid(format!("include: {:?} is not supported", cut(k))),
         }
     }
-    Ok(total_rows)
+    Ok((total_rows, labels))
+}
+
+/// Every bucket of `time:*` from `from` to `to`, spelt as the dimension's
+/// values are (so a client can fill the ones with no row).
+fn time_labels(dim: &str, from: NaiveDate, to: NaiveDate) -> Vec<String> {
+    let days = from.iter_days().take_while(|d| *d <= to);
+    match dim {
+        "time:hour" => days
+            .flat_map(|d| (0..24).map(move |h| format!("{d} {h:02}:00:00")))
+            .collect(),
+        "time:week" => {
+            let mut weeks: Vec<String> = days
+                .map(|d| d.week(chrono::Weekday::Mon).first_day().to_string())
+                .collect();
+            weeks.dedup();
+            weeks
+        }
+        "time:month" => {
+            let mut months: Vec<String> = days
+                .map(|d| format!("{}-{:02}-01", d.year(), d.month()))
+                .collect();
+            months.dedup();
+            months
+        }
+        _ => days.map(|d| d.to_string()).collect(),
+    }
 }
 
 /// Runs a checked query: Plausible's `results`, `meta` and `query`.
@@ -951,6 +991,9 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
             "revenue is in several currencies ({}): each figure is per currency, never summed across them; the currency dimension gives each its own row",
             list.join(", ")
         )]);
+    }
+    if let Some(labels) = &plan.time_labels {
+        meta["time_labels"] = json!(labels);
     }
     if plan.total_rows {
         let count_sql = format!("SELECT count() AS n FROM ({})", strip_paging(&plan.sql));
@@ -1086,6 +1129,37 @@ mod tests {
             assert!(!text.contains("FINAL"), "{cheap}: {text}");
             assert!(text.contains(reads), "{cheap}: {text}");
         }
+    }
+
+    #[test]
+    fn time_labels_are_every_bucket_of_the_range_as_the_dimension_spells_it() {
+        let labels = |dim: &str, range: Value| {
+            let q = json!({"site_id": "org-a", "metrics": ["visits"], "date_range": range,
+                           "dimensions": [dim], "include": {"time_labels": true}});
+            plan(&q, Some("org-a"), today())
+                .unwrap()
+                .time_labels
+                .unwrap()
+        };
+        let days = labels("time:day", json!(["2026-11-29", "2026-12-02"]));
+        assert_eq!(
+            days,
+            ["2026-11-29", "2026-11-30", "2026-12-01", "2026-12-02"]
+        );
+        // Sunday to Monday: two weeks, each named by its Monday.
+        let weeks = labels("time:week", json!(["2026-11-29", "2026-12-02"]));
+        assert_eq!(weeks, ["2026-11-23", "2026-11-30"]);
+        let months = labels("time:month", json!("91d"));
+        assert_eq!(
+            months,
+            ["2026-09-01", "2026-10-01", "2026-11-01", "2026-12-01"]
+        );
+        let hours = labels("time:hour", json!("day"));
+        assert_eq!(hours.len(), 24);
+        assert_eq!(hours[13], "2026-12-04 13:00:00");
+        let q = json!({"site_id": "org-a", "metrics": ["visits"], "date_range": "7d",
+                       "include": {"time_labels": true}});
+        assert!(err(q).contains("time_labels needs a time dimension"));
     }
 
     #[test]

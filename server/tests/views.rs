@@ -710,6 +710,21 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["results"], want, "{dimension}: {body}");
     }
+    // Every day of the range is named, those without visits too.
+    let (status, body) = stats(json!({
+        "site_id": "org-a", "date_range": "7d", "metrics": ["visits"],
+        "dimensions": ["time:day"], "include": {"time_labels": true}
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let labels = body["meta"]["time_labels"].as_array().unwrap();
+    assert_eq!(labels.len(), 7, "{body}");
+    let days = body["results"].as_array().unwrap();
+    assert!(!days.is_empty(), "{body}");
+    assert!(
+        days.iter().all(|r| labels.contains(&r["dimensions"][0])),
+        "{body}"
+    );
     // By currency, no warning; a dimension the sales do not have is refused.
     let (status, body) = stats(json!({
         "site_id": "org-a", "date_range": "7d", "metrics": ["revenue", "orders"],
