@@ -30,6 +30,8 @@
 //! - [`Error`]: what `check` returns to reject one event; it never aborts
 //!   the rest of the batch.
 //! - [`bindings`]: the types generated from `wit/plugin.wit`, the contract.
+//! - [`Memo`]: a batch's answers of a pure function of a text (a user
+//!   agent's parse), each worked out once.
 
 use std::cell::RefCell;
 
@@ -45,6 +47,9 @@ pub mod bindings {
         default_bindings_module: "bilten_plugin_sdk::bindings",
     });
 }
+
+mod memo;
+pub use memo::Memo;
 
 pub use bindings::bilten::plugin::types::{
     Batch, Event, PluginInfo, Rejection, Table, TextField, Verdict,

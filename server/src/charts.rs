@@ -25,6 +25,8 @@ pub enum Unit {
     Bytes,
     Millis,
     Percent,
+    /// A span of time given in seconds, read as `2m 14s`.
+    Seconds,
 }
 
 /// A value as people read it: thousands grouped, money with cents, bytes in
@@ -44,6 +46,14 @@ pub fn format_value(v: f64, unit: Unit) -> String {
         },
         Unit::Millis => format!("{} ms", group(v.round() as i64)),
         Unit::Percent => format!("{v:.1} %"),
+        Unit::Seconds => {
+            let s = v.round().max(0.0) as i64;
+            match (s / 3600, s % 3600 / 60, s % 60) {
+                (0, 0, s) => format!("{s}s"),
+                (0, m, s) => format!("{m}m {s}s"),
+                (h, m, _) => format!("{h}h {m}m"),
+            }
+        }
     }
 }
 
@@ -56,7 +66,7 @@ fn short_value(v: f64, unit: Unit) -> String {
         _ => trim(v),
     };
     match unit {
-        Unit::Bytes => format_value(v, unit),
+        Unit::Bytes | Unit::Seconds => format_value(v, unit),
         Unit::Millis => format!("{} ms", short(v)),
         Unit::Percent => format!("{} %", trim(v)),
         Unit::Count(_) | Unit::Money => short(v),
@@ -89,6 +99,7 @@ fn unit_name(unit: Unit, currency: &str) -> String {
         Unit::Bytes => "bytes".into(),
         Unit::Millis => "milliseconds".into(),
         Unit::Percent => "percent".into(),
+        Unit::Seconds => "time".into(),
     }
 }
 
@@ -394,6 +405,9 @@ mod tests {
         assert_eq!(format_value(1234567.0, Unit::Count("events")), "1,234,567");
         assert_eq!(format_value(1234.5, Unit::Money), "1,234.50");
         assert_eq!(format_value(2_500_000.0, Unit::Bytes), "2.5 MB");
+        assert_eq!(format_value(44.6, Unit::Seconds), "45s");
+        assert_eq!(format_value(134.0, Unit::Seconds), "2m 14s");
+        assert_eq!(format_value(3_900.0, Unit::Seconds), "1h 5m");
         assert_eq!(short_value(12_000.0, Unit::Count("x")), "12k");
         assert_eq!(short_value(1_500_000.0, Unit::Count("x")), "1.5M");
     }

@@ -342,8 +342,9 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
     .await;
     // Countries: page views per country, the unknown ones named, from the
     // `countries` projection.
-    assert_eq!(value_after(&html, r#"data-series="US""#), 3.0);
-    assert_eq!(value_after(&html, r#"data-series="Unknown""#), 2.0);
+    let countries = &html[html.find(r#"id="countries""#).unwrap()..];
+    assert_eq!(value_after(countries, r#"data-series="US""#), 3.0);
+    assert_eq!(value_after(countries, r#"data-series="Unknown""#), 2.0);
     s.assert_reads_projection_with(
         &bilten_analytics::dashboard::page_views_by_country(&filter),
         &filter.params(),
@@ -405,6 +406,58 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         value_after(campaigns_panel, r#"data-series="spring_sale""#),
         1.0
     );
+    // Entry pages, devices and the visits' totals: the Stats API's answer
+    // too, on org-a's page (other organizers have visits of events only).
+    let (_, html) = page(&s, Some(&cookie), "?organizer=org-a").await;
+    let entries = stats(json!({"site_id": "org-a", "date_range": range,
+                               "metrics": ["visits", "bounce_rate"], "dimensions": ["visit:entry_page"]}))
+    .await;
+    let rows = entries["results"].as_array().unwrap();
+    assert!(rows.len() >= 2, "{entries}");
+    let entry_panel = &html[html.find(r#"id="entry_pages""#).unwrap()..];
+    for r in rows {
+        let label = match r["dimensions"][0].as_str().unwrap() {
+            "" => "Unknown (no page view)",
+            page => page,
+        };
+        assert_eq!(
+            value_after(entry_panel, &format!(r#"data-series="{label}""#)),
+            r["metrics"][0].as_f64().unwrap(),
+            "{label}: {entries}"
+        );
+    }
+    let devices = stats(json!({"site_id": "org-a", "date_range": range,
+                               "metrics": ["visits"], "dimensions": ["visit:device"]}))
+    .await;
+    let device_panel = &html[html.find(r#"id="devices""#).unwrap()..];
+    for r in devices["results"].as_array().unwrap() {
+        let label = match r["dimensions"][0].as_str().unwrap() {
+            "" => "Unknown",
+            d => d,
+        };
+        assert_eq!(
+            value_after(device_panel, &format!(r#"data-series="{label}""#)),
+            r["metrics"][0].as_f64().unwrap(),
+            "{label}: {devices}"
+        );
+    }
+    let totals = stats(json!({"site_id": "org-a", "date_range": range,
+                              "metrics": ["visits", "bounce_rate", "visit_duration"]}))
+    .await;
+    assert!(
+        totals["results"][0]["metrics"][0].as_f64().unwrap() >= 2.0,
+        "{totals}"
+    );
+    for (i, kpi) in ["visits", "bounce_rate", "visit_duration"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(
+            value_after(&html, &format!(r#"data-kpi="{kpi}""#)),
+            totals["results"][0]["metrics"][i].as_f64().unwrap(),
+            "{kpi}: {totals}"
+        );
+    }
     // A long range is drawn per day, from the same views and projection.
     let from = (Utc::now() - Duration::days(90)).format("%Y-%m-%d");
     let (_, long) = page(&s, Some(&cookie), &format!("?from={from}")).await;

@@ -5,12 +5,14 @@
 //! substrings); `keep_empty = true` keeps events with no user agent (the
 //! default: server-side events often have none).
 
-use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Memo, Plugin, Verdict, export_plugin};
 
 struct Bots {
     parser: woothee::parser::Parser,
     extra: Vec<String>,
     keep_empty: bool,
+    /// Whether each user agent of the batch is a bot's, read once.
+    bot: Memo<bool>,
 }
 
 /// Tools and headless browsers woothee does not list as crawlers.
@@ -39,6 +41,7 @@ impl Plugin for Bots {
             parser: woothee::parser::Parser::new(),
             extra,
             keep_empty: config.bool_or("keep_empty", true)?,
+            bot: Memo::new(4096, 1024),
         })
     }
 
@@ -51,15 +54,17 @@ impl Plugin for Bots {
                 Verdict::Drop
             });
         }
-        let crawler = self
-            .parser
-            .parse(ua)
-            .is_some_and(|r| r.category == "crawler");
-        let lower = ua.to_lowercase();
-        if crawler || self.extra.iter().any(|s| lower.contains(s.as_str())) {
-            return Ok(Verdict::Drop);
-        }
-        Ok(Verdict::Keep)
+        let bot = self.bot.get(ua, |ua| {
+            let lower = ua.to_lowercase();
+            self.parser
+                .parse(ua)
+                .is_some_and(|r| r.category == "crawler")
+                || self.extra.iter().any(|s| lower.contains(s.as_str()))
+        });
+        Ok(match bot {
+            true => Verdict::Drop,
+            false => Verdict::Keep,
+        })
     }
 }
 

@@ -5,12 +5,15 @@
 //!
 //! Config: `overwrite = true` replaces values the client sent.
 
-use bilten_plugin_sdk::{Config, Error, EventRef, Plugin, Table, Verdict, export_plugin};
+use bilten_plugin_sdk::{Config, Error, EventRef, Memo, Plugin, Table, Verdict, export_plugin};
 use serde_json::Value;
 
 struct UserAgent {
     parser: woothee::parser::Parser,
     overwrite: bool,
+    /// Browser, OS and device type of each user agent of the batch, read
+    /// once (`None`: woothee knows it not).
+    read: Memo<Option<[String; 3]>>,
 }
 
 /// Woothee's categories, in the seed's words.
@@ -29,6 +32,7 @@ impl Plugin for UserAgent {
         Ok(UserAgent {
             parser: woothee::parser::Parser::new(),
             overwrite: config.bool_or("overwrite", false)?,
+            read: Memo::new(4096, 1024),
         })
     }
 
@@ -37,18 +41,19 @@ impl Plugin for UserAgent {
         if event.table != Table::Events || event.user_agent.is_empty() {
             return Ok(Verdict::Keep);
         }
-        let Some(ua) = self.parser.parse(event.user_agent) else {
+        let read = self.read.get(event.user_agent, |agent| {
+            let ua = self.parser.parse(agent)?;
+            Some([
+                ua.name.to_string(),
+                ua.os.to_string(),
+                device_type(ua.category, ua.os, agent).to_string(),
+            ])
+        });
+        let Some([browser, os, device]) = read else {
             return Ok(Verdict::Keep);
         };
         let mut properties = event.properties()?;
-        let found = [
-            ("browser", ua.name),
-            ("os", ua.os),
-            (
-                "device_type",
-                device_type(ua.category, ua.os, event.user_agent),
-            ),
-        ];
+        let found = [("browser", browser), ("os", os), ("device_type", device)];
         let mut changed = false;
         for (key, value) in found {
             if value == "UNKNOWN" || (!self.overwrite && properties.contains_key(key)) {

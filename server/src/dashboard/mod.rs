@@ -293,14 +293,21 @@ pub struct Figures {
     pub sources: Vec<((String, String), f64)>,
     /// Visits per campaign (`utm_campaign`), the most first.
     pub campaigns: Vec<(String, f64)>,
+    /// Visits, bounce rate (%) and average visit duration (s).
+    pub visit_totals: [f64; 3],
+    /// The entry pages with the most visits: page, visits, bounce rate (%).
+    pub entry_pages: Vec<(String, f64, f64)>,
+    /// Visits per device (`Desktop`, `Mobile`, …; '' not known).
+    pub devices: Vec<(String, f64)>,
 }
 
 /// Most sources and campaigns their panels list.
 pub const TOP_SOURCES: usize = 10;
 
-/// The Stats API's queries (`stats`) behind the sources and campaigns
-/// panels: the same figures an app reads from `/api/v2/query`.
-pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 2] {
+/// The Stats API's queries (`stats`) behind the visit panels: sources,
+/// campaigns, the visits' totals, entry pages and devices; the same
+/// figures an app reads from `/api/v2/query`.
+pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 5] {
     let range = serde_json::json!([filter.from.to_string(), filter.to.to_string()]);
     let page = serde_json::json!({"limit": TOP_SOURCES});
     [
@@ -309,14 +316,23 @@ pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 2] {
         serde_json::json!({"metrics": ["visits"], "date_range": range,
                            "dimensions": ["visit:utm_campaign"], "pagination": page,
                            "filters": [["is_not", "visit:utm_campaign", [""]]]}),
+        serde_json::json!({"metrics": ["visits", "bounce_rate", "visit_duration"],
+                           "date_range": range}),
+        serde_json::json!({"metrics": ["visits", "bounce_rate"], "date_range": range,
+                           "dimensions": ["visit:entry_page"], "pagination": page}),
+        serde_json::json!({"metrics": ["visits"], "date_range": range,
+                           "dimensions": ["visit:device"]}),
     ]
 }
+
+/// A visit panel's rows: their dimensions and metrics.
+type Answer = Vec<(Vec<String>, Vec<f64>)>;
 
 async fn visit_panel(
     storage: &dyn Storage,
     filter: &Filter,
     query: &serde_json::Value,
-) -> Result<Vec<(Vec<String>, f64)>, StorageError> {
+) -> Result<Answer, StorageError> {
     let plan = crate::stats::plan_for(query, filter.organizer.as_deref(), filter.to)
         .expect("the dashboard's queries, over at most 366 days, are valid");
     let answer = match crate::stats::run(storage, &plan).await {
@@ -335,9 +351,17 @@ async fn visit_panel(
                 .flatten()
                 .map(|d| d.as_str().unwrap_or("").to_string())
                 .collect();
-            (dims, num(&r["metrics"][0]))
+            let metrics = r["metrics"].as_array().into_iter().flatten().map(num);
+            (dims, metrics.collect())
         })
         .collect())
+}
+
+/// Each row's first dimension and first metric.
+fn firsts(rows: Answer) -> Vec<(String, f64)> {
+    rows.into_iter()
+        .map(|(mut d, m)| (d.swap_remove(0), m[0]))
+        .collect()
 }
 
 /// The funnel's steps, as `sql/0007_user_funnel.sql` orders them.
@@ -577,7 +601,7 @@ pub async fn figures(
     };
     // At once: the page waits for the slowest panel, not for their sum.
     let (by_country, by_plugin) = (page_views_by_country(filter), filtered_by_plugin(filter));
-    let [by_source, by_campaign] = visit_panels(filter);
+    let [by_source, by_campaign, totals, by_entry, by_device] = visit_panels(filter);
     let (
         (now, realtime),
         hourly,
@@ -591,6 +615,9 @@ pub async fn figures(
         countries,
         sources,
         campaigns,
+        visit_totals,
+        entry_pages,
+        devices,
     ) = tokio::try_join!(
         realtime(storage, filter),
         rows(storage, &hourly, &params),
@@ -604,6 +631,9 @@ pub async fn figures(
         rows(storage, &by_country, &params),
         visit_panel(storage, filter, &by_source),
         visit_panel(storage, filter, &by_campaign),
+        visit_panel(storage, filter, &totals),
+        visit_panel(storage, filter, &by_entry),
+        visit_panel(storage, filter, &by_device),
     )?;
     let distinct = |measure: &str, event_id: &str| {
         sketches
@@ -686,15 +716,21 @@ pub async fn figures(
             .collect(),
         sources: sources
             .into_iter()
-            .map(|(mut d, n)| {
+            .map(|(mut d, m)| {
                 let source = d.pop().unwrap_or_default();
-                ((d.pop().unwrap_or_default(), source), n)
+                ((d.pop().unwrap_or_default(), source), m[0])
             })
             .collect(),
-        campaigns: campaigns
+        campaigns: firsts(campaigns),
+        visit_totals: match visit_totals.first() {
+            Some((_, m)) => [m[0], m[1], m[2]],
+            None => [0.0; 3],
+        },
+        entry_pages: entry_pages
             .into_iter()
-            .map(|(mut d, n)| (d.pop().unwrap_or_default(), n))
+            .map(|(mut d, m)| (d.swap_remove(0), m[0], m[1]))
             .collect(),
+        devices: firsts(devices),
     })
 }
 

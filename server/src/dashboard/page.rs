@@ -222,6 +222,19 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             sum(|d| d.tickets),
             Unit::Count("tickets"),
         ),
+        ("visits", "Visits", f.visit_totals[0], Unit::Count("visits")),
+        (
+            "bounce_rate",
+            "Bounce rate",
+            f.visit_totals[1],
+            Unit::Percent,
+        ),
+        (
+            "visit_duration",
+            "Visit duration (average)",
+            f.visit_totals[2],
+            Unit::Seconds,
+        ),
     ];
 
     // The four charts side by side: one series each, over the filter's range.
@@ -387,6 +400,43 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         "No visits came from a campaign (utm_campaign) in this period.",
     );
 
+    let entry_bars: Vec<(String, f64, String)> = f
+        .entry_pages
+        .iter()
+        .map(|(page, n, bounce)| {
+            let page = match page.as_str() {
+                "" => "Unknown (no page view)".to_string(),
+                p => p.to_string(),
+            };
+            (page, *n, format!(" · {bounce:.0} % bounced"))
+        })
+        .collect();
+    let entry_pages = charts::category_bars(
+        "entry_pages",
+        "Entry pages: visits by their first page (the 10 with the most)",
+        Unit::Count("visits"),
+        &entry_bars,
+        "No visits in this period.",
+    );
+    let device_bars: Vec<(String, f64, String)> = f
+        .devices
+        .iter()
+        .map(|(device, n)| {
+            let name = match device.as_str() {
+                "" => "Unknown".to_string(),
+                d => d.to_string(),
+            };
+            (name, *n, String::new())
+        })
+        .collect();
+    let devices = charts::category_bars(
+        "devices",
+        "Devices: visits by the device's kind",
+        Unit::Count("visits"),
+        &device_bars,
+        "No visits in this period.",
+    );
+
     let admin = matches!(viewer, Viewer::Admin);
     let body = html! {
         // Filters: a GET form (no secret in it), organizer and dates.
@@ -425,6 +475,10 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         div.grid2 {
             (PreEscaped(sources))
             (PreEscaped(campaigns))
+        }
+        div.grid2 {
+            (PreEscaped(entry_pages))
+            (PreEscaped(devices))
         }
         (PreEscaped(countries))
         (PreEscaped(filtered))
@@ -608,6 +662,9 @@ mod tests {
             countries: vec![("DE".into(), 4.0), (String::new(), 1.0)],
             sources: vec![(("search".into(), "Google".into()), 3.0)],
             campaigns: vec![("spring_sale".into(), 2.0)],
+            visit_totals: [3.0, 33.3, 134.0],
+            entry_pages: vec![("/e/1".into(), 2.0, 50.0)],
+            devices: vec![("Mobile".into(), 2.0), ("".into(), 1.0)],
         };
         let escaped = "o&#39;&lt;b&gt;&amp;&quot;x";
         let pages = [
@@ -680,6 +737,9 @@ mod tests {
             countries: vec![],
             sources: vec![],
             campaigns: vec![],
+            visit_totals: [0.0; 3],
+            entry_pages: vec![],
+            devices: vec![],
         };
         let page = dashboard(&admin, &filter, &f);
         let tile = &page[page.find("data-kpi=\"revenue\"").unwrap()..];
