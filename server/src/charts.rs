@@ -323,19 +323,46 @@ pub fn category_bars(
     bars: &[(String, f64, String)],
     empty: &str,
 ) -> String {
+    bars_in(FULL, id, title, unit, bars, empty)
+}
+
+/// [`category_bars`] for half the page's width (two side by side): drawn
+/// at that width, so its text is not scaled down by half.
+pub fn half_category_bars(
+    id: &str,
+    title: &str,
+    unit: Unit,
+    bars: &[(String, f64, String)],
+    empty: &str,
+) -> String {
+    bars_in(HALF, id, title, unit, bars, empty)
+}
+
+fn bars_in(
+    width: f64,
+    id: &str,
+    title: &str,
+    unit: Unit,
+    bars: &[(String, f64, String)],
+    empty: &str,
+) -> String {
     let subtitle = format!(" · {}", unit_name(unit, ""));
     if bars.iter().all(|b| b.1 <= 0.0) {
         return empty_state(id, title, &subtitle, empty);
     }
-    let (row, label_w) = (28.0, 200.0);
+    // Room for the labels, and after the longest bar for its figure.
+    let (row, label_w, figure_w) = match width < FULL {
+        true => (28.0, 170.0, 170.0),
+        false => (28.0, 200.0, 360.0),
+    };
     let h = bars.len() as f64 * row + 8.0;
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max);
     let inner = html! {
-        svg.chart viewBox=(format!("0 0 {FULL} {h}")) role="img" aria-label=(title) {
+        svg.chart viewBox=(format!("0 0 {width} {h}")) role="img" aria-label=(title) {
             @for (i, (label, value, note)) in bars.iter().enumerate() {
                 @let y = 4.0 + i as f64 * row;
-                @let bw = (value / max * (FULL - label_w - 360.0)).max(if *value > 0.0 { 1.0 } else { 0.0 });
-                text.tick x=(c(label_w - 8.0)) y=(c(y + row * 0.6)) text-anchor="end" { (label) }
+                @let bw = (value / max * (width - label_w - figure_w)).max(if *value > 0.0 { 1.0 } else { 0.0 });
+                text.tick x=(c(label_w - 8.0)) y=(c(y + row * 0.6)) text-anchor="end" { (shortened(label, label_w)) }
                 rect.bar data-series=(label) data-v=(value) x=(label_w) y=(c(y)) width=(c(bw))
                     height=(c(row * 0.7)) fill="#3b6ea5" {
                     title { (label) ": " (format_value(*value, unit)) }
@@ -347,6 +374,22 @@ pub fn category_bars(
         }
     };
     figure(id, title, &subtitle, inner)
+}
+
+/// A label cut to what fits `width` pixels of tick text (a long page
+/// path), its end shown as `…`; the bar's tooltip keeps it whole.
+fn shortened(label: &str, width: f64) -> String {
+    let most = (width / 7.0) as usize;
+    match label.chars().count() > most {
+        true => format!(
+            "{}…",
+            label
+                .chars()
+                .take(most.saturating_sub(1))
+                .collect::<String>()
+        ),
+        false => label.to_string(),
+    }
 }
 
 /// The look the dashboard and the report share.

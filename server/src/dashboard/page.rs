@@ -380,7 +380,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (label, *n, String::new())
         })
         .collect();
-    let sources = charts::category_bars(
+    let sources = charts::half_category_bars(
         "sources",
         "Sources: visits by channel and source (the 10 with the most)",
         Unit::Count("visits"),
@@ -392,7 +392,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         .iter()
         .map(|(c, n)| (c.clone(), *n, String::new()))
         .collect();
-    let campaigns = charts::category_bars(
+    let campaigns = charts::half_category_bars(
         "campaigns",
         "Campaigns: visits by utm_campaign (the 10 with the most)",
         Unit::Count("visits"),
@@ -411,7 +411,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (page, *n, format!(" · {bounce:.0} % bounced"))
         })
         .collect();
-    let entry_pages = charts::category_bars(
+    let entry_pages = charts::half_category_bars(
         "entry_pages",
         "Entry pages: visits by their first page (the 10 with the most)",
         Unit::Count("visits"),
@@ -429,7 +429,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (name, *n, String::new())
         })
         .collect();
-    let devices = charts::category_bars(
+    let devices = charts::half_category_bars(
         "devices",
         "Devices: visits by the device's kind",
         Unit::Count("visits"),
