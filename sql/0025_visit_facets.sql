@@ -14,10 +14,11 @@ ALTER TABLE bilten_analytics.visits
 -- a day per value here, where `visits` holds a row per visit (an
 -- organizer's 675 000 a month took 46 ms). Summed with
 -- `sign` as visits are written, like `visits_daily`. `visitors` counts a
--- visit's visitor under each value a written row of it had: exact for the
--- entry page and the device columns, which a visit keeps; the Stats API
--- reads visitors by exit page from `visits` instead (a visit's exit page
--- moves with each page it sees).
+-- visit's visitor under each value a written row of it had: a visit keeps
+-- its entry page, channel and device once known, so it counts twice only
+-- when one was learnt after a write (a first row without a user agent, an
+-- event before the first page view); the Stats API reads visitors by exit
+-- page from `visits` instead (a visit's exit page moves with each page).
 CREATE TABLE IF NOT EXISTS bilten_analytics.visit_facets_daily
 (
     organizer_id String,
@@ -40,7 +41,9 @@ SETTINGS non_replicated_deduplication_window = 10000;
 
 -- The visits stored before this (once: a day already in the rollup is
 -- skipped, so a second run of this file adds nothing), summed as the view
--- below sums what is written after.
+-- below sums what is written after. Visits written between this and the
+-- view's creation are not summed: with several servers on one ClickHouse,
+-- stop them all before migrating, as for 0024.
 INSERT INTO bilten_analytics.visit_facets_daily
 SELECT
     organizer_id, date, facet, channel, value,

@@ -286,6 +286,18 @@ async fn run(
 ) -> anyhow::Result<()> {
     // Rows stored before this are of earlier runs (`visits::recover`).
     let started = chrono::Utc::now();
+    // Before anything is inserted: a database a restore set aside must not
+    // feed the live one (`ops::backups::quiet_set_aside`).
+    match ops::backups::quiet_set_aside(&*storage).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            views = n,
+            "views of databases set aside by a restore dropped"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "the views of databases set aside by a restore could not be dropped")
+        }
+    }
     if config.migrate_on_start {
         let applied = ops::migrations::apply(&*storage).await?;
         if !applied.is_empty() {

@@ -296,7 +296,7 @@ fn visits_sql(one: bool, last: bool) -> String {
         "SELECT sign, visitor, started, pageviews, events, \
          toFloat64(dateDiff('millisecond', started, ended)) / 1000 AS duration_s, \
          entry_page, exit_page, channel, source, utm_source, utm_medium, utm_campaign, \
-         utm_content, utm_term, country \
+         utm_content, utm_term, country, device, browser, os \
          FROM {DATABASE}.visits{last} \
          WHERE {organizer}date BETWEEN {{from:Date}} AND {{to:Date}}"
     )

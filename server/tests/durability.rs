@@ -15,12 +15,18 @@ use common::{TestServer, as_u64};
 use serde_json::{Value, json};
 
 /// A request of `n` events, each with its own id, as a client would build it.
+/// A phone's and a desktop's: visits' devices are read from them.
+const AGENTS: [&str; 2] = [
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.1 Mobile/15E148 Safari/604.1",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36",
+];
+
 fn request(n: usize, tag: usize) -> (Vec<String>, Value) {
     let ids: Vec<String> = (0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect();
     let events = ids
         .iter()
         .enumerate()
-        .map(|(i, id)| json!({"id": id, "event_type": "purchase", "event_id": "evt-1", "organizer_id": format!("org-{}", tag % 3), "user_id": format!("u{tag}-{i}")}))
+        .map(|(i, id)| json!({"id": id, "event_type": "purchase", "event_id": "evt-1", "organizer_id": format!("org-{}", tag % 3), "user_id": format!("u{tag}-{i}"), "user_agent": AGENTS[i % 2]}))
         .collect();
     (ids, Value::Array(events))
 }
@@ -206,6 +212,20 @@ async fn crash_and_recover_on(
         (rows, 0),
         "each visit counts its events once: {last}"
     );
+    // The rollup by device nets to what the visits say, recovery's rows
+    // and their cancels included.
+    let facets = server
+        .query(
+            "SELECT count() AS wrong FROM \
+               (SELECT value, sum(visits) AS n FROM bilten_analytics.visit_facets_daily \
+                WHERE facet = 'device' GROUP BY value) AS f \
+             FULL OUTER JOIN \
+               (SELECT toString(device) AS value, sum(sign) AS n FROM bilten_analytics.visits \
+                GROUP BY value) AS v ON f.value = v.value \
+             WHERE f.n != v.n",
+        )
+        .await;
+    assert_eq!(as_u64(&facets["data"][0]["wrong"]), 0, "{facets}");
 }
 
 #[tokio::test]

@@ -710,6 +710,34 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["results"], want, "{dimension}: {body}");
     }
+    // What no rollup knows reads `visits`, a row per visit: the device
+    // columns with the country, with the hour, and visitors by exit page.
+    for (q, want) in [
+        (
+            json!({"dimensions": ["visit:os"], "filters": [["is_not", "visit:country", ["ZZ"]]]}),
+            json!([{"dimensions": ["Windows"], "metrics": [1, 1]},
+                   {"dimensions": ["iOS"], "metrics": [1, 1]}]),
+        ),
+        (
+            json!({"dimensions": ["visit:exit_page"], "filters": [["is", "visit:device", ["Mobile"]]]}),
+            json!([{"dimensions": ["/e/1"], "metrics": [1, 1]}]),
+        ),
+    ] {
+        let mut q = q;
+        q["site_id"] = json!("org-a");
+        q["date_range"] = json!("7d");
+        q["metrics"] = json!(["visits", "visitors"]);
+        let (status, body) = stats(q.clone()).await;
+        assert_eq!(status, 200, "{q}: {body}");
+        assert_eq!(body["results"], want, "{q}: {body}");
+    }
+    let (status, body) = stats(json!({
+        "site_id": "org-a", "date_range": "7d", "metrics": ["visits"],
+        "dimensions": ["visit:device", "time:hour"]
+    }))
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"].as_array().unwrap().len(), 2, "{body}");
     // Every day of the range is named, those without visits too.
     let (status, body) = stats(json!({
         "site_id": "org-a", "date_range": "7d", "metrics": ["visits"],

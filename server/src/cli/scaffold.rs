@@ -14,6 +14,7 @@ const README: &str = include_str!("../../../sdk/templates/README.md");
 const RUST_SDK_MANIFEST: &str = include_str!("../../../sdk/Cargo.toml");
 const RUST_SDK: &str = include_str!("../../../sdk/src/lib.rs");
 const RUST_SDK_EVENT: &str = include_str!("../../../sdk/src/event.rs");
+const RUST_SDK_MEMO: &str = include_str!("../../../sdk/src/memo.rs");
 const RUST_LIB: &str = include_str!("../../../sdk/templates/rust/src/lib.rs");
 const JS_SDK: &str = include_str!("../../../sdk/js/bilten-plugin.js");
 const JS_SDK_TYPES: &str = include_str!("../../../sdk/js/bilten-plugin.d.ts");
@@ -106,6 +107,7 @@ pub fn new_project(name: &str, lang: Lang, parent: &Path) -> Result<PathBuf, Sca
             files.push(("bilten-plugin-sdk/Cargo.toml", sdk_manifest()));
             files.push(("bilten-plugin-sdk/src/lib.rs", RUST_SDK.into()));
             files.push(("bilten-plugin-sdk/src/event.rs", RUST_SDK_EVENT.into()));
+            files.push(("bilten-plugin-sdk/src/memo.rs", RUST_SDK_MEMO.into()));
             files.push(("bilten-plugin-sdk/wit/plugin.wit", WIT.into()));
         }
         Lang::Js => {

@@ -380,8 +380,45 @@ pub async fn create(
     Ok(backup)
 }
 
+/// Stops the materialized views of databases a restore set aside (or a
+/// failed one left) from feeding the live database, and says how many
+/// went. A view keeps the names it was made with: once the engine starts
+/// again it reads the live tables of those names and writes into the live
+/// aggregates, so every row would count twice there (and an aggregate the
+/// live database lacks fails every insert). Only the views go; their
+/// tables keep their rows, and a database renamed back is made whole by
+/// the migrations at the next start.
+pub async fn quiet_set_aside(storage: &dyn Storage) -> Result<usize, StorageError> {
+    let (aside, failed) = (
+        format!("{DATABASE}{ASIDE_INFIX}"),
+        format!("{DATABASE}{FAILED_INFIX}"),
+    );
+    let views = query_text_with(
+        storage,
+        "SELECT database, name FROM system.tables WHERE engine = 'MaterializedView' \
+         AND (startsWith(database, {aside:String}) OR startsWith(database, {failed:String}))",
+        &[("aside", &aside), ("failed", &failed)],
+    )
+    .await?;
+    let mut dropped = 0;
+    for line in views.lines() {
+        // Names the engine gave; DDL takes no parameters.
+        let Some((db, name)) = line.split_once('\t') else {
+            continue;
+        };
+        if plain_identifier(db) && plain_identifier(name) {
+            storage
+                .execute(&format!("DROP VIEW IF EXISTS {db}.{name}"))
+                .await?;
+            dropped += 1;
+        }
+    }
+    Ok(dropped)
+}
+
 /// Restores a backup into `database`. Into the live database, the current
-/// one is first renamed aside (`<db>_before_restore_<time>`), never dropped.
+/// one is first renamed aside (`<db>_before_restore_<time>`), never dropped
+/// (its materialized views are: [`quiet_set_aside`]).
 pub async fn restore(
     storage: &dyn Storage,
     at: &Location,
@@ -436,11 +473,24 @@ pub async fn restore(
             let _ = storage
                 .execute(&format!("RENAME DATABASE {aside} TO {DATABASE}"))
                 .await;
+            quiet(storage).await;
         }
         return Err(e.into());
     }
+    if set_aside.is_some() {
+        quiet(storage).await;
+    }
     tracing::info!(id, database, "backup restored");
     Ok(serde_json::json!({ "restored": id, "database": database, "previous_database": set_aside }))
+}
+
+/// [`quiet_set_aside`], where a failure only warns: a restore that worked
+/// is not undone for it (a backend whose user may not drop those views
+/// leaves them, and says so).
+async fn quiet(storage: &dyn Storage) {
+    if let Err(e) = quiet_set_aside(storage).await {
+        tracing::warn!(error = %e, "the views of a database set aside by a restore could not be dropped; they feed the live aggregates after a restart");
+    }
 }
 
 /// Restores into a scratch database and compares each checked table's rows

@@ -170,13 +170,15 @@ pub async fn lost(
                    device, browser, os, version";
     // What the engine keeps of a visit (its live row, and any cancel left
     // alone) is cancelled row for row: its rows then sum to nothing.
+    // `summed`: a row of the figures summed again (not a cancel, whatever
+    // its sign: a lone cancel's is +1), whose device is read below.
     let sql = format!(
         "SELECT * FROM ( \
-           SELECT {columns} FROM ( \
+           SELECT {columns}, false AS summed FROM ( \
              SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
              WHERE visit_id GLOBAL IN ({differing})) \
            UNION ALL \
-           SELECT {columns} FROM ({rows}) WHERE visit_id GLOBAL IN ({differing})) \
+           SELECT {columns}, true FROM ({rows}) WHERE visit_id GLOBAL IN ({differing})) \
          ORDER BY visit_id, sign"
     );
     let out = storage
@@ -188,13 +190,15 @@ pub async fn lost(
 
 /// The rows summed again read their device from their user agent, as the
 /// server reads a visit's when it writes it (no SQL reads one as woothee
-/// does); a cancel keeps what the row it cancels had.
+/// does); a cancel keeps what the row it cancels had, so that the two sum
+/// to nothing in every rollup.
 fn with_devices(lines: &[u8]) -> Result<Bytes, StorageError> {
     let mut out = Vec::with_capacity(lines.len() + lines.len() / 8);
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
             .map_err(|e| StorageError::transient(format!("a visit read back: {e}")))?;
-        if row.get("sign").and_then(|s| s.as_i64()) == Some(1) {
+        let summed = row.remove("summed").and_then(|s| s.as_bool()) == Some(true);
+        if summed {
             let agent = row.get("user_agent").and_then(|a| a.as_str()).unwrap_or("");
             let d = super::device::read(agent);
             row.insert("device".into(), d.kind.into());

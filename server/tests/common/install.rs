@@ -192,6 +192,13 @@ pub fn migrated_copy(data_dir: &Path) {
         .unwrap();
     let template = scratch(&format!("migrated-{}-{}", built.as_nanos(), meta.len()));
     once(&template, |dir| {
+        // Earlier builds' templates are never used again.
+        for old in std::fs::read_dir(scratch("")).unwrap().flatten() {
+            let name = old.file_name().to_string_lossy().into_owned();
+            if name.starts_with("migrated-") && old.path() != dir && !name.ends_with(".lock") {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
         run(Command::new(bin)
             .arg("migrate")
             .env("BILTEN_STORAGE__EMBEDDED__DATA_DIR", dir.join("data"))
