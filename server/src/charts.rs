@@ -315,30 +315,9 @@ pub fn time_ticks(from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<(DateTime<Utc>,
 
 /// Horizontal bars, one per category, each with its value written out:
 /// storage by table, the steps of a funnel. `note` is written after each
-/// value (a conversion rate, say).
+/// value (a conversion rate, say). Drawn `width` wide ([`FULL`], or
+/// [`HALF`] for two side by side), so the text is never scaled down.
 pub fn category_bars(
-    id: &str,
-    title: &str,
-    unit: Unit,
-    bars: &[(String, f64, String)],
-    empty: &str,
-) -> String {
-    bars_in(FULL, id, title, unit, bars, empty)
-}
-
-/// [`category_bars`] for half the page's width (two side by side): drawn
-/// at that width, so its text is not scaled down by half.
-pub fn half_category_bars(
-    id: &str,
-    title: &str,
-    unit: Unit,
-    bars: &[(String, f64, String)],
-    empty: &str,
-) -> String {
-    bars_in(HALF, id, title, unit, bars, empty)
-}
-
-fn bars_in(
     width: f64,
     id: &str,
     title: &str,
@@ -459,7 +438,7 @@ mod tests {
     #[test]
     fn names_are_escaped_in_the_svg() {
         let bars = [("<b>x</b> & \"y\"".to_string(), 3.0, " · <i>".to_string())];
-        let svg = category_bars("c", "T <t>", Unit::Count("n"), &bars, "none");
+        let svg = category_bars(FULL, "c", "T <t>", Unit::Count("n"), &bars, "none");
         assert!(
             !svg.contains("<b>") && !svg.contains("<i>") && !svg.contains("<t>"),
             "{svg}"

@@ -328,6 +328,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         })
         .collect();
     let funnel = charts::category_bars(
+        charts::FULL,
         "funnel",
         "Purchase funnel: users reaching each step",
         Unit::Count("users"),
@@ -343,6 +344,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         .map(|(plugin, n)| (plugin.clone(), *n, String::new()))
         .collect();
     let filtered = charts::category_bars(
+        charts::FULL,
         "filtered",
         "Filtered out: events dropped by plugins",
         Unit::Count("events"),
@@ -362,6 +364,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         })
         .collect();
     let countries = charts::category_bars(
+        charts::FULL,
         "countries",
         "Countries: page views (the 10 with the most)",
         Unit::Count("page views"),
@@ -380,7 +383,8 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (label, *n, String::new())
         })
         .collect();
-    let sources = charts::half_category_bars(
+    let sources = charts::category_bars(
+        charts::HALF,
         "sources",
         "Sources: visits by channel and source (the 10 with the most)",
         Unit::Count("visits"),
@@ -392,7 +396,8 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         .iter()
         .map(|(c, n)| (c.clone(), *n, String::new()))
         .collect();
-    let campaigns = charts::half_category_bars(
+    let campaigns = charts::category_bars(
+        charts::HALF,
         "campaigns",
         "Campaigns: visits by utm_campaign (the 10 with the most)",
         Unit::Count("visits"),
@@ -411,7 +416,8 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (page, *n, format!(" · {bounce:.0} % bounced"))
         })
         .collect();
-    let entry_pages = charts::half_category_bars(
+    let entry_pages = charts::category_bars(
+        charts::HALF,
         "entry_pages",
         "Entry pages: visits by their first page (the 10 with the most)",
         Unit::Count("visits"),
@@ -429,7 +435,8 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
             (name, *n, String::new())
         })
         .collect();
-    let devices = charts::half_category_bars(
+    let devices = charts::category_bars(
+        charts::HALF,
         "devices",
         "Devices: visits by the device's kind",
         Unit::Count("visits"),

@@ -275,6 +275,7 @@ pub fn report_html(report: &Value) -> String {
         })
         .collect();
     let storage = charts::category_bars(
+        charts::FULL,
         "storage",
         "Storage by table and tier, on disk",
         Unit::Bytes,
@@ -297,6 +298,7 @@ pub fn report_html(report: &Value) -> String {
                 })
                 .collect();
             charts::category_bars(
+                charts::FULL,
                 "slow",
                 &format!(
                     "Queries slower than {}, the last day",

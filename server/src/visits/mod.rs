@@ -382,26 +382,14 @@ impl Visits {
             channel: crate::sources::DIRECT,
             ..Sources::default()
         };
-        let first_cols = [
-            h.first_channel.take(),
-            h.first_source.take(),
-            h.first_utm_medium.take(),
-            h.first_utm_source.take(),
-            h.first_utm_campaign.take(),
-            h.first_utm_content.take(),
-            h.first_utm_term.take(),
-        ];
-        fill(first.as_deref().unwrap_or(&direct), first_cols);
-        let last_cols = [
-            h.last_channel.take(),
-            h.last_source.take(),
-            h.last_utm_medium.take(),
-            h.last_utm_source.take(),
-            h.last_utm_campaign.take(),
-            h.last_utm_content.take(),
-            h.last_utm_term.take(),
-        ];
-        fill(last.as_deref().unwrap_or(&direct), last_cols);
+        fill(
+            first.as_deref().unwrap_or(&direct),
+            origin_columns(&mut h, Origin::First),
+        );
+        fill(
+            last.as_deref().unwrap_or(&direct),
+            origin_columns(&mut h, Origin::Last),
+        );
     }
 
     /// Forgets visits untouched for longer than the timeout.
@@ -579,18 +567,53 @@ fn write(h: &mut Host<'_>, id: Uuid, sources: Option<&Sources>) {
         *v = id;
     }
     if let Some(s) = sources {
-        fill(
-            s,
-            [
-                h.channel.as_deref_mut(),
-                h.source.as_deref_mut(),
-                h.utm_medium.as_deref_mut(),
-                h.utm_source.as_deref_mut(),
-                h.utm_campaign.as_deref_mut(),
-                h.utm_content.as_deref_mut(),
-                h.utm_term.as_deref_mut(),
-            ],
-        );
+        fill(s, origin_columns(h, Origin::Visit));
+    }
+}
+
+/// Which origin of a row: its visit's, or (a sale's) its buyer's first or
+/// last touch.
+#[derive(Clone, Copy)]
+pub(crate) enum Origin {
+    Visit,
+    First,
+    Last,
+}
+
+/// A row's columns of one origin, in [`fill`]'s order: channel, source,
+/// then the five `utm_*`. The one place that groups them.
+pub(crate) fn origin_columns<'r>(
+    h: &'r mut Host<'_>,
+    which: Origin,
+) -> [Option<&'r mut String>; 7] {
+    match which {
+        Origin::Visit => [
+            h.channel.as_deref_mut(),
+            h.source.as_deref_mut(),
+            h.utm_medium.as_deref_mut(),
+            h.utm_source.as_deref_mut(),
+            h.utm_campaign.as_deref_mut(),
+            h.utm_content.as_deref_mut(),
+            h.utm_term.as_deref_mut(),
+        ],
+        Origin::First => [
+            h.first_channel.as_deref_mut(),
+            h.first_source.as_deref_mut(),
+            h.first_utm_medium.as_deref_mut(),
+            h.first_utm_source.as_deref_mut(),
+            h.first_utm_campaign.as_deref_mut(),
+            h.first_utm_content.as_deref_mut(),
+            h.first_utm_term.as_deref_mut(),
+        ],
+        Origin::Last => [
+            h.last_channel.as_deref_mut(),
+            h.last_source.as_deref_mut(),
+            h.last_utm_medium.as_deref_mut(),
+            h.last_utm_source.as_deref_mut(),
+            h.last_utm_campaign.as_deref_mut(),
+            h.last_utm_content.as_deref_mut(),
+            h.last_utm_term.as_deref_mut(),
+        ],
     }
 }
 

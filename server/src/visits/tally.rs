@@ -59,7 +59,7 @@ impl Figures {
 
     /// Adds a stored page view's (`page`) or event's row of `visit`.
     /// Allocates only what it keeps: this runs for every row.
-    fn add(&mut self, h: &crate::ingest::Host<'_>, page: bool, seen_ms: u64, visit: Uuid) {
+    fn add(&mut self, h: &mut crate::ingest::Host<'_>, page: bool, seen_ms: u64, visit: Uuid) {
         let ts = h.timestamp_ms;
         self.engaged_ms += seen_ms;
         self.started_ms = self.started_ms.min(ts);
@@ -99,17 +99,9 @@ impl Figures {
             h.user_id.clone_into(&mut self.user_id);
         }
         if self.origin[0].is_empty() && h.channel.as_deref().is_some_and(|c| !c.is_empty()) {
-            let origin = [
-                &h.channel,
-                &h.source,
-                &h.utm_medium,
-                &h.utm_source,
-                &h.utm_campaign,
-                &h.utm_content,
-                &h.utm_term,
-            ];
+            let origin = super::origin_columns(h, super::Origin::Visit);
             for (to, from) in self.origin.iter_mut().zip(origin) {
-                from.as_deref().map_or("", |s| s.as_str()).clone_into(to);
+                from.map_or("", |s| s.as_str()).clone_into(to);
             }
         }
     }
@@ -239,7 +231,7 @@ pub(crate) fn count<'a>(rows: impl Iterator<Item = &'a mut Row>) -> Counted {
             Row::PageView(r) => (true, r.duration_ms),
             _ => (false, 0),
         };
-        let Some(h) = row.host() else { continue };
+        let Some(mut h) = row.host() else { continue };
         let Some(visit) = h.visit_id.as_deref().copied() else {
             continue;
         };
@@ -249,7 +241,7 @@ pub(crate) fn count<'a>(rows: impl Iterator<Item = &'a mut Row>) -> Counted {
         batch
             .entry(visit)
             .or_insert_with(|| Figures::empty(Arc::from(h.organizer_id), h.timestamp_ms))
-            .add(&h, page, seen_ms, visit);
+            .add(&mut h, page, seen_ms, visit);
     }
     Counted(batch)
 }
