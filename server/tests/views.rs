@@ -229,6 +229,8 @@ async fn a_generated_dataset_end_to_end() {
         )
         .await;
     assert!(as_u64(&browsers[0]["n"]) >= 2, "{browsers:?}");
+    // Every visitor here sent a user agent woothee knows.
+    assert_eq!(as_u64(&browsers[0]["unread"]), 0, "{browsers:?}");
 
     // Sales in several currencies, so the views' revenue per currency
     // above is a real check, not a single-currency sum.
