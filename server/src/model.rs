@@ -136,6 +136,7 @@ pub const AGED_TABLES: &[(&str, &str)] = &[
     ("visits", "toDateTime(date)"),
     ("visits_daily", "toDateTime(date)"),
     ("visit_facets_daily", "toDateTime(date)"),
+    ("pages_daily", "toDateTime(date)"),
     // No longer written (0024); what it held still ages.
     ("sessions", "toDateTime(date)"),
     ("attribution_daily", "toDateTime(date)"),

@@ -21,8 +21,14 @@
 //! `contains`, `contains_not`, `matches`, `matches_not`, `and`, `or`,
 //! `not`), `order_by`, `pagination`, `include.total_rows` and
 //! `include.time_labels`. Named by
-//! Plausible but not answered yet (refused by name): `conversion_rate`,
-//! `event:page`, `event:name`, …
+//! Plausible but not answered yet (refused by name): `event:goal`,
+//! `event:props:…`, `time_on_page`, …
+//!
+//! A query that names `event:page` or `event:name` is answered from
+//! `pages_daily` (0026) alone: page views by page, events by name, per day
+//! and channel; its metrics are visitors, visits, pageviews and events, and
+//! with `event:name`, `conversion_rate`: the share of the visitors who
+//! sent the event, of all those with the same other dimensions.
 //!
 //! Rollups answer most queries in a few rows a day: `visits_daily` those
 //! whose dimensions and filters are the origin, the country and days;
@@ -70,13 +76,24 @@ enum Table {
     Visits,
     /// `attribution_daily`, its 'last' model.
     Sales,
+    /// `pages_daily` (0026): page views by page (`event:page`) or events by
+    /// name (`event:name`), for the queries that name either.
+    Pages,
 }
 
 /// A metric: its name, its aggregate, its expression there, and for a
 /// visit metric its expression in `visits_daily` (0024), a visit's rows
 /// summed per day, organizer, origin and country: what most queries ask,
 /// read from a few rows a day instead of one per visit ([`daily_column`]).
-type Metric = (&'static str, Table, &'static str, Option<&'static str>);
+/// Its expression in `pages_daily`, last, when it answers `event:page` and
+/// `event:name` queries ([`Table::Pages`]).
+type Metric = (
+    &'static str,
+    Table,
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 /// Visit metrics weigh each row of `visits` by its `sign`: a visit written
 /// again cancels its earlier row (`sql/0024_visits_written.sql`).
 const METRICS: &[Metric] = &[
@@ -88,17 +105,20 @@ const METRICS: &[Metric] = &[
         Table::Visits,
         "toFloat64(uniqCombined(12)(visitor))",
         Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
+        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
     ),
     (
         "visits",
         Table::Visits,
         "toFloat64(sum(sign))",
         Some("toFloat64(sum(visits))"),
+        Some("toFloat64(uniqCombinedMerge(12)(visits))"),
     ),
     (
         "pageviews",
         Table::Visits,
         "toFloat64(sum(sign * pageviews))",
+        Some("toFloat64(sum(pageviews))"),
         Some("toFloat64(sum(pageviews))"),
     ),
     (
@@ -106,31 +126,51 @@ const METRICS: &[Metric] = &[
         Table::Visits,
         "round(sum(sign * pageviews) / greatest(sum(sign), 1), 2)",
         Some("round(sum(pageviews) / greatest(sum(visits), 1), 2)"),
+        None,
     ),
     (
         "bounce_rate",
         Table::Visits,
         "round(100 * sum(sign * (pageviews <= 1)) / greatest(sum(sign), 1))",
         Some("round(100 * sum(bounces) / greatest(sum(visits), 1))"),
+        None,
     ),
     (
         "visit_duration",
         Table::Visits,
         "round(sum(sign * duration_s) / greatest(sum(sign), 1))",
         Some("round(sum(duration_ms) / 1000 / greatest(sum(visits), 1))"),
+        None,
     ),
     (
         "events",
         Table::Visits,
         "toFloat64(sum(sign * (pageviews + events)))",
         Some("toFloat64(sum(pageviews) + sum(events))"),
+        Some("toFloat64(sum(events))"),
     ),
-    ("tickets", Table::Sales, "toFloat64(sum(tickets))", None),
-    ("orders", Table::Sales, "toFloat64(sum(orders))", None),
+    // Who sent the event, of everyone in the range: the share is taken in
+    // `plan_for`, against the visitors of the same other dimensions.
+    (
+        "conversion_rate",
+        Table::Pages,
+        "",
+        None,
+        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
+    ),
+    (
+        "tickets",
+        Table::Sales,
+        "toFloat64(sum(tickets))",
+        None,
+        None,
+    ),
+    ("orders", Table::Sales, "toFloat64(sum(orders))", None, None),
     (
         "revenue",
         Table::Sales,
         "sumMap(map(currency, revenue))",
+        None,
         None,
     ),
     (
@@ -138,6 +178,7 @@ const METRICS: &[Metric] = &[
         Table::Sales,
         "mapApply((k, v) -> (k, round(toFloat64(v) / sumMap(map(currency, orders))[k], 2)), \
          sumMap(map(currency, revenue)))",
+        None,
         None,
     ),
 ];
@@ -147,7 +188,6 @@ const PER_CURRENCY: &[&str] = &["revenue", "average_order_value"];
 
 /// Named by Plausible, but not answered yet.
 const NOT_YET: &[&str] = &[
-    "conversion_rate",
     "group_conversion_rate",
     "percentage",
     "time_on_page",
@@ -155,54 +195,83 @@ const NOT_YET: &[&str] = &[
     "exit_rate",
 ];
 
-/// A dimension: its name and its expression in each aggregate (`None`:
-/// that aggregate does not know it).
-const DIMENSIONS: &[(&str, Option<&str>, Option<&str>)] = &[
-    ("visit:source", Some("source"), Some("source")),
-    ("visit:channel", Some("channel"), Some("channel")),
-    ("visit:utm_source", Some("utm_source"), Some("utm_source")),
-    ("visit:utm_medium", Some("utm_medium"), Some("utm_medium")),
+/// A dimension: its name and its expression in each aggregate, `visits`,
+/// `attribution_daily` and `pages_daily` (`None`: that aggregate does not
+/// know it).
+const DIMENSIONS: &[Dimension] = &[
+    ("visit:source", Some("source"), Some("source"), None),
+    (
+        "visit:channel",
+        Some("channel"),
+        Some("channel"),
+        Some("channel"),
+    ),
+    (
+        "visit:utm_source",
+        Some("utm_source"),
+        Some("utm_source"),
+        None,
+    ),
+    (
+        "visit:utm_medium",
+        Some("utm_medium"),
+        Some("utm_medium"),
+        None,
+    ),
     (
         "visit:utm_campaign",
         Some("utm_campaign"),
         Some("utm_campaign"),
+        None,
     ),
     (
         "visit:utm_content",
         Some("utm_content"),
         Some("utm_content"),
+        None,
     ),
-    ("visit:utm_term", Some("utm_term"), Some("utm_term")),
-    ("visit:country", Some("country"), None),
-    ("visit:entry_page", Some("entry_page"), None),
-    ("visit:exit_page", Some("exit_page"), None),
-    ("visit:device", Some("device"), None),
-    ("visit:browser", Some("browser"), None),
-    ("visit:os", Some("os"), None),
-    ("time:hour", Some("toString(toStartOfHour(started))"), None),
+    ("visit:utm_term", Some("utm_term"), Some("utm_term"), None),
+    ("visit:country", Some("country"), None, None),
+    ("visit:entry_page", Some("entry_page"), None, None),
+    ("visit:exit_page", Some("exit_page"), None, None),
+    ("visit:device", Some("device"), None, None),
+    ("visit:browser", Some("browser"), None, None),
+    ("visit:os", Some("os"), None, None),
+    (
+        "time:hour",
+        Some("toString(toStartOfHour(started))"),
+        None,
+        None,
+    ),
     (
         "time:day",
         Some("toString(toDate(started))"),
+        Some("toString(date)"),
         Some("toString(date)"),
     ),
     (
         "time:week",
         Some("toString(toMonday(started))"),
         Some("toString(toMonday(date))"),
+        Some("toString(toMonday(date))"),
     ),
     (
         "time:month",
         Some("toString(toStartOfMonth(started))"),
         Some("toString(toStartOfMonth(date))"),
+        Some("toString(toStartOfMonth(date))"),
     ),
-    ("currency", None, Some("currency")),
-    ("event:event_id", None, Some("event_id")),
+    ("currency", None, Some("currency"), None),
+    ("event:event_id", None, Some("event_id"), None),
+    ("event:page", None, None, Some("value")),
+    ("event:name", None, None, Some("value")),
 ];
 
 fn expression(dim: &Dimension, table: Table) -> Option<&'static str> {
     match table {
         Table::Visits => dim.1,
         Table::Sales => dim.2,
+        Table::Pages => dim.3,
     }
 }
 
@@ -275,7 +344,12 @@ fn rollup(dims: &[&Dimension], filters: &[Cond], last: bool) -> Rollup {
         .unwrap_or(Rollup::No)
 }
 
-type Dimension = (&'static str, Option<&'static str>, Option<&'static str>);
+type Dimension = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
 
 /// The rows of the visits (of the organizer, when `one`) that started in
 /// the range: with `last`, only each visit's latest (the engine collapses
@@ -369,10 +443,34 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         }
         chosen.push(metric(m)?);
     }
-    let tables: Vec<Table> = [Table::Visits, Table::Sales]
-        .into_iter()
-        .filter(|t| chosen.iter().any(|m| m.1 == *t))
-        .collect();
+    let kind = pages_kind(q)?;
+    let tables: Vec<Table> = match kind {
+        Some(_) => {
+            if let Some(m) = chosen.iter().find(|m| m.4.is_none()) {
+                return invalid(format!(
+                    "metrics: {} does not apply to event:page or event:name, which answer {PAGE_METRICS}",
+                    m.0
+                ));
+            }
+            vec![Table::Pages]
+        }
+        None => {
+            if chosen.iter().any(|m| m.1 == Table::Pages) {
+                return invalid(
+                    "metrics: conversion_rate needs event:name as a dimension or a filter: \
+                     it is the share of visitors who sent that event",
+                );
+            }
+            [Table::Visits, Table::Sales]
+                .into_iter()
+                .filter(|t| chosen.iter().any(|m| m.1 == *t))
+                .collect()
+        }
+    };
+    let conversion = chosen.iter().position(|m| m.0 == "conversion_rate");
+    if conversion.is_some() && kind == Some("page") {
+        return invalid("metrics: conversion_rate applies to event:name, not event:page");
+    }
     let dimensions = match q.get("dimensions") {
         None => Vec::new(),
         v => strings(v, "dimensions")?,
@@ -421,7 +519,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     let sub = |table: Table| {
         let rollup = match table {
             Table::Visits => rollup,
-            Table::Sales => Rollup::No,
+            Table::Sales | Table::Pages => Rollup::No,
         };
         let daily = rollup != Rollup::No;
         let select: Vec<String> = dims
@@ -432,13 +530,17 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                 chosen
                     .iter()
                     .enumerate()
-                    .filter(|(_, m)| m.1 == table)
+                    .filter(|(_, m)| table == Table::Pages || m.1 == table)
                     .map(|(i, m)| {
-                        let expr = match daily {
-                            true => m.3.expect("every visit metric has its daily form"),
-                            false => m.2,
+                        let expr = match (table, daily) {
+                            (Table::Pages, _) => m.4.expect("checked"),
+                            (_, true) => m.3.expect("every visit metric has its daily form"),
+                            (_, false) => m.2,
                         };
-                        format!("{expr} AS m{i}")
+                        match Some(i) == conversion {
+                            true => format!("{expr} AS converted"),
+                            false => format!("{expr} AS m{i}"),
+                        }
                     }),
             )
             .collect();
@@ -460,6 +562,20 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                 format!("{DATABASE}.{from}")
             }
             Table::Visits => format!("({})", visits_sql(site.is_some(), last)),
+            Table::Pages => {
+                // A name of ours, never the client's.
+                conds.insert(
+                    0,
+                    format!(
+                        "kind = '{}' AND date BETWEEN {{from:Date}} AND {{to:Date}}",
+                        kind.expect("a pages query")
+                    ),
+                );
+                if site.is_some() {
+                    conds.insert(0, "organizer_id = {organizer:String}".into());
+                }
+                format!("{DATABASE}.pages_daily")
+            }
             Table::Sales => {
                 conds.insert(
                     0,
@@ -485,7 +601,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
             (false, Table::Visits) => {
                 format!(" GROUP BY {} HAVING sum(sign) > 0", dim_names.join(", "))
             }
-            (false, Table::Sales) => format!(" GROUP BY {}", dim_names.join(", ")),
+            (false, Table::Sales | Table::Pages) => format!(" GROUP BY {}", dim_names.join(", ")),
         };
         format!(
             "SELECT {} FROM {from_sql}{where_sql}{group}",
@@ -493,6 +609,58 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         )
     };
     let body = match tables.as_slice() {
+        [Table::Pages] if conversion.is_some() => {
+            // The share of each group's visitors: everyone of the range with
+            // the same other dimensions, under the filters that do not name
+            // the event (a filter that names it among others counts whole).
+            let i = conversion.expect("checked");
+            let others: Vec<usize> = (0..dims.len())
+                .filter(|k| dims[*k].0 != "event:name")
+                .collect();
+            let select: Vec<String> = others
+                .iter()
+                .map(|k| {
+                    let col = column(dims[*k], Table::Pages, Rollup::No).expect("checked");
+                    format!("{col} AS d{k}")
+                })
+                .chain(["toFloat64(uniqCombinedMerge(12)(visitors)) AS everyone".to_string()])
+                .collect();
+            let mut conds: Vec<String> = Vec::new();
+            if site.is_some() {
+                conds.push("organizer_id = {organizer:String}".into());
+            }
+            conds.push("kind = 'name' AND date BETWEEN {from:Date} AND {to:Date}".into());
+            conds.extend(
+                filters
+                    .iter()
+                    .filter(|f| f.all(&|d| d.0 != "event:name"))
+                    .map(|f| f.sql(Table::Pages, Rollup::No)),
+            );
+            let names: Vec<String> = others.iter().map(|k| format!("d{k}")).collect();
+            let (group, join, using) = match names.is_empty() {
+                true => (String::new(), "CROSS JOIN", String::new()),
+                false => (
+                    format!(" GROUP BY {}", names.join(", ")),
+                    "LEFT JOIN",
+                    format!(" USING ({})", names.join(", ")),
+                ),
+            };
+            let columns: Vec<String> = dim_names
+                .iter()
+                .cloned()
+                .chain((0..chosen.len()).map(|j| match j == i {
+                    true => format!("round(100 * converted / greatest(everyone, 1), 2) AS m{j}"),
+                    false => format!("m{j}"),
+                }))
+                .collect();
+            format!(
+                "SELECT {} FROM ({}) AS g {join} (SELECT {} FROM {DATABASE}.pages_daily WHERE {}{group}) AS t{using}",
+                columns.join(", "),
+                sub(Table::Pages),
+                select.join(", "),
+                conds.join(" AND "),
+            )
+        }
         [one] => sub(*one),
         _ => {
             let join = match dim_names.is_empty() {
@@ -527,6 +695,44 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         total_rows,
         time_labels,
     })
+}
+
+/// The metrics `pages_daily` answers.
+const PAGE_METRICS: &str = "visitors, visits, pageviews, events";
+
+/// `page` or `name` when the query's dimensions or filters name
+/// `event:page` or `event:name`: `pages_daily` answers it, and nothing else
+/// may (a page view's page is not its visit's).
+fn pages_kind(q: &serde_json::Map<String, Value>) -> Result<Option<&'static str>, StatsError> {
+    /// The dimensions a filter tests; malformed ones are refused later.
+    fn tested<'a>(f: &'a Value, out: &mut Vec<&'a str>) {
+        let Some(parts) = f.as_array() else { return };
+        match (parts.first().and_then(Value::as_str), parts.get(1)) {
+            (Some("and" | "or"), Some(Value::Array(inner))) => {
+                inner.iter().for_each(|g| tested(g, out))
+            }
+            (Some("not"), Some(g)) => tested(g, out),
+            (_, Some(Value::String(d))) => out.push(d),
+            _ => {}
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    if let Some(Value::Array(dims)) = q.get("dimensions") {
+        names.extend(dims.iter().filter_map(Value::as_str));
+    }
+    if let Some(Value::Array(filters)) = q.get("filters") {
+        filters.iter().for_each(|f| tested(f, &mut names));
+    }
+    let page = names.contains(&"event:page");
+    let name = names.contains(&"event:name");
+    match (page, name) {
+        (true, true) => invalid(
+            "dimensions: event:page and event:name cannot be combined: a page is a page view's, a name any event's",
+        ),
+        (true, false) => Ok(Some("page")),
+        (false, true) => Ok(Some("name")),
+        (false, false) => Ok(None),
+    }
 }
 
 fn strings(v: Option<&Value>, field: &str) -> Result<Vec<String>, StatsError> {
@@ -582,6 +788,12 @@ fn dimension(name: &str, field: &str, tables: &[Table]) -> Result<&'static Dimen
                     "visit",
                 ),
                 Table::Sales => ("tickets, orders, revenue, average_order_value", "ticketing"),
+                Table::Pages => {
+                    return invalid(format!(
+                        "{field}: {name} cannot be combined with event:page or event:name, \
+                         which are counted by day and channel only"
+                    ));
+                }
             };
             return invalid(format!(
                 "{field}: {name} does not apply to the {kind} metrics ({these})"
@@ -1054,6 +1266,13 @@ mod tests {
         plan(&q, Some("org-a"), today()).unwrap_err().to_string()
     }
 
+    /// `q` for org-a over the last 7 days.
+    fn ask(mut q: Value) -> Result<Plan, StatsError> {
+        q["site_id"] = json!("org-a");
+        q["date_range"] = json!("7d");
+        plan(&q, Some("org-a"), today())
+    }
+
     #[test]
     fn a_plausible_query_becomes_one_statement_with_its_values_bound() {
         let q = json!({"site_id": "org-a", "metrics": ["visitors", "bounce_rate"], "date_range": "7d",
@@ -1073,12 +1292,7 @@ mod tests {
 
     #[test]
     fn only_visitors_by_exit_page_reads_each_visits_latest_row() {
-        let sql = |q: Value| {
-            let mut q = q;
-            q["site_id"] = json!("org-a");
-            q["date_range"] = json!("7d");
-            plan(&q, Some("org-a"), today()).unwrap().sql
-        };
+        let sql = |q: Value| ask(q).unwrap().sql;
         let exit = json!({"metrics": ["visitors"], "dimensions": ["visit:exit_page"]});
         assert!(sql(exit).contains("visits FINAL"));
         let filtered = json!({"metrics": ["visits", "visitors"],
@@ -1163,6 +1377,73 @@ mod tests {
     }
 
     #[test]
+    fn queries_naming_a_page_or_an_event_name_read_pages_daily_alone() {
+        let p = ask(
+            json!({"metrics": ["visitors", "pageviews"], "dimensions": ["event:page"],
+                           "filters": [["is_not", "visit:channel", ["direct"]]]}),
+        )
+        .unwrap();
+        assert!(
+            p.sql.contains(
+                "FROM bilten_analytics.pages_daily WHERE organizer_id = {organizer:String} \
+                 AND kind = 'page' AND date BETWEEN"
+            ),
+            "{}",
+            p.sql
+        );
+        // A filter alone is enough, however deep.
+        let p = ask(json!({"metrics": ["events"], "dimensions": ["time:week"],
+                           "filters": [["or", [["not", ["is", "event:name", ["purchase"]]]]]]}))
+        .unwrap();
+        assert!(p.sql.contains("kind = 'name'"), "{}", p.sql);
+        assert!(!p.sql.contains("visits"), "{}", p.sql);
+        let refused = |q: Value| ask(q).unwrap_err().to_string();
+        let e = refused(json!({"metrics": ["bounce_rate"], "dimensions": ["event:page"]}));
+        assert!(
+            e.contains("metrics: bounce_rate does not apply to event:page"),
+            "{e}"
+        );
+        let e = refused(json!({"metrics": ["revenue"], "filters": [["is", "event:name", ["x"]]]}));
+        assert!(e.contains("revenue does not apply"), "{e}");
+        let e =
+            refused(json!({"metrics": ["visits"], "dimensions": ["event:page", "visit:source"]}));
+        assert!(
+            e.contains("visit:source cannot be combined with event:page"),
+            "{e}"
+        );
+        let e = refused(json!({"metrics": ["visits"], "dimensions": ["event:page", "time:hour"]}));
+        assert!(e.contains("time:hour cannot be combined"), "{e}");
+        let e = refused(json!({"metrics": ["visits"], "dimensions": ["event:page", "event:name"]}));
+        assert!(e.contains("cannot be combined"), "{e}");
+        // Conversion: each group's visitors who sent the event, of everyone
+        // with the same other dimensions under the filters that do not
+        // name the event.
+        let p = ask(json!({"metrics": ["conversion_rate"], "dimensions": ["time:day"],
+                           "filters": [["is", "event:name", ["purchase"]], ["is", "visit:channel", ["email"]]]}))
+        .unwrap();
+        assert!(
+            p.sql
+                .contains("round(100 * converted / greatest(everyone, 1), 2) AS m0"),
+            "{}",
+            p.sql
+        );
+        let total = p.sql.split("LEFT JOIN").nth(1).unwrap();
+        assert!(
+            total.contains("channel = {f") && !total.contains("value ="),
+            "{total}"
+        );
+        assert!(total.contains("GROUP BY d0) AS t USING (d0)"), "{total}");
+        let e = refused(json!({"metrics": ["conversion_rate"], "dimensions": ["event:page"]}));
+        assert!(e.contains("applies to event:name"), "{e}");
+        // A value that spells a dimension is only a value.
+        let p = ask(
+            json!({"metrics": ["visits"], "filters": [["is", "visit:source", ["event:page"]]]}),
+        )
+        .unwrap();
+        assert!(p.sql.contains("visits_daily"), "{}", p.sql);
+    }
+
+    #[test]
     fn refusals_name_the_field_at_fault() {
         let base = |k: &str, v: Value| {
             let mut q = json!({"site_id": "org-a", "metrics": ["visits"], "date_range": "7d"});
@@ -1173,7 +1454,11 @@ mod tests {
         assert!(
             err(base("metrics", json!(["visits", "nope"]))).contains("unknown metric \"nope\"")
         );
-        assert!(err(base("metrics", json!(["conversion_rate"]))).contains("not answered yet"));
+        assert!(err(base("metrics", json!(["time_on_page"]))).contains("not answered yet"));
+        assert!(
+            err(base("metrics", json!(["conversion_rate"])))
+                .contains("conversion_rate needs event:name")
+        );
         assert!(err(base("order_by", json!([["revenue", "desc"]]))).contains("per currency"));
         assert!(err(base("dimensions", json!(["visit:nope"]))).contains("dimensions"));
         let many: Vec<String> = (0..100).map(|i| format!("d{i}")).collect();

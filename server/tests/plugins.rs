@@ -1021,3 +1021,66 @@ async fn countries_are_found_before_the_privacy_plugin_truncates_the_address() {
         "{err}"
     );
 }
+
+/// Compiled plugins are kept between starts: a second start loads the four
+/// built-ins from wasmtime's cache instead of compiling them, and they judge
+/// as compiled ones do. A cache directory others may write to (native code
+/// the server would run) goes unused, and the plugins still load.
+#[tokio::test]
+async fn a_second_start_loads_compiled_plugins_from_the_private_cache() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("cache").join("plugins");
+    let mut settings = Config::default().plugin_host;
+    settings.cache_dir = Some(dir.clone());
+    let first = Plugins::start(settings.clone(), &plugins::default_chain(), None).unwrap();
+    let cache = &first.status()["compile_cache"];
+    assert_eq!(
+        (&cache["compiled"], &cache["loaded"]),
+        (&json!(4), &json!(0)),
+        "{cache}"
+    );
+    drop(first);
+    let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "the cache is private to the server's user");
+
+    let s = TestServer::start(|c| {
+        c.plugins = plugins::default_chain();
+        c.plugin_host.cache_dir = Some(dir.clone());
+    })
+    .await;
+    let (status, body) = s.admin_get("/admin/plugins").await;
+    assert_eq!(status, 200, "{body}");
+    let cache = &body["compile_cache"];
+    assert_eq!(
+        (&cache["compiled"], &cache["loaded"]),
+        (&json!(0), &json!(4)),
+        "{cache}"
+    );
+    let (kept, bot) = (id(), id());
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                {"id": kept, "event_type": "page_view", "organizer_id": "org-1", "user_agent": CHROME},
+                {"id": bot, "event_type": "page_view", "organizer_id": "org-1", "user_agent": GOOGLEBOT},
+                {"event_type": "purchase", "organizer_id": "org-1"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        (&body["accepted"], &body["dropped"], &body["rejected"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "bots, quality: {body}"
+    );
+    s.flush().await;
+    assert_eq!(row_of(&s, "events", &kept).await["id"], kept);
+    s.stop().await.unwrap();
+
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let open = Plugins::start(settings, &plugins::default_chain(), None).unwrap();
+    let status = open.status();
+    assert_eq!(status["compile_cache"], Value::Null, "{status}");
+    assert_eq!(status["plugins"].as_array().unwrap().len(), 4);
+}

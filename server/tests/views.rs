@@ -222,6 +222,33 @@ async fn a_generated_dataset_end_to_end() {
         assert!(rolled.len() > 5, "{facet}: {}", rolled.len());
         common::views::assert_same(facet, &rolled, &summed);
     }
+    // Pages and event names: the rollup equals the rows it sums.
+    let visitor =
+        "if(user_id != '', user_id, if(session_id != '', session_id, toString(visit_id)))";
+    let known = "visit_id != toUUID('00000000-0000-0000-0000-000000000000')";
+    let rolled = s
+        .query(
+            "SELECT organizer_id, date, kind, channel, value, toInt64(sum(pageviews)) AS p, \
+             toInt64(sum(events)) AS e, uniqCombinedMerge(12)(visits) AS v, \
+             uniqCombinedMerge(12)(visitors) AS u FROM bilten_analytics.pages_daily \
+             GROUP BY ALL ORDER BY ALL",
+        )
+        .await;
+    let summed = s
+        .query(&format!(
+            "SELECT organizer_id, date, kind, channel, value, toInt64(sum(pv)) AS p, \
+             toInt64(count()) AS e, uniqCombinedIf(12)(visit_id, k) AS v, uniqCombinedIf(12)(who, k) AS u \
+             FROM (SELECT organizer_id, toDate(timestamp) AS date, x.1 AS kind, channel, x.2 AS value, \
+                   1 AS pv, visit_id, {known} AS k, {visitor} AS who FROM bilten_analytics.page_views \
+                   ARRAY JOIN [('page', path(url)), ('name', 'pageview')] AS x \
+                   UNION ALL SELECT organizer_id, toDate(timestamp), 'name', channel, event_type, 0, \
+                   visit_id, {known}, {visitor} FROM bilten_analytics.events) \
+             GROUP BY ALL ORDER BY ALL"
+        ))
+        .await;
+    assert!(rolled.len() > 5, "pages: {}", rolled.len());
+    common::views::assert_same("pages_daily", &rolled, &summed);
+
     let browsers = s
         .query(
             "SELECT uniqExact(browser) AS n, countIf(device = '') AS unread \
@@ -539,6 +566,74 @@ async fn visits_and_their_origins_are_kept_as_events_arrive() {
         body["results"],
         json!([{"dimensions": ["spring_sale", "/e/1"], "metrics": [1, 25 * 60]}])
     );
+    // Pages and event names, from `pages_daily`: the visit of tab-1 saw
+    // /e/1 and /e/1/tickets, two views in one visit; the add_to_cart came
+    // from its user once signed in, a visitor of its own here.
+    let ask = |q: Value| {
+        let mut q = q;
+        q["site_id"] = json!("org-v");
+        q["date_range"] = json!([day, today]);
+        stats("read-key-of-org-v", q)
+    };
+    let (status, body) = ask(json!({"metrics": ["visitors", "visits", "pageviews"],
+                                    "filters": [["contains", "event:page", ["/e/1"]]]}))
+    .await;
+    assert_eq!(
+        (status, body["results"].clone()),
+        (200, json!([{"dimensions": [], "metrics": [1, 1, 2]}])),
+        "{body}"
+    );
+    // Five visitors in all: four tabs, and the buyer once signed in.
+    let (status, body) = ask(
+        json!({"metrics": ["visitors", "visits", "events", "conversion_rate"],
+                                    "dimensions": ["event:name"]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["results"].clone()),
+        (
+            200,
+            json!([{"dimensions": ["pageview"], "metrics": [4, 5, 7, 80]},
+                   {"dimensions": ["add_to_cart"], "metrics": [1, 1, 1, 20]}])
+        ),
+        "{body}"
+    );
+    let (status, body) = ask(
+        json!({"metrics": ["conversion_rate"], "dimensions": ["visit:channel"],
+                                    "filters": [["is", "event:name", ["add_to_cart"]]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["results"].clone()),
+        (200, json!([{"dimensions": ["email"], "metrics": [50]}])),
+        "of the email visit's tab and buyer, one added to the cart: {body}"
+    );
+    let (status, body) = ask(
+        json!({"metrics": ["pageviews"], "dimensions": ["event:page"],
+                                    "filters": [["is", "visit:channel", ["email"]]],
+                                    "order_by": [["event:page", "asc"]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["results"].clone()),
+        (
+            200,
+            json!([{"dimensions": ["/checkout"], "metrics": [1]},
+                   {"dimensions": ["/e/1"], "metrics": [1]},
+                   {"dimensions": ["/e/1/tickets"], "metrics": [1]}])
+        ),
+        "{body}"
+    );
+    let (status, body) =
+        ask(json!({"metrics": ["bounce_rate"], "dimensions": ["event:page"]})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("bounce_rate does not apply to event:page"),
+        "{body}"
+    );
     // Another organizer's key reads nothing of org-v, through any field.
     let (status, body) = stats(
         "read-key-of-org-w",
@@ -814,7 +909,7 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
     // Answered from the aggregates, never the raw tables: by origin, day
     // and country from `visits_daily`; by one page or device column from
     // `visit_facets_daily`; otherwise from `visits`, a row per visit; sales
-    // from `attribution_daily`.
+    // from `attribution_daily`; pages and event names from `pages_daily`.
     for (q, reads) in [
         (
             json!({"metrics": ["visits", "bounce_rate", "tickets", "revenue"],
@@ -835,6 +930,15 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             json!({"metrics": ["visits", "visit_duration"], "dimensions": ["visit:browser", "time:week"],
                    "filters": [["contains", "visit:browser", ["Fire"]], ["is_not", "visit:channel", ["direct"]]]}),
             vec!["visit_facets_daily"],
+        ),
+        (
+            json!({"metrics": ["visitors", "pageviews"], "dimensions": ["event:page", "time:day"],
+                   "filters": [["is_not", "visit:channel", ["direct"]]]}),
+            vec!["pages_daily"],
+        ),
+        (
+            json!({"metrics": ["events"], "dimensions": ["event:name"]}),
+            vec!["pages_daily"],
         ),
     ] {
         let mut q = q;

@@ -88,6 +88,15 @@ pub struct HostSettings {
     pub verdict_bytes: usize,
     /// Lines of plugin output logged per plugin per minute.
     pub log_lines_per_minute: u64,
+    /// Where compiled plugins are kept between starts (wasmtime's own
+    /// cache, keyed by the plugin's bytes and the engine's settings): a
+    /// restart or a reload of an unchanged plugin loads native code instead
+    /// of compiling it again (seconds of CPU for a JS or Python plugin).
+    /// Anyone who can write here can run code as the server: it is created
+    /// private to the server's user. `None` (no cache directory found, or
+    /// `compile_cache = false`): every start compiles.
+    pub cache_dir: Option<PathBuf>,
+    pub compile_cache: bool,
 }
 
 impl Default for HostSettings {
@@ -101,8 +110,20 @@ impl Default for HostSettings {
             output_bytes: 16 * 1024,
             verdict_bytes: 16 << 20,
             log_lines_per_minute: 60,
+            cache_dir: default_cache_dir(),
+            compile_cache: true,
         }
     }
+}
+
+/// `$XDG_CACHE_HOME/bilten-analytics/plugins`, else under `~/.cache`: the
+/// same place the build keeps the embedded engine.
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("bilten-analytics").join("plugins"))
 }
 
 /// The default chain: the four built-in plugins.

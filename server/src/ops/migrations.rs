@@ -57,6 +57,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     23 "0023_engagement.sql",
     24 "0024_visits_written.sql",
     25 "0025_visit_facets.sql",
+    26 "0026_pages_daily.sql",
 ];
 
 impl Migration {

@@ -3,6 +3,8 @@
 //! fresh `Store` per batch with a memory cap, a CPU deadline, captured
 //! output, and WASI with no capabilities.
 
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -95,12 +97,57 @@ pub struct Host {
     engine: Engine,
     linker: Linker<Sandbox>,
     stop: Arc<AtomicBool>,
+    /// The engine's compile cache, when open: its hits and misses.
+    cache: Option<wasmtime::Cache>,
 }
 
 impl Drop for Host {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// wasmtime's compile cache in `plugin_host.cache_dir`, private to this
+/// user. A cache that cannot be opened costs compile time, never the start.
+fn compile_cache(settings: &HostSettings) -> Option<wasmtime::Cache> {
+    let dir = settings
+        .cache_dir
+        .as_ref()
+        .filter(|_| settings.compile_cache)?;
+    let opened = std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|()| private(dir))
+        .and_then(|()| {
+            let mut config = wasmtime::CacheConfig::new();
+            config.with_directory(dir);
+            wasmtime::Cache::new(config).map_err(|e| format!("{e:#}"))
+        });
+    match opened {
+        Ok(cache) => Some(cache),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "plugins compile at every start: their cache cannot be used: {e}");
+            None
+        }
+    }
+}
+
+/// The cache holds native code the server runs unchecked: a directory
+/// another user owns or may write to is refused.
+fn private(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me || meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "it must belong to this user (uid {me}, it is {}) and be writable by no one else (its mode is {:o})",
+            meta.uid(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
 }
 
 /// A compiled plugin, ready to instantiate.
@@ -148,6 +195,8 @@ impl Host {
         cfg.wasm_component_model(true)
             .epoch_interruption(true)
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let cache = compile_cache(settings);
+        cfg.cache(cache.clone());
         let engine = Engine::new(&cfg)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -166,7 +215,15 @@ impl Host {
             engine,
             linker,
             stop,
+            cache,
         })
+    }
+
+    /// The compile cache's directory, and the compilations it saved and
+    /// did not save since the start; `None` when it is off.
+    pub fn compile_cache(&self) -> Option<(&Path, usize, usize)> {
+        let c = self.cache.as_ref()?;
+        Some((c.directory().as_path(), c.cache_hits(), c.cache_misses()))
     }
 
     /// Compiles a component and checks it implements our interface version.

@@ -517,7 +517,15 @@ impl Plugins {
                 })
             })
             .collect();
-        json!({ "interface": format!("bilten:plugin@{}", host::INTERFACE_VERSION), "plugins": plugins })
+        let cache = self
+            .host
+            .compile_cache()
+            .map(|(dir, hits, misses)| json!({ "dir": dir, "loaded": hits, "compiled": misses }));
+        json!({
+            "interface": format!("bilten:plugin@{}", host::INTERFACE_VERSION),
+            "compile_cache": cache,
+            "plugins": plugins,
+        })
     }
 
     /// For `/admin/health`: degraded while any plugin is disabled.
