@@ -149,10 +149,18 @@ const METRICS: &[Metric] = &[
         Some("toFloat64(sum(pageviews) + sum(events))"),
         Some("toFloat64(sum(events))"),
     ),
-    // Who sent the event, of everyone in the range: the share is taken in
-    // `plan_for`, against the visitors of the same other dimensions.
+    // Who sent the event, of everyone in the range (the group's other
+    // dimensions alike, for the group's rate): the share is taken in
+    // `plan_for`.
     (
         "conversion_rate",
+        Table::Pages,
+        "",
+        None,
+        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
+    ),
+    (
+        "group_conversion_rate",
         Table::Pages,
         "",
         None,
@@ -187,13 +195,7 @@ const METRICS: &[Metric] = &[
 const PER_CURRENCY: &[&str] = &["revenue", "average_order_value"];
 
 /// Named by Plausible, but not answered yet.
-const NOT_YET: &[&str] = &[
-    "group_conversion_rate",
-    "percentage",
-    "time_on_page",
-    "scroll_depth",
-    "exit_rate",
-];
+const NOT_YET: &[&str] = &["percentage", "time_on_page", "scroll_depth", "exit_rate"];
 
 /// A dimension: its name and its expression in each aggregate, `visits`,
 /// `attribution_daily` and `pages_daily` (`None`: that aggregate does not
@@ -265,7 +267,15 @@ const DIMENSIONS: &[Dimension] = &[
     ("event:event_id", None, Some("event_id"), None),
     ("event:page", None, None, Some("value")),
     ("event:name", None, None, Some("value")),
+    // Plausible's goals are what a site configures; here every event's
+    // name is one.
+    ("event:goal", None, None, Some("value")),
 ];
+
+/// `event:name`, or `event:goal`, its name where conversions are asked.
+fn names_an_event(d: &Dimension) -> bool {
+    matches!(d.0, "event:name" | "event:goal")
+}
 
 fn expression(dim: &Dimension, table: Table) -> Option<&'static str> {
     match table {
@@ -456,10 +466,15 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         }
         None => {
             if chosen.iter().any(|m| m.1 == Table::Pages) {
-                return invalid(
-                    "metrics: conversion_rate needs event:name as a dimension or a filter: \
+                return invalid(format!(
+                    "metrics: {} needs event:goal (or event:name) as a dimension or a filter: \
                      it is the share of visitors who sent that event",
-                );
+                    chosen
+                        .iter()
+                        .find(|m| m.1 == Table::Pages)
+                        .expect("found")
+                        .0
+                ));
             }
             [Table::Visits, Table::Sales]
                 .into_iter()
@@ -467,9 +482,20 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                 .collect()
         }
     };
-    let conversion = chosen.iter().position(|m| m.0 == "conversion_rate");
-    if conversion.is_some() && kind == Some("page") {
-        return invalid("metrics: conversion_rate applies to event:name, not event:page");
+    let rates: Vec<usize> = (0..chosen.len())
+        .filter(|i| chosen[*i].1 == Table::Pages)
+        .collect();
+    if rates.len() > 1 {
+        return invalid("metrics: conversion_rate or group_conversion_rate, not both");
+    }
+    let conversion = rates.first().copied();
+    if let Some(i) = conversion
+        && kind == Some("page")
+    {
+        return invalid(format!(
+            "metrics: {} applies to event:goal or event:name, not event:page",
+            chosen[i].0
+        ));
     }
     let dimensions = match q.get("dimensions") {
         None => Vec::new(),
@@ -610,13 +636,17 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     };
     let body = match tables.as_slice() {
         [Table::Pages] if conversion.is_some() => {
-            // The share of each group's visitors: everyone of the range with
-            // the same other dimensions, under the filters that do not name
-            // the event (a filter that names it among others counts whole).
+            // The share of everyone in the range under the filters that do
+            // not name the event (a filter that names it among others counts
+            // whole); for the group's rate, of those with the group's other
+            // dimensions.
             let i = conversion.expect("checked");
-            let others: Vec<usize> = (0..dims.len())
-                .filter(|k| dims[*k].0 != "event:name")
-                .collect();
+            let others: Vec<usize> = match chosen[i].0 {
+                "group_conversion_rate" => (0..dims.len())
+                    .filter(|k| !names_an_event(dims[*k]))
+                    .collect(),
+                _ => Vec::new(),
+            };
             let select: Vec<String> = others
                 .iter()
                 .map(|k| {
@@ -633,7 +663,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
             conds.extend(
                 filters
                     .iter()
-                    .filter(|f| f.all(&|d| d.0 != "event:name"))
+                    .filter(|f| f.all(&|d| !names_an_event(d)))
                     .map(|f| f.sql(Table::Pages, Rollup::No)),
             );
             let names: Vec<String> = others.iter().map(|k| format!("d{k}")).collect();
@@ -724,7 +754,7 @@ fn pages_kind(q: &serde_json::Map<String, Value>) -> Result<Option<&'static str>
         filters.iter().for_each(|f| tested(f, &mut names));
     }
     let page = names.contains(&"event:page");
-    let name = names.contains(&"event:name");
+    let name = names.contains(&"event:name") || names.contains(&"event:goal");
     match (page, name) {
         (true, true) => invalid(
             "dimensions: event:page and event:name cannot be combined: a page is a page view's, a name any event's",
@@ -871,8 +901,9 @@ enum Cond {
     Any(Vec<Cond>),
     Not(Box<Cond>),
     /// The dimension, the operator (`is`, `contains`, `matches`), negated,
-    /// and its values' parameter names.
-    Test(&'static Dimension, &'static str, bool, Vec<String>),
+    /// its values' parameter names, and whether case counts (Plausible's
+    /// `{"case_sensitive": false}` modifier says it does not).
+    Test(&'static Dimension, &'static str, bool, Vec<String>, bool),
 }
 
 /// Whether `visitors` must read only each visit's latest row: when it is
@@ -908,14 +939,23 @@ impl Cond {
             Cond::All(list) => join(list, " AND "),
             Cond::Any(list) => join(list, " OR "),
             Cond::Not(c) => format!("NOT ({})", c.sql(table, rollup)),
-            Cond::Test(dim, op, negated, names) => {
+            Cond::Test(dim, op, negated, names, case) => {
                 let column = column(dim, table, rollup).expect("checked for every table");
                 let each: Vec<String> = names
                     .iter()
-                    .map(|name| match *op {
-                        "is" => format!("{column} = {{{name}:String}}"),
-                        "contains" => format!("position({column}, {{{name}:String}}) > 0"),
-                        _ => format!("match({column}, {{{name}:String}})"),
+                    .map(|name| match (*op, case) {
+                        ("is", true) => format!("{column} = {{{name}:String}}"),
+                        ("is", false) => {
+                            format!("lowerUTF8({column}) = lowerUTF8({{{name}:String}})")
+                        }
+                        ("contains", true) => {
+                            format!("position({column}, {{{name}:String}}) > 0")
+                        }
+                        ("contains", false) => {
+                            format!("positionCaseInsensitiveUTF8({column}, {{{name}:String}}) > 0")
+                        }
+                        (_, true) => format!("match({column}, {{{name}:String}})"),
+                        (_, false) => format!("match({column}, concat('(?i)', {{{name}:String}}))"),
                     })
                     .collect();
                 let any = format!("({})", each.join(" OR "));
@@ -1003,8 +1043,28 @@ fn filter(
                 .into_iter()
                 .find(|b| *b == base)
                 .expect("one of the three");
-            Ok(Cond::Test(d, base, op.ends_with("_not"), names))
+            let case = match parts.get(3) {
+                None => true,
+                Some(Value::Object(m))
+                    if m.keys().all(|k| k == "case_sensitive")
+                        && m.values().all(Value::is_boolean) =>
+                {
+                    m.get("case_sensitive")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(true)
+                }
+                Some(other) => {
+                    return invalid(format!(
+                        "filters: {} is not a modifier; {op:?} on {dim} takes {{\"case_sensitive\": false}}",
+                        cut(&other.to_string())
+                    ));
+                }
+            };
+            Ok(Cond::Test(d, base, op.ends_with("_not"), names, case))
         }
+        "has_done" | "has_not_done" => invalid(format!(
+            "filters: {op:?} is not answered yet (a visit's events are not kept with it)"
+        )),
         other => invalid(format!(
             "filters: unknown operator {:?}; known: is, is_not, contains, contains_not, matches, matches_not, and, or, not",
             cut(other)
@@ -1416,9 +1476,16 @@ mod tests {
         let e = refused(json!({"metrics": ["visits"], "dimensions": ["event:page", "event:name"]}));
         assert!(e.contains("cannot be combined"), "{e}");
         // Conversion: each group's visitors who sent the event, of everyone
-        // with the same other dimensions under the filters that do not
-        // name the event.
-        let p = ask(json!({"metrics": ["conversion_rate"], "dimensions": ["time:day"],
+        // (with the same other dimensions, for the group's rate) under the
+        // filters that do not name the event.
+        let p = ask(
+            json!({"metrics": ["conversion_rate"], "dimensions": ["time:day"],
+                           "filters": [["is", "event:goal", ["purchase"]]]}),
+        )
+        .unwrap();
+        let total = p.sql.split("CROSS JOIN").nth(1).unwrap();
+        assert!(!total.contains("GROUP BY"), "{total}");
+        let p = ask(json!({"metrics": ["group_conversion_rate"], "dimensions": ["time:day"],
                            "filters": [["is", "event:name", ["purchase"]], ["is", "visit:channel", ["email"]]]}))
         .unwrap();
         assert!(
@@ -1434,7 +1501,30 @@ mod tests {
         );
         assert!(total.contains("GROUP BY d0) AS t USING (d0)"), "{total}");
         let e = refused(json!({"metrics": ["conversion_rate"], "dimensions": ["event:page"]}));
-        assert!(e.contains("applies to event:name"), "{e}");
+        assert!(e.contains("applies to event:goal or event:name"), "{e}");
+        let e = refused(
+            json!({"metrics": ["conversion_rate", "group_conversion_rate"],
+                               "dimensions": ["event:goal"]}),
+        );
+        assert!(e.contains("not both"), "{e}");
+        // Plausible's modifier: case does not count.
+        let p = ask(json!({"metrics": ["visits"], "filters": [
+            ["contains", "visit:entry_page", ["Blog"], {"case_sensitive": false}],
+            ["is", "visit:source", ["google"], {"case_sensitive": false}],
+            ["matches", "visit:utm_campaign", ["^spring"], {"case_sensitive": false}],
+            ["is", "visit:country", ["DE"], {"case_sensitive": true}]]}))
+        .unwrap();
+        for part in [
+            "positionCaseInsensitiveUTF8(entry_page, {f",
+            "lowerUTF8(source) = lowerUTF8({f",
+            "match(utm_campaign, concat('(?i)', {f",
+            "country = {f",
+        ] {
+            assert!(p.sql.contains(part), "{part}: {}", p.sql);
+        }
+        let e = refused(json!({"metrics": ["visits"],
+                               "filters": [["is", "visit:source", ["x"], {"case": "no"}]]}));
+        assert!(e.contains("is not a modifier"), "{e}");
         // A value that spells a dimension is only a value.
         let p = ask(
             json!({"metrics": ["visits"], "filters": [["is", "visit:source", ["event:page"]]]}),
@@ -1457,7 +1547,7 @@ mod tests {
         assert!(err(base("metrics", json!(["time_on_page"]))).contains("not answered yet"));
         assert!(
             err(base("metrics", json!(["conversion_rate"])))
-                .contains("conversion_rate needs event:name")
+                .contains("conversion_rate needs event:goal (or event:name)")
         );
         assert!(err(base("order_by", json!([["revenue", "desc"]]))).contains("per currency"));
         assert!(err(base("dimensions", json!(["visit:nope"]))).contains("dimensions"));

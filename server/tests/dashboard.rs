@@ -441,6 +441,39 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
             "{label}: {devices}"
         );
     }
+    // Top pages and events by name, from `pages_daily` through the API.
+    for (panel, query, unknown) in [
+        (
+            "pages",
+            json!({"metrics": ["pageviews", "visitors"], "dimensions": ["event:page"]}),
+            "Unknown (no path)",
+        ),
+        (
+            "event_names",
+            json!({"metrics": ["events", "visitors"], "dimensions": ["event:name"],
+                   "filters": [["is_not", "event:name", ["pageview"]]]}),
+            "",
+        ),
+    ] {
+        let mut query = query;
+        query["site_id"] = json!("org-a");
+        query["date_range"] = range.clone();
+        let answer = stats(query).await;
+        let rows = answer["results"].as_array().unwrap();
+        assert!(!rows.is_empty(), "{panel}: {answer}");
+        let html = &html[html.find(&format!(r#"id="{panel}""#)).unwrap()..];
+        for r in rows.iter().take(10) {
+            let label = match r["dimensions"][0].as_str().unwrap() {
+                "" => unknown,
+                d => d,
+            };
+            assert_eq!(
+                value_after(html, &format!(r#"data-series="{label}""#)),
+                r["metrics"][0].as_f64().unwrap(),
+                "{panel} {label}: {answer}"
+            );
+        }
+    }
     let totals = stats(json!({"site_id": "org-a", "date_range": range,
                               "metrics": ["visits", "bounce_rate", "visit_duration"]}))
     .await;

@@ -299,15 +299,19 @@ pub struct Figures {
     pub entry_pages: Vec<(String, f64, f64)>,
     /// Visits per device (`Desktop`, `Mobile`, …; '' not known).
     pub devices: Vec<(String, f64)>,
+    /// The pages with the most views: page, page views, visitors.
+    pub pages: Vec<(String, f64, f64)>,
+    /// The events sent most, page views aside: name, events, visitors.
+    pub event_names: Vec<(String, f64, f64)>,
 }
 
 /// Most sources and campaigns their panels list.
 pub const TOP_SOURCES: usize = 10;
 
 /// The Stats API's queries (`stats`) behind the visit panels: sources,
-/// campaigns, the visits' totals, entry pages and devices; the same
-/// figures an app reads from `/api/v2/query`.
-pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 5] {
+/// campaigns, the visits' totals, entry pages, devices, pages and event
+/// names; the same figures an app reads from `/api/v2/query`.
+pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 7] {
     let range = serde_json::json!([filter.from.to_string(), filter.to.to_string()]);
     let page = serde_json::json!({"limit": TOP_SOURCES});
     [
@@ -322,6 +326,11 @@ pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 5] {
                            "dimensions": ["visit:entry_page"], "pagination": page}),
         serde_json::json!({"metrics": ["visits"], "date_range": range,
                            "dimensions": ["visit:device"]}),
+        serde_json::json!({"metrics": ["pageviews", "visitors"], "date_range": range,
+                           "dimensions": ["event:page"], "pagination": page}),
+        serde_json::json!({"metrics": ["events", "visitors"], "date_range": range,
+                           "dimensions": ["event:name"], "pagination": page,
+                           "filters": [["is_not", "event:name", ["pageview"]]]}),
     ]
 }
 
@@ -355,6 +364,13 @@ async fn visit_panel(
             (dims, metrics.collect())
         })
         .collect())
+}
+
+/// Each row's first dimension and its first two metrics.
+fn with_second(rows: Answer) -> Vec<(String, f64, f64)> {
+    rows.into_iter()
+        .map(|(mut d, m)| (d.swap_remove(0), m[0], m[1]))
+        .collect()
 }
 
 /// Each row's first dimension and first metric.
@@ -601,7 +617,15 @@ pub async fn figures(
     };
     // At once: the page waits for the slowest panel, not for their sum.
     let (by_country, by_plugin) = (page_views_by_country(filter), filtered_by_plugin(filter));
-    let [by_source, by_campaign, totals, by_entry, by_device] = visit_panels(filter);
+    let [
+        by_source,
+        by_campaign,
+        totals,
+        by_entry,
+        by_device,
+        by_page,
+        by_name,
+    ] = visit_panels(filter);
     let (
         (now, realtime),
         hourly,
@@ -618,6 +642,8 @@ pub async fn figures(
         visit_totals,
         entry_pages,
         devices,
+        pages,
+        event_names,
     ) = tokio::try_join!(
         realtime(storage, filter),
         rows(storage, &hourly, &params),
@@ -634,6 +660,8 @@ pub async fn figures(
         visit_panel(storage, filter, &totals),
         visit_panel(storage, filter, &by_entry),
         visit_panel(storage, filter, &by_device),
+        visit_panel(storage, filter, &by_page),
+        visit_panel(storage, filter, &by_name),
     )?;
     let distinct = |measure: &str, event_id: &str| {
         sketches
@@ -726,11 +754,10 @@ pub async fn figures(
             Some((_, m)) => [m[0], m[1], m[2]],
             None => [0.0; 3],
         },
-        entry_pages: entry_pages
-            .into_iter()
-            .map(|(mut d, m)| (d.swap_remove(0), m[0], m[1]))
-            .collect(),
+        entry_pages: with_second(entry_pages),
         devices: firsts(devices),
+        pages: with_second(pages),
+        event_names: with_second(event_names),
     })
 }
 

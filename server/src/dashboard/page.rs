@@ -444,6 +444,49 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         "No visits in this period.",
     );
 
+    let page_bars: Vec<(String, f64, String)> = f
+        .pages
+        .iter()
+        .map(|(page, n, visitors)| {
+            let page = match page.as_str() {
+                "" => "Unknown (no path)".to_string(),
+                p => p.to_string(),
+            };
+            (
+                page,
+                *n,
+                format!(" · {} visitors", charts::group(visitors.round() as i64)),
+            )
+        })
+        .collect();
+    let pages = charts::category_bars(
+        charts::HALF,
+        "pages",
+        "Top pages: page views by page (the 10 with the most)",
+        Unit::Count("page views"),
+        &page_bars,
+        "No page views in this period.",
+    );
+    let name_bars: Vec<(String, f64, String)> = f
+        .event_names
+        .iter()
+        .map(|(name, n, visitors)| {
+            (
+                name.clone(),
+                *n,
+                format!(" · {} visitors", charts::group(visitors.round() as i64)),
+            )
+        })
+        .collect();
+    let event_names = charts::category_bars(
+        charts::HALF,
+        "event_names",
+        "Events by name, page views aside (the 10 sent most)",
+        Unit::Count("events"),
+        &name_bars,
+        "No events in this period.",
+    );
+
     let admin = matches!(viewer, Viewer::Admin);
     let body = html! {
         // Filters: a GET form (no secret in it), organizer and dates.
@@ -486,6 +529,10 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         div.grid2 {
             (PreEscaped(entry_pages))
             (PreEscaped(devices))
+        }
+        div.grid2 {
+            (PreEscaped(pages))
+            (PreEscaped(event_names))
         }
         (PreEscaped(countries))
         (PreEscaped(filtered))
@@ -672,6 +719,8 @@ mod tests {
             visit_totals: [3.0, 33.3, 134.0],
             entry_pages: vec![("/e/1".into(), 2.0, 50.0)],
             devices: vec![("Mobile".into(), 2.0), ("".into(), 1.0)],
+            pages: vec![(hostile.into(), 3.0, 2.0)],
+            event_names: vec![(hostile.into(), 1.0, 1.0)],
         };
         let escaped = "o&#39;&lt;b&gt;&amp;&quot;x";
         let pages = [
@@ -747,6 +796,8 @@ mod tests {
             visit_totals: [0.0; 3],
             entry_pages: vec![],
             devices: vec![],
+            pages: vec![],
+            event_names: vec![],
         };
         let page = dashboard(&admin, &filter, &f);
         let tile = &page[page.find("data-kpi=\"revenue\"").unwrap()..];
