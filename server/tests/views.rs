@@ -1428,15 +1428,7 @@ async fn plausibles_documented_queries_are_answered_or_refused_by_name() {
         if q.get("date_range").is_none() {
             q["date_range"] = range.clone();
         }
-        let req = s
-            .client
-            .post(format!("{}/api/v2/query", s.base))
-            .bearer_auth("read-key-of-org-p")
-            .json(&q);
-        async move {
-            let r = req.send().await.unwrap();
-            (r.status().as_u16(), r.json::<Value>().await.unwrap())
-        }
+        stats_query(&s, "read-key-of-org-p", q)
     };
     // "Simple aggregate query": page views and the sign-up are events.
     let (status, body) = ask(json!({"metrics": ["visitors", "events"], "date_range": "7d"})).await;

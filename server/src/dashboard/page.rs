@@ -405,17 +405,12 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         "No visits came from a campaign (utm_campaign) in this period.",
     );
 
-    let entry_bars: Vec<(String, f64, String)> = f
-        .entry_pages
-        .iter()
-        .map(|(page, n, bounce)| {
-            let page = match page.as_str() {
-                "" => "Unknown (no page view)".to_string(),
-                p => p.to_string(),
-            };
-            (page, *n, format!(" · {bounce:.0} % bounced"))
-        })
-        .collect();
+    let entry_bars = bars(
+        f.entry_pages
+            .iter()
+            .map(|(page, n, bounce)| (page.as_str(), *n, format!(" · {bounce:.0} % bounced"))),
+        "Unknown (no page view)",
+    );
     let entry_pages = charts::category_bars(
         charts::HALF,
         "entry_pages",
@@ -424,17 +419,12 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         &entry_bars,
         "No visits in this period.",
     );
-    let device_bars: Vec<(String, f64, String)> = f
-        .devices
-        .iter()
-        .map(|(device, n)| {
-            let name = match device.as_str() {
-                "" => "Unknown".to_string(),
-                d => d.to_string(),
-            };
-            (name, *n, String::new())
-        })
-        .collect();
+    let device_bars = bars(
+        f.devices
+            .iter()
+            .map(|(d, n)| (d.as_str(), *n, String::new())),
+        "Unknown",
+    );
     let devices = charts::category_bars(
         charts::HALF,
         "devices",
@@ -443,22 +433,13 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         &device_bars,
         "No visits in this period.",
     );
-
-    let page_bars: Vec<(String, f64, String)> = f
-        .pages
-        .iter()
-        .map(|(page, n, visitors)| {
-            let page = match page.as_str() {
-                "" => "Unknown (no path)".to_string(),
-                p => p.to_string(),
-            };
-            (
-                page,
-                *n,
-                format!(" · {} visitors", charts::group(visitors.round() as i64)),
-            )
-        })
-        .collect();
+    let visitors = |v: f64| format!(" · {} visitors", charts::group(v.round() as i64));
+    let page_bars = bars(
+        f.pages
+            .iter()
+            .map(|(p, n, v)| (p.as_str(), *n, visitors(*v))),
+        "Unknown (no path)",
+    );
     let pages = charts::category_bars(
         charts::HALF,
         "pages",
@@ -467,17 +448,12 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         &page_bars,
         "No page views in this period.",
     );
-    let name_bars: Vec<(String, f64, String)> = f
-        .event_names
-        .iter()
-        .map(|(name, n, visitors)| {
-            (
-                name.clone(),
-                *n,
-                format!(" · {} visitors", charts::group(visitors.round() as i64)),
-            )
-        })
-        .collect();
+    let name_bars = bars(
+        f.event_names
+            .iter()
+            .map(|(e, n, v)| (e.as_str(), *n, visitors(*v))),
+        "Unknown",
+    );
     let event_names = charts::category_bars(
         charts::HALF,
         "event_names",
@@ -540,6 +516,19 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         (PreEscaped(SCRIPT))
     };
     shell("Dashboard · Bilten Analytics", who(viewer), body)
+}
+
+/// A panel's bars: each row's label (`unknown` when empty), its value, and
+/// what follows the value.
+fn bars<'a>(
+    rows: impl Iterator<Item = (&'a str, f64, String)>,
+    unknown: &str,
+) -> Vec<(String, f64, String)> {
+    rows.map(|(label, n, after)| {
+        let label = if label.is_empty() { unknown } else { label };
+        (label.to_string(), n, after)
+    })
+    .collect()
 }
 
 /// Revenue per day, a line per currency (bars when there is one).
