@@ -149,22 +149,24 @@ const METRICS: &[Metric] = &[
         Some("toFloat64(sum(pageviews) + sum(events))"),
         Some("toFloat64(sum(events))"),
     ),
-    // Who sent the event, of everyone in the range (the group's other
-    // dimensions alike, for the group's rate): the share is taken in
-    // `plan_for`.
+    // The visits that sent the event, of all the range's visits (the
+    // group's other dimensions alike, for the group's rate): the share is
+    // taken in `plan_for`. Visits, not visitors: a visit keeps one id from
+    // its first page to a sale sent by the backend with only the buyer's
+    // user id, where a row's visitor changes when they sign in.
     (
         "conversion_rate",
         Table::Pages,
         "",
         None,
-        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
+        Some("toFloat64(uniqCombinedMerge(12)(visits))"),
     ),
     (
         "group_conversion_rate",
         Table::Pages,
         "",
         None,
-        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
+        Some("toFloat64(uniqCombinedMerge(12)(visits))"),
     ),
     (
         "tickets",
@@ -653,7 +655,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                     let col = column(dims[*k], Table::Pages, Rollup::No).expect("checked");
                     format!("{col} AS d{k}")
                 })
-                .chain(["toFloat64(uniqCombinedMerge(12)(visitors)) AS everyone".to_string()])
+                .chain(["toFloat64(uniqCombinedMerge(12)(visits)) AS everyone".to_string()])
                 .collect();
             let mut conds: Vec<String> = Vec::new();
             if site.is_some() {
@@ -661,9 +663,8 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
             }
             conds.push("kind = 'name' AND date BETWEEN {from:Date} AND {to:Date}".into());
             conds.extend(
-                filters
+                without_events(&filters)?
                     .iter()
-                    .filter(|f| f.all(&|d| !names_an_event(d)))
                     .map(|f| f.sql(Table::Pages, Rollup::No)),
             );
             let names: Vec<String> = others.iter().map(|k| format!("d{k}")).collect();
@@ -727,6 +728,27 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     })
 }
 
+/// The filters that hold for a conversion rate's divisor: those that do not
+/// name the event, the members of `and`s taken one by one. One that names it
+/// with other dimensions under `or` or `not` cannot be split: refused.
+fn without_events(filters: &[Cond]) -> Result<Vec<&Cond>, StatsError> {
+    let mut kept = Vec::new();
+    for f in filters {
+        match f {
+            Cond::All(list) => kept.extend(without_events(list)?),
+            f if f.all(&|d| !names_an_event(d)) => kept.push(f),
+            f if f.all(&names_an_event) => {}
+            _ => {
+                return invalid(
+                    "filters: with a conversion rate, event:goal or event:name may join other \
+                     dimensions through \"and\" only (the rate's divisor keeps the others)",
+                );
+            }
+        }
+    }
+    Ok(kept)
+}
+
 /// The metrics `pages_daily` answers.
 const PAGE_METRICS: &str = "visitors, visits, pageviews, events";
 
@@ -757,7 +779,8 @@ fn pages_kind(q: &serde_json::Map<String, Value>) -> Result<Option<&'static str>
     let name = names.contains(&"event:name") || names.contains(&"event:goal");
     match (page, name) {
         (true, true) => invalid(
-            "dimensions: event:page and event:name cannot be combined: a page is a page view's, a name any event's",
+            "dimensions and filters: event:page and event:name (or event:goal) cannot be combined: \
+             a page is a page view's, a name any event's",
         ),
         (true, false) => Ok(Some("page")),
         (false, true) => Ok(Some("name")),
@@ -1502,6 +1525,19 @@ mod tests {
         assert!(total.contains("GROUP BY d0) AS t USING (d0)"), "{total}");
         let e = refused(json!({"metrics": ["conversion_rate"], "dimensions": ["event:page"]}));
         assert!(e.contains("applies to event:goal or event:name"), "{e}");
+        // The divisor keeps the members of an `and` that do not name the
+        // event; one that names it under `or` with others is refused.
+        let p = ask(json!({"metrics": ["conversion_rate"], "filters": [
+            ["and", [["is", "event:name", ["purchase"]], ["is", "visit:channel", ["search"]]]]]}))
+        .unwrap();
+        let total = p.sql.split("CROSS JOIN").nth(1).unwrap();
+        assert!(
+            total.contains("channel = {f") && !total.contains("value ="),
+            "{total}"
+        );
+        let e = refused(json!({"metrics": ["conversion_rate"], "filters": [
+            ["or", [["is", "event:name", ["purchase"]], ["is", "visit:channel", ["search"]]]]]}));
+        assert!(e.contains("through \"and\" only"), "{e}");
         let e = refused(
             json!({"metrics": ["conversion_rate", "group_conversion_rate"],
                                "dimensions": ["event:goal"]}),

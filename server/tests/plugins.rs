@@ -1023,9 +1023,10 @@ async fn countries_are_found_before_the_privacy_plugin_truncates_the_address() {
 }
 
 /// Compiled plugins are kept between starts: a second start loads the four
-/// built-ins from wasmtime's cache instead of compiling them, and they judge
-/// as compiled ones do. A cache directory others may write to (native code
-/// the server would run) goes unused, and the plugins still load.
+/// built-ins from the cache instead of compiling them, and they judge as
+/// compiled ones do. A damaged entry is compiled again; a cache directory
+/// others may write to (native code the server would run) goes unused, and
+/// the plugins still load.
 #[tokio::test]
 async fn a_second_start_loads_compiled_plugins_from_the_private_cache() {
     use std::os::unix::fs::PermissionsExt;
@@ -1077,6 +1078,27 @@ async fn a_second_start_loads_compiled_plugins_from_the_private_cache() {
     s.flush().await;
     assert_eq!(row_of(&s, "events", &kept).await["id"], kept);
     s.stop().await.unwrap();
+
+    // A damaged entry is compiled again, never run; a file the cache did
+    // not write is left where it is.
+    std::fs::write(dir.join("notes.txt"), b"not the cache's").unwrap();
+    for e in std::fs::read_dir(&dir).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "cwasm") {
+            let mut bytes = std::fs::read(e.path()).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 0x40;
+            std::fs::write(e.path(), bytes).unwrap();
+        }
+    }
+    let again = Plugins::start(settings.clone(), &plugins::default_chain(), None).unwrap();
+    let cache = &again.status()["compile_cache"];
+    assert_eq!(
+        (&cache["compiled"], &cache["loaded"]),
+        (&json!(4), &json!(0)),
+        "{cache}"
+    );
+    drop(again);
+    assert!(dir.join("notes.txt").exists());
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let open = Plugins::start(settings, &plugins::default_chain(), None).unwrap();

@@ -3,7 +3,6 @@
 //! fresh `Store` per batch with a memory cap, a CPU deadline, captured
 //! output, and WASI with no capabilities.
 
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +15,7 @@ use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::HostSettings;
+use super::compile_cache::CompileCache;
 
 pub mod wit {
     wasmtime::component::bindgen!({ path: "../sdk/wit", world: "plugin" });
@@ -97,8 +97,8 @@ pub struct Host {
     engine: Engine,
     linker: Linker<Sandbox>,
     stop: Arc<AtomicBool>,
-    /// The engine's compile cache, when open: its hits and misses.
-    cache: Option<wasmtime::Cache>,
+    /// Compiled plugins kept between starts, when its directory is private.
+    cache: Option<CompileCache>,
 }
 
 impl Drop for Host {
@@ -107,47 +107,25 @@ impl Drop for Host {
     }
 }
 
-/// wasmtime's compile cache in `plugin_host.cache_dir`, private to this
-/// user. A cache that cannot be opened costs compile time, never the start.
-fn compile_cache(settings: &HostSettings) -> Option<wasmtime::Cache> {
-    let dir = settings
-        .cache_dir
-        .as_ref()
-        .filter(|_| settings.compile_cache)?;
-    let opened = std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| e.to_string())
-        .and_then(|()| private(dir))
-        .and_then(|()| {
-            let mut config = wasmtime::CacheConfig::new();
-            config.with_directory(dir);
-            wasmtime::Cache::new(config).map_err(|e| format!("{e:#}"))
-        });
-    match opened {
+/// The compile cache in `plugin_host.cache_dir`. A cache that cannot be
+/// used costs compile time, never the start.
+fn compile_cache(settings: &HostSettings) -> Option<CompileCache> {
+    if !settings.compile_cache {
+        return None;
+    }
+    let Some(dir) = settings.cache_dir.as_ref() else {
+        tracing::info!(
+            "plugins compile at every start: no cache directory (set plugin_host.cache_dir, or HOME)"
+        );
+        return None;
+    };
+    match CompileCache::open(dir) {
         Ok(cache) => Some(cache),
         Err(e) => {
-            tracing::warn!(dir = %dir.display(), "plugins compile at every start: their cache cannot be used: {e}");
+            tracing::warn!(dir = %dir.display(), "plugins compile at every start: their cache is not used: {e}");
             None
         }
     }
-}
-
-/// The cache holds native code the server runs unchecked: a directory
-/// another user owns or may write to is refused.
-fn private(dir: &Path) -> Result<(), String> {
-    let meta = std::fs::metadata(dir).map_err(|e| e.to_string())?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    if meta.uid() != me || meta.mode() & 0o022 != 0 {
-        return Err(format!(
-            "it must belong to this user (uid {me}, it is {}) and be writable by no one else (its mode is {:o})",
-            meta.uid(),
-            meta.mode() & 0o7777
-        ));
-    }
-    Ok(())
 }
 
 /// A compiled plugin, ready to instantiate.
@@ -196,7 +174,6 @@ impl Host {
             .epoch_interruption(true)
             .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         let cache = compile_cache(settings);
-        cfg.cache(cache.clone());
         let engine = Engine::new(&cfg)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -219,11 +196,12 @@ impl Host {
         })
     }
 
-    /// The compile cache's directory, and the compilations it saved and
-    /// did not save since the start; `None` when it is off.
+    /// The compile cache's directory, and the plugins it loaded and those
+    /// compiled and kept since the start; `None` when it is off.
     pub fn compile_cache(&self) -> Option<(&Path, usize, usize)> {
         let c = self.cache.as_ref()?;
-        Some((c.directory().as_path(), c.cache_hits(), c.cache_misses()))
+        let (loaded, compiled) = c.counts();
+        Some((c.dir(), loaded, compiled))
     }
 
     /// Compiles a component and checks it implements our interface version.
@@ -233,7 +211,11 @@ impl Host {
 
     /// Compiles a component, not yet checked or linked.
     pub fn load(&self, wasm: &[u8]) -> Result<Component, Refused> {
-        Component::new(&self.engine, wasm).map_err(|e| Refused::NotAComponent(format!("{e:#}")))
+        let component = match &self.cache {
+            Some(cache) => cache.component(&self.engine, wasm),
+            None => Component::new(&self.engine, wasm),
+        };
+        component.map_err(|e| Refused::NotAComponent(format!("{e:#}")))
     }
 
     /// Checks a compiled component's interface version and links it to the sandbox.

@@ -4,11 +4,14 @@
 //! - [`host`]: wasmtime (engine, sandbox, limits, one call).
 //! - [`chain`]: a batch through the plugins: verdicts, failure policies,
 //!   the rows for `rejected_events` and `plugin_quarantine`.
+//! - `compile_cache`: compiled plugins kept between starts, checked before
+//!   they run.
 //! - [`Plugins`]: the loaded chain behind an `ArcSwap` (a reload swaps it
 //!   whole; batches in flight finish on the one they started with), the
 //!   bounded worker pool, per-plugin stats and the crash-loop breaker.
 
 pub mod chain;
+mod compile_cache;
 pub mod host;
 mod layout;
 pub mod trial;
