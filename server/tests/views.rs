@@ -1292,16 +1292,26 @@ async fn engagements_give_views_their_time_and_count_nothing_twice() {
         .await;
     assert_eq!((status, &body["accepted"]), (202, &json!(2)), "{body}");
     // A bad one is refused naming its field; its valid neighbour is kept.
+    let mut last = engagement(500, 6_000);
+    last["id"] = json!(uuid::Uuid::now_v7());
     let (status, body) = s
         .post_json(
             "/v1/engagements",
             &json!([{"organizer_id": "org-g", "view_id": "not-a-uuid", "duration_ms": 5},
-                    engagement(500, 6_000)]),
+                    last]),
         )
         .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["accepted"], 1, "{body}");
     assert_eq!(body["errors"][0]["field"], "view_id", "{body}");
+    // Sent again (a client retrying after a lost answer): a resend,
+    // dropped, and the view's time counts it once.
+    let (status, body) = s.post_json("/v1/engagements", &json!([last])).await;
+    assert_eq!(
+        (status, &body["accepted"], &body["duplicates"]),
+        (202, &json!(0), &json!(1)),
+        "{body}"
+    );
     let (status, body) = s
         .post_json(
             "/v1/engagements",

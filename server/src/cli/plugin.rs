@@ -90,7 +90,11 @@ pub fn run(
         PluginCommand::Check { file } | PluginCommand::Test { file, .. } => file,
     };
     let wasm = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let settings = HostSettings::default();
+    // The server's sandbox as the environment sets it (its cache
+    // directory, `BILTEN_PLUGIN_HOST__*`); `--config` is the plugin's own.
+    let settings = bilten_analytics::config::Config::load(None)
+        .map(|c| c.plugin_host)
+        .unwrap_or_else(|_| HostSettings::default());
     let host = Host::new(&settings).map_err(|e| anyhow::anyhow!("{e:#}"))?;
     // Compiled once: the interface is read, and printed by `check`, before
     // it is linked, so that an import the sandbox refuses is shown by name.

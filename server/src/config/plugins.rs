@@ -88,13 +88,14 @@ pub struct HostSettings {
     pub verdict_bytes: usize,
     /// Lines of plugin output logged per plugin per minute.
     pub log_lines_per_minute: u64,
-    /// Where compiled plugins are kept between starts (wasmtime's own
-    /// cache, keyed by the plugin's bytes and the engine's settings): a
-    /// restart or a reload of an unchanged plugin loads native code instead
-    /// of compiling it again (seconds of CPU for a JS or Python plugin).
-    /// Anyone who can write here can run code as the server: it is created
-    /// private to the server's user. `None` (no cache directory found, or
-    /// `compile_cache = false`): every start compiles.
+    /// Where compiled plugins are kept between starts (`plugins::compile_cache`,
+    /// keyed by the plugin's bytes and the engine's settings): a restart
+    /// loads native code instead of compiling again (seconds of CPU for a
+    /// JS or Python plugin). Anyone who can write here could have the
+    /// server run their code: it must be private to the server's user, or
+    /// it goes unused. `None` (no
+    /// cache directory found) or `compile_cache = false`: every start
+    /// compiles.
     pub cache_dir: Option<PathBuf>,
     pub compile_cache: bool,
 }

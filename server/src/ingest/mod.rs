@@ -109,7 +109,7 @@ impl ResendKey {
         Self::new(table, row.organizer_id(), row.id())
     }
 
-    fn new(table: Table, organizer_id: &str, id: uuid::Uuid) -> ResendKey {
+    pub fn new(table: Table, organizer_id: &str, id: uuid::Uuid) -> ResendKey {
         use std::hash::BuildHasher;
         static KEY: std::sync::OnceLock<std::hash::RandomState> = std::sync::OnceLock::new();
         ResendKey {

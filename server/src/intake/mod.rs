@@ -152,7 +152,7 @@ impl Intake {
         for (table, rows) in recovered
             .logged
             .iter()
-            .filter(|(t, _)| Table::INGEST.contains(t))
+            .filter(|(t, _)| Table::INGEST.contains(t) || *t == Table::PageEngagements)
         {
             ingest::resend_keys(*table, rows).for_each(|k| {
                 self.recent.claim(k);
@@ -324,8 +324,10 @@ impl Intake {
 impl Intake {
     /// Takes a request's engagements ([`ingest::engagement`]): checked,
     /// given their view's visit, logged and buffered for
-    /// `page_engagements`. No plugin runs; no resend is looked for (a
-    /// beacon is sent once).
+    /// `page_engagements`. No plugin runs. An id seen within the
+    /// deduplication window is a resend (a client retrying after a lost
+    /// answer; the tracker gives each engagement its id): dropped, or the
+    /// view's time would count twice.
     pub async fn engagements(
         &self,
         body: &[u8],
@@ -335,6 +337,16 @@ impl Intake {
         let now = chrono::Utc::now();
         let (mut rows, errors) =
             ingest::engagement::parse(body, format, self.max_events, now, sender.scope)?;
+        let (sent, mut claimed) = (rows.len(), Vec::with_capacity(rows.len()));
+        rows.retain(|(_, e)| {
+            let key = ResendKey::new(Table::PageEngagements, &e.organizer_id, e.id);
+            let fresh = self.recent.claim(key);
+            if fresh {
+                claimed.push(key);
+            }
+            fresh
+        });
+        let duplicates = sent - rows.len();
         let (ip, user_agent) = sender
             .stamp
             .map_or(("", ""), |s| (s.ip.as_str(), s.user_agent.as_str()));
@@ -345,13 +357,19 @@ impl Intake {
             e.write(&mut lines);
         }
         if !rows.is_empty() {
-            self.pipeline
+            let stored = self
+                .pipeline
                 .store(
                     Table::PageEngagements,
                     bytes::Bytes::from(lines),
                     rows.len(),
                 )
-                .await?;
+                .await;
+            if let Err(e) = stored {
+                // Not kept: the retry is no resend.
+                claimed.iter().for_each(|k| self.recent.release(k));
+                return Err(e);
+            }
             for (_, e) in &rows {
                 self.visits.engagement_stored(e, now.timestamp_millis());
             }
@@ -359,6 +377,7 @@ impl Intake {
         let receipt = Receipt {
             accepted: rows.len(),
             rejected: errors.len(),
+            duplicates,
             errors,
             ..Receipt::default()
         };

@@ -5,33 +5,41 @@
 //! Written here rather than taken from wasmtime's own cache (its `cache`
 //! feature): that one runs whatever its directory holds without checking it,
 //! and its cleanup deletes every file there it did not write. Here:
-//! - an entry is named by the SHA-256 of the plugin's bytes and the engine's
-//!   compatibility hash (wasmtime's version and settings), and carries the
-//!   SHA-256 of its code: a damaged entry is compiled again, never run;
-//! - the directory must belong to the server's user and be writable by no
-//!   one else, and so must every directory above it (root's aside, and a
-//!   sticky one such as `/tmp` when the directory below it is ours):
-//!   otherwise someone else could swap the code the server runs, and the
-//!   cache is off;
-//! - only its own files are ever removed: past [`MAX_ENTRIES`], those used
-//!   longest ago.
+//! - the directory is opened once, and every later read, write, rename and
+//!   removal goes through that descriptor (`openat`, never a path again):
+//!   a directory above it renamed or swapped after the start changes
+//!   nothing. The directory opened must belong to the server's user and be
+//!   writable by no one else, or the cache is off;
+//! - an entry is named by the SHA-256 of the plugin's bytes and of the
+//!   engine's compatibility hash (wasmtime's version and settings), and
+//!   holds the SHA-256 of that name and its code: an entry damaged, or moved
+//!   under another plugin's name, is compiled again, never run. It must be
+//!   a regular file of the server's user with one link, no one else may
+//!   write it, and it is read only up to [`MAX_ENTRY_BYTES`];
+//! - only its own files are ever removed: past [`MAX_ENTRIES`] entries,
+//!   those used longest ago, and its temporary files an hour after a crash
+//!   left them.
 
-use std::hash::{Hash, Hasher};
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// Entries kept: a server's chain and a few earlier builds of each plugin.
 const MAX_ENTRIES: usize = 64;
-/// An entry starts with this, then the SHA-256 of the rest.
-const MAGIC: &[u8] = b"bilten-compiled-plugin 1\n";
+/// The largest entry read (the largest plugins compile to tens of MB).
+const MAX_ENTRY_BYTES: u64 = 512 << 20;
+/// An entry starts with this, then the SHA-256 of its name and code.
+const MAGIC: &[u8] = b"bilten-compiled-plugin 2\n";
 const SUFFIX: &str = ".cwasm";
+/// Its temporary files' names start so; nothing else's may.
+const TMP: &str = ".bilten-cwasm-tmp-";
 
 /// Why the cache is off.
 #[derive(Debug, thiserror::Error)]
@@ -41,44 +49,60 @@ pub enum Refused {
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error(
-        "{path} belongs to uid {owner} with mode {mode:o}: it must belong to this user (uid {me}) or root, and be writable by no one else"
+        "it belongs to uid {owner} with mode {mode:o}: it must belong to this user (uid {me}) and be writable by no one else"
     )]
-    Shared {
-        path: PathBuf,
-        owner: u32,
-        mode: u32,
-        me: u32,
-    },
+    Shared { owner: u32, mode: u32, me: u32 },
+}
+
+impl From<rustix::io::Errno> for Refused {
+    fn from(e: rustix::io::Errno) -> Refused {
+        Refused::Io(e.into())
+    }
 }
 
 /// The cache, open on a directory found private.
 #[derive(Debug)]
 pub struct CompileCache {
-    dir: PathBuf,
+    /// The directory, as opened at the start.
+    dir: OwnedFd,
+    path: PathBuf,
     loaded: AtomicUsize,
     compiled: AtomicUsize,
 }
 
 impl CompileCache {
-    /// Creates the directory (owner-only) if need be and checks it and
-    /// every directory above it.
-    pub fn open(dir: &Path) -> Result<CompileCache, Refused> {
-        if !dir.is_absolute() {
+    /// Creates the directory (owner-only) if need be, opens it, and checks
+    /// what it opened.
+    pub fn open(path: &Path) -> Result<CompileCache, Refused> {
+        if !path.is_absolute() {
             return Err(Refused::Relative);
         }
         std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(dir)?;
-        let dir = std::fs::canonicalize(dir)?;
-        private(&dir)?;
+            .create(path)?;
+        let dir = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&dir)?;
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me || st.st_mode & 0o022 != 0 {
+            return Err(Refused::Shared {
+                owner: st.st_uid,
+                mode: st.st_mode & 0o7777,
+                me,
+            });
+        }
         Ok(CompileCache {
             dir,
+            path: path.to_path_buf(),
             loaded: AtomicUsize::new(0),
             compiled: AtomicUsize::new(0),
         })
     }
 
     pub fn dir(&self) -> &Path {
-        &self.dir
+        &self.path
     }
 
     /// Plugins loaded from the cache and compiled (then stored) since it
@@ -93,92 +117,136 @@ impl CompileCache {
     /// The component from its entry, or compiled and stored. A cache that
     /// cannot be read or written only costs the compilation.
     pub fn component(&self, engine: &Engine, wasm: &[u8]) -> wasmtime::Result<Component> {
-        let path = self.dir.join(format!("{}{SUFFIX}", key(engine, wasm)));
-        if let Some(code) = read_entry(&path) {
+        let key = key(engine, wasm);
+        let name = format!("{key}{SUFFIX}");
+        if let Some(code) = self.read_entry(&name, &key) {
             // SAFETY: the code is what `precompile_component` wrote for these
-            // bytes and this engine's settings (the name says so, and the
-            // checksum that it is whole), in a directory only this user may
-            // write; wasmtime checks its header against the engine again.
+            // bytes and this engine's settings (its name says so, and its
+            // checksum, over the name too, that it is whole and not moved),
+            // in a file and a directory only this user may write; wasmtime
+            // checks its header against the engine again.
             match unsafe { Component::deserialize(engine, &code) } {
                 Ok(c) => {
                     self.loaded.fetch_add(1, Ordering::Relaxed);
-                    // Its time of use, for the eviction.
-                    let _ = std::fs::File::options()
-                        .write(true)
-                        .open(&path)
-                        .and_then(|f| f.set_modified(SystemTime::now()));
                     return Ok(c);
                 }
-                Err(e) => tracing::warn!(entry = %path.display(), "compiling again: {e:#}"),
+                Err(e) => tracing::warn!(entry = %name, "compiling again: {e:#}"),
             }
         }
         let code = engine.precompile_component(wasm)?;
         // SAFETY: compiled just now by this engine.
         let component = unsafe { Component::deserialize(engine, &code)? };
-        match self.store(&path, &code) {
+        match self.store(&name, &key, &code) {
             Ok(()) => {
                 self.compiled.fetch_add(1, Ordering::Relaxed);
                 self.evict();
             }
             Err(e) => {
-                tracing::warn!(dir = %self.dir.display(), "a compiled plugin was not kept: {e}")
+                tracing::warn!(dir = %self.path.display(), "a compiled plugin was not kept: {e}")
             }
         }
         Ok(component)
     }
 
+    /// The entry's code when it is whole and only this user could have
+    /// written it; its time of use is set to now (for the eviction).
+    fn read_entry(&self, name: &str, key: &str) -> Option<Vec<u8>> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            name,
+            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        let me = rustix::process::geteuid().as_raw();
+        let sound = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+            && st.st_uid == me
+            && st.st_mode & 0o022 == 0
+            && st.st_nlink == 1
+            && (st.st_size as u64) <= MAX_ENTRY_BYTES;
+        if !sound {
+            tracing::warn!(entry = %name, "an entry this cache did not write: not run");
+            return None;
+        }
+        let mut file = std::fs::File::from(fd);
+        let mut bytes = Vec::with_capacity(st.st_size as usize);
+        Read::by_ref(&mut file)
+            .take(MAX_ENTRY_BYTES)
+            .read_to_end(&mut bytes)
+            .ok()?;
+        let rest = bytes.strip_prefix(MAGIC)?;
+        let (sum, code) = rest.split_at_checked(32)?;
+        if checksum(key, code).as_slice() != sum {
+            tracing::warn!(entry = %name, "a damaged compiled plugin: compiling again");
+            return None;
+        }
+        let _ = file.set_modified(SystemTime::now());
+        Some(code.to_vec())
+    }
+
     /// Writes the entry beside and renames it in place: a reader sees the
     /// whole entry or none.
-    fn store(&self, path: &Path, code: &[u8]) -> std::io::Result<()> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let tmp = self.dir.join(format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let written = std::fs::File::options()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)
-            .and_then(|mut f| {
-                f.write_all(MAGIC)?;
-                f.write_all(&Sha256::digest(code))?;
-                f.write_all(code)?;
-                f.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&tmp, path));
+    fn store(&self, name: &str, key: &str, code: &[u8]) -> std::io::Result<()> {
+        let tmp = format!("{TMP}{:016x}", rand::random::<u64>());
+        let fd = rustix::fs::openat(
+            &self.dir,
+            &tmp,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let mut file = std::fs::File::from(fd);
+        let written = file
+            .write_all(MAGIC)
+            .and_then(|()| file.write_all(&checksum(key, code)))
+            .and_then(|()| file.write_all(code))
+            .and_then(|()| file.sync_all())
+            .and_then(|()| Ok(rustix::fs::renameat(&self.dir, &tmp, &self.dir, name)?));
         if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+            // Ours: created above, with a name no one else's has.
+            let _ = rustix::fs::unlinkat(&self.dir, &tmp, AtFlags::empty());
         }
         written
     }
 
-    /// Past [`MAX_ENTRIES`], removes the entries used longest ago, and
-    /// files a crashed write left an hour or more ago; nothing else.
+    /// Past [`MAX_ENTRIES`], removes the entries used longest ago, and its
+    /// temporary files a crash left an hour or more ago; nothing else.
     fn evict(&self) {
-        let Ok(list) = std::fs::read_dir(&self.dir) else {
+        let Ok(list) = rustix::fs::Dir::read_from(&self.dir) else {
             return;
         };
-        let now = SystemTime::now();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs() as i64;
         let mut entries = Vec::new();
         for e in list.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Ok(meta) = e.metadata() else { continue };
-            let used = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
-            if name.starts_with(".tmp-") {
-                let old = now.duration_since(used).unwrap_or_default() > Duration::from_secs(3600);
-                if old && meta.is_file() {
-                    let _ = std::fs::remove_file(e.path());
+            let Ok(name) = e.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let ours = name.starts_with(TMP) || is_entry(&name);
+            if !ours {
+                continue;
+            }
+            let Ok(st) = rustix::fs::statat(&self.dir, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+                continue;
+            };
+            if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                continue;
+            }
+            let used = st.st_mtime;
+            if name.starts_with(TMP) {
+                if now - used > Duration::from_secs(3600).as_secs() as i64 {
+                    let _ = rustix::fs::unlinkat(&self.dir, &name, AtFlags::empty());
                 }
-            } else if is_entry(&name) && meta.is_file() {
-                entries.push((used, e.path()));
+            } else {
+                entries.push((used, name));
             }
         }
         if entries.len() > MAX_ENTRIES {
             entries.sort();
-            for (_, path) in &entries[..entries.len() - MAX_ENTRIES] {
-                let _ = std::fs::remove_file(path);
+            for (_, name) in &entries[..entries.len() - MAX_ENTRIES] {
+                let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
             }
         }
     }
@@ -190,21 +258,18 @@ fn is_entry(name: &str) -> bool {
         .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
-/// The entry's code when it is whole.
-fn read_entry(path: &Path) -> Option<Vec<u8>> {
-    let bytes = std::fs::read(path).ok()?;
-    let rest = bytes.strip_prefix(MAGIC)?;
-    let (sum, code) = rest.split_at_checked(32)?;
-    if Sha256::digest(code).as_slice() != sum {
-        tracing::warn!(entry = %path.display(), "a damaged compiled plugin: compiling again");
-        return None;
-    }
-    Some(code.to_vec())
+/// What an entry holds of its name and code.
+fn checksum(key: &str, code: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(key.as_bytes());
+    h.update(code);
+    h.finalize().into()
 }
 
 /// The SHA-256 of the plugin's bytes and of what makes compiled code fit an
 /// engine, in hex.
 fn key(engine: &Engine, wasm: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
     /// Feeds what `Hash` writes into SHA-256.
     struct Sha(Sha256);
     impl Hasher for Sha {
@@ -219,39 +284,6 @@ fn key(engine: &Engine, wasm: &[u8]) -> String {
     engine.precompile_compatibility_hash().hash(&mut h);
     h.0.update(Sha256::digest(wasm));
     h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// `dir` and every directory above it belong to this user or root and no one
-/// else may write them; a sticky directory (`/tmp`) may be written by others
-/// when the directory below it is ours, for then no one else can move it.
-fn private(dir: &Path) -> Result<(), Refused> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    let trusted = |uid: u32| uid == me || uid == 0;
-    let mut below_ours = false;
-    let mut first = true;
-    for path in dir.ancestors() {
-        let meta = std::fs::metadata(path)?;
-        let (owner, mode) = (meta.uid(), meta.mode());
-        let writable_by_others = mode & 0o022 != 0;
-        let sticky = mode & 0o1000 != 0;
-        let ok = match first {
-            // The cache itself: ours, and written by us only.
-            true => owner == me && !writable_by_others,
-            false => trusted(owner) && (!writable_by_others || (sticky && below_ours)),
-        };
-        if !ok {
-            return Err(Refused::Shared {
-                path: path.to_path_buf(),
-                owner,
-                mode: mode & 0o7777,
-                me,
-            });
-        }
-        below_ours = trusted(owner);
-        first = false;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -280,14 +312,32 @@ mod tests {
         let cache = CompileCache::open(&dir).unwrap();
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700);
-        // Someone else's file, and a damaged entry: the first is left
+        // Someone else's files, and a damaged entry: the first are left
         // alone, the second is not read as code.
         std::fs::write(dir.join("keep.me"), b"x").unwrap();
-        let damaged = dir.join(format!("{}{SUFFIX}", "0".repeat(64)));
-        std::fs::write(&damaged, [MAGIC, &[0u8; 32], b"code"].concat()).unwrap();
-        assert!(read_entry(&damaged).is_none());
+        std::fs::write(dir.join(".tmp-not-ours"), b"x").unwrap();
+        let key = "0".repeat(64);
+        let name = format!("{key}{SUFFIX}");
+        std::fs::write(dir.join(&name), [MAGIC, &[0u8; 32], b"code"].concat()).unwrap();
+        assert!(cache.read_entry(&name, &key).is_none());
+        // Whole, but moved under another plugin's name: not read either.
+        std::fs::write(
+            dir.join(&name),
+            [MAGIC, &checksum(&"1".repeat(64), b"code"), b"code"].concat(),
+        )
+        .unwrap();
+        assert!(cache.read_entry(&name, &key).is_none());
+        std::fs::write(
+            dir.join(&name),
+            [MAGIC, &checksum(&key, b"code"), b"code"].concat(),
+        )
+        .unwrap();
+        assert_eq!(cache.read_entry(&name, &key).as_deref(), Some(&b"code"[..]));
+        // A second link to it (a file someone else could keep writing): not read.
+        std::fs::hard_link(dir.join(&name), root.path().join("link")).unwrap();
+        assert!(cache.read_entry(&name, &key).is_none());
         cache.evict();
-        assert!(dir.join("keep.me").exists());
+        assert!(dir.join("keep.me").exists() && dir.join(".tmp-not-ours").exists());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
         let e = CompileCache::open(&dir).unwrap_err().to_string();
         assert!(e.contains("writable by no one else"), "{e}");
