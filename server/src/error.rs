@@ -37,6 +37,9 @@ pub enum ApiError {
     /// Over capacity right now (full log, too many requests): retry later.
     #[error("{0}")]
     Overloaded(String),
+    /// This client sent too many wrong keys: retry after this many seconds.
+    #[error("too many wrong keys from this address: retry in {0} s")]
+    TooManyWrongKeys(u64),
     #[error("storage is unavailable")]
     Unavailable(String),
     #[error("internal error")]
@@ -103,6 +106,7 @@ impl ApiError {
             ApiError::AdminDisabled | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::TooManyWrongKeys(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -123,6 +127,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if let ApiError::TooManyWrongKeys(secs) = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         response
     }

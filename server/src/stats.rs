@@ -10,25 +10,26 @@
 //! read-only limits bound every statement; a range is at most
 //! [`MAX_DAYS`] days and a query at most [`MAX_DIMENSIONS`] dimensions.
 //!
-//! Two aggregates answer: `visits` the visit metrics (`visitors`,
-//! `visits`, `pageviews`, …) and `attribution_daily` (0022) the ticketing
+//! Three aggregates answer: `visits` the visit metrics (`visitors`,
+//! `visits`, `pageviews`, …), `attribution_daily` (0022) the ticketing
 //! ones (`tickets`, `orders`, `revenue`, `average_order_value`), a sale
 //! broken down by a `visit:` dimension being credited to its buyer's last
-//! visit that was not direct. A query asking both joins the two on its
-//! dimensions. Revenue is a map of currency to amount, never one sum.
+//! visit that was not direct, and `pages_daily` (0026) those of a query
+//! that names `event:page`, `event:name` or `event:goal`, alone. A query
+//! asking visit and ticketing metrics joins the two on its dimensions.
+//! Revenue is a map of currency to amount, never one sum.
 //!
 //! Supported: the metrics and dimensions below, filters (`is`, `is_not`,
 //! `contains`, `contains_not`, `matches`, `matches_not`, `and`, `or`,
-//! `not`), `order_by`, `pagination`, `include.total_rows` and
-//! `include.time_labels`. Named by
-//! Plausible but not answered yet (refused by name): `event:goal`,
-//! `event:props:…`, `time_on_page`, …
+//! `not`, and Plausible's `{"case_sensitive": false}`), `order_by`,
+//! `pagination`, `include.total_rows` and `include.time_labels`. Named by
+//! Plausible but not answered yet (refused by name): `event:props:…`,
+//! `has_done`, `time_on_page`, …
 //!
-//! A query that names `event:page` or `event:name` is answered from
-//! `pages_daily` (0026) alone: page views by page, events by name, per day
-//! and channel; its metrics are visitors, visits, pageviews and events, and
-//! with `event:name`, `conversion_rate`: the share of the visitors who
-//! sent the event, of all those with the same other dimensions.
+//! `pages_daily` holds page views by page and events by name, per day and
+//! channel: its metrics are visitors, visits, pageviews and events, and,
+//! with an event's name (every name is a goal), `conversion_rate` and
+//! `group_conversion_rate`, shares of visits.
 //!
 //! Rollups answer most queries in a few rows a day: `visits_daily` those
 //! whose dimensions and filters are the origin, the country and days;

@@ -1563,3 +1563,46 @@ async fn plausibles_documented_queries_are_answered_or_refused_by_name() {
     }
     s.stop().await.unwrap();
 }
+
+/// The Stats API takes the dashboard's keys: guessing them there costs
+/// what it costs at sign-in. Past ten wrong keys from one address, no key
+/// from it is judged for a while, a right one included (a 429 with
+/// `Retry-After`), so a right guess cannot be told from a wrong one.
+#[tokio::test]
+async fn guessing_stats_api_keys_is_refused_past_the_addresss_budget() {
+    let s = TestServer::start(|c| c.read_keys = vec!["read-key-of-org-k@org-k".to_string().into()])
+        .await;
+    let q = json!({"site_id": "org-k", "date_range": "7d", "metrics": ["visits"]});
+    let (status, body) = stats_query(&s, "read-key-of-org-k", q.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    for i in 0..10 {
+        let (status, body) = stats_query(&s, &format!("guess-{i}"), q.clone()).await;
+        assert_eq!(status, 401, "guess {i}: {body}");
+    }
+    for key in ["guess-10", "read-key-of-org-k"] {
+        let r = s
+            .client
+            .post(format!("{}/api/v2/query", s.base))
+            .bearer_auth(key)
+            .json(&q)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 429, "{key}");
+        let wait: u64 = r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=12).contains(&wait), "{wait}");
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]
+                .as_str()
+                .unwrap()
+                .contains("too many wrong keys"),
+            "{body}"
+        );
+    }
+    s.stop().await.unwrap();
+}

@@ -106,6 +106,41 @@ impl Attempt<'_> {
 }
 
 impl SignInLimits {
+    /// For a key sent with each API request (the Stats API's bearer):
+    /// how long `from` must wait when it is over its budget of failures,
+    /// before its key is judged at all, so a right guess cannot be told
+    /// then. Apps send many requests at once with a right key, so unlike a
+    /// sign-in nothing is taken before judging, and only the address's
+    /// budget counts: everyone's would let one attacker lock every app out.
+    pub fn key_refused(&self, from: Option<IpAddr>) -> Option<Duration> {
+        let ip = from?;
+        let now = Instant::now();
+        let level = self.per_address.get(&ip)?.drained(now, PER_ADDRESS_EVERY);
+        (level + 1.0 > PER_ADDRESS).then(|| {
+            let wait = (level + 1.0 - PER_ADDRESS) * PER_ADDRESS_EVERY.as_secs_f64();
+            Duration::from_secs_f64(wait).max(Duration::from_secs(1))
+        })
+    }
+
+    /// A wrong key from `from`: it counts, past the budget too, so a burst
+    /// of parallel guesses waits in proportion.
+    pub fn key_failed(&self, from: Option<IpAddr>) {
+        let Some(ip) = from else { return };
+        let now = Instant::now();
+        if self.per_address.len() >= ADDRESSES {
+            self.per_address
+                .retain(|_, b| b.drained(now, PER_ADDRESS_EVERY) > 0.0);
+        }
+        let mut bucket = self.per_address.entry(ip).or_insert(Bucket {
+            level: 0.0,
+            at: now,
+        });
+        *bucket = Bucket {
+            level: bucket.drained(now, PER_ADDRESS_EVERY) + 1.0,
+            at: now,
+        };
+    }
+
     /// Starts an attempt from `from`, or says how long to wait when it (or
     /// everyone) is over budget.
     pub fn attempt(&self, from: Option<IpAddr>) -> Result<Attempt<'_>, Duration> {

@@ -5,20 +5,25 @@
 //! Written here rather than taken from wasmtime's own cache (its `cache`
 //! feature): that one runs whatever its directory holds without checking it,
 //! and its cleanup deletes every file there it did not write. Here:
-//! - the directory is opened once, and every later read, write, rename and
-//!   removal goes through that descriptor (`openat`, never a path again):
-//!   a directory above it renamed or swapped after the start changes
-//!   nothing. The directory opened must belong to the server's user and be
-//!   writable by no one else, or the cache is off;
+//! - the directory is reached from `/` one name at a time, never through a
+//!   symbolic link, each directory on the way belonging to root or the
+//!   server's user and writable by no one else (a sticky one such as
+//!   `/tmp` may be, when the next one is root's or ours: no one else can
+//!   move it), and the directory itself must be the server's user's and
+//!   closed to others: otherwise someone else could choose the code the
+//!   server runs, and the cache is off. Once opened, every read, write,
+//!   rename and removal goes through that descriptor (`openat`, never a
+//!   path again), so a directory above it swapped later changes nothing;
 //! - an entry is named by the SHA-256 of the plugin's bytes and of the
 //!   engine's compatibility hash (wasmtime's version and settings), and
 //!   holds the SHA-256 of that name and its code: an entry damaged, or moved
 //!   under another plugin's name, is compiled again, never run. It must be
 //!   a regular file of the server's user with one link, no one else may
 //!   write it, and it is read only up to [`MAX_ENTRY_BYTES`];
-//! - only its own files are ever removed: past [`MAX_ENTRIES`] entries,
-//!   those used longest ago, and its temporary files an hour after a crash
-//!   left them.
+//! - only its own files are ever removed: past [`MAX_ENTRIES`] entries or
+//!   [`MAX_TOTAL_BYTES`], those used longest ago (never one used within
+//!   [`IN_USE`]: a large chain would compile again at every start), and its
+//!   temporary files an hour after a crash left them.
 
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -31,8 +36,12 @@ use sha2::{Digest, Sha256};
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-/// Entries kept: a server's chain and a few earlier builds of each plugin.
+/// Entries kept: a server's chain and a few earlier builds of each plugin;
+/// and their bytes (a JS or Python plugin compiles to about 35 MB).
 const MAX_ENTRIES: usize = 64;
+const MAX_TOTAL_BYTES: u64 = 1 << 30;
+/// Entries used this recently are kept past the limits.
+const IN_USE: Duration = Duration::from_secs(600);
 /// The largest entry read (the largest plugins compile to tens of MB).
 const MAX_ENTRY_BYTES: u64 = 512 << 20;
 /// An entry starts with this, then the SHA-256 of its name and code.
@@ -48,10 +57,19 @@ pub enum Refused {
     Relative,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{at:?} is a symbolic link or not a directory: the path must name real directories")]
+    Link { at: String },
     #[error(
-        "it belongs to uid {owner} with mode {mode:o}: it must belong to this user (uid {me}) and be writable by no one else"
+        "{at:?} belongs to uid {owner} with mode {mode:o}: it must belong to this user (uid {me}){} and be writable by no one else",
+        if *last { "" } else { " or root" }
     )]
-    Shared { owner: u32, mode: u32, me: u32 },
+    Shared {
+        at: String,
+        owner: u32,
+        mode: u32,
+        me: u32,
+        last: bool,
+    },
 }
 
 impl From<rustix::io::Errno> for Refused {
@@ -71,28 +89,13 @@ pub struct CompileCache {
 }
 
 impl CompileCache {
-    /// Creates the directory (owner-only) if need be, opens it, and checks
-    /// what it opened.
+    /// Reaches the directory from `/`, creating what is missing
+    /// (owner-only), and checks each directory on the way.
     pub fn open(path: &Path) -> Result<CompileCache, Refused> {
         if !path.is_absolute() {
             return Err(Refused::Relative);
         }
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-            .create(path)?;
-        let dir = rustix::fs::open(
-            path,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let st = rustix::fs::fstat(&dir)?;
-        let me = rustix::process::geteuid().as_raw();
-        if st.st_uid != me || st.st_mode & 0o022 != 0 {
-            return Err(Refused::Shared {
-                owner: st.st_uid,
-                mode: st.st_mode & 0o7777,
-                me,
-            });
-        }
+        let dir = walk(path)?;
         Ok(CompileCache {
             dir,
             path: path.to_path_buf(),
@@ -154,7 +157,7 @@ impl CompileCache {
         let fd = rustix::fs::openat(
             &self.dir,
             name,
-            OFlags::RDWR | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         )
         .ok()?;
@@ -182,7 +185,8 @@ impl CompileCache {
             return None;
         }
         let _ = file.set_modified(SystemTime::now());
-        Some(code.to_vec())
+        bytes.drain(..MAGIC.len() + 32);
+        Some(bytes)
     }
 
     /// Writes the entry beside and renames it in place: a reader sees the
@@ -209,9 +213,14 @@ impl CompileCache {
         written
     }
 
-    /// Past [`MAX_ENTRIES`], removes the entries used longest ago, and its
-    /// temporary files a crash left an hour or more ago; nothing else.
+    /// Past [`MAX_ENTRIES`] or [`MAX_TOTAL_BYTES`], removes the entries
+    /// used longest ago (never the newest), and its temporary files a crash
+    /// left an hour or more ago; nothing else.
     fn evict(&self) {
+        self.evict_past(MAX_ENTRIES, MAX_TOTAL_BYTES)
+    }
+
+    fn evict_past(&self, max_entries: usize, max_bytes: u64) {
         let Ok(list) = rustix::fs::Dir::read_from(&self.dir) else {
             return;
         };
@@ -240,16 +249,81 @@ impl CompileCache {
                     let _ = rustix::fs::unlinkat(&self.dir, &name, AtFlags::empty());
                 }
             } else {
-                entries.push((used, name));
+                entries.push((used, st.st_size as u64, name));
             }
         }
-        if entries.len() > MAX_ENTRIES {
-            entries.sort();
-            for (_, name) in &entries[..entries.len() - MAX_ENTRIES] {
-                let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
+        entries.sort();
+        let mut total: u64 = entries.iter().map(|e| e.1).sum();
+        let mut left = entries.len();
+        let recent = now - IN_USE.as_secs() as i64;
+        for (used, size, name) in &entries {
+            let within = left <= max_entries && total <= max_bytes;
+            if within || left <= 1 || *used >= recent {
+                break;
             }
+            let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
+            total -= size;
+            left -= 1;
         }
     }
+}
+
+/// The directory at `path`, reached from `/` one name at a time without
+/// following a link, each one checked as the module's map says; the missing
+/// ones are created, owner-only.
+fn walk(path: &Path) -> Result<OwnedFd, Refused> {
+    let me = rustix::process::geteuid().as_raw();
+    let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut fd = rustix::fs::open("/", flags, Mode::empty())?;
+    let mut st = rustix::fs::fstat(&fd)?;
+    let mut at = PathBuf::from("/");
+    let names: Vec<_> = path.components().skip(1).collect();
+    // Every directory on the way is root's or ours, so one below a sticky
+    // directory others may write cannot be someone else's.
+    let check = |st: &rustix::fs::Stat, at: &Path, last: bool| {
+        let owner_ok = st.st_uid == me || (!last && st.st_uid == 0);
+        let open_to_others = st.st_mode & 0o022 != 0;
+        let sticky = st.st_mode & 0o1000 != 0;
+        let ok = owner_ok && (!open_to_others || (!last && sticky));
+        match ok {
+            true => Ok(()),
+            false => Err(Refused::Shared {
+                at: at.display().to_string(),
+                owner: st.st_uid,
+                mode: st.st_mode & 0o7777,
+                me,
+                last,
+            }),
+        }
+    };
+    check(&st, &at, names.is_empty())?;
+    for (i, name) in names.iter().enumerate() {
+        let std::path::Component::Normal(name) = name else {
+            return Err(Refused::Link {
+                at: path.display().to_string(),
+            });
+        };
+        at.push(name);
+        let next = match rustix::fs::openat(&fd, *name, flags, Mode::empty()) {
+            Err(rustix::io::Errno::NOENT) => {
+                match rustix::fs::mkdirat(&fd, *name, Mode::from_raw_mode(0o700)) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                rustix::fs::openat(&fd, *name, flags, Mode::empty())
+            }
+            other => other,
+        };
+        fd = next.map_err(|e| match e {
+            rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR => Refused::Link {
+                at: at.display().to_string(),
+            },
+            e => e.into(),
+        })?;
+        st = rustix::fs::fstat(&fd)?;
+        check(&st, &at, i + 1 == names.len())?;
+    }
+    Ok(fd)
 }
 
 /// An entry's name: 64 hex digits and the suffix.
@@ -338,6 +412,27 @@ mod tests {
         assert!(cache.read_entry(&name, &key).is_none());
         cache.evict();
         assert!(dir.join("keep.me").exists() && dir.join(".tmp-not-ours").exists());
+        // Past the limits, the entries used longest ago go, never the newest.
+        std::fs::remove_file(root.path().join("link")).unwrap();
+        let entry = |i: u64| dir.join(format!("{}{SUFFIX}", i.to_string().repeat(64)));
+        for i in 1..=3u64 {
+            std::fs::write(entry(i), vec![0u8; 100]).unwrap();
+            let used = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000 * i);
+            std::fs::File::options()
+                .write(true)
+                .open(entry(i))
+                .unwrap()
+                .set_modified(used)
+                .unwrap();
+        }
+        std::fs::remove_file(dir.join(&name)).unwrap();
+        cache.evict_past(2, u64::MAX);
+        assert!(!entry(1).exists() && entry(2).exists() && entry(3).exists());
+        cache.evict_past(10, 150);
+        assert!(!entry(2).exists() && entry(3).exists());
+        cache.evict_past(10, 1);
+        assert!(entry(3).exists(), "the newest stays");
+        assert!(dir.join("keep.me").exists());
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o770)).unwrap();
         let e = CompileCache::open(&dir).unwrap_err().to_string();
         assert!(e.contains("writable by no one else"), "{e}");
@@ -345,5 +440,23 @@ mod tests {
             CompileCache::open(Path::new("relative/cache")),
             Err(Refused::Relative)
         ));
+        // A symbolic link anywhere on the way: refused, whatever it names.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::os::unix::fs::symlink(root.path(), root.path().join("via")).unwrap();
+        let e = CompileCache::open(&root.path().join("via").join("cache")).unwrap_err();
+        assert!(matches!(e, Refused::Link { .. }), "{e}");
+        let e = CompileCache::open(&root.path().join("via")).unwrap_err();
+        assert!(matches!(e, Refused::Link { .. }), "{e}");
+        // A directory others may write on the way, not sticky: refused.
+        let open = root.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = CompileCache::open(&open.join("cache"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("open\" belongs to uid"), "{e}");
+        // Sticky, as /tmp is: a way.
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        CompileCache::open(&open.join("cache")).unwrap();
     }
 }

@@ -25,16 +25,36 @@ impl From<StatsError> for ApiError {
 
 pub async fn query(
     State(app): State<AppState>,
+    extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    answer(&app, &headers, &body).await.into_response()
+    // Present when served by `serve`; a router used on its own has none.
+    let peer = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let client = super::ingest::client_ip(peer, &headers, &app.config.browser);
+    // Wrong keys count against the address as failed sign-ins do: past its
+    // budget, no key from it is judged for a while (the keys here are the
+    // dashboard's, so guessing here must cost what it costs there).
+    if let Some(wait) = app.signin.key_refused(client) {
+        return ApiError::TooManyWrongKeys(wait.as_secs().max(1)).into_response();
+    }
+    answer(&app, &headers, &body, client).await.into_response()
 }
 
-async fn answer(app: &AppState, headers: &HeaderMap, body: &[u8]) -> Result<Json<Value>, ApiError> {
-    let viewer = super::auth::bearer(headers)
-        .and_then(|key| dashboard::authenticate(&app.config, key))
-        .ok_or(ApiError::Unauthorized)?;
+async fn answer(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    client: Option<std::net::IpAddr>,
+) -> Result<Json<Value>, ApiError> {
+    let viewer =
+        super::auth::bearer(headers).and_then(|key| dashboard::authenticate(&app.config, key));
+    let Some(viewer) = viewer else {
+        app.signin.key_failed(client);
+        return Err(ApiError::Unauthorized);
+    };
     let query: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadQuery(format!("the body is not a JSON query: {e}")))?;
     let organizer = match &viewer {
