@@ -457,7 +457,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
     let event_names = charts::category_bars(
         charts::HALF,
         "event_names",
-        "Events by name, page views aside (the 10 sent most)",
+        "Events by name: events by their type (the 10 sent most)",
         Unit::Count("events"),
         &name_bars,
         "No events in this period.",
