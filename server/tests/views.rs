@@ -977,16 +977,20 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
 // What an attack review of the Stats API, visits and attribution found,
 // held as promises.
 
-/// POST /api/v2/query with `key`.
-async fn stats_query(s: &TestServer, key: &str, q: Value) -> (u16, Value) {
-    let r = s
-        .client
+/// POST /api/v2/query with `key`: the response.
+async fn stats_request(s: &TestServer, key: &str, q: &Value) -> reqwest::Response {
+    s.client
         .post(format!("{}/api/v2/query", s.base))
         .bearer_auth(key)
-        .json(&q)
+        .json(q)
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+/// POST /api/v2/query with `key`: its status and body.
+async fn stats_query(s: &TestServer, key: &str, q: Value) -> (u16, Value) {
+    let r = stats_request(s, key, &q).await;
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
     (
@@ -1580,14 +1584,7 @@ async fn guessing_stats_api_keys_is_refused_past_the_addresss_budget() {
         assert_eq!(status, 401, "guess {i}: {body}");
     }
     for key in ["guess-10", "read-key-of-org-k"] {
-        let r = s
-            .client
-            .post(format!("{}/api/v2/query", s.base))
-            .bearer_auth(key)
-            .json(&q)
-            .send()
-            .await
-            .unwrap();
+        let r = stats_request(&s, key, &q).await;
         assert_eq!(r.status().as_u16(), 429, "{key}");
         let wait: u64 = r.headers()["retry-after"]
             .to_str()

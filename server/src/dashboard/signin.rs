@@ -127,18 +127,28 @@ impl SignInLimits {
     pub fn key_failed(&self, from: Option<IpAddr>) {
         let Some(ip) = from else { return };
         let now = Instant::now();
-        if self.per_address.len() >= ADDRESSES {
-            self.per_address
-                .retain(|_, b| b.drained(now, PER_ADDRESS_EVERY) > 0.0);
-        }
-        let mut bucket = self.per_address.entry(ip).or_insert(Bucket {
-            level: 0.0,
-            at: now,
-        });
+        let mut bucket = self.address(ip, now);
         *bucket = Bucket {
             level: bucket.drained(now, PER_ADDRESS_EVERY) + 1.0,
             at: now,
         };
+    }
+
+    /// The address's bucket, made if need be; past [`ADDRESSES`], the
+    /// drained ones are forgotten first.
+    fn address(
+        &self,
+        ip: IpAddr,
+        now: Instant,
+    ) -> dashmap::mapref::one::RefMut<'_, IpAddr, Bucket> {
+        if self.per_address.len() >= ADDRESSES {
+            self.per_address
+                .retain(|_, b| b.drained(now, PER_ADDRESS_EVERY) > 0.0);
+        }
+        self.per_address.entry(ip).or_insert(Bucket {
+            level: 0.0,
+            at: now,
+        })
     }
 
     /// Starts an attempt from `from`, or says how long to wait when it (or
@@ -146,15 +156,8 @@ impl SignInLimits {
     pub fn attempt(&self, from: Option<IpAddr>) -> Result<Attempt<'_>, Duration> {
         let now = Instant::now();
         if let Some(ip) = from {
-            if self.per_address.len() >= ADDRESSES {
-                self.per_address
-                    .retain(|_, b| b.drained(now, PER_ADDRESS_EVERY) > 0.0);
-            }
-            let mut bucket = self.per_address.entry(ip).or_insert(Bucket {
-                level: 0.0,
-                at: now,
-            });
-            bucket.take(now, PER_ADDRESS, PER_ADDRESS_EVERY)?;
+            self.address(ip, now)
+                .take(now, PER_ADDRESS, PER_ADDRESS_EVERY)?;
         }
         let overall = self
             .overall
