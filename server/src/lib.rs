@@ -43,7 +43,8 @@
 //!   once the log has taken the rows, `visits::tally` counts them into
 //!   their visit, written to `visits` (one row per visit) every few seconds.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
-//!   limits, verdicts, failure policies, the breaker, hot reload.
+//!   limits, verdicts, failure policies, the breaker, hot reload, and the
+//!   compiled plugins kept between starts.
 //! - [`wal`]: the write-ahead log: durability, replay, batch identity.
 //! - [`batch`]: per-table buffers, sealing, the flush workers, dead letters.
 //! - [`storage`]: the `Storage` trait; `embedded` (chDB through its C API,
@@ -64,8 +65,9 @@
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the
 //!   admin report; imports nothing.
 //! - [`stats`]: the Stats API's queries (Plausible's v2 shape) checked
-//!   against allow-lists and run on the `visits` table the server writes;
-//!   no HTTP types.
+//!   against allow-lists and run on the `visits` table the server writes
+//!   and the rollups beside it (`attribution_daily`, `pages_daily`); no
+//!   HTTP types.
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
 //!   admin, dashboard, health, auth and audit); [`error`]: the one
 //!   `IntoResponse`.
