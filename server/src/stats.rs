@@ -471,15 +471,11 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
             vec![Table::Pages]
         }
         None => {
-            if chosen.iter().any(|m| m.1 == Table::Pages) {
+            if let Some(m) = chosen.iter().find(|m| m.1 == Table::Pages) {
                 return invalid(format!(
                     "metrics: {} needs event:goal (or event:name) as a dimension or a filter: \
-                     it is the share of visitors who sent that event",
-                    chosen
-                        .iter()
-                        .find(|m| m.1 == Table::Pages)
-                        .expect("found")
-                        .0
+                     it is the share of visits in which that event was sent",
+                    m.0
                 ));
             }
             [Table::Visits, Table::Sales]
@@ -576,48 +572,35 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                     }),
             )
             .collect();
-        let mut conds: Vec<String> = filters.iter().map(|f| f.sql(table, rollup)).collect();
-        let from_sql = match table {
+        let tested = filters.iter().map(|f| f.sql(table, rollup));
+        // Each rollup's own conditions are names of ours, never the client's.
+        let (from_sql, conds) = match table {
             Table::Visits if daily => {
-                conds.insert(0, "date BETWEEN {from:Date} AND {to:Date}".into());
-                let from = match rollup {
-                    Rollup::Facet(facet) => {
-                        // A name of ours, never the client's.
-                        conds.insert(0, format!("facet = '{facet}'"));
-                        "visit_facets_daily"
-                    }
-                    _ => "visits_daily",
-                };
-                if site.is_some() {
-                    conds.insert(0, "organizer_id = {organizer:String}".into());
-                }
-                format!("{DATABASE}.{from}")
-            }
-            Table::Visits => format!("({})", visits_sql(site.is_some(), last)),
-            Table::Pages => {
-                // A name of ours, never the client's.
-                conds.insert(
-                    0,
-                    format!(
-                        "kind = '{}' AND date BETWEEN {{from:Date}} AND {{to:Date}}",
-                        kind.expect("a pages query")
+                let (from, own) = match rollup {
+                    Rollup::Facet(facet) => (
+                        "visit_facets_daily",
+                        format!("facet = '{facet}' AND {DAYS}"),
                     ),
-                );
-                if site.is_some() {
-                    conds.insert(0, "organizer_id = {organizer:String}".into());
-                }
-                format!("{DATABASE}.pages_daily")
+                    _ => ("visits_daily", DAYS.to_string()),
+                };
+                (format!("{DATABASE}.{from}"), scoped(site, own, tested))
             }
-            Table::Sales => {
-                conds.insert(
-                    0,
-                    "model = 'last' AND date BETWEEN {from:Date} AND {to:Date}".into(),
-                );
-                if site.is_some() {
-                    conds.insert(0, "organizer_id = {organizer:String}".into());
-                }
-                format!("{DATABASE}.attribution_daily")
-            }
+            Table::Visits => (
+                format!("({})", visits_sql(site.is_some(), last)),
+                tested.collect(),
+            ),
+            Table::Pages => (
+                format!("{DATABASE}.pages_daily"),
+                scoped(
+                    site,
+                    format!("kind = '{}' AND {DAYS}", kind.expect("a pages query")),
+                    tested,
+                ),
+            ),
+            Table::Sales => (
+                format!("{DATABASE}.attribution_daily"),
+                scoped(site, format!("model = 'last' AND {DAYS}"), tested),
+            ),
         };
         let where_sql = match conds.is_empty() {
             true => String::new(),
@@ -661,12 +644,9 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                 })
                 .chain(["toFloat64(uniqCombinedMerge(12)(visits)) AS everyone".to_string()])
                 .collect();
-            let mut conds: Vec<String> = Vec::new();
-            if site.is_some() {
-                conds.push("organizer_id = {organizer:String}".into());
-            }
-            conds.push("kind = 'name' AND date BETWEEN {from:Date} AND {to:Date}".into());
-            conds.extend(
+            let conds = scoped(
+                site,
+                format!("kind = 'name' AND {DAYS}"),
                 without_events(&filters)?
                     .iter()
                     .map(|f| f.sql(Table::Pages, Rollup::No)),
@@ -730,6 +710,19 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         total_rows,
         time_labels,
     })
+}
+
+/// A rollup's days of the range.
+const DAYS: &str = "date BETWEEN {from:Date} AND {to:Date}";
+
+/// A rollup's conditions: the organizer's rows (when the query is one
+/// organizer's), the rollup's own, then the filters'.
+fn scoped(site: Option<&str>, own: String, tested: impl Iterator<Item = String>) -> Vec<String> {
+    site.map(|_| "organizer_id = {organizer:String}".to_string())
+        .into_iter()
+        .chain([own])
+        .chain(tested)
+        .collect()
 }
 
 /// The filters that hold for a conversion rate's divisor: those that do not

@@ -1034,14 +1034,14 @@ async fn a_second_start_loads_compiled_plugins_from_the_private_cache() {
     let dir = root.path().join("cache").join("plugins");
     let mut settings = Config::default().plugin_host;
     settings.cache_dir = Some(dir.clone());
-    let first = Plugins::start(settings.clone(), &plugins::default_chain(), None).unwrap();
-    let cache = &first.status()["compile_cache"];
-    assert_eq!(
-        (&cache["compiled"], &cache["loaded"]),
-        (&json!(4), &json!(0)),
-        "{cache}"
-    );
-    drop(first);
+    // A start without a server: what its cache compiled and loaded.
+    let start = |settings: &plugins::HostSettings| {
+        let p = Plugins::start(settings.clone(), &plugins::default_chain(), None).unwrap();
+        let cache = p.status()["compile_cache"].clone();
+        ((cache["compiled"].clone(), cache["loaded"].clone()), cache)
+    };
+    let (counts, cache) = start(&settings);
+    assert_eq!(counts, (json!(4), json!(0)), "{cache}");
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "the cache is private to the server's user");
 
@@ -1090,14 +1090,8 @@ async fn a_second_start_loads_compiled_plugins_from_the_private_cache() {
             std::fs::write(e.path(), bytes).unwrap();
         }
     }
-    let again = Plugins::start(settings.clone(), &plugins::default_chain(), None).unwrap();
-    let cache = &again.status()["compile_cache"];
-    assert_eq!(
-        (&cache["compiled"], &cache["loaded"]),
-        (&json!(4), &json!(0)),
-        "{cache}"
-    );
-    drop(again);
+    let (counts, cache) = start(&settings);
+    assert_eq!(counts, (json!(4), json!(0)), "{cache}");
     assert!(dir.join("notes.txt").exists());
 
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();

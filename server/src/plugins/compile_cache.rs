@@ -357,7 +357,7 @@ fn key(engine: &Engine, wasm: &[u8]) -> String {
     let mut h = Sha(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut h);
     h.0.update(Sha256::digest(wasm));
-    h.0.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    super::hex(&h.0.finalize())
 }
 
 #[cfg(test)]

@@ -520,10 +520,9 @@ impl Plugins {
                 })
             })
             .collect();
-        let cache = self
-            .host
-            .compile_cache()
-            .map(|(dir, hits, misses)| json!({ "dir": dir, "loaded": hits, "compiled": misses }));
+        let cache = self.host.compile_cache().map(
+            |(dir, loaded, compiled)| json!({ "dir": dir, "loaded": loaded, "compiled": compiled }),
+        );
         json!({
             "interface": format!("bilten:plugin@{}", host::INTERFACE_VERSION),
             "compile_cache": cache,

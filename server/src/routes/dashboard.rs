@@ -213,11 +213,7 @@ pub async fn login(
     if !same_origin(&headers) {
         return cross_site();
     }
-    // Present when served by `serve`; a router used on its own has none.
-    let peer = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let client = super::ingest::client_ip(peer, &headers, &app.config.browser);
+    let client = super::ingest::client_of(&extensions, &headers, &app.config.browser);
     let row = |actor: String, status: StatusCode| crate::ops::audit::AuditRow {
         at: crate::storage::datetime64_text(&chrono::Utc::now()),
         actor,

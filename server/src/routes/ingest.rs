@@ -207,6 +207,18 @@ impl Request {
 /// The client's address: the peer's, or, when the peer is a trusted proxy,
 /// the last address in `X-Forwarded-For` that is not one (the ones before
 /// it could be written by anyone).
+/// The client's address of a request a handler takes whole: its peer (when
+/// served by `serve`; a router used on its own has none), as [`client_ip`]
+/// reads it.
+pub fn client_of(
+    extensions: &axum::http::Extensions,
+    headers: &HeaderMap,
+    browser: &BrowserConfig,
+) -> Option<IpAddr> {
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    client_ip(peer, headers, browser)
+}
+
 pub fn client_ip(
     peer: Option<SocketAddr>,
     headers: &HeaderMap,

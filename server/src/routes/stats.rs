@@ -29,11 +29,7 @@ pub async fn query(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    // Present when served by `serve`; a router used on its own has none.
-    let peer = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0);
-    let client = super::ingest::client_ip(peer, &headers, &app.config.browser);
+    let client = super::ingest::client_of(&extensions, &headers, &app.config.browser);
     // Wrong keys count against the address as failed sign-ins do: past its
     // budget, no key from it is judged for a while (the keys here are the
     // dashboard's, so guessing here must cost what it costs there).
