@@ -5,7 +5,7 @@ three rounds with the views as migrated, then three after dropping the
 views named. Prints process CPU per row.
 
     bilten-analytics migrate   # with BILTEN_STORAGE__EMBEDDED__DATA_DIR=/tmp/store
-    python3 scripts/view_cost.py /tmp/store with drop:pages_daily_from_page_views without
+    python3 scripts/view_cost.py /tmp/store with drop:event_performance_from_page_views without
 
 The engine library is the one the build fetched (~/.cache/bilten-analytics).
 """

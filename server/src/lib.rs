@@ -41,7 +41,8 @@
 //!   an address; [`visits`], the server's sessions and each visit's origin,
 //!   read by [`sources`] (channel, source, campaign) from its first page;
 //!   once the log has taken the rows, `visits::tally` counts them into
-//!   their visit, written to `visits` (one row per visit) every few seconds.
+//!   their visit, written to `visits` (one row per visit, its pages and
+//!   event names with it) every few seconds.
 //! - [`plugins`]: the sandboxed Wasm plugin chain (wasmtime): loading,
 //!   limits, verdicts, failure policies, the breaker, hot reload, and the
 //!   compiled plugins kept between starts.

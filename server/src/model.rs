@@ -34,7 +34,7 @@ pub fn plain_identifier(name: &str) -> bool {
 }
 
 /// The tables rows are buffered for: the three kinds clients send, each with
-/// its route, the three the plugin chain writes, and pages' engagements
+/// its route, the four the plugin chain writes, and pages' engagements
 /// (the time a view was visible, sent when it is hidden or left), and the
 /// visits the server writes itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -48,10 +48,11 @@ pub enum Table {
     FilteredTraffic,
     PageEngagements,
     Visits,
+    FilteredEvents,
 }
 
 impl Table {
-    pub const ALL: [Table; 8] = [
+    pub const ALL: [Table; 9] = [
         Table::Events,
         Table::PageViews,
         Table::TicketSales,
@@ -60,6 +61,7 @@ impl Table {
         Table::FilteredTraffic,
         Table::PageEngagements,
         Table::Visits,
+        Table::FilteredEvents,
     ];
     /// The tables clients write to.
     pub const INGEST: [Table; 3] = [Table::Events, Table::PageViews, Table::TicketSales];
@@ -75,6 +77,7 @@ impl Table {
             Table::FilteredTraffic => "filtered-traffic",
             Table::PageEngagements => "engagements",
             Table::Visits => "visits",
+            Table::FilteredEvents => "filtered-events",
         }
     }
 
@@ -92,7 +95,8 @@ impl Table {
             | Table::PluginQuarantine
             | Table::FilteredTraffic
             | Table::PageEngagements
-            | Table::Visits => None,
+            | Table::Visits
+            | Table::FilteredEvents => None,
         }
     }
 
@@ -117,6 +121,7 @@ impl Table {
             Table::FilteredTraffic => "filtered_traffic",
             Table::PageEngagements => "page_engagements",
             Table::Visits => "visits",
+            Table::FilteredEvents => "filtered_events",
         }
     }
 }

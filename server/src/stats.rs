@@ -27,7 +27,9 @@
 //! `has_done`, `time_on_page`, …
 //!
 //! `pages_daily` holds page views by page and events by name, per day and
-//! channel: its metrics are visitors, visits, pageviews and events, and,
+//! channel, summed from the pages and names on each visit's line
+//! (`sql/0027_pages_from_visits.sql`): its metrics are visitors, visits,
+//! pageviews and events, and,
 //! with an event's name (every name is a goal), `conversion_rate` and
 //! `group_conversion_rate`, shares of visits.
 //!
@@ -77,7 +79,7 @@ enum Table {
     Visits,
     /// `attribution_daily`, its 'last' model.
     Sales,
-    /// `pages_daily` (0026): page views by page (`event:page`) or events by
+    /// `pages_daily` (0026, 0027): page views by page (`event:page`) or events by
     /// name (`event:name`), for the queries that name either.
     Pages,
 }

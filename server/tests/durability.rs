@@ -226,6 +226,21 @@ async fn crash_and_recover_on(
         )
         .await;
     assert_eq!(as_u64(&facets["data"][0]["wrong"]), 0, "{facets}");
+    // So do events by name, summed from the visits' lines: every stored
+    // event once.
+    let names = server
+        .query(
+            "SELECT count() AS wrong, sum(r.n) AS stored FROM \
+               (SELECT value, sum(events) AS n FROM bilten_analytics.pages_daily \
+                WHERE kind = 'name' AND value != 'pageview' GROUP BY value) AS p \
+             FULL OUTER JOIN \
+               (SELECT event_type AS value, count() AS n FROM bilten_analytics.events \
+                WHERE visit_id != toUUID('00000000-0000-0000-0000-000000000000') \
+                GROUP BY value) AS r ON p.value = r.value \
+             WHERE p.n != r.n",
+        )
+        .await;
+    assert_eq!(as_u64(&names["data"][0]["wrong"]), 0, "{names}");
 }
 
 #[tokio::test]

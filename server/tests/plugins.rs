@@ -34,6 +34,7 @@ fn plugin(name: &str, path: PathBuf, config: Value, policy: FailurePolicy) -> Pl
         memory_mb: 32,
         failure_policy: policy,
         enabled: true,
+        keep_dropped_as: None,
     }
 }
 
@@ -399,6 +400,143 @@ async fn concurrent_requests_share_plugin_calls_and_keep_their_own_verdicts() {
     s.stop().await.unwrap();
 }
 
+/// A plugin with `keep_dropped_as` keeps what it drops apart, in
+/// `filtered_events` under its traffic class, after the plugins that
+/// follow it (privacy still truncates the address); no figure counts it,
+/// the client reads it as dropped, and it can be read back as the row it
+/// would have been.
+#[tokio::test]
+async fn a_plugin_that_keeps_what_it_drops_stores_it_apart_and_no_figure_counts_it() {
+    let s = TestServer::start(|c| {
+        c.plugins = plugins::default_chain();
+        c.plugins[0].keep_dropped_as = Some("bot".into());
+    })
+    .await;
+    let (bot, person, bot_view) = (id(), id(), id());
+    let (status, answer) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                {"id": bot, "event_type": "signup", "organizer_id": "org-1",
+                 "user_agent": GOOGLEBOT, "ip": "203.0.113.77"},
+                {"id": person, "event_type": "signup", "organizer_id": "org-1",
+                 "user_agent": CHROME, "ip": "203.0.113.78"},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    common::assert_accepted_and_dropped(&answer, 1, 1);
+    let (status, answer) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"id": bot_view, "organizer_id": "org-1", "url": "https://x.example/e/1",
+                     "user_agent": GOOGLEBOT, "ip": "198.51.100.9"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    common::assert_accepted_and_dropped(&answer, 0, 1);
+    s.flush().await;
+    assert_eq!(
+        (s.count("events").await, s.count("page_views").await),
+        (1, 0)
+    );
+    let kept = s
+        .query(
+            "SELECT source_table, plugin, traffic_class, organizer_id, toString(event_id) AS id, \
+             JSONExtractString(row, 'ip') AS ip FROM bilten_analytics.filtered_events \
+             ORDER BY source_table",
+        )
+        .await;
+    let kept: Vec<[&str; 6]> = kept
+        .iter()
+        .map(|r| {
+            [
+                "source_table",
+                "plugin",
+                "traffic_class",
+                "organizer_id",
+                "id",
+                "ip",
+            ]
+            .map(|k| r[k].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            [
+                "events",
+                "bots",
+                "bot",
+                "org-1",
+                bot.as_str(),
+                "203.0.113.0"
+            ],
+            [
+                "page_views",
+                "bots",
+                "bot",
+                "org-1",
+                bot_view.as_str(),
+                "198.51.100.0"
+            ],
+        ]
+    );
+    // The figures count the person alone: the events' views and the visits.
+    let figures = s
+        .query(
+            "SELECT (SELECT sum(events) + sum(page_views) FROM bilten_analytics.metrics_daily) AS events, \
+             (SELECT sum(sign) FROM bilten_analytics.visits) AS visits",
+        )
+        .await;
+    assert_eq!(
+        (as_u64(&figures[0]["events"]), as_u64(&figures[0]["visits"])),
+        (1, 1),
+        "{figures:?}"
+    );
+    // Counted with what was dropped, under the reason `kept`.
+    let (status, filtered) = s.admin_get("/admin/traffic/filtered").await;
+    assert_eq!(status, 200, "{filtered}");
+    let reasons: Vec<(&str, &str, u64)> = filtered["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["source_table"].as_str().unwrap(),
+                r["reason"].as_str().unwrap(),
+                as_u64(&r["events"]),
+            )
+        })
+        .collect();
+    assert_eq!(reasons, [("events", "kept", 1), ("page_views", "kept", 1)]);
+    // The kept view is a `page_views` row as it would have been stored:
+    // its fields are the table's columns, to put back if it was a person.
+    let (_, columns) = s
+        .admin_query("SELECT * FROM bilten_analytics.page_views LIMIT 0")
+        .await;
+    let columns: Vec<&str> = columns["meta"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    let back = s
+        .query("SELECT row FROM bilten_analytics.filtered_events WHERE source_table = 'page_views'")
+        .await;
+    let row: Value = serde_json::from_str(back[0]["row"].as_str().unwrap()).unwrap();
+    let row = row.as_object().unwrap();
+    assert!(
+        row.keys().all(|k| columns.contains(&k.as_str())),
+        "{row:?} against {columns:?}"
+    );
+    assert_eq!(
+        (&row["id"], &row["url"]),
+        (&json!(bot_view), &json!("https://x.example/e/1"))
+    );
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn privacy_can_hash_addresses_with_a_salt() {
     let builtin = PathBuf::from(plugins::BUILTIN_DIR);
@@ -746,6 +884,15 @@ fn plugins_that_cannot_serve_are_refused_at_load_with_the_reason() {
         e.contains("plugin big: memory_mb: must be from 1 to"),
         "{e}"
     );
+    for class in ["", "Bot", "bot class", &"b".repeat(33)] {
+        let mut keeper = p("keeper", "keep_all.wasm", json!({}));
+        keeper.keep_dropped_as = Some(class.to_string());
+        let e = load_error(keeper);
+        assert!(
+            e.contains("plugin keeper: keep_dropped_as: a traffic class is 1 to 32"),
+            "{class:?}: {e}"
+        );
+    }
     // And the one that is fine loads.
     let ok = Plugins::start(
         Config::default().plugin_host,

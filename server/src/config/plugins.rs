@@ -48,6 +48,12 @@ pub struct PluginConfig {
     pub failure_policy: FailurePolicy,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Keeps what it drops instead of discarding it: stored in
+    /// `filtered_events` under this traffic class (say `bot`), after the
+    /// plugins that follow it (the privacy plugin still truncates its
+    /// address), and never counted in a figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_dropped_as: Option<String>,
 }
 
 /// A `[[plugins]]` entry's `timeout` when it sets none.
@@ -139,6 +145,7 @@ pub fn default_chain() -> Vec<PluginConfig> {
         memory_mb: default_memory_mb(),
         failure_policy: policy,
         enabled: true,
+        keep_dropped_as: None,
     };
     vec![
         // Bots first: no point checking or enriching what is dropped.

@@ -164,6 +164,7 @@ impl Pipeline {
                 Bytes::from(out.filtered_rows),
                 out.filtered,
             ),
+            (Table::FilteredEvents, Bytes::from(out.kept_rows), out.kept),
         ]
         .into_iter()
         .filter(|(_, _, n)| *n > 0)

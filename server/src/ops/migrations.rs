@@ -58,6 +58,8 @@ pub const MIGRATIONS: &[Migration] = migrations![
     24 "0024_visits_written.sql",
     25 "0025_visit_facets.sql",
     26 "0026_pages_daily.sql",
+    27 "0027_pages_from_visits.sql",
+    28 "0028_filtered_events.sql",
 ];
 
 impl Migration {

@@ -39,6 +39,14 @@ pub struct ChainOutput {
     pub quarantined: Vec<usize>,
     /// Events that skipped a failed fail-open plugin (tagged, stored).
     pub skipped: usize,
+    /// JSONEachRow lines for `filtered_events`: what a plugin with
+    /// `keep_dropped_as` dropped, after the rest of the chain.
+    pub kept_rows: Vec<u8>,
+    /// How many lines `kept_rows` holds.
+    pub kept: usize,
+    /// By event index: the rows kept so far, with their traffic class and
+    /// the plugin that dropped them. They go on through the chain.
+    pub(crate) marked: std::collections::HashMap<usize, (String, String)>,
 }
 
 /// What one verdict means for the row, once checked.
@@ -123,7 +131,39 @@ pub fn run(
             break;
         }
     }
+    set_kept_apart(&mut out, table, &received);
     out
+}
+
+/// Moves the rows kept under a traffic class out of those to store, into
+/// `filtered_events` lines; to the client they read as dropped.
+fn set_kept_apart(out: &mut ChainOutput, table: Table, received: &str) {
+    if out.marked.is_empty() {
+        return;
+    }
+    let mut gone = vec![false; out.parsed.rows.len()];
+    for (pos, (index, row)) in out.parsed.rows.iter().enumerate() {
+        let Some((class, plugin)) = out.marked.get(index) else {
+            continue;
+        };
+        gone[pos] = true;
+        out.dropped.push(*index);
+        write_line(
+            &mut out.kept_rows,
+            &KeptRow {
+                received_at: received,
+                organizer_id: row.organizer_id(),
+                source_table: table.name(),
+                plugin,
+                traffic_class: class,
+                event_id: row.id(),
+                row: line_of(row),
+            },
+        );
+        out.kept += 1;
+    }
+    out.marked.clear();
+    remove(out, &gone);
 }
 
 /// Checks every verdict before any is applied, so a contract breach fails
@@ -205,8 +245,8 @@ fn apply(
     let stats = &plugin.stats;
     let mut gone = vec![false; out.parsed.rows.len()];
     let mut counts = [0u64; 4];
-    // Dropped events per organizer: what `filtered_traffic` counts.
-    let mut filtered: std::collections::BTreeMap<String, u64> = Default::default();
+    // Dropped (or kept) events per organizer: what `filtered_traffic` counts.
+    let mut filtered: std::collections::BTreeMap<(String, &str), u64> = Default::default();
     for (&pos, decision) in seen.iter().zip(decisions) {
         match decision {
             Decision::Keep => counts[0] += 1,
@@ -219,11 +259,26 @@ fn apply(
                 counts[1] += 1;
             }
             Decision::Drop => {
-                gone[pos] = true;
-                let (index, row) = &out.parsed.rows[pos];
-                out.dropped.push(*index);
-                *filtered.entry(row.organizer_id().to_string()).or_default() += 1;
                 counts[2] += 1;
+                let (index, row) = &out.parsed.rows[pos];
+                // Kept already by a plugin before: counted there, once.
+                if out.marked.contains_key(index) {
+                    continue;
+                }
+                let reason = match &plugin.config.keep_dropped_as {
+                    Some(class) => {
+                        out.marked.insert(*index, (class.clone(), name.to_string()));
+                        "kept"
+                    }
+                    None => {
+                        gone[pos] = true;
+                        out.dropped.push(*index);
+                        "drop"
+                    }
+                };
+                *filtered
+                    .entry((row.organizer_id().to_string(), reason))
+                    .or_default() += 1;
             }
             Decision::Reject(r) => {
                 gone[pos] = true;
@@ -270,7 +325,7 @@ fn apply(
     // The day the events were filtered (received), not the day they claim:
     // a bot's timestamps are whatever it sends.
     let date = received.get(..10).unwrap_or(received);
-    for (organizer_id, events) in filtered {
+    for ((organizer_id, reason), events) in filtered {
         write_line(
             &mut out.filtered_rows,
             &FilteredRow {
@@ -278,8 +333,9 @@ fn apply(
                 organizer_id: &organizer_id,
                 source_table: table.name(),
                 plugin: name,
-                // The contract's drop verdict carries no reason yet.
-                reason: "drop",
+                // The contract's drop verdict carries no reason yet: `drop`,
+                // or `kept` when the plugin keeps what it drops.
+                reason,
                 events,
             },
         );
@@ -363,6 +419,19 @@ struct FilteredRow<'a> {
     plugin: &'a str,
     reason: &'a str,
     events: u64,
+}
+
+/// A `filtered_events` row: a row kept under a traffic class, as it would
+/// have been stored.
+#[derive(Serialize)]
+struct KeptRow<'a> {
+    received_at: &'a str,
+    organizer_id: &'a str,
+    source_table: &'a str,
+    plugin: &'a str,
+    traffic_class: &'a str,
+    event_id: uuid::Uuid,
+    row: String,
 }
 
 /// A `rejected_events` row.

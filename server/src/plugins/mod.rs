@@ -509,6 +509,7 @@ impl Plugins {
                     "failure_policy": p.config.failure_policy,
                     "tables": p.tables.iter().map(|t| t.name()).collect::<Vec<_>>(),
                     "event_types": p.config.event_types,
+                    "keep_dropped_as": p.config.keep_dropped_as,
                     "limits": { "timeout_ms": p.config.timeout.as_millis() as u64, "memory_mb": p.config.memory_mb },
                     "calls": load(&s.batches),
                     "events": events,
@@ -618,8 +619,27 @@ fn check_configs(configs: &[PluginConfig], settings: &HostSettings) -> Result<()
                 "must be more than 0",
             ));
         }
+        if let Some(class) = &c.keep_dropped_as
+            && !traffic_class(class)
+        {
+            return Err(invalid(
+                format!("plugin {}: keep_dropped_as", c.name),
+                format!(
+                    "a traffic class is 1 to 32 lowercase letters, digits, '_' or '-', got {class:?}"
+                ),
+            ));
+        }
     }
     Ok(())
+}
+
+/// A traffic class a plugin may keep what it drops under: a short plain
+/// name, safe in a table and on a dashboard.
+fn traffic_class(name: &str) -> bool {
+    (1..=32).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 fn hex(bytes: &[u8]) -> String {

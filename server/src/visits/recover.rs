@@ -66,6 +66,7 @@ fn from_rows(recent: &str) -> String {
          a_origin.3 AS utm_medium, a_origin.4 AS utm_source, a_origin.5 AS utm_campaign, \
          a_origin.6 AS utm_content, a_origin.7 AS utm_term, a_country AS country, \
          a_agent AS user_agent, '' AS device, '' AS browser, '' AS os, \
+         a_paths AS pages, a_names AS names, \
          toUInt64(toUnixTimestamp64Milli(now64(3))) AS version FROM ( \
          SELECT organizer_id, visit_id, \
          argMinIf(multiIf(user_id != '', user_id, session_id != '', session_id, toString(visit_id)), \
@@ -79,21 +80,23 @@ fn from_rows(recent: &str) -> String {
          argMinIf(session_id, timestamp, session_id != '') AS a_session, \
          argMinIf(origin, timestamp, origin.1 != '') AS a_origin, \
          argMinIf(country, timestamp, country != '') AS a_country, \
-         argMinIf(user_agent, timestamp, user_agent != '') AS a_agent \
+         argMinIf(user_agent, timestamp, user_agent != '') AS a_agent, \
+         CAST(sumMapIf(map(page, toUInt32(1)), kind = 1), 'Map(String, UInt32)') AS a_paths, \
+         CAST(sumMapIf(map(name, toUInt32(1)), kind = 0), 'Map(String, UInt32)') AS a_names \
          FROM ( \
            SELECT organizer_id, visit_id, timestamp, 1 AS kind, toUInt64(duration_ms) AS ms, \
-                  path(url) AS page, \
+                  path(url) AS page, '' AS name, \
                   user_id, session_id, \
                   (toString(channel), source, utm_medium, utm_source, utm_campaign, utm_content, \
                    utm_term) AS origin, toString(country) AS country, user_agent \
            FROM {DATABASE}.page_views WHERE visit_id GLOBAL IN ({recent}) \
            UNION ALL \
-           SELECT organizer_id, visit_id, timestamp, 0, 0, '', user_id, session_id, \
+           SELECT organizer_id, visit_id, timestamp, 0, 0, '', event_type, user_id, session_id, \
                   (toString(channel), source, utm_medium, utm_source, utm_campaign, utm_content, \
                    utm_term), toString(country), user_agent \
            FROM {DATABASE}.events WHERE visit_id GLOBAL IN ({recent}) \
            UNION ALL \
-           SELECT organizer_id, visit_id, timestamp, 2, duration_ms, '', '', '', \
+           SELECT organizer_id, visit_id, timestamp, 2, duration_ms, '', '', '', '', \
                   ('', '', '', '', '', '', ''), '', '' \
            FROM {DATABASE}.page_engagements WHERE visit_id GLOBAL IN ({recent})) \
          GROUP BY organizer_id, visit_id \
@@ -167,7 +170,7 @@ pub async fn lost(
     let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
                    engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
                    utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
-                   device, browser, os, version";
+                   device, browser, os, pages, names, version";
     // What the engine keeps of a visit (its live row, and any cancel left
     // alone) is cancelled row for row: its rows then sum to nothing.
     // `summed`: a row of the figures summed again (not a cancel, whatever

@@ -43,6 +43,31 @@ pub(crate) struct Figures {
     pub user_agent: String,
     /// What its user agent says, read once it is known.
     pub device: super::device::Device,
+    /// Its page views by path and its events by type, which `pages_daily`
+    /// sums from the lines written (`sql/0027_pages_from_visits.sql`).
+    pub pages: Counts,
+    pub names: Counts,
+}
+
+/// A visit's page views by path, or events by type.
+pub(crate) type Counts = HashMap<String, u32>;
+
+/// Most values a visit counts apart, of each kind: a crawler's visit of
+/// ten thousand pages would otherwise write them all with every change.
+/// The rest count under [`OTHER`].
+const MOST_VALUES: usize = 500;
+const OTHER: &str = "(other)";
+
+/// Counts `n` more of `value`, within [`MOST_VALUES`]. Allocates only for
+/// a value new to the visit: this runs for every row.
+fn bump(counts: &mut Counts, value: &str, n: u32) {
+    if let Some(c) = counts.get_mut(value) {
+        *c += n;
+    } else if counts.len() < MOST_VALUES {
+        counts.insert(value.to_string(), n);
+    } else {
+        *counts.entry(OTHER.to_string()).or_default() += n;
+    }
 }
 
 impl Figures {
@@ -57,24 +82,35 @@ impl Figures {
         }
     }
 
-    /// Adds a stored page view's (`page`) or event's row of `visit`.
-    /// Allocates only what it keeps: this runs for every row.
-    fn add(&mut self, h: &mut crate::ingest::Host<'_>, page: bool, seen_ms: u64, visit: Uuid) {
+    /// Adds a stored page view's or event's (`name`: its type) row of
+    /// `visit`. Allocates only what it keeps: this runs for every row.
+    fn add(
+        &mut self,
+        h: &mut crate::ingest::Host<'_>,
+        name: Option<&str>,
+        seen_ms: u64,
+        visit: Uuid,
+    ) {
         let ts = h.timestamp_ms;
         self.engaged_ms += seen_ms;
         self.started_ms = self.started_ms.min(ts);
         self.ended_ms = self.ended_ms.max(ts);
-        if page {
-            self.pageviews += 1;
-            let p = path(h.url);
-            if ts < self.entry.0 {
-                self.entry = (ts, p.to_string());
+        match name {
+            None => {
+                self.pageviews += 1;
+                let p = path(h.url);
+                bump(&mut self.pages, p, 1);
+                if ts < self.entry.0 {
+                    self.entry = (ts, p.to_string());
+                }
+                if ts >= self.exit.0 {
+                    self.exit = (ts, p.to_string());
+                }
             }
-            if ts >= self.exit.0 {
-                self.exit = (ts, p.to_string());
+            Some(name) => {
+                self.events += 1;
+                bump(&mut self.names, name, 1);
             }
-        } else {
-            self.events += 1;
         }
         if self.visitor.is_empty() {
             self.visitor = match (h.user_id, h.session_id) {
@@ -118,6 +154,11 @@ impl Figures {
         }
         if o.exit.0 >= self.exit.0 && o.exit.0 != i64::MIN {
             self.exit = o.exit.clone();
+        }
+        for (counts, more) in [(&mut self.pages, &o.pages), (&mut self.names, &o.names)] {
+            for (value, n) in more {
+                bump(counts, value, *n);
+            }
         }
         let keep = |to: &mut String, from: &String| {
             if to.is_empty() {
@@ -171,6 +212,8 @@ impl Figures {
             device: &'a str,
             browser: &'a str,
             os: &'a str,
+            pages: &'a Counts,
+            names: &'a Counts,
             version: u64,
         }
         let time = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
@@ -207,6 +250,8 @@ impl Figures {
             device: self.device.kind,
             browser: &self.device.browser,
             os: &self.device.os,
+            pages: &self.pages,
+            names: &self.names,
             version,
         };
         let mut out = Vec::with_capacity(512);
@@ -227,21 +272,26 @@ pub(crate) fn count<'a>(rows: impl Iterator<Item = &'a mut Row>) -> Counted {
     let mut batch: HashMap<Uuid, Figures> = HashMap::new();
     for row in rows {
         // A client that sends whole views says how long each was seen.
-        let (page, seen_ms) = match row {
-            Row::PageView(r) => (true, r.duration_ms),
-            _ => (false, 0),
+        // An event's type is taken out while its row lends the rest, and
+        // put back (no copy per row).
+        let (name, seen_ms) = match row {
+            Row::PageView(r) => (None, r.duration_ms),
+            Row::Event(r) => (Some(std::mem::take(&mut r.event_type)), 0),
+            // A sale counts in `attribution_daily`, not in its visit.
+            Row::TicketSale(_) => continue,
         };
-        let Some(mut h) = row.host() else { continue };
-        let Some(visit) = h.visit_id.as_deref().copied() else {
-            continue;
-        };
-        if visit.is_nil() {
-            continue;
+        if let Some(mut h) = row.host()
+            && let Some(visit) = h.visit_id.as_deref().copied()
+            && !visit.is_nil()
+        {
+            batch
+                .entry(visit)
+                .or_insert_with(|| Figures::empty(Arc::from(h.organizer_id), h.timestamp_ms))
+                .add(&mut h, name.as_deref(), seen_ms, visit);
         }
-        batch
-            .entry(visit)
-            .or_insert_with(|| Figures::empty(Arc::from(h.organizer_id), h.timestamp_ms))
-            .add(&mut h, page, seen_ms, visit);
+        if let (Row::Event(r), Some(name)) = (row, name) {
+            r.event_type = name;
+        }
     }
     Counted(batch)
 }
@@ -471,6 +521,7 @@ mod tests {
                 user_id: "buyer".into(),
                 session_id: "tab".into(),
                 visit_id: v,
+                event_type: "add_to_cart".into(),
                 ..Default::default()
             }),
         ];
@@ -495,6 +546,15 @@ mod tests {
             (&l[0]["entry_page"], &l[0]["exit_page"]),
             (&"/a".into(), &"/b".into())
         );
+        // Its pages and event types, for `pages_daily`; the rows keep theirs.
+        assert_eq!(
+            (&l[0]["pages"], &l[0]["names"]),
+            (
+                &serde_json::json!({"/a": 1, "/b": 1}),
+                &serde_json::json!({"add_to_cart": 1})
+            )
+        );
+        assert!(matches!(&rows[2], Row::Event(e) if e.event_type == "add_to_cart"));
         assert_eq!(
             (&l[0]["visitor"], &l[0]["user_id"]),
             (&"tab".into(), &"buyer".into())
@@ -563,6 +623,25 @@ mod tests {
         t.settle(stored, true, 101);
         assert_eq!(t.len(), 10);
         assert!(t.map.iter().all(|e| e.seen_ms >= 15), "the newest stay");
+    }
+
+    #[test]
+    fn a_visit_counts_its_most_values_apart_and_the_rest_as_other() {
+        let t = Tallies::new(30 * 60_000, 1000);
+        let v = Uuid::now_v7();
+        let mut rows: Vec<Row> = (0..MOST_VALUES as i64 + 20)
+            .map(|i| view(v, i, &format!("https://x.example/p/{i}"), ""))
+            .collect();
+        rows.push(view(v, 10_000, "https://x.example/p/0", ""));
+        t.add(count(rows[..300].iter_mut()), 1);
+        t.add(count(rows[300..].iter_mut()), 2);
+        let due = t.due(3);
+        let pages = &lines(&due)[0]["pages"];
+        let pages = pages.as_object().unwrap();
+        assert_eq!(pages.len(), MOST_VALUES + 1);
+        assert_eq!((&pages["/p/0"], &pages[OTHER]), (&2.into(), &20.into()));
+        let total: u64 = pages.values().map(|n| n.as_u64().unwrap()).sum();
+        assert_eq!(total, rows.len() as u64);
     }
 
     #[test]

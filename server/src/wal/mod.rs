@@ -148,6 +148,7 @@ fn table_code(t: Table) -> u8 {
         Table::FilteredTraffic => 6,
         Table::PageEngagements => 7,
         Table::Visits => 8,
+        Table::FilteredEvents => 9,
     }
 }
 
