@@ -638,6 +638,26 @@ async fn visits_and_their_origins_are_kept_as_events_arrive() {
             .contains("bounce_rate does not apply to event:page"),
         "{body}"
     );
+    // With no channel asked or filtered, pages and device columns are read
+    // from their rollups' projections by value (0029).
+    for (q, projection) in [
+        (
+            json!({"metrics": ["pageviews", "visitors"], "dimensions": ["event:page"]}),
+            "pages_by_value",
+        ),
+        (
+            json!({"metrics": ["visitors", "visits"], "dimensions": ["visit:browser", "time:week"]}),
+            "facets_by_value",
+        ),
+    ] {
+        let mut q = q;
+        q["site_id"] = json!("org-v");
+        q["date_range"] = json!([day, today]);
+        let plan = bilten_analytics::stats::plan(&q, Some("org-v"), Utc::now().date_naive())
+            .unwrap_or_else(|e| panic!("{q}: {e}"));
+        s.assert_reads_projection_with(&plan.sql, &plan.params, projection)
+            .await;
+    }
     // Another organizer's key reads nothing of org-v, through any field.
     let (status, body) = stats(
         "read-key-of-org-w",
@@ -944,6 +964,12 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             json!({"metrics": ["events"], "dimensions": ["event:name"]}),
             vec!["pages_daily"],
         ),
+        // A conversion's divisor: the visits, by channel.
+        (
+            json!({"metrics": ["group_conversion_rate"], "dimensions": ["visit:channel"],
+                   "filters": [["is", "event:goal", ["purchase"]]]}),
+            vec!["pages_daily", "visits_daily"],
+        ),
     ] {
         let mut q = q;
         q["site_id"] = json!("org-a");
@@ -961,12 +987,14 @@ async fn a_backend_sale_is_credited_to_the_campaign_of_the_anonymous_visit() {
             .filter_map(|r| r["explain"].as_str())
             .filter(|l| l.contains("ReadFrom"))
             .map(|l| {
-                l.trim()
-                    .rsplit("bilten_analytics.")
-                    .next()
-                    .unwrap()
-                    .trim_end_matches(')')
-                    .to_string()
+                let name = l.rsplit(['(', '.']).next().unwrap().trim_end_matches(')');
+                // A rollup's projection (0029) is that rollup's.
+                match name {
+                    "pages_by_value" => "pages_daily",
+                    "facets_by_value" => "visit_facets_daily",
+                    table => table,
+                }
+                .to_string()
             })
             .collect();
         read.sort();
@@ -1602,5 +1630,61 @@ async fn guessing_stats_api_keys_is_refused_past_the_addresss_budget() {
             "{body}"
         );
     }
+    s.stop().await.unwrap();
+}
+
+/// A visit written before its first page view (an event came first) takes
+/// that page's channel later: the Stats API shows its pages and events
+/// under that channel alone, and its conversion counts it once.
+#[tokio::test]
+async fn a_visit_whose_channel_comes_later_counts_under_it_alone() {
+    let s = TestServer::start(|c| {
+        c.read_keys = vec!["read-key-of-org-x@org-x".to_string().into()];
+    })
+    .await;
+    let t0 = Utc::now() - Duration::minutes(5);
+    let (status, body) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"organizer_id": "org-x", "session_id": "tab-x", "event_type": "signup",
+                     "timestamp": t0.timestamp_millis()}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    // Written with no channel yet.
+    s.flush().await;
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"organizer_id": "org-x", "session_id": "tab-x",
+                     "timestamp": (t0 + Duration::seconds(30)).timestamp_millis(),
+                     "url": "https://bilten.example/e/1",
+                     "referrer": "https://www.google.com/search?q=concert"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let range = json!([
+        (Utc::now() - Duration::days(1)).date_naive().to_string(),
+        Utc::now().date_naive().to_string()
+    ]);
+    let (status, body) = stats_query(
+        &s,
+        "read-key-of-org-x",
+        json!({"site_id": "org-x", "date_range": range,
+               "metrics": ["visits", "events", "conversion_rate"],
+               "dimensions": ["event:name", "visit:channel"],
+               "order_by": [["event:name", "asc"]]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["results"].clone()),
+        (
+            200,
+            json!([{"dimensions": ["pageview", "search"], "metrics": [1, 1, 100]},
+                   {"dimensions": ["signup", "search"], "metrics": [1, 1, 100]}])
+        ),
+        "{body}"
+    );
     s.stop().await.unwrap();
 }

@@ -60,6 +60,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     26 "0026_pages_daily.sql",
     27 "0027_pages_from_visits.sql",
     28 "0028_filtered_events.sql",
+    29 "0029_rollups_by_value.sql",
 ];
 
 impl Migration {

@@ -135,12 +135,38 @@ pub fn run(
     out
 }
 
+/// A `filtered_traffic` line: `events` of an organizer's rows of `table`
+/// that `plugin` filtered out, for `reason`, on the day they arrived (not
+/// the day they claim: a bot's timestamps are whatever it sends).
+fn count_filtered(
+    out: &mut ChainOutput,
+    received: &str,
+    (organizer_id, table, plugin, reason): (&str, Table, &str, &str),
+    events: u64,
+) {
+    write_line(
+        &mut out.filtered_rows,
+        &FilteredRow {
+            date: received.get(..10).unwrap_or(received),
+            organizer_id,
+            source_table: table.name(),
+            plugin,
+            reason,
+            events,
+        },
+    );
+    out.filtered += 1;
+}
+
 /// Moves the rows kept under a traffic class out of those to store, into
-/// `filtered_events` lines; to the client they read as dropped.
+/// `filtered_events` lines, counted in `filtered_traffic` as `kept`; to
+/// the client they read as dropped. A kept row a later fail-closed plugin
+/// quarantined is in `plugin_quarantine` instead, and not counted here.
 fn set_kept_apart(out: &mut ChainOutput, table: Table, received: &str) {
     if out.marked.is_empty() {
         return;
     }
+    let mut kept: std::collections::BTreeMap<(String, String), u64> = Default::default();
     let mut gone = vec![false; out.parsed.rows.len()];
     for (pos, (index, row)) in out.parsed.rows.iter().enumerate() {
         let Some((class, plugin)) = out.marked.get(index) else {
@@ -161,6 +187,17 @@ fn set_kept_apart(out: &mut ChainOutput, table: Table, received: &str) {
             },
         );
         out.kept += 1;
+        *kept
+            .entry((row.organizer_id().to_string(), plugin.clone()))
+            .or_default() += 1;
+    }
+    for ((organizer_id, plugin), events) in kept {
+        count_filtered(
+            out,
+            received,
+            (&organizer_id, table, &plugin, "kept"),
+            events,
+        );
     }
     out.marked.clear();
     remove(out, &gone);
@@ -245,9 +282,13 @@ fn apply(
     let stats = &plugin.stats;
     let mut gone = vec![false; out.parsed.rows.len()];
     let mut counts = [0u64; 4];
-    // Dropped (or kept) events per organizer: what `filtered_traffic` counts.
-    let mut filtered: std::collections::BTreeMap<(String, &str), u64> = Default::default();
+    // Dropped events per organizer: what `filtered_traffic` counts.
+    let mut filtered: std::collections::BTreeMap<String, u64> = Default::default();
     for (&pos, decision) in seen.iter().zip(decisions) {
+        // A row kept by a plugin before this one takes only its changes
+        // (the privacy plugin's): it is out of the figures already, and a
+        // rejection would answer the client and store it elsewhere.
+        let kept = out.marked.contains_key(&out.parsed.rows[pos].0);
         match decision {
             Decision::Keep => counts[0] += 1,
             Decision::Modify(row) => {
@@ -261,25 +302,22 @@ fn apply(
             Decision::Drop => {
                 counts[2] += 1;
                 let (index, row) = &out.parsed.rows[pos];
-                // Kept already by a plugin before: counted there, once.
-                if out.marked.contains_key(index) {
+                if kept {
                     continue;
                 }
-                let reason = match &plugin.config.keep_dropped_as {
+                match &plugin.config.keep_dropped_as {
+                    // Counted once it is set apart, after the chain.
                     Some(class) => {
                         out.marked.insert(*index, (class.clone(), name.to_string()));
-                        "kept"
                     }
                     None => {
                         gone[pos] = true;
                         out.dropped.push(*index);
-                        "drop"
+                        *filtered.entry(row.organizer_id().to_string()).or_default() += 1;
                     }
-                };
-                *filtered
-                    .entry((row.organizer_id().to_string(), reason))
-                    .or_default() += 1;
+                }
             }
+            Decision::Reject(_) if kept => counts[3] += 1,
             Decision::Reject(r) => {
                 gone[pos] = true;
                 let (index, row) = &out.parsed.rows[pos];
@@ -322,24 +360,9 @@ fn apply(
             metrics::counter!(telemetry::PLUGIN_VERDICTS, "plugin" => name.to_string(), "verdict" => verdict).increment(*n);
         }
     }
-    // The day the events were filtered (received), not the day they claim:
-    // a bot's timestamps are whatever it sends.
-    let date = received.get(..10).unwrap_or(received);
-    for ((organizer_id, reason), events) in filtered {
-        write_line(
-            &mut out.filtered_rows,
-            &FilteredRow {
-                date,
-                organizer_id: &organizer_id,
-                source_table: table.name(),
-                plugin: name,
-                // The contract's drop verdict carries no reason yet: `drop`,
-                // or `kept` when the plugin keeps what it drops.
-                reason,
-                events,
-            },
-        );
-        out.filtered += 1;
+    for (organizer_id, events) in filtered {
+        // The contract's drop verdict carries no reason yet.
+        count_filtered(out, received, (&organizer_id, table, name, "drop"), events);
     }
     remove(out, &gone);
 }
@@ -383,6 +406,12 @@ fn fail(
                 gone[pos] = true;
                 let (index, row) = &out.parsed.rows[pos];
                 out.quarantined.push(*index);
+                // A row kept apart before says so, so that it is not put
+                // back with the others as a person's.
+                let detail = match out.marked.get(index) {
+                    Some((class, by)) => format!("{} (kept as {class} by {by})", fault.detail),
+                    None => fault.detail.clone(),
+                };
                 write_line(
                     &mut out.quarantine_rows,
                     &QuarantineRow {
@@ -390,7 +419,7 @@ fn fail(
                         source_table: table.name(),
                         plugin: name,
                         fault: fault.kind.name(),
-                        detail: &fault.detail,
+                        detail: &detail,
                         event_id: row.id(),
                         row: line_of(row),
                     },

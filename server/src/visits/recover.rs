@@ -193,23 +193,125 @@ pub async fn lost(
 
 /// The rows summed again read their device from their user agent, as the
 /// server reads a visit's when it writes it (no SQL reads one as woothee
-/// does); a cancel keeps what the row it cancels had, so that the two sum
-/// to nothing in every rollup.
+/// does), and keep their visit's first [`super::tally::MOST_VALUES`] pages
+/// and event types (by count) as the server does; a cancel keeps what the
+/// row it cancels had, so that the two sum to nothing in every rollup.
+///
+/// A visit whose live row was written before its pages were (0027: no
+/// pages, no event types, but page views or events) had them counted in
+/// `pages_daily` from its rows as they were stored: summed again, it
+/// carries none either, or they would count twice.
 fn with_devices(lines: &[u8]) -> Result<Bytes, StorageError> {
     let mut out = Vec::with_capacity(lines.len() + lines.len() / 8);
+    // Lines come by visit, its cancels first.
+    let mut counted_before: Option<serde_json::Value> = None;
     for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
         let mut row: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(line)
             .map_err(|e| StorageError::transient(format!("a visit read back: {e}")))?;
         let summed = row.remove("summed").and_then(|s| s.as_bool()) == Some(true);
+        let number = |k: &str| row.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let empty = |k: &str| {
+            row.get(k)
+                .and_then(|v| v.as_object())
+                .is_none_or(|m| m.is_empty())
+        };
+        if !summed
+            && row.get("sign").and_then(|s| s.as_i64()) == Some(-1)
+            && empty("pages")
+            && empty("names")
+            && number("pageviews") + number("events") > 0
+        {
+            counted_before = row.get("visit_id").cloned();
+        }
         if summed {
             let agent = row.get("user_agent").and_then(|a| a.as_str()).unwrap_or("");
             let d = super::device::read(agent);
             row.insert("device".into(), d.kind.into());
             row.insert("browser".into(), d.browser.into());
             row.insert("os".into(), d.os.into());
+            let before = counted_before.is_some() && counted_before == row.get("visit_id").cloned();
+            for key in ["pages", "names"] {
+                let counts = match before {
+                    true => serde_json::Map::new(),
+                    false => super::tally::capped(row.remove(key)),
+                };
+                row.insert(key.into(), counts.into());
+            }
         }
         serde_json::to_writer(&mut out, &row).expect("JSON values serialize");
         out.push(b'\n');
     }
     Ok(Bytes::from(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    fn lines(rows: &[Value]) -> Vec<u8> {
+        rows.iter()
+            .flat_map(|r| format!("{r}\n").into_bytes())
+            .collect()
+    }
+
+    fn read(out: &[u8]) -> Vec<Value> {
+        std::str::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_visit_written_before_its_pages_were_is_summed_again_without_them() {
+        let row = |visit: &str, sign: i64, summed: bool, pages: Value| {
+            json!({"sign": sign, "visit_id": visit, "pageviews": 2, "events": 1,
+                   "user_agent": "", "pages": pages, "names": {}, "summed": summed})
+        };
+        let out = super::with_devices(&lines(&[
+            // Live before 0027: its pages were counted from its rows.
+            row("a", -1, false, json!({})),
+            row("a", 1, true, json!({"/x": 2})),
+            // Live since: its pages are its rows'.
+            row("b", -1, false, json!({"/x": 1})),
+            row("b", 1, true, json!({"/x": 2})),
+            // Never written.
+            row("c", 1, true, json!({"/y": 2})),
+        ]))
+        .unwrap();
+        let pages: Vec<(String, Value)> = read(&out)
+            .iter()
+            .map(|r| {
+                (
+                    r["visit_id"].as_str().unwrap().to_string(),
+                    r["pages"].clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            pages,
+            [
+                ("a".to_string(), json!({})),
+                ("a".into(), json!({})),
+                ("b".into(), json!({"/x": 1})),
+                ("b".into(), json!({"/x": 2})),
+                ("c".into(), json!({"/y": 2})),
+            ]
+        );
+    }
+
+    #[test]
+    fn values_summed_again_keep_the_most_counted_as_the_server_does() {
+        let many: serde_json::Map<String, Value> = (0..super::super::tally::MOST_VALUES + 10)
+            .map(|i| (format!("/p/{i}"), json!(if i == 7 { 100 } else { 1 })))
+            .collect();
+        let capped = super::super::tally::capped(Some(Value::Object(many)));
+        assert_eq!(capped.len(), super::super::tally::MOST_VALUES);
+        assert_eq!(
+            (&capped["/p/7"], &capped["(other)"]),
+            (&json!(100), &json!(11))
+        );
+        let total: u64 = capped.values().map(|v| v.as_u64().unwrap()).sum();
+        assert_eq!(total, 100 + super::super::tally::MOST_VALUES as u64 + 9);
+    }
 }

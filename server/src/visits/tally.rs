@@ -55,8 +55,33 @@ pub(crate) type Counts = HashMap<String, u32>;
 /// Most values a visit counts apart, of each kind: a crawler's visit of
 /// ten thousand pages would otherwise write them all with every change.
 /// The rest count under [`OTHER`].
-const MOST_VALUES: usize = 500;
+pub(crate) const MOST_VALUES: usize = 500;
 const OTHER: &str = "(other)";
+
+/// Counts read back from the engine (a JSON object of value to count),
+/// within [`MOST_VALUES`]: the most counted keep their name, the rest
+/// count under [`OTHER`].
+pub(crate) fn capped(
+    counts: Option<serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut all: Vec<(String, u64)> = match counts {
+        Some(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .map(|(k, v)| (k, v.as_u64().unwrap_or(0)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if all.len() <= MOST_VALUES {
+        return all.into_iter().map(|(k, n)| (k, n.into())).collect();
+    }
+    all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let rest: u64 = all.drain(MOST_VALUES - 1..).map(|(_, n)| n).sum();
+    let mut out: serde_json::Map<String, serde_json::Value> =
+        all.into_iter().map(|(k, n)| (k, n.into())).collect();
+    let other = out.remove(OTHER).and_then(|v| v.as_u64()).unwrap_or(0);
+    out.insert(OTHER.into(), (other + rest).into());
+    out
+}
 
 /// Counts `n` more of `value`, within [`MOST_VALUES`]. Allocates only for
 /// a value new to the visit: this runs for every row.
