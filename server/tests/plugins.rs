@@ -29,6 +29,7 @@ fn plugin(name: &str, path: PathBuf, config: Value, policy: FailurePolicy) -> Pl
         path,
         tables: Vec::new(),
         event_types: Vec::new(),
+        organizers: Vec::new(),
         config: config.as_object().cloned().unwrap_or_default(),
         timeout: Duration::from_millis(300),
         memory_mb: 32,
@@ -594,6 +595,52 @@ async fn a_kept_row_quarantined_by_a_later_plugin_says_it_was_kept() {
     s.stop().await.unwrap();
 }
 
+/// A plugin scoped to organizers judges their events only: the same
+/// event from another organizer passes it by.
+#[tokio::test]
+async fn a_plugin_scoped_to_an_organizer_judges_its_events_only() {
+    let s = TestServer::start(|c| {
+        let mut quality = plugins::default_chain().remove(1);
+        assert_eq!(quality.name, "quality");
+        quality.organizers = vec!["org-a".into(), "org-c".into()];
+        c.plugins = vec![quality];
+    })
+    .await;
+    // A purchase without its event: quality rejects it (missing_field).
+    let purchase = |org: &str| json!({"id": id(), "event_type": "purchase", "organizer_id": org});
+    let (status, answer) = s
+        .post_json(
+            "/v1/events",
+            &json!([purchase("org-a"), purchase("org-b"), purchase("org-c")]),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (answer["accepted"].clone(), answer["rejected"].clone()),
+        (json!(1), json!(2)),
+        "{answer}"
+    );
+    let indexes: Vec<u64> = answer["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| as_u64(&e["index"]))
+        .collect();
+    assert_eq!(indexes, [0, 2], "{answer}");
+    s.flush().await;
+    let stored = s
+        .query("SELECT organizer_id FROM bilten_analytics.events")
+        .await;
+    assert_eq!(stored, [json!({"organizer_id": "org-b"})]);
+    let quality = plugin_status(&s, "quality").await;
+    assert_eq!(quality["organizers"], json!(["org-a", "org-c"]));
+    assert_eq!(
+        quality["events"], 2,
+        "it saw org-a's and org-c's only: {quality}"
+    );
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn privacy_can_hash_addresses_with_a_salt() {
     let builtin = PathBuf::from(plugins::BUILTIN_DIR);
@@ -939,6 +986,13 @@ fn plugins_that_cannot_serve_are_refused_at_load_with_the_reason() {
     let e = load_error(big);
     assert!(
         e.contains("plugin big: memory_mb: must be from 1 to"),
+        "{e}"
+    );
+    let mut scoped = p("scoped", "keep_all.wasm", json!({}));
+    scoped.organizers = vec!["org-1".into(), " ".into()];
+    let e = load_error(scoped);
+    assert!(
+        e.contains("plugin scoped: organizers: an organizer id is 1 to 128 characters"),
         "{e}"
     );
     for class in ["", "Bot", "bot class", &"b".repeat(33)] {

@@ -35,6 +35,10 @@ pub struct PluginConfig {
     /// `page_view`, ticket sales `ticket_sale`.
     #[serde(default)]
     pub event_types: Vec<String>,
+    /// Organizers whose events it sees; all if empty. A validator written
+    /// for one organizer's events judges theirs only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizers: Vec<String>,
     /// Handed to the plugin's `init` as a JSON object.
     #[serde(default)]
     pub config: serde_json::Map<String, Value>,
@@ -140,6 +144,7 @@ pub fn default_chain() -> Vec<PluginConfig> {
         path: PathBuf::from(format!("bilten_plugin_{name}.wasm")),
         tables: tables.iter().map(|t| t.to_string()).collect(),
         event_types: Vec::new(),
+        organizers: Vec::new(),
         config: Default::default(),
         timeout: default_timeout(),
         memory_mb: default_memory_mb(),

@@ -76,7 +76,10 @@ pub fn run(
     for plugin in chain.plugins.iter().filter(|p| p.applies_to(table)) {
         let rows = &out.parsed.rows;
         let seen: Vec<usize> = (0..rows.len())
-            .filter(|&i| plugin.sees_type(event_type(&rows[i].1)))
+            .filter(|&i| {
+                plugin.sees_type(event_type(&rows[i].1))
+                    && plugin.sees_organizer(rows[i].1.organizer_id())
+            })
             .collect();
         if seen.is_empty() {
             continue;

@@ -181,6 +181,11 @@ impl Loaded {
         self.config.event_types.is_empty()
             || self.config.event_types.iter().any(|t| t == event_type)
     }
+
+    /// Whether it judges `organizer`'s events (`organizers`, all if none).
+    pub fn sees_organizer(&self, organizer: &str) -> bool {
+        self.config.organizers.is_empty() || self.config.organizers.iter().any(|o| o == organizer)
+    }
 }
 
 /// The chain in force.
@@ -509,6 +514,7 @@ impl Plugins {
                     "failure_policy": p.config.failure_policy,
                     "tables": p.tables.iter().map(|t| t.name()).collect::<Vec<_>>(),
                     "event_types": p.config.event_types,
+                    "organizers": p.config.organizers,
                     "keep_dropped_as": p.config.keep_dropped_as,
                     "limits": { "timeout_ms": p.config.timeout.as_millis() as u64, "memory_mb": p.config.memory_mb },
                     "calls": load(&s.batches),
@@ -617,6 +623,16 @@ fn check_configs(configs: &[PluginConfig], settings: &HostSettings) -> Result<()
             return Err(invalid(
                 format!("plugin {}: timeout", c.name),
                 "must be more than 0",
+            ));
+        }
+        if let Some(o) = c
+            .organizers
+            .iter()
+            .find(|o| o.trim().is_empty() || o.len() > 128)
+        {
+            return Err(invalid(
+                format!("plugin {}: organizers", c.name),
+                format!("an organizer id is 1 to 128 characters, not blank, got {o:?}"),
             ));
         }
         if let Some(class) = &c.keep_dropped_as
