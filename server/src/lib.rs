@@ -59,7 +59,8 @@
 //!   (`walls`), compression (`codec`); its settings, engine side and
 //!   handler where the layers put them, named in its map.
 //! - [`ops`]: schema migrations, retention tiers, backups, health's rules
-//!   (`health`), monitoring and the report, the audit log's batched writer, and `records`, the system
+//!   (`health`), monitoring and the report, the audit log's batched
+//!   writer, exchange rates (`rates`), and `records`, the system
 //!   database's tables they keep; none of it knows HTTP.
 //! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
 //!   keys), filters, figures read from the views, sessions and HTML; no

@@ -74,6 +74,13 @@ enum Command {
         #[command(subcommand)]
         action: admin_client::BackupCommand,
     },
+    /// Exchange rates revenue is converted with: load a CSV, list them.
+    Rates {
+        #[command(flatten)]
+        target: admin_client::Target,
+        #[command(subcommand)]
+        action: admin_client::RatesCommand,
+    },
 }
 
 #[tokio::main]
@@ -107,6 +114,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Report { target, html } => Some(admin_client::report(target, html.clone()).await?),
         Command::Backup { target, action } => {
             Some(admin_client::backup(target, action.clone()).await?)
+        }
+        Command::Rates { target, action } => {
+            Some(admin_client::rates(target, action.clone()).await?)
         }
         _ => None,
     };

@@ -199,8 +199,12 @@ const METRICS: &[Metric] = &[
     ),
 ];
 
-/// Metrics whose value is a map of currency to amount.
+/// Metrics whose value is a map of currency to amount (one amount in the
+/// currency named by `include.converted_to`).
 const PER_CURRENCY: &[&str] = &["revenue", "average_order_value"];
+
+/// Most days and currencies without a rate a response names.
+const MAX_MISSING_RATES: usize = 20;
 
 /// Named by Plausible, but not answered yet.
 const NOT_YET: &[&str] = &["percentage", "time_on_page", "scroll_depth", "exit_rate"];
@@ -406,6 +410,9 @@ pub struct Plan {
     pub total_rows: bool,
     /// Every time bucket of the range, when asked for.
     pub time_labels: Option<Vec<String>>,
+    /// `include.converted_to`: the currency revenue is converted into, and
+    /// the statement listing the days and currencies it has no rate for.
+    pub converted: Option<(String, String)>,
 }
 
 /// Checks `query` for `organizer` (`None`: the admin, any site); `today`
@@ -537,7 +544,10 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     };
     let order = order_by(q.get("order_by"), &metrics, &dimensions)?;
     let (limit, offset) = pagination(q.get("pagination"))?;
-    let (total_rows, labels) = include(q.get("include"))?;
+    let (total_rows, labels, converted_to) = include(q.get("include"))?;
+    if let Some(c) = &converted_to {
+        params.push(("base".to_string(), c.clone()));
+    }
     let time_labels = match (labels, dims.iter().find(|d| d.0.starts_with("time:"))) {
         (false, _) => None,
         (true, Some(d)) => Some(time_labels(d.0, from, to)),
@@ -562,10 +572,12 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                     .enumerate()
                     .filter(|(_, m)| table == Table::Pages || m.1 == table)
                     .map(|(i, m)| {
-                        let expr = match (table, daily) {
-                            (Table::Pages, _) => m.4.expect("checked"),
-                            (_, true) => m.3.expect("every visit metric has its daily form"),
-                            (_, false) => m.2,
+                        let expr = match (table, daily, m.0, &converted_to) {
+                            (Table::Pages, ..) => m.4.expect("checked"),
+                            (_, true, ..) => m.3.expect("every visit metric has its daily form"),
+                            (Table::Sales, _, "revenue", Some(_)) => CONVERTED,
+                            (Table::Sales, _, "average_order_value", Some(_)) => CONVERTED_AVERAGE,
+                            (..) => m.2,
                         };
                         match Some(i) == conversion {
                             true => format!("{expr} AS converted"),
@@ -600,7 +612,10 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                 ),
             ),
             Table::Sales => (
-                format!("{DATABASE}.attribution_daily"),
+                match converted_to {
+                    Some(_) => sales_with_rates(),
+                    None => format!("{DATABASE}.attribution_daily"),
+                },
                 scoped(site, format!("model = 'last' AND {DAYS}"), tested),
             ),
         };
@@ -713,6 +728,33 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         }
     };
     let sql = format!("SELECT * FROM ({body}) ORDER BY {order} LIMIT {limit} OFFSET {offset}");
+    // The days and currencies of the query's sales that have no rate.
+    let converted = match converted_to {
+        None => None,
+        Some(_) if !chosen.iter().any(|m| PER_CURRENCY.contains(&m.0)) => {
+            return invalid(format!(
+                "include: converted_to applies to {}, which this query does not ask",
+                PER_CURRENCY.join(" and ")
+            ));
+        }
+        Some(c) => {
+            let conds = scoped(
+                site,
+                format!("model = 'last' AND {DAYS}"),
+                filters.iter().map(|f| f.sql(Table::Sales, Rollup::No)),
+            );
+            let missing = format!(
+                "SELECT toString(d) AS date, toString(c) AS currency FROM \
+                 (SELECT DISTINCT date AS d, currency AS c FROM {} \
+                  WHERE {} AND currency != {{base:String}} AND r_rate = 0) \
+                 ORDER BY date, currency LIMIT {}",
+                sales_with_rates(),
+                conds.join(" AND "),
+                MAX_MISSING_RATES + 1
+            );
+            Some((c, missing))
+        }
+    };
     Ok(Plan {
         sql,
         params,
@@ -722,6 +764,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         to,
         total_rows,
         time_labels,
+        converted,
     })
 }
 
@@ -1205,24 +1248,58 @@ fn pagination(v: Option<&Value>) -> Result<(u64, u64), StatsError> {
 
 /// `include`: whether to count every row (`total_rows`) and to list every
 /// time bucket of the range (`time_labels`).
-fn include(v: Option<&Value>) -> Result<(bool, bool), StatsError> {
+///
+/// Ours besides: `converted_to`, a currency revenue is converted into with
+/// the exchange rates an admin loaded (`ops::rates`).
+fn include(v: Option<&Value>) -> Result<(bool, bool, Option<String>), StatsError> {
     let Some(v) = v else {
-        return Ok((false, false));
+        return Ok((false, false, None));
     };
     let Some(o) = v.as_object() else {
         return invalid("include: an object");
     };
-    let (mut total_rows, mut labels) = (false, false);
+    let (mut total_rows, mut labels, mut converted) = (false, false, None);
     for (k, x) in o {
         match (k.as_str(), x.as_bool()) {
             ("total_rows", Some(b)) => total_rows = b,
             ("time_labels", Some(b)) => labels = b,
             ("imports", Some(_)) => {}
+            ("converted_to", _) => {
+                let code = x.as_str().and_then(crate::ops::rates::currency);
+                let Some(code) = code else {
+                    return invalid(format!(
+                        "include: converted_to: an ISO 4217 currency code such as EUR, got {}",
+                        cut(&x.to_string())
+                    ));
+                };
+                converted = Some(code);
+            }
             _ => return invalid(format!("include: {:?} is not supported", cut(k))),
         }
     }
-    Ok((total_rows, labels))
+    Ok((total_rows, labels, converted))
 }
+
+/// `attribution_daily` with each row's rate into `{base}` (0 where none
+/// was loaded), for revenue converted.
+fn sales_with_rates() -> String {
+    format!(
+        "(SELECT a.*, r.rate AS r_rate FROM {DATABASE}.attribution_daily AS a \
+         LEFT JOIN (SELECT date, currency, argMax(rate, loaded_at) AS rate \
+         FROM {DATABASE}.exchange_rates WHERE base = {{base:String}} GROUP BY date, currency) AS r \
+         ON r.date = a.date AND r.currency = a.currency)"
+    )
+}
+
+/// Revenue converted into `{base}`, or NULL when a row of it has no rate:
+/// a sum that leaves some out would read as the whole.
+const CONVERTED: &str = "if(countIf(currency != {base:String} AND r_rate = 0) > 0, NULL, \
+     round(sum(toFloat64(revenue) * if(currency = {base:String}, 1, toFloat64(r_rate))), 2))";
+
+/// The average order converted into `{base}`, NULL likewise.
+const CONVERTED_AVERAGE: &str = "if(countIf(currency != {base:String} AND r_rate = 0) > 0, NULL, \
+     round(sum(toFloat64(revenue) * if(currency = {base:String}, 1, toFloat64(r_rate))) \
+     / greatest(sum(orders), 1), 2))";
 
 /// Every bucket of `time:*` from `from` to `to`, spelt as the dimension's
 /// values are (so a client can fill the ones with no row).
@@ -1274,9 +1351,14 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
                         .enumerate()
                         .map(|(i, name)| {
                             let v = &r[format!("m{i}")];
-                            match PER_CURRENCY.contains(&name.as_str()) {
-                                true => per_currency(v, &mut currencies),
-                                false => number(crate::storage::json_number(v)),
+                            match (PER_CURRENCY.contains(&name.as_str()), &plan.converted) {
+                                // Converted: one amount, or null without every rate.
+                                (true, Some((c, _))) => match v.is_null() {
+                                    true => Value::Null,
+                                    false => json!({c: number(crate::storage::json_number(v))}),
+                                },
+                                (true, None) => per_currency(v, &mut currencies),
+                                (false, _) => number(crate::storage::json_number(v)),
                             }
                         })
                         .collect();
@@ -1296,6 +1378,33 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
             "revenue is in several currencies ({}): each figure is per currency, never summed across them; the currency dimension gives each its own row",
             list.join(", ")
         )]);
+    }
+    if let Some((c, missing_sql)) = &plan.converted {
+        meta["converted_to"] = json!(c);
+        let missing = crate::storage::json_rows_with(storage, missing_sql, &plan.params).await?;
+        if !missing.is_empty() {
+            let named: Vec<String> = missing
+                .iter()
+                .take(MAX_MISSING_RATES)
+                .map(|r| {
+                    format!(
+                        "{} on {}",
+                        r["currency"].as_str().unwrap_or(""),
+                        r["date"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            let more = match missing.len() > MAX_MISSING_RATES {
+                true => ", and more",
+                false => "",
+            };
+            meta["missing_rates"] =
+                json!(missing.iter().take(MAX_MISSING_RATES).collect::<Vec<_>>());
+            meta["warnings"] = json!([format!(
+                "no exchange rate into {c} was loaded for {}{more}: revenue that needs one is null, never converted at a guessed rate (PUT /admin/exchange-rates?base={c})",
+                named.join(", ")
+            )]);
+        }
     }
     if let Some(labels) = &plan.time_labels {
         meta["time_labels"] = json!(labels);

@@ -213,3 +213,61 @@ async fn cli_health_and_backups_against_a_running_server() {
     assert!(out.contains("HTTP 404"), "{out}");
     s.stop().await.unwrap();
 }
+
+/// `rates load` and `rates list`: the CLI loads a CSV file of exchange
+/// rates through `/admin`, and a bad line is an error that names it.
+#[tokio::test]
+async fn the_cli_loads_and_lists_exchange_rates() {
+    let s = TestServer::start(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("rates.csv");
+    let day = chrono::Utc::now().date_naive().to_string();
+    std::fs::write(
+        &good,
+        format!("date,currency,rate\r\n{day},USD,0.9231\r\n{day},GBP,1.15\r\n"),
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(&bad, format!("{day},USD,0.9231\n{day},QQQ,1\n")).unwrap();
+    let run = |args: Vec<String>| async move {
+        let out = tokio::process::Command::new(BIN)
+            .args(&args)
+            .env("BILTEN_ADMIN_TOKEN", ADMIN)
+            .output()
+            .await
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let args = |rest: &[&str]| {
+        ["rates", "--target", &s.base]
+            .iter()
+            .chain(rest)
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+    };
+    let (code, out) = run(args(&["load", bad.to_str().unwrap(), "--base", "EUR"])).await;
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("line 2: currency: an ISO 4217 code"), "{out}");
+    let (code, out) = run(args(&["load", good.to_str().unwrap(), "--base", "EUR"])).await;
+    assert_eq!(code, Some(0), "{out}");
+    let loaded: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (loaded["base"].as_str(), loaded["loaded"].as_u64()),
+        (Some("EUR"), Some(2))
+    );
+    let (code, out) = run(args(&["list", "--base", "EUR"])).await;
+    assert_eq!(code, Some(0), "{out}");
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    let rates: Vec<(&str, &str)> = listed["rates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["currency"].as_str().unwrap(), r["rate"].as_str().unwrap()))
+        .collect();
+    assert_eq!(rates, [("GBP", "1.15"), ("USD", "0.9231")]);
+    s.stop().await.unwrap();
+}

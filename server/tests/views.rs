@@ -1688,3 +1688,129 @@ async fn a_visit_whose_channel_comes_later_counts_under_it_alone() {
     );
     s.stop().await.unwrap();
 }
+
+/// Revenue converted with the exchange rates an admin loaded: one amount in
+/// the currency asked, or null, with the days and currencies that have no
+/// rate named, never a guess.
+#[tokio::test]
+async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
+    let s = TestServer::start(|c| {
+        c.read_keys = vec!["read-key-of-org-r@org-r".to_string().into()];
+    })
+    .await;
+    let day = |d: i64| (Utc::now() - Duration::days(d)).date_naive().to_string();
+    let at = |d: i64| (Utc::now() - Duration::days(d)).timestamp_millis();
+    let sale = |d: i64, price: &str, currency: &str| {
+        json!({"organizer_id": "org-r", "event_id": "concert-1", "user_id": "u", "quantity": 2,
+               "price": price, "currency": currency, "timestamp": at(d)})
+    };
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!([
+                sale(2, "50.00", "EUR"),
+                sale(1, "10.00", "USD"),
+                sale(1, "20.00", "GBP")
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let put = |base: &str, csv: String| {
+        s.client
+            .put(format!("{}/admin/exchange-rates?base={base}", s.base))
+            .bearer_auth(common::ADMIN)
+            .body(csv)
+            .send()
+    };
+    // A bad line refuses the whole load, naming the line and the field.
+    let bad = put(
+        "EUR",
+        format!(
+            "date,currency,rate\n{},USD,0.9\n{},GBP,-1\n",
+            day(1),
+            day(1)
+        ),
+    )
+    .await
+    .unwrap();
+    let (status, body) = common::status_and_body(bad).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("line 3: rate: a positive decimal"),
+        "{body}"
+    );
+    // Only USD's rate: GBP's sale cannot be converted.
+    let ok = put("EUR", format!("date,currency,rate\n{},usd,0.9\n", day(1)))
+        .await
+        .unwrap();
+    let (status, body) = common::status_and_body(ok).await;
+    assert_eq!((status, body["loaded"].clone()), (200, json!(1)), "{body}");
+    let ask = |q: Value| {
+        let mut q = q;
+        q["site_id"] = json!("org-r");
+        q["date_range"] = json!([day(7), day(0)]);
+        q["include"] = json!({"converted_to": "EUR"});
+        stats_query(&s, "read-key-of-org-r", q)
+    };
+    let (status, body) = ask(
+        json!({"metrics": ["revenue", "orders"], "dimensions": ["currency"],
+                                    "order_by": [["currency", "asc"]]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // 100 EUR as it is, 20 USD at 0.9; GBP has no rate: null, and named.
+    assert_eq!(
+        body["results"],
+        json!([{"dimensions": ["EUR"], "metrics": [{"EUR": 100}, 1]},
+               {"dimensions": ["GBP"], "metrics": [null, 1]},
+               {"dimensions": ["USD"], "metrics": [{"EUR": 18}, 1]}]),
+        "{body}"
+    );
+    assert_eq!(body["meta"]["converted_to"], "EUR", "{body}");
+    assert_eq!(
+        body["meta"]["missing_rates"],
+        json!([{"date": day(1), "currency": "GBP"}]),
+        "{body}"
+    );
+    assert!(
+        body["meta"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("GBP on"),
+        "{body}"
+    );
+    // The total needs every rate: null until GBP's is loaded.
+    let (_, body) = ask(json!({"metrics": ["revenue", "average_order_value"]})).await;
+    assert_eq!(body["results"][0]["metrics"], json!([null, null]), "{body}");
+    let ok = put("EUR", format!("{},GBP,1.15\n", day(1))).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let (_, body) = ask(json!({"metrics": ["revenue", "average_order_value"]})).await;
+    assert_eq!(
+        body["results"][0]["metrics"],
+        json!([{"EUR": 164}, {"EUR": 54.67}]),
+        "100 + 18 + 46: {body}"
+    );
+    assert!(body["meta"].get("missing_rates").is_none(), "{body}");
+    // The rates as loaded, and a refused currency.
+    let (status, listed) = s.admin_get("/admin/exchange-rates?base=EUR").await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["rates"],
+        json!([{"base": "EUR", "date": day(1), "currency": "GBP", "rate": "1.15"},
+               {"base": "EUR", "date": day(1), "currency": "USD", "rate": "0.9"}]),
+        "{listed}"
+    );
+    let (status, body) = ask(json!({"metrics": ["visits"]})).await;
+    assert_eq!(status, 400, "{body}");
+    let mut q = json!({"site_id": "org-r", "metrics": ["revenue"], "date_range": "7d",
+                       "include": {"converted_to": "euros"}});
+    let (status, body) = stats_query(&s, "read-key-of-org-r", q.take()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("converted_to: an ISO 4217"),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}

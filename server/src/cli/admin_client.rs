@@ -38,12 +38,50 @@ pub enum BackupCommand {
     Verify { id: String },
 }
 
+/// `rates`: the exchange rates revenue is converted with.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum RatesCommand {
+    /// Load a CSV file of date,currency,rate lines into a base currency.
+    Load {
+        file: PathBuf,
+        /// The currency the rates are in (what one unit was worth in it).
+        #[arg(long)]
+        base: String,
+    },
+    /// The rates in force.
+    List {
+        #[arg(long)]
+        base: Option<String>,
+        /// First day, YYYY-MM-DD (default: a year ago).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        to: Option<String>,
+    },
+}
+
+/// A request's body: JSON, or text as it is (a CSV file).
+enum Body {
+    Json(Value),
+    Text(String),
+}
+
 impl Target {
     async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
+    ) -> anyhow::Result<(u16, String)> {
+        self.send(method, path, body.map(Body::Json)).await
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Body>,
     ) -> anyhow::Result<(u16, String)> {
         let token = self
             .token
@@ -53,8 +91,10 @@ impl Target {
         let mut req = reqwest::Client::new()
             .request(method, &url)
             .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
+        match body {
+            Some(Body::Json(b)) => req = req.json(&b),
+            Some(Body::Text(t)) => req = req.header("content-type", "text/csv").body(t),
+            None => {}
         }
         let resp = req
             .send()
@@ -160,5 +200,46 @@ pub async fn backup(t: &Target, cmd: BackupCommand) -> anyhow::Result<u8> {
         }
     };
     print(&v);
+    Ok(0)
+}
+
+/// `rates load` and `rates list`.
+pub async fn rates(t: &Target, action: RatesCommand) -> anyhow::Result<u8> {
+    let (path, body, method) = match action {
+        RatesCommand::Load { file, base } => {
+            let csv = std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("base", &base)
+                .finish();
+            (
+                format!("/exchange-rates?{query}"),
+                Some(Body::Text(csv)),
+                reqwest::Method::PUT,
+            )
+        }
+        RatesCommand::List { base, from, to } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in [("base", base), ("from", from), ("to", to)] {
+                if let Some(v) = v {
+                    query.append_pair(k, &v);
+                }
+            }
+            (
+                format!("/exchange-rates?{}", query.finish()),
+                None,
+                reqwest::Method::GET,
+            )
+        }
+    };
+    let (status, text) = t.send(method, &path, body).await?;
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    if !(200..300).contains(&status) {
+        bail!(
+            "exchange rates: HTTP {status}: {}",
+            value.get("error").unwrap_or(&value)
+        );
+    }
+    print(&value);
     Ok(0)
 }

@@ -61,6 +61,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     27 "0027_pages_from_visits.sql",
     28 "0028_filtered_events.sql",
     29 "0029_rollups_by_value.sql",
+    30 "0030_exchange_rates.sql",
 ];
 
 impl Migration {

@@ -6,6 +6,7 @@ pub mod backups;
 pub mod health;
 pub mod migrations;
 pub mod monitor;
+pub mod rates;
 pub mod records;
 pub mod retention;
 

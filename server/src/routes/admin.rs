@@ -324,3 +324,71 @@ pub async fn reload_plugins(
     };
     Ok((code, Json(json!({ "ok": !failed, "plugins": entries }))))
 }
+
+#[derive(serde::Deserialize)]
+pub struct RatesParams {
+    base: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// Loads exchange rates into `?base=`: a CSV body of date, currency and
+/// rate (what one unit was worth in the base that day). Every line is
+/// checked before any is stored; a bad one is a 400 that names it.
+pub async fn load_exchange_rates(
+    State(app): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<RatesParams>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let Some(base) = p.base.as_deref() else {
+        return Err(ApiError::BadQuery(
+            "base: name the currency the rates are in, as ?base=EUR".into(),
+        ));
+    };
+    let (base, rates) =
+        crate::ops::rates::parse(base, &body).map_err(|e| ApiError::BadBody(e.0))?;
+    crate::ops::rates::load(&*app.storage, &base, &rates).await?;
+    let days = rates.iter().map(|r| r.date);
+    Ok(Json(json!({
+        "base": base,
+        "loaded": rates.len(),
+        "from": days.clone().min(),
+        "to": days.max(),
+    })))
+}
+
+/// The exchange rates in force (of `?base=`, when given), from `?from=` to
+/// `?to=` (the last 366 days by default).
+pub async fn exchange_rates(
+    State(app): State<AppState>,
+    axum::extract::Query(p): axum::extract::Query<RatesParams>,
+) -> Result<Json<Value>, ApiError> {
+    let base = match p.base.as_deref() {
+        None => None,
+        Some(b) => Some(crate::ops::rates::currency(b).ok_or_else(|| {
+            ApiError::BadQuery(format!("base: an ISO 4217 currency code, got {b:?}"))
+        })?),
+    };
+    let today = chrono::Utc::now().date_naive();
+    let day = |v: Option<&str>, field: &str, default| match v {
+        None => Ok(default),
+        Some(s) => chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+            ApiError::BadQuery(format!("{field}: expected a date as YYYY-MM-DD, got {s:?}"))
+        }),
+    };
+    let from = day(
+        p.from.as_deref(),
+        "from",
+        today - chrono::Duration::days(365),
+    )?;
+    let to = day(p.to.as_deref(), "to", today)?;
+    let (rates, truncated) =
+        crate::ops::rates::list(&*app.storage, base.as_deref(), (from, to)).await?;
+    Ok(Json(json!({
+        "from": from,
+        "to": to,
+        "base": base,
+        "rates": rates,
+        "truncated": truncated,
+    })))
+}

@@ -130,6 +130,10 @@ pub fn router(state: AppState) -> Router {
         .route("/plugins", get(admin::plugins))
         .route("/plugins/reload", post(admin::reload_plugins))
         .route("/traffic/filtered", get(admin::filtered_traffic))
+        .route(
+            "/exchange-rates",
+            get(admin::exchange_rates).put(admin::load_exchange_rates),
+        )
         // Token, then a capped body, then the handler; every request audited.
         .route_layer(from_fn_with_state(state.clone(), auth::admin_gate));
     let max_body = state.config.ingest.max_body_bytes;
