@@ -173,24 +173,26 @@ async fn the_html_report_renders_its_charts_in_a_browser() {
     s.stop().await.unwrap();
 }
 
+/// The CLI with the admin token: its exit code, and what it printed.
+async fn cli(args: &[&str]) -> (Option<i32>, String) {
+    // Async: the server under test runs on this test's runtime.
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .env("BILTEN_ADMIN_TOKEN", ADMIN)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
 #[tokio::test]
 async fn cli_health_and_backups_against_a_running_server() {
     let s = TestServer::start(|_| {}).await;
     with_data(&s, 12).await;
-    async fn run(args: &[&str]) -> (Option<i32>, String) {
-        // Async: the server under test runs on this test's runtime.
-        let out = tokio::process::Command::new(BIN)
-            .args(args)
-            .env("BILTEN_ADMIN_TOKEN", ADMIN)
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    }
+    let run = cli;
     let (code, out) = run(&["health", "--target", &s.base]).await;
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("\"status\": \"ok\""), "{out}");
@@ -230,17 +232,7 @@ async fn the_cli_loads_and_lists_exchange_rates() {
     let bad = dir.path().join("bad.csv");
     std::fs::write(&bad, format!("{day},USD,0.9231\n{day},QQQ,1\n")).unwrap();
     let run = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new(BIN)
-            .args(&args)
-            .env("BILTEN_ADMIN_TOKEN", ADMIN)
-            .output()
-            .await
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
+        cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
     };
     let args = |rest: &[&str]| {
         ["rates", "--target", &s.base]
