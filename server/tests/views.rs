@@ -1814,3 +1814,26 @@ async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
     );
     s.stop().await.unwrap();
 }
+
+/// With visits switched off, the Stats API says its visit figures count
+/// nothing instead of answering zeros as if there were no traffic.
+#[tokio::test]
+async fn with_visits_off_the_stats_api_says_so() {
+    let s = TestServer::start(|c| c.visits.enabled = false).await;
+    let (status, body) = stats_query(
+        &s,
+        common::ADMIN,
+        json!({"site_id": "org-x", "metrics": ["visits"], "date_range": "7d"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["meta"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("visits are switched off")),
+        "{body}"
+    );
+    s.stop().await.unwrap();
+}

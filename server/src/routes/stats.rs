@@ -58,5 +58,17 @@ async fn answer(
         Viewer::Organizer(org) => Some(org.as_str()),
     };
     let plan = stats::plan(&query, organizer, chrono::Utc::now().date_naive())?;
-    Ok(Json(stats::run(&*app.storage, &plan).await?))
+    let mut answer = stats::run(&*app.storage, &plan).await?;
+    // Visits (and the pages and names counted with them) are kept by the
+    // server as rows arrive: switched off, their figures read nothing.
+    if !app.config.visits.enabled
+        && let Some(warnings) = answer["meta"]["warnings"].as_array_mut()
+    {
+        warnings.push(
+            "visits are switched off on this server (visits.enabled = false): visit, page and \
+             event-name figures count nothing stored since"
+                .into(),
+        );
+    }
+    Ok(Json(answer))
 }
