@@ -17,7 +17,10 @@
 //! visit that was not direct, and `pages_daily` (0026) those of a query
 //! that names `event:page`, `event:name` or `event:goal`, alone. A query
 //! asking visit and ticketing metrics joins the two on its dimensions.
-//! Revenue is a map of currency to amount, never one sum.
+//! Revenue is a map of currency to amount, never one sum across currencies,
+//! unless the query asks it converted (`include.converted_to`) with the
+//! exchange rates an admin loaded: then one amount, or null where a rate is
+//! missing.
 //!
 //! Supported: the metrics and dimensions below, filters (`is`, `is_not`,
 //! `contains`, `contains_not`, `matches`, `matches_not`, `and`, `or`,
@@ -585,6 +588,9 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                         }
                     }),
             )
+            // Converted revenue is NULL for a missing rate: joined with the
+            // visits, a group with no sales says so apart (`run`).
+            .chain((table == Table::Sales && converted_to.is_some()).then(|| "1 AS s_rows".into()))
             .collect();
         let tested = filters.iter().map(|f| f.sql(table, rollup));
         // Each rollup's own conditions are names of ours, never the client's.
@@ -718,6 +724,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                 .iter()
                 .cloned()
                 .chain((0..chosen.len()).map(|i| format!("m{i}")))
+                .chain(converted_to.is_some().then(|| "s_rows".into()))
                 .collect();
             format!(
                 "SELECT {} FROM ({}) AS v {join} ({}) AS s{using}",
@@ -745,8 +752,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
             );
             let missing = format!(
                 "SELECT toString(d) AS date, toString(c) AS currency FROM \
-                 (SELECT DISTINCT date AS d, currency AS c FROM {} \
-                  WHERE {} AND currency != {{base:String}} AND r_rate = 0) \
+                 (SELECT DISTINCT date AS d, currency AS c FROM {} WHERE {} AND {NO_RATE}) \
                  ORDER BY date, currency LIMIT {}",
                 sales_with_rates(),
                 conds.join(" AND "),
@@ -1268,7 +1274,7 @@ fn include(v: Option<&Value>) -> Result<(bool, bool, Option<String>), StatsError
                 let code = x.as_str().and_then(crate::ops::rates::currency);
                 let Some(code) = code else {
                     return invalid(format!(
-                        "include: converted_to: an ISO 4217 currency code such as EUR, got {}",
+                        "include: converted_to: a three-letter currency code such as EUR, got {}",
                         cut(&x.to_string())
                     ));
                 };
@@ -1284,22 +1290,47 @@ fn include(v: Option<&Value>) -> Result<(bool, bool, Option<String>), StatsError
 /// was loaded), for revenue converted.
 fn sales_with_rates() -> String {
     format!(
-        "(SELECT a.*, r.rate AS r_rate FROM {DATABASE}.attribution_daily AS a \
-         LEFT JOIN (SELECT date, currency, argMax(rate, loaded_at) AS rate \
-         FROM {DATABASE}.exchange_rates WHERE base = {{base:String}} GROUP BY date, currency) AS r \
-         ON r.date = a.date AND r.currency = a.currency)"
+        "(SELECT a.*, r.latest AS r_rate FROM {DATABASE}.attribution_daily AS a \
+         LEFT JOIN (SELECT date, currency, argMax(rate, loaded_at) AS latest \
+         FROM {DATABASE}.exchange_rates WHERE base = {{base:String}} AND {} \
+         GROUP BY date, currency) AS r ON r.date = a.date AND r.currency = a.currency)",
+        crate::ops::rates::IN_FORCE
     )
 }
 
+/// A sale's rows with revenue in another currency than `{base}` and no rate
+/// for their day (none loaded: 0, or NULL where the engine is set to join
+/// with NULLs); and a row's revenue in `{base}`.
+macro_rules! no_rate {
+    () => {
+        "currency != {base:String} AND revenue != 0 AND ifNull(r_rate, 0) = 0"
+    };
+}
+macro_rules! in_base {
+    () => {
+        "toFloat64(revenue) * if(currency = {base:String}, 1, toFloat64(ifNull(r_rate, 0)))"
+    };
+}
+const NO_RATE: &str = no_rate!();
+
 /// Revenue converted into `{base}`, or NULL when a row of it has no rate:
 /// a sum that leaves some out would read as the whole.
-const CONVERTED: &str = "if(countIf(currency != {base:String} AND r_rate = 0) > 0, NULL, \
-     round(sum(toFloat64(revenue) * if(currency = {base:String}, 1, toFloat64(r_rate))), 2))";
+const CONVERTED: &str = concat!(
+    "if(countIf(",
+    no_rate!(),
+    ") > 0, NULL, round(sum(",
+    in_base!(),
+    "), 2))"
+);
 
 /// The average order converted into `{base}`, NULL likewise.
-const CONVERTED_AVERAGE: &str = "if(countIf(currency != {base:String} AND r_rate = 0) > 0, NULL, \
-     round(sum(toFloat64(revenue) * if(currency = {base:String}, 1, toFloat64(r_rate))) \
-     / greatest(sum(orders), 1), 2))";
+const CONVERTED_AVERAGE: &str = concat!(
+    "if(countIf(",
+    no_rate!(),
+    ") > 0, NULL, round(sum(",
+    in_base!(),
+    ") / greatest(sum(orders), 1), 2))"
+);
 
 /// Every bucket of `time:*` from `from` to `to`, spelt as the dimension's
 /// values are (so a client can fill the ones with no row).
@@ -1353,10 +1384,18 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
                             let v = &r[format!("m{i}")];
                             match (PER_CURRENCY.contains(&name.as_str()), &plan.converted) {
                                 // Converted: one amount, or null without every rate.
-                                (true, Some((c, _))) => match v.is_null() {
-                                    true => Value::Null,
-                                    false => json!({c: number(crate::storage::json_number(v))}),
-                                },
+                                (true, Some((c, _))) => {
+                                    let sales = r["s_rows"].as_u64().unwrap_or(0) > 0
+                                        || r["s_rows"].as_str().is_some_and(|n| n != "0");
+                                    match (v.is_null(), sales) {
+                                        // No sale in the group (the visits' side of a join).
+                                        (true, false) => json!({}),
+                                        (true, true) => Value::Null,
+                                        (false, _) => {
+                                            json!({c: number(crate::storage::json_number(v))})
+                                        }
+                                    }
+                                }
                                 (true, None) => per_currency(v, &mut currencies),
                                 (false, _) => number(crate::storage::json_number(v)),
                             }

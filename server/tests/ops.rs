@@ -230,7 +230,7 @@ async fn the_cli_loads_and_lists_exchange_rates() {
     )
     .unwrap();
     let bad = dir.path().join("bad.csv");
-    std::fs::write(&bad, format!("{day},USD,0.9231\n{day},QQQ,1\n")).unwrap();
+    std::fs::write(&bad, format!("{day},USD,0.9231\n{day},EURO,1\n")).unwrap();
     let run = |args: Vec<String>| async move {
         cli(&args.iter().map(String::as_str).collect::<Vec<_>>()).await
     };
@@ -243,7 +243,10 @@ async fn the_cli_loads_and_lists_exchange_rates() {
     };
     let (code, out) = run(args(&["load", bad.to_str().unwrap(), "--base", "EUR"])).await;
     assert_eq!(code, Some(1), "{out}");
-    assert!(out.contains("line 2: currency: an ISO 4217 code"), "{out}");
+    assert!(
+        out.contains("line 2: currency: a three-letter code"),
+        "{out}"
+    );
     let (code, out) = run(args(&["load", good.to_str().unwrap(), "--base", "EUR"])).await;
     assert_eq!(code, Some(0), "{out}");
     let loaded: Value = serde_json::from_str(&out).unwrap();

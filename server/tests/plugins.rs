@@ -641,6 +641,71 @@ async fn a_plugin_scoped_to_an_organizer_judges_its_events_only() {
     s.stop().await.unwrap();
 }
 
+/// A plugin's verdicts land on the rows it judged, even when rows were
+/// taken out between it and the plugin before (a fail-closed plugin,
+/// disabled by its breaker, quarantined one): the batch the plugin before
+/// saw is reused only for the very same rows.
+#[tokio::test]
+async fn verdicts_land_on_their_own_rows_after_rows_are_quarantined() {
+    let s = TestServer::start(|c| {
+        c.plugin_host.breaker_faults = 1;
+        let mut purchases = plugin(
+            "purchases",
+            wasm::test_plugins().join("keep_all.wasm"),
+            json!({}),
+            FailurePolicy::FailOpen,
+        );
+        purchases.event_types = vec!["purchase".into()];
+        let mut org_x = hostile("org-x", "panic", "t_x", FailurePolicy::FailClosed);
+        org_x.organizers = vec!["org-x".into()];
+        c.plugins = vec![purchases, org_x, plugins::default_chain().remove(0)];
+    })
+    .await;
+    // Its first fault disables the org-x plugin (one fault opens the breaker).
+    let (_, answer) = s
+        .post_json(
+            "/v1/events",
+            &json!([{"id": id(), "event_type": "t_x", "organizer_id": "org-x"}]),
+        )
+        .await;
+    assert_eq!(answer["quarantined"], 1, "{answer}");
+    let event = |org: &str, kind: &str, agent: &str| {
+        json!({"id": id(), "event_type": kind, "organizer_id": org, "user_agent": agent,
+               "event_id": "e-1"})
+    };
+    // org-x's crawler is quarantined; the bots plugin then judges org-a's
+    // three people, and drops none of them for the crawler.
+    let (status, answer) = s
+        .post_json(
+            "/v1/events",
+            &json!([
+                event("org-x", "purchase", GOOGLEBOT),
+                event("org-a", "purchase", CHROME),
+                event("org-a", "purchase", CHROME),
+                event("org-a", "signup", CHROME),
+            ]),
+        )
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (
+            &answer["accepted"],
+            &answer["quarantined"],
+            answer["dropped"].as_u64().unwrap_or(0)
+        ),
+        (&json!(3), &json!(1), 0),
+        "{answer}"
+    );
+    s.flush().await;
+    let stored = s
+        .query(
+            "SELECT organizer_id, count() AS n FROM bilten_analytics.events GROUP BY organizer_id",
+        )
+        .await;
+    assert_eq!(stored, [json!({"organizer_id": "org-a", "n": 3})]);
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn privacy_can_hash_addresses_with_a_salt() {
     let builtin = PathBuf::from(plugins::BUILTIN_DIR);

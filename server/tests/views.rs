@@ -1796,11 +1796,37 @@ async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
     // The rates as loaded, and a refused currency.
     let (status, listed) = s.admin_get("/admin/exchange-rates?base=EUR").await;
     assert_eq!(status, 200, "{listed}");
+    let rates = |listed: &Value| -> Vec<(String, String, String)> {
+        listed["rates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                assert!(r["loaded_at"].as_str().is_some_and(|t| t.len() > 10), "{r}");
+                ["date", "currency", "rate"]
+                    .map(|k| r[k].as_str().unwrap().to_string())
+                    .into()
+            })
+            .collect()
+    };
     assert_eq!(
-        listed["rates"],
-        json!([{"base": "EUR", "date": day(1), "currency": "GBP", "rate": "1.15"},
-               {"base": "EUR", "date": day(1), "currency": "USD", "rate": "0.9"}]),
+        rates(&listed),
+        [
+            (day(1), "GBP".to_string(), "1.15".to_string()),
+            (day(1), "USD".into(), "0.9".into())
+        ],
         "{listed}"
+    );
+    // A day's rate loaded again replaces it.
+    let again = put("EUR", format!("{},USD,0.95\n", day(1))).await.unwrap();
+    assert_eq!(again.status(), 200);
+    let (_, listed) = s.admin_get("/admin/exchange-rates?base=EUR").await;
+    assert_eq!(rates(&listed)[1].2, "0.95", "{listed}");
+    let (_, body) = ask(json!({"metrics": ["revenue"]})).await;
+    assert_eq!(
+        body["results"][0]["metrics"],
+        json!([{"EUR": 165}]),
+        "100 + 19 + 46: {body}"
     );
     let (status, body) = ask(json!({"metrics": ["visits"]})).await;
     assert_eq!(status, 400, "{body}");
@@ -1809,7 +1835,8 @@ async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
     let (status, body) = stats_query(&s, "read-key-of-org-r", q.take()).await;
     assert_eq!(status, 400, "{body}");
     assert!(
-        body.to_string().contains("converted_to: an ISO 4217"),
+        body.to_string()
+            .contains("converted_to: a three-letter currency code"),
         "{body}"
     );
     s.stop().await.unwrap();

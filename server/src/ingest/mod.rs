@@ -13,6 +13,7 @@ use serde::Serialize;
 pub use decode::{BodyFormat, DecodeError};
 pub use validate::{
     Check, EventRow, Host, Invalid, PageViewRow, Row, Source, Stamp, TicketSaleRow, build,
+    currency_code,
 };
 
 pub use crate::model::Table;

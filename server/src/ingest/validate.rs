@@ -473,15 +473,20 @@ fn time_rule(ts: DateTime<Utc>) -> Result<(String, i64), Invalid> {
     Ok((crate::storage::datetime64_text(&ts), ts.timestamp_millis()))
 }
 
+/// A currency as sales carry it: three letters, in upper case (the
+/// quality plugin checks them against ISO 4217; without it, any three
+/// letters are stored, and an exchange rate can be loaded for them too).
+pub fn currency_code(s: &str) -> Option<String> {
+    (s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic())).then(|| s.to_ascii_uppercase())
+}
+
 fn currency_rule(s: String) -> Result<String, Invalid> {
-    if s.len() == 3 && s.chars().all(|c| c.is_ascii_alphabetic()) {
-        Ok(s.to_ascii_uppercase())
-    } else {
-        Err(invalid(
+    currency_code(&s).ok_or_else(|| {
+        invalid(
             "currency",
             format!("must be a three-letter ISO 4217 code such as USD, got {s:?}"),
-        ))
-    }
+        )
+    })
 }
 
 /// The model's rules for one table, for values that come typed rather than

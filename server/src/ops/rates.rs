@@ -12,6 +12,12 @@ use serde_json::{Value, json};
 use crate::model::DATABASE;
 use crate::storage::{Storage, StorageError};
 
+/// The rows of `exchange_rates` that count: what the server loaded. A
+/// writer of ClickHouse's interface may insert into the table too; a row
+/// stamped in the future would outlive every later load, and one of no
+/// rate or less would turn sales into missing ones or negative sums.
+pub const IN_FORCE: &str = "loaded_at <= now64(3) AND rate > 0";
+
 /// Most rates one load takes.
 pub const MAX_RATES: usize = 100_000;
 /// Most rates one listing answers with.
@@ -35,10 +41,18 @@ fn refused<T>(msg: String) -> Result<T, RatesError> {
     Err(RatesError(msg))
 }
 
-/// `code` in upper case when it is an ISO 4217 currency.
+/// `code` in upper case when sales may carry it (`ingest::currency_code`:
+/// the rule ingest applies, so every stored sale's currency can have a
+/// rate).
 pub fn currency(code: &str) -> Option<String> {
-    let upper = code.trim().to_ascii_uppercase();
-    iso_currency::Currency::from_code(&upper).map(|_| upper)
+    crate::ingest::currency_code(code.trim())
+}
+
+/// The days a rate may be for: the engine's `Date` range.
+fn in_range(d: NaiveDate) -> bool {
+    let first = NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+    let last = NaiveDate::from_ymd_opt(2149, 6, 6).expect("a date");
+    (first..=last).contains(&d)
 }
 
 /// What a client sent, cut for a message.
@@ -69,10 +83,12 @@ fn decimal(s: &str) -> bool {
 pub fn parse(base: &str, body: &[u8]) -> Result<(String, Vec<Rate>), RatesError> {
     let Some(base) = currency(base) else {
         return refused(format!(
-            "base: an ISO 4217 currency code such as EUR, got {}",
+            "base: a three-letter currency code such as EUR, got {}",
             shown(base)
         ));
     };
+    // A spreadsheet's "CSV UTF-8" starts with a byte-order mark.
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -100,15 +116,18 @@ pub fn parse(base: &str, body: &[u8]) -> Result<(String, Vec<Rate>), RatesError>
                 fields.len()
             ));
         };
-        let Ok(date) = NaiveDate::parse_from_str(date, "%Y-%m-%d") else {
+        let Some(date) = NaiveDate::parse_from_str(date, "%Y-%m-%d")
+            .ok()
+            .filter(|d| in_range(*d))
+        else {
             return refused(format!(
-                "line {line}: date: expected YYYY-MM-DD, got {}",
+                "line {line}: date: expected YYYY-MM-DD from 1970-01-01 to 2149-06-06, got {}",
                 shown(date)
             ));
         };
         let Some(code) = currency(code) else {
             return refused(format!(
-                "line {line}: currency: an ISO 4217 code such as USD, got {}",
+                "line {line}: currency: a three-letter code such as USD, got {}",
                 shown(code)
             ));
         };
@@ -178,9 +197,10 @@ pub async fn list(
     };
     let sql = format!(
         "SELECT toString(b) AS base, toString(d) AS date, toString(c) AS currency, \
-         toString(r) AS rate FROM (SELECT base AS b, date AS d, currency AS c, \
-         argMax(rate, loaded_at) AS r FROM {DATABASE}.exchange_rates \
-         WHERE date BETWEEN {{from:Date}} AND {{to:Date}}{only} GROUP BY b, d, c) \
+         toString(r) AS rate, toString(at) AS loaded_at FROM (SELECT base AS b, date AS d, \
+         currency AS c, argMax(rate, loaded_at) AS r, max(loaded_at) AS at \
+         FROM {DATABASE}.exchange_rates WHERE {IN_FORCE} \
+         AND date BETWEEN {{from:Date}} AND {{to:Date}}{only} GROUP BY b, d, c) \
          ORDER BY base, date, currency LIMIT {}",
         MAX_LISTED + 1
     );
@@ -202,7 +222,7 @@ mod tests {
     fn a_spreadsheets_csv_is_read_with_its_header_quotes_and_blank_lines() {
         let (base, rates) = parse(
             "eur",
-            b"date,currency,rate\r\n\"2026-11-01\",\"usd\",0.9231\r\n\r\n2026-11-02, GBP ,1.15\n",
+            b"\xEF\xBB\xBFdate,currency,rate\r\n\"2026-11-01\",\"usd\",0.9231\r\n\r\n2026-11-02, GBP ,1.15\n",
         )
         .unwrap();
         assert_eq!(base, "EUR");
@@ -227,7 +247,10 @@ mod tests {
     fn every_bad_line_is_refused_by_line_and_field() {
         assert!(err("2026-11-01,USD").contains("line 1: expected date,currency,rate, got 2"));
         assert!(err("2026-13-01,USD,1").contains("line 1: date: expected YYYY-MM-DD"));
-        assert!(err("2026-11-01,XYZ,1").contains("line 1: currency: an ISO 4217 code"));
+        assert!(err("1969-12-31,USD,1").contains("line 1: date: expected YYYY-MM-DD"));
+        assert!(err("2150-01-01,USD,1").contains("line 1: date: expected YYYY-MM-DD"));
+        assert!(err("2026-11-01,USDD,1").contains("line 1: currency: a three-letter code"));
+        assert!(err("2026-11-01,U$D,1").contains("line 1: currency: a three-letter code"));
         assert!(err("2026-11-01,EUR,1").contains("EUR is the base"));
         for rate in [
             "-1",
@@ -257,7 +280,7 @@ mod tests {
             parse("EURO", b"2026-11-01,USD,1")
                 .unwrap_err()
                 .0
-                .contains("base: an ISO 4217 currency code")
+                .contains("base: a three-letter currency code")
         );
         let long = format!("2026-11-01,{},1", "X".repeat(10_000));
         assert!(err(&long).len() < 200, "values are cut in messages");

@@ -70,7 +70,8 @@ pub fn run(
     };
     let received = crate::storage::datetime64_text(&now);
     let now_ms = now.timestamp_millis();
-    // The batch as the last plugin saw it, with the rows it held: the next
+    // The batch as the last plugin saw it, with the rows it held (by their
+    // index in the request, which outlives rows removed since): the next
     // plugin that sees the same rows, unchanged, takes it as it is.
     let mut last: Option<(Vec<usize>, Batch)> = None;
     for plugin in chain.plugins.iter().filter(|p| p.applies_to(table)) {
@@ -88,13 +89,14 @@ pub fn run(
             .iter()
             .map(|&i| (rows[i].1.id(), rows[i].1.organizer_id()))
             .collect();
+        let held: Vec<usize> = seen.iter().map(|&i| rows[i].0).collect();
         let name = plugin.config.name.as_str();
         let started = Instant::now();
         let result = match plugin.stats.disabled() {
             Some(why) => Err(Fault::new(FaultKind::Disabled, why)),
             None => {
                 let batch = match last.take() {
-                    Some((rows_in, batch)) if rows_in == seen => batch,
+                    Some((rows_in, batch)) if rows_in == held => batch,
                     _ => batch_of(seen.iter().map(|&i| &rows[i].1)),
                 };
                 let (result, output) = plugins.host.call(
@@ -112,7 +114,7 @@ pub fn run(
                 if let Ok(decisions) = &result
                     && decisions.iter().all(|d| matches!(d, Decision::Keep))
                 {
-                    last = Some((seen.clone(), batch));
+                    last = Some((held, batch));
                 }
                 result
             }
