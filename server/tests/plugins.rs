@@ -632,10 +632,29 @@ async fn a_plugin_scoped_to_an_organizer_judges_its_events_only() {
         .query("SELECT organizer_id FROM bilten_analytics.events")
         .await;
     assert_eq!(stored, [json!({"organizer_id": "org-b"})]);
+    // Ticket sales alike: a currency quality does not know.
+    let sale = |org: &str| {
+        json!({"id": id(), "organizer_id": org, "event_id": "e-1", "quantity": 1,
+               "price": "10.00", "currency": "XYZ"})
+    };
+    let (status, answer) = s
+        .post_json("/v1/ticket-sales", &json!([sale("org-a"), sale("org-b")]))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    assert_eq!(
+        (&answer["accepted"], &answer["errors"][0]["index"]),
+        (&json!(1), &json!(0)),
+        "{answer}"
+    );
+    s.flush().await;
+    let sold = s
+        .query("SELECT organizer_id FROM bilten_analytics.ticket_sales")
+        .await;
+    assert_eq!(sold, [json!({"organizer_id": "org-b"})]);
     let quality = plugin_status(&s, "quality").await;
     assert_eq!(quality["organizers"], json!(["org-a", "org-c"]));
     assert_eq!(
-        quality["events"], 2,
+        quality["events"], 3,
         "it saw org-a's and org-c's only: {quality}"
     );
     s.stop().await.unwrap();
