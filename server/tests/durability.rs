@@ -130,6 +130,16 @@ async fn crash_and_recover_on(
     let loader = tokio::spawn(load(server.base.clone(), stop.clone()));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let crashed_on_its_own = crash(&mut server);
+    // A failpoint aborts on its nth insert: on a busy machine the load may
+    // take longer than the wait above to reach it, so it goes on until then.
+    if crashed_on_its_own {
+        for _ in 0..200 {
+            if server.child.try_wait().unwrap().is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (acked, unacked, sent) = loader.await.unwrap();
     assert!(

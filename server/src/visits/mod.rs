@@ -27,7 +27,7 @@
 //! with none, to direct. Touches are read back from `visits` at start
 //! ([`Visits::warm`]), so a restart loses none of the last 30 days.
 
-use std::collections::hash_map::RandomState;
+use foldhash::fast::RandomState;
 use std::hash::BuildHasher;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -86,9 +86,9 @@ struct Touch {
 /// The visits going on, and users' touches.
 pub struct Visits {
     /// By visitor: their recent visits.
-    open: DashMap<u64, Vec<Open>>,
+    open: DashMap<u64, Vec<Open>, RandomState>,
     /// By (organizer, user): their non-direct visits, oldest first.
-    touches: DashMap<u64, Vec<Touch>>,
+    touches: DashMap<u64, Vec<Touch>, RandomState>,
     window_ms: i64,
     hasher: RandomState,
     timeout_ms: i64,
@@ -105,13 +105,13 @@ pub struct Visits {
 impl Visits {
     pub fn new(settings: &crate::config::VisitSettings) -> Visits {
         Visits {
-            open: DashMap::new(),
-            touches: DashMap::new(),
+            open: DashMap::with_hasher(RandomState::default()),
+            touches: DashMap::with_hasher(RandomState::default()),
             window_ms: settings
                 .attribution_window
                 .as_millis()
                 .min(i64::MAX as u128) as i64,
-            hasher: RandomState::new(),
+            hasher: RandomState::default(),
             timeout_ms: settings.timeout.as_millis().min(i64::MAX as u128) as i64,
             max_open: settings.max_open,
             enabled: settings.enabled,
@@ -515,7 +515,7 @@ impl Visits {
 /// evicted visitors that had just arrived whenever they landed there). One
 /// walk per tenth of the map in new entries: about ten entries looked at
 /// per new one.
-fn make_room<V>(map: &DashMap<u64, V>, age: impl Fn(&V) -> i64) {
+fn make_room<V>(map: &DashMap<u64, V, RandomState>, age: impl Fn(&V) -> i64) {
     let mut ages: Vec<i64> = map
         .iter()
         .take(EVICTION_SAMPLE)

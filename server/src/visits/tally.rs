@@ -50,7 +50,7 @@ pub(crate) struct Figures {
 }
 
 /// A visit's page views by path, or events by type.
-pub(crate) type Counts = HashMap<String, u32>;
+pub(crate) type Counts = HashMap<String, u32, foldhash::fast::RandomState>;
 
 /// Most values a visit counts apart, of each kind: a crawler's visit of
 /// ten thousand pages would otherwise write them all with every change.
@@ -289,12 +289,12 @@ impl Figures {
 /// A batch's rows' figures, by visit: one map entry touched per visit
 /// when they are added, not one per row.
 #[derive(Default)]
-pub(crate) struct Counted(HashMap<Uuid, Figures>);
+pub(crate) struct Counted(HashMap<Uuid, Figures, foldhash::fast::RandomState>);
 
 /// Counts a batch's rows, before the log takes them (they are encoded
 /// then); added once it has.
 pub(crate) fn count<'a>(rows: impl Iterator<Item = &'a mut Row>) -> Counted {
-    let mut batch: HashMap<Uuid, Figures> = HashMap::new();
+    let mut batch: HashMap<Uuid, Figures, foldhash::fast::RandomState> = HashMap::default();
     for row in rows {
         // A client that sends whole views says how long each was seen.
         // An event's type is taken out while its row lends the rest, and
@@ -360,7 +360,7 @@ struct Tally {
 
 /// The visits' figures, by visit.
 pub(crate) struct Tallies {
-    map: DashMap<Uuid, Tally>,
+    map: DashMap<Uuid, Tally, foldhash::fast::RandomState>,
     /// A visit untouched this long is written a last time and forgotten.
     forget_after_ms: i64,
     /// Most visits kept between writes: past it, once written, those
@@ -381,7 +381,7 @@ pub(crate) struct Due {
 impl Tallies {
     pub fn new(timeout_ms: i64, most: usize) -> Tallies {
         Tallies {
-            map: DashMap::new(),
+            map: DashMap::with_hasher(Default::default()),
             most,
             // Past the timeout, plus the time a visit's last rows may take
             // through the plugins and the log.
