@@ -1072,13 +1072,15 @@ fn plugins_that_cannot_serve_are_refused_at_load_with_the_reason() {
         e.contains("plugin big: memory_mb: must be from 1 to"),
         "{e}"
     );
-    let mut scoped = p("scoped", "keep_all.wasm", json!({}));
-    scoped.organizers = vec!["org-1".into(), " ".into()];
-    let e = load_error(scoped);
-    assert!(
-        e.contains("plugin scoped: organizers: an organizer id is 1 to 128 characters"),
-        "{e}"
-    );
+    for bad in ["", " ", "org-1 ", " org-1", &"o".repeat(257)] {
+        let mut scoped = p("scoped", "keep_all.wasm", json!({}));
+        scoped.organizers = vec!["org-2".into(), bad.to_string()];
+        let e = load_error(scoped);
+        assert!(
+            e.contains("plugin scoped: organizers: an organizer id is 1 to 256 characters"),
+            "{bad:?}: {e}"
+        );
+    }
     for class in ["", "Bot", "bot class", &"b".repeat(33)] {
         let mut keeper = p("keeper", "keep_all.wasm", json!({}));
         keeper.keep_dropped_as = Some(class.to_string());

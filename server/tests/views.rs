@@ -1710,7 +1710,9 @@ async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
             &json!([
                 sale(2, "50.00", "EUR"),
                 sale(1, "10.00", "USD"),
-                sale(1, "20.00", "GBP")
+                sale(1, "20.00", "GBP"),
+                // Free tickets need no rate.
+                sale(1, "0.00", "JPY")
             ]),
         )
         .await;
@@ -1765,6 +1767,7 @@ async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
         body["results"],
         json!([{"dimensions": ["EUR"], "metrics": [{"EUR": 100}, 1]},
                {"dimensions": ["GBP"], "metrics": [null, 1]},
+               {"dimensions": ["JPY"], "metrics": [{"EUR": 0}, 1]},
                {"dimensions": ["USD"], "metrics": [{"EUR": 18}, 1]}]),
         "{body}"
     );
@@ -1789,10 +1792,29 @@ async fn revenue_is_converted_with_loaded_rates_and_a_missing_rate_is_named() {
     let (_, body) = ask(json!({"metrics": ["revenue", "average_order_value"]})).await;
     assert_eq!(
         body["results"][0]["metrics"],
-        json!([{"EUR": 164}, {"EUR": 54.67}]),
-        "100 + 18 + 46: {body}"
+        json!([{"EUR": 164}, {"EUR": 41}]),
+        "100 + 18 + 46, over four orders (one of free tickets): {body}"
     );
     assert!(body["meta"].get("missing_rates").is_none(), "{body}");
+    // Joined with the visits, a group with no sale has no revenue ({}),
+    // never the null of a missing rate.
+    let (status, body) = s
+        .post_json(
+            "/v1/page-views",
+            &json!([{"organizer_id": "org-r", "session_id": "tab-s", "url": "https://bilten.example/",
+                     "referrer": "https://www.google.com/search?q=x"}]),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    s.flush().await;
+    let (_, body) =
+        ask(json!({"metrics": ["visits", "revenue"], "dimensions": ["visit:channel"]})).await;
+    let rows = body["results"].as_array().unwrap();
+    assert!(
+        rows.contains(&json!({"dimensions": ["search"], "metrics": [1, {}]})),
+        "{body}"
+    );
+    assert!(rows.iter().all(|r| !r["metrics"][1].is_null()), "{body}");
     // The rates as loaded, and a refused currency.
     let (status, listed) = s.admin_get("/admin/exchange-rates?base=EUR").await;
     assert_eq!(status, 200, "{listed}");

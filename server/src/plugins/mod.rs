@@ -625,14 +625,23 @@ fn check_configs(configs: &[PluginConfig], settings: &HostSettings) -> Result<()
                 "must be more than 0",
             ));
         }
+        // Compared as events carry them: a space too many and the plugin
+        // would silently judge nothing. As long as ingest takes them.
+        let most = match Table::Events.field("organizer_id").map(|f| f.kind) {
+            Some(bilten_schema::Kind::Text(n)) => n,
+            _ => unreachable!("organizer_id is a text field of events"),
+        };
         if let Some(o) = c
             .organizers
             .iter()
-            .find(|o| o.trim().is_empty() || o.len() > 128)
+            .find(|o| o.is_empty() || o.chars().count() > most || o.trim() != o.as_str())
         {
             return Err(invalid(
                 format!("plugin {}: organizers", c.name),
-                format!("an organizer id is 1 to 128 characters, not blank, got {o:?}"),
+                format!(
+                    "an organizer id is 1 to {most} characters, without spaces around it, got {:?}",
+                    o.chars().take(64).collect::<String>()
+                ),
             ));
         }
         if let Some(class) = &c.keep_dropped_as
