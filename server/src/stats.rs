@@ -559,6 +559,15 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     let dim_names: Vec<String> = (0..dims.len()).map(|i| format!("d{i}")).collect();
     let last = needs_last(&chosen, &dims, &filters);
     let rollup = rollup(&dims, &filters, last);
+    // The sales' rows: last touch, the range, the filters (the ticketing
+    // metrics', and the rows a converted revenue lacks a rate for).
+    let sales_conds = || {
+        scoped(
+            site,
+            format!("model = 'last' AND {DAYS}"),
+            filters.iter().map(|f| f.sql(Table::Sales, Rollup::No)),
+        )
+    };
     let sub = |table: Table| {
         let rollup = match table {
             Table::Visits => rollup,
@@ -622,7 +631,7 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                     Some(_) => sales_with_rates(),
                     None => format!("{DATABASE}.attribution_daily"),
                 },
-                scoped(site, format!("model = 'last' AND {DAYS}"), tested),
+                sales_conds(),
             ),
         };
         let where_sql = match conds.is_empty() {
@@ -745,17 +754,12 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
             ));
         }
         Some(c) => {
-            let conds = scoped(
-                site,
-                format!("model = 'last' AND {DAYS}"),
-                filters.iter().map(|f| f.sql(Table::Sales, Rollup::No)),
-            );
             let missing = format!(
                 "SELECT toString(d) AS date, toString(c) AS currency FROM \
                  (SELECT DISTINCT date AS d, currency AS c FROM {} WHERE {} AND {NO_RATE}) \
                  ORDER BY date, currency LIMIT {}",
                 sales_with_rates(),
-                conds.join(" AND "),
+                sales_conds().join(" AND "),
                 MAX_MISSING_RATES + 1
             );
             Some((c, missing))
@@ -1385,8 +1389,7 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
                             match (PER_CURRENCY.contains(&name.as_str()), &plan.converted) {
                                 // Converted: one amount, or null without every rate.
                                 (true, Some((c, _))) => {
-                                    let sales = r["s_rows"].as_u64().unwrap_or(0) > 0
-                                        || r["s_rows"].as_str().is_some_and(|n| n != "0");
+                                    let sales = crate::storage::json_number(&r["s_rows"]) > 0.0;
                                     match (v.is_null(), sales) {
                                         // No sale in the group (the visits' side of a join).
                                         (true, false) => json!({}),
@@ -1422,9 +1425,9 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
         meta["converted_to"] = json!(c);
         let missing = crate::storage::json_rows_with(storage, missing_sql, &plan.params).await?;
         if !missing.is_empty() {
-            let named: Vec<String> = missing
+            let listed = &missing[..missing.len().min(MAX_MISSING_RATES)];
+            let named: Vec<String> = listed
                 .iter()
-                .take(MAX_MISSING_RATES)
                 .map(|r| {
                     format!(
                         "{} on {}",
@@ -1437,8 +1440,7 @@ pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError
                 true => ", and more",
                 false => "",
             };
-            meta["missing_rates"] =
-                json!(missing.iter().take(MAX_MISSING_RATES).collect::<Vec<_>>());
+            meta["missing_rates"] = json!(listed);
             meta["warnings"] = json!([format!(
                 "no exchange rate into {c} was loaded for {}{more}: revenue that needs one is null, never converted at a guessed rate (PUT /admin/exchange-rates?base={c})",
                 named.join(", ")

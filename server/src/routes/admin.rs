@@ -366,7 +366,7 @@ pub async fn exchange_rates(
     let base = match p.base.as_deref() {
         None => None,
         Some(b) => Some(crate::ops::rates::currency(b).ok_or_else(|| {
-            ApiError::BadQuery(format!("base: an ISO 4217 currency code, got {b:?}"))
+            ApiError::BadQuery(format!("base: a three-letter currency code, got {b:?}"))
         })?),
     };
     let today = chrono::Utc::now().date_naive();

@@ -58,12 +58,10 @@ pub(crate) type Counts = HashMap<String, u32, foldhash::fast::RandomState>;
 pub(crate) const MOST_VALUES: usize = 500;
 const OTHER: &str = "(other)";
 
-/// Counts read back from the engine (a JSON object of value to count),
-/// within [`MOST_VALUES`]: the most counted keep their name, the rest
-/// count under [`OTHER`].
-pub(crate) fn capped(
-    counts: Option<serde_json::Value>,
-) -> serde_json::Map<String, serde_json::Value> {
+/// Counts read back from the engine (a JSON object of value to count)
+/// under the rule the server counts by ([`bump`]), the most counted first:
+/// they keep their name, the rest count under [`OTHER`].
+pub(crate) fn capped(counts: Option<serde_json::Value>) -> Counts {
     let mut all: Vec<(String, u64)> = match counts {
         Some(serde_json::Value::Object(m)) => m
             .into_iter()
@@ -71,15 +69,11 @@ pub(crate) fn capped(
             .collect(),
         _ => Vec::new(),
     };
-    if all.len() <= MOST_VALUES {
-        return all.into_iter().map(|(k, n)| (k, n.into())).collect();
-    }
     all.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let rest: u64 = all.drain(MOST_VALUES - 1..).map(|(_, n)| n).sum();
-    let mut out: serde_json::Map<String, serde_json::Value> =
-        all.into_iter().map(|(k, n)| (k, n.into())).collect();
-    let other = out.remove(OTHER).and_then(|v| v.as_u64()).unwrap_or(0);
-    out.insert(OTHER.into(), (other + rest).into());
+    let mut out = Counts::default();
+    for (value, n) in all {
+        bump(&mut out, &value, u32::try_from(n).unwrap_or(u32::MAX));
+    }
     out
 }
 
