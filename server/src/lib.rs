@@ -270,7 +270,7 @@ fn start_visits_writer(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if let Err(e) = intake.write_visits().await {
+            if let Err(e) = intake.write_visits(visits::Closing::Idle).await {
                 tracing::warn!(error = %e, "visits could not be written; retried at the next tick");
             }
         }
@@ -365,7 +365,8 @@ async fn run(
         // are written again from their rows.
         let (intake, batcher, storage) =
             (state.intake.clone(), batcher.clone(), state.storage.clone());
-        let slack = state.config.visits.write_every + std::time::Duration::from_secs(300);
+        // Recent enough to have been open at the crash.
+        let slack = state.config.visits.open_window();
         tokio::spawn(async move {
             batcher.flush_all().await;
             match intake.recover_visits(&*storage, started, slack).await {
@@ -450,9 +451,9 @@ async fn run(
         }
     }
     visits_writer.abort();
-    // Visits going on are written as they stand: a visitor who comes back
-    // after the restart starts a new one.
-    let visits_written = match intake.write_visits().await {
+    // Visits going on are written as they stand, closed: a visitor who
+    // comes back after the restart starts a new one.
+    let visits_written = match intake.write_visits(visits::Closing::All).await {
         Ok(_) => true,
         Err(e) => {
             tracing::warn!(error = %e, "visits going on could not be written; their rows are stored, and the next start writes them");

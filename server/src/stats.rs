@@ -39,7 +39,9 @@
 //! Rollups answer most queries in a few rows a day: `visits_daily` those
 //! whose dimensions and filters are the origin, the country and days;
 //! `visit_facets_daily` (0025) those about one of the pages or device
-//! columns, and days.
+//! columns, and days. Visitors by exit page count each visit under its
+//! last exit page: from the facet, which counts closed visits (0031), and
+//! the visits still open ([`exits_sql`]).
 
 use chrono::{Datelike, Duration, NaiveDate};
 use serde_json::{Value, json};
@@ -357,9 +359,15 @@ fn rollup(dims: &[&Dimension], filters: &[Cond], last: bool) -> Rollup {
     if known(Rollup::Daily) {
         return Rollup::Daily;
     }
-    // `last`: visitors by exit page, which only `visits` counts right.
+    // `last`: visitors by exit page, which the exit pages' facet counts
+    // from closed visits ([`exits_sql`]); with any other page or device
+    // dimension, only `visits` counts them right.
     if last {
-        return Rollup::No;
+        let exits = Rollup::Facet("exit_page");
+        return match known(exits) {
+            true => exits,
+            false => Rollup::No,
+        };
     }
     FACETS
         .iter()
@@ -398,6 +406,41 @@ fn visits_sql(one: bool, last: bool) -> String {
          utm_content, utm_term, country, device, browser, os \
          FROM {DATABASE}.visits{last} \
          WHERE {organizer}date BETWEEN {{from:Date}} AND {{to:Date}}"
+    )
+}
+
+/// The exit pages' facet with the visits still open: the facet counts a
+/// visit's visitor under its exit page from its closing line alone
+/// (`sql/0031_closed_visits.sql`), and each visit not closed yet adds its
+/// visitor under its latest line's exit page. An open visit's latest line
+/// was written within the visits' open window (`{open_ms:UInt64}`,
+/// [`crate::config::VisitSettings::open_window`]: the tally closes a visit
+/// idle that long), so only the lines of that window are grouped, a few
+/// minutes of them (`version`, the time a line was written, read first),
+/// of the visits that began in the last two days (`{open_from:Date}`: a
+/// bulk load writes a month of lines in minutes). A visit still going on
+/// two days after it began counts its visitor once it ends. The sums are
+/// the facet's.
+fn exits_sql(one: bool) -> String {
+    let organizer = match one {
+        true => "organizer_id = {organizer:String} AND ",
+        false => "",
+    };
+    // Aggregates under names of their own: an alias that is a column's
+    // name would be read inside the other aggregates.
+    format!(
+        "(SELECT organizer_id, date, facet, channel, value, visits, pageviews, events, bounces, \
+         duration_ms, visitors FROM {DATABASE}.visit_facets_daily \
+         UNION ALL \
+         SELECT organizer_id, date, 'exit_page', o_channel, o_exit, toInt64(0), toInt64(0), \
+         toInt64(0), toInt64(0), toInt64(0), uniqCombinedState(12)(o_visitor) FROM ( \
+           SELECT organizer_id, date, visit_id, argMax(channel, version) AS o_channel, \
+           argMax(exit_page, version) AS o_exit, any(visitor) AS o_visitor, \
+           argMax(closed, version) AS o_closed FROM {DATABASE}.visits \
+           PREWHERE version >= toUInt64(toUnixTimestamp64Milli(now64(3))) - {{open_ms:UInt64}} \
+           WHERE {organizer}date BETWEEN {{open_from:Date}} AND {{to:Date}} \
+           GROUP BY organizer_id, date, visit_id HAVING o_closed = 0) \
+         GROUP BY organizer_id, date, o_channel, o_exit)"
     )
 }
 
@@ -559,6 +602,12 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     let dim_names: Vec<String> = (0..dims.len()).map(|i| format!("d{i}")).collect();
     let last = needs_last(&chosen, &dims, &filters);
     let rollup = rollup(&dims, &filters, last);
+    if last && rollup != Rollup::No {
+        let window = crate::config::VisitSettings::default().open_window();
+        params.push(("open_ms".to_string(), window.as_millis().to_string()));
+        let open_from = from.max(today - Duration::days(1));
+        params.push(("open_from".to_string(), open_from.to_string()));
+    }
     // The sales' rows: last touch, the range, the filters (the ticketing
     // metrics', and the rows a converted revenue lacks a rate for).
     let sales_conds = || {
@@ -606,13 +655,17 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         let (from_sql, conds) = match table {
             Table::Visits if daily => {
                 let (from, own) = match rollup {
-                    Rollup::Facet(facet) => (
-                        "visit_facets_daily",
+                    Rollup::Facet(facet) if last => (
+                        exits_sql(site.is_some()),
                         format!("facet = '{facet}' AND {DAYS}"),
                     ),
-                    _ => ("visits_daily", DAYS.to_string()),
+                    Rollup::Facet(facet) => (
+                        format!("{DATABASE}.visit_facets_daily"),
+                        format!("facet = '{facet}' AND {DAYS}"),
+                    ),
+                    _ => (format!("{DATABASE}.visits_daily"), DAYS.to_string()),
                 };
-                (format!("{DATABASE}.{from}"), scoped(site, own, tested))
+                (from, scoped(site, own, tested))
             }
             Table::Visits => (
                 format!("({})", visits_sql(site.is_some(), last)),
@@ -1362,6 +1415,18 @@ fn time_labels(dim: &str, from: NaiveDate, to: NaiveDate) -> Vec<String> {
     }
 }
 
+impl Plan {
+    /// Reads visits as open for `window` after their latest line
+    /// ([`crate::config::VisitSettings::open_window`] of the server's
+    /// settings; the defaults' until this is called).
+    pub fn open_within(mut self, window: std::time::Duration) -> Plan {
+        if let Some(p) = self.params.iter_mut().find(|(k, _)| k == "open_ms") {
+            p.1 = window.as_millis().to_string();
+        }
+        self
+    }
+}
+
 /// Runs a checked query: Plausible's `results`, `meta` and `query`.
 pub async fn run(storage: &dyn Storage, plan: &Plan) -> Result<Value, StatsError> {
     let started = std::time::Instant::now();
@@ -1536,11 +1601,44 @@ mod tests {
     #[test]
     fn only_visitors_by_exit_page_reads_each_visits_latest_row() {
         let sql = |q: Value| ask(q).unwrap().sql;
-        let exit = json!({"metrics": ["visitors"], "dimensions": ["visit:exit_page"]});
-        assert!(sql(exit).contains("visits FINAL"));
+        // From the facet, with the open visits' latest rows of two days.
+        let exit = json!({"metrics": ["visitors"], "dimensions": ["visit:exit_page", "time:day"],
+                          "filters": [["is_not", "visit:channel", ["direct"]]]});
+        let plan = ask(exit).unwrap();
+        assert!(
+            plan.sql.contains("visit_facets_daily UNION ALL"),
+            "{}",
+            plan.sql
+        );
+        assert!(plan.sql.contains("PREWHERE version >= toUInt64(toUnixTimestamp64Milli(now64(3))) - {open_ms:UInt64} \
+                                   WHERE organizer_id = {organizer:String} AND date BETWEEN {open_from:Date}"));
+        let open_from = plan.params.iter().find(|(k, _)| k == "open_from");
+        assert_eq!(
+            open_from.unwrap().1,
+            (today() - Duration::days(1)).to_string()
+        );
+        let open = |p: &Plan| {
+            p.params
+                .iter()
+                .find(|(k, _)| k == "open_ms")
+                .unwrap()
+                .1
+                .clone()
+        };
+        // Idle up to the timeout (30 minutes) and 5 more, written up to
+        // 10 s after, and 5 minutes of slack.
+        assert_eq!(open(&plan), "2410000");
+        let plan = plan.open_within(std::time::Duration::from_secs(3600));
+        assert_eq!(open(&plan), "3600000");
         let filtered = json!({"metrics": ["visits", "visitors"],
                               "filters": [["not", ["is", "visit:exit_page", ["/"]]]]});
-        assert!(sql(filtered).contains("visits FINAL"));
+        assert!(sql(filtered).contains("visit_facets_daily UNION ALL"));
+        // With another page or device dimension: every visit's latest row.
+        let both =
+            json!({"metrics": ["visitors"], "dimensions": ["visit:exit_page", "visit:browser"]});
+        let both = sql(both);
+        assert!(both.contains("FROM bilten_analytics.visits FINAL WHERE organizer_id = {organizer:String} AND date BETWEEN {from:Date}"), "{both}");
+        assert!(!both.contains("visit_facets_daily"));
         for (cheap, reads) in [
             (
                 json!({"metrics": ["visits", "pageviews"], "dimensions": ["visit:exit_page"]}),

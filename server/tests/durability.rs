@@ -157,6 +157,7 @@ async fn crash_and_recover_on(
 
     // The restart replays the log. A client retries what was not
     // acknowledged, with the same ids, as any at-least-once client does.
+    let restarted = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f");
     let server = serve(dir.path(), backend);
     resend(&server, &unacked).await;
     server.flush().await;
@@ -188,12 +189,14 @@ async fn crash_and_recover_on(
         .await;
     assert_eq!(as_u64(&found["data"][0]["n"]), sample.len() as u64);
     // The visits' figures, in memory only at the crash, are written again
-    // from the stored rows once the restart has replayed the log.
+    // from the stored rows once the restart has replayed the log; and every
+    // visit of the crashed run (one with a row received before the restart)
+    // is closed, so that the exit pages' rollup counts its visitor.
     let mut last = Value::Null;
     for _ in 0..60 {
         server.flush().await;
         last = server
-            .query(
+            .query(&format!(
                 "SELECT (SELECT count() FROM bilten_analytics.events \
                          WHERE visit_id != toUUID('00000000-0000-0000-0000-000000000000')) AS rows, \
                         (SELECT sum(sign * events) FROM bilten_analytics.visits) AS counted, \
@@ -202,11 +205,18 @@ async fn crash_and_recover_on(
                          FULL OUTER JOIN (SELECT visit_id, count() AS c FROM bilten_analytics.events \
                            WHERE visit_id != toUUID('00000000-0000-0000-0000-000000000000') \
                            GROUP BY visit_id) AS r ON r.visit_id = v.visit_id \
-                         WHERE v.n != 1 OR v.e != r.c) AS wrong",
-            )
+                         WHERE v.n != 1 OR v.e != r.c) AS wrong, \
+                        (SELECT count() FROM bilten_analytics.visits FINAL \
+                         WHERE sign = 1 AND closed = 0 AND visit_id IN \
+                           (SELECT visit_id FROM bilten_analytics.events \
+                            WHERE received_at < toDateTime64('{restarted}', 3, 'UTC'))) AS open",
+            ))
             .await;
         let row = &last["data"][0];
-        if as_u64(&row["wrong"]) == 0 && as_u64(&row["rows"]) == as_u64(&row["counted"]) {
+        if as_u64(&row["wrong"]) == 0
+            && as_u64(&row["rows"]) == as_u64(&row["counted"])
+            && as_u64(&row["open"]) == 0
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -221,6 +231,11 @@ async fn crash_and_recover_on(
         (as_u64(&row["counted"]), as_u64(&row["wrong"])),
         (rows, 0),
         "each visit counts its events once: {last}"
+    );
+    assert_eq!(
+        as_u64(&row["open"]),
+        0,
+        "the crashed run's visits are closed: {last}"
     );
     // The rollup by device nets to what the visits say, recovery's rows
     // and their cancels included.
@@ -251,6 +266,55 @@ async fn crash_and_recover_on(
         )
         .await;
     assert_eq!(as_u64(&names["data"][0]["wrong"]), 0, "{names}");
+}
+
+/// A visit written, then silent, when the server is killed: its figures
+/// agree with its rows, but it was never closed. The next start closes it,
+/// so that the exit pages' rollup counts its visitor, under its last page.
+#[tokio::test]
+async fn a_visit_open_at_a_kill_9_is_closed_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = serve(dir.path(), &[]);
+    let client = reqwest::Client::new();
+    for path in ["/a", "/b"] {
+        let r = client
+            .post(format!("{}/v1/page-views", server.base))
+            .json(&json!([{"organizer_id": "org-k", "session_id": "tab",
+                           "url": format!("https://t.example{path}")}]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+        server.flush().await;
+    }
+    let open = "SELECT exit_page, closed FROM bilten_analytics.visits FINAL \
+                WHERE organizer_id = 'org-k' AND sign = 1";
+    assert_eq!(
+        server.query(open).await["data"],
+        json!([{"exit_page": "/b", "closed": 0}])
+    );
+    server.kill9();
+    let server = serve(dir.path(), &[]);
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = server.query(open).await["data"].clone();
+        if seen[0]["closed"] == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen, json!([{"exit_page": "/b", "closed": 1}]));
+    let exits = server
+        .query(
+            "SELECT value, uniqCombinedMerge(12)(visitors) AS visitors, sum(visits) AS visits \
+             FROM bilten_analytics.visit_facets_daily \
+             WHERE organizer_id = 'org-k' AND facet = 'exit_page' GROUP BY value ORDER BY value",
+        )
+        .await;
+    assert_eq!(
+        exits["data"],
+        json!([{"value": "/a", "visitors": 0, "visits": 0}, {"value": "/b", "visitors": 1, "visits": 1}])
+    );
 }
 
 #[tokio::test]
@@ -724,13 +788,29 @@ async fn visits_are_written_as_they_change_and_when_the_server_stops() {
     );
     let last = s
         .query(
-            "SELECT pageviews, entry_page, exit_page FROM bilten_analytics.visits FINAL \
+            "SELECT pageviews, entry_page, exit_page, closed FROM bilten_analytics.visits FINAL \
              WHERE organizer_id = 'org-w'",
         )
         .await;
     assert_eq!(
         last,
-        [json!({"pageviews": 3, "entry_page": "/a", "exit_page": "/c"})]
+        [json!({"pageviews": 3, "entry_page": "/a", "exit_page": "/c", "closed": 1})]
+    );
+    // Its visitor counts under the page it ended on alone: the line the
+    // timer wrote at /a was not its last.
+    let exits = s
+        .query(
+            "SELECT value, uniqCombinedMerge(12)(visitors) AS visitors \
+             FROM bilten_analytics.visit_facets_daily \
+             WHERE organizer_id = 'org-w' AND facet = 'exit_page' GROUP BY value ORDER BY value",
+        )
+        .await;
+    assert_eq!(
+        exits,
+        [
+            json!({"value": "/a", "visitors": 0}),
+            json!({"value": "/c", "visitors": 1})
+        ]
     );
     s.stop().await.unwrap();
 }

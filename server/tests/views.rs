@@ -198,6 +198,11 @@ async fn a_generated_dataset_end_to_end() {
     // So does the rollup by one page or device column at a time; and the
     // server read the visits' devices from their user agents.
     for facet in ["entry_page", "exit_page", "device", "browser", "os"] {
+        // A visitor counts under an exit page from the visit's closing row.
+        let counted = match facet {
+            "exit_page" => "sign > 0 AND closed = 1",
+            _ => "true",
+        };
         let rolled = s
             .query(&format!(
                 "SELECT organizer_id, date, channel, value, toInt64(sum(visits)) AS v, \
@@ -214,7 +219,7 @@ async fn a_generated_dataset_end_to_end() {
                  toInt64(sum(sign * pageviews)) AS p, toInt64(sum(sign * events)) AS e, \
                  toInt64(sum(sign * (pageviews <= 1))) AS b, \
                  toInt64(sum(sign * dateDiff('millisecond', started, ended))) AS ms, \
-                 uniqCombined(12)(visitor) AS u FROM bilten_analytics.visits \
+                 uniqCombinedIf(12)(visitor, {counted}) AS u FROM bilten_analytics.visits \
                  GROUP BY organizer_id, date, channel, value HAVING v != 0 \
                  ORDER BY organizer_id, date, channel, value"
             ))
@@ -1686,6 +1691,63 @@ async fn a_visit_whose_channel_comes_later_counts_under_it_alone() {
         ),
         "{body}"
     );
+    s.stop().await.unwrap();
+}
+
+/// Visitors by exit page count each visitor under the page their visit
+/// ended on, never one it left from: while visits go on (read from each
+/// one's latest row) and once they are closed (from the rollup, which
+/// counts a visit's closing row alone), with the same answer.
+#[tokio::test]
+async fn visitors_by_exit_page_count_each_visit_under_its_last_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(dir.path());
+    cfg.read_keys = vec!["read-key-of-org-e@org-e".to_string().into()];
+    let s = TestServer::start_with(cfg.clone()).await;
+    let t0 = Utc::now() - Duration::minutes(10);
+    let view = |tab: &str, path: &str, minute: i64| {
+        json!({"organizer_id": "org-e", "session_id": tab,
+               "timestamp": (t0 + Duration::minutes(minute)).timestamp_millis(),
+               "url": format!("https://bilten.example{path}")})
+    };
+    // x leaves /a for /b, each page written apart; y ends on /a.
+    for batch in [
+        json!([view("x", "/a", 0), view("y", "/a", 0)]),
+        json!([view("x", "/b", 1)]),
+    ] {
+        let (status, body) = s.post_json("/v1/page-views", &batch).await;
+        assert_eq!(status, 202, "{body}");
+        s.flush().await;
+    }
+    let q = json!({"site_id": "org-e", "date_range": "7d", "metrics": ["visitors", "visits"],
+                   "dimensions": ["visit:exit_page"], "order_by": [["visit:exit_page", "asc"]]});
+    let want = json!([{"dimensions": ["/a"], "metrics": [1, 1]},
+                      {"dimensions": ["/b"], "metrics": [1, 1]}]);
+    let (status, body) = stats_query(&s, "read-key-of-org-e", q.clone()).await;
+    assert_eq!((status, &body["results"]), (200, &want), "{body}");
+    // A stop closes every visit: the rollup answers alone, the same.
+    s.stop().await.unwrap();
+    let s = TestServer::start_with(cfg).await;
+    let open = s
+        .query("SELECT count() AS n FROM bilten_analytics.visits FINAL WHERE closed = 0")
+        .await;
+    assert_eq!(open, [json!({"n": 0})]);
+    let rolled = s
+        .query(
+            "SELECT value, uniqCombinedMerge(12)(visitors) AS visitors \
+             FROM bilten_analytics.visit_facets_daily WHERE facet = 'exit_page' \
+             GROUP BY value ORDER BY value",
+        )
+        .await;
+    assert_eq!(
+        rolled,
+        [
+            json!({"value": "/a", "visitors": 1}),
+            json!({"value": "/b", "visitors": 1})
+        ]
+    );
+    let (status, body) = stats_query(&s, "read-key-of-org-e", q).await;
+    assert_eq!((status, &body["results"]), (200, &want), "{body}");
     s.stop().await.unwrap();
 }
 

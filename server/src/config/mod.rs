@@ -165,8 +165,8 @@ pub struct VisitSettings {
     /// and most visits whose figures are kept between writes: typically a
     /// few hundred bytes each, at most about 2.6 KB a visitor, 4.8 KB a
     /// buyer and 1 KB a visit (`visits/`). Past it, the tenth seen longest
-    /// ago is forgotten at once (visits' figures: once written, those
-    /// touched longest ago).
+    /// ago is forgotten at once (visits' figures: those touched longest
+    /// ago, written a last time, closed).
     pub max_open: usize,
     /// A ticket sale is credited to its buyer's visits of this long before it.
     #[serde(with = "humantime_serde")]
@@ -175,6 +175,17 @@ pub struct VisitSettings {
     /// when the server stops): how soon the Stats API sees it.
     #[serde(with = "humantime_serde")]
     pub write_every: Duration,
+}
+
+impl VisitSettings {
+    /// How long a visit may stay open after its latest line was written:
+    /// idle up to the timeout and the 5 minutes the tally waits for rows in
+    /// flight, its line written up to `write_every` after its last change,
+    /// and 5 minutes of slack. What the Stats API reads open visits from,
+    /// and how far back a start after a crash looks for them.
+    pub fn open_window(&self) -> Duration {
+        self.timeout + self.write_every + Duration::from_secs(600)
+    }
 }
 
 impl Default for VisitSettings {

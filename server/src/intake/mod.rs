@@ -160,18 +160,21 @@ impl Intake {
         }
     }
 
-    /// Writes the visits that changed since they were last written (see
-    /// [`crate::visits::tally`]); how many rows. When the log refuses
-    /// them, they stay due. One write at a time, in a task of its own: a
+    /// Writes the visits that changed since they were last written, and
+    /// closes those `closing` says (see [`crate::visits::tally`]); how many
+    /// rows. When the log refuses them, they stay due. One write at a time, in a task of its own: a
     /// caller that goes away (a flush whose client hung up, the timer
     /// stopped) cannot cut a write between marking lines written and
     /// storing them.
-    pub async fn write_visits(self: &Arc<Self>) -> Result<usize, IntakeError> {
+    pub async fn write_visits(
+        self: &Arc<Self>,
+        closing: crate::visits::Closing,
+    ) -> Result<usize, IntakeError> {
         let this = self.clone();
         tokio::spawn(async move {
             let _one = this.visits_writing.lock().await;
             let now = chrono::Utc::now().timestamp_millis();
-            let mut due = this.visits.tallies().due(now);
+            let mut due = this.visits.tallies().due(now, closing);
             let rows = due.rows;
             let stored = match rows {
                 0 => Ok(()),
@@ -180,7 +183,7 @@ impl Intake {
                     this.pipeline.store(Table::Visits, lines, rows).await
                 }
             };
-            this.visits.tallies().settle(due, stored.is_ok(), now);
+            this.visits.tallies().settle(due, stored.is_ok());
             stored.map(|()| rows)
         })
         .await

@@ -62,6 +62,7 @@ pub const MIGRATIONS: &[Migration] = migrations![
     28 "0028_filtered_events.sql",
     29 "0029_rollups_by_value.sql",
     30 "0030_exchange_rates.sql",
+    31 "0031_closed_visits.sql",
 ];
 
 impl Migration {

@@ -16,7 +16,7 @@ use crate::ops::{backups, health, migrations, monitor, retention};
 /// Writes every buffered row now; answers once it is stored.
 pub async fn flush(State(app): State<AppState>) -> Json<Value> {
     // Visits first: their rows join the buffers being flushed.
-    let visits = app.intake.write_visits().await;
+    let visits = app.intake.write_visits(crate::visits::Closing::Idle).await;
     app.batcher.flush_all().await;
     let stats = &app.batcher.stats;
     Json(json!({

@@ -57,7 +57,8 @@ async fn answer(
         Viewer::Admin => None,
         Viewer::Organizer(org) => Some(org.as_str()),
     };
-    let plan = stats::plan(&query, organizer, chrono::Utc::now().date_naive())?;
+    let plan = stats::plan(&query, organizer, chrono::Utc::now().date_naive())?
+        .open_within(app.config.visits.open_window());
     let mut answer = stats::run(&*app.storage, &plan).await?;
     // Visits (and the pages and names counted with them) are kept by the
     // server as rows arrive: switched off, their figures read nothing.

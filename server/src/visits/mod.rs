@@ -45,6 +45,8 @@ pub(crate) mod device;
 pub mod recover;
 pub(crate) mod tally;
 
+pub use tally::Closing;
+
 /// How often (at most) ended visits are forgotten.
 const SWEEP_EVERY_MS: i64 = 60_000;
 /// Most touches kept per user: the newest ones.

@@ -2,8 +2,11 @@
 //! write were in memory only. Their rows are stored (the log replays what
 //! was not), so at start each recent visit of this server is summed again
 //! from its rows, and one whose `visits` figures differ is written again:
-//! its live row cancelled, its figures from the rows. After a clean stop
-//! there is none (every visit was written as it stood).
+//! its live row cancelled, its figures from the rows. Each recent visit
+//! whose live row is not its last (`closed` 0: the crash came before its
+//! close) is closed: no later row of it will come, since this run follows
+//! visits of its own. After a clean stop there is none (every visit was
+//! written as it stood, closed).
 //!
 //! Recent: visits with a row received within `slack` of the last row of
 //! this server's earlier runs, however long ago that was. This server's:
@@ -66,7 +69,7 @@ fn from_rows(recent: &str) -> String {
          a_origin.3 AS utm_medium, a_origin.4 AS utm_source, a_origin.5 AS utm_campaign, \
          a_origin.6 AS utm_content, a_origin.7 AS utm_term, a_country AS country, \
          a_agent AS user_agent, '' AS device, '' AS browser, '' AS os, \
-         a_paths AS pages, a_names AS names, \
+         a_paths AS pages, a_names AS names, 1 AS closed, \
          toUInt64(toUnixTimestamp64Milli(now64(3))) AS version FROM ( \
          SELECT organizer_id, visit_id, \
          argMinIf(multiIf(user_id != '', user_id, session_id != '', session_id, toString(visit_id)), \
@@ -105,8 +108,9 @@ fn from_rows(recent: &str) -> String {
 }
 
 /// The rows that set right the visits a crash left behind: each one's
-/// live rows cancelled, then its figures from its rows, as JSONEachRow
-/// lines for `visits`; and how many. `tag`, `run`: this server's and this
+/// live rows cancelled, then its figures from its rows (or, where they
+/// agree, its live row again, closed), as JSONEachRow lines for `visits`;
+/// and how many. `tag`, `run`: this server's and this
 /// run's ([`tag_of`], [`run_of`]); `started`: when this run started.
 pub async fn lost(
     storage: &dyn Storage,
@@ -167,10 +171,15 @@ pub async fn lost(
         "SELECT r.visit_id FROM ({rows}) AS r LEFT JOIN ({stored}) AS s ON s.visit_id = r.visit_id \
          WHERE s.n != 1 OR s.pv != r.pageviews OR s.ev != r.events OR s.eng != r.engaged_ms"
     );
+    // Agrees, but is not closed.
+    let open = format!(
+        "SELECT visit_id FROM {DATABASE}.visits FINAL WHERE visit_id GLOBAL IN ({recent}) \
+         AND sign = 1 AND closed = 0 AND visit_id GLOBAL NOT IN ({differing})"
+    );
     let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
                    engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
                    utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
-                   device, browser, os, pages, names, version";
+                   device, browser, os, pages, names, closed, version";
     // What the engine keeps of a visit (its live row, and any cancel left
     // alone) is cancelled row for row: its rows then sum to nothing.
     // `summed`: a row of the figures summed again (not a cancel, whatever
@@ -179,9 +188,14 @@ pub async fn lost(
         "SELECT * FROM ( \
            SELECT {columns}, false AS summed FROM ( \
              SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
-             WHERE visit_id GLOBAL IN ({differing})) \
+             WHERE visit_id GLOBAL IN ({differing}) OR visit_id GLOBAL IN ({open})) \
            UNION ALL \
-           SELECT {columns}, true FROM ({rows}) WHERE visit_id GLOBAL IN ({differing})) \
+           SELECT {columns}, true FROM ({rows}) WHERE visit_id GLOBAL IN ({differing}) \
+           UNION ALL \
+           SELECT {columns}, false FROM ( \
+             SELECT * REPLACE (1 AS closed, \
+               toUInt64(toUnixTimestamp64Milli(now64(3))) AS version) \
+             FROM {DATABASE}.visits FINAL WHERE visit_id GLOBAL IN ({open}) AND sign = 1)) \
          ORDER BY visit_id, sign"
     );
     let out = storage

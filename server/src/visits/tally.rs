@@ -201,8 +201,8 @@ impl Figures {
     }
 
     /// Its `visits` row as a JSONEachRow line, `sign` first (so that its
-    /// cancel is the same line with `-1` there).
-    fn line(&self, visit: Uuid, version: u64) -> Vec<u8> {
+    /// cancel is the same line with `-1` there); `closed`: its last.
+    fn line(&self, visit: Uuid, version: u64, closed: bool) -> Vec<u8> {
         #[derive(serde::Serialize)]
         struct Line<'a> {
             sign: i8,
@@ -233,6 +233,7 @@ impl Figures {
             os: &'a str,
             pages: &'a Counts,
             names: &'a Counts,
+            closed: u8,
             version: u64,
         }
         let time = |ms: i64| Utc.timestamp_millis_opt(ms).single().unwrap_or_default();
@@ -271,6 +272,7 @@ impl Figures {
             os: &self.device.os,
             pages: &self.pages,
             names: &self.names,
+            closed: u8::from(closed),
             version,
         };
         let mut out = Vec::with_capacity(512);
@@ -357,10 +359,10 @@ pub(crate) struct Tallies {
     map: DashMap<Uuid, Tally, foldhash::fast::RandomState>,
     /// A visit untouched this long is written a last time and forgotten.
     forget_after_ms: i64,
-    /// Most visits kept between writes: past it, once written, those
-    /// touched longest ago are forgotten (made-up visitors must not grow
-    /// the map without bound; a visit that goes on after that is written
-    /// anew, and counted twice).
+    /// Most visits kept between writes: past it, those touched longest
+    /// ago are closed and forgotten (made-up visitors must not grow the map
+    /// without bound; a visit that goes on after that is written anew, and
+    /// counted twice).
     most: usize,
 }
 
@@ -368,8 +370,27 @@ pub(crate) struct Tallies {
 pub(crate) struct Due {
     pub lines: Vec<u8>,
     pub rows: usize,
-    /// Each visit written, with what it had written before.
-    undo: Vec<(Uuid, Written)>,
+    /// Each visit written, with what it had written before and whether it
+    /// had changes not written.
+    undo: Vec<(Uuid, Written, bool)>,
+    /// The visits these lines close (or that close with no line: an
+    /// engagement whose view never came), forgotten once they are stored.
+    closing: Vec<Uuid>,
+}
+
+/// Which visits a write closes: each closed visit's last line says so
+/// (`closed` 1), and `visit_facets_daily` counts its visitor under its exit
+/// page from that line alone (`sql/0031_closed_visits.sql`): a visit's exit
+/// page moves with each page, and a visitor counted under each would count
+/// under pages they did not leave from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Closing {
+    /// Those untouched past the timeout, and past the most kept, those
+    /// touched longest ago.
+    Idle,
+    /// Every one: the server stops, and a visitor who comes back after the
+    /// restart starts a new visit.
+    All,
 }
 
 impl Tallies {
@@ -426,23 +447,47 @@ impl Tallies {
         t.seen_ms = now_ms;
     }
 
-    /// The lines of the visits that changed since they were last written
-    /// (each cancelling its previous line), marked written. Visits with no
-    /// page view or event yet (an engagement that came first) wait. The
-    /// caller stores the lines, then [`Tallies::settle`]s.
-    pub fn due(&self, now_ms: i64) -> Due {
+    /// The lines of the visits that changed since they were last written,
+    /// and of those `closing` closes (each cancelling its previous line),
+    /// marked written. Visits with no page view or event yet (an engagement
+    /// that came first) wait. The caller stores the lines, then
+    /// [`Tallies::settle`]s.
+    pub fn due(&self, now_ms: i64, closing: Closing) -> Due {
         let mut due = Due {
             lines: Vec::new(),
             rows: 0,
             undo: Vec::new(),
+            closing: Vec::new(),
         };
+        // Past the most kept: the cut of the ages of those that go.
+        let over = self.map.len().saturating_sub(self.most);
+        let cut = match over {
+            0 => None,
+            _ => {
+                let mut ages: Vec<i64> = self.map.iter().map(|t| t.seen_ms).collect();
+                let (_, cut, _) = ages.select_nth_unstable(over - 1);
+                Some(*cut)
+            }
+        };
+        let mut evicted = 0;
         for mut t in self.map.iter_mut() {
-            if !t.dirty || t.now.pageviews + t.now.events == 0 {
+            let visit = *t.key();
+            let evict = evicted < over && cut.is_some_and(|c| t.seen_ms <= c);
+            evicted += evict as usize;
+            let close =
+                closing == Closing::All || evict || now_ms - t.seen_ms > self.forget_after_ms;
+            if t.now.pageviews + t.now.events == 0 {
+                // An engagement whose view never came (a bot's, dropped).
+                if close && closing == Closing::Idle {
+                    due.closing.push(visit);
+                }
                 continue;
             }
-            let visit = *t.key();
+            if !t.dirty && !close {
+                continue;
+            }
             let version = (now_ms.max(0) as u64).max(t.version + 1);
-            let line = t.now.line(visit, version);
+            let line = t.now.line(visit, version, close);
             if let Some(old) = &t.written {
                 due.lines.extend_from_slice(b"{\"sign\":-1,");
                 due.lines.extend_from_slice(&old[SIGNED.len()..]);
@@ -451,7 +496,10 @@ impl Tallies {
             due.lines.extend_from_slice(&line);
             due.rows += 1;
             let before = (t.written.replace(line.into_boxed_slice()), t.version);
-            due.undo.push((visit, before));
+            due.undo.push((visit, before, t.dirty));
+            if close {
+                due.closing.push(visit);
+            }
             t.version = version;
             t.dirty = false;
         }
@@ -460,43 +508,23 @@ impl Tallies {
 
     /// After `due`'s lines were stored (`stored`) or refused: refused, puts
     /// back what it marked written, so that the next write cancels what was
-    /// stored; stored, forgets visits written and untouched long enough, and
-    /// past the most kept, those touched longest ago (never one with
-    /// changes not written).
-    pub fn settle(&self, due: Due, stored: bool, now_ms: i64) {
+    /// stored (and closes again what it closed); stored, forgets the visits
+    /// it closed, unless rows came for one since (its next line cancels
+    /// the closing one).
+    pub fn settle(&self, due: Due, stored: bool) {
         if !stored {
-            for (visit, (written, version)) in due.undo {
+            for (visit, (written, version), dirty) in due.undo {
                 if let Some(mut t) = self.map.get_mut(&visit) {
                     t.written = written;
                     t.version = version;
-                    t.dirty = true;
+                    t.dirty |= dirty;
                 }
             }
             return;
         }
-        // An engagement whose view never came (a bot's, dropped) goes too.
-        let idle = |t: &Tally| !t.dirty || t.now.pageviews + t.now.events == 0;
-        self.map
-            .retain(|_, t| !(idle(t) && now_ms - t.seen_ms > self.forget_after_ms));
-        let over = self.map.len().saturating_sub(self.most);
-        if over > 0 {
-            let mut ages: Vec<i64> = self
-                .map
-                .iter()
-                .filter(|t| idle(t))
-                .map(|t| t.seen_ms)
-                .collect();
-            if ages.is_empty() {
-                return;
-            }
-            let n = over.min(ages.len());
-            let (_, cut, _) = ages.select_nth_unstable(n - 1);
-            let cut = *cut;
-            let mut gone = 0;
-            self.map.retain(|_, t| {
-                let goes = gone < n && idle(t) && t.seen_ms <= cut;
-                gone += goes as usize;
-                !goes
+        for visit in due.closing {
+            self.map.remove_if(&visit, |_, t| {
+                !t.dirty || t.now.pageviews + t.now.events == 0
             });
         }
     }
@@ -546,12 +574,12 @@ mod tests {
         ];
         // Its engagement came first (no plugins on its way): it waits.
         t.engaged("org", v, 2_500, 500, 5);
-        assert_eq!(t.due(5).rows, 0);
+        assert_eq!(t.due(5, Closing::Idle).rows, 0);
         t.add(count(rows.iter_mut()), 10);
-        let due = t.due(10);
+        let due = t.due(10, Closing::Idle);
         let l = lines(&due);
         assert_eq!(due.rows, 1);
-        t.settle(due, true, 10);
+        t.settle(due, true);
         assert_eq!(
             (
                 &l[0]["sign"],
@@ -583,9 +611,9 @@ mod tests {
             (&"search".into(), &10.into())
         );
         // Unchanged: nothing to write.
-        assert_eq!(t.due(20).rows, 0);
+        assert_eq!(t.due(20, Closing::Idle).rows, 0);
         t.engaged("org", v, 9_000, 4_000, 30);
-        let again = t.due(30);
+        let again = t.due(30, Closing::Idle);
         let l2 = lines(&again);
         assert_eq!(again.rows, 2);
         // The cancel is the line written before, version and all.
@@ -608,40 +636,80 @@ mod tests {
             (&1.into(), &4500.into(), &30.into())
         );
         // Not stored after all: written again, cancelling the first line.
-        t.settle(again, false, 30);
-        let third = t.due(30);
+        t.settle(again, false);
+        let third = t.due(30, Closing::Idle);
         let l3 = lines(&third);
         assert_eq!(
             (&l3[0]["sign"], &l3[0]["version"], &l3[1]["version"]),
             (&(-1).into(), &10.into(), &30.into())
         );
-        t.settle(third, true, 30);
-        // Forgotten once written and untouched past the timeout.
+        t.settle(third, true);
+        assert!(l.iter().chain(&l2).chain(&l3).all(|l| l["closed"] == 0));
+        // Untouched past the timeout: closed (its line cancelled, then
+        // written once more, marked its last), and forgotten once stored.
         let late = 40 + 36 * 60_000;
-        let none = t.due(late);
-        assert_eq!(none.rows, 0);
-        t.settle(none, true, late);
+        let closed = t.due(late, Closing::Idle);
+        let l4 = lines(&closed);
+        assert_eq!(
+            (closed.rows, &l4[0]["sign"], &l4[0]["closed"]),
+            (2, &(-1).into(), &0.into())
+        );
+        assert_eq!(
+            (&l4[1]["sign"], &l4[1]["closed"], &l4[1]["pageviews"]),
+            (&1.into(), &1.into(), &2.into())
+        );
+        // Refused: closed again at the next write, cancelling what was stored.
+        t.settle(closed, false);
+        let again = t.due(late + 1, Closing::Idle);
+        let l5 = lines(&again);
+        assert_eq!(
+            (l5[0]["version"].clone(), l5[1]["closed"].clone()),
+            (30.into(), 1.into())
+        );
+        t.settle(again, true);
         assert_eq!(t.len(), 0);
     }
 
     #[test]
-    fn past_the_most_the_visits_written_longest_ago_are_forgotten() {
+    fn past_the_most_the_visits_touched_longest_ago_are_closed_and_forgotten() {
         let t = Tallies::new(30 * 60_000, 10);
         for i in 0..25 {
             let mut rows = [view(Uuid::now_v7(), i, "https://x.example/", "")];
             t.add(count(rows.iter_mut()), i);
         }
         // Refused: nothing is forgotten, all are written again.
-        let refused = t.due(100);
+        let refused = t.due(100, Closing::Idle);
         assert_eq!(refused.rows, 25);
-        t.settle(refused, false, 100);
+        t.settle(refused, false);
         assert_eq!(t.len(), 25);
-        // Stored: the 15 touched longest ago are forgotten.
-        let stored = t.due(101);
+        // Stored: the 15 touched longest ago are closed, and forgotten.
+        let stored = t.due(101, Closing::Idle);
         assert_eq!(stored.rows, 25);
-        t.settle(stored, true, 101);
+        let closed = lines(&stored).iter().filter(|l| l["closed"] == 1).count();
+        assert_eq!(closed, 15);
+        t.settle(stored, true);
         assert_eq!(t.len(), 10);
         assert!(t.map.iter().all(|e| e.seen_ms >= 15), "the newest stay");
+    }
+
+    #[test]
+    fn at_a_stop_every_visit_is_closed_written_or_not() {
+        let t = Tallies::new(30 * 60_000, 1000);
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        t.add(count([view(a, 1, "https://x.example/a", "")].iter_mut()), 1);
+        let first = t.due(2, Closing::Idle);
+        t.settle(first, true);
+        t.add(count([view(b, 3, "https://x.example/b", "")].iter_mut()), 3);
+        let last = t.due(4, Closing::All);
+        let l = lines(&last);
+        // a: its line cancelled and closed; b: written once, closed.
+        let closing: Vec<(&serde_json::Value, &serde_json::Value)> =
+            l.iter().map(|l| (&l["sign"], &l["closed"])).collect();
+        assert_eq!(closing.len(), 3, "{l:?}");
+        assert_eq!(l.iter().filter(|l| l["closed"] == 1).count(), 2);
+        assert!(l.iter().all(|l| l["sign"] == 1 || l["closed"] == 0));
+        t.settle(last, true);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
@@ -654,7 +722,7 @@ mod tests {
         rows.push(view(v, 10_000, "https://x.example/p/0", ""));
         t.add(count(rows[..300].iter_mut()), 1);
         t.add(count(rows[300..].iter_mut()), 2);
-        let due = t.due(3);
+        let due = t.due(3, Closing::Idle);
         let pages = &lines(&due)[0]["pages"];
         let pages = pages.as_object().unwrap();
         assert_eq!(pages.len(), MOST_VALUES + 1);
