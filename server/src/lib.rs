@@ -357,19 +357,23 @@ async fn run(
         state.intake.remember(&recovered);
         batcher.recover(recovered);
     }
-    // Left by a clean stop, once every visit was written: nothing to recover.
+    // Left by a clean stop, once every visit was written: nothing to sum again.
     let clean_stop = state.config.wal_dir().join(VISITS_WRITTEN);
     let was_clean = std::fs::remove_file(&clean_stop).is_ok();
-    if state.config.visits.enabled && !was_clean {
+    if state.config.visits.enabled {
         // Once what the log replays is stored: visits a crash left behind
-        // are written again from their rows.
+        // are written again from their rows; after a clean stop, only those
+        // an earlier crash left open are closed.
         let (intake, batcher, storage) =
             (state.intake.clone(), batcher.clone(), state.storage.clone());
         // Recent enough to have been open at the crash.
         let slack = state.config.visits.open_window();
         tokio::spawn(async move {
             batcher.flush_all().await;
-            match intake.recover_visits(&*storage, started, slack).await {
+            match intake
+                .recover_visits(&*storage, started, slack, !was_clean)
+                .await
+            {
                 Ok(0) => {}
                 Ok(rows) => tracing::info!(rows, "visits a crash left behind written again"),
                 Err(e) => {

@@ -409,18 +409,19 @@ fn visits_sql(one: bool, last: bool) -> String {
     )
 }
 
-/// The exit pages' facet with the visits still open: the facet counts a
-/// visit's visitor under its exit page from its closing line alone
-/// (`sql/0031_closed_visits.sql`), and each visit not closed yet adds its
-/// visitor under its latest line's exit page. An open visit's latest line
-/// was written within the visits' open window (`{open_ms:UInt64}`,
-/// [`crate::config::VisitSettings::open_window`]: the tally closes a visit
-/// idle that long), so only the lines of that window are grouped, a few
-/// minutes of them (`version`, the time a line was written, read first),
-/// of the visits that began in the last two days (`{open_from:Date}`: a
-/// bulk load writes a month of lines in minutes). A visit still going on
-/// two days after it began counts its visitor once it ends. The sums are
-/// the facet's.
+/// Visitors by exit page: the facet `exit_page` has the visits' sums, but
+/// counts a visitor under each exit page a visit's lines had; `exit_closed`
+/// counts each closed visit's visitor under its last one
+/// (`sql/0031_closed_visits.sql`); and each visit not closed yet adds its
+/// visitor under its latest line's exit page (`exit_open`), read here. An
+/// open visit's latest line was written within the visits' open window
+/// (`{open_ms:UInt64}`, [`crate::config::VisitSettings::open_window`]: the
+/// tally closes a visit idle that long), so only the lines of that window
+/// are grouped, a few minutes of them (`version`, the time a line was
+/// written, read first), of the visits that began in the last two days
+/// (`{open_from:Date}`: a bulk load writes a month of lines in minutes). A
+/// visit still going on two days after it began counts its visitor once
+/// it ends. The visitors' estimate reads the last two ([`EXITS_VISITORS`]).
 fn exits_sql(one: bool) -> String {
     let organizer = match one {
         true => "organizer_id = {organizer:String} AND ",
@@ -432,7 +433,7 @@ fn exits_sql(one: bool) -> String {
         "(SELECT organizer_id, date, facet, channel, value, visits, pageviews, events, bounces, \
          duration_ms, visitors FROM {DATABASE}.visit_facets_daily \
          UNION ALL \
-         SELECT organizer_id, date, 'exit_page', o_channel, o_exit, toInt64(0), toInt64(0), \
+         SELECT organizer_id, date, 'exit_open', o_channel, o_exit, toInt64(0), toInt64(0), \
          toInt64(0), toInt64(0), toInt64(0), uniqCombinedState(12)(o_visitor) FROM ( \
            SELECT organizer_id, date, visit_id, argMax(channel, version) AS o_channel, \
            argMax(exit_page, version) AS o_exit, any(visitor) AS o_visitor, \
@@ -443,6 +444,10 @@ fn exits_sql(one: bool) -> String {
          GROUP BY organizer_id, date, o_channel, o_exit)"
     )
 }
+
+/// The facets [`exits_sql`] reads, and the visitors' estimate over them.
+const EXITS: &str = "facet IN ('exit_page', 'exit_closed', 'exit_open')";
+const EXITS_VISITORS: &str = "uniqCombinedMergeIf(12)(visitors, facet != 'exit_page')";
 
 /// A query, checked, as SQL and its parameters.
 #[derive(Debug)]
@@ -640,6 +645,12 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
                             (Table::Sales, _, "average_order_value", Some(_)) => CONVERTED_AVERAGE,
                             (..) => m.2,
                         };
+                        let expr = match (table, daily && last) {
+                            (Table::Visits, true) => {
+                                expr.replace("uniqCombinedMerge(12)(visitors)", EXITS_VISITORS)
+                            }
+                            _ => expr.to_string(),
+                        };
                         match Some(i) == conversion {
                             true => format!("{expr} AS converted"),
                             false => format!("{expr} AS m{i}"),
@@ -655,10 +666,9 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
         let (from_sql, conds) = match table {
             Table::Visits if daily => {
                 let (from, own) = match rollup {
-                    Rollup::Facet(facet) if last => (
-                        exits_sql(site.is_some()),
-                        format!("facet = '{facet}' AND {DAYS}"),
-                    ),
+                    Rollup::Facet(_) if last => {
+                        (exits_sql(site.is_some()), format!("{EXITS} AND {DAYS}"))
+                    }
                     Rollup::Facet(facet) => (
                         format!("{DATABASE}.visit_facets_daily"),
                         format!("facet = '{facet}' AND {DAYS}"),
@@ -1612,6 +1622,15 @@ mod tests {
         );
         assert!(plan.sql.contains("PREWHERE version >= toUInt64(toUnixTimestamp64Milli(now64(3))) - {open_ms:UInt64} \
                                    WHERE organizer_id = {organizer:String} AND date BETWEEN {open_from:Date}"));
+        // Visitors from the closed visits' facet and the open ones, the
+        // sums from `exit_page`'s.
+        assert!(
+            plan.sql
+                .contains(&format!("toFloat64({EXITS_VISITORS}) AS m0")),
+            "{}",
+            plan.sql
+        );
+        assert!(plan.sql.contains(&format!("{EXITS} AND date BETWEEN")));
         let open_from = plan.params.iter().find(|(k, _)| k == "open_from");
         assert_eq!(
             open_from.unwrap().1,

@@ -2,11 +2,12 @@
 //! write were in memory only. Their rows are stored (the log replays what
 //! was not), so at start each recent visit of this server is summed again
 //! from its rows, and one whose `visits` figures differ is written again:
-//! its live row cancelled, its figures from the rows. Each recent visit
-//! whose live row is not its last (`closed` 0: the crash came before its
-//! close) is closed: no later row of it will come, since this run follows
-//! visits of its own. After a clean stop there is none (every visit was
-//! written as it stood, closed).
+//! its live row cancelled, its figures from the rows. Each visit of the
+//! week before whose live row is not its last (`closed` 0: a crash came
+//! before its close) is closed: no later row of it will come, since this
+//! run follows visits of its own. After a clean stop only that is done
+//! (every visit of that run was written as it stood, closed; one left open
+//! by a crash before it, whose start could not close it, is closed now).
 //!
 //! Recent: visits with a row received within `slack` of the last row of
 //! this server's earlier runs, however long ago that was. This server's:
@@ -107,16 +108,26 @@ fn from_rows(recent: &str) -> String {
     )
 }
 
+/// How far back visits left open are looked for: a start after a crash
+/// closes those of the week before (one that failed to, or a server that
+/// came back days later, leaves older ones open: their visitor counts under
+/// no exit page).
+const OPEN_DAYS: i64 = 7;
+
 /// The rows that set right the visits a crash left behind: each one's
 /// live rows cancelled, then its figures from its rows (or, where they
 /// agree, its live row again, closed), as JSONEachRow lines for `visits`;
 /// and how many. `tag`, `run`: this server's and this
 /// run's ([`tag_of`], [`run_of`]); `started`: when this run started.
+/// Not `crashed` (a clean stop before this start), only visits left open
+/// (by a crash before it, whose start failed to close them) are closed:
+/// nothing else is summed again.
 pub async fn lost(
     storage: &dyn Storage,
     (tag, run): (u32, u16),
     started: chrono::DateTime<chrono::Utc>,
     slack: std::time::Duration,
+    crashed: bool,
 ) -> Result<(Bytes, usize), StorageError> {
     let nil = "toUUID('00000000-0000-0000-0000-000000000000')";
     let (tag_part, run_part) = id_parts();
@@ -145,7 +156,41 @@ pub async fn lost(
             "started".to_string(),
             crate::storage::datetime64_text(&started),
         ),
+        (
+            "open_from".to_string(),
+            (started.date_naive() - chrono::Duration::days(OPEN_DAYS)).to_string(),
+        ),
     ];
+    let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
+                   engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
+                   utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
+                   device, browser, os, pages, names, closed, version";
+    // Left open: its live row is not its last. Each is cancelled and
+    // written again, closed.
+    let open = format!(
+        "SELECT visit_id FROM {DATABASE}.visits FINAL WHERE date >= {{open_from:Date}} AND {mine} \
+         AND sign = 1 AND closed = 0"
+    );
+    let closing = |open: &str| {
+        format!(
+            "SELECT {columns}, false AS summed FROM ( \
+               SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
+               WHERE visit_id GLOBAL IN ({open})) \
+             UNION ALL \
+             SELECT {columns}, false FROM ( \
+               SELECT * REPLACE (1 AS closed, \
+                 toUInt64(toUnixTimestamp64Milli(now64(3))) AS version) \
+               FROM {DATABASE}.visits FINAL WHERE visit_id GLOBAL IN ({open}) AND sign = 1)"
+        )
+    };
+    if !crashed {
+        let sql = format!("SELECT * FROM ({}) ORDER BY visit_id, sign", closing(&open));
+        let out = storage
+            .query_readonly_with(&sql, &params, "JSONEachRow")
+            .await?;
+        let n = out.iter().filter(|b| **b == b'\n').count();
+        return Ok((as_written(&out)?, n));
+    }
     let since = crate::storage::query_text_with(
         storage,
         &since,
@@ -171,15 +216,8 @@ pub async fn lost(
         "SELECT r.visit_id FROM ({rows}) AS r LEFT JOIN ({stored}) AS s ON s.visit_id = r.visit_id \
          WHERE s.n != 1 OR s.pv != r.pageviews OR s.ev != r.events OR s.eng != r.engaged_ms"
     );
-    // Agrees, but is not closed.
-    let open = format!(
-        "SELECT visit_id FROM {DATABASE}.visits FINAL WHERE visit_id GLOBAL IN ({recent}) \
-         AND sign = 1 AND closed = 0 AND visit_id GLOBAL NOT IN ({differing})"
-    );
-    let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
-                   engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
-                   utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
-                   device, browser, os, pages, names, closed, version";
+    // Left open and agreeing: closed as it is.
+    let open = format!("{open} AND visit_id GLOBAL NOT IN ({differing})");
     // What the engine keeps of a visit (its live row, and any cancel left
     // alone) is cancelled row for row: its rows then sum to nothing.
     // `summed`: a row of the figures summed again (not a cancel, whatever
@@ -188,15 +226,12 @@ pub async fn lost(
         "SELECT * FROM ( \
            SELECT {columns}, false AS summed FROM ( \
              SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
-             WHERE visit_id GLOBAL IN ({differing}) OR visit_id GLOBAL IN ({open})) \
+             WHERE visit_id GLOBAL IN ({differing})) \
            UNION ALL \
            SELECT {columns}, true FROM ({rows}) WHERE visit_id GLOBAL IN ({differing}) \
-           UNION ALL \
-           SELECT {columns}, false FROM ( \
-             SELECT * REPLACE (1 AS closed, \
-               toUInt64(toUnixTimestamp64Milli(now64(3))) AS version) \
-             FROM {DATABASE}.visits FINAL WHERE visit_id GLOBAL IN ({open}) AND sign = 1)) \
-         ORDER BY visit_id, sign"
+           UNION ALL {}) \
+         ORDER BY visit_id, sign",
+        closing(&open)
     );
     let out = storage
         .query_readonly_with(&sql, &params, "JSONEachRow")
