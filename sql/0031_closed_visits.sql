@@ -9,6 +9,8 @@
 -- the server stopping), and after a crash the next start closes what the
 -- crash left open (server/src/visits/recover.rs). Rows stored before this
 -- read 1: every visit of an earlier run is over (a restart starts new ones).
+-- Stop every server cleanly before applying it: a line an older server
+-- logged and replays after it would read 1 too.
 ALTER TABLE bilten_analytics.visits
     ADD COLUMN IF NOT EXISTS closed UInt8 DEFAULT 1 AFTER names;
 

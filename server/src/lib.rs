@@ -360,22 +360,26 @@ async fn run(
     // Left by a clean stop, once every visit was written: nothing to sum again.
     let clean_stop = state.config.wal_dir().join(VISITS_WRITTEN);
     let was_clean = std::fs::remove_file(&clean_stop).is_ok();
-    if state.config.visits.enabled {
+    // Until a crash's recovery succeeds, this run's stop leaves no mark: the
+    // next start recovers in its place (after a run with visits off too).
+    let visits_recovered = Arc::new(std::sync::atomic::AtomicBool::new(was_clean));
+    if state.config.visits.enabled && !was_clean {
+        let done = visits_recovered.clone();
         // Once what the log replays is stored: visits a crash left behind
-        // are written again from their rows; after a clean stop, only those
-        // an earlier crash left open are closed.
+        // are written again from their rows, and those it left open closed.
         let (intake, batcher, storage) =
             (state.intake.clone(), batcher.clone(), state.storage.clone());
         // Recent enough to have been open at the crash.
         let slack = state.config.visits.open_window();
         tokio::spawn(async move {
             batcher.flush_all().await;
-            match intake
-                .recover_visits(&*storage, started, slack, !was_clean)
-                .await
-            {
-                Ok(0) => {}
-                Ok(rows) => tracing::info!(rows, "visits a crash left behind written again"),
+            match intake.recover_visits(&*storage, started, slack).await {
+                Ok(rows) => {
+                    done.store(true, std::sync::atomic::Ordering::Release);
+                    if rows > 0 {
+                        tracing::info!(rows, "visits a crash left behind written again");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "visits a crash left behind could not be written again; their rows are stored")
                 }
@@ -474,7 +478,7 @@ async fn run(
     }
     if let Some(wal) = wal {
         wal.close();
-        if visits_written {
+        if visits_written && visits_recovered.load(std::sync::atomic::Ordering::Acquire) {
             // In the log at least: the next start stores them.
             let _ = std::fs::write(&clean_stop, b"");
         }

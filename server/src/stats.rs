@@ -440,7 +440,7 @@ fn exits_sql(one: bool) -> String {
            argMax(closed, version) AS o_closed FROM {DATABASE}.visits \
            PREWHERE version >= toUInt64(toUnixTimestamp64Milli(now64(3))) - {{open_ms:UInt64}} \
            WHERE {organizer}date BETWEEN {{open_from:Date}} AND {{to:Date}} \
-           GROUP BY organizer_id, date, visit_id HAVING o_closed = 0) \
+           GROUP BY organizer_id, date, visit_id HAVING o_closed = 0 AND sum(sign) > 0) \
          GROUP BY organizer_id, date, o_channel, o_exit)"
     )
 }

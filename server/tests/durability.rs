@@ -271,8 +271,8 @@ async fn crash_and_recover_on(
 /// A visit written, then silent, when the server is killed: its figures
 /// agree with its rows, but it was never closed. A later start closes it,
 /// so that the exit pages' rollup counts its visitor, under its last page:
-/// even after a clean run between (here one with visits off, which
-/// recovers nothing).
+/// even after a clean run between with visits off, which recovers nothing
+/// and so leaves the recovery to the start after it.
 #[tokio::test]
 async fn a_visit_open_at_a_kill_9_is_closed_by_a_later_start() {
     let dir = tempfile::tempdir().unwrap();

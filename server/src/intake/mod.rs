@@ -191,18 +191,15 @@ impl Intake {
     }
 
     /// Writes again the visits of this server's earlier runs a crash left
-    /// behind, or with `crashed` false only closes those left open (see
-    /// [`crate::visits::recover`]); how many rows. `started`: when this run
-    /// started.
+    /// behind, and closes those it left open (see [`crate::visits::recover`]);
+    /// how many rows. `started`: when this run started.
     pub async fn recover_visits(
         &self,
         storage: &dyn crate::storage::Storage,
         started: chrono::DateTime<chrono::Utc>,
         slack: Duration,
-        crashed: bool,
     ) -> Result<usize, IntakeError> {
-        let tag = self.visits.tag();
-        let (lines, n) = crate::visits::recover::lost(storage, tag, started, slack, crashed)
+        let (lines, n) = crate::visits::recover::lost(storage, self.visits.tag(), started, slack)
             .await
             .map_err(|e| IntakeError::Unavailable(format!("visits could not be read: {e}")))?;
         if n > 0 {

@@ -3,11 +3,12 @@
 //! was not), so at start each recent visit of this server is summed again
 //! from its rows, and one whose `visits` figures differ is written again:
 //! its live row cancelled, its figures from the rows. Each visit of the
-//! week before whose live row is not its last (`closed` 0: a crash came
+//! week before whose live row is not its last (`closed` 0: the crash came
 //! before its close) is closed: no later row of it will come, since this
-//! run follows visits of its own. After a clean stop only that is done
-//! (every visit of that run was written as it stood, closed; one left open
-//! by a crash before it, whose start could not close it, is closed now).
+//! run follows visits of its own. After a clean stop there is nothing to
+//! do (every visit was written as it stood, closed); a stop leaves its
+//! mark only once its run's recovery, if it had one, succeeded, so one
+//! that failed is done by the next start.
 //!
 //! Recent: visits with a row received within `slack` of the last row of
 //! this server's earlier runs, however long ago that was. This server's:
@@ -119,15 +120,11 @@ const OPEN_DAYS: i64 = 7;
 /// agree, its live row again, closed), as JSONEachRow lines for `visits`;
 /// and how many. `tag`, `run`: this server's and this
 /// run's ([`tag_of`], [`run_of`]); `started`: when this run started.
-/// Not `crashed` (a clean stop before this start), only visits left open
-/// (by a crash before it, whose start failed to close them) are closed:
-/// nothing else is summed again.
 pub async fn lost(
     storage: &dyn Storage,
     (tag, run): (u32, u16),
     started: chrono::DateTime<chrono::Utc>,
     slack: std::time::Duration,
-    crashed: bool,
 ) -> Result<(Bytes, usize), StorageError> {
     let nil = "toUUID('00000000-0000-0000-0000-000000000000')";
     let (tag_part, run_part) = id_parts();
@@ -175,22 +172,15 @@ pub async fn lost(
         format!(
             "SELECT {columns}, false AS summed FROM ( \
                SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
-               WHERE visit_id GLOBAL IN ({open})) \
+               WHERE date >= {{open_from:Date}} AND visit_id GLOBAL IN ({open})) \
              UNION ALL \
              SELECT {columns}, false FROM ( \
                SELECT * REPLACE (1 AS closed, \
                  toUInt64(toUnixTimestamp64Milli(now64(3))) AS version) \
-               FROM {DATABASE}.visits FINAL WHERE visit_id GLOBAL IN ({open}) AND sign = 1)"
+               FROM {DATABASE}.visits FINAL \
+               WHERE date >= {{open_from:Date}} AND visit_id GLOBAL IN ({open}) AND sign = 1)"
         )
     };
-    if !crashed {
-        let sql = format!("SELECT * FROM ({}) ORDER BY visit_id, sign", closing(&open));
-        let out = storage
-            .query_readonly_with(&sql, &params, "JSONEachRow")
-            .await?;
-        let n = out.iter().filter(|b| **b == b'\n').count();
-        return Ok((as_written(&out)?, n));
-    }
     let since = crate::storage::query_text_with(
         storage,
         &since,
