@@ -406,7 +406,7 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
         value_after(campaigns_panel, r#"data-series="spring_sale""#),
         1.0
     );
-    // Entry pages, devices and the visits' totals: the Stats API's answer
+    // Entry and exit pages, devices and the visits' totals: the Stats API's answer
     // too, on org-a's page (other organizers have visits of events only).
     let (_, html) = page(&s, Some(&cookie), "?organizer=org-a").await;
     // Each panel: its query, the label of an empty value, and the rows the
@@ -419,6 +419,12 @@ async fn signing_in_shows_the_views_figures_and_a_read_key_sees_its_organizer_on
             json!({"metrics": ["visits", "bounce_rate"], "dimensions": ["visit:entry_page"]}),
             "Unknown (no page view)",
             2,
+        ),
+        (
+            "exit_pages",
+            json!({"metrics": ["visits", "visitors"], "dimensions": ["visit:exit_page"]}),
+            "Unknown (no page view)",
+            1,
         ),
         (
             "devices",

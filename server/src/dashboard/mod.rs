@@ -297,6 +297,8 @@ pub struct Figures {
     pub visit_totals: [f64; 3],
     /// The entry pages with the most visits: page, visits, bounce rate (%).
     pub entry_pages: Vec<(String, f64, f64)>,
+    /// The exit pages with the most visits: page, visits, visitors.
+    pub exit_pages: Vec<(String, f64, f64)>,
     /// Visits per device (`Desktop`, `Mobile`, …; '' not known).
     pub devices: Vec<(String, f64)>,
     /// The pages with the most views: page, page views, visitors.
@@ -309,9 +311,9 @@ pub struct Figures {
 pub const TOP_SOURCES: usize = 10;
 
 /// The Stats API's queries (`stats`) behind the visit panels: sources,
-/// campaigns, the visits' totals, entry pages, devices, pages and event
-/// names; the same figures an app reads from `/api/v2/query`.
-pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 7] {
+/// campaigns, the visits' totals, entry pages, exit pages, devices, pages
+/// and event names; the same figures an app reads from `/api/v2/query`.
+pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 8] {
     let range = serde_json::json!([filter.from.to_string(), filter.to.to_string()]);
     let page = serde_json::json!({"limit": TOP_SOURCES});
     [
@@ -324,6 +326,8 @@ pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 7] {
                            "date_range": range}),
         serde_json::json!({"metrics": ["visits", "bounce_rate"], "date_range": range,
                            "dimensions": ["visit:entry_page"], "pagination": page}),
+        serde_json::json!({"metrics": ["visits", "visitors"], "date_range": range,
+                           "dimensions": ["visit:exit_page"], "pagination": page}),
         serde_json::json!({"metrics": ["visits"], "date_range": range,
                            "dimensions": ["visit:device"]}),
         serde_json::json!({"metrics": ["pageviews", "visitors"], "date_range": range,
@@ -622,6 +626,7 @@ pub async fn figures(
         by_campaign,
         totals,
         by_entry,
+        by_exit,
         by_device,
         by_page,
         by_name,
@@ -641,6 +646,7 @@ pub async fn figures(
         campaigns,
         visit_totals,
         entry_pages,
+        exit_pages,
         devices,
         pages,
         event_names,
@@ -659,6 +665,7 @@ pub async fn figures(
         visit_panel(storage, filter, &by_campaign),
         visit_panel(storage, filter, &totals),
         visit_panel(storage, filter, &by_entry),
+        visit_panel(storage, filter, &by_exit),
         visit_panel(storage, filter, &by_device),
         visit_panel(storage, filter, &by_page),
         visit_panel(storage, filter, &by_name),
@@ -755,6 +762,7 @@ pub async fn figures(
             None => [0.0; 3],
         },
         entry_pages: with_second(entry_pages),
+        exit_pages: with_second(exit_pages),
         devices: firsts(devices),
         pages: with_second(pages),
         event_names: with_second(event_names),

@@ -364,7 +364,7 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         })
         .collect();
     let countries = charts::category_bars(
-        charts::FULL,
+        charts::HALF,
         "countries",
         "Countries: page views (the 10 with the most)",
         Unit::Count("page views"),
@@ -419,6 +419,24 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         &entry_bars,
         "No visits in this period.",
     );
+    let visitors = |v: f64| match v.round() as i64 {
+        1 => " · 1 visitor".to_string(),
+        n => format!(" · {} visitors", charts::group(n)),
+    };
+    let exit_bars = bars(
+        f.exit_pages
+            .iter()
+            .map(|(page, n, v)| (page.as_str(), *n, visitors(*v))),
+        "Unknown (no page view)",
+    );
+    let exit_pages = charts::category_bars(
+        charts::HALF,
+        "exit_pages",
+        "Exit pages: visits by their last page (the 10 with the most)",
+        Unit::Count("visits"),
+        &exit_bars,
+        "No visits in this period.",
+    );
     let device_bars = bars(
         f.devices
             .iter()
@@ -433,7 +451,6 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         &device_bars,
         "No visits in this period.",
     );
-    let visitors = |v: f64| format!(" · {} visitors", charts::group(v.round() as i64));
     let page_bars = bars(
         f.pages
             .iter()
@@ -504,13 +521,16 @@ pub fn dashboard(viewer: &Viewer, filter: &Filter, f: &Figures) -> String {
         }
         div.grid2 {
             (PreEscaped(entry_pages))
-            (PreEscaped(devices))
+            (PreEscaped(exit_pages))
         }
         div.grid2 {
             (PreEscaped(pages))
             (PreEscaped(event_names))
         }
-        (PreEscaped(countries))
+        div.grid2 {
+            (PreEscaped(devices))
+            (PreEscaped(countries))
+        }
         (PreEscaped(filtered))
         (performance_table(f, main_currency.as_deref()))
         (PreEscaped(SCRIPT))
@@ -707,6 +727,7 @@ mod tests {
             campaigns: vec![("spring_sale".into(), 2.0)],
             visit_totals: [3.0, 33.3, 134.0],
             entry_pages: vec![("/e/1".into(), 2.0, 50.0)],
+            exit_pages: vec![("/e/1/checkout".into(), 2.0, 1.0)],
             devices: vec![("Mobile".into(), 2.0), ("".into(), 1.0)],
             pages: vec![(hostile.into(), 3.0, 2.0)],
             event_names: vec![(hostile.into(), 1.0, 1.0)],
@@ -784,6 +805,7 @@ mod tests {
             campaigns: vec![],
             visit_totals: [0.0; 3],
             entry_pages: vec![],
+            exit_pages: vec![],
             devices: vec![],
             pages: vec![],
             event_names: vec![],
