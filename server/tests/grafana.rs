@@ -212,6 +212,27 @@ async fn every_grafana_panel_runs_on_the_views_and_agrees_with_the_raw_rows() {
         ),
         (Some("bots"), 1)
     );
+    // Exit pages: each page's visits as the visits' latest rows say.
+    let exits = s.query(&expand(&panel(14), from, to, "all")).await;
+    let latest = s
+        .query(&expand(
+            "SELECT exit_page AS page, toInt64(sum(sign)) AS n FROM bilten_analytics.visits \
+             WHERE $__dateFilter(date) GROUP BY page HAVING n > 0 ORDER BY n DESC, page LIMIT 10",
+            from,
+            to,
+            "all",
+        ))
+        .await;
+    let shown: Vec<(&Value, u64)> = exits
+        .iter()
+        .map(|r| (&r["page"], as_u64(&r["exits"])))
+        .collect();
+    let want: Vec<(&Value, u64)> = latest
+        .iter()
+        .map(|r| (&r["page"], as_u64(&r["n"])))
+        .collect();
+    assert!(!want.is_empty());
+    assert_eq!(shown, want);
     // The funnel's steps come in the purchase order.
     let funnel = s.query(&expand(&panel(7), from, to, "all")).await;
     let orders: Vec<u64> = funnel.iter().map(|r| as_u64(&r["step_order"])).collect();
