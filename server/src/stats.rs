@@ -107,12 +107,14 @@ type Metric = (
 const METRICS: &[Metric] = &[
     // The same estimate from rows or merged daily states: exact up to a
     // few thousand, within about 1.6 % past; a state of 3 KB merges fast
-    // (uniq's grow to 0.5 MB: 5 times slower over a month of days).
+    // (uniq's grow to 0.5 MB: 5 times slower over a month of days). Never
+    // more than the visits: the estimate can overshoot, and a page left by
+    // more visitors than visits reads as a bug.
     (
         "visitors",
         Table::Visits,
-        "toFloat64(uniqCombined(12)(visitor))",
-        Some("toFloat64(uniqCombinedMerge(12)(visitors))"),
+        "toFloat64(least(uniqCombined(12)(visitor), sum(sign)))",
+        Some("toFloat64(least(uniqCombinedMerge(12)(visitors), sum(visits)))"),
         // Never more than the rows counted: the estimate can overshoot by
         // a percent or two, and a page seen by more visitors than views
         // reads as a bug.
@@ -418,10 +420,10 @@ fn visits_sql(one: bool, last: bool) -> String {
 /// (`{open_ms:UInt64}`, [`crate::config::VisitSettings::open_window`]: the
 /// tally closes a visit idle that long), so only the lines of that window
 /// are grouped, a few minutes of them (`version`, the time a line was
-/// written, read first), of the visits that began in the last two days
-/// (`{open_from:Date}`: a bulk load writes a month of lines in minutes). A
-/// visit still going on two days after it began counts its visitor once
-/// it ends. The visitors' estimate reads the last two ([`EXITS_VISITORS`]).
+/// written, read first), whatever day the visits began: a backfill's
+/// visits of last month are open for their first half hour too (and, that
+/// half hour, the read groups all of their lines). The visitors' estimate
+/// reads the last two ([`EXITS_VISITORS`]).
 fn exits_sql(one: bool) -> String {
     let organizer = match one {
         true => "organizer_id = {organizer:String} AND ",
@@ -439,7 +441,7 @@ fn exits_sql(one: bool) -> String {
            argMax(exit_page, version) AS o_exit, any(visitor) AS o_visitor, \
            argMax(closed, version) AS o_closed FROM {DATABASE}.visits \
            PREWHERE version >= toUInt64(toUnixTimestamp64Milli(now64(3))) - {{open_ms:UInt64}} \
-           WHERE {organizer}date BETWEEN {{open_from:Date}} AND {{to:Date}} \
+           WHERE {organizer}date BETWEEN {{from:Date}} AND {{to:Date}} \
            GROUP BY organizer_id, date, visit_id HAVING o_closed = 0 AND sum(sign) > 0) \
          GROUP BY organizer_id, date, o_channel, o_exit)"
     )
@@ -610,8 +612,6 @@ pub fn plan_for(query: &Value, site: Option<&str>, today: NaiveDate) -> Result<P
     if last && rollup != Rollup::No {
         let window = crate::config::VisitSettings::default().open_window();
         params.push(("open_ms".to_string(), window.as_millis().to_string()));
-        let open_from = from.max(today - Duration::days(1));
-        params.push(("open_from".to_string(), open_from.to_string()));
     }
     // The sales' rows: last touch, the range, the filters (the ticketing
     // metrics', and the rows a converted revenue lacks a rate for).
@@ -1621,21 +1621,17 @@ mod tests {
             plan.sql
         );
         assert!(plan.sql.contains("PREWHERE version >= toUInt64(toUnixTimestamp64Milli(now64(3))) - {open_ms:UInt64} \
-                                   WHERE organizer_id = {organizer:String} AND date BETWEEN {open_from:Date}"));
+                                   WHERE organizer_id = {organizer:String} AND date BETWEEN {from:Date}"));
         // Visitors from the closed visits' facet and the open ones, the
         // sums from `exit_page`'s.
         assert!(
-            plan.sql
-                .contains(&format!("toFloat64({EXITS_VISITORS}) AS m0")),
+            plan.sql.contains(&format!(
+                "toFloat64(least({EXITS_VISITORS}, sum(visits))) AS m0"
+            )),
             "{}",
             plan.sql
         );
         assert!(plan.sql.contains(&format!("{EXITS} AND date BETWEEN")));
-        let open_from = plan.params.iter().find(|(k, _)| k == "open_from");
-        assert_eq!(
-            open_from.unwrap().1,
-            (today() - Duration::days(1)).to_string()
-        );
         let open = |p: &Plan| {
             p.params
                 .iter()
