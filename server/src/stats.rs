@@ -115,9 +115,7 @@ const METRICS: &[Metric] = &[
         Table::Visits,
         "toFloat64(least(uniqCombined(12)(visitor), sum(sign)))",
         Some("toFloat64(least(uniqCombinedMerge(12)(visitors), sum(visits)))"),
-        // Never more than the rows counted: the estimate can overshoot by
-        // a percent or two, and a page seen by more visitors than views
-        // reads as a bug.
+        // A page's: never more than its views, for the same reason.
         Some("toFloat64(least(uniqCombinedMerge(12)(visitors), sum(events)))"),
     ),
     (
@@ -1611,7 +1609,7 @@ mod tests {
     #[test]
     fn only_visitors_by_exit_page_reads_each_visits_latest_row() {
         let sql = |q: Value| ask(q).unwrap().sql;
-        // From the facet, with the open visits' latest rows of two days.
+        // From the facets, with the open visits' latest lines.
         let exit = json!({"metrics": ["visitors"], "dimensions": ["visit:exit_page", "time:day"],
                           "filters": [["is_not", "visit:channel", ["direct"]]]});
         let plan = ask(exit).unwrap();

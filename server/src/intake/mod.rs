@@ -162,10 +162,10 @@ impl Intake {
 
     /// Writes the visits that changed since they were last written, and
     /// closes those `closing` says (see [`crate::visits::tally`]); how many
-    /// rows. When the log refuses them, they stay due. One write at a time, in a task of its own: a
-    /// caller that goes away (a flush whose client hung up, the timer
-    /// stopped) cannot cut a write between marking lines written and
-    /// storing them.
+    /// rows. When the log refuses them, they stay due. One write at a time,
+    /// in a task of its own: a caller that goes away (a flush whose client
+    /// hung up, the timer stopped) cannot cut a write between marking lines
+    /// written and storing them.
     pub async fn write_visits(
         self: &Arc<Self>,
         closing: crate::visits::Closing,

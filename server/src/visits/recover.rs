@@ -158,29 +158,6 @@ pub async fn lost(
             (started.date_naive() - chrono::Duration::days(OPEN_DAYS)).to_string(),
         ),
     ];
-    let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
-                   engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
-                   utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
-                   device, browser, os, pages, names, closed, version";
-    // Left open: its live row is not its last. Each is cancelled and
-    // written again, closed.
-    let open = format!(
-        "SELECT visit_id FROM {DATABASE}.visits FINAL WHERE date >= {{open_from:Date}} AND {mine} \
-         AND sign = 1 AND closed = 0"
-    );
-    let closing = |open: &str| {
-        format!(
-            "SELECT {columns}, false AS summed FROM ( \
-               SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
-               WHERE date >= {{open_from:Date}} AND visit_id GLOBAL IN ({open})) \
-             UNION ALL \
-             SELECT {columns}, false FROM ( \
-               SELECT * REPLACE (1 AS closed, \
-                 toUInt64(toUnixTimestamp64Milli(now64(3))) AS version) \
-               FROM {DATABASE}.visits FINAL \
-               WHERE date >= {{open_from:Date}} AND visit_id GLOBAL IN ({open}) AND sign = 1)"
-        )
-    };
     let since = crate::storage::query_text_with(
         storage,
         &since,
@@ -206,8 +183,16 @@ pub async fn lost(
         "SELECT r.visit_id FROM ({rows}) AS r LEFT JOIN ({stored}) AS s ON s.visit_id = r.visit_id \
          WHERE s.n != 1 OR s.pv != r.pageviews OR s.ev != r.events OR s.eng != r.engaged_ms"
     );
-    // Left open and agreeing: closed as it is.
-    let open = format!("{open} AND visit_id GLOBAL NOT IN ({differing})");
+    // Left open (its live row is not its last) and agreeing: its live row
+    // written again, closed.
+    let open = format!(
+        "SELECT visit_id FROM {DATABASE}.visits FINAL WHERE date >= {{open_from:Date}} AND {mine} \
+         AND sign = 1 AND closed = 0 AND visit_id GLOBAL NOT IN ({differing})"
+    );
+    let columns = "sign, organizer_id, date, visit_id, visitor, started, ended, pageviews, events, \
+                   engaged_ms, entry_page, exit_page, user_id, session_id, channel, source, \
+                   utm_medium, utm_source, utm_campaign, utm_content, utm_term, country, user_agent, \
+                   device, browser, os, pages, names, closed, version";
     // What the engine keeps of a visit (its live row, and any cancel left
     // alone) is cancelled row for row: its rows then sum to nothing.
     // `summed`: a row of the figures summed again (not a cancel, whatever
@@ -216,12 +201,17 @@ pub async fn lost(
         "SELECT * FROM ( \
            SELECT {columns}, false AS summed FROM ( \
              SELECT * REPLACE (-sign AS sign) FROM {DATABASE}.visits FINAL \
-             WHERE visit_id GLOBAL IN ({differing})) \
+             WHERE visit_id GLOBAL IN ({differing}) \
+               OR (date >= {{open_from:Date}} AND visit_id GLOBAL IN ({open}))) \
            UNION ALL \
            SELECT {columns}, true FROM ({rows}) WHERE visit_id GLOBAL IN ({differing}) \
-           UNION ALL {}) \
-         ORDER BY visit_id, sign",
-        closing(&open)
+           UNION ALL \
+           SELECT {columns}, false FROM ( \
+             SELECT * REPLACE (1 AS closed, \
+               toUInt64(toUnixTimestamp64Milli(now64(3))) AS version) \
+             FROM {DATABASE}.visits FINAL \
+             WHERE date >= {{open_from:Date}} AND visit_id GLOBAL IN ({open}) AND sign = 1)) \
+         ORDER BY visit_id, sign"
     );
     let out = storage
         .query_readonly_with(&sql, &params, "JSONEachRow")
