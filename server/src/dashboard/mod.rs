@@ -341,13 +341,17 @@ pub fn visit_panels(filter: &Filter) -> [serde_json::Value; 8] {
 /// A visit panel's rows: their dimensions and metrics.
 type Answer = Vec<(Vec<String>, Vec<f64>)>;
 
+/// `open_window`: the server's visits' ([`crate::config::VisitSettings::open_window`]),
+/// so that exit pages read as the Stats API reads them.
 async fn visit_panel(
     storage: &dyn Storage,
     filter: &Filter,
+    open_window: std::time::Duration,
     query: &serde_json::Value,
 ) -> Result<Answer, StorageError> {
     let plan = crate::stats::plan_for(query, filter.organizer.as_deref(), filter.to)
-        .expect("the dashboard's queries, over at most 366 days, are valid");
+        .expect("the dashboard's queries, over at most 366 days, are valid")
+        .open_within(open_window);
     let answer = match crate::stats::run(storage, &plan).await {
         Ok(a) => a,
         Err(crate::stats::StatsError::Storage(e)) => return Err(e),
@@ -557,11 +561,13 @@ pub fn page_views_by_country(filter: &Filter) -> String {
     )
 }
 
-/// Every panel's figures for `filter`.
+/// Every panel's figures for `filter`; `open_window` is the visits'
+/// ([`crate::config::VisitSettings::open_window`]).
 pub async fn figures(
     storage: &dyn Storage,
     viewer: &Viewer,
     filter: &Filter,
+    open_window: std::time::Duration,
 ) -> Result<Figures, StorageError> {
     let org = filter.organizer_sql();
     let (dates, hours) = (filter.dates_sql("date"), filter.hours_sql("hour"));
@@ -661,14 +667,14 @@ pub async fn figures(
         organizers,
         rows(storage, &by_plugin, &params),
         rows(storage, &by_country, &params),
-        visit_panel(storage, filter, &by_source),
-        visit_panel(storage, filter, &by_campaign),
-        visit_panel(storage, filter, &totals),
-        visit_panel(storage, filter, &by_entry),
-        visit_panel(storage, filter, &by_exit),
-        visit_panel(storage, filter, &by_device),
-        visit_panel(storage, filter, &by_page),
-        visit_panel(storage, filter, &by_name),
+        visit_panel(storage, filter, open_window, &by_source),
+        visit_panel(storage, filter, open_window, &by_campaign),
+        visit_panel(storage, filter, open_window, &totals),
+        visit_panel(storage, filter, open_window, &by_entry),
+        visit_panel(storage, filter, open_window, &by_exit),
+        visit_panel(storage, filter, open_window, &by_device),
+        visit_panel(storage, filter, open_window, &by_page),
+        visit_panel(storage, filter, open_window, &by_name),
     )?;
     let distinct = |measure: &str, event_id: &str| {
         sketches

@@ -151,7 +151,8 @@ pub async fn show(
     State(app): State<AppState>,
     SignedIn { viewer, filter }: SignedIn<200>,
 ) -> Response {
-    match dashboard::figures(&*app.storage, &viewer, &filter).await {
+    let window = app.config.visits.open_window();
+    match dashboard::figures(&*app.storage, &viewer, &filter, window).await {
         Ok(figures) => page(StatusCode::OK, page::dashboard(&viewer, &filter, &figures)),
         Err(e) => unavailable(&viewer, e),
     }
