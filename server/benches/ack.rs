@@ -43,6 +43,10 @@ async fn start(
     let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), wal.clone());
     let timer = batcher.start_timer();
     let plugins = Plugins::start(cfg.plugin_host.clone(), &cfg.plugins, None).unwrap();
+    let tenants = Arc::new(bilten_analytics::tenants::Tenants::without_store(
+        cfg,
+        storage.clone(),
+    ));
     let app = router(AppState::new(
         Arc::new(cfg.clone()),
         storage,
@@ -52,6 +56,7 @@ async fn start(
         bilten_analytics::geo::Countries::from_settings(&cfg.geo, &cfg.storage.embedded.data_dir)
             .unwrap()
             .map(Arc::new),
+        tenants,
     ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}/v1/events", listener.local_addr().unwrap());

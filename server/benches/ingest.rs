@@ -143,6 +143,10 @@ async fn main() -> anyhow::Result<()> {
         let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), wal.clone());
         batcher.start_timer();
         let plugins = Plugins::start(cfg.plugin_host.clone(), &chain, None)?;
+        let tenants = Arc::new(bilten_analytics::tenants::Tenants::without_store(
+            &cfg,
+            storage.clone(),
+        ));
         let app = router(AppState::new(
             Arc::new(cfg.clone()),
             storage.clone(),
@@ -155,6 +159,7 @@ async fn main() -> anyhow::Result<()> {
             )
             .unwrap()
             .map(Arc::new),
+            tenants,
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         bases.push(format!("http://{}", listener.local_addr()?));

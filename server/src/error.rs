@@ -21,6 +21,13 @@ pub enum ApiError {
     BadBody(String),
     #[error("a valid API key is required (Authorization: Bearer <key> or X-API-Key)")]
     Unauthorized,
+    /// A key that is known but no longer holds (revoked, rotated out), or
+    /// of a kind this route does not take: why.
+    #[error("{0}")]
+    KeyRefused(String),
+    /// The request contradicts the state of what it names.
+    #[error("{0}")]
+    Conflict(String),
     /// Authenticated, but not allowed this: why, and what would be.
     #[error("{0}")]
     Forbidden(String),
@@ -92,6 +99,19 @@ impl From<crate::ops::backups::BackupError> for ApiError {
     }
 }
 
+impl From<crate::tenants::KeyError> for ApiError {
+    fn from(e: crate::tenants::KeyError) -> Self {
+        use crate::tenants::KeyError;
+        match e {
+            KeyError::Invalid(m) => ApiError::BadQuery(m),
+            KeyError::NotFound(_) => ApiError::NoSuch(e.to_string()),
+            KeyError::Revoked(_) => ApiError::Conflict(e.to_string()),
+            KeyError::NotLoaded(m) => ApiError::Unavailable(m),
+            KeyError::Storage(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -102,7 +122,10 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized | ApiError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::AdminUnauthorized | ApiError::KeyRefused(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AdminDisabled | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
             ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,

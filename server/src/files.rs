@@ -47,6 +47,33 @@ pub fn private_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// 32 secret bytes kept in `path` (0600, its directory 0700), made at
+/// random the first time: what this server signs with when no key is
+/// configured. A file of another length is an error, never replaced: what
+/// was signed with it would silently stop verifying.
+pub fn kept_key(path: &Path) -> Result<[u8; 32], String> {
+    match std::fs::read(path) {
+        Ok(bytes) => <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            format!(
+                "{} is not a 32-byte key; delete it to make a new one (what was signed with \
+                 it then no longer verifies)",
+                path.display()
+            )
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            use rand::RngCore;
+            let mut key = [0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            path.parent()
+                .map_or(Ok(()), private_dir)
+                .and_then(|_| write_private(path, &key))
+                .map_err(|e| format!("cannot keep {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,7 @@ pub mod stats;
 pub mod storage;
 pub mod synth;
 pub mod telemetry;
+pub mod tenants;
 pub mod visits;
 pub mod wal;
 
@@ -340,6 +341,19 @@ async fn run(
     let batcher = Batcher::new(config.batch.clone(), storage.clone(), wal.clone());
     let shutdown_timeout = config.shutdown_timeout;
     telemetry::handle();
+    // Keys kept in the store, read before traffic. On the embedded engine
+    // their tables exist before ClickHouse's interface opens, so no user
+    // of it makes them first; a remote store that cannot be reached now is
+    // read again at every poll.
+    let tenants =
+        Arc::new(tenants::Tenants::new(&config, storage.clone()).map_err(anyhow::Error::msg)?);
+    if let Err(e) = tenants.start().await {
+        if matches!(config.storage.backend, config::Backend::Embedded) {
+            return Err(anyhow::anyhow!("the keys kept in the store: {e}"));
+        }
+        tracing::warn!(error = %e, "the keys kept in the store could not be read; retrying");
+    }
+    let keys_poll = tenants.clone().spawn_polling(config.tenants.poll_every);
     let state = AppState::new(
         Arc::new(config),
         storage,
@@ -347,6 +361,7 @@ async fn run(
         wal.clone(),
         plugins,
         countries,
+        tenants,
     );
     *state.retention.write().await = retention;
     // Before traffic: a sale is credited to the visits of the last 30 days.
@@ -450,6 +465,7 @@ async fn run(
         }
     };
     timer.abort();
+    keys_poll.abort();
     if let Some(mut task) = clickhouse_http {
         // Its statements hold the engine open; they end before storage
         // closes, or are cancelled at the deadline.

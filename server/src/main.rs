@@ -74,6 +74,13 @@ enum Command {
         #[command(subcommand)]
         action: admin_client::BackupCommand,
     },
+    /// Keys kept in the store: create, list, show, revoke, rotate.
+    Keys {
+        #[command(flatten)]
+        target: admin_client::Target,
+        #[command(subcommand)]
+        action: admin_client::KeysCommand,
+    },
     /// Exchange rates revenue is converted with: load a CSV, list them.
     Rates {
         #[command(flatten)]
@@ -115,6 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Backup { target, action } => {
             Some(admin_client::backup(target, action.clone()).await?)
         }
+        Command::Keys { target, action } => Some(admin_client::keys(target, action.clone()).await?),
         Command::Rates { target, action } => {
             Some(admin_client::rates(target, action.clone()).await?)
         }

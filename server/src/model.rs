@@ -19,6 +19,16 @@ pub const SYSTEM_DATABASE: &str = "bilten_system";
 /// another server's HTTP interface, which keeps `bilten_system` to itself.
 pub const GUEST_SYSTEM_DATABASE: &str = "bilten_remote";
 
+/// Tenants' records shared by every server of a store: keys, as sealed,
+/// append-only rows (`tenants::store` declares the tables). Users of the
+/// ClickHouse HTTP interface may read them and add rows, never change or
+/// delete one (`clickhouse_http::walls`); a row without this deployment's
+/// seal is ignored.
+pub const CONTROL_DATABASE: &str = "bilten_control";
+
+/// The tables of [`CONTROL_DATABASE`].
+pub const CONTROL_TABLES: &[&str] = &["keys", "key_use"];
+
 /// The tables of a system database (`ops::records` declares them).
 pub const RECORD_TABLES: &[&str] = &[
     "schema_migrations",

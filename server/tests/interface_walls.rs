@@ -26,6 +26,7 @@ async fn outside(url: &str) -> String {
         "SELECT count() FROM bilten_system.audit_log",
         "SELECT count() FROM bilten_system.backups",
         "SELECT count() FROM bilten_system.schema_migrations",
+        "SELECT count() FROM bilten_control.keys",
     ] {
         let (status, _, body) = post(url, READER, sql).await;
         assert_eq!(status, 200, "{sql}: {body}");
@@ -62,6 +63,16 @@ async fn a_writer_past_the_parser_meets_the_engines_walls() {
         ("ALTER TABLE settings FREEZE".into(), "497"),
         ("TRUNCATE TABLE settings".into(), "497"),
         ("SYSTEM FLUSH LOGS".into(), "497"),
+        // Tenants' records take rows, and nothing else: a revocation
+        // cannot be deleted, changed or dropped.
+        ("ALTER TABLE bilten_control.keys DELETE WHERE 1".into(), "497"),
+        ("ALTER TABLE bilten_control.keys UPDATE seal = '' WHERE 1".into(), "497"),
+        ("DELETE FROM bilten_control.keys WHERE 1".into(), "497"),
+        ("TRUNCATE TABLE bilten_control.keys".into(), "497"),
+        ("DROP TABLE bilten_control.keys".into(), "497"),
+        ("RENAME TABLE bilten_control.keys TO bilten_control.gone".into(), "497"),
+        ("ALTER TABLE bilten_control.keys MODIFY TTL toDateTime(written)".into(), "497"),
+        ("OPTIMIZE TABLE bilten_control.keys FINAL".into(), "497"),
         // Constraints: no disk made up on the spot, no file-naming setting,
         // expressions in rows stay off, limits only tighten.
         ("CREATE TABLE w (a String) ENGINE = MergeTree ORDER BY a SETTINGS disk = disk(type = web, endpoint = 'http://127.0.0.1:9/')".into(), "452"),
@@ -93,6 +104,12 @@ async fn a_writer_past_the_parser_meets_the_engines_walls() {
         "RESTORE DATABASE bilten_analytics AS default FROM Disk('backups', 'none')",
         "RENAME DATABASE bilten_system TO gone",
         "CREATE TABLE bilten_system.y (a String) ENGINE = Memory",
+        "DROP DATABASE bilten_control",
+        "DROP TABLE bilten_control.keys",
+        "ALTER TABLE bilten_control.keys DELETE WHERE 1",
+        "TRUNCATE TABLE bilten_control.keys",
+        "RENAME DATABASE bilten_control TO gone",
+        "RESTORE DATABASE bilten_analytics AS bilten_control FROM Disk('backups', 'none')",
     ] {
         let (status, code, body) = post(&url, BACKUPER, sql).await;
         assert!(

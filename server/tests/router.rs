@@ -29,6 +29,10 @@ fn app(tweak: impl FnOnce(&mut Config)) -> Router {
     ));
     let batcher = Batcher::new(cfg.batch.clone(), storage.clone(), None);
     let plugins = Plugins::start(cfg.plugin_host.clone(), &[], None).unwrap();
+    let tenants = Arc::new(bilten_analytics::tenants::Tenants::without_store(
+        &cfg,
+        storage.clone(),
+    ));
     router(AppState::new(
         Arc::new(cfg),
         storage,
@@ -36,6 +40,7 @@ fn app(tweak: impl FnOnce(&mut Config)) -> Router {
         None,
         plugins,
         None,
+        tenants,
     ))
 }
 

@@ -61,6 +61,89 @@ pub enum RatesCommand {
     },
 }
 
+/// `keys`: keys kept in the store (`/admin/keys`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Make a key; its secret is printed this once.
+    Create {
+        /// ingest, public or read.
+        #[arg(long)]
+        kind: String,
+        /// An organizer it is for (repeat for more; ingest keys only).
+        #[arg(long = "organizer", required = true)]
+        organizers: Vec<String>,
+        /// A public key's page origin, `https://tickets.example.com` or `*`
+        /// (repeat for more).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+    },
+    /// Every key: prefix, kind, organizers, state, created and last used.
+    List {
+        #[arg(long)]
+        organizer: Option<String>,
+        #[arg(long)]
+        kind: Option<String>,
+        /// active or revoked.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// One key.
+    Show { id: String },
+    /// Revoke a key, on every server, for good.
+    Revoke { id: String },
+    /// A new secret, printed this once; the old one works for the grace period.
+    Rotate {
+        id: String,
+        /// How long the old secret keeps working (default: the server's
+        /// `tenants.rotation_grace`, 24h).
+        #[arg(long)]
+        grace: Option<String>,
+    },
+}
+
+/// `keys …`: the same calls as `/admin/keys`, printed as JSON.
+pub async fn keys(t: &Target, action: KeysCommand) -> anyhow::Result<u8> {
+    use reqwest::Method;
+    let (method, path, body) = match action {
+        KeysCommand::Create {
+            kind,
+            organizers,
+            origins,
+        } => (
+            Method::POST,
+            "/keys".to_string(),
+            Some(serde_json::json!({"kind": kind, "organizers": organizers, "origins": origins})),
+        ),
+        KeysCommand::List {
+            organizer,
+            kind,
+            state,
+        } => {
+            let mut query = form_urlencoded::Serializer::new(String::new());
+            for (k, v) in [("organizer", organizer), ("kind", kind), ("state", state)] {
+                if let Some(v) = v {
+                    query.append_pair(k, &v);
+                }
+            }
+            (Method::GET, format!("/keys?{}", query.finish()), None)
+        }
+        KeysCommand::Show { id } => (Method::GET, format!("/keys/{}", segment(&id)), None),
+        KeysCommand::Revoke { id } => (Method::DELETE, format!("/keys/{}", segment(&id)), None),
+        KeysCommand::Rotate { id, grace } => (
+            Method::POST,
+            format!("/keys/{}/rotate", segment(&id)),
+            grace.map(|g| serde_json::json!({ "grace": g })),
+        ),
+    };
+    print(&t.json(method, &path, body).await?);
+    Ok(0)
+}
+
+/// An id as one path segment, whatever it holds.
+fn segment(id: &str) -> String {
+    form_urlencoded::byte_serialize(id.as_bytes()).collect()
+}
+
 /// A request's body: JSON, or text as it is (a CSV file).
 enum Body {
     Json(Value),

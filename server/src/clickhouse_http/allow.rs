@@ -7,8 +7,10 @@
 //!
 //! The shapes, each named in a refusal (`Shape`):
 //! - **insert**: `INSERT INTO t [(columns)] [SETTINGS …] FORMAT f` into a
-//!   table of the home database, or of a server's records in the guest
-//!   system database ([`GUEST_TABLES`]); `f` a data format
+//!   table of the home database, of a server's records in the guest
+//!   system database ([`GUEST_TABLES`]), or of the tenants' records
+//!   (`model::CONTROL_TABLES`, sealed: a row without a server's seal is
+//!   ignored); `f` a data format
 //!   ([`DATA_FORMATS`]: never `Values`, whose rows are expressions, nor a
 //!   format that reads a schema or template file); the settings, names and
 //!   values, from [`INSERT_SETTINGS`];
@@ -27,7 +29,7 @@ use std::sync::OnceLock;
 
 use super::session::{Access, backup_statement};
 use crate::config::retention::DATETIME_MAX;
-use crate::model::{AGED_TABLES, plain_identifier};
+use crate::model::{AGED_TABLES, CONTROL_DATABASE, CONTROL_TABLES, plain_identifier};
 
 /// Formats an insert's rows may come in: data only. `Values` is not one
 /// (its rows are SQL expressions), nor are formats that read a schema or a
@@ -333,11 +335,19 @@ fn insert(rest: &str, policy: &Policy, current: &str) -> Result<(String, String)
                 ),
             ));
         }
+    } else if db == CONTROL_DATABASE {
+        if !CONTROL_TABLES.contains(&table) {
+            return Err(Refusal::new(
+                Shape::Insert,
+                format!("in {CONTROL_DATABASE}, only {CONTROL_TABLES:?} take rows"),
+            ));
+        }
     } else {
         return Err(Refusal::new(
             Shape::Insert,
             format!(
-                "inserts go into {} (or a server's records in {}), not {db}",
+                "inserts go into {} (or a server's records in {}, or tenants' in \
+                 {CONTROL_DATABASE}), not {db}",
                 policy.home, policy.guest
             ),
         ));

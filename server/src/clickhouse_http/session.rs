@@ -74,6 +74,7 @@ const RESERVED_DATABASES: &[&str] = &[
     "INFORMATION_SCHEMA",
     "default",
     crate::model::SYSTEM_DATABASE,
+    crate::model::CONTROL_DATABASE,
 ];
 
 /// A statement outside a backup user's shapes (`backup_statement`).

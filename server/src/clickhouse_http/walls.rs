@@ -20,6 +20,8 @@
 
 use std::fmt::Write;
 
+use crate::model::CONTROL_DATABASE;
+
 /// This server's own connections: every right.
 pub const ENGINE: &str = "bilten_engine";
 /// Read-only users, and every read: `SELECT` and `SHOW` anywhere, and no
@@ -143,6 +145,9 @@ impl Walls {
                  ON {home}.*"
             ),
             format!("GRANT SELECT, INSERT, CREATE DATABASE, CREATE TABLE ON {guest}.*"),
+            // Tenants' records: added to, never changed or deleted (a
+            // revocation stays); a row without a server's seal is ignored.
+            format!("GRANT SELECT, INSERT, CREATE DATABASE, CREATE TABLE ON {CONTROL_DATABASE}.*"),
             format!("GRANT {READER}"),
         ]);
         // A restore creates a database and fills it; a verification drops
@@ -154,6 +159,8 @@ impl Walls {
              DROP DATABASE, DROP TABLE, DROP VIEW ON *.*"
                 .into(),
             format!("REVOKE ALL ON {system}.*"),
+            // What the writer's role gives there, nothing more.
+            format!("REVOKE ALL ON {CONTROL_DATABASE}.*"),
             "REVOKE ALL ON system.*".into(),
             "REVOKE ALL ON default.*".into(),
             "REVOKE ALL ON information_schema.*".into(),

@@ -94,6 +94,17 @@ impl BrowserConfig {
     }
 }
 
+/// An entry of a public key's origins: `*`, or an origin as a browser
+/// sends it.
+pub fn check_origin(origin: &str) -> Result<(), String> {
+    match origin == "*" || is_origin(origin) {
+        true => Ok(()),
+        false => Err(
+            "not an origin: scheme, host and port only, as \"https://tickets.example.com\"".into(),
+        ),
+    }
+}
+
 /// `http(s)://host[:port]`, as a browser sends it in `Origin`: no path.
 fn is_origin(text: &str) -> bool {
     let Some(rest) = text

@@ -77,6 +77,8 @@ pub struct Config {
     pub geo: GeoSettings,
     /// Visits (the server's sessions) and where they came from (`visits`).
     pub visits: VisitSettings,
+    /// Keys kept in the engine and shared by every server of a store (`tenants`).
+    pub tenants: TenantSettings,
     /// Serve HTTPS (rustls) with this certificate chain and key, PEM files.
     pub tls: Option<TlsSettings>,
     /// On SIGTERM, how long to keep flushing before exiting; what is left
@@ -131,6 +133,37 @@ pub struct BackupSettings {
     /// share a catalog share it; env `BILTEN_BACKUPS__SIGNING_KEY`). Unset:
     /// a random key kept in `<data_dir>/backup-catalog.key`.
     pub signing_key: Option<String>,
+}
+
+/// Keys kept in the engine (`tenants`): every server that shares a store
+/// reads the same, sealed with the same secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    /// The secret key records are sealed with and key secrets hashed with
+    /// (env `BILTEN_TENANTS__SIGNING_KEY`): every server of a store needs the
+    /// same. Unset: 32 random bytes kept in `<data_dir>/tenants.key`, which
+    /// suits one server.
+    pub signing_key: Option<String>,
+    /// How often a server reads the changes others made: a key created,
+    /// rotated or revoked on one server holds on the others within this
+    /// and a second.
+    #[serde(with = "humantime_serde")]
+    pub poll_every: Duration,
+    /// How long a rotated-out secret keeps working when a rotation names
+    /// no grace period.
+    #[serde(with = "humantime_serde")]
+    pub rotation_grace: Duration,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        TenantSettings {
+            signing_key: None,
+            poll_every: Duration::from_secs(1),
+            rotation_grace: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -386,6 +419,7 @@ impl Default for Config {
             health: HealthSettings::default(),
             geo: GeoSettings::default(),
             visits: VisitSettings::default(),
+            tenants: TenantSettings::default(),
             tls: None,
             shutdown_timeout: Duration::from_secs(30),
             plugins: plugins::default_chain(),
@@ -583,6 +617,28 @@ impl Config {
         }
         if self.batch.max_age.is_zero() {
             return Err(invalid("batch.max_age", "must be more than 0"));
+        }
+        if self.tenants.poll_every < Duration::from_millis(100)
+            || self.tenants.poll_every > Duration::from_secs(60)
+        {
+            return Err(invalid("tenants.poll_every", "must be from 100ms to 60s"));
+        }
+        if self.tenants.rotation_grace > Duration::from_secs(366 * 86_400) {
+            return Err(invalid(
+                "tenants.rotation_grace",
+                "must be at most 366 days",
+            ));
+        }
+        if self
+            .tenants
+            .signing_key
+            .as_ref()
+            .is_some_and(|k| k.len() < 32)
+        {
+            return Err(invalid(
+                "tenants.signing_key",
+                "must be at least 32 characters (say, `openssl rand -hex 32`)",
+            ));
         }
         if self.visits.timeout < Duration::from_secs(1)
             || self.visits.timeout > Duration::from_secs(86_400)

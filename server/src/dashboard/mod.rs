@@ -63,6 +63,61 @@ pub fn authenticate(config: &Config, given: &str) -> Option<Viewer> {
     found
 }
 
+/// What signed in, when a secret is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub viewer: Viewer,
+    /// A read key made through `/admin/keys`: its id, so that a session it
+    /// opened ends when it is revoked.
+    pub key: Option<String>,
+}
+
+/// The viewer a typed token or key stands for: the configured secrets
+/// ([`authenticate`]) first, then the read keys kept in the store. `Err`
+/// with a reason for a key the store knows that no longer holds (revoked,
+/// rotated out, not a read key); `Err(None)` for an unknown one.
+pub fn authenticate_with(
+    config: &Config,
+    tenants: &crate::tenants::Tenants,
+    given: &str,
+) -> Result<SignedIn, Option<String>> {
+    use crate::tenants::keys::{Found, KeyKind};
+    if let Some(viewer) = authenticate(config, given) {
+        return Ok(SignedIn { viewer, key: None });
+    }
+    let given = given.trim();
+    let ring = tenants.ring();
+    if given.is_empty() || ring.is_empty() {
+        return Err(None);
+    }
+    let now = crate::tenants::now_ms();
+    match ring.lookup(&tenants.digest(given), now) {
+        None => Err(None),
+        Some(Found::Valid(key)) if key.kind == KeyKind::Read => {
+            key.mark_used(now);
+            let organizer = key.organizers.first().cloned().ok_or(None)?;
+            Ok(SignedIn {
+                viewer: Viewer::Organizer(organizer),
+                key: Some(key.id.clone()),
+            })
+        }
+        Some(Found::Valid(key)) => Err(Some(format!(
+            "an {} key sends events; figures are read with a read key",
+            key.kind.name()
+        ))),
+        Some(refused) => Err(Some(refused.why())),
+    }
+}
+
+/// Whether a session opened with store key `id` may go on: the key is
+/// still there and not revoked.
+pub fn key_holds(tenants: &crate::tenants::Tenants, id: &str) -> bool {
+    tenants
+        .ring()
+        .get(id)
+        .is_some_and(|k| k.revoked_at_ms.is_none())
+}
+
 /// What the page shows: one organizer or all, from one day to another
 /// (both included, UTC).
 #[derive(Debug, Clone, PartialEq)]

@@ -74,10 +74,15 @@ impl Sessions {
 
     /// The viewer of a live session.
     pub fn viewer(&self, id: &str) -> Option<Viewer> {
+        self.viewer_and_credential(id).map(|(v, _)| v)
+    }
+
+    /// The viewer of a live session and the credential it signed in with.
+    pub fn viewer_and_credential(&self, id: &str) -> Option<(Viewer, String)> {
         let entry = self.open.get(id)?;
-        let (viewer, _, until) = entry.value();
+        let (viewer, credential, until) = entry.value();
         if *until > Instant::now() {
-            return Some(viewer.clone());
+            return Some((viewer.clone(), credential.clone()));
         }
         drop(entry);
         self.open.remove(id);

@@ -62,33 +62,11 @@ impl CatalogKey {
             return Ok(CatalogKey(Sha256::digest(secret.as_bytes()).into()));
         }
         let path = config.storage.embedded.data_dir.join("backup-catalog.key");
-        match std::fs::read(&path) {
-            Ok(bytes) if bytes.len() == 32 => {
-                let mut key = [0u8; 32];
-                key.copy_from_slice(&bytes);
-                Ok(CatalogKey(key))
-            }
-            Ok(_) => Err(BackupError::Invalid(format!(
-                "{} is not a 32-byte key; delete it to make a new one (this server's \
-                 existing backups then count as unsigned)",
-                path.display()
-            ))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                use rand::RngCore;
-                let mut key = [0u8; 32];
-                rand::rng().fill_bytes(&mut key);
-                crate::files::private_dir(&config.storage.embedded.data_dir)
-                    .and_then(|_| crate::files::write_private(&path, &key))
-                    .map_err(|e| {
-                        BackupError::Invalid(format!("cannot keep {}: {e}", path.display()))
-                    })?;
-                Ok(CatalogKey(key))
-            }
-            Err(e) => Err(BackupError::Invalid(format!(
-                "cannot read {}: {e}",
-                path.display()
-            ))),
-        }
+        crate::files::kept_key(&path).map(CatalogKey).map_err(|e| {
+            BackupError::Invalid(format!(
+                "{e} (this server's backups then count as unsigned)"
+            ))
+        })
     }
 
     /// The row's signature: over every field that decides what is done

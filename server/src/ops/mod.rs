@@ -17,6 +17,7 @@ pub fn fixed_statements(home: &str, system: &str) -> Vec<String> {
     migrations::fixed()
         .into_iter()
         .chain(records::fixed(system))
+        .chain(crate::tenants::store::ddl())
         .map(|sql| crate::storage::in_database(&sql, home))
         .collect()
 }

@@ -9,6 +9,7 @@ use super::AppState;
 use crate::config::SecretDigest;
 use crate::error::ApiError;
 use crate::ops::audit::AuditRow;
+use crate::tenants::keys::{Found, KeyKind};
 
 pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -60,16 +61,22 @@ fn url_keys(uri: &axum::http::Uri) -> Vec<String> {
 }
 
 /// Ingest routes take:
-/// - an ingest key (`BILTEN_INGEST_KEYS`) in `Authorization: Bearer`,
-///   `X-API-Key` or Basic auth's username (Segment's write key). An entry
-///   `KEY@org-123` limits that key to organizer org-123 (repeat the key for
-///   more organizers); a bare `KEY` may write for any organizer;
-/// - a public key (`[[browser.public_keys]]`) in those places or `?key=`,
-///   from a page of one of its origins (the `Origin` header);
-/// - anything, when no ingest key is configured (a public key still
-///   limits what its requests may do).
+/// - an ingest key (`BILTEN_INGEST_KEYS`, or one made at `/admin/keys`) in
+///   `Authorization: Bearer`, `X-API-Key` or Basic auth's username
+///   (Segment's write key). A configured entry `KEY@org-123` limits that
+///   key to organizer org-123 (repeat the key for more organizers); a bare
+///   `KEY` may write for any organizer; a key made through the API names
+///   its organizers;
+/// - a public key (`[[browser.public_keys]]`, or made through the API) in
+///   those places or `?key=`, from a page of one of its origins (the
+///   `Origin` header);
+/// - anything, when no ingest key is configured nor was ever made (a
+///   public key still limits what its requests may do).
 ///
-/// An ingest key in a URL is refused: URLs end up in logs and histories.
+/// A configured key wins over a made one (they cannot be alike: made
+/// secrets are random). A revoked or rotated-out key is refused with a
+/// 401 that says so. An ingest key in a URL is refused: URLs end up in
+/// logs and histories.
 pub async fn require_ingest_key(
     State(app): State<AppState>,
     mut request: Request,
@@ -77,6 +84,7 @@ pub async fn require_ingest_key(
 ) -> Result<Response, ApiError> {
     let keys = &app.config.ingest_keys;
     let public = &app.config.browser.public_keys;
+    let ring = app.tenants.ring();
     let headers = request.headers();
     let in_header = bearer(headers)
         .map(str::to_string)
@@ -89,9 +97,19 @@ pub async fn require_ingest_key(
         .or_else(|| basic_auth(headers).map(|(user, _)| user));
     let url_keys = url_keys(request.uri());
     let in_url = url_keys.first().cloned();
-    if in_header.is_none() && in_url.is_none() && keys.is_empty() {
+    // Closed once an ingest key exists, configured or made (and until the
+    // store's keys are read, since some may be).
+    let open = keys.is_empty() && !ring.any_ingest && app.tenants.loaded();
+    if in_header.is_none() && in_url.is_none() && open {
         return Ok(next.run(request).await);
     }
+    let secret_in_url = || {
+        ApiError::Forbidden(
+            "an ingest key is secret: send it in the Authorization header, never in a URL \
+             (and replace this one, which may now be in logs)"
+                .into(),
+        )
+    };
     // Compare against every entry so the time taken does not reveal which
     // matched; what was sent is hashed once, the keys were at load.
     let given = SecretDigest::of(in_header.as_deref().unwrap_or(""));
@@ -108,20 +126,55 @@ pub async fn require_ingest_key(
             }
         }
         if sent_in_url.iter().any(|u| entry.digest.matches(u)) {
-            return Err(ApiError::Forbidden(
-                "an ingest key is secret: send it in the Authorization header, never in a URL \
-                 (and replace this one, which may now be in logs)"
-                    .into(),
-            ));
+            return Err(secret_in_url());
         }
     }
+    let now = crate::tenants::now_ms();
+    let made = |secret: &str| {
+        (!ring.is_empty())
+            .then(|| ring.lookup(&app.tenants.digest(secret), now))
+            .flatten()
+    };
+    if url_keys
+        .iter()
+        .any(|k| made(k).is_some_and(|f| f.key().kind == KeyKind::Ingest))
+    {
+        return Err(secret_in_url());
+    }
+    let candidate = in_header.as_deref().or(in_url.as_deref()).unwrap_or("");
     let scope = if matched {
         IngestScope {
             organizers: (!unrestricted).then_some(organizers),
             public: false,
         }
+    } else if let Some(found) = made(candidate) {
+        let key = match found {
+            Found::Valid(key) => key,
+            refused => return Err(ApiError::KeyRefused(refused.why())),
+        };
+        let scope = match key.kind {
+            KeyKind::Ingest => IngestScope {
+                organizers: Some(key.organizers.clone()),
+                public: false,
+            },
+            KeyKind::Public => {
+                check_origin(headers, |o| key.allows(o))?;
+                IngestScope {
+                    organizers: Some(key.organizers.clone()),
+                    public: true,
+                }
+            }
+            KeyKind::Read => {
+                return Err(ApiError::KeyRefused(
+                    "a read key reads figures (the dashboard, the Stats API); events are sent \
+                     with an ingest or a public key"
+                        .into(),
+                ));
+            }
+        };
+        key.mark_used(now);
+        scope
     } else {
-        let candidate = in_header.as_deref().or(in_url.as_deref()).unwrap_or("");
         let mut found = None;
         for k in public {
             if matches(candidate, &k.key) {
@@ -131,26 +184,15 @@ pub async fn require_ingest_key(
         let Some(key) = found else {
             // Open (no ingest keys): a key it does not know is no reason to
             // refuse; Segment's libraries always send one.
-            return match keys.is_empty() {
+            return match open {
                 true => Ok(next.run(request).await),
+                false if !app.tenants.loaded() && keys.is_empty() => Err(ApiError::Unavailable(
+                    "the keys kept in the store are not read yet".into(),
+                )),
                 false => Err(ApiError::Unauthorized),
             };
         };
-        match headers.get("origin").and_then(|o| o.to_str().ok()) {
-            Some(origin) if key.allows(origin) => {}
-            Some(origin) => {
-                return Err(ApiError::Forbidden(format!(
-                    "this public key is not for pages of {origin}: add the origin to its list"
-                )));
-            }
-            None => {
-                return Err(ApiError::Forbidden(
-                    "a public key works from web pages only (the request has no Origin); \
-                     a backend sends an ingest key"
-                        .into(),
-                ));
-            }
-        }
+        check_origin(headers, |o| key.allows(o))?;
         IngestScope {
             organizers: Some(vec![key.organizer.clone()]),
             public: true,
@@ -158,6 +200,21 @@ pub async fn require_ingest_key(
     };
     request.extensions_mut().insert(scope);
     Ok(next.run(request).await)
+}
+
+/// A public key's request comes from a page of one of its origins.
+fn check_origin(headers: &HeaderMap, allows: impl Fn(&str) -> bool) -> Result<(), ApiError> {
+    match headers.get("origin").and_then(|o| o.to_str().ok()) {
+        Some(origin) if allows(origin) => Ok(()),
+        Some(origin) => Err(ApiError::Forbidden(format!(
+            "this public key is not for pages of {origin}: add the origin to its list"
+        ))),
+        None => Err(ApiError::Forbidden(
+            "a public key works from web pages only (the request has no Origin); \
+             a backend sends an ingest key"
+                .into(),
+        )),
+    }
 }
 
 /// Admin bodies are SQL, a retention policy or a small JSON request.
@@ -244,10 +301,20 @@ pub async fn admin_gate(State(app): State<AppState>, request: Request, next: Nex
     let response = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
+    // A handler that says what changed is recorded by that, not the body.
+    let detail = match response.extensions().get::<AuditNote>() {
+        Some(note) => note.0.chars().take(AUDIT_DETAIL_CHARS).collect(),
+        None => detail,
+    };
     app.audit
         .record(row(actor, response.status().as_u16(), detail));
     response
 }
+
+/// What an admin change recorded in the audit log in place of its body
+/// (before and after, never a secret), set on the response by its handler.
+#[derive(Debug, Clone)]
+pub struct AuditNote(pub String);
 
 /// Who made an admin request, without the secret: the first 4 bytes of the
 /// token's SHA-256.

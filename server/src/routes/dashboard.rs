@@ -31,9 +31,22 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
+/// The session's viewer; a session opened with a read key kept in the
+/// store ends once that key is revoked, on every server.
 fn viewer(app: &AppState, headers: &HeaderMap) -> Option<Viewer> {
-    app.sessions.viewer(&session_id(headers)?)
+    let id = session_id(headers)?;
+    let (viewer, credential) = app.sessions.viewer_and_credential(&id)?;
+    if let Some(key) = credential.strip_prefix(STORE_KEY)
+        && !dashboard::key_holds(&app.tenants, key)
+    {
+        app.sessions.close(&id);
+        return None;
+    }
+    Some(viewer)
 }
+
+/// How a session opened with a read key kept in the store names it.
+const STORE_KEY: &str = "store-key:";
 
 #[cfg(test)]
 mod tests {
@@ -245,18 +258,21 @@ pub async fn login(
             return response;
         }
     };
-    let Some(viewer) = dashboard::authenticate(&app.config, &form.token) else {
-        // The attempt keeps its units: a failure.
-        app.audit
-            .record_refused(row("invalid token".into(), StatusCode::UNAUTHORIZED));
-        // A guess costs a second: slows a dictionary to a crawl, unnoticed by
-        // someone who mistyped.
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        return page(
-            StatusCode::UNAUTHORIZED,
-            page::login(Some("That is neither the admin token nor a read key.")),
-        );
+    let signed_in = match dashboard::authenticate_with(&app.config, &app.tenants, &form.token) {
+        Ok(signed_in) => signed_in,
+        Err(why) => {
+            // The attempt keeps its units: a failure.
+            app.audit
+                .record_refused(row("invalid token".into(), StatusCode::UNAUTHORIZED));
+            // A guess costs a second: slows a dictionary to a crawl, unnoticed by
+            // someone who mistyped.
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let why =
+                why.unwrap_or_else(|| "That is neither the admin token nor a read key.".into());
+            return page(StatusCode::UNAUTHORIZED, page::login(Some(&why)));
+        }
     };
+    let viewer = signed_in.viewer;
     let actor = match &viewer {
         Viewer::Admin => super::auth::fingerprint(form.token.trim()),
         Viewer::Organizer(org) => format!("read key of {org}"),
@@ -265,7 +281,10 @@ pub async fn login(
     app.audit.record(row(actor, StatusCode::SEE_OTHER));
     // Capped per credential: a flood of sign-ins with one key ends that
     // key's own oldest sessions, nobody else's.
-    let credential = super::auth::fingerprint(form.token.trim());
+    let credential = match &signed_in.key {
+        Some(id) => format!("{STORE_KEY}{id}"),
+        None => super::auth::fingerprint(form.token.trim()),
+    };
     let id = match app.sessions.open(viewer, &credential) {
         Ok(id) => id,
         Err(full) => {

@@ -8,6 +8,7 @@ pub mod health;
 pub mod ingest;
 pub mod segment;
 pub mod stats;
+pub mod tenants;
 
 use std::sync::Arc;
 
@@ -48,6 +49,9 @@ pub struct AppState {
     pub sessions: Arc<crate::dashboard::sessions::Sessions>,
     /// Failed dashboard sign-ins, limited per address and in all.
     pub signin: Arc<crate::dashboard::signin::SignInLimits>,
+    /// Keys kept in the store (`/admin/keys`), checked beside the
+    /// configured ones.
+    pub tenants: Arc<crate::tenants::Tenants>,
 }
 
 impl AppState {
@@ -58,6 +62,7 @@ impl AppState {
         wal: Option<Arc<Wal>>,
         plugins: Arc<plugins::Plugins>,
         countries: Option<Arc<crate::geo::Countries>>,
+        tenants: Arc<crate::tenants::Tenants>,
     ) -> AppState {
         let intake = Arc::new(Intake::new(
             &config.ingest,
@@ -83,6 +88,7 @@ impl AppState {
             intake,
             retention,
             plugins,
+            tenants,
         }
     }
 }
@@ -110,7 +116,7 @@ pub fn router(state: AppState) -> Router {
                 .concurrency_limit(state.config.ingest.max_in_flight),
         )
         // Outside the key check: a preflight carries no key.
-        .layer(cors(&state.config));
+        .layer(cors(&state.config, state.tenants.clone()));
     let admin = Router::new()
         .route("/flush", post(admin::flush))
         .route("/query", post(admin::query))
@@ -134,6 +140,9 @@ pub fn router(state: AppState) -> Router {
             "/exchange-rates",
             get(admin::exchange_rates).put(admin::load_exchange_rates),
         )
+        .route("/keys", get(tenants::list).post(tenants::create))
+        .route("/keys/{id}", get(tenants::show).delete(tenants::revoke))
+        .route("/keys/{id}/rotate", post(tenants::rotate))
         // Token, then a capped body, then the handler; every request audited.
         .route_layer(from_fn_with_state(state.clone(), auth::admin_gate));
     let max_body = state.config.ingest.max_body_bytes;
@@ -170,14 +179,18 @@ pub fn router(state: AppState) -> Router {
 /// answered for the origins of any public key (any origin at all when the
 /// server takes requests without keys); the request itself is then held to
 /// its own key's origins. No cookies are asked for.
-fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+fn cors(config: &Config, tenants: Arc<crate::tenants::Tenants>) -> tower_http::cors::CorsLayer {
     use axum::http::{Method, header};
     use tower_http::cors::{AllowOrigin, CorsLayer};
     let browser = config.browser.clone();
-    let open = config.ingest_keys.is_empty();
+    let configured = config.ingest_keys.is_empty();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
-            open || origin.to_str().is_ok_and(|o| browser.origin_allowed(o))
+            let ring = tenants.ring();
+            let open = configured && !ring.any_ingest && tenants.loaded();
+            open || origin
+                .to_str()
+                .is_ok_and(|o| browser.origin_allowed(o) || ring.origin_allowed(o))
         }))
         .allow_methods([Method::POST])
         .allow_headers([

@@ -45,11 +45,16 @@ async fn answer(
     body: &[u8],
     client: Option<std::net::IpAddr>,
 ) -> Result<Json<Value>, ApiError> {
-    let viewer =
-        super::auth::bearer(headers).and_then(|key| dashboard::authenticate(&app.config, key));
-    let Some(viewer) = viewer else {
-        app.signin.key_failed(client);
-        return Err(ApiError::Unauthorized);
+    let signed_in = match super::auth::bearer(headers) {
+        Some(key) => dashboard::authenticate_with(&app.config, &app.tenants, key),
+        None => Err(None),
+    };
+    let viewer = match signed_in {
+        Ok(signed_in) => signed_in.viewer,
+        Err(why) => {
+            app.signin.key_failed(client);
+            return Err(why.map_or(ApiError::Unauthorized, ApiError::KeyRefused));
+        }
     };
     let query: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::BadQuery(format!("the body is not a JSON query: {e}")))?;

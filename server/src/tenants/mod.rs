@@ -1,0 +1,490 @@
+//! Tenants at runtime: keys made, rotated and revoked through `/admin`,
+//! kept in the engine so every server of a store holds the same.
+//!
+//! - [`keys`]: a key folded from its records, and the in-memory
+//!   [`keys::Keyring`] requests are checked against (no engine call).
+//! - [`store`]: the tables of [`crate::model::CONTROL_DATABASE`], declared
+//!   once, and their rows.
+//! - [`Tenants`]: the records this server holds, sealed with
+//!   [`ControlKey`], read again every `tenants.poll_every`.
+//!
+//! Why sealed, append-only records: users of ClickHouse's HTTP interface
+//! who may write can add rows to any table they can insert into, and the
+//! control database is one (a `clickhouse` backend behind the interface
+//! makes keys too). So a record counts only with a seal made with
+//! `tenants.signing_key`, which only servers hold; the interface lets
+//! nobody change or delete a row there (`clickhouse_http::walls`), so a
+//! revocation cannot be taken back by removing it; and a key is whatever
+//! its sealed records say, folded in order, so a replayed old record
+//! changes nothing.
+
+pub mod keys;
+pub mod store;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::storage::{Storage, StorageError};
+use keys::{Change, Key, KeyKind, Keyring, NewKey, Record, SecretRef};
+
+/// The secret records are sealed with and key secrets hashed with: from
+/// `tenants.signing_key`, else kept in `<data_dir>/tenants.key`. Two keys
+/// are derived from it, one per use, so a seal never equals a digest.
+#[derive(Clone)]
+pub struct ControlKey {
+    seal: Hmac<Sha256>,
+    digest: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for ControlKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ControlKey(…)")
+    }
+}
+
+impl ControlKey {
+    pub fn of(config: &crate::config::Config) -> Result<ControlKey, String> {
+        use sha2::Digest;
+        let master: [u8; 32] = match &config.tenants.signing_key {
+            Some(secret) => Sha256::digest(secret.as_bytes()).into(),
+            None => crate::files::kept_key(&config.storage.embedded.data_dir.join("tenants.key"))?,
+        };
+        Ok(ControlKey::from_master(&master))
+    }
+
+    pub fn from_master(master: &[u8; 32]) -> ControlKey {
+        let derive = |purpose: &str| {
+            let mut mac = Hmac::<Sha256>::new_from_slice(master).expect("any key length");
+            mac.update(purpose.as_bytes());
+            let key = mac.finalize().into_bytes();
+            Hmac::<Sha256>::new_from_slice(&key).expect("any key length")
+        };
+        ControlKey {
+            seal: derive("bilten tenants: record seal v1"),
+            digest: derive("bilten tenants: secret digest v1"),
+        }
+    }
+
+    /// A key secret's digest. A keyed hash, and a fast one: secrets are
+    /// 192 random bits, so no guess is worth slowing down (a password
+    /// hash would cost every request milliseconds for nothing), and the
+    /// key means a reader of the table cannot even test a guess offline.
+    pub fn digest(&self, secret: &str) -> [u8; 32] {
+        let mut mac = self.digest.clone();
+        mac.update(secret.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The seal of a stored record's text, in the table `table`.
+    pub fn seal(&self, table: &str, body: &str) -> String {
+        let mut mac = self.seal.clone();
+        mac.update(&(table.len() as u64).to_le_bytes());
+        mac.update(table.as_bytes());
+        mac.update(body.as_bytes());
+        keys::hex(&mac.finalize().into_bytes())
+    }
+
+    pub fn verifies(&self, table: &str, body: &str, seal: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        self.seal(table, body)
+            .as_bytes()
+            .ct_eq(seal.as_bytes())
+            .into()
+    }
+}
+
+/// Why a change to a key was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no key {0}")]
+    NotFound(String),
+    #[error("key {0} is revoked; make a new one")]
+    Revoked(String),
+    #[error("the keys kept in the store are not read yet: {0}")]
+    NotLoaded(String),
+    #[error("the key store: {0}")]
+    Storage(#[from] StorageError),
+}
+
+/// What this server holds of the records, and what it last read.
+#[derive(Default)]
+struct Held {
+    records: HashMap<String, Vec<Record>>,
+    /// Seals of the records held: a row read twice counts once.
+    seen: HashSet<String>,
+    /// Each key's last use, kept across folds.
+    used: HashMap<String, Arc<AtomicI64>>,
+    /// The newest `written` read, for the next poll.
+    since: Option<String>,
+    /// Each key's last use as last written to `key_use`.
+    used_written: HashMap<String, i64>,
+}
+
+/// The keys of the store, as this server knows them.
+pub struct Tenants {
+    storage: Arc<dyn Storage>,
+    key: ControlKey,
+    /// A rotation's default grace.
+    pub grace: Duration,
+    held: tokio::sync::Mutex<Held>,
+    ring: ArcSwap<Keyring>,
+    loaded: AtomicBool,
+    /// Rows whose seal did not verify (forged, or sealed with another
+    /// `tenants.signing_key`): ignored, counted, warned about.
+    unverified: AtomicU64,
+}
+
+/// How far back a poll reads before the newest row it saw: rows become
+/// visible a moment after `now64()` stamped them, and servers' inserts
+/// interleave.
+const POLL_OVERLAP: &str = "30";
+/// Every this many polls, everything is read again (a replica that
+/// caught up late holds rows older than the overlap).
+const FULL_EVERY: u64 = 60;
+/// Every this many polls, the keys' last uses are written.
+const USE_EVERY: u64 = 30;
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Tenants {
+    pub fn new(
+        config: &crate::config::Config,
+        storage: Arc<dyn Storage>,
+    ) -> Result<Tenants, String> {
+        Ok(Tenants {
+            storage,
+            key: ControlKey::of(config).map_err(|e| format!("tenants.signing_key: {e}"))?,
+            grace: config.tenants.rotation_grace,
+            held: tokio::sync::Mutex::new(Held::default()),
+            ring: ArcSwap::from_pointee(Keyring::default()),
+            loaded: AtomicBool::new(false),
+            unverified: AtomicU64::new(0),
+        })
+    }
+
+    /// Tenants read as none: for a router built without a store to read
+    /// keys from (its own tests, benchmarks), where only configured keys hold.
+    pub fn without_store(config: &crate::config::Config, storage: Arc<dyn Storage>) -> Tenants {
+        let tenants = Tenants {
+            storage,
+            key: ControlKey::from_master(&rand::random()),
+            grace: config.tenants.rotation_grace,
+            held: tokio::sync::Mutex::new(Held::default()),
+            ring: ArcSwap::from_pointee(Keyring::default()),
+            loaded: AtomicBool::new(true),
+            unverified: AtomicU64::new(0),
+        };
+        tenants
+    }
+
+    /// Creates the tables where missing and reads every record.
+    pub async fn start(&self) -> Result<(), StorageError> {
+        for sql in store::ddl() {
+            self.storage.execute(&sql).await?;
+        }
+        self.refresh(true).await.map(|_| ())
+    }
+
+    /// Whether the store's keys were read at least once.
+    pub fn loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    pub fn ring(&self) -> arc_swap::Guard<Arc<Keyring>> {
+        self.ring.load()
+    }
+
+    pub fn digest(&self, secret: &str) -> [u8; 32] {
+        self.key.digest(secret)
+    }
+
+    pub fn unverified(&self) -> u64 {
+        self.unverified.load(Ordering::Relaxed)
+    }
+
+    /// Reads the records written since the last read (`full`: all), and
+    /// folds the keys again if any is new. How many were new.
+    pub async fn refresh(&self, full: bool) -> Result<usize, StorageError> {
+        let since = match full {
+            true => None,
+            false => self.held.lock().await.since.clone(),
+        };
+        let rows = store::read_keys(&*self.storage, since.as_deref(), POLL_OVERLAP).await?;
+        let mut held = self.held.lock().await;
+        let mut new = 0;
+        let mut forged = 0;
+        for row in rows {
+            if held
+                .since
+                .as_deref()
+                .is_none_or(|s| row.written.as_str() > s)
+            {
+                held.since = Some(row.written.clone());
+            }
+            if held.seen.contains(&row.seal) {
+                continue;
+            }
+            let record = match self.key.verifies(store::KEYS, &row.body, &row.seal) {
+                true => serde_json::from_str::<Record>(&row.body).ok(),
+                false => None,
+            };
+            match record {
+                Some(r) if r.id == row.id => {
+                    held.seen.insert(row.seal);
+                    held.records.entry(r.id.clone()).or_default().push(r);
+                    new += 1;
+                }
+                _ => forged += 1,
+            }
+        }
+        if forged > 0 && full {
+            self.unverified.store(forged, Ordering::Relaxed);
+            tracing::warn!(
+                rows = forged,
+                "key records whose seal does not verify are ignored: forged, or sealed with \
+                 another tenants.signing_key (every server of a store needs the same)"
+            );
+        }
+        if new > 0 || !self.loaded() {
+            self.fold(&mut held);
+        }
+        self.loaded.store(true, Ordering::Release);
+        Ok(new)
+    }
+
+    fn fold(&self, held: &mut Held) {
+        let Held { records, used, .. } = held;
+        let keys: Vec<Key> = records
+            .iter_mut()
+            .filter_map(|(id, rs)| keys::fold(rs, used.entry(id.clone()).or_default().clone()))
+            .collect();
+        self.ring.store(Arc::new(Keyring::new(keys)));
+    }
+
+    /// Reads others' changes every `every`; all of them every
+    /// [`FULL_EVERY`] polls; writes the keys' last uses every [`USE_EVERY`].
+    pub fn spawn_polling(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            let mut polls: u64 = 0;
+            loop {
+                tick.tick().await;
+                polls += 1;
+                let full = !self.loaded() || polls.is_multiple_of(FULL_EVERY);
+                if !self.loaded()
+                    && let Err(e) = self.start().await
+                {
+                    tracing::warn!(error = %e, "the keys kept in the store could not be read; retrying");
+                    continue;
+                }
+                if let Err(e) = self.refresh(full).await {
+                    tracing::warn!(error = %e, "the keys kept in the store could not be read again; the last ones read hold");
+                }
+                if polls.is_multiple_of(USE_EVERY)
+                    && let Err(e) = self.write_use().await
+                {
+                    tracing::debug!(error = %e, "the keys' last uses could not be written");
+                }
+            }
+        })
+    }
+
+    /// Writes the last uses that changed since the last write.
+    pub async fn write_use(&self) -> Result<(), StorageError> {
+        let changed: Vec<(String, i64)> = {
+            let held = self.held.lock().await;
+            held.used
+                .iter()
+                .map(|(id, at)| (id.clone(), at.load(Ordering::Relaxed)))
+                .filter(|(id, at)| *at > 0 && held.used_written.get(id) != Some(at))
+                .collect()
+        };
+        if changed.is_empty() {
+            return Ok(());
+        }
+        store::write_use(&*self.storage, &changed).await?;
+        let mut held = self.held.lock().await;
+        held.used_written.extend(changed);
+        Ok(())
+    }
+
+    /// Every key's last use: this server's, or another's if later.
+    pub async fn last_uses(&self) -> HashMap<String, i64> {
+        let mut out = store::read_use(&*self.storage).await.unwrap_or_default();
+        for key in self.ring().keys() {
+            let here = key.used_ms.load(Ordering::Relaxed);
+            let at = out.entry(key.id.clone()).or_default();
+            *at = (*at).max(here);
+        }
+        out
+    }
+
+    /// Seals and stores one change, then holds it. Changes on this server
+    /// are made one at a time, each above every version known for its key.
+    async fn change(&self, id: &str, by: &str, change: Change) -> Result<Arc<Key>, KeyError> {
+        let mut held = self.held.lock().await;
+        let known = held
+            .records
+            .get(id)
+            .and_then(|rs| rs.iter().map(|r| r.version).max())
+            .unwrap_or(0);
+        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        let record = Record {
+            id: id.to_string(),
+            version: now_us.max(known + 1),
+            at_ms: now_ms(),
+            by: by.to_string(),
+            change,
+        };
+        let body = serde_json::to_string(&record).expect("serializes");
+        let seal = self.key.seal(store::KEYS, &body);
+        store::write_key(&*self.storage, &record, &body, &seal).await?;
+        held.seen.insert(seal);
+        held.records.entry(id.to_string()).or_default().push(record);
+        self.fold(&mut held);
+        self.ring()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| KeyError::NotFound(id.to_string()))
+    }
+
+    fn require_loaded(&self) -> Result<(), KeyError> {
+        match self.loaded() {
+            true => Ok(()),
+            false => Err(KeyError::NotLoaded(
+                "the store could not be reached since the start; retry".into(),
+            )),
+        }
+    }
+
+    /// A new key: the key and its secret, which is shown this once.
+    pub async fn create(&self, new: NewKey, by: &str) -> Result<(Arc<Key>, String), KeyError> {
+        self.require_loaded()?;
+        new.check().map_err(KeyError::Invalid)?;
+        let secret = keys::new_secret(new.kind);
+        let mut origins = new.origins;
+        origins.dedup();
+        let mut organizers = new.organizers;
+        organizers.sort();
+        organizers.dedup();
+        let change = Change::Create {
+            kind: new.kind,
+            organizers,
+            origins,
+            secret: self.secret_ref(&secret),
+        };
+        let key = self.change(&keys::new_id(), by, change).await?;
+        Ok((key, secret))
+    }
+
+    /// A new secret for key `id`; the old ones work for `grace` more.
+    pub async fn rotate(
+        &self,
+        id: &str,
+        grace: Option<Duration>,
+        by: &str,
+    ) -> Result<(Arc<Key>, String), KeyError> {
+        let kind = self.live(id).await?.kind;
+        let grace = grace.unwrap_or(self.grace);
+        if grace > Duration::from_secs(366 * 86_400) {
+            return Err(KeyError::Invalid("grace: at most 366 days".into()));
+        }
+        let secret = keys::new_secret(kind);
+        let change = Change::Rotate {
+            secret: self.secret_ref(&secret),
+            grace_ms: grace.as_millis() as u64,
+        };
+        let key = self.change(id, by, change).await?;
+        Ok((key, secret))
+    }
+
+    /// Revokes key `id` for good.
+    pub async fn revoke(&self, id: &str, by: &str) -> Result<Arc<Key>, KeyError> {
+        self.live(id).await?;
+        self.change(id, by, Change::Revoke).await
+    }
+
+    /// Key `id`, not revoked; read again first if this server has not
+    /// seen it yet (made on another server since the last poll).
+    async fn live(&self, id: &str) -> Result<Arc<Key>, KeyError> {
+        self.require_loaded()?;
+        if self.ring().get(id).is_none() {
+            self.refresh(false).await?;
+        }
+        let key = self
+            .ring()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| KeyError::NotFound(id.to_string()))?;
+        match key.revoked_at_ms {
+            Some(_) => Err(KeyError::Revoked(id.to_string())),
+            None => Ok(key),
+        }
+    }
+
+    fn secret_ref(&self, secret: &str) -> SecretRef {
+        SecretRef {
+            digest: keys::hex(&self.digest(secret)),
+            prefix: keys::prefix(secret),
+        }
+    }
+}
+
+/// A key as `/admin/keys` shows it: never a secret, nor a digest.
+pub fn view(key: &Key, used_ms: Option<i64>, now: i64) -> serde_json::Value {
+    let time = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let current = key.secrets.last().map(|s| s.prefix.clone());
+    let previous: Vec<serde_json::Value> = key.secrets[..key.secrets.len().saturating_sub(1)]
+        .iter()
+        .filter(|s| s.until_ms.is_some_and(|u| u > now))
+        .map(|s| serde_json::json!({"prefix": s.prefix, "valid_until": s.until_ms.and_then(time)}))
+        .collect();
+    let mut v = serde_json::json!({
+        "id": key.id,
+        "kind": key.kind,
+        "organizers": key.organizers,
+        "prefix": current,
+        "state": key.state(now),
+        "created_at": time(key.created_at_ms),
+        "last_used_at": used_ms.filter(|u| *u > 0).and_then(time),
+        "revoked_at": key.revoked_at_ms.and_then(time),
+        "previous_secrets": previous,
+    });
+    if key.kind == KeyKind::Public {
+        v["origins"] = serde_json::json!(key.origins);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_seal_holds_for_its_table_and_text_under_its_key_only() {
+        let a = ControlKey::from_master(&[1; 32]);
+        let b = ControlKey::from_master(&[2; 32]);
+        let seal = a.seal("keys", "{\"id\":\"k\"}");
+        assert!(a.verifies("keys", "{\"id\":\"k\"}", &seal));
+        assert!(!a.verifies("keys", "{\"id\":\"j\"}", &seal));
+        assert!(!a.verifies("key_use", "{\"id\":\"k\"}", &seal));
+        assert!(!b.verifies("keys", "{\"id\":\"k\"}", &seal));
+        assert_ne!(a.digest("s"), b.digest("s"));
+        assert_ne!(keys::hex(&a.digest("s")), a.seal("", "s"));
+    }
+}
