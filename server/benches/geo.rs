@@ -4,31 +4,17 @@
 //!
 //! `cargo bench --bench geo` (optionally `-- --lookups 1000000 --rounds 5`).
 
+mod common;
+
 use std::path::Path;
 
 use bilten_analytics::geo::{BUILT_IN, Countries};
 
-fn cpu_secs() -> f64 {
-    let mut t = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `t` is a valid timespec for the call to fill.
-    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut t) };
-    assert_eq!(ok, 0, "the process CPU clock");
-    t.tv_sec as f64 + t.tv_nsec as f64 / 1e9
-}
-
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let arg = |name: &str, default: usize| {
-        args.iter()
-            .position(|a| a == name)
-            .and_then(|i| args.get(i + 1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
-    let (lookups, rounds) = (arg("--lookups", 2_000_000), arg("--rounds", 5));
+    let (lookups, rounds) = (
+        common::arg("--lookups", 2_000_000usize),
+        common::arg("--rounds", 5usize),
+    );
     let countries = Countries::open(Path::new(BUILT_IN)).expect("the build's country database");
     // Addresses spread over the space (a multiplicative hash of the index),
     // every fourth an IPv6 one.
@@ -55,11 +41,11 @@ fn main() {
         .collect();
     let mut per = Vec::new();
     for round in 1..=rounds {
-        let (start, mut found) = (cpu_secs(), 0usize);
+        let (start, mut found) = (common::cpu_secs(), 0usize);
         for i in 0..lookups {
             found += countries.country(&addresses[i % addresses.len()]).is_some() as usize;
         }
-        let ns = (cpu_secs() - start) * 1e9 / lookups as f64;
+        let ns = (common::cpu_secs() - start) * 1e9 / lookups as f64;
         println!(
             "round {round}: {ns:.0} ns of CPU per lookup ({:.0} % found)",
             found as f64 * 100.0 / lookups as f64

@@ -49,6 +49,10 @@ pub enum ApiError {
     TooManyWrongKeys(u64),
     #[error("storage is unavailable")]
     Unavailable(String),
+    /// Not able to decide yet (keys not read lately): retry; the message
+    /// holds no internals.
+    #[error("{0}")]
+    NotReady(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -106,7 +110,7 @@ impl From<crate::tenants::KeyError> for ApiError {
             KeyError::Invalid(m) => ApiError::BadQuery(m),
             KeyError::NotFound(_) => ApiError::NoSuch(e.to_string()),
             KeyError::Revoked(_) => ApiError::Conflict(e.to_string()),
-            KeyError::NotLoaded(m) => ApiError::Unavailable(m),
+            KeyError::NotLoaded(m) => ApiError::NotReady(m),
             KeyError::Storage(e) => e.into(),
         }
     }
@@ -128,7 +132,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::AdminDisabled | ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound | ApiError::NoSuch(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded(_) | ApiError::NotReady(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::TooManyWrongKeys(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

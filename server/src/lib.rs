@@ -62,6 +62,10 @@
 //!   (`health`), monitoring and the report, the audit log's batched
 //!   writer, exchange rates (`rates`), and `records`, the system
 //!   database's tables they keep; none of it knows HTTP.
+//! - [`tenants`]: keys made through `/admin/keys`, kept in `bilten_control`
+//!   as sealed, append-only records every server of a store reads again
+//!   each second (`store`), folded into the in-memory keyring requests are
+//!   checked against (`keys`); no HTTP types.
 //! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
 //!   keys), filters, figures read from the views, sessions and HTML; no
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the
@@ -71,7 +75,7 @@
 //!   and the rollups beside it (`attribution_daily`, `pages_daily`); no
 //!   HTTP types.
 //! - [`routes`]: `AppState`, `router()` and the thin axum handlers (ingest,
-//!   admin, dashboard, health, auth and audit); [`error`]: the one
+//!   admin, keys, dashboard, health, auth and audit); [`error`]: the one
 //!   `IntoResponse`.
 //! - [`telemetry`]: Prometheus metric names and the recorder.
 //! - [`synth`]: synthetic traffic from a seed, for `loadgen`, tests and
@@ -352,6 +356,14 @@ async fn run(
             return Err(anyhow::anyhow!("the keys kept in the store: {e}"));
         }
         tracing::warn!(error = %e, "the keys kept in the store could not be read; retrying");
+    }
+    if config.tenants.signing_key.is_none()
+        && matches!(config.storage.backend, config::Backend::Clickhouse)
+    {
+        tracing::warn!(
+            "tenants.signing_key is unset: keys made on this server verify only on it; set \
+             the same key on every server of this store"
+        );
     }
     let keys_poll = tenants.clone().spawn_polling(config.tenants.poll_every);
     let state = AppState::new(

@@ -26,8 +26,13 @@ pub const GUEST_SYSTEM_DATABASE: &str = "bilten_remote";
 /// seal is ignored.
 pub const CONTROL_DATABASE: &str = "bilten_control";
 
-/// The tables of [`CONTROL_DATABASE`].
-pub const CONTROL_TABLES: &[&str] = &["keys", "key_use"];
+/// The tables of [`CONTROL_DATABASE`], each with the columns a row sets
+/// (the rest are the engine's: when it was written). An insert through
+/// the interface names exactly these, so nobody dates a row.
+pub const CONTROL_TABLES: &[(&str, &str)] = &[
+    ("keys", "id, version, body, seal"),
+    ("key_use", "id, used_ms"),
+];
 
 /// The tables of a system database (`ops::records` declares them).
 pub const RECORD_TABLES: &[&str] = &[

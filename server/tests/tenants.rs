@@ -12,10 +12,39 @@ use common::interface::{self, READER, WRITER, post};
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// The `tenants.signing_key` of servers that share a store.
+const SIGNING: &str = "a-signing-key-both-servers-share-0123456789";
+
 async fn make(s: &TestServer, body: Value) -> Value {
     let (status, key) = s.admin(Method::POST, "/admin/keys", Some(&body)).await;
     assert_eq!(status, 201, "{key}");
     key
+}
+
+/// `POST /admin/keys/{id}/rotate` with a grace: the answer.
+async fn rotate(s: &TestServer, id: &str, grace: &str) -> Value {
+    let (status, rotated) = s
+        .admin(
+            Method::POST,
+            &format!("/admin/keys/{id}/rotate"),
+            Some(&json!({ "grace": grace })),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    rotated
+}
+
+/// A row added to `bilten_control.keys` by a writer of the interface.
+async fn insert_row(url: &str, row: &Value) {
+    let (status, _, answer) = post(
+        url,
+        WRITER,
+        &format!(
+            "INSERT INTO bilten_control.keys (id, version, body, seal) FORMAT JSONEachRow\n{row}\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
 }
 
 fn secret(key: &Value) -> String {
@@ -98,28 +127,13 @@ async fn an_ingest_key_made_through_the_api_writes_for_its_organizers_until_revo
 
     // Rotated with an hour's grace: both work; rotated again at once: only
     // the newest.
-    let (status, rotated) = s
-        .admin(
-            Method::POST,
-            &format!("/admin/keys/{id}/rotate"),
-            Some(&json!({"grace": "1h"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{rotated}");
+    let rotated = rotate(&s, &id, "1h").await;
     let second = secret(&rotated);
     assert_ne!(second, first);
     assert_eq!(rotated["previous_secrets"][0]["prefix"], first[..10]);
     assert_eq!(send(&s, Some(&first), "org-a").await.0, 202);
     assert_eq!(send(&s, Some(&second), "org-a").await.0, 202);
-    let (status, rotated) = s
-        .admin(
-            Method::POST,
-            &format!("/admin/keys/{id}/rotate"),
-            Some(&json!({"grace": "0s"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{rotated}");
-    let third = secret(&rotated);
+    let third = secret(&rotate(&s, &id, "0s").await);
     for old in [&first, &second] {
         let (status, body) = send(&s, Some(old), "org-a").await;
         assert_eq!(status, 401, "{body}");
@@ -396,6 +410,7 @@ async fn forged_and_replayed_records_change_no_key_and_keys_outlive_a_restart() 
                     .unwrap(),
             );
             cfg.clickhouse_http.users = users;
+            cfg.tenants.signing_key = Some(SIGNING.into());
             TestServer::start_with(cfg).await
         }
     };
@@ -454,14 +469,19 @@ async fn forged_and_replayed_records_change_no_key_and_keys_outlive_a_restart() 
         json!({"id": "key_copy", "version": 5, "body": create["body"], "seal": create["seal"]}),
     ];
     for row in &inserts {
-        let (status, _, answer) = post(
-            &url,
-            WRITER,
-            &format!("INSERT INTO bilten_control.keys (id, version, body, seal) FORMAT JSONEachRow\n{row}\n"),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
+        insert_row(&url, row).await;
     }
+    // Nobody dates a row: a row dated in the future would otherwise hold
+    // back every poll after it.
+    let (status, _, answer) = post(
+        &url,
+        WRITER,
+        "INSERT INTO bilten_control.keys (id, version, body, seal, written) FORMAT JSONEachRow\n\
+         {\"id\":\"x\",\"version\":1,\"body\":\"{}\",\"seal\":\"\",\"written\":\"2299-01-01 00:00:00\"}\n",
+    )
+    .await;
+    assert_eq!(status, 403, "{answer}");
+    assert!(answer.contains("set exactly"), "{answer}");
     // Past a full read of the table (a poll reads again what is recent).
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let (_, list) = s.admin_get("/admin/keys").await;
@@ -478,21 +498,50 @@ async fn forged_and_replayed_records_change_no_key_and_keys_outlive_a_restart() 
     assert_eq!(send(&s, Some(forged_secret), "org-b").await.0, 401);
     assert_eq!(send(&s, Some(&secret(&gone)), "org-a").await.0, 401);
     assert_eq!(send(&s, Some(&secret(&live)), "org-a").await.0, 202);
+
+    // A record sealed with the deployment's key, written through the
+    // interface as another server writes it, lands past the forgeries:
+    // the key it revokes is refused within a poll.
+    let live_id = live["id"].as_str().unwrap();
+    let record = json!({"id": live_id, "version": u64::MAX / 4, "at_ms": 2, "by": "another server",
+                        "change": {"op": "revoke"}})
+    .to_string();
+    let seal = bilten_analytics::tenants::ControlKey::from_secret(SIGNING).seal("keys", &record);
+    let row = json!({"id": live_id, "version": u64::MAX / 4, "body": record, "seal": seal});
+    insert_row(&url, &row).await;
+    until("a sealed revocation from elsewhere holds", async || {
+        send(&s, Some(&secret(&live)), "org-a").await.0 == 401
+    })
+    .await;
     s.stop().await.unwrap();
 
     // After a restart, the same: keys read back, forgeries still ignored.
     let s = start(dir.path().to_path_buf()).await;
     let (_, list) = s.admin_get("/admin/keys").await;
     assert_eq!(list["keys"].as_array().unwrap().len(), 2, "{list}");
-    assert_eq!(send(&s, Some(&secret(&live)), "org-a").await.0, 202);
-    let (status, body) = send(&s, Some(&secret(&gone)), "org-a").await;
-    assert_eq!(status, 401);
-    assert!(error(&body).contains("revoked"), "{body}");
+    for key in [&live, &gone] {
+        let (status, body) = send(&s, Some(&secret(key)), "org-a").await;
+        assert_eq!(status, 401);
+        assert!(error(&body).contains("revoked"), "{body}");
+    }
     assert_eq!(
         send(&s, None, "org-a").await.0,
         401,
         "still closed after a restart"
     );
+    s.stop().await.unwrap();
+}
+
+/// A server that takes requests without a key stops when a row it cannot
+/// verify appears in the store: it cannot tell a key sealed with another
+/// signing key from none.
+#[tokio::test]
+async fn a_record_that_does_not_verify_closes_an_open_server() {
+    let (s, url) = interface::server_with(|_| {}).await;
+    assert_eq!(send(&s, None, "org-a").await.0, 202);
+    let row = json!({"id": "key_x", "version": 1, "body": "{}", "seal": "00"});
+    insert_row(&url, &row).await;
+    until("closed", async || send(&s, None, "org-a").await.0 == 401).await;
     s.stop().await.unwrap();
 }
 
@@ -516,7 +565,6 @@ async fn until(what: &str, check: impl AsyncFn() -> bool) -> Duration {
 /// made on both at once are all there, once.
 #[tokio::test]
 async fn two_servers_on_one_store_share_keys_made_on_either() {
-    const SIGNING: &str = "a-signing-key-both-servers-share-0123456789";
     let (a, url) = interface::server_with(|c| {
         c.tenants.signing_key = Some(SIGNING.into());
     })
@@ -529,6 +577,7 @@ async fn two_servers_on_one_store_share_keys_made_on_either() {
     cfg.storage.clickhouse.password = Some(WRITER.1.into());
     cfg.storage.clickhouse.system_database = bilten_analytics::model::GUEST_SYSTEM_DATABASE.into();
     cfg.tenants.signing_key = Some(SIGNING.into());
+    cfg.tenants.max_stale = Duration::from_secs(3);
     let b = TestServer::start_with(cfg).await;
 
     // Both closed first: a server with no ingest key takes any.
@@ -545,15 +594,7 @@ async fn two_servers_on_one_store_share_keys_made_on_either() {
     .await;
     println!("made on A, taken by B after {took:?}");
     // Rotated on B (which read it from the store), with no grace.
-    let (status, rotated) = b
-        .admin(
-            Method::POST,
-            &format!("/admin/keys/{id}/rotate"),
-            Some(&json!({"grace": "0s"})),
-        )
-        .await;
-    assert_eq!(status, 200, "{rotated}");
-    let second = secret(&rotated);
+    let second = secret(&rotate(&b, &id, "0s").await);
     let took = until("the rotation on B holds on A", async || {
         send(&a, Some(&first), "org-a").await.0 == 401
             && send(&a, Some(&second), "org-a").await.0 == 202
@@ -595,8 +636,17 @@ async fn two_servers_on_one_store_share_keys_made_on_either() {
         })
         .await;
     }
-    b.stop().await.unwrap();
+    // The store gone: past tenants.max_stale, B refuses keys it can no
+    // longer check for revocation, saying why (configured keys would hold).
+    let late = secret(&make(&b, json!({"kind": "ingest", "organizers": ["org-a"]})).await);
+    assert_eq!(send(&b, Some(&late), "org-a").await.0, 202);
     a.stop().await.unwrap();
+    until("B refuses keys it cannot check", async || {
+        let (status, body) = send(&b, Some(&late), "org-a").await;
+        status == 503 && error(&body).contains("last read")
+    })
+    .await;
+    // (B is left to the end of the process: its store is gone.)
 }
 
 /// `bilten-analytics keys …` against a running server: the same calls.

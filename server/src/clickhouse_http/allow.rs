@@ -336,10 +336,16 @@ fn insert(rest: &str, policy: &Policy, current: &str) -> Result<(String, String)
             ));
         }
     } else if db == CONTROL_DATABASE {
-        if !CONTROL_TABLES.contains(&table) {
+        let Some((_, set)) = CONTROL_TABLES.iter().find(|(t, _)| *t == table) else {
             return Err(Refusal::new(
                 Shape::Insert,
                 format!("in {CONTROL_DATABASE}, only {CONTROL_TABLES:?} take rows"),
+            ));
+        };
+        if !tail.starts_with(&format!(" ({set})")) {
+            return Err(Refusal::new(
+                Shape::Insert,
+                format!("rows of {CONTROL_DATABASE}.{table} set exactly ({set})"),
             ));
         }
     } else {

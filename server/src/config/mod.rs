@@ -154,6 +154,12 @@ pub struct TenantSettings {
     /// no grace period.
     #[serde(with = "humantime_serde")]
     pub rotation_grace: Duration,
+    /// When the store's keys could not be read for this long, keys kept
+    /// there are refused (503, clients retry) rather than trusted: a key
+    /// revoked on another server meanwhile would still work here.
+    /// Configured keys are not affected.
+    #[serde(with = "humantime_serde")]
+    pub max_stale: Duration,
 }
 
 impl Default for TenantSettings {
@@ -162,6 +168,7 @@ impl Default for TenantSettings {
             signing_key: None,
             poll_every: Duration::from_secs(1),
             rotation_grace: Duration::from_secs(24 * 3600),
+            max_stale: Duration::from_secs(300),
         }
     }
 }
@@ -622,6 +629,12 @@ impl Config {
             || self.tenants.poll_every > Duration::from_secs(60)
         {
             return Err(invalid("tenants.poll_every", "must be from 100ms to 60s"));
+        }
+        if self.tenants.max_stale < self.tenants.poll_every * 2 {
+            return Err(invalid(
+                "tenants.max_stale",
+                "must be at least twice tenants.poll_every",
+            ));
         }
         if self.tenants.rotation_grace > Duration::from_secs(366 * 86_400) {
             return Err(invalid(

@@ -67,15 +67,17 @@ pub fn authenticate(config: &Config, given: &str) -> Option<Viewer> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {
     pub viewer: Viewer,
-    /// A read key made through `/admin/keys`: its id, so that a session it
-    /// opened ends when it is revoked.
-    pub key: Option<String>,
+    /// A read key made through `/admin/keys`: its id and the prefix of the
+    /// secret used, so that a session it opened ends when that secret no
+    /// longer holds (revoked, rotated out).
+    pub key: Option<(String, String)>,
 }
 
 /// The viewer a typed token or key stands for: the configured secrets
 /// ([`authenticate`]) first, then the read keys kept in the store. `Err`
 /// with a reason for a key the store knows that no longer holds (revoked,
-/// rotated out, not a read key); `Err(None)` for an unknown one.
+/// rotated out, not a read key, or the store's keys not read for too
+/// long); `Err(None)` for an unknown one.
 pub fn authenticate_with(
     config: &Config,
     tenants: &crate::tenants::Tenants,
@@ -91,14 +93,21 @@ pub fn authenticate_with(
         return Err(None);
     }
     let now = crate::tenants::now_ms();
-    match ring.lookup(&tenants.digest(given), now) {
+    let found = ring.lookup(&tenants.digest(given), now);
+    if let (Some(_), Some(stale)) = (&found, tenants.stale(now)) {
+        return Err(Some(format!(
+            "the keys kept in the store were last read {} s ago: retry shortly",
+            stale.as_secs()
+        )));
+    }
+    match found {
         None => Err(None),
         Some(Found::Valid(key)) if key.kind == KeyKind::Read => {
             key.mark_used(now);
             let organizer = key.organizers.first().cloned().ok_or(None)?;
             Ok(SignedIn {
                 viewer: Viewer::Organizer(organizer),
-                key: Some(key.id.clone()),
+                key: Some((key.id.clone(), crate::tenants::keys::prefix(given))),
             })
         }
         Some(Found::Valid(key)) => Err(Some(format!(
@@ -109,13 +118,16 @@ pub fn authenticate_with(
     }
 }
 
-/// Whether a session opened with store key `id` may go on: the key is
-/// still there and not revoked.
-pub fn key_holds(tenants: &crate::tenants::Tenants, id: &str) -> bool {
-    tenants
-        .ring()
-        .get(id)
-        .is_some_and(|k| k.revoked_at_ms.is_none())
+/// Whether a session opened with store key `id`'s secret `prefix` may go
+/// on: the key is not revoked, that secret not rotated out, and the
+/// store's keys were read lately.
+pub fn key_holds(tenants: &crate::tenants::Tenants, id: &str, prefix: &str) -> bool {
+    let now = crate::tenants::now_ms();
+    tenants.stale(now).is_none()
+        && tenants
+            .ring()
+            .get(id)
+            .is_some_and(|k| k.secret_holds(prefix, now))
 }
 
 /// What the page shows: one organizer or all, from one day to another

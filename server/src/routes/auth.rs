@@ -98,8 +98,9 @@ pub async fn require_ingest_key(
     let url_keys = url_keys(request.uri());
     let in_url = url_keys.first().cloned();
     // Closed once an ingest key exists, configured or made (and until the
-    // store's keys are read, since some may be).
-    let open = keys.is_empty() && !ring.any_ingest && app.tenants.loaded();
+    // store's keys are read, since some may be, or once a row there cannot
+    // be verified).
+    let open = keys.is_empty() && app.tenants.keeps_open();
     if in_header.is_none() && in_url.is_none() && open {
         return Ok(next.run(request).await);
     }
@@ -148,6 +149,9 @@ pub async fn require_ingest_key(
             public: false,
         }
     } else if let Some(found) = made(candidate) {
+        if let Some(stale) = app.tenants.stale(now) {
+            return Err(stale_keys(stale));
+        }
         let key = match found {
             Found::Valid(key) => key,
             refused => return Err(ApiError::KeyRefused(refused.why())),
@@ -186,7 +190,7 @@ pub async fn require_ingest_key(
             // refuse; Segment's libraries always send one.
             return match open {
                 true => Ok(next.run(request).await),
-                false if !app.tenants.loaded() && keys.is_empty() => Err(ApiError::Unavailable(
+                false if !app.tenants.loaded() && keys.is_empty() => Err(ApiError::NotReady(
                     "the keys kept in the store are not read yet".into(),
                 )),
                 false => Err(ApiError::Unauthorized),
@@ -200,6 +204,16 @@ pub async fn require_ingest_key(
     };
     request.extensions_mut().insert(scope);
     Ok(next.run(request).await)
+}
+
+/// Keys kept in the store are not taken when they were not read for
+/// `tenants.max_stale`: one may have been revoked meanwhile.
+pub(super) fn stale_keys(stale: std::time::Duration) -> ApiError {
+    ApiError::NotReady(format!(
+        "the keys kept in the store were last read {} s ago (over tenants.max_stale): keys \
+         made through /admin/keys are not taken until they are read again",
+        stale.as_secs()
+    ))
 }
 
 /// A public key's request comes from a page of one of its origins.

@@ -37,7 +37,9 @@ fn viewer(app: &AppState, headers: &HeaderMap) -> Option<Viewer> {
     let id = session_id(headers)?;
     let (viewer, credential) = app.sessions.viewer_and_credential(&id)?;
     if let Some(key) = credential.strip_prefix(STORE_KEY)
-        && !dashboard::key_holds(&app.tenants, key)
+        && !key
+            .split_once(' ')
+            .is_some_and(|(id, prefix)| dashboard::key_holds(&app.tenants, id, prefix))
     {
         app.sessions.close(&id);
         return None;
@@ -282,7 +284,7 @@ pub async fn login(
     // Capped per credential: a flood of sign-ins with one key ends that
     // key's own oldest sessions, nobody else's.
     let credential = match &signed_in.key {
-        Some(id) => format!("{STORE_KEY}{id}"),
+        Some((id, prefix)) => format!("{STORE_KEY}{id} {prefix}"),
         None => super::auth::fingerprint(form.token.trim()),
     };
     let id = match app.sessions.open(viewer, &credential) {

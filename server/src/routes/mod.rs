@@ -186,11 +186,10 @@ fn cors(config: &Config, tenants: Arc<crate::tenants::Tenants>) -> tower_http::c
     let configured = config.ingest_keys.is_empty();
     CorsLayer::new()
         .allow_origin(AllowOrigin::predicate(move |origin, _| {
-            let ring = tenants.ring();
-            let open = configured && !ring.any_ingest && tenants.loaded();
+            let open = configured && tenants.keeps_open();
             open || origin
                 .to_str()
-                .is_ok_and(|o| browser.origin_allowed(o) || ring.origin_allowed(o))
+                .is_ok_and(|o| browser.origin_allowed(o) || tenants.ring().origin_allowed(o))
         }))
         .allow_methods([Method::POST])
         .allow_headers([

@@ -21,6 +21,22 @@ fn actor(headers: &HeaderMap) -> String {
     bearer(headers).map(fingerprint).unwrap_or_default()
 }
 
+/// Key `id` as this server holds it now, for the audit log's "before".
+fn shown(app: &AppState, id: &str) -> Option<Value> {
+    app.tenants
+        .ring()
+        .get(id)
+        .map(|k| tenants::view(k, None, now_ms()))
+}
+
+/// A key's view with its new secret, for the one answer that shows it.
+fn with_secret(view: &Value, secret: String) -> Value {
+    let mut body = view.clone();
+    body["secret"] = json!(secret);
+    body["note"] = json!("the secret is shown this once: keep it now");
+    body
+}
+
 /// The answer, with what the audit log keeps of the change.
 fn answer(status: StatusCode, body: Value, before: Option<Value>, after: &Value) -> Response {
     let mut response = (status, Json(body)).into_response();
@@ -45,10 +61,12 @@ pub async fn create(
     })?;
     let (key, secret) = app.tenants.create(new, &actor(&headers)).await?;
     let view = tenants::view(&key, None, now_ms());
-    let mut body = view.clone();
-    body["secret"] = json!(secret);
-    body["note"] = json!("the secret is shown this once: keep it now");
-    Ok(answer(StatusCode::CREATED, body, None, &view))
+    Ok(answer(
+        StatusCode::CREATED,
+        with_secret(&view, secret),
+        None,
+        &view,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,7 +95,7 @@ pub async fn list(
                 .as_ref()
                 .is_none_or(|o| k.organizers.contains(o))
                 && filter.kind.as_deref().is_none_or(|x| x == k.kind.name())
-                && filter.state.as_deref().is_none_or(|s| s == k.state(now))
+                && filter.state.as_deref().is_none_or(|s| s == k.state())
         })
         .map(|k| tenants::view(k, uses.get(&k.id).copied(), now))
         .collect();
@@ -105,12 +123,7 @@ pub async fn revoke(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let now = now_ms();
-    let before = app
-        .tenants
-        .ring()
-        .get(&id)
-        .map(|k| tenants::view(k, None, now));
+    let before = shown(&app, &id);
     let key = app.tenants.revoke(&id, &actor(&headers)).await?;
     let view = tenants::view(&key, None, now_ms());
     Ok(answer(StatusCode::OK, view.clone(), before, &view))
@@ -146,16 +159,13 @@ pub async fn rotate(
                 .map_err(|e| ApiError::BadQuery(format!("grace: {g:?}: {e} (say 24h, 30m, 0s)")))
         })
         .transpose()?;
-    let now = now_ms();
-    let before = app
-        .tenants
-        .ring()
-        .get(&id)
-        .map(|k| tenants::view(k, None, now));
+    let before = shown(&app, &id);
     let (key, secret) = app.tenants.rotate(&id, grace, &actor(&headers)).await?;
     let view = tenants::view(&key, None, now_ms());
-    let mut body = view.clone();
-    body["secret"] = json!(secret);
-    body["note"] = json!("the secret is shown this once: keep it now");
-    Ok(answer(StatusCode::OK, body, before, &view))
+    Ok(answer(
+        StatusCode::OK,
+        with_secret(&view, secret),
+        before,
+        &view,
+    ))
 }

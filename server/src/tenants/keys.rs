@@ -117,11 +117,20 @@ impl Key {
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
     }
 
-    pub fn state(&self, now_ms: i64) -> &'static str {
+    pub fn state(&self) -> &'static str {
         match self.revoked_at_ms {
-            Some(at) if at <= now_ms => "revoked",
-            _ => "active",
+            Some(_) => "revoked",
+            None => "active",
         }
+    }
+
+    /// Whether the secret whose prefix is `prefix` still holds at `now_ms`.
+    pub fn secret_holds(&self, prefix: &str, now_ms: i64) -> bool {
+        self.revoked_at_ms.is_none()
+            && self
+                .secrets
+                .iter()
+                .any(|s| s.prefix == prefix && s.until_ms.is_none_or(|u| u > now_ms))
     }
 
     pub fn mark_used(&self, now_ms: i64) {

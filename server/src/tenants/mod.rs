@@ -50,12 +50,17 @@ impl std::fmt::Debug for ControlKey {
 
 impl ControlKey {
     pub fn of(config: &crate::config::Config) -> Result<ControlKey, String> {
+        match &config.tenants.signing_key {
+            Some(secret) => Ok(ControlKey::from_secret(secret)),
+            None => crate::files::kept_key(&config.storage.embedded.data_dir.join("tenants.key"))
+                .map(|master| ControlKey::from_master(&master)),
+        }
+    }
+
+    /// The key from a configured `tenants.signing_key`.
+    pub fn from_secret(secret: &str) -> ControlKey {
         use sha2::Digest;
-        let master: [u8; 32] = match &config.tenants.signing_key {
-            Some(secret) => Sha256::digest(secret.as_bytes()).into(),
-            None => crate::files::kept_key(&config.storage.embedded.data_dir.join("tenants.key"))?,
-        };
-        Ok(ControlKey::from_master(&master))
+        ControlKey::from_master(&Sha256::digest(secret.as_bytes()).into())
     }
 
     pub fn from_master(master: &[u8; 32]) -> ControlKey {
@@ -117,6 +122,8 @@ pub enum KeyError {
 /// What this server holds of the records, and what it last read.
 #[derive(Default)]
 struct Held {
+    /// Seals of rows that did not verify, not checked again (bounded).
+    refused: HashSet<String>,
     records: HashMap<String, Vec<Record>>,
     /// Seals of the records held: a row read twice counts once.
     seen: HashSet<String>,
@@ -138,8 +145,15 @@ pub struct Tenants {
     ring: ArcSwap<Keyring>,
     loaded: AtomicBool,
     /// Rows whose seal did not verify (forged, or sealed with another
-    /// `tenants.signing_key`): ignored, counted, warned about.
+    /// `tenants.signing_key`): ignored, counted, warned about. Once one is
+    /// seen, the server no longer takes requests without a key: it cannot
+    /// tell a key it cannot verify from no key at all.
     unverified: AtomicU64,
+    /// When the store's keys were last read in full or in part (ms).
+    read_at: AtomicI64,
+    /// Past this since the last read, keys kept in the store are refused
+    /// (503): a revocation elsewhere may not have been seen.
+    max_stale: Duration,
 }
 
 /// How far back a poll reads before the newest row it saw: rows become
@@ -151,6 +165,8 @@ const POLL_OVERLAP: &str = "30";
 const FULL_EVERY: u64 = 60;
 /// Every this many polls, the keys' last uses are written.
 const USE_EVERY: u64 = 30;
+/// Seals of rows that did not verify kept, so as not to check them again.
+const REFUSED_KEPT: usize = 100_000;
 
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -169,13 +185,15 @@ impl Tenants {
             ring: ArcSwap::from_pointee(Keyring::default()),
             loaded: AtomicBool::new(false),
             unverified: AtomicU64::new(0),
+            read_at: AtomicI64::new(0),
+            max_stale: config.tenants.max_stale,
         })
     }
 
     /// Tenants read as none: for a router built without a store to read
     /// keys from (its own tests, benchmarks), where only configured keys hold.
     pub fn without_store(config: &crate::config::Config, storage: Arc<dyn Storage>) -> Tenants {
-        let tenants = Tenants {
+        Tenants {
             storage,
             key: ControlKey::from_master(&rand::random()),
             grace: config.tenants.rotation_grace,
@@ -183,8 +201,9 @@ impl Tenants {
             ring: ArcSwap::from_pointee(Keyring::default()),
             loaded: AtomicBool::new(true),
             unverified: AtomicU64::new(0),
-        };
-        tenants
+            read_at: AtomicI64::new(i64::MAX),
+            max_stale: config.tenants.max_stale,
+        }
     }
 
     /// Creates the tables where missing and reads every record.
@@ -212,6 +231,20 @@ impl Tenants {
         self.unverified.load(Ordering::Relaxed)
     }
 
+    /// Whether a request without a key may go in: the store's keys were
+    /// read, hold no ingest key, and no row this server cannot verify
+    /// (configured keys are the caller's to check).
+    pub fn keeps_open(&self) -> bool {
+        self.loaded() && !self.ring().any_ingest && self.unverified() == 0
+    }
+
+    /// How long since the store's keys were last read, when that is past
+    /// `tenants.max_stale`: then keys kept there are not taken.
+    pub fn stale(&self, now_ms: i64) -> Option<Duration> {
+        let since = now_ms.saturating_sub(self.read_at.load(Ordering::Acquire));
+        (since > self.max_stale.as_millis() as i64).then(|| Duration::from_millis(since as u64))
+    }
+
     /// Reads the records written since the last read (`full`: all), and
     /// folds the keys again if any is new. How many were new.
     pub async fn refresh(&self, full: bool) -> Result<usize, StorageError> {
@@ -219,19 +252,20 @@ impl Tenants {
             true => None,
             false => self.held.lock().await.since.clone(),
         };
+        let asked_at = now_ms();
         let rows = store::read_keys(&*self.storage, since.as_deref(), POLL_OVERLAP).await?;
+        if rows.len() >= store::READ_LIMIT {
+            tracing::warn!(
+                rows = rows.len(),
+                "the key records read reached the read's limit: the store holds far more rows \
+                 than keys (forged ones?); keys past it are not seen"
+            );
+        }
         let mut held = self.held.lock().await;
         let mut new = 0;
         let mut forged = 0;
         for row in rows {
-            if held
-                .since
-                .as_deref()
-                .is_none_or(|s| row.written.as_str() > s)
-            {
-                held.since = Some(row.written.clone());
-            }
-            if held.seen.contains(&row.seal) {
+            if held.seen.contains(&row.seal) || held.refused.contains(&row.seal) {
                 continue;
             }
             let record = match self.key.verifies(store::KEYS, &row.body, &row.seal) {
@@ -240,24 +274,42 @@ impl Tenants {
             };
             match record {
                 Some(r) if r.id == row.id => {
+                    // Only a sealed row moves the next poll on: a row
+                    // anyone could date must not hide what follows it.
+                    if held
+                        .since
+                        .as_deref()
+                        .is_none_or(|s| row.written.as_str() > s)
+                    {
+                        held.since = Some(row.written.clone());
+                    }
                     held.seen.insert(row.seal);
                     held.records.entry(r.id.clone()).or_default().push(r);
                     new += 1;
                 }
-                _ => forged += 1,
+                _ => {
+                    forged += 1;
+                    if held.refused.len() < REFUSED_KEPT {
+                        held.refused.insert(row.seal);
+                    }
+                }
             }
         }
-        if forged > 0 && full {
-            self.unverified.store(forged, Ordering::Relaxed);
-            tracing::warn!(
-                rows = forged,
-                "key records whose seal does not verify are ignored: forged, or sealed with \
-                 another tenants.signing_key (every server of a store needs the same)"
-            );
+        if forged > 0 {
+            let before = self.unverified.fetch_add(forged, Ordering::Relaxed);
+            if before == 0 {
+                tracing::warn!(
+                    rows = forged,
+                    "key records whose seal does not verify are ignored: forged, or sealed \
+                     with another tenants.signing_key (every server of a store needs the \
+                     same). Requests without a key are refused from now on"
+                );
+            }
         }
         if new > 0 || !self.loaded() {
             self.fold(&mut held);
         }
+        self.read_at.store(asked_at, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
         Ok(new)
     }
@@ -322,8 +374,12 @@ impl Tenants {
 
     /// Every key's last use: this server's, or another's if later.
     pub async fn last_uses(&self) -> HashMap<String, i64> {
-        let mut out = store::read_use(&*self.storage).await.unwrap_or_default();
-        for key in self.ring().keys() {
+        let keys = self.ring().keys();
+        let ids: Vec<String> = keys.iter().map(|k| k.id.clone()).collect();
+        let mut out = store::read_use(&*self.storage, &ids)
+            .await
+            .unwrap_or_default();
+        for key in keys {
             let here = key.used_ms.load(Ordering::Relaxed);
             let at = out.entry(key.id.clone()).or_default();
             *at = (*at).max(here);
@@ -459,7 +515,7 @@ pub fn view(key: &Key, used_ms: Option<i64>, now: i64) -> serde_json::Value {
         "kind": key.kind,
         "organizers": key.organizers,
         "prefix": current,
-        "state": key.state(now),
+        "state": key.state(),
         "created_at": time(key.created_at_ms),
         "last_used_at": used_ms.filter(|u| *u > 0).and_then(time),
         "revoked_at": key.revoked_at_ms.and_then(time),

@@ -3,19 +3,22 @@
 
 use std::collections::HashMap;
 
-use crate::model::CONTROL_DATABASE;
+use crate::model::{CONTROL_DATABASE, CONTROL_TABLES};
 use crate::storage::{Storage, StorageError, json_rows_with};
 
 use super::keys::Record;
 
 /// The table of key records.
 pub const KEYS: &str = "keys";
+/// The table of keys' last uses.
+pub const USES: &str = "key_use";
 
 /// The tables, by name, with their columns and engine.
 pub const TABLES: &[(&str, &str)] = &[
     // Every change is a row of its own, never merged away (a plain
     // MergeTree): a row someone else wrote for the same key cannot replace
-    // a server's. `written` is the engine's clock, which polls follow.
+    // a server's. `written` is the engine's clock, which polls follow; no
+    // insert through the interface may set it (`model::CONTROL_TABLES`).
     (
         KEYS,
         "(id String, version UInt64, body String, seal String, \
@@ -23,10 +26,19 @@ pub const TABLES: &[(&str, &str)] = &[
          ENGINE = MergeTree ORDER BY (id, version)",
     ),
     (
-        "key_use",
+        USES,
         "(id String, used_ms Int64) ENGINE = ReplacingMergeTree(used_ms) ORDER BY id",
     ),
 ];
+
+/// The columns a row of `table` sets (`model::CONTROL_TABLES`).
+fn columns(table: &str) -> &'static str {
+    CONTROL_TABLES
+        .iter()
+        .find(|(t, _)| *t == table)
+        .map(|(_, set)| *set)
+        .expect("a control table")
+}
 
 /// The statements that create the control database and its tables.
 pub fn ddl() -> Vec<String> {
@@ -51,25 +63,31 @@ pub struct KeyRow {
     pub written: String,
 }
 
-/// The rows written since `overlap` seconds before `since` (all of them
-/// without one), oldest first.
+/// The most rows one read takes: a flood of rows (all of them forged: a
+/// deployment makes keys by the thousand, not the million) cannot make a
+/// poll unbounded. Past it the read says so and the poll warns.
+pub const READ_LIMIT: usize = 200_000;
+
+/// The rows written from `overlap` seconds before `since` (all of them
+/// without one) up to now, oldest first, at most [`READ_LIMIT`] of them.
 pub async fn read_keys(
     storage: &dyn Storage,
     since: Option<&str>,
     overlap: &str,
 ) -> Result<Vec<KeyRow>, StorageError> {
     let mut sql = format!(
-        "SELECT id, body, seal, toString(written) AS written_text FROM {CONTROL_DATABASE}.{KEYS}"
+        "SELECT id, body, seal, toString(written) AS written_text FROM {CONTROL_DATABASE}.{KEYS} \
+         WHERE written <= now64(6) + toIntervalSecond(5)"
     );
     let mut params = Vec::new();
     if let Some(since) = since {
         sql.push_str(
-            " WHERE written >= toDateTime64({since:String}, 6, 'UTC') - toIntervalSecond({overlap:UInt32})",
+            " AND written >= toDateTime64({since:String}, 6, 'UTC') - toIntervalSecond({overlap:UInt32})",
         );
         params.push(("since".to_string(), since.to_string()));
         params.push(("overlap".to_string(), overlap.to_string()));
     }
-    sql.push_str(" ORDER BY written");
+    sql.push_str(&format!(" ORDER BY written LIMIT {READ_LIMIT}"));
     json_rows_with(storage, &sql, &params)
         .await?
         .into_iter()
@@ -92,15 +110,18 @@ pub async fn write_key(
     });
     storage
         .execute(&format!(
-            "INSERT INTO {CONTROL_DATABASE}.{KEYS} (id, version, body, seal) FORMAT JSONEachRow\n{row}\n"
+            "INSERT INTO {CONTROL_DATABASE}.{KEYS} ({}) FORMAT JSONEachRow\n{row}\n",
+            columns(KEYS)
         ))
         .await
 }
 
 /// Stores keys' last uses (ms since the epoch).
 pub async fn write_use(storage: &dyn Storage, used: &[(String, i64)]) -> Result<(), StorageError> {
-    let mut sql =
-        format!("INSERT INTO {CONTROL_DATABASE}.key_use (id, used_ms) FORMAT JSONEachRow\n");
+    let mut sql = format!(
+        "INSERT INTO {CONTROL_DATABASE}.{USES} ({}) FORMAT JSONEachRow\n",
+        columns(USES)
+    );
     for (id, at) in used {
         let row = serde_json::json!({"id": id, "used_ms": at});
         sql.push_str(&row.to_string());
@@ -109,15 +130,34 @@ pub async fn write_use(storage: &dyn Storage, used: &[(String, i64)]) -> Result<
     storage.execute(&sql).await
 }
 
-/// Every key's last use, as any server wrote it (ms since the epoch).
-pub async fn read_use(storage: &dyn Storage) -> Result<HashMap<String, i64>, StorageError> {
+/// An `Array(String)` parameter's text: quoted, `\\` and `'` escaped.
+fn array_param(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|i| format!("'{}'", i.replace('\\', "\\\\").replace('\'', "\\'")))
+        .collect();
+    format!("[{}]", quoted.join(","))
+}
+
+/// Keys' last uses as any server wrote them (ms since the epoch), for the
+/// ids asked about. The rows are not sealed (a hint, not a decision): a
+/// use dated in the future is ignored.
+pub async fn read_use(
+    storage: &dyn Storage,
+    ids: &[String],
+) -> Result<HashMap<String, i64>, StorageError> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
     let rows = json_rows_with(
         storage,
         &format!(
-            "SELECT id, toString(max(used_ms)) AS ms \
-             FROM {CONTROL_DATABASE}.key_use GROUP BY id"
+            "SELECT id, toString(max(used_ms)) AS ms FROM {CONTROL_DATABASE}.{USES} \
+             WHERE id IN {{ids:Array(String)}} \
+               AND used_ms <= toUnixTimestamp64Milli(now64(3)) + 60000 \
+             GROUP BY id"
         ),
-        &[],
+        &[("ids".to_string(), array_param(ids))],
     )
     .await?;
     Ok(rows
@@ -137,7 +177,14 @@ mod tests {
     #[test]
     fn every_control_table_is_declared_here_once() {
         let names: Vec<&str> = TABLES.iter().map(|(n, _)| *n).collect();
-        assert_eq!(names, crate::model::CONTROL_TABLES);
+        let declared: Vec<&str> = CONTROL_TABLES.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, declared);
+        // What a row sets is a column of its table.
+        for ((_, def), (_, set)) in TABLES.iter().zip(CONTROL_TABLES) {
+            for column in set.split(", ") {
+                assert!(def.contains(&format!("{column} ")), "{column}");
+            }
+        }
         assert!(ddl().iter().skip(1).all(|s| s.contains(CONTROL_DATABASE)));
     }
 }
