@@ -108,7 +108,8 @@ impl From<crate::tenants::KeyError> for ApiError {
         use crate::tenants::KeyError;
         match e {
             KeyError::Invalid(m) => ApiError::BadQuery(m),
-            KeyError::NotFound(_) => ApiError::NoSuch(e.to_string()),
+            KeyError::NotFound(_) | KeyError::NoOrganizer(_) => ApiError::NoSuch(e.to_string()),
+            KeyError::Conflict(m) => ApiError::Conflict(m),
             KeyError::Revoked(_) => ApiError::Conflict(e.to_string()),
             KeyError::NotLoaded(m) => ApiError::NotReady(m),
             KeyError::Storage(e) => e.into(),

@@ -62,10 +62,12 @@
 //!   (`health`), monitoring and the report, the audit log's batched
 //!   writer, exchange rates (`rates`), and `records`, the system
 //!   database's tables they keep; none of it knows HTTP.
-//! - [`tenants`]: keys made through `/admin/keys`, kept in `bilten_control`
-//!   as sealed, append-only records every server of a store reads again
-//!   each second (`store`), folded into the in-memory keyring requests are
-//!   checked against (`keys`); no HTTP types.
+//! - [`tenants`]: keys and organizers made through `/admin/keys` and
+//!   `/admin/organizers`, kept in `bilten_control` as sealed, append-only
+//!   records every server of a store reads again each second (`store`),
+//!   folded into what requests are checked against in memory: the keyring
+//!   (`keys`) and the directory of organizers, suspended ones refused at
+//!   intake (`organizers`); no HTTP types.
 //! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
 //!   keys), filters, figures read from the views, sessions and HTML; no
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the

@@ -74,6 +74,13 @@ enum Command {
         #[command(subcommand)]
         action: admin_client::BackupCommand,
     },
+    /// Organizers kept in the store: create, list, rename, suspend, resume.
+    Organizers {
+        #[command(flatten)]
+        target: admin_client::Target,
+        #[command(subcommand)]
+        action: admin_client::OrganizersCommand,
+    },
     /// Keys kept in the store: create, list, show, revoke, rotate.
     Keys {
         #[command(flatten)]
@@ -123,6 +130,9 @@ async fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             Some(admin_client::backup(target, action.clone()).await?)
         }
         Command::Keys { target, action } => Some(admin_client::keys(target, action.clone()).await?),
+        Command::Organizers { target, action } => {
+            Some(admin_client::organizers(target, action.clone()).await?)
+        }
         Command::Rates { target, action } => {
             Some(admin_client::rates(target, action.clone()).await?)
         }

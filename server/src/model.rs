@@ -19,7 +19,8 @@ pub const SYSTEM_DATABASE: &str = "bilten_system";
 /// another server's HTTP interface, which keeps `bilten_system` to itself.
 pub const GUEST_SYSTEM_DATABASE: &str = "bilten_remote";
 
-/// Tenants' records shared by every server of a store: keys, as sealed,
+/// Tenants' records shared by every server of a store: keys and
+/// organizers, as sealed,
 /// append-only rows (`tenants::store` declares the tables). Users of the
 /// ClickHouse HTTP interface may read them and add rows, never change or
 /// delete one (`clickhouse_http::walls`); a row without this deployment's
@@ -31,6 +32,7 @@ pub const CONTROL_DATABASE: &str = "bilten_control";
 /// the interface names exactly these, so nobody dates a row.
 pub const CONTROL_TABLES: &[(&str, &str)] = &[
     ("keys", "id, version, body, seal"),
+    ("organizers", "id, version, body, seal"),
     ("key_use", "id, used_ms"),
 ];
 

@@ -47,6 +47,39 @@ async fn insert_row(url: &str, row: &Value) {
     assert_eq!(status, 200, "{answer}");
 }
 
+/// Signs in to `/dashboard` with `token`: the session's cookie.
+async fn sign_in(s: &TestServer, token: &str) -> String {
+    let r = no_redirects()
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    let line = r.headers()["set-cookie"].to_str().unwrap();
+    line.split(';').next().unwrap().to_string()
+}
+
+/// `/dashboard` as the session of `cookie` sees it.
+async fn dashboard(s: &TestServer, cookie: &str) -> String {
+    no_redirects()
+        .get(format!("{}/dashboard", s.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
 fn secret(key: &Value) -> String {
     key["secret"].as_str().unwrap().to_string()
 }
@@ -350,31 +383,8 @@ async fn a_public_key_holds_to_its_origins_and_a_read_key_to_its_organizer() {
     assert_eq!(status, 401, "{body}");
     assert!(error(&body).contains("read key"), "{body}");
     // A dashboard session it opened ends with it.
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = plain
-        .post(format!("{}/dashboard/login", s.base))
-        .form(&[("token", read.as_str())])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "{:?}", r.text().await);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
-    let dashboard = || {
-        plain
-            .get(format!("{}/dashboard", s.base))
-            .header("cookie", cookie.clone())
-            .send()
-    };
-    let page = dashboard().await.unwrap().text().await.unwrap();
+    let cookie = sign_in(&s, &read).await;
+    let page = dashboard(&s, &cookie).await;
     assert!(page.contains("organizer org-a"), "{page}");
     let (status, _) = s
         .admin(Method::DELETE, &format!("/admin/keys/{read_id}"), None)
@@ -384,7 +394,7 @@ async fn a_public_key_holds_to_its_origins_and_a_read_key_to_its_organizer() {
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert!(error(&body).contains("revoked"), "{body}");
-    let page = dashboard().await.unwrap().text().await.unwrap();
+    let page = dashboard(&s, &cookie).await;
     assert!(
         !page.contains("organizer org-a") && page.contains(r#"action="/dashboard/login""#),
         "the session ended with its key"
@@ -636,6 +646,30 @@ async fn two_servers_on_one_store_share_keys_made_on_either() {
         })
         .await;
     }
+    // An organizer made on B and suspended on A: refused on B within a poll.
+    let (status, _) = b
+        .admin(
+            Method::POST,
+            "/admin/organizers",
+            Some(&json!({"id": "org-s", "name": "S"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, answer) = a
+        .admin(
+            Method::PATCH,
+            "/admin/organizers/org-s",
+            Some(&json!({"suspended": true})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let writer = secret(&make(&a, json!({"kind": "ingest", "organizers": ["org-s"]})).await);
+    let took = until("the suspension on A holds on B", async || {
+        send(&b, Some(&writer), "org-s").await.0 == 403
+    })
+    .await;
+    println!("suspended on A, refused by B after {took:?}");
+
     // The store gone: past tenants.max_stale, B refuses keys it can no
     // longer check for revocation, saying why (configured keys would hold).
     let late = secret(&make(&b, json!({"kind": "ingest", "organizers": ["org-a"]})).await);
@@ -693,5 +727,139 @@ async fn the_cli_makes_lists_rotates_and_revokes_keys() {
     let (ok, _, err) = keys(&["revoke", &id]);
     assert!(!ok);
     assert!(err.contains("409") && err.contains("revoked"), "{err}");
+
+    // `organizers …`, through the same client.
+    let organizers = |args: &[&str]| {
+        let mut c = common::process::cmd(dir.path());
+        c.env("BILTEN_ADMIN_TOKEN", common::ADMIN)
+            .args(["organizers", "--target", &s.base])
+            .args(args);
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(organizers(&["create", "org-123", "--name", "Hall 123"]).0);
+    let (ok, out) = organizers(&["suspend", "org-123"]);
+    assert!(ok && out.contains("\"suspended\""), "{out}");
+    let made = secret(&make(&s, json!({"kind": "ingest", "organizers": ["org-123"]})).await);
+    assert_eq!(send(&s, Some(&made), "org-123").await.0, 403);
+    assert!(organizers(&["resume", "org-123"]).0);
+    assert!(organizers(&["rename", "org-123", "Hall 123 (new)"]).0);
+    let (ok, out) = organizers(&["list"]);
+    assert!(
+        ok && out.contains("Hall 123 (new)") && out.contains("\"active\""),
+        "{out}"
+    );
+    assert_eq!(send(&s, Some(&made), "org-123").await.0, 202);
+    s.stop().await.unwrap();
+}
+
+/// An organizer suspended through the API: its events refused on every
+/// ingest route (a 403 when they are all a request holds), its neighbours'
+/// taken, what it stored kept; resumed, taken again. The dashboard's
+/// organizer filter lists the organizers made through the API.
+#[tokio::test]
+async fn a_suspended_organizers_events_are_refused_and_nothing_of_theirs_is_lost() {
+    let s = TestServer::start(|_| {}).await;
+    let org = |body: Value| {
+        let s = &s;
+        async move {
+            s.admin(Method::POST, "/admin/organizers", Some(&body))
+                .await
+        }
+    };
+    let (status, made) = org(json!({"id": "org-a", "name": "Arena A"})).await;
+    assert_eq!(status, 201, "{made}");
+    assert_eq!(made["state"], "active");
+    for (body, status, says) in [
+        (json!({"id": "org-a", "name": "Again"}), 409, "exists"),
+        (json!({"id": "org a", "name": "A"}), 400, "id"),
+        (json!({"id": "org-c", "name": ""}), 400, "name"),
+        (json!({"id": "org-c"}), 400, "name"),
+    ] {
+        let (got, answer) = org(body.clone()).await;
+        assert_eq!(got, status, "{body} -> {answer}");
+        assert!(error(&answer).contains(says), "{body} -> {answer}");
+    }
+    let patch = |id: &str, body: Value| {
+        let (s, path) = (&s, format!("/admin/organizers/{id}"));
+        async move { s.admin(Method::PATCH, &path, Some(&body)).await }
+    };
+    assert_eq!(send(&s, None, "org-a").await.0, 202);
+    let (status, suspended) = patch("org-a", json!({"suspended": true})).await;
+    assert_eq!(status, 200, "{suspended}");
+    assert_eq!(suspended["state"], "suspended");
+
+    // Mixed with a neighbour: the neighbour is taken, org-a's event refused.
+    let r = s
+        .client
+        .post(format!("{}/v1/events", s.base))
+        .json(&json!([{"event_type": "x", "organizer_id": "org-a"},
+                      {"event_type": "x", "organizer_id": "org-b"}]))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert_eq!(body["errors"][0]["index"], 0);
+    assert_eq!(body["errors"][0]["field"], "organizer_id");
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("suspended")
+    );
+    // Alone: a 403, on every route.
+    let (status, body) = send(&s, None, "org-a").await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = s
+        .post(
+            "/v1/page-views",
+            "application/x-ndjson",
+            b"{\"url\":\"/e/1\",\"organizer_id\":\"org-a\"}\n".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let segment_key = secret(&make(&s, json!({"kind": "ingest", "organizers": ["org-a"]})).await);
+    let r = s
+        .client
+        .post(format!("{}/v1/track", s.base))
+        .basic_auth(&segment_key, Some(""))
+        .json(&json!({"event": "Ticket Viewed", "userId": "u1"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = common::status_and_body(r).await;
+    assert_eq!(status, 403, "{body}");
+
+    // What org-a stored before stays; resumed, it writes again.
+    s.flush().await;
+    let stored = s
+        .query("SELECT organizer_id, count() AS n FROM bilten_analytics.events GROUP BY organizer_id ORDER BY organizer_id")
+        .await;
+    assert_eq!(stored[0]["organizer_id"], "org-a");
+    assert_eq!(common::as_u64(&stored[0]["n"]), 1, "{stored:?}");
+    let (status, resumed) = patch("org-a", json!({"name": "Arena A+", "suspended": false})).await;
+    assert_eq!(status, 200, "{resumed}");
+    assert_eq!(
+        (resumed["state"].as_str(), resumed["name"].as_str()),
+        (Some("active"), Some("Arena A+"))
+    );
+    assert_eq!(send(&s, Some(&segment_key), "org-a").await.0, 202);
+    let (status, _) = patch("org-z", json!({"suspended": true})).await;
+    assert_eq!(status, 404);
+    let (status, answer) = patch("org-a", json!({"paused": true})).await;
+    assert_eq!(status, 400, "{answer}");
+    let (_, list) = s.admin_get("/admin/organizers").await;
+    assert_eq!(list["organizers"].as_array().unwrap().len(), 1, "{list}");
+
+    // The admin's organizer filter: org-a, made through the API; org-b
+    // (only in the data) is not offered.
+    let page = dashboard(&s, &sign_in(&s, common::ADMIN).await).await;
+    assert!(page.contains("<option value=\"org-a\""), "{page}");
+    assert!(!page.contains("<option value=\"org-b\""));
     s.stop().await.unwrap();
 }

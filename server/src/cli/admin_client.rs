@@ -101,6 +101,50 @@ pub enum KeysCommand {
     },
 }
 
+/// `organizers`: organizers kept in the store (`/admin/organizers`).
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum OrganizersCommand {
+    /// Make an organizer.
+    Create {
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Every organizer made through the API.
+    List,
+    /// Give an organizer another name.
+    Rename { id: String, name: String },
+    /// Refuse an organizer's events from now on (what it stored stays).
+    Suspend { id: String },
+    /// Take an organizer's events again.
+    Resume { id: String },
+}
+
+/// `organizers …`: the same calls as `/admin/organizers`, printed as JSON.
+pub async fn organizers(t: &Target, action: OrganizersCommand) -> anyhow::Result<u8> {
+    use reqwest::Method;
+    let patch = |id: &str, body| {
+        (
+            Method::PATCH,
+            format!("/organizers/{}", segment(id)),
+            Some(body),
+        )
+    };
+    let (method, path, body) = match action {
+        OrganizersCommand::Create { id, name } => (
+            Method::POST,
+            "/organizers".to_string(),
+            Some(serde_json::json!({"id": id, "name": name})),
+        ),
+        OrganizersCommand::List => (Method::GET, "/organizers".to_string(), None),
+        OrganizersCommand::Rename { id, name } => patch(&id, serde_json::json!({ "name": name })),
+        OrganizersCommand::Suspend { id } => patch(&id, serde_json::json!({"suspended": true})),
+        OrganizersCommand::Resume { id } => patch(&id, serde_json::json!({"suspended": false})),
+    };
+    print(&t.json(method, &path, body).await?);
+    Ok(0)
+}
+
 /// `keys …`: the same calls as `/admin/keys`, printed as JSON.
 pub async fn keys(t: &Target, action: KeysCommand) -> anyhow::Result<u8> {
     use reqwest::Method;

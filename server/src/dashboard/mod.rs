@@ -635,6 +635,7 @@ pub async fn figures(
     viewer: &Viewer,
     filter: &Filter,
     open_window: std::time::Duration,
+    registered: Vec<String>,
 ) -> Result<Figures, StorageError> {
     let org = filter.organizer_sql();
     let (dates, hours) = (filter.dates_sql("date"), filter.hours_sql("hour"));
@@ -678,7 +679,10 @@ pub async fn figures(
     );
     let organizers = async {
         match viewer {
-            Viewer::Organizer(own) => Ok(vec![own.clone()]),
+                        Viewer::Organizer(own) => Ok(vec![own.clone()]),
+            // The organizers made through `/admin/organizers`; before any
+            // is, those the data names.
+            Viewer::Admin if !registered.is_empty() => Ok(registered),
             Viewer::Admin => Ok(rows(
                 storage,
                 &format!(

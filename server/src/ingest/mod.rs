@@ -61,6 +61,21 @@ impl Parsed {
         before - self.rows.len()
     }
 
+    /// Refuses the rows `why` has a reason for (its field and reason), as
+    /// rejections of their own; returns how many.
+    pub fn refuse(&mut self, why: impl Fn(&Row) -> Option<(&'static str, String)>) -> usize {
+        let before = self.rejections.len();
+        let rejections = &mut self.rejections;
+        self.rows.retain(|(index, row)| match why(row) {
+            Some((field, reason)) => {
+                rejections.push(Rejection::structural(*index, Some(field.into()), reason));
+                false
+            }
+            None => true,
+        });
+        self.rejections.len() - before
+    }
+
     /// The JSONEachRow lines to store, with their ids.
     pub fn encode(self) -> Outcome {
         let mut out = Outcome {

@@ -41,6 +41,10 @@ pub struct Receipt {
     pub stored: bool,
     /// One entry per rejected event: its index in the request and why.
     pub errors: Vec<Rejection>,
+    /// Of the rejected, those refused because their organizer is
+    /// suspended: when they are all there is, the answer is a 403.
+    #[serde(skip)]
+    pub suspended: usize,
 }
 
 impl Receipt {
@@ -58,6 +62,7 @@ impl Receipt {
         self.duplicates += part.duplicates;
         self.dropped += part.dropped;
         self.quarantined += part.quarantined;
+        self.suspended += part.suspended;
         // Stored: every part that had rows had them stored.
         if part.accepted > 0 {
             self.stored = part.stored && (self.stored || !earlier_rows);
@@ -68,6 +73,14 @@ impl Receipt {
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+/// Why an event of a suspended organizer is refused.
+fn suspended_reason(organizer: &str) -> String {
+    format!(
+        "organizer_id: organizer {organizer:?} is suspended: its events are refused until it is \
+         resumed (what it stored is kept)"
+    )
 }
 
 /// Why nothing of a request was taken.
@@ -94,6 +107,8 @@ pub struct Sender<'a> {
 }
 
 pub struct Intake {
+    /// Organizers made through the API: a suspended one's events are refused.
+    tenants: Option<Arc<crate::tenants::Tenants>>,
     max_events: usize,
     wait_timeout: Duration,
     /// Events accepted within `ingest.dedup_window`, to drop resends.
@@ -141,7 +156,14 @@ impl Intake {
             visits,
             pipeline,
             visits_writing: tokio::sync::Mutex::new(()),
+            tenants: None,
         }
+    }
+
+    /// Refuses the events of organizers suspended through the API.
+    pub fn with_tenants(mut self, tenants: Arc<crate::tenants::Tenants>) -> Intake {
+        self.tenants = Some(tenants);
+        self
     }
 
     /// A client whose 202 was lost in a crash will resend: what the log
@@ -226,6 +248,17 @@ impl Intake {
     ) -> Result<Receipt, IntakeError> {
         let now = chrono::Utc::now();
         let mut parsed = ingest::parse(table, body, format, self.max_events, now, sender.scope)?;
+        let suspended = match &self.tenants {
+            Some(tenants) => {
+                let directory = tenants.directory();
+                parsed.refuse(|row| {
+                    directory
+                        .suspended(row.organizer_id())
+                        .then(|| ("organizer_id", suspended_reason(row.organizer_id())))
+                })
+            }
+            None => 0,
+        };
         if let Some(stamp) = sender.stamp {
             parsed.rows.iter_mut().for_each(|(_, row)| row.stamp(stamp));
         }
@@ -259,6 +292,7 @@ impl Intake {
             quarantined: 0,
             stored: false,
             errors: parsed.rejections,
+            suspended,
         };
         if !parsed.rows.is_empty() {
             let forget = |keys: &mut dyn Iterator<Item = &ResendKey>| {
@@ -338,8 +372,27 @@ impl Intake {
         sender: Sender<'_>,
     ) -> Result<Receipt, IntakeError> {
         let now = chrono::Utc::now();
-        let (mut rows, errors) =
+        let (mut rows, mut errors) =
             ingest::engagement::parse(body, format, self.max_events, now, sender.scope)?;
+        let mut suspended = 0;
+        if let Some(tenants) = &self.tenants {
+            let directory = tenants.directory();
+            rows.retain(|(index, e)| {
+                let refused = directory.suspended(&e.organizer_id);
+                if refused {
+                    suspended += 1;
+                    errors.push(Rejection {
+                        index: *index,
+                        field: Some("organizer_id".into()),
+                        reason: suspended_reason(&e.organizer_id),
+                        code: None,
+                        plugin: None,
+                    });
+                }
+                !refused
+            });
+            errors.sort_by_key(|r| r.index);
+        }
         let (sent, mut claimed) = (rows.len(), Vec::with_capacity(rows.len()));
         rows.retain(|(_, e)| {
             let key = ResendKey::new(Table::PageEngagements, &e.organizer_id, e.id);
@@ -382,6 +435,7 @@ impl Intake {
             rejected: errors.len(),
             duplicates,
             errors,
+            suspended,
             ..Receipt::default()
         };
         record(Table::PageEngagements, &receipt);

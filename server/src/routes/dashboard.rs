@@ -167,7 +167,14 @@ pub async fn show(
     SignedIn { viewer, filter }: SignedIn<200>,
 ) -> Response {
     let window = app.config.visits.open_window();
-    match dashboard::figures(&*app.storage, &viewer, &filter, window).await {
+    let registered = app
+        .tenants
+        .directory()
+        .list()
+        .iter()
+        .map(|o| o.id.clone())
+        .collect();
+    match dashboard::figures(&*app.storage, &viewer, &filter, window, registered).await {
         Ok(figures) => page(StatusCode::OK, page::dashboard(&viewer, &filter, &figures)),
         Err(e) => unavailable(&viewer, e),
     }

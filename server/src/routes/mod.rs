@@ -64,17 +64,20 @@ impl AppState {
         countries: Option<Arc<crate::geo::Countries>>,
         tenants: Arc<crate::tenants::Tenants>,
     ) -> AppState {
-        let intake = Arc::new(Intake::new(
-            &config.ingest,
-            plugins.clone(),
-            wal.clone(),
-            batcher.clone(),
-            countries,
-            Arc::new(crate::visits::Visits::new(&config.visits).tagged(
-                crate::visits::recover::tag_of(&config.wal_dir()),
-                crate::visits::recover::run_of(std::time::SystemTime::now()),
-            )),
-        ));
+        let intake = Arc::new(
+            Intake::new(
+                &config.ingest,
+                plugins.clone(),
+                wal.clone(),
+                batcher.clone(),
+                countries,
+                Arc::new(crate::visits::Visits::new(&config.visits).tagged(
+                    crate::visits::recover::tag_of(&config.wal_dir()),
+                    crate::visits::recover::run_of(std::time::SystemTime::now()),
+                )),
+            )
+            .with_tenants(tenants.clone()),
+        );
         let retention = Arc::new(tokio::sync::RwLock::new(config.retention.clone()));
         let audit = ops::audit::AuditLog::start(storage.clone());
         AppState {
@@ -143,6 +146,14 @@ pub fn router(state: AppState) -> Router {
         .route("/keys", get(tenants::list).post(tenants::create))
         .route("/keys/{id}", get(tenants::show).delete(tenants::revoke))
         .route("/keys/{id}/rotate", post(tenants::rotate))
+        .route(
+            "/organizers",
+            get(tenants::organizers).post(tenants::create_organizer),
+        )
+        .route(
+            "/organizers/{id}",
+            axum::routing::patch(tenants::patch_organizer),
+        )
         // Token, then a capped body, then the handler; every request audited.
         .route_layer(from_fn_with_state(state.clone(), auth::admin_gate));
     let max_body = state.config.ingest.max_body_bytes;

@@ -43,6 +43,10 @@ async fn handle(call: Call, r: Request) -> Result<(StatusCode, Receipt), ApiErro
         .accept_segment(call, &body, sender, r.wait)
         .await?;
     let status = match receipt.taken() {
+        // Every message refused for a suspended organizer.
+        0 if receipt.suspended > 0 && receipt.suspended == receipt.errors.len() => {
+            StatusCode::FORBIDDEN
+        }
         0 => StatusCode::BAD_REQUEST,
         _ => StatusCode::OK,
     };

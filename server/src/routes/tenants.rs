@@ -1,5 +1,6 @@
 //! `/admin/keys`: keys made, listed, shown, rotated and revoked, kept in
-//! the store (`tenants`). A secret appears once, in the answer that made
+//! the store (`tenants`); `/admin/organizers`: organizers made, renamed,
+//! suspended and resumed. A secret appears once, in the answer that made
 //! it; the audit log records each change as before and after, never a
 //! secret.
 
@@ -15,6 +16,7 @@ use super::AppState;
 use super::auth::{AuditNote, bearer, fingerprint};
 use crate::error::ApiError;
 use crate::tenants::keys::NewKey;
+use crate::tenants::organizers;
 use crate::tenants::{self, now_ms};
 
 fn actor(headers: &HeaderMap) -> String {
@@ -168,4 +170,57 @@ pub async fn rotate(
         before,
         &view,
     ))
+}
+
+/// `POST /admin/organizers` `{"id", "name"}`.
+pub async fn create_organizer(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let new: organizers::NewOrganizer = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadQuery(format!(
+            "the body is not an organizer ({{\"id\": \"org-123\", \"name\": \"…\"}}): {e}"
+        ))
+    })?;
+    let made = app.tenants.create_organizer(new, &actor(&headers)).await?;
+    let view = organizers::view(&made);
+    Ok(answer(StatusCode::CREATED, view.clone(), None, &view))
+}
+
+/// `GET /admin/organizers`: every organizer made through the API, by id.
+pub async fn organizers(State(app): State<AppState>) -> Json<Value> {
+    let all: Vec<Value> = app
+        .tenants
+        .directory()
+        .list()
+        .iter()
+        .map(|o| organizers::view(o))
+        .collect();
+    Json(json!({ "organizers": all }))
+}
+
+/// `PATCH /admin/organizers/{id}` `{"name", "suspended"}`: either or both.
+pub async fn patch_organizer(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let patch: organizers::Patch = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadQuery(format!(
+            "the body is not a change to an organizer ({{\"name\": \"…\", \"suspended\": true}}): {e}"
+        ))
+    })?;
+    let before = app
+        .tenants
+        .directory()
+        .get(&id)
+        .map(|o| organizers::view(o));
+    let after = app
+        .tenants
+        .patch_organizer(&id, &patch, &actor(&headers))
+        .await?;
+    let view = organizers::view(&after);
+    Ok(answer(StatusCode::OK, view.clone(), before, &view))
 }

@@ -68,19 +68,8 @@ pub enum Change {
     Revoke,
 }
 
-/// A change as it is sealed and stored: which key, its order among the
-/// key's changes, when and by whom.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Record {
-    pub id: String,
-    /// Microseconds since the epoch on the server that made the change,
-    /// above every version it knew for the key.
-    pub version: u64,
-    pub at_ms: i64,
-    /// The admin who made it (a token's fingerprint, never the token).
-    pub by: String,
-    pub change: Change,
-}
+/// A change to a key as it is sealed and stored.
+pub type Record = super::Record<Change>;
 
 /// One of a key's secrets.
 #[derive(Debug, Clone)]
@@ -161,13 +150,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// revocation but another revocation are ignored; `None` if it was never
 /// created. `used` carries the last use across folds.
 pub fn fold(records: &mut [Record], used: Arc<AtomicI64>) -> Option<Key> {
-    records.sort_by(|a, b| {
-        a.version.cmp(&b.version).then_with(|| {
-            serde_json::to_string(a)
-                .unwrap_or_default()
-                .cmp(&serde_json::to_string(b).unwrap_or_default())
-        })
-    });
+    super::in_order(records);
     let mut key: Option<Key> = None;
     for r in records.iter() {
         match (&mut key, &r.change) {
@@ -368,7 +351,7 @@ pub fn prefix(secret: &str) -> String {
 
 /// An organizer id a key may name: what an event's `organizer_id` may
 /// hold (its declared length), without spaces or control characters.
-fn organizer_id(o: &str) -> Result<(), String> {
+pub fn organizer_id(o: &str) -> Result<(), String> {
     let max = match crate::model::Table::Events
         .field("organizer_id")
         .map(|f| f.kind)

@@ -19,6 +19,7 @@
 //! changes nothing.
 
 pub mod keys;
+pub mod organizers;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -30,8 +31,39 @@ use arc_swap::ArcSwap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
 use crate::storage::{Storage, StorageError};
-use keys::{Change, Key, KeyKind, Keyring, NewKey, Record, SecretRef};
+use keys::{Change, Key, KeyKind, Keyring, NewKey, SecretRef};
+use organizers::Directory;
+
+/// One change to a thing of the control database (a key, an organizer),
+/// as it is sealed and stored: which one, its order among its changes,
+/// when and by whom.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record<C> {
+    pub id: String,
+    /// Microseconds since the epoch on the server that made the change,
+    /// above every version it knew for the thing.
+    pub version: u64,
+    pub at_ms: i64,
+    /// The admin who made it (a token's fingerprint, never the token).
+    pub by: String,
+    pub change: C,
+}
+
+/// Records in the order every server folds them: by version, ties by
+/// their text.
+pub fn in_order<C: Serialize>(records: &mut [Record<C>]) {
+    records.sort_by(|a, b| {
+        a.version.cmp(&b.version).then_with(|| {
+            serde_json::to_string(a)
+                .unwrap_or_default()
+                .cmp(&serde_json::to_string(b).unwrap_or_default())
+        })
+    });
+}
 
 /// The secret records are sealed with and key secrets hashed with: from
 /// `tenants.signing_key`, else kept in `<data_dir>/tenants.key`. Two keys
@@ -111,6 +143,11 @@ pub enum KeyError {
     Invalid(String),
     #[error("no key {0}")]
     NotFound(String),
+    #[error("no organizer {0}")]
+    NoOrganizer(String),
+    /// The change contradicts what is there (an organizer made twice).
+    #[error("{0}")]
+    Conflict(String),
     #[error("key {0} is revoked; make a new one")]
     Revoked(String),
     #[error("the keys kept in the store are not read yet: {0}")]
@@ -119,18 +156,87 @@ pub enum KeyError {
     Storage(#[from] StorageError),
 }
 
+/// One table's records as this server holds them, and where its next
+/// poll starts.
+struct Log<C> {
+    records: HashMap<String, Vec<Record<C>>>,
+    /// Seals of the records held: a row read twice counts once.
+    seen: HashSet<String>,
+    /// Seals of rows that did not verify, not checked again (bounded).
+    refused: HashSet<String>,
+    /// The newest `written` of a sealed row read, for the next poll.
+    since: Option<String>,
+}
+
+impl<C> Default for Log<C> {
+    fn default() -> Self {
+        Log {
+            records: HashMap::new(),
+            seen: HashSet::new(),
+            refused: HashSet::new(),
+            since: None,
+        }
+    }
+}
+
+impl<C: DeserializeOwned> Log<C> {
+    /// Takes the rows read from `table`: how many were new, and how many
+    /// did not verify.
+    fn take(&mut self, key: &ControlKey, table: &str, rows: Vec<store::Row>) -> (usize, u64) {
+        let (mut new, mut forged) = (0, 0);
+        for row in rows {
+            if self.seen.contains(&row.seal) || self.refused.contains(&row.seal) {
+                continue;
+            }
+            let record = match key.verifies(table, &row.body, &row.seal) {
+                true => serde_json::from_str::<Record<C>>(&row.body).ok(),
+                false => None,
+            };
+            match record {
+                Some(r) if r.id == row.id => {
+                    // Only a sealed row moves the next poll on: a row
+                    // anyone could date must not hide what follows it.
+                    if self
+                        .since
+                        .as_deref()
+                        .is_none_or(|s| row.written.as_str() > s)
+                    {
+                        self.since = Some(row.written.clone());
+                    }
+                    self.seen.insert(row.seal);
+                    self.records.entry(r.id.clone()).or_default().push(r);
+                    new += 1;
+                }
+                _ => {
+                    forged += 1;
+                    if self.refused.len() < REFUSED_KEPT {
+                        self.refused.insert(row.seal);
+                    }
+                }
+            }
+        }
+        (new, forged)
+    }
+
+    /// The next version for `id`: now, above every version known for it.
+    fn next_version(&self, id: &str) -> u64 {
+        let known = self
+            .records
+            .get(id)
+            .and_then(|rs| rs.iter().map(|r| r.version).max())
+            .unwrap_or(0);
+        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        now_us.max(known + 1)
+    }
+}
+
 /// What this server holds of the records, and what it last read.
 #[derive(Default)]
 struct Held {
-    /// Seals of rows that did not verify, not checked again (bounded).
-    refused: HashSet<String>,
-    records: HashMap<String, Vec<Record>>,
-    /// Seals of the records held: a row read twice counts once.
-    seen: HashSet<String>,
+    keys: Log<Change>,
+    organizers: Log<organizers::Change>,
     /// Each key's last use, kept across folds.
     used: HashMap<String, Arc<AtomicI64>>,
-    /// The newest `written` read, for the next poll.
-    since: Option<String>,
     /// Each key's last use as last written to `key_use`.
     used_written: HashMap<String, i64>,
 }
@@ -143,6 +249,7 @@ pub struct Tenants {
     pub grace: Duration,
     held: tokio::sync::Mutex<Held>,
     ring: ArcSwap<Keyring>,
+    directory: ArcSwap<Directory>,
     loaded: AtomicBool,
     /// Rows whose seal did not verify (forged, or sealed with another
     /// `tenants.signing_key`): ignored, counted, warned about. Once one is
@@ -183,6 +290,7 @@ impl Tenants {
             grace: config.tenants.rotation_grace,
             held: tokio::sync::Mutex::new(Held::default()),
             ring: ArcSwap::from_pointee(Keyring::default()),
+            directory: ArcSwap::from_pointee(Directory::default()),
             loaded: AtomicBool::new(false),
             unverified: AtomicU64::new(0),
             read_at: AtomicI64::new(0),
@@ -199,6 +307,7 @@ impl Tenants {
             grace: config.tenants.rotation_grace,
             held: tokio::sync::Mutex::new(Held::default()),
             ring: ArcSwap::from_pointee(Keyring::default()),
+            directory: ArcSwap::from_pointee(Directory::default()),
             loaded: AtomicBool::new(true),
             unverified: AtomicU64::new(0),
             read_at: AtomicI64::new(i64::MAX),
@@ -246,81 +355,84 @@ impl Tenants {
     }
 
     /// Reads the records written since the last read (`full`: all), and
-    /// folds the keys again if any is new. How many were new.
+    /// folds again what has news. How many records were new.
     pub async fn refresh(&self, full: bool) -> Result<usize, StorageError> {
-        let since = match full {
-            true => None,
-            false => self.held.lock().await.since.clone(),
+        let (keys_since, organizers_since) = match full {
+            true => (None, None),
+            false => {
+                let held = self.held.lock().await;
+                (held.keys.since.clone(), held.organizers.since.clone())
+            }
         };
         let asked_at = now_ms();
-        let rows = store::read_keys(&*self.storage, since.as_deref(), POLL_OVERLAP).await?;
-        if rows.len() >= store::READ_LIMIT {
-            tracing::warn!(
-                rows = rows.len(),
-                "the key records read reached the read's limit: the store holds far more rows \
-                 than keys (forged ones?); keys past it are not seen"
-            );
-        }
+        let key_rows = self.read(store::KEYS, keys_since).await?;
+        let organizer_rows = self.read(store::ORGANIZERS, organizers_since).await?;
         let mut held = self.held.lock().await;
-        let mut new = 0;
-        let mut forged = 0;
-        for row in rows {
-            if held.seen.contains(&row.seal) || held.refused.contains(&row.seal) {
-                continue;
-            }
-            let record = match self.key.verifies(store::KEYS, &row.body, &row.seal) {
-                true => serde_json::from_str::<Record>(&row.body).ok(),
-                false => None,
-            };
-            match record {
-                Some(r) if r.id == row.id => {
-                    // Only a sealed row moves the next poll on: a row
-                    // anyone could date must not hide what follows it.
-                    if held
-                        .since
-                        .as_deref()
-                        .is_none_or(|s| row.written.as_str() > s)
-                    {
-                        held.since = Some(row.written.clone());
-                    }
-                    held.seen.insert(row.seal);
-                    held.records.entry(r.id.clone()).or_default().push(r);
-                    new += 1;
-                }
-                _ => {
-                    forged += 1;
-                    if held.refused.len() < REFUSED_KEPT {
-                        held.refused.insert(row.seal);
-                    }
-                }
-            }
-        }
+        let (new_keys, forged_keys) = held.keys.take(&self.key, store::KEYS, key_rows);
+        let (new_organizers, forged_organizers) =
+            held.organizers
+                .take(&self.key, store::ORGANIZERS, organizer_rows);
+        let forged = forged_keys + forged_organizers;
         if forged > 0 {
             let before = self.unverified.fetch_add(forged, Ordering::Relaxed);
             if before == 0 {
                 tracing::warn!(
                     rows = forged,
-                    "key records whose seal does not verify are ignored: forged, or sealed \
-                     with another tenants.signing_key (every server of a store needs the \
-                     same). Requests without a key are refused from now on"
+                    "records of bilten_control whose seal does not verify are ignored: forged, \
+                     or sealed with another tenants.signing_key (every server of a store needs \
+                     the same). Requests without a key are refused from now on"
                 );
             }
         }
-        if new > 0 || !self.loaded() {
-            self.fold(&mut held);
+        if new_keys > 0 || !self.loaded() {
+            self.fold_keys(&mut held);
+        }
+        if new_organizers > 0 || !self.loaded() {
+            self.fold_organizers(&held);
         }
         self.read_at.store(asked_at, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
-        Ok(new)
+        Ok(new_keys + new_organizers)
     }
 
-    fn fold(&self, held: &mut Held) {
-        let Held { records, used, .. } = held;
-        let keys: Vec<Key> = records
+    async fn read(
+        &self,
+        table: &str,
+        since: Option<String>,
+    ) -> Result<Vec<store::Row>, StorageError> {
+        let rows = store::read_rows(&*self.storage, table, since.as_deref(), POLL_OVERLAP).await?;
+        if rows.len() >= store::READ_LIMIT {
+            tracing::warn!(
+                table,
+                rows = rows.len(),
+                "the records read reached the read's limit: the store holds far more rows than \
+                 things (forged ones?); those past it are not seen"
+            );
+        }
+        Ok(rows)
+    }
+
+    fn fold_keys(&self, held: &mut Held) {
+        let Held { keys, used, .. } = held;
+        let keys: Vec<Key> = keys
+            .records
             .iter_mut()
             .filter_map(|(id, rs)| keys::fold(rs, used.entry(id.clone()).or_default().clone()))
             .collect();
         self.ring.store(Arc::new(Keyring::new(keys)));
+    }
+
+    fn fold_organizers(&self, held: &Held) {
+        let organizers = held.organizers.records.values().filter_map(|rs| {
+            let mut rs = rs.clone();
+            organizers::fold(&mut rs)
+        });
+        self.directory.store(Arc::new(Directory::new(organizers)));
+    }
+
+    /// Every organizer made through the API, as this server knows them.
+    pub fn directory(&self) -> arc_swap::Guard<Arc<Directory>> {
+        self.directory.load()
     }
 
     /// Reads others' changes every `every`; all of them every
@@ -387,36 +499,82 @@ impl Tenants {
         out
     }
 
-    /// Seals and stores one change, then holds it. Changes on this server
-    /// are made one at a time, each above every version known for its key.
+    /// Seals and stores one change to a key, then holds it. Changes on
+    /// this server are made one at a time, each above every version known
+    /// for its key.
     async fn change(&self, id: &str, by: &str, change: Change) -> Result<Arc<Key>, KeyError> {
         let mut held = self.held.lock().await;
-        let known = held
-            .records
-            .get(id)
-            .and_then(|rs| rs.iter().map(|r| r.version).max())
-            .unwrap_or(0);
-        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
         let record = Record {
             id: id.to_string(),
-            version: now_us.max(known + 1),
+            version: held.keys.next_version(id),
             at_ms: now_ms(),
             by: by.to_string(),
             change,
         };
-        let body = serde_json::to_string(&record).expect("serializes");
-        let seal = self.key.seal(store::KEYS, &body);
-        store::write_key(&*self.storage, &record, &body, &seal).await?;
-        held.seen.insert(seal);
-        held.records.entry(id.to_string()).or_default().push(record);
-        self.fold(&mut held);
+        let seal = self.store(store::KEYS, &record).await?;
+        held.keys.seen.insert(seal);
+        held.keys
+            .records
+            .entry(id.to_string())
+            .or_default()
+            .push(record);
+        self.fold_keys(&mut held);
         self.ring()
             .get(id)
             .cloned()
             .ok_or_else(|| KeyError::NotFound(id.to_string()))
     }
 
-    fn require_loaded(&self) -> Result<(), KeyError> {
+    /// Seals a record and stores it in `table`: its seal.
+    async fn store<C: Serialize>(
+        &self,
+        table: &str,
+        record: &Record<C>,
+    ) -> Result<String, StorageError> {
+        let body = serde_json::to_string(record).expect("serializes");
+        let seal = self.key.seal(table, &body);
+        store::write_row(
+            &*self.storage,
+            table,
+            &record.id,
+            record.version,
+            &body,
+            &seal,
+        )
+        .await?;
+        Ok(seal)
+    }
+
+    /// Seals and stores one change to an organizer, then holds it.
+    pub(crate) async fn change_organizer(
+        &self,
+        id: &str,
+        by: &str,
+        change: organizers::Change,
+    ) -> Result<Arc<organizers::Organizer>, KeyError> {
+        let mut held = self.held.lock().await;
+        let record = Record {
+            id: id.to_string(),
+            version: held.organizers.next_version(id),
+            at_ms: now_ms(),
+            by: by.to_string(),
+            change,
+        };
+        let seal = self.store(store::ORGANIZERS, &record).await?;
+        held.organizers.seen.insert(seal);
+        held.organizers
+            .records
+            .entry(id.to_string())
+            .or_default()
+            .push(record);
+        self.fold_organizers(&held);
+        self.directory()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| KeyError::NoOrganizer(id.to_string()))
+    }
+
+    pub(crate) fn require_loaded(&self) -> Result<(), KeyError> {
         match self.loaded() {
             true => Ok(()),
             false => Err(KeyError::NotLoaded(
@@ -464,6 +622,50 @@ impl Tenants {
         };
         let key = self.change(id, by, change).await?;
         Ok((key, secret))
+    }
+
+    /// A new organizer; a 409 when its id is taken.
+    pub async fn create_organizer(
+        &self,
+        new: organizers::NewOrganizer,
+        by: &str,
+    ) -> Result<Arc<organizers::Organizer>, KeyError> {
+        self.require_loaded()?;
+        keys::organizer_id(&new.id).map_err(|why| KeyError::Invalid(format!("id: {why}")))?;
+        organizers::check_name(&new.name).map_err(KeyError::Invalid)?;
+        self.refresh(false).await?;
+        if self.directory().get(&new.id).is_some() {
+            return Err(KeyError::Conflict(format!(
+                "organizer {} exists: PATCH /admin/organizers/{} renames or suspends it",
+                new.id, new.id
+            )));
+        }
+        let name = new.name.trim().to_string();
+        self.change_organizer(&new.id, by, organizers::Change::Create { name })
+            .await
+    }
+
+    /// Renames, suspends or resumes organizer `id`: the organizer after.
+    pub async fn patch_organizer(
+        &self,
+        id: &str,
+        patch: &organizers::Patch,
+        by: &str,
+    ) -> Result<Arc<organizers::Organizer>, KeyError> {
+        self.require_loaded()?;
+        if self.directory().get(id).is_none() {
+            self.refresh(false).await?;
+        }
+        let now = self
+            .directory()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| KeyError::NoOrganizer(id.to_string()))?;
+        let mut after = now.clone();
+        for change in organizers::changes(&now, patch).map_err(KeyError::Invalid)? {
+            after = self.change_organizer(id, by, change).await?;
+        }
+        Ok(after)
     }
 
     /// Revokes key `id` for good.

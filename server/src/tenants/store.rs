@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use crate::model::{CONTROL_DATABASE, CONTROL_TABLES};
 use crate::storage::{Storage, StorageError, json_rows_with};
 
-use super::keys::Record;
-
 /// The table of key records.
 pub const KEYS: &str = "keys";
+/// The table of organizer records.
+pub const ORGANIZERS: &str = "organizers";
 /// The table of keys' last uses.
 pub const USES: &str = "key_use";
 
@@ -21,6 +21,12 @@ pub const TABLES: &[(&str, &str)] = &[
     // insert through the interface may set it (`model::CONTROL_TABLES`).
     (
         KEYS,
+        "(id String, version UInt64, body String, seal String, \
+         written DateTime64(6, 'UTC') DEFAULT now64(6)) \
+         ENGINE = MergeTree ORDER BY (id, version)",
+    ),
+    (
+        ORGANIZERS,
         "(id String, version UInt64, body String, seal String, \
          written DateTime64(6, 'UTC') DEFAULT now64(6)) \
          ENGINE = MergeTree ORDER BY (id, version)",
@@ -51,9 +57,9 @@ pub fn ddl() -> Vec<String> {
     out
 }
 
-/// A row of `keys`, as read.
+/// A row of a table of records (`keys`, `organizers`), as read.
 #[derive(Debug, serde::Deserialize)]
-pub struct KeyRow {
+pub struct Row {
     pub id: String,
     pub body: String,
     pub seal: String,
@@ -70,13 +76,14 @@ pub const READ_LIMIT: usize = 200_000;
 
 /// The rows written from `overlap` seconds before `since` (all of them
 /// without one) up to now, oldest first, at most [`READ_LIMIT`] of them.
-pub async fn read_keys(
+pub async fn read_rows(
     storage: &dyn Storage,
+    table: &str,
     since: Option<&str>,
     overlap: &str,
-) -> Result<Vec<KeyRow>, StorageError> {
+) -> Result<Vec<Row>, StorageError> {
     let mut sql = format!(
-        "SELECT id, body, seal, toString(written) AS written_text FROM {CONTROL_DATABASE}.{KEYS} \
+        "SELECT id, body, seal, toString(written) AS written_text FROM {CONTROL_DATABASE}.{table} \
          WHERE written <= now64(6) + toIntervalSecond(5)"
     );
     let mut params = Vec::new();
@@ -95,23 +102,20 @@ pub async fn read_keys(
         .collect()
 }
 
-/// Stores one sealed record.
-pub async fn write_key(
+/// Stores one sealed record in `table`.
+pub async fn write_row(
     storage: &dyn Storage,
-    record: &Record,
+    table: &str,
+    id: &str,
+    version: u64,
     body: &str,
     seal: &str,
 ) -> Result<(), StorageError> {
-    let row = serde_json::json!({
-        "id": record.id,
-        "version": record.version,
-        "body": body,
-        "seal": seal,
-    });
+    let row = serde_json::json!({"id": id, "version": version, "body": body, "seal": seal});
     storage
         .execute(&format!(
-            "INSERT INTO {CONTROL_DATABASE}.{KEYS} ({}) FORMAT JSONEachRow\n{row}\n",
-            columns(KEYS)
+            "INSERT INTO {CONTROL_DATABASE}.{table} ({}) FORMAT JSONEachRow\n{row}\n",
+            columns(table)
         ))
         .await
 }
