@@ -669,6 +669,43 @@ async fn two_servers_on_one_store_share_keys_made_on_either() {
     })
     .await;
     println!("suspended on A, refused by B after {took:?}");
+    // Resumed on A, suspended on B at once (B has not polled the
+    // resumption yet): the suspension, made last, holds on both.
+    let (status, _) = a
+        .admin(
+            Method::PATCH,
+            "/admin/organizers/org-s",
+            Some(&json!({"suspended": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = b
+        .admin(
+            Method::PATCH,
+            "/admin/organizers/org-s",
+            Some(&json!({"suspended": true})),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["state"].as_str()),
+        (200, Some("suspended")),
+        "{answer}"
+    );
+    for s in [&a, &b] {
+        until("suspended again on both", async || {
+            send(s, Some(&writer), "org-s").await.0 == 403
+        })
+        .await;
+    }
+    // One organizer made twice at once on one server: one 201, one 409.
+    let body = json!({"id": "org-twice", "name": "T"});
+    let (first, second) = tokio::join!(
+        a.admin(Method::POST, "/admin/organizers", Some(&body)),
+        a.admin(Method::POST, "/admin/organizers", Some(&body)),
+    );
+    let mut statuses = [first.0, second.0];
+    statuses.sort();
+    assert_eq!(statuses, [201, 409], "{first:?} {second:?}");
 
     // The store gone: past tenants.max_stale, B refuses keys it can no
     // longer check for revocation, saying why (configured keys would hold).
@@ -820,6 +857,37 @@ async fn a_suspended_organizers_events_are_refused_and_nothing_of_theirs_is_lost
             "/v1/page-views",
             "application/x-ndjson",
             b"{\"url\":\"/e/1\",\"organizer_id\":\"org-a\"}\n".to_vec(),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    // A beacon, an engagement and a ticket sale: the same.
+    let r = s
+        .client
+        .post(format!("{}/v1/collect/page-views", s.base))
+        .header("content-type", "text/plain")
+        .body(json!({"url": "/e/1", "organizer_id": "org-a"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let (status, body) = s
+        .post_json(
+            "/v1/engagements",
+            &json!({"organizer_id": "org-a", "view_id": uuid::Uuid::now_v7(), "duration_ms": 5}),
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["errors"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("suspended")
+    );
+    let (status, body) = s
+        .post_json(
+            "/v1/ticket-sales",
+            &json!({"organizer_id": "org-a", "event_id": "e1",
+                    "quantity": 1, "price": 10, "currency": "EUR", "user_id": "u1"}),
         )
         .await;
     assert_eq!(status, 403, "{body}");

@@ -179,7 +179,9 @@ async fn engagements(request: Request, beacon: bool) -> Reply {
         .engagements(&body, format, sender)
         .await?;
     let status = match (receipt.accepted, receipt.errors.is_empty()) {
-        (0, false) if receipt.suspended == receipt.errors.len() => StatusCode::FORBIDDEN,
+        (0, false) if receipt.taken() == 0 && receipt.suspended == receipt.errors.len() => {
+            StatusCode::FORBIDDEN
+        }
         (0, false) => StatusCode::BAD_REQUEST,
         _ => StatusCode::ACCEPTED,
     };
@@ -269,7 +271,9 @@ async fn accept(
         (0, _) if receipt.quarantined > 0 => StatusCode::ACCEPTED,
         (0, _) if receipt.errors.is_empty() => StatusCode::OK,
         // Every event refused for a suspended organizer: not the request's fault.
-        (0, _) if receipt.suspended == receipt.errors.len() => StatusCode::FORBIDDEN,
+        (0, _) if receipt.taken() == 0 && receipt.suspended == receipt.errors.len() => {
+            StatusCode::FORBIDDEN
+        }
         (0, _) => StatusCode::BAD_REQUEST,
         (_, true) => StatusCode::OK,
         _ => StatusCode::ACCEPTED,

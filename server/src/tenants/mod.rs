@@ -553,6 +553,18 @@ impl Tenants {
         change: organizers::Change,
     ) -> Result<Arc<organizers::Organizer>, KeyError> {
         let mut held = self.held.lock().await;
+        // Under the lock: two requests making one organizer at once on this
+        // server, one gets the 409.
+        if matches!(change, organizers::Change::Create { .. })
+            && held.organizers.records.get(id).is_some_and(|rs| {
+                rs.iter()
+                    .any(|r| matches!(r.change, organizers::Change::Create { .. }))
+            })
+        {
+            return Err(KeyError::Conflict(format!(
+                "organizer {id} exists: PATCH /admin/organizers/{id} renames or suspends it"
+            )));
+        }
         let record = Record {
             id: id.to_string(),
             version: held.organizers.next_version(id),
@@ -634,12 +646,6 @@ impl Tenants {
         keys::organizer_id(&new.id).map_err(|why| KeyError::Invalid(format!("id: {why}")))?;
         organizers::check_name(&new.name).map_err(KeyError::Invalid)?;
         self.refresh(false).await?;
-        if self.directory().get(&new.id).is_some() {
-            return Err(KeyError::Conflict(format!(
-                "organizer {} exists: PATCH /admin/organizers/{} renames or suspends it",
-                new.id, new.id
-            )));
-        }
         let name = new.name.trim().to_string();
         self.change_organizer(&new.id, by, organizers::Change::Create { name })
             .await
@@ -653,9 +659,8 @@ impl Tenants {
         by: &str,
     ) -> Result<Arc<organizers::Organizer>, KeyError> {
         self.require_loaded()?;
-        if self.directory().get(id).is_none() {
-            self.refresh(false).await?;
-        }
+        // What other servers changed lately, before deciding.
+        self.refresh(false).await?;
         let now = self
             .directory()
             .get(id)

@@ -126,7 +126,9 @@ pub fn check_name(name: &str) -> Result<(), String> {
 }
 
 /// The changes `patch` makes to `now` (in order: a rename, then a
-/// suspension or resumption), none when it changes nothing.
+/// suspension or resumption). A suspension or resumption asked for is
+/// written whatever this server last read (another may have just changed
+/// it; writing one twice is harmless); a rename only when the name differs.
 pub fn changes(now: &Organizer, patch: &Patch) -> Result<Vec<Change>, String> {
     let mut out = Vec::new();
     if let Some(name) = &patch.name {
@@ -137,10 +139,10 @@ pub fn changes(now: &Organizer, patch: &Patch) -> Result<Vec<Change>, String> {
             });
         }
     }
-    match (patch.suspended, now.suspended_at_ms.is_some()) {
-        (Some(true), false) => out.push(Change::Suspend),
-        (Some(false), true) => out.push(Change::Resume),
-        _ => {}
+    match patch.suspended {
+        Some(true) => out.push(Change::Suspend),
+        Some(false) => out.push(Change::Resume),
+        None => {}
     }
     Ok(out)
 }
@@ -204,7 +206,11 @@ mod tests {
             name: name.map(str::to_string),
             suspended,
         };
-        assert_eq!(changes(&now, &patch(Some("A"), Some(false))), Ok(vec![]));
+        assert_eq!(changes(&now, &patch(Some("A"), None)), Ok(vec![]));
+        assert_eq!(
+            changes(&now, &patch(None, Some(false))),
+            Ok(vec![Change::Resume])
+        );
         assert_eq!(
             changes(&now, &patch(Some(" B "), Some(true))),
             Ok(vec![Change::Rename { name: "B".into() }, Change::Suspend])
