@@ -66,8 +66,9 @@
 //!   `/admin/organizers`, kept in `bilten_control` as sealed, append-only
 //!   records every server of a store reads again each second (`store`),
 //!   folded into what requests are checked against in memory: the keyring
-//!   (`keys`) and the directory of organizers, suspended ones refused at
-//!   intake (`organizers`); no HTTP types.
+//!   (`keys`), the directory of organizers, suspended ones refused at
+//!   intake (`organizers`), and the dashboard's sessions (`sessions`); no
+//!   HTTP types.
 //! - [`dashboard`]: `/dashboard`'s viewers (admin token, organizers' read
 //!   keys), filters, figures read from the views, sessions and HTML; no
 //!   HTTP types. [`charts`]: SVG charts drawn on the server, shared with the

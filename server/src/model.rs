@@ -33,6 +33,7 @@ pub const CONTROL_DATABASE: &str = "bilten_control";
 pub const CONTROL_TABLES: &[(&str, &str)] = &[
     ("keys", "id, version, body, seal"),
     ("organizers", "id, version, body, seal"),
+    ("sessions", "id, version, body, seal"),
     ("key_use", "id, used_ms"),
 ];
 

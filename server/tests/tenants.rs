@@ -931,3 +931,87 @@ async fn a_suspended_organizers_events_are_refused_and_nothing_of_theirs_is_lost
     assert!(!page.contains("<option value=\"org-b\""));
     s.stop().await.unwrap();
 }
+
+/// Dashboard sessions are kept in the store: one outlives a restart, one
+/// opened on a server works on another, a sign-out on one ends it on the
+/// other within a poll, and a session does not outlive the secret that
+/// opened it (an admin token changed at the restart).
+#[tokio::test]
+async fn dashboard_sessions_outlive_a_restart_and_end_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |dir: std::path::PathBuf, token: &'static str| async move {
+        let mut cfg = common::config(&dir);
+        cfg.admin_token = Some(token.into());
+        cfg.read_keys = vec!["a-read-key-of-org-r@org-r".into()];
+        cfg.clickhouse_http.listen = Some(
+            format!("127.0.0.1:{}", common::free_port())
+                .parse()
+                .unwrap(),
+        );
+        cfg.clickhouse_http.users = interface::users();
+        cfg.tenants.signing_key = Some(SIGNING.into());
+        TestServer::start_with(cfg).await
+    };
+    let signed_in = |page: &str| !page.contains(r#"action="/dashboard/login""#);
+    let a = start(dir.path().to_path_buf(), common::ADMIN).await;
+    let admin = sign_in(&a, common::ADMIN).await;
+    let reader = sign_in(&a, "a-read-key-of-org-r").await;
+    let spare = sign_in(&a, common::ADMIN).await;
+    assert!(signed_in(&dashboard(&a, &admin).await));
+    // The store's reader sees digests, never a cookie.
+    let (_, _, rows) = post(
+        a.clickhouse_url.as_deref().unwrap(),
+        READER,
+        "SELECT id, body FROM bilten_control.sessions FORMAT JSONEachRow",
+    )
+    .await;
+    let cookie_value = admin.split_once('=').unwrap().1;
+    assert!(
+        !rows.contains(cookie_value) && rows.contains("\"op\\\":\\\"open"),
+        "{rows}"
+    );
+    a.stop().await.unwrap();
+
+    let a = start(dir.path().to_path_buf(), common::ADMIN).await;
+    assert!(
+        signed_in(&dashboard(&a, &admin).await),
+        "the admin's session outlived the restart"
+    );
+    assert!(dashboard(&a, &reader).await.contains("organizer org-r"));
+
+    // A second server on the same store takes it, and a sign-out there
+    // ends it here.
+    let other = tempfile::tempdir().unwrap();
+    let mut cfg = common::config(other.path());
+    cfg.read_keys = vec!["a-read-key-of-org-r@org-r".into()];
+    cfg.storage.backend = bilten_analytics::config::Backend::Clickhouse;
+    cfg.storage.clickhouse.url = a.clickhouse_url.clone().unwrap();
+    cfg.storage.clickhouse.user = WRITER.0.into();
+    cfg.storage.clickhouse.password = Some(WRITER.1.into());
+    cfg.storage.clickhouse.system_database = bilten_analytics::model::GUEST_SYSTEM_DATABASE.into();
+    cfg.tenants.signing_key = Some(SIGNING.into());
+    let b = TestServer::start_with(cfg).await;
+    assert!(dashboard(&b, &reader).await.contains("organizer org-r"));
+    let r = no_redirects()
+        .post(format!("{}/dashboard/logout", b.base))
+        .header("cookie", &reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    until("signed out on A too", async || {
+        !signed_in(&dashboard(&a, &reader).await)
+    })
+    .await;
+    assert!(
+        signed_in(&dashboard(&a, &admin).await),
+        "only that session ended"
+    );
+    b.stop().await.unwrap();
+    a.stop().await.unwrap();
+
+    // Restarted with another admin token: the old token's sessions end.
+    let a = start(dir.path().to_path_buf(), "another-admin-token-0123").await;
+    assert!(!signed_in(&dashboard(&a, &spare).await));
+    a.stop().await.unwrap();
+}

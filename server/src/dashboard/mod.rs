@@ -6,11 +6,11 @@
 //!   read key sees its organizer and no other.
 //! - [`figures`]: every figure the page shows, read from the views' tables
 //!   (never the raw event tables), in one read-only query per panel.
-//! - [`page`]: the HTML; [`sessions`]: who is signed in; [`signin`]: failed
-//!   sign-ins limited per address and in all.
+//! - [`page`]: the HTML; [`signin`]: failed sign-ins limited per address
+//!   and in all. Who is signed in is kept in the store
+//!   (`tenants::sessions`), so a session outlives a restart.
 
 pub mod page;
-pub mod sessions;
 pub mod signin;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -115,6 +115,26 @@ pub fn authenticate_with(
             key.kind.name()
         ))),
         Some(refused) => Err(Some(refused.why())),
+    }
+}
+
+/// Whether a session opened with a configured secret (`credential`, its
+/// keyed digest, `Tenants::credential`) may go on: the admin token, or a
+/// read key of `organizer`, is still configured.
+pub fn credential_holds(
+    config: &Config,
+    tenants: &crate::tenants::Tenants,
+    organizer: Option<&str>,
+    credential: &str,
+) -> bool {
+    match organizer {
+        None => config
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| tenants.credential(t) == credential),
+        Some(org) => config.read_keys.iter().any(|k| {
+            k.organizer.as_deref() == Some(org) && tenants.credential(&k.key) == credential
+        }),
     }
 }
 

@@ -15,7 +15,8 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::AppState;
-use crate::dashboard::{self, Filter, FilterError, Viewer, page, sessions};
+use crate::dashboard::{self, Filter, FilterError, Viewer, page};
+use crate::tenants::sessions;
 
 const COOKIE: &str = "bilten_session";
 
@@ -31,20 +32,28 @@ fn session_id(headers: &HeaderMap) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The session's viewer; a session opened with a read key kept in the
-/// store ends once that key is revoked, on every server.
+/// The session's viewer, while what signed it in still holds: a read key
+/// kept in the store not revoked nor rotated out, a configured token or
+/// read key still configured (a session outlives a restart, not a change
+/// of secrets).
 fn viewer(app: &AppState, headers: &HeaderMap) -> Option<Viewer> {
-    let id = session_id(headers)?;
-    let (viewer, credential) = app.sessions.viewer_and_credential(&id)?;
-    if let Some(key) = credential.strip_prefix(STORE_KEY)
-        && !key
+    let session = app.tenants.session(&session_id(headers)?)?;
+    let holds = match session.credential.strip_prefix(STORE_KEY) {
+        Some(key) => key
             .split_once(' ')
-            .is_some_and(|(id, prefix)| dashboard::key_holds(&app.tenants, id, prefix))
-    {
-        app.sessions.close(&id);
-        return None;
-    }
-    Some(viewer)
+            .is_some_and(|(id, prefix)| dashboard::key_holds(&app.tenants, id, prefix)),
+        None => dashboard::credential_holds(
+            &app.config,
+            &app.tenants,
+            session.organizer.as_deref(),
+            &session.credential,
+        ),
+    };
+    let viewer = match session.organizer {
+        None => Viewer::Admin,
+        Some(organizer) => Viewer::Organizer(organizer),
+    };
+    holds.then_some(viewer)
 }
 
 /// How a session opened with a read key kept in the store names it.
@@ -292,14 +301,19 @@ pub async fn login(
     // key's own oldest sessions, nobody else's.
     let credential = match &signed_in.key {
         Some((id, prefix)) => format!("{STORE_KEY}{id} {prefix}"),
-        None => super::auth::fingerprint(form.token.trim()),
+        None => app.tenants.credential(form.token.trim()),
     };
-    let id = match app.sessions.open(viewer, &credential) {
+    let organizer = match viewer {
+        Viewer::Admin => None,
+        Viewer::Organizer(organizer) => Some(organizer),
+    };
+    let id = match app.tenants.open_session(organizer, credential).await {
         Ok(id) => id,
-        Err(full) => {
+        Err(e) => {
+            tracing::warn!(error = %e, "a dashboard session could not be opened");
             return page(
                 StatusCode::SERVICE_UNAVAILABLE,
-                page::login(Some(&full.to_string())),
+                page::login(Some(&format!("Signing in failed: {e}. Try again shortly."))),
             );
         }
     };
@@ -324,8 +338,10 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response
     if !same_origin(&headers) {
         return cross_site();
     }
-    if let Some(id) = session_id(&headers) {
-        app.sessions.close(&id);
+    if let Some(id) = session_id(&headers)
+        && let Err(e) = app.tenants.close_session(&id).await
+    {
+        tracing::warn!(error = %e, "a dashboard session could not be closed in the store");
     }
     let mut response = Redirect::to("/dashboard").into_response();
     response.headers_mut().insert(

@@ -45,8 +45,7 @@ pub struct AppState {
     pub plugins: Arc<plugins::Plugins>,
     /// Admin requests, written in batches.
     pub audit: Arc<ops::audit::AuditLog>,
-    /// Who is signed in to `/dashboard`.
-    pub sessions: Arc<crate::dashboard::sessions::Sessions>,
+
     /// Failed dashboard sign-ins, limited per address and in all.
     pub signin: Arc<crate::dashboard::signin::SignInLimits>,
     /// Keys kept in the store (`/admin/keys`), checked beside the
@@ -82,7 +81,7 @@ impl AppState {
         let audit = ops::audit::AuditLog::start(storage.clone());
         AppState {
             audit,
-            sessions: Arc::default(),
+
             signin: Arc::default(),
             config,
             storage,

@@ -20,6 +20,7 @@
 
 pub mod keys;
 pub mod organizers;
+pub mod sessions;
 pub mod store;
 
 use std::collections::{HashMap, HashSet};
@@ -235,6 +236,7 @@ impl<C: DeserializeOwned> Log<C> {
 struct Held {
     keys: Log<Change>,
     organizers: Log<organizers::Change>,
+    sessions: Log<sessions::Change>,
     /// Each key's last use, kept across folds.
     used: HashMap<String, Arc<AtomicI64>>,
     /// Each key's last use as last written to `key_use`.
@@ -250,6 +252,7 @@ pub struct Tenants {
     held: tokio::sync::Mutex<Held>,
     ring: ArcSwap<Keyring>,
     directory: ArcSwap<Directory>,
+    book: ArcSwap<sessions::Book>,
     loaded: AtomicBool,
     /// Rows whose seal did not verify (forged, or sealed with another
     /// `tenants.signing_key`): ignored, counted, warned about. Once one is
@@ -291,6 +294,7 @@ impl Tenants {
             held: tokio::sync::Mutex::new(Held::default()),
             ring: ArcSwap::from_pointee(Keyring::default()),
             directory: ArcSwap::from_pointee(Directory::default()),
+            book: ArcSwap::from_pointee(sessions::Book::default()),
             loaded: AtomicBool::new(false),
             unverified: AtomicU64::new(0),
             read_at: AtomicI64::new(0),
@@ -308,6 +312,7 @@ impl Tenants {
             held: tokio::sync::Mutex::new(Held::default()),
             ring: ArcSwap::from_pointee(Keyring::default()),
             directory: ArcSwap::from_pointee(Directory::default()),
+            book: ArcSwap::from_pointee(sessions::Book::default()),
             loaded: AtomicBool::new(true),
             unverified: AtomicU64::new(0),
             read_at: AtomicI64::new(i64::MAX),
@@ -357,22 +362,29 @@ impl Tenants {
     /// Reads the records written since the last read (`full`: all), and
     /// folds again what has news. How many records were new.
     pub async fn refresh(&self, full: bool) -> Result<usize, StorageError> {
-        let (keys_since, organizers_since) = match full {
-            true => (None, None),
+        let (keys_since, organizers_since, sessions_since) = match full {
+            true => (None, None, None),
             false => {
                 let held = self.held.lock().await;
-                (held.keys.since.clone(), held.organizers.since.clone())
+                (
+                    held.keys.since.clone(),
+                    held.organizers.since.clone(),
+                    held.sessions.since.clone(),
+                )
             }
         };
         let asked_at = now_ms();
         let key_rows = self.read(store::KEYS, keys_since).await?;
         let organizer_rows = self.read(store::ORGANIZERS, organizers_since).await?;
+        let session_rows = self.read(store::SESSIONS, sessions_since).await?;
         let mut held = self.held.lock().await;
         let (new_keys, forged_keys) = held.keys.take(&self.key, store::KEYS, key_rows);
         let (new_organizers, forged_organizers) =
             held.organizers
                 .take(&self.key, store::ORGANIZERS, organizer_rows);
-        let forged = forged_keys + forged_organizers;
+        let (new_sessions, forged_sessions) =
+            held.sessions.take(&self.key, store::SESSIONS, session_rows);
+        let forged = forged_keys + forged_organizers + forged_sessions;
         if forged > 0 {
             let before = self.unverified.fetch_add(forged, Ordering::Relaxed);
             if before == 0 {
@@ -390,9 +402,12 @@ impl Tenants {
         if new_organizers > 0 || !self.loaded() {
             self.fold_organizers(&held);
         }
+        if new_sessions > 0 || !self.loaded() {
+            self.fold_sessions(&mut held);
+        }
         self.read_at.store(asked_at, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
-        Ok(new_keys + new_organizers)
+        Ok(new_keys + new_organizers + new_sessions)
     }
 
     async fn read(
@@ -428,6 +443,114 @@ impl Tenants {
             organizers::fold(&mut rs)
         });
         self.directory.store(Arc::new(Directory::new(organizers)));
+    }
+
+    fn fold_sessions(&self, held: &mut Held) {
+        let now = now_ms();
+        // Sessions past their end are forgotten (their seals stay seen, so
+        // a read of their rows again changes nothing); a closing alone is
+        // kept, so that its opening, read later, stays closed.
+        held.sessions.records.retain(|_, rs| {
+            !rs.iter().any(
+                |r| matches!(r.change, sessions::Change::Open { until_ms, .. } if until_ms <= now),
+            )
+        });
+        let live = held.sessions.records.iter_mut().filter_map(|(id, rs)| {
+            sessions::fold(rs)
+                .filter(|s| s.until_ms > now)
+                .map(|s| (id.clone(), s))
+        });
+        self.book.store(Arc::new(sessions::Book::new(live)));
+    }
+
+    /// A session cookie's name in the store: its keyed digest.
+    pub fn session_id(&self, cookie: &str) -> String {
+        keys::hex(&self.key.digest(&format!("session:{cookie}")))
+    }
+
+    /// What a configured secret (the admin token, a read key) is called in
+    /// a session's record: its keyed digest, never the secret.
+    pub fn credential(&self, secret: &str) -> String {
+        format!(
+            "config:{}",
+            keys::hex(&self.key.digest(&format!("credential:{secret}")))
+        )
+    }
+
+    /// The live session of this cookie; none while the store's records
+    /// were not read for `tenants.max_stale` (a sign-out elsewhere may not
+    /// have been seen).
+    pub fn session(&self, cookie: &str) -> Option<sessions::Session> {
+        let now = now_ms();
+        if self.stale(now).is_some() {
+            return None;
+        }
+        self.book.load().get(&self.session_id(cookie), now).cloned()
+    }
+
+    /// Opens a session: its cookie. `credential`'s oldest sessions past
+    /// [`sessions::PER_CREDENTIAL`] are closed; past
+    /// [`sessions::MAX_SESSIONS`] in all, a sign-in is refused.
+    pub async fn open_session(
+        &self,
+        organizer: Option<String>,
+        credential: String,
+    ) -> Result<String, KeyError> {
+        use rand::RngCore;
+        self.require_loaded()?;
+        let now = now_ms();
+        let book = self.book.load_full();
+        if book.live(now) >= sessions::MAX_SESSIONS {
+            return Err(KeyError::Conflict(
+                "too many sessions are open; try again later".into(),
+            ));
+        }
+        let own = book.of(&credential, now);
+        if own.len() >= sessions::PER_CREDENTIAL {
+            for (id, _) in &own[..=own.len() - sessions::PER_CREDENTIAL] {
+                self.change_session(id, sessions::Change::Close).await?;
+            }
+        }
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        let cookie = keys::hex(&bytes);
+        let until_ms = now + sessions::SESSION_TTL.as_millis() as i64;
+        let open = sessions::Change::Open {
+            organizer,
+            credential,
+            until_ms,
+        };
+        self.change_session(&self.session_id(&cookie), open).await?;
+        Ok(cookie)
+    }
+
+    /// Ends the session of this cookie, on every server within a poll.
+    pub async fn close_session(&self, cookie: &str) -> Result<(), KeyError> {
+        let id = self.session_id(cookie);
+        if self.book.load().get(&id, now_ms()).is_some() {
+            self.change_session(&id, sessions::Change::Close).await?;
+        }
+        Ok(())
+    }
+
+    async fn change_session(&self, id: &str, change: sessions::Change) -> Result<(), KeyError> {
+        let mut held = self.held.lock().await;
+        let record = Record {
+            id: id.to_string(),
+            version: held.sessions.next_version(id),
+            at_ms: now_ms(),
+            by: String::new(),
+            change,
+        };
+        let seal = self.store(store::SESSIONS, &record).await?;
+        held.sessions.seen.insert(seal);
+        held.sessions
+            .records
+            .entry(id.to_string())
+            .or_default()
+            .push(record);
+        self.fold_sessions(&mut held);
+        Ok(())
     }
 
     /// Every organizer made through the API, as this server knows them.

@@ -10,6 +10,8 @@ use crate::storage::{Storage, StorageError, json_rows_with};
 pub const KEYS: &str = "keys";
 /// The table of organizer records.
 pub const ORGANIZERS: &str = "organizers";
+/// The table of dashboard sessions' records.
+pub const SESSIONS: &str = "sessions";
 /// The table of keys' last uses.
 pub const USES: &str = "key_use";
 
@@ -30,6 +32,13 @@ pub const TABLES: &[(&str, &str)] = &[
         "(id String, version UInt64, body String, seal String, \
          written DateTime64(6, 'UTC') DEFAULT now64(6)) \
          ENGINE = MergeTree ORDER BY (id, version)",
+    ),
+    // A session lasts 12 hours: its records go after two days.
+    (
+        SESSIONS,
+        "(id String, version UInt64, body String, seal String, \
+         written DateTime64(6, 'UTC') DEFAULT now64(6)) \
+         ENGINE = MergeTree ORDER BY (id, version) TTL toDateTime(written) + INTERVAL 2 DAY",
     ),
     (
         USES,
