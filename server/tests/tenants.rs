@@ -549,6 +549,22 @@ async fn forged_and_replayed_records_change_no_key_and_keys_outlive_a_restart() 
 async fn a_record_that_does_not_verify_closes_an_open_server() {
     let (s, url) = interface::server_with(|_| {}).await;
     assert_eq!(send(&s, None, "org-a").await.0, 202);
+    // A session's or an organizer's record that does not verify grants
+    // nothing, so it leaves the server as it was.
+    for table in ["sessions", "organizers"] {
+        let (status, _, answer) = post(
+            &url,
+            WRITER,
+            &format!(
+                "INSERT INTO bilten_control.{table} (id, version, body, seal) FORMAT JSONEachRow\n\
+                 {{\"id\":\"x\",\"version\":1,\"body\":\"{{}}\",\"seal\":\"00\"}}\n"
+            ),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(send(&s, None, "org-a").await.0, 202);
     let row = json!({"id": "key_x", "version": 1, "body": "{}", "seal": "00"});
     insert_row(&url, &row).await;
     until("closed", async || send(&s, None, "org-a").await.0 == 401).await;

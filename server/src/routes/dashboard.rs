@@ -338,12 +338,25 @@ pub async fn logout(State(app): State<AppState>, headers: HeaderMap) -> Response
     if !same_origin(&headers) {
         return cross_site();
     }
-    if let Some(id) = session_id(&headers)
-        && let Err(e) = app.tenants.close_session(&id).await
-    {
-        tracing::warn!(error = %e, "a dashboard session could not be closed in the store");
-    }
-    let mut response = Redirect::to("/dashboard").into_response();
+    let closed = match session_id(&headers) {
+        Some(id) => app.tenants.close_session(&id).await,
+        None => Ok(()),
+    };
+    let mut response = match closed {
+        Ok(()) => Redirect::to("/dashboard").into_response(),
+        // The cookie still goes, but the session may live on elsewhere:
+        // say so rather than pretend.
+        Err(e) => {
+            tracing::warn!(error = %e, "a dashboard session could not be closed in the store");
+            page(
+                StatusCode::SERVICE_UNAVAILABLE,
+                page::login(Some(
+                    "Signing out could not be recorded: the session may still be open on \
+                     another server. Try again shortly.",
+                )),
+            )
+        }
+    };
     response.headers_mut().insert(
         header::SET_COOKIE,
         HeaderValue::from_str(&format!(

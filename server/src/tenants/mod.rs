@@ -185,6 +185,15 @@ impl<C: DeserializeOwned> Log<C> {
     /// did not verify.
     fn take(&mut self, key: &ControlKey, table: &str, rows: Vec<store::Row>) -> (usize, u64) {
         let (mut new, mut forged) = (0, 0);
+        // A read that reached its limit moves the next one past all it
+        // read, sealed or not: rows no one can date (the engine stamps
+        // `written`, and no insert through the interface may set it) must
+        // not hold the cursor in place, hiding what was written after them.
+        if rows.len() >= store::READ_LIMIT
+            && let Some(last) = rows.last()
+        {
+            self.since = Some(last.written.clone());
+        }
         for row in rows {
             if self.seen.contains(&row.seal) || self.refused.contains(&row.seal) {
                 continue;
@@ -195,8 +204,7 @@ impl<C: DeserializeOwned> Log<C> {
             };
             match record {
                 Some(r) if r.id == row.id => {
-                    // Only a sealed row moves the next poll on: a row
-                    // anyone could date must not hide what follows it.
+                    // Otherwise only a sealed row moves the next poll on.
                     if self
                         .since
                         .as_deref()
@@ -384,17 +392,23 @@ impl Tenants {
                 .take(&self.key, store::ORGANIZERS, organizer_rows);
         let (new_sessions, forged_sessions) =
             held.sessions.take(&self.key, store::SESSIONS, session_rows);
-        let forged = forged_keys + forged_organizers + forged_sessions;
-        if forged > 0 {
-            let before = self.unverified.fetch_add(forged, Ordering::Relaxed);
-            if before == 0 {
-                tracing::warn!(
-                    rows = forged,
-                    "records of bilten_control whose seal does not verify are ignored: forged, \
-                     or sealed with another tenants.signing_key (every server of a store needs \
-                     the same). Requests without a key are refused from now on"
-                );
-            }
+        // Only a key's record that does not verify closes keyless ingest
+        // (it may be a key sealed elsewhere); an organizer's or a
+        // session's grants nothing.
+        if forged_keys > 0 && self.unverified.fetch_add(forged_keys, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                rows = forged_keys,
+                "key records whose seal does not verify are ignored: forged, or sealed with \
+                 another tenants.signing_key (every server of a store needs the same). \
+                 Requests without a key are refused from now on"
+            );
+        }
+        if forged_organizers + forged_sessions > 0 {
+            tracing::debug!(
+                organizers = forged_organizers,
+                sessions = forged_sessions,
+                "records whose seal does not verify are ignored"
+            );
         }
         if new_keys > 0 || !self.loaded() {
             self.fold_keys(&mut held);
@@ -527,6 +541,10 @@ impl Tenants {
     /// Ends the session of this cookie, on every server within a poll.
     pub async fn close_session(&self, cookie: &str) -> Result<(), KeyError> {
         let id = self.session_id(cookie);
+        if self.book.load().get(&id, now_ms()).is_none() {
+            // Opened on another server since this one last read.
+            self.refresh(false).await?;
+        }
         if self.book.load().get(&id, now_ms()).is_some() {
             self.change_session(&id, sessions::Change::Close).await?;
         }
