@@ -6,7 +6,7 @@
 mod common;
 
 use chrono::{Duration, Utc};
-use common::{ADMIN, TestServer};
+use common::{ADMIN, TestServer, no_redirects as client, sign_in};
 use serde_json::{Value, json};
 
 const READ_KEY: &str = "read-key-of-org-a-0123";
@@ -67,28 +67,6 @@ async fn with_sales(s: &TestServer) {
         assert_eq!(reply["rejected"], 0, "{reply}");
     }
     s.flush().await;
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
-/// Signs in with `token`; the session cookie (`name=value`) and the whole
-/// `Set-Cookie` line.
-async fn sign_in(s: &TestServer, token: &str) -> (String, String) {
-    let r = client()
-        .post(format!("{}/dashboard/login", s.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "{:?}", r.text().await);
-    assert_eq!(r.headers()["location"], "/dashboard");
-    let line = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    (line.split(';').next().unwrap().to_string(), line)
 }
 
 async fn page(s: &TestServer, cookie: Option<&str>, query: &str) -> (u16, String) {

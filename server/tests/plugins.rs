@@ -363,27 +363,8 @@ async fn concurrent_requests_share_plugin_calls_and_keep_their_own_verdicts() {
     );
     assert_eq!(filtered["truncated"], false, "{filtered}");
     // …and drawn on the dashboard, per plugin.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed = http
-        .post(format!("{}/dashboard/login", s.base))
-        .form(&[("token", ADMIN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = signed.headers()["set-cookie"].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_string();
-    let html = http
-        .get(format!("{}/dashboard", s.base))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (cookie, _) = common::sign_in(&s, ADMIN).await;
+    let html = common::dashboard_page(&s, &cookie).await;
     let bar = &html[html
         .find(r#"data-series="bots""#)
         .expect("a bar for the bots plugin")..];

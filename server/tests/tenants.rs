@@ -49,35 +49,7 @@ async fn insert_row(url: &str, row: &Value) {
 
 /// Signs in to `/dashboard` with `token`: the session's cookie.
 async fn sign_in(s: &TestServer, token: &str) -> String {
-    let r = no_redirects()
-        .post(format!("{}/dashboard/login", s.base))
-        .form(&[("token", token)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 303, "{:?}", r.text().await);
-    let line = r.headers()["set-cookie"].to_str().unwrap();
-    line.split(';').next().unwrap().to_string()
-}
-
-/// `/dashboard` as the session of `cookie` sees it.
-async fn dashboard(s: &TestServer, cookie: &str) -> String {
-    no_redirects()
-        .get(format!("{}/dashboard", s.base))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
+    common::sign_in(s, token).await.0
 }
 
 fn secret(key: &Value) -> String {
@@ -384,7 +356,7 @@ async fn a_public_key_holds_to_its_origins_and_a_read_key_to_its_organizer() {
     assert!(error(&body).contains("read key"), "{body}");
     // A dashboard session it opened ends with it.
     let cookie = sign_in(&s, &read).await;
-    let page = dashboard(&s, &cookie).await;
+    let page = common::dashboard_page(&s, &cookie).await;
     assert!(page.contains("organizer org-a"), "{page}");
     let (status, _) = s
         .admin(Method::DELETE, &format!("/admin/keys/{read_id}"), None)
@@ -394,7 +366,7 @@ async fn a_public_key_holds_to_its_origins_and_a_read_key_to_its_organizer() {
     assert_eq!(r.status(), 401);
     let body: Value = r.json().await.unwrap();
     assert!(error(&body).contains("revoked"), "{body}");
-    let page = dashboard(&s, &cookie).await;
+    let page = common::dashboard_page(&s, &cookie).await;
     assert!(
         !page.contains("organizer org-a") && page.contains(r#"action="/dashboard/login""#),
         "the session ended with its key"
@@ -942,7 +914,7 @@ async fn a_suspended_organizers_events_are_refused_and_nothing_of_theirs_is_lost
 
     // The admin's organizer filter: org-a, made through the API; org-b
     // (only in the data) is not offered.
-    let page = dashboard(&s, &sign_in(&s, common::ADMIN).await).await;
+    let page = common::dashboard_page(&s, &sign_in(&s, common::ADMIN).await).await;
     assert!(page.contains("<option value=\"org-a\""), "{page}");
     assert!(!page.contains("<option value=\"org-b\""));
     s.stop().await.unwrap();
@@ -973,7 +945,7 @@ async fn dashboard_sessions_outlive_a_restart_and_end_everywhere() {
     let admin = sign_in(&a, common::ADMIN).await;
     let reader = sign_in(&a, "a-read-key-of-org-r").await;
     let spare = sign_in(&a, common::ADMIN).await;
-    assert!(signed_in(&dashboard(&a, &admin).await));
+    assert!(signed_in(&common::dashboard_page(&a, &admin).await));
     // The store's reader sees digests, never a cookie.
     let (_, _, rows) = post(
         a.clickhouse_url.as_deref().unwrap(),
@@ -990,10 +962,14 @@ async fn dashboard_sessions_outlive_a_restart_and_end_everywhere() {
 
     let a = start(dir.path().to_path_buf(), common::ADMIN).await;
     assert!(
-        signed_in(&dashboard(&a, &admin).await),
+        signed_in(&common::dashboard_page(&a, &admin).await),
         "the admin's session outlived the restart"
     );
-    assert!(dashboard(&a, &reader).await.contains("organizer org-r"));
+    assert!(
+        common::dashboard_page(&a, &reader)
+            .await
+            .contains("organizer org-r")
+    );
 
     // A second server on the same store takes it, and a sign-out there
     // ends it here.
@@ -1007,8 +983,12 @@ async fn dashboard_sessions_outlive_a_restart_and_end_everywhere() {
     cfg.storage.clickhouse.system_database = bilten_analytics::model::GUEST_SYSTEM_DATABASE.into();
     cfg.tenants.signing_key = Some(SIGNING.into());
     let b = TestServer::start_with(cfg).await;
-    assert!(dashboard(&b, &reader).await.contains("organizer org-r"));
-    let r = no_redirects()
+    assert!(
+        common::dashboard_page(&b, &reader)
+            .await
+            .contains("organizer org-r")
+    );
+    let r = common::no_redirects()
         .post(format!("{}/dashboard/logout", b.base))
         .header("cookie", &reader)
         .send()
@@ -1016,11 +996,11 @@ async fn dashboard_sessions_outlive_a_restart_and_end_everywhere() {
         .unwrap();
     assert_eq!(r.status(), 303);
     until("signed out on A too", async || {
-        !signed_in(&dashboard(&a, &reader).await)
+        !signed_in(&common::dashboard_page(&a, &reader).await)
     })
     .await;
     assert!(
-        signed_in(&dashboard(&a, &admin).await),
+        signed_in(&common::dashboard_page(&a, &admin).await),
         "only that session ended"
     );
     b.stop().await.unwrap();
@@ -1028,6 +1008,6 @@ async fn dashboard_sessions_outlive_a_restart_and_end_everywhere() {
 
     // Restarted with another admin token: the old token's sessions end.
     let a = start(dir.path().to_path_buf(), "another-admin-token-0123").await;
-    assert!(!signed_in(&dashboard(&a, &spare).await));
+    assert!(!signed_in(&common::dashboard_page(&a, &spare).await));
     a.stop().await.unwrap();
 }

@@ -34,10 +34,16 @@ pub struct PublicKey {
 impl PublicKey {
     /// Whether a page of `origin` may use this key.
     pub fn allows(&self, origin: &str) -> bool {
-        self.origins
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        origin_listed(&self.origins, origin)
     }
+}
+
+/// Whether a public key's `origins` let pages of `origin` use it: `*`, or
+/// the origin itself (scheme and host in any case).
+pub fn origin_listed(origins: &[String], origin: &str) -> bool {
+    origins
+        .iter()
+        .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
 }
 
 impl BrowserConfig {

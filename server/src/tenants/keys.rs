@@ -101,9 +101,7 @@ pub struct Key {
 impl Key {
     /// Whether a page of `origin` may use this (public) key.
     pub fn allows(&self, origin: &str) -> bool {
-        self.origins
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+        crate::config::browser::origin_listed(&self.origins, origin)
     }
 
     pub fn state(&self) -> &'static str {

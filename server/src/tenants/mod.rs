@@ -180,6 +180,19 @@ impl<C> Default for Log<C> {
     }
 }
 
+impl<C> Log<C> {
+    /// The next version for `id`: now, above every version known for it.
+    fn next_version(&self, id: &str) -> u64 {
+        let known = self
+            .records
+            .get(id)
+            .and_then(|rs| rs.iter().map(|r| r.version).max())
+            .unwrap_or(0);
+        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
+        now_us.max(known + 1)
+    }
+}
+
 impl<C: DeserializeOwned> Log<C> {
     /// Takes the rows read from `table`: how many were new, and how many
     /// did not verify.
@@ -225,17 +238,6 @@ impl<C: DeserializeOwned> Log<C> {
             }
         }
         (new, forged)
-    }
-
-    /// The next version for `id`: now, above every version known for it.
-    fn next_version(&self, id: &str) -> u64 {
-        let known = self
-            .records
-            .get(id)
-            .and_then(|rs| rs.iter().map(|r| r.version).max())
-            .unwrap_or(0);
-        let now_us = chrono::Utc::now().timestamp_micros().max(0) as u64;
-        now_us.max(known + 1)
     }
 }
 
@@ -414,7 +416,7 @@ impl Tenants {
             self.fold_keys(&mut held);
         }
         if new_organizers > 0 || !self.loaded() {
-            self.fold_organizers(&held);
+            self.fold_organizers(&mut held);
         }
         if new_sessions > 0 || !self.loaded() {
             self.fold_sessions(&mut held);
@@ -451,11 +453,12 @@ impl Tenants {
         self.ring.store(Arc::new(Keyring::new(keys)));
     }
 
-    fn fold_organizers(&self, held: &Held) {
-        let organizers = held.organizers.records.values().filter_map(|rs| {
-            let mut rs = rs.clone();
-            organizers::fold(&mut rs)
-        });
+    fn fold_organizers(&self, held: &mut Held) {
+        let organizers = held
+            .organizers
+            .records
+            .values_mut()
+            .filter_map(|rs| organizers::fold(rs));
         self.directory.store(Arc::new(Directory::new(organizers)));
     }
 
@@ -553,20 +556,8 @@ impl Tenants {
 
     async fn change_session(&self, id: &str, change: sessions::Change) -> Result<(), KeyError> {
         let mut held = self.held.lock().await;
-        let record = Record {
-            id: id.to_string(),
-            version: held.sessions.next_version(id),
-            at_ms: now_ms(),
-            by: String::new(),
-            change,
-        };
-        let seal = self.store(store::SESSIONS, &record).await?;
-        held.sessions.seen.insert(seal);
-        held.sessions
-            .records
-            .entry(id.to_string())
-            .or_default()
-            .push(record);
+        self.append(&mut held.sessions, store::SESSIONS, id, "", change)
+            .await?;
         self.fold_sessions(&mut held);
         Ok(())
     }
@@ -645,20 +636,8 @@ impl Tenants {
     /// for its key.
     async fn change(&self, id: &str, by: &str, change: Change) -> Result<Arc<Key>, KeyError> {
         let mut held = self.held.lock().await;
-        let record = Record {
-            id: id.to_string(),
-            version: held.keys.next_version(id),
-            at_ms: now_ms(),
-            by: by.to_string(),
-            change,
-        };
-        let seal = self.store(store::KEYS, &record).await?;
-        held.keys.seen.insert(seal);
-        held.keys
-            .records
-            .entry(id.to_string())
-            .or_default()
-            .push(record);
+        self.append(&mut held.keys, store::KEYS, id, by, change)
+            .await?;
         self.fold_keys(&mut held);
         self.ring()
             .get(id)
@@ -666,24 +645,30 @@ impl Tenants {
             .ok_or_else(|| KeyError::NotFound(id.to_string()))
     }
 
-    /// Seals a record and stores it in `table`: its seal.
-    async fn store<C: Serialize>(
+    /// Seals one change to `id` as a record above every version `log`
+    /// knows for it, stores it in `table`, then holds it in `log`. The
+    /// caller holds `held`'s lock, so this server's changes go one at a time.
+    async fn append<C: Serialize>(
         &self,
+        log: &mut Log<C>,
         table: &str,
-        record: &Record<C>,
-    ) -> Result<String, StorageError> {
-        let body = serde_json::to_string(record).expect("serializes");
+        id: &str,
+        by: &str,
+        change: C,
+    ) -> Result<(), StorageError> {
+        let record = Record {
+            id: id.to_string(),
+            version: log.next_version(id),
+            at_ms: now_ms(),
+            by: by.to_string(),
+            change,
+        };
+        let body = serde_json::to_string(&record).expect("serializes");
         let seal = self.key.seal(table, &body);
-        store::write_row(
-            &*self.storage,
-            table,
-            &record.id,
-            record.version,
-            &body,
-            &seal,
-        )
-        .await?;
-        Ok(seal)
+        store::write_row(&*self.storage, table, id, record.version, &body, &seal).await?;
+        log.seen.insert(seal);
+        log.records.entry(id.to_string()).or_default().push(record);
+        Ok(())
     }
 
     /// Seals and stores one change to an organizer, then holds it.
@@ -706,21 +691,9 @@ impl Tenants {
                 "organizer {id} exists: PATCH /admin/organizers/{id} renames or suspends it"
             )));
         }
-        let record = Record {
-            id: id.to_string(),
-            version: held.organizers.next_version(id),
-            at_ms: now_ms(),
-            by: by.to_string(),
-            change,
-        };
-        let seal = self.store(store::ORGANIZERS, &record).await?;
-        held.organizers.seen.insert(seal);
-        held.organizers
-            .records
-            .entry(id.to_string())
-            .or_default()
-            .push(record);
-        self.fold_organizers(&held);
+        self.append(&mut held.organizers, store::ORGANIZERS, id, by, change)
+            .await?;
+        self.fold_organizers(&mut held);
         self.directory()
             .get(id)
             .cloned()

@@ -376,6 +376,42 @@ impl TestServer {
 }
 
 /// The status, and the body as JSON (or as a JSON string when it is not JSON).
+/// A client that follows no redirect: a sign-in's 303 is read as sent.
+pub fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Signs in to `/dashboard` with `token`: the session cookie (`name=value`)
+/// and the whole `Set-Cookie` line.
+pub async fn sign_in(s: &TestServer, token: &str) -> (String, String) {
+    let r = no_redirects()
+        .post(format!("{}/dashboard/login", s.base))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{:?}", r.text().await);
+    assert_eq!(r.headers()["location"], "/dashboard");
+    let line = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    (line.split(';').next().unwrap().to_string(), line)
+}
+
+/// `/dashboard` as the session of `cookie` sees it.
+pub async fn dashboard_page(s: &TestServer, cookie: &str) -> String {
+    no_redirects()
+        .get(format!("{}/dashboard", s.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub async fn status_and_body(r: reqwest::Response) -> (u16, Value) {
     let status = r.status().as_u16();
     let text = r.text().await.unwrap();
